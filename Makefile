@@ -1,0 +1,167 @@
+# peftio - checkpoint tools for fine-tuned language models.
+#
+#   make            build lib/libpeftio.{a,so} and tools/NAME/NAME
+#   make check      install missing build dependencies, build, run all tests
+#   make demo       install missing build dependencies, build, quantize the
+#                   small example model in examples/tiny-llama
+#   make bench      throughput and memory benchmarks (bench/RESULTS.md)
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make SANITIZE=1 build with AddressSanitizer and UBSan
+
+PREFIX	?= /usr/local
+BINDIR	?= $(PREFIX)/bin
+LIBDIR	?= $(PREFIX)/lib
+INCDIR	?= $(PREFIX)/include
+MANDIR	?= $(PREFIX)/share/man
+PKGDIR	?= $(LIBDIR)/pkgconfig
+DESTDIR	?=
+INSTALL	?= install
+
+CC	?= cc
+PKG_CONFIG ?= pkg-config
+DEPS	 = zlib jansson libxxhash yaml-0.1 openblas lapacke
+TESTDEPS = check
+
+OPT	?= -O2
+CFLAGS	?= $(OPT) -g
+WARN	 = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+	   -Wmissing-prototypes -Wpointer-arith -Wformat=2 -Wvla \
+	   -Wno-unused-parameter
+XCFLAGS	 = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(WARN) -Ilib -Itools/common \
+	   $(shell $(PKG_CONFIG) --cflags $(DEPS) 2>/dev/null)
+XLIBS	 = $(shell $(PKG_CONFIG) --libs $(DEPS) 2>/dev/null) -lpthread -lm
+ifeq ($(SANITIZE),1)
+XCFLAGS	+= -fsanitize=address,undefined -fno-omit-frame-pointer \
+	   -fno-sanitize-recover=undefined
+LDSAN	 = -fsanitize=address,undefined
+endif
+
+TOOLS	 = nf4-quant lora-merge adapter-extract dq-inspect
+LIBSRC	 = $(sort $(wildcard lib/*.c))
+LIBOBJ	 = $(LIBSRC:.c=.o) lib/rcp_table.o
+COMMON	 = tools/common/cli.o
+TOOLBIN	 = $(foreach t,$(TOOLS),$(if $(wildcard tools/$(t)/$(t).c),tools/$(t)/$(t)))
+UNITSRC	 = $(sort $(wildcard tests/unit/check_*.c))
+UNITOBJ	 = $(UNITSRC:.c=.o) tests/unit/main.o tests/unit/testutil.o
+
+# Rebuild everything when the compiler flags change.
+FLAGSTAMP = .build-flags
+FLAGS_NOW = $(CC) $(CFLAGS) $(XCFLAGS) $(LDSAN)
+$(shell test "`cat $(FLAGSTAMP) 2>/dev/null`" = "$(FLAGS_NOW)" || \
+	echo "$(FLAGS_NOW)" > $(FLAGSTAMP))
+
+.PHONY: all deps check test unit cli demo bench install uninstall clean \
+	fuzz refcheck
+
+all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN)
+
+%.o: %.c $(FLAGSTAMP) lib/peftio.h
+	$(CC) $(CFLAGS) $(XCFLAGS) -c -o $@ $<
+
+$(LIBOBJ) $(COMMON): lib/peftio_private.h
+tools/%.o: tools/common/cli.h
+
+# The GPU reciprocal table ships zlib-compressed inside the library.
+lib/rcp_table.c: lib/data/rcp_delta.bin.gz scripts/bin2c.sh
+	sh scripts/bin2c.sh peftio_rcp_delta_gz < lib/data/rcp_delta.bin.gz > $@.tmp
+	mv $@.tmp $@
+
+lib/libpeftio.a: $(LIBOBJ)
+	rm -f $@
+	$(AR) rcs $@ $(LIBOBJ)
+
+lib/libpeftio.so: $(LIBOBJ)
+	$(CC) -shared -Wl,-soname,libpeftio.so.0 $(LDSAN) -o $@ $(LIBOBJ) $(XLIBS)
+
+# tools/NAME/NAME from tools/NAME/NAME.c
+define tool_rule
+tools/$(1)/$(1): tools/$(1)/$(1).o $(COMMON) lib/libpeftio.a
+	$$(CC) $$(LDFLAGS) $$(LDSAN) -o $$@ $$< $(COMMON) lib/libpeftio.a $$(XLIBS)
+endef
+$(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
+
+# ---------------------------------------------------------------------
+# Tests
+
+tests/unit/suites.h: $(UNITSRC)
+	sed -n 's/^\(Suite \*[a-z0-9_]*_suite(void)\)$$/\1;/p' $(UNITSRC) > $@.tmp
+	sed -n 's/^Suite \*\([a-z0-9_]*_suite\)(void)$$/\tX(\1)/p' $(UNITSRC) \
+	    | sed '1i#define PEFTIO_SUITES \\' | sed '$$!s/$$/ \\/' >> $@.tmp
+	mv $@.tmp $@
+
+tests/unit/main.o: tests/unit/suites.h
+$(UNITOBJ): tests/unit/testutil.h
+$(UNITOBJ): XCFLAGS += $(shell $(PKG_CONFIG) --cflags $(TESTDEPS) 2>/dev/null)
+
+tests/unit/run-unit: $(UNITOBJ) lib/libpeftio.a
+	$(CC) $(LDFLAGS) $(LDSAN) -o $@ $(UNITOBJ) lib/libpeftio.a $(XLIBS) \
+	    $(shell $(PKG_CONFIG) --libs $(TESTDEPS))
+
+tests/cli/stdump: tests/cli/stdump.o lib/libpeftio.a
+	$(CC) $(LDFLAGS) $(LDSAN) -o $@ $< lib/libpeftio.a $(XLIBS)
+
+deps:
+	@$(PKG_CONFIG) --exists $(DEPS) $(TESTDEPS) 2>/dev/null || \
+	    sh scripts/install-deps
+
+unit: all tests/unit/run-unit
+	cd tests/unit && ./run-unit
+
+cli: all tests/cli/stdump
+	sh tests/cli/run.sh
+
+# Unit tests, then the CLI tests (sequentially, so their reports do not
+# interleave under make -j).
+test: all tests/unit/run-unit tests/cli/stdump
+	cd tests/unit && ./run-unit
+	sh tests/cli/run.sh
+
+check: deps
+	$(MAKE) test
+
+demo: deps
+	$(MAKE) all
+	sh examples/demo.sh
+
+bench: deps
+	$(MAKE) all
+	sh bench/run.sh
+
+# The reference checks against the real libraries' outputs (needs the
+# fixtures in ../shared).
+refcheck: all
+	for c in ../shared/tools/check-*; do $$c || exit 1; done
+
+# ---------------------------------------------------------------------
+
+peftio.pc: peftio.pc.in Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|0.1.0|' \
+	    -e 's|@DEPS@|$(DEPS)|' peftio.pc.in > $@
+
+install: all peftio.pc
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
+	    $(DESTDIR)$(INCDIR) $(DESTDIR)$(MANDIR)/man1 \
+	    $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(PKGDIR)
+	for t in $(TOOLBIN); do $(INSTALL) -m 755 $$t $(DESTDIR)$(BINDIR)/; done
+	$(INSTALL) -m 644 lib/libpeftio.a $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 755 lib/libpeftio.so $(DESTDIR)$(LIBDIR)/libpeftio.so.0
+	ln -sf libpeftio.so.0 $(DESTDIR)$(LIBDIR)/libpeftio.so
+	$(INSTALL) -m 644 lib/peftio.h $(DESTDIR)$(INCDIR)/
+	$(INSTALL) -m 644 peftio.pc $(DESTDIR)$(PKGDIR)/
+	for m in man/*.1; do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man1/; done
+	for m in $(wildcard man/*.3); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man3/; done
+	for m in $(wildcard man/*.5); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man5/; done
+
+uninstall:
+	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
+	rm -f $(DESTDIR)$(LIBDIR)/libpeftio.a $(DESTDIR)$(LIBDIR)/libpeftio.so*
+	rm -f $(DESTDIR)$(INCDIR)/peftio.h $(DESTDIR)$(PKGDIR)/peftio.pc
+
+clean:
+	rm -f lib/*.o lib/rcp_table.c lib/libpeftio.a lib/libpeftio.so \
+	    tools/*/*.o $(foreach t,$(TOOLS),tools/$(t)/$(t)) \
+	    tests/unit/*.o tests/unit/run-unit tests/unit/suites.h \
+	    tests/cli/*.o tests/cli/stdump \
+	    tests/fuzz/*.o peftio.pc $(FLAGSTAMP)
+	rm -rf tests/cli/tmp bench/tmp

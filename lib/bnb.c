@@ -1,0 +1,300 @@
+/*
+ * bnb.c - the bitsandbytes on-disk form of a 4-bit weight: the JSON
+ * quant_state blob and the quantization_config block of config.json
+ * (bnb-nf4.md sections 5 and 6).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peftio_private.h"
+
+const char *
+peftio_q4type_name(enum peftio_q4type t)
+{
+	return t == PEFTIO_Q4_FP4 ? "fp4" : "nf4";
+}
+
+int
+peftio_q4type_parse(const char *s)
+{
+	if (strcmp(s, "nf4") == 0)
+		return PEFTIO_Q4_NF4;
+	if (strcmp(s, "fp4") == 0)
+		return PEFTIO_Q4_FP4;
+	return -1;
+}
+
+/*
+ * json.dumps() of QuantState.as_dict(packed=True)'s non-tensor part:
+ * {"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16",
+ *  "shape": [128, 344], "nested_blocksize": 256, "nested_dtype":
+ *  "float32", "nested_offset": 0.051740068942308426}
+ */
+int
+peftio_quant_state_json(const struct peftio_quant_state *qs, char **json,
+    size_t *len, struct peftio_error *err)
+{
+	json_t *o, *shape;
+	const char *dname;
+	char *s;
+	int i;
+
+	dname = peftio_dtype_torch_name(qs->dtype);
+	if (dname == NULL)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "quant_state: dtype %d has no torch name", (int)qs->dtype);
+	o = json_object();
+	shape = json_array();
+	if (o == NULL || shape == NULL)
+		goto oom;
+	for (i = 0; i < qs->ndim; i++)
+		json_array_append_new(shape,
+		    json_integer((json_int_t)qs->shape[i]));
+	json_object_set_new(o, "quant_type",
+	    json_string(peftio_q4type_name(qs->type)));
+	json_object_set_new(o, "blocksize",
+	    json_integer((json_int_t)qs->blocksize));
+	json_object_set_new(o, "dtype", json_string(dname));
+	json_object_set_new(o, "shape", shape);
+	shape = NULL;
+	if (qs->double_quant) {
+		json_object_set_new(o, "nested_blocksize",
+		    json_integer((json_int_t)qs->nested_blocksize));
+		json_object_set_new(o, "nested_dtype", json_string("float32"));
+		json_object_set_new(o, "nested_offset",
+		    json_real((double)qs->nested_offset));
+	}
+	s = peftio_json_pydumps(o, -1, 0, len);
+	json_decref(o);
+	if (s == NULL)
+		goto oom;
+	*json = s;
+	return 0;
+oom:
+	json_decref(o);
+	json_decref(shape);
+	return peftio_error_set(err, PEFTIO_ENOMEM, "quant_state: out of memory");
+}
+
+static int
+get_uint(json_t *o, const char *key, uint64_t *v, struct peftio_error *err)
+{
+	json_t *j = json_object_get(o, key);
+
+	if (!json_is_integer(j) || json_integer_value(j) < 0)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "quant_state: \"%s\" is missing or not a non-negative "
+		    "integer", key);
+	*v = (uint64_t)json_integer_value(j);
+	return 0;
+}
+
+int
+peftio_quant_state_parse(const void *buf, size_t len,
+    struct peftio_quant_state *qs, struct peftio_error *err)
+{
+	static const char *const known[] = {
+		"quant_type", "blocksize", "dtype", "shape",
+		"nested_blocksize", "nested_dtype", "nested_offset"
+	};
+	json_error_t jerr;
+	json_t *o, *j, *d;
+	const char *key;
+	size_t i, k;
+	int rc = PEFTIO_EFORMAT, t;
+	uint64_t n;
+
+	memset(qs, 0, sizeof(*qs));
+	o = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (o == NULL || !json_is_object(o)) {
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "quant_state: not a JSON object%s%s",
+		    o == NULL ? ": " : "", o == NULL ? jerr.text : "");
+		goto out;
+	}
+	json_object_foreach(o, key, j) {
+		for (k = 0; k < sizeof(known) / sizeof(known[0]); k++)
+			if (strcmp(key, known[k]) == 0)
+				break;
+		if (k == sizeof(known) / sizeof(known[0])) {
+			peftio_error_set(err, PEFTIO_EFORMAT,
+			    "quant_state: unknown key \"%s\"", key);
+			goto out;
+		}
+	}
+	j = json_object_get(o, "quant_type");
+	if (!json_is_string(j) ||
+	    (t = peftio_q4type_parse(json_string_value(j))) < 0) {
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "quant_state: \"quant_type\" must be \"nf4\" or \"fp4\"");
+		goto out;
+	}
+	qs->type = (enum peftio_q4type)t;
+	if (get_uint(o, "blocksize", &qs->blocksize, err) != 0)
+		goto out;
+	if (!peftio_q4_blocksize_ok(qs->blocksize)) {
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "quant_state: blocksize %llu is not one of 32, 64, ..., "
+		    "4096", (unsigned long long)qs->blocksize);
+		goto out;
+	}
+	j = json_object_get(o, "dtype");
+	if (!json_is_string(j) ||
+	    (t = peftio_dtype_parse_torch(json_string_value(j))) < 0 ||
+	    !(t == PEFTIO_F32 || t == PEFTIO_F16 || t == PEFTIO_BF16)) {
+		peftio_error_set(err, PEFTIO_EFORMAT, "quant_state: \"dtype\" "
+		    "must be float32, float16 or bfloat16");
+		goto out;
+	}
+	qs->dtype = (enum peftio_dtype)t;
+	j = json_object_get(o, "shape");
+	if (!json_is_array(j) || json_array_size(j) > PEFTIO_MAX_DIMS) {
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "quant_state: \"shape\" must be a list of at most %d "
+		    "integers", PEFTIO_MAX_DIMS);
+		goto out;
+	}
+	qs->ndim = (int)json_array_size(j);
+	qs->numel = 1;
+	json_array_foreach(j, i, d) {
+		if (!json_is_integer(d) || json_integer_value(d) < 0) {
+			peftio_error_set(err, PEFTIO_EFORMAT,
+			    "quant_state: \"shape\" holds a value that is not "
+			    "a non-negative integer");
+			goto out;
+		}
+		qs->shape[i] = (uint64_t)json_integer_value(d);
+		if (PEFTIO_MUL_OVERFLOW(qs->numel, qs->shape[i], &n)) {
+			peftio_error_set(err, PEFTIO_EFORMAT,
+			    "quant_state: \"shape\" overflows");
+			goto out;
+		}
+		qs->numel = n;
+	}
+	if (json_object_get(o, "nested_blocksize") != NULL ||
+	    json_object_get(o, "nested_offset") != NULL ||
+	    json_object_get(o, "nested_dtype") != NULL) {
+		qs->double_quant = 1;
+		if (get_uint(o, "nested_blocksize", &qs->nested_blocksize,
+		    err) != 0)
+			goto out;
+		if (qs->nested_blocksize == 0 ||
+		    qs->nested_blocksize > (1u << 20)) {
+			peftio_error_set(err, PEFTIO_EFORMAT, "quant_state: "
+			    "\"nested_blocksize\" %llu is out of range",
+			    (unsigned long long)qs->nested_blocksize);
+			goto out;
+		}
+		j = json_object_get(o, "nested_dtype");
+		if (!json_is_string(j) ||
+		    strcmp(json_string_value(j), "float32") != 0) {
+			peftio_error_set(err, PEFTIO_EFORMAT,
+			    "quant_state: \"nested_dtype\" must be float32");
+			goto out;
+		}
+		qs->nested_dtype = PEFTIO_F32;
+		j = json_object_get(o, "nested_offset");
+		if (!json_is_number(j) || !isfinite(json_number_value(j))) {
+			peftio_error_set(err, PEFTIO_EFORMAT, "quant_state: "
+			    "\"nested_offset\" must be a finite number");
+			goto out;
+		}
+		qs->nested_offset = (float)json_number_value(j);
+	}
+	rc = 0;
+out:
+	json_decref(o);
+	return rc;
+}
+
+static json_t *
+load_object(const char *in, size_t inlen, struct peftio_error *err)
+{
+	json_error_t jerr;
+	json_t *o;
+
+	o = json_loadb(in, inlen, JSON_REJECT_DUPLICATES, &jerr);
+	if (o == NULL) {
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "config.json: line %d: %s", jerr.line, jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(o)) {
+		json_decref(o);
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "config.json: not a JSON object");
+		return NULL;
+	}
+	return o;
+}
+
+static int
+dump_config(json_t *o, char **out, size_t *outlen, struct peftio_error *err)
+{
+	*out = peftio_json_pydumps(o, 2, 1, outlen);
+	json_decref(o);
+	if (*out == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "config.json: out of memory");
+	return 0;
+}
+
+int
+peftio_config_add_quant(const char *in, size_t inlen, enum peftio_q4type type,
+    int double_quant, enum peftio_dtype compute, char **out, size_t *outlen,
+    struct peftio_error *err)
+{
+	const char *cname = peftio_dtype_torch_name(compute);
+	json_t *o, *q;
+
+	if ((o = load_object(in, inlen, err)) == NULL)
+		return err != NULL ? err->code : PEFTIO_EFORMAT;
+	if ((q = json_object()) == NULL || cname == NULL) {
+		json_decref(q);
+		json_decref(o);
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "config.json: out of memory");
+	}
+	/* BitsAndBytesConfig.to_dict() in transformers 5.17 (13 keys). */
+	json_object_set_new(q, "_load_in_4bit", json_true());
+	json_object_set_new(q, "_load_in_8bit", json_false());
+	json_object_set_new(q, "bnb_4bit_compute_dtype", json_string(cname));
+	json_object_set_new(q, "bnb_4bit_quant_storage", json_string("uint8"));
+	json_object_set_new(q, "bnb_4bit_quant_type",
+	    json_string(peftio_q4type_name(type)));
+	json_object_set_new(q, "bnb_4bit_use_double_quant",
+	    json_boolean(double_quant));
+	json_object_set_new(q, "llm_int8_enable_fp32_cpu_offload",
+	    json_false());
+	json_object_set_new(q, "llm_int8_has_fp16_weight", json_false());
+	json_object_set_new(q, "llm_int8_skip_modules", json_null());
+	json_object_set_new(q, "llm_int8_threshold", json_real(6.0));
+	json_object_set_new(q, "load_in_4bit", json_true());
+	json_object_set_new(q, "load_in_8bit", json_false());
+	json_object_set_new(q, "quant_method", json_string("bitsandbytes"));
+	json_object_set_new(o, "quantization_config", q);
+	return dump_config(o, out, outlen, err);
+}
+
+int
+peftio_config_remove_quant(const char *in, size_t inlen, int dt, char **out,
+    size_t *outlen, struct peftio_error *err)
+{
+	const char *name;
+	json_t *o;
+
+	if ((o = load_object(in, inlen, err)) == NULL)
+		return err != NULL ? err->code : PEFTIO_EFORMAT;
+	json_object_del(o, "quantization_config");
+	if (dt >= 0 && (name = peftio_dtype_torch_name(dt)) != NULL) {
+		if (json_object_get(o, "torch_dtype") != NULL)
+			json_object_set_new(o, "torch_dtype", json_string(name));
+		if (json_object_get(o, "dtype") != NULL ||
+		    json_object_get(o, "torch_dtype") == NULL)
+			json_object_set_new(o, "dtype", json_string(name));
+	}
+	return dump_config(o, out, outlen, err);
+}

@@ -1,0 +1,809 @@
+/*
+ * checkpoint.c - a model as one stream of named tensors, whether it is
+ * stored as one safetensors file, a directory with model.safetensors,
+ * or a directory of shards listed by model.safetensors.index.json
+ * (formats.md section 2); and a writer that mirrors such a layout.
+ */
+#include <sys/stat.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peftio_private.h"
+
+#define INDEX_NAME	"model.safetensors.index.json"
+#define INDEX_MAX	(256u << 20)	/* refuse larger index files */
+
+struct ckpt_entry {
+	size_t	shard;
+	size_t	idx;		/* index inside the shard */
+};
+
+struct peftio_ckpt {
+	char			*path;
+	char			*dir;		/* NULL unless a directory */
+	int			 sharded;
+	size_t			 nshards;
+	char			**shard_names;
+	struct peftio_st	**shards;
+	size_t			 count;
+	struct ckpt_entry	*ents;		/* in listing order */
+	size_t			*byname;	/* entry numbers sorted by name */
+};
+
+static char *
+join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
+
+	if (p != NULL)
+		snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+static int
+is_file(const char *path)
+{
+	struct stat sb;
+
+	return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static const struct peftio_tensor_info *
+ent_info(const struct peftio_ckpt *c, size_t e)
+{
+	return peftio_st_tensor(c->shards[c->ents[e].shard], c->ents[e].idx);
+}
+
+static const struct peftio_ckpt *sort_ckpt;
+
+static int
+cmp_byname(const void *a, const void *b)
+{
+	const struct peftio_ckpt *c = sort_ckpt;
+
+	return strcmp(ent_info(c, *(const size_t *)a)->name,
+	    ent_info(c, *(const size_t *)b)->name);
+}
+
+/* A shard name from an index: relative, no "..", a .safetensors file. */
+static int
+shard_name_ok(const char *s)
+{
+	const char *p, *slash;
+	size_t n = strlen(s);
+
+	if (n < 12 || strcmp(s + n - 12, ".safetensors") != 0)
+		return 0;
+	if (s[0] == '/' || strchr(s, '\\') != NULL || strchr(s, ':') != NULL)
+		return 0;
+	for (p = s; ; p = slash + 1) {
+		slash = strchr(p, '/');
+		n = slash != NULL ? (size_t)(slash - p) : strlen(p);
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			return 0;
+		if (slash == NULL)
+			return 1;
+	}
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Read the index: the sorted, unique list of shard names. */
+static int
+read_index(struct peftio_ckpt *c, const char *ipath, json_t **mapp,
+    struct peftio_error *err)
+{
+	json_error_t jerr;
+	json_t *root = NULL, *map;
+	const char *key;
+	json_t *v;
+	char *text = NULL;
+	size_t len, n = 0, i, j;
+	int rc;
+
+	if ((rc = peftio_read_file(ipath, INDEX_MAX, &text, &len, err)) != 0)
+		return rc;
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	free(text);
+	if (root == NULL)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: line %d: %s", ipath, jerr.line, jerr.text);
+	map = json_object_get(root, "weight_map");
+	if (!json_is_object(root) || !json_is_object(map)) {
+		json_decref(root);
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: no \"weight_map\" object", ipath);
+	}
+	c->shard_names = calloc(json_object_size(map) + 1, sizeof(char *));
+	if (c->shard_names == NULL)
+		goto oom;
+	json_object_foreach(map, key, v) {
+		if (!json_is_string(v)) {
+			json_decref(root);
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s': shard name is not a string",
+			    ipath, key);
+		}
+		if (!shard_name_ok(json_string_value(v))) {
+			json_decref(root);
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s': bad shard file name \"%s\" "
+			    "(must be a relative .safetensors path without "
+			    "\"..\")", ipath, key, json_string_value(v));
+		}
+		c->shard_names[n] = (char *)json_string_value(v);
+		n++;
+	}
+	qsort(c->shard_names, n, sizeof(char *), cmp_str);
+	for (i = 0, j = 0; i < n; i++)
+		if (j == 0 || strcmp(c->shard_names[j - 1],
+		    c->shard_names[i]) != 0)
+			c->shard_names[j++] = c->shard_names[i];
+	for (i = 0; i < j; i++)
+		if ((c->shard_names[i] = strdup(c->shard_names[i])) == NULL)
+			goto oom;
+	c->nshards = j;
+	*mapp = root;
+	return 0;
+oom:
+	json_decref(root);
+	return peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory", ipath);
+}
+
+/* The one .safetensors file of a directory without an index, if any. */
+static char *
+sole_safetensors(const char *dir)
+{
+	static const char *const pref[] = {
+		"model.safetensors", "adapter_model.safetensors"
+	};
+	struct dirent *de;
+	char *found = NULL, *p;
+	size_t i, n;
+	int count = 0;
+	DIR *d;
+
+	for (i = 0; i < sizeof(pref) / sizeof(pref[0]); i++) {
+		if ((p = join(dir, pref[i])) != NULL && is_file(p)) {
+			free(p);
+			return strdup(pref[i]);
+		}
+		free(p);
+	}
+	if ((d = opendir(dir)) == NULL)
+		return NULL;
+	while ((de = readdir(d)) != NULL) {
+		n = strlen(de->d_name);
+		if (n > 12 && strcmp(de->d_name + n - 12, ".safetensors") == 0) {
+			count++;
+			free(found);
+			found = strdup(de->d_name);
+		}
+	}
+	closedir(d);
+	if (count != 1) {
+		free(found);
+		return NULL;
+	}
+	return found;
+}
+
+int
+peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
+    struct peftio_error *err)
+{
+	struct peftio_ckpt *c;
+	const struct peftio_tensor_info *ti;
+	struct stat sb;
+	json_t *index = NULL, *map, *v;
+	const char *key;
+	char *ipath = NULL, *sp, *sole;
+	size_t s, i, e;
+	long k;
+	int rc;
+
+	*out = NULL;
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->path = strdup(path)) == NULL) {
+		free(c);
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", path);
+	}
+	if (strcmp(path, "-") != 0 && stat(path, &sb) == 0 &&
+	    S_ISDIR(sb.st_mode)) {
+		if ((c->dir = strdup(path)) == NULL ||
+		    (ipath = join(path, INDEX_NAME)) == NULL) {
+			rc = peftio_error_set(err, PEFTIO_ENOMEM,
+			    "%s: out of memory", path);
+			goto fail;
+		}
+		if (is_file(ipath)) {
+			c->sharded = 1;
+			if ((rc = read_index(c, ipath, &index, err)) != 0)
+				goto fail;
+		} else if ((sole = sole_safetensors(path)) != NULL) {
+			c->nshards = 1;
+			c->shard_names = calloc(2, sizeof(char *));
+			if (c->shard_names == NULL) {
+				free(sole);
+				rc = peftio_error_set(err, PEFTIO_ENOMEM,
+				    "%s: out of memory", path);
+				goto fail;
+			}
+			c->shard_names[0] = sole;
+		} else {
+			rc = peftio_error_set(err, PEFTIO_ENOTFOUND,
+			    "%s: no model.safetensors or %s in this directory",
+			    path, INDEX_NAME);
+			goto fail;
+		}
+	} else {
+		c->nshards = 1;
+		if ((c->shard_names = calloc(2, sizeof(char *))) == NULL ||
+		    (c->shard_names[0] = strdup(path)) == NULL) {
+			rc = peftio_error_set(err, PEFTIO_ENOMEM,
+			    "%s: out of memory", path);
+			goto fail;
+		}
+	}
+
+	if ((c->shards = calloc(c->nshards, sizeof(*c->shards))) == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
+		    path);
+		goto fail;
+	}
+	for (s = 0; s < c->nshards; s++) {
+		sp = c->dir != NULL ? join(c->dir, c->shard_names[s]) :
+		    strdup(c->shard_names[s]);
+		if (sp == NULL) {
+			rc = peftio_error_set(err, PEFTIO_ENOMEM,
+			    "%s: out of memory", path);
+			goto fail;
+		}
+		if (c->sharded && !is_file(sp)) {
+			rc = peftio_error_set(err, PEFTIO_ENOTFOUND,
+			    "%s: shard %s listed in %s is missing", path,
+			    c->shard_names[s], INDEX_NAME);
+			free(sp);
+			goto fail;
+		}
+		rc = peftio_st_open(&c->shards[s], sp, err);
+		free(sp);
+		if (rc != 0)
+			goto fail;
+		c->count += peftio_st_count(c->shards[s]);
+	}
+
+	c->ents = calloc(c->count + 1, sizeof(*c->ents));
+	c->byname = calloc(c->count + 1, sizeof(*c->byname));
+	if (c->ents == NULL || c->byname == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
+		    path);
+		goto fail;
+	}
+	for (s = 0, e = 0; s < c->nshards; s++)
+		for (i = 0; i < peftio_st_count(c->shards[s]); i++, e++) {
+			c->ents[e].shard = s;
+			c->ents[e].idx = i;
+			c->byname[e] = e;
+		}
+	sort_ckpt = c;
+	qsort(c->byname, c->count, sizeof(size_t), cmp_byname);
+	for (e = 1; e < c->count; e++) {
+		ti = ent_info(c, c->byname[e]);
+		if (strcmp(ti->name, ent_info(c, c->byname[e - 1])->name) == 0) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s' is stored in two shards (%s, %s)",
+			    path, ti->name,
+			    c->shard_names[c->ents[c->byname[e - 1]].shard],
+			    c->shard_names[c->ents[c->byname[e]].shard]);
+			goto fail;
+		}
+	}
+	if (index != NULL) {
+		/* Every tensor of the index must be in the shard it names. */
+		map = json_object_get(index, "weight_map");
+		json_object_foreach(map, key, v) {
+			k = peftio_ckpt_find(c, key);
+			if (k < 0 || strcmp(c->shard_names[c->ents[k].shard],
+			    json_string_value(v)) != 0) {
+				rc = peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: tensor '%s' is not in shard %s as %s "
+				    "says", path, key, json_string_value(v),
+				    INDEX_NAME);
+				goto fail;
+			}
+		}
+		json_decref(index);
+		index = NULL;
+	}
+	free(ipath);
+	*out = c;
+	return 0;
+fail:
+	json_decref(index);
+	free(ipath);
+	peftio_ckpt_close(c);
+	return rc;
+}
+
+void
+peftio_ckpt_close(struct peftio_ckpt *c)
+{
+	size_t s;
+
+	if (c == NULL)
+		return;
+	for (s = 0; s < c->nshards; s++) {
+		if (c->shards != NULL)
+			peftio_st_close(c->shards[s]);
+		if (c->shard_names != NULL)
+			free(c->shard_names[s]);
+	}
+	free(c->shards);
+	free(c->shard_names);
+	free(c->ents);
+	free(c->byname);
+	free(c->dir);
+	free(c->path);
+	free(c);
+}
+
+const char *
+peftio_ckpt_path(const struct peftio_ckpt *c)
+{
+	return c->path;
+}
+
+const char *
+peftio_ckpt_dir(const struct peftio_ckpt *c)
+{
+	return c->dir;
+}
+
+int
+peftio_ckpt_sharded(const struct peftio_ckpt *c)
+{
+	return c->sharded;
+}
+
+size_t
+peftio_ckpt_nshards(const struct peftio_ckpt *c)
+{
+	return c->nshards;
+}
+
+const char *
+peftio_ckpt_shard_name(const struct peftio_ckpt *c, size_t s)
+{
+	return s < c->nshards ? c->shard_names[s] : NULL;
+}
+
+struct peftio_st *
+peftio_ckpt_shard(const struct peftio_ckpt *c, size_t s)
+{
+	return s < c->nshards ? c->shards[s] : NULL;
+}
+
+size_t
+peftio_ckpt_count(const struct peftio_ckpt *c)
+{
+	return c->count;
+}
+
+const struct peftio_tensor_info *
+peftio_ckpt_tensor(const struct peftio_ckpt *c, size_t i)
+{
+	return i < c->count ? ent_info(c, i) : NULL;
+}
+
+size_t
+peftio_ckpt_shard_of(const struct peftio_ckpt *c, size_t i)
+{
+	return c->ents[i].shard;
+}
+
+long
+peftio_ckpt_find(const struct peftio_ckpt *c, const char *name)
+{
+	size_t lo = 0, hi = c->count, mid;
+	int d;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		d = strcmp(name, ent_info(c, c->byname[mid])->name);
+		if (d == 0)
+			return (long)c->byname[mid];
+		if (d < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return -1;
+}
+
+int
+peftio_ckpt_data(struct peftio_ckpt *c, size_t i, const void **data,
+    struct peftio_error *err)
+{
+	if (i >= c->count)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: no tensor number %zu", c->path, i);
+	return peftio_st_data(c->shards[c->ents[i].shard], c->ents[i].idx,
+	    data, err);
+}
+
+void
+peftio_ckpt_release(struct peftio_ckpt *c, size_t i)
+{
+	if (i < c->count)
+		peftio_st_release(c->shards[c->ents[i].shard], c->ents[i].idx);
+}
+
+/* ------------------------------------------------------------------ */
+/* Writer                                                              */
+
+struct ckptw_name {
+	const char	*name;	/* owned by the shard writer's info */
+	size_t		 shard;
+	size_t		 idx;
+};
+
+struct ckptw_file {
+	char	*name;
+	char	*data;
+	size_t	 len;
+};
+
+struct peftio_ckptw {
+	char			*path;
+	int			 as_dir;
+	unsigned		 flags;
+	struct peftio_outdir	 od;
+	int			 od_open;
+	size_t			 nshards;
+	char			**names;
+	struct peftio_stw	**w;
+	struct ckptw_name	*map;	/* sorted by name after layout */
+	size_t			 count;
+	struct ckptw_file	*files;
+	size_t			 nfiles;
+	int			 laid_out;
+};
+
+void
+peftio_shard_name(char *buf, size_t len, size_t i, size_t n)
+{
+	snprintf(buf, len, "model-%05zu-of-%05zu.safetensors", i + 1, n);
+}
+
+int
+peftio_ckptw_create(struct peftio_ckptw **out, const char *path, int as_dir,
+    size_t nshards, const char *const *names, unsigned flags,
+    struct peftio_error *err)
+{
+	struct peftio_ckptw *w;
+	char *p;
+	size_t s;
+	int rc;
+
+	*out = NULL;
+	if (nshards == 0 || (!as_dir && nshards != 1))
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: a file holds exactly one shard", path);
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	w->as_dir = as_dir;
+	w->flags = flags;
+	w->nshards = nshards;
+	w->path = strdup(path);
+	w->names = calloc(nshards, sizeof(char *));
+	w->w = calloc(nshards, sizeof(*w->w));
+	if (w->path == NULL || w->names == NULL || w->w == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (as_dir) {
+		if ((rc = peftio_outdir_open(&w->od, path, flags, err)) != 0)
+			goto fail;
+		w->od_open = 1;
+	}
+	for (s = 0; s < nshards; s++) {
+		if (!as_dir)
+			p = strdup(path);
+		else if (nshards == 1 && (names == NULL || names[0] == NULL))
+			p = join(w->od.tmp, "model.safetensors");
+		else
+			p = join(w->od.tmp, names[s]);
+		if (p == NULL) {
+			rc = peftio_error_set(err, PEFTIO_ENOMEM,
+			    "out of memory");
+			goto fail;
+		}
+		w->names[s] = p;
+		rc = peftio_stw_create(&w->w[s], p,
+		    as_dir ? (flags | PEFTIO_W_FORCE) : flags, err);
+		if (rc != 0)
+			goto fail;
+	}
+	*out = w;
+	return 0;
+fail:
+	peftio_ckptw_free(w);
+	return rc;
+}
+
+int
+peftio_ckptw_declare(struct peftio_ckptw *w, size_t shard, const char *name,
+    enum peftio_dtype dt, int ndim, const uint64_t *shape,
+    struct peftio_error *err)
+{
+	if (shard >= w->nshards)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: tensor '%s': no shard %zu", w->path, name, shard);
+	w->count++;
+	return peftio_stw_declare(w->w[shard], name, dt, ndim, shape, err);
+}
+
+int
+peftio_ckptw_meta(struct peftio_ckptw *w, const char *key, const char *value,
+    struct peftio_error *err)
+{
+	size_t s;
+	int rc;
+
+	for (s = 0; s < w->nshards; s++)
+		if ((rc = peftio_stw_meta(w->w[s], key, value, err)) != 0)
+			return rc;
+	return 0;
+}
+
+static int
+cmp_map(const void *a, const void *b)
+{
+	return strcmp(((const struct ckptw_name *)a)->name,
+	    ((const struct ckptw_name *)b)->name);
+}
+
+int
+peftio_ckptw_layout(struct peftio_ckptw *w, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	size_t s, i, e;
+	int rc;
+
+	for (s = 0; s < w->nshards; s++)
+		if ((rc = peftio_stw_layout(w->w[s], err)) != 0)
+			return rc;
+	if ((w->map = calloc(w->count + 1, sizeof(*w->map))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	for (s = 0, e = 0; s < w->nshards; s++)
+		for (i = 0; i < peftio_stw_count(w->w[s]); i++, e++) {
+			ti = peftio_stw_tensor(w->w[s], i);
+			w->map[e].name = ti->name;
+			w->map[e].shard = s;
+			w->map[e].idx = i;
+		}
+	qsort(w->map, w->count, sizeof(*w->map), cmp_map);
+	for (e = 1; e < w->count; e++)
+		if (strcmp(w->map[e].name, w->map[e - 1].name) == 0)
+			return peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: tensor '%s' declared twice", w->path,
+			    w->map[e].name);
+	w->laid_out = 1;
+	return 0;
+}
+
+int
+peftio_ckptw_write(struct peftio_ckptw *w, const char *name, const void *buf,
+    size_t len, struct peftio_error *err)
+{
+	struct ckptw_name key, *m;
+
+	key.name = name;
+	m = w->laid_out ? bsearch(&key, w->map, w->count, sizeof(*w->map),
+	    cmp_map) : NULL;
+	if (m == NULL)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: tensor '%s' was not declared", w->path, name);
+	return peftio_stw_write(w->w[m->shard], m->idx, buf, len, err);
+}
+
+int
+peftio_ckptw_file(struct peftio_ckptw *w, const char *name, const void *buf,
+    size_t len, struct peftio_error *err)
+{
+	struct ckptw_file *nf;
+	size_t i;
+
+	if (!w->as_dir)
+		return 0;
+	for (i = 0; i < w->nfiles; i++)
+		if (strcmp(w->files[i].name, name) == 0)
+			return peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: file %s added twice", w->path, name);
+	nf = realloc(w->files, (w->nfiles + 1) * sizeof(*nf));
+	if (nf == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	w->files = nf;
+	nf = &w->files[w->nfiles];
+	nf->name = strdup(name);
+	nf->data = malloc(len + 1);
+	if (nf->name == NULL || nf->data == NULL) {
+		free(nf->name);
+		free(nf->data);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	memcpy(nf->data, buf, len);
+	nf->len = len;
+	w->nfiles++;
+	return 0;
+}
+
+/* Files a checkpoint directory holds that a converter must not copy. */
+static int
+is_checkpoint_file(const char *name)
+{
+	size_t n = strlen(name);
+
+	return (n > 12 && strcmp(name + n - 12, ".safetensors") == 0) ||
+	    (n > 11 && strcmp(name + n - 11, ".index.json") == 0) ||
+	    (n > 4 && strcmp(name + n - 4, ".bin") == 0);
+}
+
+int
+peftio_ckptw_copy_aux(struct peftio_ckptw *w, const char *dir,
+    struct peftio_error *err)
+{
+	struct dirent *de;
+	struct stat sb;
+	char *p, *data;
+	size_t i, len;
+	DIR *d;
+	int rc = 0, have;
+
+	if (!w->as_dir || dir == NULL)
+		return 0;
+	if ((d = opendir(dir)) == NULL)
+		return peftio_error_sys(err, "%s", dir);
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.' || is_checkpoint_file(de->d_name))
+			continue;
+		for (i = 0, have = 0; i < w->nfiles; i++)
+			if (strcmp(w->files[i].name, de->d_name) == 0)
+				have = 1;
+		if (have)
+			continue;
+		if ((p = join(dir, de->d_name)) == NULL) {
+			rc = peftio_error_set(err, PEFTIO_ENOMEM,
+			    "out of memory");
+			break;
+		}
+		if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+			free(p);
+			continue;
+		}
+		rc = peftio_read_file(p, (size_t)1 << 30, &data, &len, err);
+		free(p);
+		if (rc == 0) {
+			rc = peftio_ckptw_file(w, de->d_name, data, len, err);
+			free(data);
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+static int
+write_index(struct peftio_ckptw *w, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	json_t *root, *meta, *map;
+	uint64_t size = 0, params = 0;
+	char *text, *p, *base;
+	size_t s, i, len;
+	int rc;
+
+	root = json_object();
+	meta = json_object();
+	map = json_object();
+	if (root == NULL || meta == NULL || map == NULL) {
+		json_decref(root);
+		json_decref(meta);
+		json_decref(map);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	for (s = 0; s < w->nshards; s++) {
+		base = strrchr(w->names[s], '/');
+		base = base != NULL ? base + 1 : w->names[s];
+		for (i = 0; i < peftio_stw_count(w->w[s]); i++) {
+			ti = peftio_stw_tensor(w->w[s], i);
+			size += ti->nbytes;
+			params += ti->numel;
+			json_object_set_new(map, ti->name, json_string(base));
+		}
+	}
+	json_object_set_new(meta, "total_parameters",
+	    json_integer((json_int_t)params));
+	json_object_set_new(meta, "total_size", json_integer((json_int_t)size));
+	json_object_set_new(root, "metadata", meta);
+	json_object_set_new(root, "weight_map", map);
+	text = peftio_json_pydumps(root, 2, 1, &len);
+	json_decref(root);
+	if (text == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	if ((p = join(w->od.tmp, INDEX_NAME)) == NULL) {
+		free(text);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	rc = peftio_write_file(p, text, len, w->flags | PEFTIO_W_FORCE, err);
+	free(p);
+	free(text);
+	return rc;
+}
+
+int
+peftio_ckptw_commit(struct peftio_ckptw *w, struct peftio_error *err)
+{
+	size_t s, i;
+	char *p;
+	int rc;
+
+	for (s = 0; s < w->nshards; s++)
+		if ((rc = peftio_stw_commit(w->w[s], err)) != 0)
+			return rc;
+	if (!w->as_dir)
+		return 0;
+	if (w->nshards > 1 && (rc = write_index(w, err)) != 0)
+		return rc;
+	for (i = 0; i < w->nfiles; i++) {
+		if ((p = join(w->od.tmp, w->files[i].name)) == NULL)
+			return peftio_error_set(err, PEFTIO_ENOMEM,
+			    "out of memory");
+		rc = peftio_write_file(p, w->files[i].data, w->files[i].len,
+		    w->flags | PEFTIO_W_FORCE, err);
+		free(p);
+		if (rc != 0)
+			return rc;
+	}
+	if ((rc = peftio_outdir_commit(&w->od, err)) != 0)
+		return rc;
+	w->od_open = 0;
+	return 0;
+}
+
+void
+peftio_ckptw_free(struct peftio_ckptw *w)
+{
+	size_t s;
+
+	if (w == NULL)
+		return;
+	for (s = 0; s < w->nshards; s++) {
+		if (w->w != NULL)
+			peftio_stw_free(w->w[s]);
+		if (w->names != NULL)
+			free(w->names[s]);
+	}
+	if (w->od_open)
+		peftio_outdir_abort(&w->od);
+	for (s = 0; s < w->nfiles; s++) {
+		free(w->files[s].name);
+		free(w->files[s].data);
+	}
+	free(w->files);
+	free(w->w);
+	free(w->names);
+	free(w->map);
+	free(w->path);
+	free(w);
+}

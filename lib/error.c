@@ -1,0 +1,94 @@
+/*
+ * error.c - error values and messages.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "peftio_private.h"
+
+const char *
+peftio_version(void)
+{
+	return PEFTIO_VERSION_STRING;
+}
+
+static void
+vset(struct peftio_error *err, int code, int sys, const char *fmt, va_list ap)
+{
+	err->code = code;
+	err->sys_errno = sys;
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+}
+
+int
+peftio_error_set(struct peftio_error *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err != NULL) {
+		va_start(ap, fmt);
+		vset(err, code, 0, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+int
+peftio_error_sys(struct peftio_error *err, const char *fmt, ...)
+{
+	va_list ap;
+	int saved = errno;
+	size_t n;
+
+	if (err != NULL) {
+		va_start(ap, fmt);
+		vset(err, PEFTIO_EIO, saved, fmt, ap);
+		va_end(ap);
+		n = strlen(err->msg);
+		snprintf(err->msg + n, sizeof(err->msg) - n, ": %s",
+		    strerror(saved));
+	}
+	errno = saved;
+	return PEFTIO_EIO;
+}
+
+void
+peftio_error_prefix(struct peftio_error *err, const char *fmt, ...)
+{
+	char pre[PEFTIO_ERRMSG_MAX], old[PEFTIO_ERRMSG_MAX];
+	va_list ap;
+
+	if (err == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(pre, sizeof(pre), fmt, ap);
+	va_end(ap);
+	memcpy(old, err->msg, sizeof(old));
+	snprintf(err->msg, sizeof(err->msg), "%s: %s", pre, old);
+}
+
+void
+peftio_error_clear(struct peftio_error *err)
+{
+	if (err != NULL) {
+		err->code = 0;
+		err->sys_errno = 0;
+		err->msg[0] = '\0';
+	}
+}
+
+const char *
+peftio_status_name(int code)
+{
+	static const char *const names[] = {
+		"success", "I/O error", "malformed input", "out of memory",
+		"invalid argument", "unsupported", "not found",
+		"already exists", "non-finite value", "mismatch",
+		"checksum mismatch"
+	};
+
+	if (code > 0 || -code >= (int)(sizeof(names) / sizeof(names[0])))
+		return "unknown error";
+	return names[-code];
+}

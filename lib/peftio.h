@@ -1,0 +1,515 @@
+/*
+ * peftio.h - the public interface of libpeftio.
+ *
+ * libpeftio reads and writes model checkpoints (safetensors files, sharded
+ * directories), implements the bitsandbytes 4-bit codecs (NF4, FP4) with
+ * double quantization bit for bit, and the LoRA algebra shared by the
+ * peftio tools.
+ *
+ * Conventions:
+ *  - Every name starts with peftio_ or PEFTIO_.
+ *  - Functions that can fail return 0 on success or a negative
+ *    PEFTIO_E* value, and fill a struct peftio_error whose message names
+ *    the file and, where there is one, the tensor.  The library never
+ *    prints and never exits.
+ *  - Handles are opaque; every *_free() and *_close() accepts NULL.
+ *  - Sizes and offsets are uint64_t; all arithmetic on values read from a
+ *    file is overflow-checked.
+ */
+#ifndef PEFTIO_H
+#define PEFTIO_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PEFTIO_VERSION_MAJOR	0
+#define PEFTIO_VERSION_MINOR	1
+#define PEFTIO_VERSION_PATCH	0
+#define PEFTIO_VERSION_STRING	"0.1.0"
+
+const char	*peftio_version(void);
+
+/* ------------------------------------------------------------------ */
+/* Errors (error.c)                                                    */
+/* ------------------------------------------------------------------ */
+
+/* Stable values; new ones are only ever appended. */
+enum peftio_status {
+	PEFTIO_OK = 0,
+	PEFTIO_EIO = -1,	/* read/write/open failed (errno kept) */
+	PEFTIO_EFORMAT = -2,	/* malformed input file */
+	PEFTIO_ENOMEM = -3,
+	PEFTIO_EINVAL = -4,	/* bad argument or unsupported combination */
+	PEFTIO_EUNSUPPORTED = -5, /* valid input this build cannot handle */
+	PEFTIO_ENOTFOUND = -6,	/* tensor, file or key missing */
+	PEFTIO_EEXIST = -7,	/* destination exists and overwrite not allowed */
+	PEFTIO_ENONFINITE = -8,	/* NaN or Inf where finite values are needed */
+	PEFTIO_EMISMATCH = -9,	/* shapes/dtypes of two inputs do not fit */
+	PEFTIO_ECHECKSUM = -10	/* stored checksum does not match the data */
+};
+
+#define PEFTIO_ERRMSG_MAX	1024
+
+struct peftio_error {
+	int	code;			/* enum peftio_status */
+	int	sys_errno;		/* errno for PEFTIO_EIO, else 0 */
+	char	msg[PEFTIO_ERRMSG_MAX];	/* "FILE: tensor NAME: what" */
+};
+
+/* Set err (which may be NULL) and return code. */
+int	peftio_error_set(struct peftio_error *err, int code,
+	    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Like peftio_error_set() with ": strerror(errno)" appended; code EIO. */
+int	peftio_error_sys(struct peftio_error *err, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+/* Prepend "prefix: " to an error message already set (e.g. a file name). */
+void	peftio_error_prefix(struct peftio_error *err, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+void	peftio_error_clear(struct peftio_error *err);
+const char *peftio_status_name(int code);
+
+/* ------------------------------------------------------------------ */
+/* Data types (dtype.c)                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * In safetensors' enum order: its writer sorts tensors by this value,
+ * descending, so the order of this list matters.
+ */
+enum peftio_dtype {
+	PEFTIO_BOOL = 0,
+	PEFTIO_F4,
+	PEFTIO_F6_E2M3,
+	PEFTIO_F6_E3M2,
+	PEFTIO_U8,
+	PEFTIO_I8,
+	PEFTIO_F8_E5M2,
+	PEFTIO_F8_E4M3,
+	PEFTIO_F8_E8M0,
+	PEFTIO_F8_E4M3FNUZ,
+	PEFTIO_F8_E5M2FNUZ,
+	PEFTIO_I16,
+	PEFTIO_U16,
+	PEFTIO_F16,
+	PEFTIO_BF16,
+	PEFTIO_I32,
+	PEFTIO_U32,
+	PEFTIO_F32,
+	PEFTIO_C64,
+	PEFTIO_F64,
+	PEFTIO_I64,
+	PEFTIO_U64,
+	PEFTIO_DTYPE_COUNT
+};
+
+/* "F32", "BF16", ...; NULL for an invalid value. */
+const char	*peftio_dtype_name(enum peftio_dtype dt);
+/* Parse a safetensors dtype name (case-sensitive); -1 if unknown. */
+int		 peftio_dtype_parse(const char *name, size_t len);
+/* torch's name: "float32", "bfloat16", "float16", ...; NULL if none. */
+const char	*peftio_dtype_torch_name(enum peftio_dtype dt);
+/* Parse a torch dtype name ("bfloat16", "torch.float16", "float"); -1. */
+int		 peftio_dtype_parse_torch(const char *name);
+unsigned	 peftio_dtype_bits(enum peftio_dtype dt);
+/* 1 for F64 F32 F16 BF16 F8_E4M3 F8_E5M2: convertible to/from f32. */
+int		 peftio_dtype_is_float(enum peftio_dtype dt);
+
+/*
+ * Bytes for n elements of dt; fails on overflow or when n*bits is not a
+ * whole number of bytes.  Returns 0 and sets *out, or PEFTIO_EFORMAT.
+ */
+int		 peftio_dtype_nbytes(enum peftio_dtype dt, uint64_t n,
+		    uint64_t *out);
+
+/* Exact scalar conversions.  f32 -> f16/bf16 round to nearest even;
+ * NaN stays NaN (quiet, sign kept); overflow gives Inf. */
+float		 peftio_f16_to_f32(uint16_t h);
+uint16_t	 peftio_f32_to_f16(float f);
+float		 peftio_bf16_to_f32(uint16_t h);
+uint16_t	 peftio_f32_to_bf16(float f);
+float		 peftio_f8e4m3_to_f32(uint8_t v);
+uint8_t		 peftio_f32_to_f8e4m3(float f);	/* saturates to +-448 */
+float		 peftio_f8e5m2_to_f32(uint8_t v);
+uint8_t		 peftio_f32_to_f8e5m2(float f);
+
+/*
+ * Convert n elements between a float dtype (stored little-endian, any
+ * alignment) and f32.  Return PEFTIO_EINVAL for a non-float dtype.
+ */
+int	peftio_to_f32(enum peftio_dtype dt, const void *src, float *dst,
+	    uint64_t n);
+int	peftio_from_f32(enum peftio_dtype dt, const float *src, void *dst,
+	    uint64_t n);
+
+/* ------------------------------------------------------------------ */
+/* Tensor descriptions                                                 */
+/* ------------------------------------------------------------------ */
+
+#define PEFTIO_MAX_DIMS		16
+#define PEFTIO_MAX_NAME		65536
+
+struct peftio_tensor_info {
+	const char	*name;		/* NUL-terminated, owned by the reader */
+	enum peftio_dtype dtype;
+	int		 ndim;
+	uint64_t	 shape[PEFTIO_MAX_DIMS];
+	uint64_t	 numel;
+	uint64_t	 nbytes;
+	uint64_t	 offset;	/* from the start of the data section */
+};
+
+/* ------------------------------------------------------------------ */
+/* One safetensors file (safetensors.c)                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A reader validates the whole header before any data is touched
+ * (the rules of the reference implementation, plus: duplicate names,
+ * ranks above PEFTIO_MAX_DIMS and names with NUL are refused).
+ * Tensors are listed in data (offset) order.  A regular file is
+ * mmap'ed; a pipe is read sequentially and spooled to an anonymous
+ * temporary file, so every tensor can be read in any order.
+ */
+struct peftio_st;
+
+/* path "-" reads standard input. */
+int	peftio_st_open(struct peftio_st **out, const char *path,
+	    struct peftio_error *err);
+/* Parse a file held in memory (not copied; buf must outlive the reader).
+ * label names the buffer in error messages. */
+int	peftio_st_open_mem(struct peftio_st **out, const void *buf,
+	    size_t len, const char *label, struct peftio_error *err);
+void	peftio_st_close(struct peftio_st *st);
+
+const char *peftio_st_path(const struct peftio_st *st);
+size_t	peftio_st_count(const struct peftio_st *st);
+const struct peftio_tensor_info *peftio_st_tensor(const struct peftio_st *st,
+	    size_t i);
+/* Index of the tensor with this name, or -1. */
+long	peftio_st_find(const struct peftio_st *st, const char *name);
+/* __metadata__ entries, in the file's order; NULL past the end. */
+size_t	peftio_st_meta_count(const struct peftio_st *st);
+const char *peftio_st_meta_key(const struct peftio_st *st, size_t i);
+const char *peftio_st_meta_value(const struct peftio_st *st, size_t i);
+/* Value for key, or NULL. */
+const char *peftio_st_meta_get(const struct peftio_st *st, const char *key);
+/* Bytes of tensor i (nbytes long, no alignment guarantee).  Valid until
+ * the reader is closed. */
+int	peftio_st_data(struct peftio_st *st, size_t i, const void **data,
+	    struct peftio_error *err);
+/* Hint that tensor i's pages are no longer needed (may drop them). */
+void	peftio_st_release(struct peftio_st *st, size_t i);
+
+/*
+ * Writer for one safetensors file.
+ *
+ * Declare every tensor, call peftio_stw_layout(), then hand each
+ * tensor's bytes in any tensor order (within one tensor, in order, in
+ * one or more pieces).  The file's layout is the reference writer's:
+ * tensors sorted by dtype descending then name, back to back; the
+ * header is compact JSON padded with spaces to a multiple of 8.
+ * __metadata__ holds "format": "pt", the entries set by the caller,
+ * and, per tensor, "xxh3.<name>": 16 lowercase hex digits of the XXH3
+ * 64-bit hash of the payload; keys sorted bytewise.
+ *
+ * Output goes to DEST.tmp.XXXXXX beside the destination (or to an
+ * anonymous spool for "-" when stdout is not seekable); commit checks
+ * that every byte was written, fsyncs and renames.  A writer freed
+ * before commit removes its temporary file.
+ */
+struct peftio_stw;
+
+#define PEFTIO_W_FORCE		0x1	/* replace an existing destination */
+#define PEFTIO_W_NOCHECKSUM	0x2	/* omit the xxh3 metadata entries */
+#define PEFTIO_W_NOSYNC		0x4	/* skip fsync (tests) */
+
+int	peftio_stw_create(struct peftio_stw **out, const char *path,
+	    unsigned flags, struct peftio_error *err);
+int	peftio_stw_meta(struct peftio_stw *w, const char *key,
+	    const char *value, struct peftio_error *err);
+int	peftio_stw_declare(struct peftio_stw *w, const char *name,
+	    enum peftio_dtype dt, int ndim, const uint64_t *shape,
+	    struct peftio_error *err);
+int	peftio_stw_layout(struct peftio_stw *w, struct peftio_error *err);
+/* Index of a declared tensor (after layout: in file order), or -1. */
+long	peftio_stw_find(const struct peftio_stw *w, const char *name);
+size_t	peftio_stw_count(const struct peftio_stw *w);
+const struct peftio_tensor_info *peftio_stw_tensor(const struct peftio_stw *w,
+	    size_t i);
+/* Append len bytes to tensor i's payload. */
+int	peftio_stw_write(struct peftio_stw *w, size_t i, const void *buf,
+	    size_t len, struct peftio_error *err);
+int	peftio_stw_commit(struct peftio_stw *w, struct peftio_error *err);
+/* Total size the file will have (valid after layout). */
+uint64_t peftio_stw_file_size(const struct peftio_stw *w);
+void	peftio_stw_free(struct peftio_stw *w);
+
+/* ------------------------------------------------------------------ */
+/* Atomic output files (outfile.c)                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Temporary files and directories created beside a destination are
+ * registered here, so that a signal handler can remove them:
+ * peftio_cleanup_temps() only calls unlink()/rmdir() and is
+ * async-signal-safe.
+ */
+void	peftio_cleanup_temps(void);
+
+struct peftio_outfile {
+	int	 fd;
+	char	*dest;		/* final path, or NULL for stdout */
+	char	*tmp;		/* temporary path beside dest */
+	int	 spool;		/* stdout is a pipe: fd is an anonymous spool */
+	int	 slot;		/* registry slot, -1 if none */
+	unsigned flags;
+};
+
+/* Open a temporary file for dest ("-" = stdout).  Without
+ * PEFTIO_W_FORCE an existing dest is PEFTIO_EEXIST. */
+int	peftio_outfile_open(struct peftio_outfile *of, const char *dest,
+	    unsigned flags, struct peftio_error *err);
+int	peftio_outfile_pwrite(struct peftio_outfile *of, const void *buf,
+	    size_t len, uint64_t off, struct peftio_error *err);
+/* fsync, close, rename into place (or copy the spool to stdout). */
+int	peftio_outfile_commit(struct peftio_outfile *of,
+	    struct peftio_error *err);
+/* Remove the temporary file; harmless after commit. */
+void	peftio_outfile_abort(struct peftio_outfile *of);
+
+/* Create a temporary directory beside dest; commit renames it over
+ * dest (moving an existing dest aside first, removed afterwards). */
+struct peftio_outdir {
+	char	*dest;
+	char	*tmp;
+	int	 slot;
+	unsigned flags;
+};
+int	peftio_outdir_open(struct peftio_outdir *od, const char *dest,
+	    unsigned flags, struct peftio_error *err);
+int	peftio_outdir_commit(struct peftio_outdir *od, struct peftio_error *err);
+void	peftio_outdir_abort(struct peftio_outdir *od);
+
+/* Write a whole small file atomically (temp + rename). */
+int	peftio_write_file(const char *path, const void *buf, size_t len,
+	    unsigned flags, struct peftio_error *err);
+/* Read a whole small file (at most max bytes); *buf is NUL-terminated. */
+int	peftio_read_file(const char *path, size_t max, char **buf,
+	    size_t *len, struct peftio_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Checkpoints: a file, a directory, a sharded index (checkpoint.c)    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A checkpoint path is one .safetensors file, "-", or a directory
+ * holding model.safetensors or model.safetensors.index.json (or, for
+ * adapters, adapter_model.safetensors).  Tensors are listed shard by
+ * shard (shards in sorted name order), each shard in offset order.
+ */
+struct peftio_ckpt;
+
+int	peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
+	    struct peftio_error *err);
+void	peftio_ckpt_close(struct peftio_ckpt *c);
+
+const char *peftio_ckpt_path(const struct peftio_ckpt *c);
+/* The directory, or NULL when the checkpoint is a single file or "-". */
+const char *peftio_ckpt_dir(const struct peftio_ckpt *c);
+/* 1 when opened through model.safetensors.index.json. */
+int	peftio_ckpt_sharded(const struct peftio_ckpt *c);
+size_t	peftio_ckpt_nshards(const struct peftio_ckpt *c);
+/* File name of shard s (basename for directories). */
+const char *peftio_ckpt_shard_name(const struct peftio_ckpt *c, size_t s);
+struct peftio_st *peftio_ckpt_shard(const struct peftio_ckpt *c, size_t s);
+size_t	peftio_ckpt_count(const struct peftio_ckpt *c);
+const struct peftio_tensor_info *peftio_ckpt_tensor(const struct peftio_ckpt *c,
+	    size_t i);
+size_t	peftio_ckpt_shard_of(const struct peftio_ckpt *c, size_t i);
+long	peftio_ckpt_find(const struct peftio_ckpt *c, const char *name);
+int	peftio_ckpt_data(struct peftio_ckpt *c, size_t i, const void **data,
+	    struct peftio_error *err);
+void	peftio_ckpt_release(struct peftio_ckpt *c, size_t i);
+
+/*
+ * Writer mirroring an input layout: to a file (or "-"), one
+ * safetensors file; to a directory, shards named after the caller's
+ * shard list (e.g. the input's), model.safetensors.index.json when
+ * there is more than one shard, and the auxiliary files added with
+ * peftio_ckptw_file().  The directory is built under a temporary name
+ * and renamed into place by commit.
+ */
+struct peftio_ckptw;
+
+/*
+ * nshards output files named names[0..nshards-1] inside the directory
+ * path (as_dir != 0), or one file at path ("-" = stdout; nshards must
+ * be 1 and names may be NULL).  With more than one shard the directory
+ * also gets model.safetensors.index.json.
+ */
+int	peftio_ckptw_create(struct peftio_ckptw **out, const char *path,
+	    int as_dir, size_t nshards, const char *const *names,
+	    unsigned flags, struct peftio_error *err);
+int	peftio_ckptw_declare(struct peftio_ckptw *w, size_t shard,
+	    const char *name, enum peftio_dtype dt, int ndim,
+	    const uint64_t *shape, struct peftio_error *err);
+int	peftio_ckptw_meta(struct peftio_ckptw *w, const char *key,
+	    const char *value, struct peftio_error *err);
+int	peftio_ckptw_layout(struct peftio_ckptw *w, struct peftio_error *err);
+int	peftio_ckptw_write(struct peftio_ckptw *w, const char *name,
+	    const void *buf, size_t len, struct peftio_error *err);
+/* Add a file to the output directory (ignored for file output). */
+int	peftio_ckptw_file(struct peftio_ckptw *w, const char *name,
+	    const void *buf, size_t len, struct peftio_error *err);
+/* Copy every regular file of dir that is not a safetensors shard, an
+ * index, or already added. */
+int	peftio_ckptw_copy_aux(struct peftio_ckptw *w, const char *dir,
+	    struct peftio_error *err);
+int	peftio_ckptw_commit(struct peftio_ckptw *w, struct peftio_error *err);
+void	peftio_ckptw_free(struct peftio_ckptw *w);
+/* Shard file name as transformers writes it: model-00001-of-00003.safetensors */
+void	peftio_shard_name(char *buf, size_t len, size_t i, size_t n);
+
+/* ------------------------------------------------------------------ */
+/* Threads (parallel.c)                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Run fn(arg, b, e) over [0, n) split into at most nthreads contiguous
+ * ranges of at least grain items each (the calling thread takes one).
+ * The split only decides who computes what: callers write disjoint
+ * outputs, so results never depend on nthreads.
+ */
+void	peftio_parallel_for(unsigned nthreads, uint64_t n, uint64_t grain,
+	    void (*fn)(void *arg, uint64_t b, uint64_t e), void *arg);
+/* Online CPUs (at least 1). */
+unsigned peftio_ncpus(void);
+
+/* ------------------------------------------------------------------ */
+/* 4-bit codecs (nf4.c) and the 8-bit dynamic codec (blockwise8.c)     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Exactly what bitsandbytes' CUDA kernels compute.  Blocks of bs
+ * elements run over the row-major flattened tensor; absmax per block
+ * in f32; each element is scaled by the GPU's fast reciprocal of the
+ * absmax (peftio_gpu_rcp) and coded by the kernel's decision
+ * thresholds; two codes per byte, the first element in the high
+ * nibble.  Non-finite input is quantized as the kernel does (NaN -> code
+ * 0; an Inf makes its block's scale 0).  The functions work on a range
+ * of blocks, so callers may split a tensor across threads; the output
+ * does not depend on the split.
+ */
+enum peftio_q4type { PEFTIO_Q4_NF4 = 0, PEFTIO_Q4_FP4 = 1 };
+
+/* The 16 code values of the type as bitsandbytes stores quant_map. */
+const float *peftio_q4_code(enum peftio_q4type t);
+/* 1 for the blocksizes bitsandbytes accepts: 32, 64, ..., 4096. */
+int	peftio_q4_blocksize_ok(uint64_t bs);
+
+/* Quantize blocks [b0, b1) of the n-element tensor in (dtype F32, F16
+ * or BF16).  packed has (n+1)/2 bytes, absmax ceil(n/bs) floats; only
+ * the bytes and entries of those blocks are written.  bs must be even. */
+int	peftio_q4_quantize(enum peftio_q4type t, enum peftio_dtype dt,
+	    const void *in, uint64_t n, uint64_t bs, uint64_t b0, uint64_t b1,
+	    uint8_t *packed, float *absmax);
+/* Only the absmax of blocks [b0, b1). */
+int	peftio_q4_absmax(enum peftio_dtype dt, const void *in, uint64_t n,
+	    uint64_t bs, uint64_t b0, uint64_t b1, float *absmax);
+/* Dequantize blocks [b0, b1): out[i] = dtype(code[nibble_i] * absmax[i/bs]),
+ * with code the stored quant_map (16 floats). */
+int	peftio_q4_dequantize(const float *code, const uint8_t *packed,
+	    const float *absmax, uint64_t n, uint64_t bs, uint64_t b0,
+	    uint64_t b1, enum peftio_dtype dt, void *out);
+
+/* 1.0f/a as the GPU's rcp.approx.ftz computes it (bnb-nf4.md section 11). */
+float	peftio_gpu_rcp(float a);
+/* Load the reciprocal table (done lazily; call early to fail early). */
+int	peftio_gpu_rcp_init(struct peftio_error *err);
+
+/* bitsandbytes' create_dynamic_map(signed=True) as stored by x86 torch. */
+const float *peftio_dynamic_map(void);
+/* Quantize blocks [b0, b1) of x (n floats) with code (256 floats):
+ * q[i] = dQuantize(code, x[i] * gpu_rcp(absmax[b])). */
+void	peftio_q8_quantize(const float *code, const float *x, uint64_t n,
+	    uint64_t bs, uint64_t b0, uint64_t b1, uint8_t *q, float *absmax);
+void	peftio_q8_dequantize(const float *code, const uint8_t *q,
+	    const float *absmax, uint64_t n, uint64_t bs, float *out);
+
+/*
+ * Double quantization of a 4-bit absmax vector (nb floats):
+ * offset = mean (summed in double, rounded once), then absmax - offset
+ * coded in 8-bit blocks of nbs.  qabsmax has nb bytes, nested
+ * ceil(nb/nbs) floats.
+ */
+void	peftio_dq_quantize(const float *absmax, uint64_t nb, uint64_t nbs,
+	    float *offset, uint8_t *qabsmax, float *nested);
+/* absmax[j] = code[q[j]] * nested[j/nbs] + offset, in f32. */
+void	peftio_dq_dequantize(const float *code, const uint8_t *qabsmax,
+	    const float *nested, float offset, uint64_t nb, uint64_t nbs,
+	    float *absmax);
+
+/* ------------------------------------------------------------------ */
+/* The bitsandbytes on-disk form (bnb.c)                               */
+/* ------------------------------------------------------------------ */
+
+struct peftio_quant_state {
+	enum peftio_q4type type;
+	uint64_t	 blocksize;
+	enum peftio_dtype dtype;	/* dtype of the original weight */
+	int		 ndim;
+	uint64_t	 shape[PEFTIO_MAX_DIMS];
+	uint64_t	 numel;
+	int		 double_quant;
+	uint64_t	 nested_blocksize;
+	enum peftio_dtype nested_dtype;	/* F32 */
+	float		 nested_offset;
+};
+
+/* Suffixes of the keys bitsandbytes stores beside "W" for weight W. */
+#define PEFTIO_BNB_ABSMAX		".absmax"
+#define PEFTIO_BNB_QUANT_MAP		".quant_map"
+#define PEFTIO_BNB_NESTED_ABSMAX	".nested_absmax"
+#define PEFTIO_BNB_NESTED_QUANT_MAP	".nested_quant_map"
+#define PEFTIO_BNB_QUANT_STATE		".quant_state.bitsandbytes__"
+
+/* The JSON blob of W.quant_state.bitsandbytes__nf4|fp4, byte for byte as
+ * Python's json.dumps writes it.  *json is malloc'ed. */
+int	peftio_quant_state_json(const struct peftio_quant_state *qs,
+	    char **json, size_t *len, struct peftio_error *err);
+/* Parse and check such a blob. */
+int	peftio_quant_state_parse(const void *buf, size_t len,
+	    struct peftio_quant_state *qs, struct peftio_error *err);
+/* "nf4" / "fp4" */
+const char *peftio_q4type_name(enum peftio_q4type t);
+int	peftio_q4type_parse(const char *s);
+
+/*
+ * config.json: return a copy of the JSON text in with a
+ * "quantization_config" block as transformers writes it for
+ * BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=type,
+ * bnb_4bit_use_double_quant=dq, bnb_4bit_compute_dtype=compute), and
+ * the result formatted as transformers writes config.json.
+ */
+int	peftio_config_add_quant(const char *in, size_t inlen,
+	    enum peftio_q4type type, int double_quant,
+	    enum peftio_dtype compute, char **out, size_t *outlen,
+	    struct peftio_error *err);
+/* The reverse: drop "quantization_config"; set "dtype" (and
+ * "torch_dtype" where present) to dt unless dt is -1. */
+int	peftio_config_remove_quant(const char *in, size_t inlen, int dt,
+	    char **out, size_t *outlen, struct peftio_error *err);
+
+/* Format a double as Python's repr() does (shortest round trip). */
+void	peftio_py_repr_double(double v, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PEFTIO_H */

@@ -1,0 +1,59 @@
+/*
+ * peftio_private.h - declarations shared by the library's own files.
+ * Not installed.
+ */
+#ifndef PEFTIO_PRIVATE_H
+#define PEFTIO_PRIVATE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "peftio.h"
+
+/* Checked arithmetic: return nonzero on overflow. */
+#define PEFTIO_MUL_OVERFLOW(a, b, r)	__builtin_mul_overflow((a), (b), (r))
+#define PEFTIO_ADD_OVERFLOW(a, b, r)	__builtin_add_overflow((a), (b), (r))
+
+#define PEFTIO_MIN(a, b)	((a) < (b) ? (a) : (b))
+#define PEFTIO_MAX(a, b)	((a) > (b) ? (a) : (b))
+
+/* The zlib-compressed GPU reciprocal table (lib/rcp_table.c, generated). */
+extern const unsigned char peftio_rcp_delta_gz[];
+extern const size_t peftio_rcp_delta_gz_len;
+
+/* outfile.c: the registry of temporary paths removed on a signal. */
+int	peftio_temp_register(const char *path, int is_dir);
+void	peftio_temp_unregister(int slot);
+
+/* Full-length write/pwrite/read loops (EINTR and short counts). */
+int	peftio_write_all(int fd, const void *buf, size_t len);
+int	peftio_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+/* Returns bytes read (< len only at end of file), or -1. */
+long long peftio_read_all(int fd, void *buf, size_t len);
+
+/*
+ * pyjson.c: v as Python's json.dumps() writes it: indent < 0 gives the
+ * one-line form with ", " and ": "; indent >= 0 the indented form
+ * followed by a newline (as transformers writes config.json).  Returns
+ * a malloc'ed NUL-terminated string, or NULL when out of memory.
+ */
+char	*peftio_json_pydumps(const json_t *v, int indent, int sort_keys,
+	    size_t *len);
+
+/*
+ * nf4.c, blockwise8.c: codec internals exposed for the unit tests.
+ */
+/* The scalar reference of peftio_q4_quantize() (the specification). */
+int	peftio_q4_quantize_ref(enum peftio_q4type t, enum peftio_dtype dt,
+	    const void *in, uint64_t n, uint64_t bs, uint64_t b0, uint64_t b1,
+	    uint8_t *packed, float *absmax);
+/* Select the 4-bit implementation: 0 the reference, 1 portable, 2 AVX-512,
+ * negative to query.  Returns the previous one, or -1 if unavailable. */
+int	peftio_q4_impl_set(int impl);
+/* The 8-bit stage of peftio_dq_quantize() with a given offset. */
+void	peftio_dq_quantize_offset(const float *absmax, uint64_t nb,
+	    uint64_t nbs, float offset, uint8_t *qabsmax, float *nested);
+
+#endif /* PEFTIO_PRIVATE_H */

@@ -1,0 +1,111 @@
+#!/bin/sh
+# nf4-quant end to end: the layout transformers + bitsandbytes write, the
+# reverse, pipes, determinism, overwrite rules and bad input.
+. "$(dirname "$0")/lib.sh"
+
+# --- transformers' own 4-bit checkpoints of examples/tiny-llama --------
+# tests/data/bnb-ref/*.lst list every tensor (name, dtype, shape, xxh3
+# of the bytes) of the checkpoints transformers 5.17 + bitsandbytes
+# 0.50 wrote for this model; nf4-quant must give the same.
+for v in nf4-dq1: nf4-dq0:--no-double-quant fp4-dq0:-t,fp4,--no-double-quant; do
+	name=${v%%:*}
+	args=$(echo "${v#*:}" | tr , ' ')
+	# shellcheck disable=SC2086
+	check "quantize tiny-llama $name" "$NF4" $args -o "$name" "$EXAMPLE"
+	"$STDUMP" "$name" > "$name.lst"
+	same "$name: every tensor as transformers wrote it" \
+	    "$DATA/bnb-ref/$name.lst" "$name.lst"
+	same "$name: config.json as transformers wrote it" \
+	    "$DATA/bnb-ref/$name.config.json" "$name/config.json"
+	same "$name: generation_config.json copied" \
+	    "$EXAMPLE/generation_config.json" "$name/generation_config.json"
+done
+
+# --- dequantize ---------------------------------------------------------
+check "dequantize" "$NF4" -d -o deq nf4-dq0
+"$STDUMP" deq | awk '{ print $1, $2, $3 }' > deq.shapes
+"$STDUMP" "$EXAMPLE" | awk '{ print $1, $2, $3 }' > in.shapes
+same "dequantized names, dtypes and shapes equal the original's" \
+    in.shapes deq.shapes
+check "dequantize to f32" "$NF4" -d --dtype f32 -o deq32.safetensors nf4-dq1
+if grep -q '"quantization_config"' deq/config.json; then
+	notok "-d removes quantization_config"
+else
+	ok "-d removes quantization_config"
+fi
+
+# --- single files, pipes, determinism -----------------------------------
+check "file to file" "$NF4" -o a.safetensors "$EXAMPLE/model.safetensors"
+same "file output equals directory output" nf4-dq1/model.safetensors \
+    a.safetensors
+"$NF4" - < "$EXAMPLE/model.safetensors" | cat > piped.safetensors
+same "stdin to a pipe gives the same bytes" a.safetensors piped.safetensors
+"$NF4" -o - - < "$EXAMPLE/model.safetensors" > redirected.safetensors
+same "stdout redirected to a file gives the same bytes" a.safetensors \
+    redirected.safetensors
+for j in 1 2 3 8; do
+	"$NF4" -j $j -o j$j.safetensors "$EXAMPLE/model.safetensors"
+	same "-j $j gives the same bytes" a.safetensors j$j.safetensors
+done
+"$NF4" - < "$EXAMPLE/model.safetensors" | head -c 100 > /dev/null
+ok "a reader that closes early does not hang"
+
+# --- sharded input -------------------------------------------------------
+check "sharded directory" "$NF4" -o sharded "$DATA/llama-sharded"
+n=$(ls sharded/model-0000*-of-00005.safetensors | wc -l)
+[ "$n" -eq 5 ] && ok "five shards written" || notok "five shards written ($n)"
+if grep -q '"model.layers.0.mlp.down_proj.weight.quant_state.bitsandbytes__nf4"' \
+    sharded/model.safetensors.index.json; then
+	ok "index lists the quant_state tensors"
+else
+	notok "index lists the quant_state tensors"
+fi
+check "sharded input to one file" "$NF4" -o one.safetensors "$DATA/llama-sharded"
+"$STDUMP" sharded > s1.lst
+"$STDUMP" one.safetensors > s2.lst
+same "shards and single file hold the same tensors" s1.lst s2.lst
+
+# --- overwrite rules -----------------------------------------------------
+cp a.safetensors keep.safetensors
+fails "refuses to overwrite without -f" 1 "$NF4" -o a.safetensors \
+    "$EXAMPLE/model.safetensors"
+same "existing output untouched" keep.safetensors a.safetensors
+check "-f overwrites" "$NF4" -f --no-double-quant -o a.safetensors \
+    "$EXAMPLE/model.safetensors"
+fails "no -o for a file input is a usage error" 2 "$NF4" "$EXAMPLE"
+
+# --- bad input ------------------------------------------------------------
+printf 'not a checkpoint' > junk.safetensors
+fails "garbage input" 1 "$NF4" -o out1 junk.safetensors
+grep_err "message names the file" "junk.safetensors"
+absent "no output left for garbage input" out1
+head -c 500000 "$EXAMPLE/model.safetensors" > trunc.safetensors
+fails "truncated input" 1 "$NF4" -o out2.safetensors trunc.safetensors
+absent "no output left for truncated input" out2.safetensors
+mkdir missing
+cp "$DATA/llama-sharded"/*.json "$DATA/llama-sharded"/model-0000[1234]* missing/
+fails "directory with a missing shard" 1 "$NF4" -o out3 missing
+grep_err "message names the missing shard" "model-00005-of-00005"
+absent "no output left for a missing shard" out3
+fails "input that does not exist" 1 "$NF4" -o out4 does-not-exist
+fails "unknown type" 2 "$NF4" -t nf8 -o out5 "$EXAMPLE"
+fails "bad blocksize" 2 "$NF4" -b 48 -o out5 "$EXAMPLE"
+fails "quantizing a 4-bit checkpoint again" 1 "$NF4" -o out6 nf4-dq1
+grep_err "message names the tensor" "quant_state"
+W=model.layers.0.mlp.up_proj.weight
+mkst overlap.safetensors "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]},\"$W\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[8,24]}}" 24
+fails "overlapping offsets" 1 "$NF4" -o out7.safetensors overlap.safetensors
+grep_err "message names the file" "overlap.safetensors"
+absent "no output left for overlapping offsets" out7.safetensors
+mkst dtype.safetensors "{\"$W\":{\"dtype\":\"F128\",\"shape\":[2],\"data_offsets\":[0,32]}}" 32
+fails "unknown dtype" 1 "$NF4" -o out8.safetensors dtype.safetensors
+grep_err "message names the dtype" "F128"
+# A weight with a NaN in its first element.
+printf '\000\000\300\177' > nan.bin
+head -c 508 /dev/zero >> nan.bin
+mkst nan.safetensors "{\"$W\":{\"dtype\":\"F32\",\"shape\":[2,64],\"data_offsets\":[0,512]}}" 0 nan.bin
+fails "NaN weight refused" 1 "$NF4" -o out9.safetensors nan.safetensors
+grep_err "message names the tensor" "$W"
+absent "no output left for a NaN weight" out9.safetensors
+check "--allow-nonfinite quantizes it" "$NF4" --allow-nonfinite \
+    -o out9.safetensors nan.safetensors

@@ -1,0 +1,27 @@
+/*
+ * testutil.h - helpers shared by the unit test suites.
+ */
+#ifndef TESTUTIL_H
+#define TESTUTIL_H
+
+#include <check.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Directory of committed test data (tests/data), from the runner's cwd. */
+#define TEST_DATA	"../data"
+
+/* Create a fresh temporary directory; returns a static buffer. */
+const char	*tu_tmpdir(void);
+/* Path name inside the current temporary directory (static buffer, ring of 8). */
+const char	*tu_path(const char *name);
+/* Write/read whole files; abort the test on failure. */
+void		 tu_write_file(const char *path, const void *buf, size_t len);
+void		*tu_read_file(const char *path, size_t *len);
+/* Remove a directory tree (best effort). */
+void		 tu_rmtree(const char *path);
+/* Deterministic pseudo-random numbers (xorshift64*), N(0, 1) by Box-Muller. */
+uint64_t	 tu_rand(uint64_t *state);
+float		 tu_randn(uint64_t *state);
+
+#endif

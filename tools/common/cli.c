@@ -1,0 +1,180 @@
+/*
+ * cli.c - command-line helpers shared by the peftio tools.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+const char *cli_progname = "peftio";
+int cli_verbose = 1;
+
+static int progress_shown;
+static double progress_last;
+
+static void
+on_signal(int sig)
+{
+	peftio_cleanup_temps();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+void
+cli_init(const char *progname)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXFSZ };
+	struct sigaction sa, old;
+	size_t i;
+
+	cli_progname = progname;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		/* A signal ignored by the parent (a background job) stays
+		 * ignored. */
+		if (sigaction(sigs[i], NULL, &old) == 0 &&
+		    old.sa_handler == SIG_IGN)
+			continue;
+		sigaction(sigs[i], &sa, NULL);
+	}
+}
+
+static void
+vmsg(const char *fmt, va_list ap)
+{
+	cli_progress_end();
+	fprintf(stderr, "%s: ", cli_progname);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+void
+cli_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vmsg(fmt, ap);
+	va_end(ap);
+}
+
+int
+cli_error(const struct peftio_error *err)
+{
+	cli_warn("%s", err->msg[0] != '\0' ? err->msg :
+	    peftio_status_name(err->code));
+	return CLI_EXIT_ERROR;
+}
+
+void
+cli_info(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (cli_verbose < 1)
+		return;
+	va_start(ap, fmt);
+	vmsg(fmt, ap);
+	va_end(ap);
+}
+
+void
+cli_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (cli_verbose < 2)
+		return;
+	va_start(ap, fmt);
+	vmsg(fmt, ap);
+	va_end(ap);
+}
+
+int
+cli_parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max,
+    uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	if (*s < '0' || *s > '9') {
+		cli_warn("%s: not a number: %s", opt, s);
+		return -1;
+	}
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max) {
+		cli_warn("%s: %s is not a number from %llu to %llu", opt, s,
+		    (unsigned long long)min, (unsigned long long)max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int
+cli_parse_float_dtype(const char *opt, const char *s)
+{
+	static const struct {
+		const char	*name;
+		int		 dt;
+	} tab[] = {
+		{ "f32", PEFTIO_F32 }, { "float32", PEFTIO_F32 },
+		{ "fp32", PEFTIO_F32 }, { "float", PEFTIO_F32 },
+		{ "f16", PEFTIO_F16 }, { "float16", PEFTIO_F16 },
+		{ "fp16", PEFTIO_F16 }, { "half", PEFTIO_F16 },
+		{ "bf16", PEFTIO_BF16 }, { "bfloat16", PEFTIO_BF16 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
+		if (strcmp(s, tab[i].name) == 0)
+			return tab[i].dt;
+	cli_warn("%s: unknown dtype %s (use f32, f16 or bf16)", opt, s);
+	return -1;
+}
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void
+cli_progress(uint64_t done, uint64_t total, const char *what)
+{
+	static int tty = -1;
+	double t;
+
+	if (tty < 0)
+		tty = isatty(STDERR_FILENO);
+	if (!tty || cli_verbose < 1)
+		return;
+	t = now();
+	if (progress_shown && t - progress_last < 0.15 && done < total)
+		return;
+	progress_last = t;
+	fprintf(stderr, "\r\033[K%s: %3d%% %.60s", cli_progname,
+	    total ? (int)(100.0 * done / total) : 100, what);
+	progress_shown = 1;
+}
+
+void
+cli_progress_end(void)
+{
+	if (progress_shown) {
+		fprintf(stderr, "\r\033[K");
+		progress_shown = 0;
+	}
+}

@@ -1,0 +1,47 @@
+/*
+ * cli.h - what the peftio tools share on the command line: messages in
+ * err(3) style, numeric option parsing, signal cleanup, the progress
+ * line.  Not part of the library.
+ */
+#ifndef PEFTIO_CLI_H
+#define PEFTIO_CLI_H
+
+#include <stdint.h>
+
+#include "peftio.h"
+
+/* Exit statuses, as documented in every man page. */
+#define CLI_EXIT_OK	0
+#define CLI_EXIT_ERROR	1
+#define CLI_EXIT_USAGE	2
+
+extern const char *cli_progname;
+/* 0 with -q, 1 by default, 2 and more with -v. */
+extern int cli_verbose;
+
+/* Set the program name, install signal handlers that remove temporary
+ * outputs and re-raise the signal (exit status 128+N). */
+void	cli_init(const char *progname);
+
+/* "progname: message" on stderr. */
+void	cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print err's message and return CLI_EXIT_ERROR. */
+int	cli_error(const struct peftio_error *err);
+/* Informational line on stderr unless -q. */
+void	cli_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Extra detail on stderr with -v. */
+void	cli_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Parse a decimal integer in [min, max]; 0 or -1 with a message. */
+int	cli_parse_u64(const char *opt, const char *s, uint64_t min,
+	    uint64_t max, uint64_t *out);
+/* "f16"/"float16"/"half", "bf16"/"bfloat16", "f32"/"float32"/"float":
+ * the dtype, or -1 with a message. */
+int	cli_parse_float_dtype(const char *opt, const char *s);
+
+/* Progress on stderr, only when stderr is a terminal and not -q;
+ * at most a few updates a second.  cli_progress_end() clears it. */
+void	cli_progress(uint64_t done, uint64_t total, const char *what);
+void	cli_progress_end(void);
+
+#endif

@@ -1,0 +1,1058 @@
+/*
+ * nf4-quant - quantize a checkpoint to bitsandbytes 4-bit NormalFloat
+ * (or FP4) with blockwise absmax and double quantization, and back.
+ *
+ * The output is what transformers + bitsandbytes write with
+ * save_pretrained() for a model loaded with load_in_4bit: same tensor
+ * names, dtypes, shapes and bytes, and a quantization_config block in
+ * config.json.
+ */
+#include <errno.h>
+#include <fnmatch.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+enum action { COPY, CONVERT, QUANT, DEQUANT, SKIP };
+
+struct item {
+	size_t			 in;		/* input tensor */
+	size_t			 shard;		/* output shard */
+	enum action		 act;
+	enum peftio_dtype	 dt;		/* output dtype (COPY: input's) */
+	struct peftio_quant_state qs;		/* QUANT, DEQUANT */
+	char			*qs_json;	/* QUANT */
+	size_t			 qs_len;
+	long			 absmax, qmap, nabs, nqmap; /* DEQUANT inputs */
+};
+
+struct opts {
+	enum peftio_q4type	 type;
+	uint64_t		 bs;
+	int			 dq;
+	int			 decode;
+	int			 dtype;		/* -1: keep */
+	char			**incl, **excl;
+	size_t			 nincl, nexcl;
+	unsigned		 jobs;
+	const char		*out;
+	int			 force;
+	int			 allow_nonfinite;
+};
+
+static struct opts O = { PEFTIO_Q4_NF4, 64, 1, 0, -1, NULL, NULL, 0, 0, 0,
+	NULL, 0, 0 };
+
+static void __attribute__((noreturn))
+usage(int status)
+{
+	fprintf(status ? stderr : stdout,
+	    "usage: %s [-dfqv] [-t nf4|fp4] [-b blocksize] [--no-double-quant]\n"
+	    "                 [--dtype f16|bf16|f32] [--include glob] "
+	    "[--exclude glob]\n"
+	    "                 [--allow-nonfinite] [-j jobs] [-o output] "
+	    "input\n", cli_progname);
+	exit(status);
+}
+
+/* ------------------------------------------------------------------ */
+/* Which tensors to quantize                                           */
+
+static int
+matches(char **globs, size_t n, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (fnmatch(globs[i], name, 0) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * What transformers quantizes: the weights of Linear layers.  From a
+ * header alone that is a 2-D float "*.weight" that is not an embedding,
+ * the output head or a norm.
+ */
+static int
+linear_weight(const struct peftio_tensor_info *ti)
+{
+	static const char *const skip[] = {
+		"lm_head", "embed_tokens", "wte", "wpe", "embed_in",
+		"embed_out", "word_embeddings", "position_embeddings",
+		"token_type_embeddings", "embed_positions", "shared", "output",
+		"score", "classifier"
+	};
+	const char *name = ti->name, *last;
+	size_t n = strlen(name), i, len;
+
+	if (ti->ndim != 2 || n <= 7 || strcmp(name + n - 7, ".weight") != 0)
+		return 0;
+	len = n - 7;
+	for (last = name + len; last > name && last[-1] != '.'; last--)
+		;
+	for (i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+		if (strlen(skip[i]) == (size_t)(name + len - last) &&
+		    strncmp(last, skip[i], name + len - last) == 0)
+			return 0;
+	if (strstr(name, "norm") != NULL || strstr(name, "embed") != NULL)
+		return 0;
+	return 1;
+}
+
+static int
+float_dtype(enum peftio_dtype dt)
+{
+	return dt == PEFTIO_F32 || dt == PEFTIO_F16 || dt == PEFTIO_BF16;
+}
+
+static int
+selected(const struct peftio_tensor_info *ti)
+{
+	if (!float_dtype(ti->dtype) || ti->numel == 0)
+		return 0;
+	if (matches(O.excl, O.nexcl, ti->name))
+		return 0;
+	return linear_weight(ti) || matches(O.incl, O.nincl, ti->name);
+}
+
+/* ------------------------------------------------------------------ */
+/* Threaded codec calls                                                */
+
+struct qjob {
+	enum peftio_dtype	 dt;
+	const void		*in;
+	uint64_t		 n;
+	uint8_t			*packed;
+	float			*absmax;
+	const float		*code;
+	void			*out;
+	uint64_t		 bs;
+};
+
+static void
+quant_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct qjob *j = arg;
+
+	peftio_q4_quantize(O.type, j->dt, j->in, j->n, O.bs, b, e, j->packed,
+	    j->absmax);
+}
+
+static void
+absmax_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct qjob *j = arg;
+
+	peftio_q4_absmax(j->dt, j->in, j->n, O.bs, b, e, j->absmax);
+}
+
+static void
+dequant_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct qjob *j = arg;
+
+	peftio_q4_dequantize(j->code, j->packed, j->absmax, j->n, j->bs, b, e,
+	    j->dt, j->out);
+}
+
+/* Blocks per thread chunk: large enough to amortize thread start-up. */
+#define GRAIN_BLOCKS	4096
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                             */
+
+static const char *
+base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s != NULL && s[1] != '\0' ? s + 1 : path;
+}
+
+static int
+ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static char *
+str_cat(const char *a, const char *b)
+{
+	size_t n = strlen(a) + strlen(b) + 1;
+	char *p = malloc(n);
+
+	if (p == NULL) {
+		cli_warn("out of memory");
+		exit(CLI_EXIT_ERROR);
+	}
+	snprintf(p, n, "%s%s", a, b);
+	return p;
+}
+
+/* "W.quant_state.bitsandbytes__nf4" for weight W. */
+static char *
+qstate_key(const char *w)
+{
+	char *a = str_cat(w, PEFTIO_BNB_QUANT_STATE);
+	char *k = str_cat(a, peftio_q4type_name(O.type));
+
+	free(a);
+	return k;
+}
+
+static void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL) {
+		cli_warn("out of memory (%zu bytes)", n);
+		exit(CLI_EXIT_ERROR);
+	}
+	return p;
+}
+
+static uint64_t
+ceil_div(uint64_t a, uint64_t b)
+{
+	return a / b + (a % b != 0);
+}
+
+/* First NaN or Inf among n values of a float dtype; -1 if none. */
+static int64_t
+first_nonfinite(enum peftio_dtype dt, const void *p, uint64_t n)
+{
+	const unsigned char *b = p;
+	uint64_t i;
+	uint32_t u;
+	uint16_t h;
+
+	for (i = 0; i < n; i++) {
+		switch (dt) {
+		case PEFTIO_F32:
+			memcpy(&u, b + 4 * i, 4);
+			if ((u & 0x7f800000u) == 0x7f800000u)
+				return (int64_t)i;
+			break;
+		case PEFTIO_BF16:
+			memcpy(&h, b + 2 * i, 2);
+			if ((h & 0x7f80u) == 0x7f80u)
+				return (int64_t)i;
+			break;
+		case PEFTIO_F16:
+			memcpy(&h, b + 2 * i, 2);
+			if ((h & 0x7c00u) == 0x7c00u)
+				return (int64_t)i;
+			break;
+		default:
+			return -1;
+		}
+	}
+	return -1;
+}
+
+/*
+ * The weight as the codec will see it: the stored bytes, or with
+ * --dtype the values rounded to that dtype (what transformers does when
+ * a checkpoint is loaded with another torch_dtype).  *tmp is freed by
+ * the caller.
+ */
+static int
+weight_values(struct peftio_ckpt *in, const struct item *it,
+    const void **data, enum peftio_dtype *dt, void **tmp,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(in, it->in);
+	uint64_t nb;
+	float *f;
+	int rc;
+
+	*tmp = NULL;
+	if ((rc = peftio_ckpt_data(in, it->in, data, err)) != 0)
+		return rc;
+	*dt = ti->dtype;
+	if (O.dtype < 0 || (enum peftio_dtype)O.dtype == ti->dtype)
+		return 0;
+	peftio_dtype_nbytes((enum peftio_dtype)O.dtype, ti->numel, &nb);
+	f = xmalloc(ti->numel * sizeof(float));
+	*tmp = xmalloc(nb);
+	peftio_to_f32(ti->dtype, *data, f, ti->numel);
+	peftio_from_f32((enum peftio_dtype)O.dtype, f, *tmp, ti->numel);
+	free(f);
+	*data = *tmp;
+	*dt = (enum peftio_dtype)O.dtype;
+	return 0;
+}
+
+static int
+check_finite(struct peftio_ckpt *in, size_t idx, enum peftio_dtype dt,
+    const void *data, uint64_t n, struct peftio_error *err)
+{
+	int64_t bad;
+
+	if (O.allow_nonfinite || (bad = first_nonfinite(dt, data, n)) < 0)
+		return 0;
+	return peftio_error_set(err, PEFTIO_ENONFINITE,
+	    "%s: tensor '%s': element %lld is not finite (NaN or Inf); "
+	    "--allow-nonfinite quantizes it as bitsandbytes does",
+	    peftio_ckpt_path(in), peftio_ckpt_tensor(in, idx)->name,
+	    (long long)bad);
+}
+
+/* ------------------------------------------------------------------ */
+/* Quantize                                                            */
+
+static int
+plan_quant(struct peftio_ckpt *in, struct item *items, size_t *nquant,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	struct item *it;
+	size_t i, nq = 0;
+	int d;
+
+	for (i = 0; i < peftio_ckpt_count(in); i++) {
+		ti = peftio_ckpt_tensor(in, i);
+		if (strstr(ti->name, PEFTIO_BNB_QUANT_STATE) != NULL)
+			return peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: tensor '%s': already 4-bit quantized "
+			    "(use -d to dequantize)", peftio_ckpt_path(in),
+			    ti->name);
+		it = &items[i];
+		it->in = i;
+		it->dt = ti->dtype;
+		it->act = COPY;
+		if (selected(ti)) {
+			it->act = QUANT;
+			it->qs.type = O.type;
+			it->qs.blocksize = O.bs;
+			it->qs.dtype = O.dtype >= 0 ?
+			    (enum peftio_dtype)O.dtype : ti->dtype;
+			it->qs.ndim = ti->ndim;
+			for (d = 0; d < ti->ndim; d++)
+				it->qs.shape[d] = ti->shape[d];
+			it->qs.numel = ti->numel;
+			it->qs.double_quant = O.dq;
+			it->qs.nested_blocksize = 256;
+			it->qs.nested_dtype = PEFTIO_F32;
+			nq++;
+		} else if (O.dtype >= 0 && float_dtype(ti->dtype) &&
+		    ti->dtype != (enum peftio_dtype)O.dtype) {
+			it->act = CONVERT;
+			it->dt = (enum peftio_dtype)O.dtype;
+		}
+	}
+	*nquant = nq;
+	return 0;
+}
+
+/*
+ * With double quantization the quant_state blob holds the mean of the
+ * absmax values, and its length (which the header records) depends on
+ * that number; so a first pass computes every offset.  It reads each
+ * weight once more but keeps nothing but one float per tensor.
+ */
+static int
+prepass_offsets(struct peftio_ckpt *in, struct item *items, size_t n,
+    struct peftio_error *err)
+{
+	struct qjob j;
+	const void *data;
+	enum peftio_dtype dt;
+	void *tmp;
+	uint8_t *q;
+	float *am, *nested;
+	uint64_t nb;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		if (items[i].act != QUANT)
+			continue;
+		rc = weight_values(in, &items[i], &data, &dt, &tmp, err);
+		if (rc == 0)
+			rc = check_finite(in, items[i].in, dt, data,
+			    items[i].qs.numel, err);
+		if (rc != 0) {
+			free(tmp);
+			return rc;
+		}
+		nb = ceil_div(items[i].qs.numel, O.bs);
+		am = xmalloc(nb * sizeof(float));
+		q = xmalloc(nb);
+		nested = xmalloc(ceil_div(nb, 256) * sizeof(float));
+		j.dt = dt;
+		j.in = data;
+		j.n = items[i].qs.numel;
+		j.absmax = am;
+		peftio_parallel_for(O.jobs, nb, GRAIN_BLOCKS, absmax_range, &j);
+		peftio_dq_quantize(am, nb, 256, &items[i].qs.nested_offset, q,
+		    nested);
+		free(am);
+		free(q);
+		free(nested);
+		free(tmp);
+		peftio_ckpt_release(in, items[i].in);
+		cli_progress(i, n, "scanning");
+	}
+	return 0;
+}
+
+static int
+declare_quant(struct peftio_ckptw *w, const char *name, struct item *it,
+    struct peftio_error *err)
+{
+	uint64_t n = it->qs.numel, nb = ceil_div(n, O.bs), shape[2];
+	char *k;
+	int rc;
+
+	if ((rc = peftio_quant_state_json(&it->qs, &it->qs_json, &it->qs_len,
+	    err)) != 0)
+		return rc;
+	shape[0] = (n + 1) / 2;
+	shape[1] = 1;
+	rc = peftio_ckptw_declare(w, it->shard, name, PEFTIO_U8, 2, shape, err);
+	shape[0] = nb;
+	k = str_cat(name, PEFTIO_BNB_ABSMAX);
+	if (rc == 0)
+		rc = peftio_ckptw_declare(w, it->shard, k,
+		    O.dq ? PEFTIO_U8 : PEFTIO_F32, 1, shape, err);
+	free(k);
+	shape[0] = 16;
+	k = str_cat(name, PEFTIO_BNB_QUANT_MAP);
+	if (rc == 0)
+		rc = peftio_ckptw_declare(w, it->shard, k, PEFTIO_F32, 1, shape,
+		    err);
+	free(k);
+	if (O.dq) {
+		shape[0] = ceil_div(nb, 256);
+		k = str_cat(name, PEFTIO_BNB_NESTED_ABSMAX);
+		if (rc == 0)
+			rc = peftio_ckptw_declare(w, it->shard, k, PEFTIO_F32,
+			    1, shape, err);
+		free(k);
+		shape[0] = 256;
+		k = str_cat(name, PEFTIO_BNB_NESTED_QUANT_MAP);
+		if (rc == 0)
+			rc = peftio_ckptw_declare(w, it->shard, k, PEFTIO_F32,
+			    1, shape, err);
+		free(k);
+	}
+	shape[0] = it->qs_len;
+	k = qstate_key(name);
+	if (rc == 0)
+		rc = peftio_ckptw_declare(w, it->shard, k, PEFTIO_U8, 1, shape,
+		    err);
+	free(k);
+	return rc;
+}
+
+static int
+write_piece(struct peftio_ckptw *w, const char *name, const char *suffix,
+    const void *buf, size_t len, struct peftio_error *err)
+{
+	char *k = str_cat(name, suffix);
+	int rc = peftio_ckptw_write(w, k, buf, len, err);
+
+	free(k);
+	return rc;
+}
+
+static int
+quantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
+    struct peftio_error *err)
+{
+	const char *name = peftio_ckpt_tensor(in, it->in)->name;
+	uint64_t n = it->qs.numel, nb = ceil_div(n, O.bs);
+	struct qjob j;
+	const void *data;
+	enum peftio_dtype dt;
+	uint8_t *packed, *q = NULL;
+	float *am, *nested = NULL, offset;
+	char *k;
+	void *tmp;
+	int rc;
+
+	if ((rc = weight_values(in, it, &data, &dt, &tmp, err)) != 0)
+		return rc;
+	if (!O.dq && (rc = check_finite(in, it->in, dt, data, n, err)) != 0) {
+		free(tmp);
+		return rc;
+	}
+	packed = xmalloc((n + 1) / 2);
+	am = xmalloc(nb * sizeof(float));
+	j.dt = dt;
+	j.in = data;
+	j.n = n;
+	j.packed = packed;
+	j.absmax = am;
+	peftio_parallel_for(O.jobs, nb, GRAIN_BLOCKS, quant_range, &j);
+	free(tmp);
+	peftio_ckpt_release(in, it->in);
+
+	rc = peftio_ckptw_write(w, name, packed, (n + 1) / 2, err);
+	if (rc == 0 && O.dq) {
+		q = xmalloc(nb);
+		nested = xmalloc(ceil_div(nb, 256) * sizeof(float));
+		peftio_dq_quantize(am, nb, 256, &offset, q, nested);
+		rc = write_piece(w, name, PEFTIO_BNB_ABSMAX, q, nb, err);
+		if (rc == 0)
+			rc = write_piece(w, name, PEFTIO_BNB_NESTED_ABSMAX,
+			    nested, ceil_div(nb, 256) * sizeof(float), err);
+		if (rc == 0)
+			rc = write_piece(w, name, PEFTIO_BNB_NESTED_QUANT_MAP,
+			    peftio_dynamic_map(), 256 * sizeof(float), err);
+	} else if (rc == 0)
+		rc = write_piece(w, name, PEFTIO_BNB_ABSMAX, am,
+		    nb * sizeof(float), err);
+	if (rc == 0)
+		rc = write_piece(w, name, PEFTIO_BNB_QUANT_MAP,
+		    peftio_q4_code(O.type), 16 * sizeof(float), err);
+	k = qstate_key(name);
+	if (rc == 0)
+		rc = peftio_ckptw_write(w, k, it->qs_json, it->qs_len, err);
+	free(k);
+	free(packed);
+	free(am);
+	free(q);
+	free(nested);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Dequantize                                                          */
+
+static long
+companion(struct peftio_ckpt *in, const char *w, const char *suffix,
+    enum peftio_dtype dt, uint64_t numel, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	char *k = str_cat(w, suffix);
+	long i = peftio_ckpt_find(in, k);
+
+	if (i < 0) {
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s': missing %s", peftio_ckpt_path(in), w, k);
+	} else {
+		ti = peftio_ckpt_tensor(in, (size_t)i);
+		if (ti->dtype != dt || ti->numel != numel) {
+			peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s': %s is %s with %llu elements, "
+			    "expected %s with %llu", peftio_ckpt_path(in), w, k,
+			    peftio_dtype_name(ti->dtype),
+			    (unsigned long long)ti->numel,
+			    peftio_dtype_name(dt), (unsigned long long)numel);
+			i = -1;
+		}
+	}
+	free(k);
+	return i;
+}
+
+static int
+plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti, *wt;
+	const char *p;
+	const void *data;
+	struct item *it;
+	size_t i, n = peftio_ckpt_count(in);
+	uint64_t nb;
+	char *wname;
+	long wi;
+	int rc;
+
+	*nq = 0;
+	for (i = 0; i < n; i++) {
+		items[i].in = i;
+		items[i].act = COPY;
+		items[i].dt = peftio_ckpt_tensor(in, i)->dtype;
+	}
+	for (i = 0; i < n; i++) {
+		ti = peftio_ckpt_tensor(in, i);
+		if ((p = strstr(ti->name, PEFTIO_BNB_QUANT_STATE)) == NULL ||
+		    strchr(p + 1, '.') != strrchr(p, '.'))
+			continue;
+		if ((wname = strndup(ti->name, (size_t)(p - ti->name))) == NULL)
+			return peftio_error_set(err, PEFTIO_ENOMEM,
+			    "out of memory");
+		wi = peftio_ckpt_find(in, wname);
+		if (wi < 0) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s' has a quant_state but no packed "
+			    "weight", peftio_ckpt_path(in), wname);
+			free(wname);
+			return rc;
+		}
+		it = &items[wi];
+		if ((rc = peftio_ckpt_data(in, i, &data, err)) != 0 ||
+		    (rc = peftio_quant_state_parse(data, ti->nbytes, &it->qs,
+		    err)) != 0) {
+			peftio_error_prefix(err, "%s: tensor '%s'",
+			    peftio_ckpt_path(in), ti->name);
+			free(wname);
+			return rc;
+		}
+		if (strcmp(p + strlen(PEFTIO_BNB_QUANT_STATE),
+		    peftio_q4type_name(it->qs.type)) != 0) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s': quant_type \"%s\" does not match "
+			    "the key", peftio_ckpt_path(in), ti->name,
+			    peftio_q4type_name(it->qs.type));
+			free(wname);
+			return rc;
+		}
+		wt = peftio_ckpt_tensor(in, (size_t)wi);
+		if (wt->dtype != PEFTIO_U8 || wt->numel != (it->qs.numel + 1) / 2) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s': %s with %llu elements, but the "
+			    "quant_state's shape needs U8 with %llu",
+			    peftio_ckpt_path(in), wname,
+			    peftio_dtype_name(wt->dtype),
+			    (unsigned long long)wt->numel,
+			    (unsigned long long)((it->qs.numel + 1) / 2));
+			free(wname);
+			return rc;
+		}
+		nb = ceil_div(it->qs.numel, it->qs.blocksize);
+		it->absmax = companion(in, wname, PEFTIO_BNB_ABSMAX,
+		    it->qs.double_quant ? PEFTIO_U8 : PEFTIO_F32, nb, err);
+		it->qmap = it->absmax < 0 ? -1 : companion(in, wname,
+		    PEFTIO_BNB_QUANT_MAP, PEFTIO_F32, 16, err);
+		it->nabs = it->nqmap = -2;
+		if (it->qmap >= 0 && it->qs.double_quant) {
+			it->nabs = companion(in, wname,
+			    PEFTIO_BNB_NESTED_ABSMAX, PEFTIO_F32,
+			    ceil_div(nb, it->qs.nested_blocksize), err);
+			it->nqmap = it->nabs < 0 ? -1 : companion(in, wname,
+			    PEFTIO_BNB_NESTED_QUANT_MAP, PEFTIO_F32, 256, err);
+		}
+		free(wname);
+		if (it->absmax < 0 || it->qmap < 0 || it->nabs == -1 ||
+		    it->nqmap == -1)
+			return err->code;
+		it->act = DEQUANT;
+		it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
+		    it->qs.dtype;
+		items[i].act = SKIP;
+		items[it->absmax].act = SKIP;
+		items[it->qmap].act = SKIP;
+		if (it->qs.double_quant) {
+			items[it->nabs].act = SKIP;
+			items[it->nqmap].act = SKIP;
+		}
+		(*nq)++;
+	}
+	for (i = 0; i < n; i++) {
+		ti = peftio_ckpt_tensor(in, i);
+		if (items[i].act == COPY && O.dtype >= 0 &&
+		    float_dtype(ti->dtype) &&
+		    ti->dtype != (enum peftio_dtype)O.dtype) {
+			items[i].act = CONVERT;
+			items[i].dt = (enum peftio_dtype)O.dtype;
+		}
+	}
+	return 0;
+}
+
+static int
+dequantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w,
+    struct item *it, struct peftio_error *err)
+{
+	const char *name = peftio_ckpt_tensor(in, it->in)->name;
+	const struct peftio_quant_state *qs = &it->qs;
+	uint64_t n = qs->numel, nb = ceil_div(n, qs->blocksize), obytes;
+	const void *packed, *am, *code, *nested, *ncode;
+	float *absmax, qcode[16], nqcode[256];
+	struct qjob j;
+	void *out;
+	int rc;
+
+	if ((rc = peftio_ckpt_data(in, it->in, &packed, err)) != 0 ||
+	    (rc = peftio_ckpt_data(in, (size_t)it->absmax, &am, err)) != 0 ||
+	    (rc = peftio_ckpt_data(in, (size_t)it->qmap, &code, err)) != 0)
+		return rc;
+	memcpy(qcode, code, sizeof(qcode));
+	absmax = xmalloc(nb * sizeof(float));
+	if (qs->double_quant) {
+		if ((rc = peftio_ckpt_data(in, (size_t)it->nabs, &nested,
+		    err)) != 0 ||
+		    (rc = peftio_ckpt_data(in, (size_t)it->nqmap, &ncode,
+		    err)) != 0) {
+			free(absmax);
+			return rc;
+		}
+		memcpy(nqcode, ncode, sizeof(nqcode));
+		/* nested may be unaligned in the file. */
+		{
+			uint64_t nn = ceil_div(nb, qs->nested_blocksize);
+			float *nest = xmalloc(nn * sizeof(float));
+
+			memcpy(nest, nested, nn * sizeof(float));
+			peftio_dq_dequantize(nqcode, am, nest,
+			    qs->nested_offset, nb, qs->nested_blocksize,
+			    absmax);
+			free(nest);
+		}
+	} else
+		memcpy(absmax, am, nb * sizeof(float));
+	peftio_dtype_nbytes(it->dt, n, &obytes);
+	out = xmalloc(obytes);
+	j.code = qcode;
+	j.packed = (uint8_t *)(uintptr_t)packed;
+	j.absmax = absmax;
+	j.n = n;
+	j.dt = it->dt;
+	j.out = out;
+	j.bs = qs->blocksize;
+	peftio_parallel_for(O.jobs, nb, GRAIN_BLOCKS, dequant_range, &j);
+	rc = peftio_ckptw_write(w, name, out, obytes, err);
+	free(out);
+	free(absmax);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+
+static int
+copy_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(in, it->in);
+	const void *data;
+	uint64_t nb;
+	float *f;
+	void *out;
+	int rc;
+
+	if ((rc = peftio_ckpt_data(in, it->in, &data, err)) != 0)
+		return rc;
+	if (it->act == COPY)
+		rc = peftio_ckptw_write(w, ti->name, data, ti->nbytes, err);
+	else {
+		peftio_dtype_nbytes(it->dt, ti->numel, &nb);
+		f = xmalloc(ti->numel * sizeof(float));
+		out = xmalloc(nb);
+		peftio_to_f32(ti->dtype, data, f, ti->numel);
+		peftio_from_f32(it->dt, f, out, ti->numel);
+		rc = peftio_ckptw_write(w, ti->name, out, nb, err);
+		free(f);
+		free(out);
+	}
+	peftio_ckpt_release(in, it->in);
+	return rc;
+}
+
+/* config.json for the output directory. */
+static int
+output_config(struct peftio_ckpt *in, struct peftio_ckptw *w,
+    struct item *items, size_t n, struct peftio_error *err)
+{
+	const char *dir = peftio_ckpt_dir(in);
+	enum peftio_dtype compute = PEFTIO_F32;
+	char *path, *text = NULL, *out = NULL;
+	size_t len, outlen, i;
+	int rc;
+
+	if (dir == NULL)
+		return 0;
+	path = str_cat(dir, "/config.json");
+	if (access(path, F_OK) != 0) {
+		free(path);
+		return 0;
+	}
+	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
+	free(path);
+	if (rc != 0)
+		return rc;
+	if (O.decode)
+		rc = peftio_config_remove_quant(text, len, O.dtype, &out,
+		    &outlen, err);
+	else {
+		for (i = 0; i < n; i++)
+			if (items[i].act == QUANT) {
+				compute = items[i].qs.dtype;
+				break;
+			}
+		rc = peftio_config_add_quant(text, len, O.type, O.dq, compute,
+		    &out, &outlen, err);
+	}
+	if (rc != 0)
+		peftio_error_prefix(err, "%s/config.json", dir);
+	else
+		rc = peftio_ckptw_file(w, "config.json", out, outlen, err);
+	free(text);
+	free(out);
+	return rc;
+}
+
+static int
+run(const char *input)
+{
+	struct peftio_error err = { 0, 0, "" };
+	struct peftio_ckpt *in = NULL;
+	struct peftio_ckptw *w = NULL;
+	const struct peftio_tensor_info *ti;
+	struct item *items = NULL;
+	const char *out = O.out;
+	const char **names = NULL;
+	size_t n, i, s, nshards, nq = 0, done = 0;
+	uint64_t in_bytes = 0, out_bytes = 0, total = 0;
+	int rc, as_dir;
+
+	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
+		return cli_error(&err);
+	if ((rc = peftio_ckpt_open(&in, input, &err)) != 0)
+		return cli_error(&err);
+	n = peftio_ckpt_count(in);
+	items = calloc(n + 1, sizeof(*items));
+	if (items == NULL) {
+		peftio_ckpt_close(in);
+		cli_warn("out of memory");
+		return CLI_EXIT_ERROR;
+	}
+	rc = O.decode ? plan_dequant(in, items, &nq, &err) :
+	    plan_quant(in, items, &nq, &err);
+	if (rc != 0)
+		goto fail;
+	if (!O.decode && O.dq && (rc = prepass_offsets(in, items, n, &err)) != 0)
+		goto fail;
+
+	as_dir = peftio_ckpt_dir(in) != NULL && strcmp(out, "-") != 0 &&
+	    !ends_with(out, ".safetensors");
+	nshards = as_dir ? peftio_ckpt_nshards(in) : 1;
+	if (as_dir) {
+		names = calloc(nshards, sizeof(char *));
+		if (names == NULL) {
+			rc = peftio_error_set(&err, PEFTIO_ENOMEM,
+			    "out of memory");
+			goto fail;
+		}
+		for (s = 0; s < nshards; s++)
+			names[s] = base_name(peftio_ckpt_shard_name(in, s));
+	}
+	if ((rc = peftio_ckptw_create(&w, out, as_dir, nshards, names,
+	    O.force ? PEFTIO_W_FORCE : 0, &err)) != 0)
+		goto fail;
+	for (i = 0; i < n && rc == 0; i++) {
+		ti = peftio_ckpt_tensor(in, i);
+		items[i].shard = as_dir ? peftio_ckpt_shard_of(in, i) : 0;
+		switch (items[i].act) {
+		case QUANT:
+			rc = declare_quant(w, ti->name, &items[i], &err);
+			break;
+		case DEQUANT:
+			rc = peftio_ckptw_declare(w, items[i].shard, ti->name,
+			    items[i].dt, items[i].qs.ndim, items[i].qs.shape,
+			    &err);
+			break;
+		case COPY:
+		case CONVERT:
+			rc = peftio_ckptw_declare(w, items[i].shard, ti->name,
+			    items[i].dt, ti->ndim, ti->shape, &err);
+			break;
+		case SKIP:
+			break;
+		}
+		total += ti->nbytes;
+	}
+	if (rc == 0)
+		rc = peftio_ckptw_layout(w, &err);
+
+	for (i = 0; i < n && rc == 0; i++) {
+		ti = peftio_ckpt_tensor(in, i);
+		cli_progress(done, total, ti->name);
+		switch (items[i].act) {
+		case QUANT:
+			rc = quantize_one(in, w, &items[i], &err);
+			cli_debug("%s: %s %s -> %s%s", ti->name,
+			    peftio_dtype_name(ti->dtype),
+			    peftio_dtype_name(items[i].qs.dtype),
+			    peftio_q4type_name(O.type),
+			    O.dq ? " + double quantization" : "");
+			break;
+		case DEQUANT:
+			rc = dequantize_one(in, w, &items[i], &err);
+			cli_debug("%s: %s -> %s", ti->name,
+			    peftio_q4type_name(items[i].qs.type),
+			    peftio_dtype_name(items[i].dt));
+			break;
+		case COPY:
+		case CONVERT:
+			rc = copy_one(in, w, &items[i], &err);
+			break;
+		case SKIP:
+			break;
+		}
+		done += ti->nbytes;
+		in_bytes += ti->nbytes;
+	}
+	cli_progress_end();
+	if (rc == 0 && as_dir)
+		rc = output_config(in, w, items, n, &err);
+	if (rc == 0 && as_dir)
+		rc = peftio_ckptw_copy_aux(w, peftio_ckpt_dir(in), &err);
+	if (rc == 0)
+		rc = peftio_ckptw_commit(w, &err);
+	if (rc != 0)
+		goto fail;
+
+	if (cli_verbose >= 2) {
+		for (i = 0; i < n; i++)
+			if (items[i].act == QUANT) {
+				uint64_t nn = items[i].qs.numel;
+				uint64_t nb = ceil_div(nn, O.bs);
+
+				out_bytes += (nn + 1) / 2 + 64 + items[i].qs_len +
+				    (O.dq ? nb + 4 * ceil_div(nb, 256) + 1024 :
+				    4 * nb);
+			} else if (items[i].act != SKIP)
+				out_bytes += peftio_ckpt_tensor(in, i)->nbytes;
+		cli_debug("%zu of %zu tensors %s; %llu bytes of tensors in, "
+		    "%llu out (%.1f%%)", nq, n,
+		    O.decode ? "dequantized" : "quantized",
+		    (unsigned long long)in_bytes,
+		    (unsigned long long)out_bytes,
+		    in_bytes ? 100.0 * out_bytes / in_bytes : 100.0);
+	}
+	rc = 0;
+fail:
+	if (rc != 0)
+		cli_error(&err);
+	peftio_ckptw_free(w);
+	peftio_ckpt_close(in);
+	for (i = 0; i < n; i++)
+		free(items[i].qs_json);
+	free(items);
+	free(names);
+	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+int
+main(int argc, char *argv[])
+{
+	enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
+	    OPT_HELP, OPT_VERSION };
+	static const struct option longopts[] = {
+		{ "type", required_argument, NULL, 't' },
+		{ "blocksize", required_argument, NULL, 'b' },
+		{ "no-double-quant", no_argument, NULL, OPT_NODQ },
+		{ "decompress", no_argument, NULL, 'd' },
+		{ "dequantize", no_argument, NULL, 'd' },
+		{ "dtype", required_argument, NULL, OPT_DTYPE },
+		{ "include", required_argument, NULL, OPT_INCL },
+		{ "exclude", required_argument, NULL, OPT_EXCL },
+		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
+		{ "jobs", required_argument, NULL, 'j' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "force", no_argument, NULL, 'f' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, OPT_HELP },
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ NULL, 0, NULL, 0 }
+	};
+	uint64_t v;
+	int ch, t;
+
+	cli_init("nf4-quant");
+	O.jobs = peftio_ncpus();
+	O.incl = calloc((size_t)argc + 1, sizeof(char *));
+	O.excl = calloc((size_t)argc + 1, sizeof(char *));
+	if (O.incl == NULL || O.excl == NULL)
+		return CLI_EXIT_ERROR;
+	while ((ch = getopt_long(argc, argv, "b:dfj:o:qt:v", longopts,
+	    NULL)) != -1) {
+		switch (ch) {
+		case 'b':
+			if (cli_parse_u64("-b", optarg, 32, 4096, &v) != 0)
+				usage(CLI_EXIT_USAGE);
+			if (!peftio_q4_blocksize_ok(v)) {
+				cli_warn("-b: blocksize must be 32, 64, 128, "
+				    "256, 512, 1024, 2048 or 4096");
+				usage(CLI_EXIT_USAGE);
+			}
+			O.bs = v;
+			break;
+		case 'd':
+			O.decode = 1;
+			break;
+		case 'f':
+			O.force = 1;
+			break;
+		case 'j':
+			if (cli_parse_u64("-j", optarg, 0, 256, &v) != 0)
+				usage(CLI_EXIT_USAGE);
+			O.jobs = v == 0 ? peftio_ncpus() : (unsigned)v;
+			break;
+		case 'o':
+			O.out = optarg;
+			break;
+		case 'q':
+			cli_verbose = 0;
+			break;
+		case 't':
+			if ((t = peftio_q4type_parse(optarg)) < 0) {
+				cli_warn("-t: unknown type %s (use nf4 or fp4)",
+				    optarg);
+				usage(CLI_EXIT_USAGE);
+			}
+			O.type = (enum peftio_q4type)t;
+			break;
+		case 'v':
+			cli_verbose = cli_verbose < 1 ? 2 : cli_verbose + 1;
+			break;
+		case OPT_NODQ:
+			O.dq = 0;
+			break;
+		case OPT_DTYPE:
+			if ((O.dtype = cli_parse_float_dtype("--dtype",
+			    optarg)) < 0)
+				usage(CLI_EXIT_USAGE);
+			break;
+		case OPT_INCL:
+			O.incl[O.nincl++] = optarg;
+			break;
+		case OPT_EXCL:
+			O.excl[O.nexcl++] = optarg;
+			break;
+		case OPT_NONFINITE:
+			O.allow_nonfinite = 1;
+			break;
+		case OPT_HELP:
+			usage(CLI_EXIT_OK);
+		case OPT_VERSION:
+			printf("nf4-quant (peftio) %s\n", peftio_version());
+			return CLI_EXIT_OK;
+		default:
+			usage(CLI_EXIT_USAGE);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc != 1)
+		usage(CLI_EXIT_USAGE);
+	if (O.out == NULL) {
+		if (strcmp(argv[0], "-") != 0) {
+			cli_warn("no output given: use -o FILE, -o DIR or "
+			    "-o - for standard output");
+			usage(CLI_EXIT_USAGE);
+		}
+		O.out = "-";
+	}
+	if (strcmp(O.out, "-") == 0 && isatty(STDOUT_FILENO) && !O.force) {
+		cli_warn("standard output is a terminal; not writing a "
+		    "checkpoint there (use -f to force)");
+		return CLI_EXIT_ERROR;
+	}
+	return run(argv[0]);
+}
