@@ -298,3 +298,193 @@ peftio_config_remove_quant(const char *in, size_t inlen, int dt, char **out,
 	}
 	return dump_config(o, out, outlen, err);
 }
+
+/* ------------------------------------------------------------------ */
+/* 4-bit weights inside a checkpoint                                   */
+
+static uint64_t
+ceil_div(uint64_t a, uint64_t b)
+{
+	return a / b + (a % b != 0);
+}
+
+/* Index of "w" + suffix with the expected dtype and element count. */
+static int
+companion(struct peftio_ckpt *c, const char *w, const char *suffix,
+    enum peftio_dtype dt, uint64_t numel, size_t *out,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	size_t n = strlen(w) + strlen(suffix) + 1;
+	char *k = malloc(n);
+	long i;
+	int rc = 0;
+
+	if (k == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	snprintf(k, n, "%s%s", w, suffix);
+	if ((i = peftio_ckpt_find(c, k)) < 0) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s': 4-bit weight without %s",
+		    peftio_ckpt_path(c), w, k);
+	} else {
+		ti = peftio_ckpt_tensor(c, (size_t)i);
+		if (ti->dtype != dt || ti->numel != numel)
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s': %s is %s with %llu elements, "
+			    "but the quant_state needs %s with %llu",
+			    peftio_ckpt_path(c), w, k,
+			    peftio_dtype_name(ti->dtype),
+			    (unsigned long long)ti->numel,
+			    peftio_dtype_name(dt), (unsigned long long)numel);
+		*out = (size_t)i;
+	}
+	free(k);
+	return rc;
+}
+
+int
+peftio_bnb_lookup(struct peftio_ckpt *c, size_t i,
+    struct peftio_bnb_weight *bw, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c, i);
+	const char *p, *type;
+	const void *data;
+	uint64_t nb;
+	char *w;
+	long wi;
+	int rc;
+
+	p = strstr(ti->name, PEFTIO_BNB_QUANT_STATE);
+	if (p == NULL)
+		return 0;
+	type = p + strlen(PEFTIO_BNB_QUANT_STATE);
+	if (strcmp(type, "nf4") != 0 && strcmp(type, "fp4") != 0)
+		return 0;
+	memset(bw, 0, sizeof(*bw));
+	bw->quant_state = i;
+	if ((w = strndup(ti->name, (size_t)(p - ti->name))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	if ((rc = peftio_ckpt_data(c, i, &data, err)) != 0)
+		goto out;
+	if ((rc = peftio_quant_state_parse(data, ti->nbytes, &bw->qs,
+	    err)) != 0) {
+		peftio_error_prefix(err, "%s: tensor '%s'", peftio_ckpt_path(c),
+		    ti->name);
+		goto out;
+	}
+	if (strcmp(type, peftio_q4type_name(bw->qs.type)) != 0) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s': quant_type \"%s\" does not match the key",
+		    peftio_ckpt_path(c), ti->name,
+		    peftio_q4type_name(bw->qs.type));
+		goto out;
+	}
+	if ((wi = peftio_ckpt_find(c, w)) < 0) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s' has a quant_state but no packed weight",
+		    peftio_ckpt_path(c), w);
+		goto out;
+	}
+	bw->weight = (size_t)wi;
+	ti = peftio_ckpt_tensor(c, bw->weight);
+	if (ti->dtype != PEFTIO_U8 || ti->numel != (bw->qs.numel + 1) / 2) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s': %s with %llu elements, but its "
+		    "quant_state's shape needs U8 with %llu",
+		    peftio_ckpt_path(c), w, peftio_dtype_name(ti->dtype),
+		    (unsigned long long)ti->numel,
+		    (unsigned long long)((bw->qs.numel + 1) / 2));
+		goto out;
+	}
+	nb = ceil_div(bw->qs.numel, bw->qs.blocksize);
+	rc = companion(c, w, PEFTIO_BNB_ABSMAX,
+	    bw->qs.double_quant ? PEFTIO_U8 : PEFTIO_F32, nb, &bw->absmax, err);
+	if (rc == 0)
+		rc = companion(c, w, PEFTIO_BNB_QUANT_MAP, PEFTIO_F32, 16,
+		    &bw->quant_map, err);
+	if (rc == 0 && bw->qs.double_quant)
+		rc = companion(c, w, PEFTIO_BNB_NESTED_ABSMAX, PEFTIO_F32,
+		    ceil_div(nb, bw->qs.nested_blocksize), &bw->nested_absmax,
+		    err);
+	if (rc == 0 && bw->qs.double_quant)
+		rc = companion(c, w, PEFTIO_BNB_NESTED_QUANT_MAP, PEFTIO_F32,
+		    256, &bw->nested_quant_map, err);
+out:
+	free(w);
+	return rc == 0 ? 1 : rc;
+}
+
+struct deq_job {
+	const float	*code;
+	const uint8_t	*packed;
+	const float	*absmax;
+	uint64_t	 n, bs;
+	enum peftio_dtype dt;
+	void		*out;
+};
+
+static void
+deq_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct deq_job *j = arg;
+
+	peftio_q4_dequantize(j->code, j->packed, j->absmax, j->n, j->bs, b, e,
+	    j->dt, j->out);
+}
+
+int
+peftio_bnb_dequantize(struct peftio_ckpt *c, const struct peftio_bnb_weight *bw,
+    enum peftio_dtype dt, void *out, unsigned nthreads,
+    struct peftio_error *err)
+{
+	const struct peftio_quant_state *qs = &bw->qs;
+	uint64_t nb = ceil_div(qs->numel, qs->blocksize), nn;
+	const void *packed, *am, *code, *nested, *ncode;
+	float qcode[16], nqcode[256], *absmax, *nest;
+	struct deq_job j;
+	int rc;
+
+	if (dt != PEFTIO_F32 && dt != PEFTIO_F16 && dt != PEFTIO_BF16)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "dequantize: output dtype must be F32, F16 or BF16");
+	if ((rc = peftio_ckpt_data(c, bw->weight, &packed, err)) != 0 ||
+	    (rc = peftio_ckpt_data(c, bw->absmax, &am, err)) != 0 ||
+	    (rc = peftio_ckpt_data(c, bw->quant_map, &code, err)) != 0)
+		return rc;
+	memcpy(qcode, code, sizeof(qcode));
+	if ((absmax = malloc(nb * sizeof(float) + 1)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	if (qs->double_quant) {
+		nn = ceil_div(nb, qs->nested_blocksize);
+		if ((rc = peftio_ckpt_data(c, bw->nested_absmax, &nested,
+		    err)) != 0 ||
+		    (rc = peftio_ckpt_data(c, bw->nested_quant_map, &ncode,
+		    err)) != 0) {
+			free(absmax);
+			return rc;
+		}
+		if ((nest = malloc(nn * sizeof(float))) == NULL) {
+			free(absmax);
+			return peftio_error_set(err, PEFTIO_ENOMEM,
+			    "out of memory");
+		}
+		/* Tensors in a file need not be aligned: copy. */
+		memcpy(nest, nested, nn * sizeof(float));
+		memcpy(nqcode, ncode, sizeof(nqcode));
+		peftio_dq_dequantize(nqcode, am, nest, qs->nested_offset, nb,
+		    qs->nested_blocksize, absmax);
+		free(nest);
+	} else
+		memcpy(absmax, am, nb * sizeof(float));
+	j.code = qcode;
+	j.packed = packed;
+	j.absmax = absmax;
+	j.n = qs->numel;
+	j.bs = qs->blocksize;
+	j.dt = dt;
+	j.out = out;
+	peftio_parallel_for(nthreads, nb, 4096, deq_range, &j);
+	free(absmax);
+	return 0;
+}

@@ -56,16 +56,25 @@ peftio_error_sys(struct peftio_error *err, const char *fmt, ...)
 void
 peftio_error_prefix(struct peftio_error *err, const char *fmt, ...)
 {
-	char pre[PEFTIO_ERRMSG_MAX], old[PEFTIO_ERRMSG_MAX];
+	char pre[PEFTIO_ERRMSG_MAX];
+	size_t pl, ml, cap = sizeof(err->msg) - 1;
 	va_list ap;
 
 	if (err == NULL)
 		return;
 	va_start(ap, fmt);
-	vsnprintf(pre, sizeof(pre), fmt, ap);
+	vsnprintf(pre, sizeof(pre) - 2, fmt, ap);
 	va_end(ap);
-	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s: %s", pre, old);
+	strcat(pre, ": ");
+	pl = strlen(pre);
+	ml = strlen(err->msg);
+	if (pl > cap)
+		pl = cap;
+	if (pl + ml > cap)
+		ml = cap - pl;
+	memmove(err->msg + pl, err->msg, ml);
+	memcpy(err->msg, pre, pl);
+	err->msg[pl + ml] = '\0';
 }
 
 void

@@ -490,6 +490,34 @@ const char *peftio_q4type_name(enum peftio_q4type t);
 int	peftio_q4type_parse(const char *s);
 
 /*
+ * A 4-bit weight W inside a checkpoint: the indices of W and of its
+ * companion tensors, and its parsed quant_state.
+ */
+struct peftio_bnb_weight {
+	size_t		 weight;		/* W: packed codes, U8 */
+	size_t		 absmax;		/* W.absmax */
+	size_t		 quant_map;		/* W.quant_map */
+	size_t		 nested_absmax;		/* W.nested_absmax (DQ) */
+	size_t		 nested_quant_map;	/* W.nested_quant_map (DQ) */
+	size_t		 quant_state;		/* W.quant_state.bitsandbytes__* */
+	struct peftio_quant_state qs;
+};
+
+/*
+ * If tensor i of c is the quant_state blob of a 4-bit weight, check W
+ * and its companions (presence, dtypes, sizes), fill *bw and return 1;
+ * return 0 when tensor i is not a quant_state blob, or a negative
+ * PEFTIO_E* value naming the tensor when the weight is malformed.
+ */
+int	peftio_bnb_lookup(struct peftio_ckpt *c, size_t i,
+	    struct peftio_bnb_weight *bw, struct peftio_error *err);
+/* Dequantize bw into out (qs.numel elements of dt: F32, F16 or BF16)
+ * exactly as bitsandbytes' dequantize_4bit does. */
+int	peftio_bnb_dequantize(struct peftio_ckpt *c,
+	    const struct peftio_bnb_weight *bw, enum peftio_dtype dt, void *out,
+	    unsigned nthreads, struct peftio_error *err);
+
+/*
  * config.json: return a copy of the JSON text in with a
  * "quantization_config" block as transformers writes it for
  * BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=type,

@@ -77,3 +77,14 @@ mkst() {
 	if [ -n "${4:-}" ]; then cat "$4" >> "$1"; else
 		head -c "$3" /dev/zero >> "$1"; fi
 }
+
+# usage_fails DESC CMD...: CMD must exit 2 and print its usage on stderr.
+usage_fails() {
+	desc=$1; shift
+	"$@" >"$T/out" 2>"$T/err"
+	st=$?
+	if [ "$st" -eq 2 ] && grep -q '^usage:' "$T/err"; then ok "$desc"; else
+		notok "$desc (exit $st, want 2 and a usage message)"
+		sed 's/^/#   /' "$T/err" | head -5
+	fi
+}

@@ -72,7 +72,7 @@ fails "refuses to overwrite without -f" 1 "$NF4" -o a.safetensors \
 same "existing output untouched" keep.safetensors a.safetensors
 check "-f overwrites" "$NF4" -f --no-double-quant -o a.safetensors \
     "$EXAMPLE/model.safetensors"
-fails "no -o for a file input is a usage error" 2 "$NF4" "$EXAMPLE"
+usage_fails "no -o for a file input is a usage error" "$NF4" "$EXAMPLE"
 
 # --- bad input ------------------------------------------------------------
 printf 'not a checkpoint' > junk.safetensors
@@ -88,8 +88,8 @@ fails "directory with a missing shard" 1 "$NF4" -o out3 missing
 grep_err "message names the missing shard" "model-00005-of-00005"
 absent "no output left for a missing shard" out3
 fails "input that does not exist" 1 "$NF4" -o out4 does-not-exist
-fails "unknown type" 2 "$NF4" -t nf8 -o out5 "$EXAMPLE"
-fails "bad blocksize" 2 "$NF4" -b 48 -o out5 "$EXAMPLE"
+usage_fails "unknown type" "$NF4" -t nf8 -o out5 "$EXAMPLE"
+usage_fails "bad blocksize" "$NF4" -b 48 -o out5 "$EXAMPLE"
 fails "quantizing a 4-bit checkpoint again" 1 "$NF4" -o out6 nf4-dq1
 grep_err "message names the tensor" "quant_state"
 W=model.layers.0.mlp.up_proj.weight

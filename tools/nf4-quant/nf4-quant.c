@@ -28,7 +28,7 @@ struct item {
 	struct peftio_quant_state qs;		/* QUANT, DEQUANT */
 	char			*qs_json;	/* QUANT */
 	size_t			 qs_len;
-	long			 absmax, qmap, nabs, nqmap; /* DEQUANT inputs */
+	struct peftio_bnb_weight bw;		/* DEQUANT */
 };
 
 struct opts {
@@ -130,9 +130,6 @@ struct qjob {
 	uint64_t		 n;
 	uint8_t			*packed;
 	float			*absmax;
-	const float		*code;
-	void			*out;
-	uint64_t		 bs;
 };
 
 static void
@@ -150,15 +147,6 @@ absmax_range(void *arg, uint64_t b, uint64_t e)
 	struct qjob *j = arg;
 
 	peftio_q4_absmax(j->dt, j->in, j->n, O.bs, b, e, j->absmax);
-}
-
-static void
-dequant_range(void *arg, uint64_t b, uint64_t e)
-{
-	struct qjob *j = arg;
-
-	peftio_q4_dequantize(j->code, j->packed, j->absmax, j->n, j->bs, b, e,
-	    j->dt, j->out);
 }
 
 /* Blocks per thread chunk: large enough to amortize thread start-up. */
@@ -530,45 +518,14 @@ quantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
 /* ------------------------------------------------------------------ */
 /* Dequantize                                                          */
 
-static long
-companion(struct peftio_ckpt *in, const char *w, const char *suffix,
-    enum peftio_dtype dt, uint64_t numel, struct peftio_error *err)
-{
-	const struct peftio_tensor_info *ti;
-	char *k = str_cat(w, suffix);
-	long i = peftio_ckpt_find(in, k);
-
-	if (i < 0) {
-		peftio_error_set(err, PEFTIO_EFORMAT,
-		    "%s: tensor '%s': missing %s", peftio_ckpt_path(in), w, k);
-	} else {
-		ti = peftio_ckpt_tensor(in, (size_t)i);
-		if (ti->dtype != dt || ti->numel != numel) {
-			peftio_error_set(err, PEFTIO_EFORMAT,
-			    "%s: tensor '%s': %s is %s with %llu elements, "
-			    "expected %s with %llu", peftio_ckpt_path(in), w, k,
-			    peftio_dtype_name(ti->dtype),
-			    (unsigned long long)ti->numel,
-			    peftio_dtype_name(dt), (unsigned long long)numel);
-			i = -1;
-		}
-	}
-	free(k);
-	return i;
-}
-
 static int
 plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
     struct peftio_error *err)
 {
-	const struct peftio_tensor_info *ti, *wt;
-	const char *p;
-	const void *data;
+	const struct peftio_tensor_info *ti;
+	struct peftio_bnb_weight bw;
 	struct item *it;
 	size_t i, n = peftio_ckpt_count(in);
-	uint64_t nb;
-	char *wname;
-	long wi;
 	int rc;
 
 	*nq = 0;
@@ -578,77 +535,21 @@ plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
 		items[i].dt = peftio_ckpt_tensor(in, i)->dtype;
 	}
 	for (i = 0; i < n; i++) {
-		ti = peftio_ckpt_tensor(in, i);
-		if ((p = strstr(ti->name, PEFTIO_BNB_QUANT_STATE)) == NULL ||
-		    strchr(p + 1, '.') != strrchr(p, '.'))
+		if ((rc = peftio_bnb_lookup(in, i, &bw, err)) < 0)
+			return rc;
+		if (rc == 0)
 			continue;
-		if ((wname = strndup(ti->name, (size_t)(p - ti->name))) == NULL)
-			return peftio_error_set(err, PEFTIO_ENOMEM,
-			    "out of memory");
-		wi = peftio_ckpt_find(in, wname);
-		if (wi < 0) {
-			rc = peftio_error_set(err, PEFTIO_EFORMAT,
-			    "%s: tensor '%s' has a quant_state but no packed "
-			    "weight", peftio_ckpt_path(in), wname);
-			free(wname);
-			return rc;
-		}
-		it = &items[wi];
-		if ((rc = peftio_ckpt_data(in, i, &data, err)) != 0 ||
-		    (rc = peftio_quant_state_parse(data, ti->nbytes, &it->qs,
-		    err)) != 0) {
-			peftio_error_prefix(err, "%s: tensor '%s'",
-			    peftio_ckpt_path(in), ti->name);
-			free(wname);
-			return rc;
-		}
-		if (strcmp(p + strlen(PEFTIO_BNB_QUANT_STATE),
-		    peftio_q4type_name(it->qs.type)) != 0) {
-			rc = peftio_error_set(err, PEFTIO_EFORMAT,
-			    "%s: tensor '%s': quant_type \"%s\" does not match "
-			    "the key", peftio_ckpt_path(in), ti->name,
-			    peftio_q4type_name(it->qs.type));
-			free(wname);
-			return rc;
-		}
-		wt = peftio_ckpt_tensor(in, (size_t)wi);
-		if (wt->dtype != PEFTIO_U8 || wt->numel != (it->qs.numel + 1) / 2) {
-			rc = peftio_error_set(err, PEFTIO_EFORMAT,
-			    "%s: tensor '%s': %s with %llu elements, but the "
-			    "quant_state's shape needs U8 with %llu",
-			    peftio_ckpt_path(in), wname,
-			    peftio_dtype_name(wt->dtype),
-			    (unsigned long long)wt->numel,
-			    (unsigned long long)((it->qs.numel + 1) / 2));
-			free(wname);
-			return rc;
-		}
-		nb = ceil_div(it->qs.numel, it->qs.blocksize);
-		it->absmax = companion(in, wname, PEFTIO_BNB_ABSMAX,
-		    it->qs.double_quant ? PEFTIO_U8 : PEFTIO_F32, nb, err);
-		it->qmap = it->absmax < 0 ? -1 : companion(in, wname,
-		    PEFTIO_BNB_QUANT_MAP, PEFTIO_F32, 16, err);
-		it->nabs = it->nqmap = -2;
-		if (it->qmap >= 0 && it->qs.double_quant) {
-			it->nabs = companion(in, wname,
-			    PEFTIO_BNB_NESTED_ABSMAX, PEFTIO_F32,
-			    ceil_div(nb, it->qs.nested_blocksize), err);
-			it->nqmap = it->nabs < 0 ? -1 : companion(in, wname,
-			    PEFTIO_BNB_NESTED_QUANT_MAP, PEFTIO_F32, 256, err);
-		}
-		free(wname);
-		if (it->absmax < 0 || it->qmap < 0 || it->nabs == -1 ||
-		    it->nqmap == -1)
-			return err->code;
+		it = &items[bw.weight];
+		it->bw = bw;
+		it->qs = bw.qs;
 		it->act = DEQUANT;
-		it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
-		    it->qs.dtype;
-		items[i].act = SKIP;
-		items[it->absmax].act = SKIP;
-		items[it->qmap].act = SKIP;
-		if (it->qs.double_quant) {
-			items[it->nabs].act = SKIP;
-			items[it->nqmap].act = SKIP;
+		it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype : bw.qs.dtype;
+		items[bw.quant_state].act = SKIP;
+		items[bw.absmax].act = SKIP;
+		items[bw.quant_map].act = SKIP;
+		if (bw.qs.double_quant) {
+			items[bw.nested_absmax].act = SKIP;
+			items[bw.nested_quant_map].act = SKIP;
 		}
 		(*nq)++;
 	}
@@ -669,55 +570,17 @@ dequantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w,
     struct item *it, struct peftio_error *err)
 {
 	const char *name = peftio_ckpt_tensor(in, it->in)->name;
-	const struct peftio_quant_state *qs = &it->qs;
-	uint64_t n = qs->numel, nb = ceil_div(n, qs->blocksize), obytes;
-	const void *packed, *am, *code, *nested, *ncode;
-	float *absmax, qcode[16], nqcode[256];
-	struct qjob j;
+	uint64_t nbytes;
 	void *out;
 	int rc;
 
-	if ((rc = peftio_ckpt_data(in, it->in, &packed, err)) != 0 ||
-	    (rc = peftio_ckpt_data(in, (size_t)it->absmax, &am, err)) != 0 ||
-	    (rc = peftio_ckpt_data(in, (size_t)it->qmap, &code, err)) != 0)
-		return rc;
-	memcpy(qcode, code, sizeof(qcode));
-	absmax = xmalloc(nb * sizeof(float));
-	if (qs->double_quant) {
-		if ((rc = peftio_ckpt_data(in, (size_t)it->nabs, &nested,
-		    err)) != 0 ||
-		    (rc = peftio_ckpt_data(in, (size_t)it->nqmap, &ncode,
-		    err)) != 0) {
-			free(absmax);
-			return rc;
-		}
-		memcpy(nqcode, ncode, sizeof(nqcode));
-		/* nested may be unaligned in the file. */
-		{
-			uint64_t nn = ceil_div(nb, qs->nested_blocksize);
-			float *nest = xmalloc(nn * sizeof(float));
-
-			memcpy(nest, nested, nn * sizeof(float));
-			peftio_dq_dequantize(nqcode, am, nest,
-			    qs->nested_offset, nb, qs->nested_blocksize,
-			    absmax);
-			free(nest);
-		}
-	} else
-		memcpy(absmax, am, nb * sizeof(float));
-	peftio_dtype_nbytes(it->dt, n, &obytes);
-	out = xmalloc(obytes);
-	j.code = qcode;
-	j.packed = (uint8_t *)(uintptr_t)packed;
-	j.absmax = absmax;
-	j.n = n;
-	j.dt = it->dt;
-	j.out = out;
-	j.bs = qs->blocksize;
-	peftio_parallel_for(O.jobs, nb, GRAIN_BLOCKS, dequant_range, &j);
-	rc = peftio_ckptw_write(w, name, out, obytes, err);
+	peftio_dtype_nbytes(it->dt, it->qs.numel, &nbytes);
+	out = xmalloc(nbytes);
+	rc = peftio_bnb_dequantize(in, &it->bw, it->dt, out, O.jobs, err);
+	if (rc == 0)
+		rc = peftio_ckptw_write(w, name, out, nbytes, err);
 	free(out);
-	free(absmax);
+	peftio_ckpt_release(in, it->in);
 	return rc;
 }
 
