@@ -37,7 +37,7 @@ LDSAN	 = -fsanitize=address,undefined
 endif
 
 TOOLS	 = nf4-quant lora-merge adapter-extract dq-inspect
-LIBSRC	 = $(sort $(wildcard lib/*.c))
+LIBSRC	 = $(sort $(filter-out lib/rcp_table.c,$(wildcard lib/*.c)))
 LIBOBJ	 = $(LIBSRC:.c=.o) lib/rcp_table.o
 COMMON	 = tools/common/cli.o
 TOOLBIN	 = $(foreach t,$(TOOLS),$(if $(wildcard tools/$(t)/$(t).c),tools/$(t)/$(t)))
@@ -84,9 +84,12 @@ $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
 # Tests
 
 tests/unit/suites.h: $(UNITSRC)
-	sed -n 's/^\(Suite \*[a-z0-9_]*_suite(void)\)$$/\1;/p' $(UNITSRC) > $@.tmp
-	sed -n 's/^Suite \*\([a-z0-9_]*_suite\)(void)$$/\tX(\1)/p' $(UNITSRC) \
-	    | sed '1i#define PEFTIO_SUITES \\' | sed '$$!s/$$/ \\/' >> $@.tmp
+	grep -h '^Suite \*[a-z0-9_]*_suite(void)$$' $(UNITSRC) | \
+	    sed 's/$$/;/' > $@.tmp
+	printf '#define PEFTIO_SUITES' >> $@.tmp
+	grep -h '^Suite \*[a-z0-9_]*_suite(void)$$' $(UNITSRC) | \
+	    sed 's/^Suite \*\(.*\)(void)$$/ X(\1)/' | tr -d '\n' >> $@.tmp
+	echo >> $@.tmp
 	mv $@.tmp $@
 
 tests/unit/main.o: tests/unit/suites.h

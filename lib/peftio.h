@@ -533,6 +533,252 @@ int	peftio_config_add_quant(const char *in, size_t inlen,
 int	peftio_config_remove_quant(const char *in, size_t inlen, int dt,
 	    char **out, size_t *outlen, struct peftio_error *err);
 
+/* ------------------------------------------------------------------ */
+/* Fine-tuning plans: trainable parameters and memory (plan.c)         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * What a PEFT method would train on a model known from its header, in
+ * PEFT's own counting (print_trainable_parameters: "all params" is the
+ * base model's parameters plus the added ones), and the memory that
+ * training needs for weights, gradients and optimizer states.
+ */
+enum peftio_plan_method {
+	PEFTIO_PLAN_FULL = 0,
+	PEFTIO_PLAN_LORA,
+	PEFTIO_PLAN_QLORA,
+	PEFTIO_PLAN_IA3,
+	PEFTIO_PLAN_PROMPT,
+	PEFTIO_PLAN_PREFIX,
+	PEFTIO_PLAN_BITFIT
+};
+
+enum peftio_optimizer {
+	PEFTIO_OPT_ADAMW = 0,	/* two fp32 moments: 8 bytes/param */
+	PEFTIO_OPT_ADAMW8BIT,	/* two 8-bit moments: 2 bytes/param */
+	PEFTIO_OPT_SGD		/* no momentum: 0 bytes/param */
+};
+
+/* "full", "lora", ...; the value, or -1 for an unknown name. */
+const char *peftio_plan_method_name(enum peftio_plan_method m);
+int	peftio_plan_method_parse(const char *s);
+/* "adamw", "adamw8bit", "sgd"; the value, or -1. */
+const char *peftio_optimizer_name(enum peftio_optimizer o);
+int	peftio_optimizer_parse(const char *s);
+/* Bytes of optimizer state per trainable parameter. */
+unsigned peftio_optimizer_state_bytes(enum peftio_optimizer o);
+
+/* One tensor of the model as it was before quantization: a 4-bit weight
+ * has its original shape and numel, and nbytes of all its pieces. */
+struct peftio_plan_tensor {
+	const char	*name;
+	int		 ndim;
+	const uint64_t	*shape;
+	uint64_t	 numel;
+	uint64_t	 nbytes;
+	int		 quantized;
+};
+
+struct peftio_plan_opts {
+	enum peftio_plan_method method;
+	uint64_t	 r;		/* LoRA rank */
+	const char	*targets;	/* comma-separated; NULL: the default */
+	uint64_t	 virtual_tokens; /* prompt and prefix tuning */
+	enum peftio_optimizer optimizer;
+};
+
+/*
+ * Training memory in bytes, activations excluded: weights (frozen and
+ * trained, 16-bit; the 4-bit base for QLoRA), gradients (16-bit, of the
+ * trained parameters) and optimizer states.
+ */
+struct peftio_plan_memory {
+	uint64_t	 weights;
+	uint64_t	 gradients;
+	uint64_t	 optimizer;
+	uint64_t	 total;
+};
+
+struct peftio_plan {
+	uint64_t	 base_params;
+	uint64_t	 trainable_params;
+	uint64_t	 all_params;
+	uint64_t	 modules;	/* modules the method adapts */
+	uint64_t	 hidden_size;	/* 0 when not found */
+	uint64_t	 num_layers;
+	uint64_t	 lora_params;	/* LoRA with opts' r and targets */
+	struct peftio_plan_memory full, lora, qlora;
+};
+
+/* Default targets: "q_proj,v_proj" for LoRA, "k_proj,v_proj,down_proj"
+ * for IA3 (PEFT's for Llama); NULL for the other methods. */
+const char *peftio_plan_default_targets(enum peftio_plan_method m);
+/*
+ * 1 when the module path matches one of the comma-separated names as
+ * PEFT matches a list of target_modules: equal, or a suffix that
+ * follows a dot ("q_proj" matches "model.layers.0.self_attn.q_proj").
+ */
+int	peftio_plan_target_match(const char *module, size_t len,
+	    const char *list);
+/* NF4 bytes of an n-element weight at blocksize 64 with double
+ * quantization (blocksize 256), quant_state blob included. */
+uint64_t peftio_plan_nf4_bytes(uint64_t n);
+/* Compute the plan for the n tensors t.  PEFTIO_EINVAL on a bad option,
+ * PEFTIO_EFORMAT when the model is too large to count. */
+int	peftio_plan_compute(const struct peftio_plan_opts *o,
+	    const struct peftio_plan_tensor *t, size_t n, struct peftio_plan *p,
+	    struct peftio_error *err);
+/* v with thousands separators, as Python's "{:,}" writes it. */
+void	peftio_format_thousands(uint64_t v, char *buf, size_t len);
+/* PEFT's line: "trainable params: 4,194,304 || all params:
+ * 6,742,609,920 || trainable%: 0.0622" (no newline). */
+void	peftio_plan_peft_line(uint64_t trainable, uint64_t all, char *buf,
+	    size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Dense linear algebra (linalg.c)                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Row-major single precision, thin wrappers over BLAS/LAPACK.
+ * C[m,n] = alpha * op(A) op(B) + beta * C, op(X) = X or X^T; lda, ldb,
+ * ldc are row strides.  The result of one call depends only on its
+ * arguments: BLAS runs single-threaded inside the library (callers
+ * split work into fixed pieces themselves).
+ */
+void	peftio_sgemm(int trans_a, int trans_b, uint64_t m, uint64_t n,
+	    uint64_t k, float alpha, const float *a, uint64_t lda,
+	    const float *b, uint64_t ldb, float beta, float *c, uint64_t ldc);
+/*
+ * Thin SVD of the row-major m x n matrix a (destroyed): a = U S Vt with
+ * p = min(m, n); u is m x p, s has p values (descending), vt is p x n.
+ * PEFTIO_ENOMEM, or PEFTIO_EINVAL when LAPACK does not converge.
+ */
+int	peftio_svd(float *a, uint64_t m, uint64_t n, float *u, float *s,
+	    float *vt, struct peftio_error *err);
+
+/* ------------------------------------------------------------------ */
+/* PEFT adapters and their merge (lora.c)                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * An adapter as PEFT writes it: a directory with adapter_config.json
+ * and adapter_model.safetensors.  LoRA (with rsLoRA, rank_pattern and
+ * alpha_pattern, fan_in_fan_out, embeddings, DoRA, lora_B.bias,
+ * modules_to_save and base_layer tensors) and IA3 are read; adapter
+ * types that cannot be folded into weights (prompt, prefix and
+ * p-tuning, adaption prompts, bottleneck adapters) and LoRA variants
+ * this library does not implement are refused with PEFTIO_EUNSUPPORTED
+ * and a message saying why.
+ */
+struct peftio_adapter;
+
+enum peftio_adapter_type { PEFTIO_ADAPTER_LORA = 0, PEFTIO_ADAPTER_IA3 = 1 };
+
+int	peftio_adapter_open(struct peftio_adapter **out, const char *path,
+	    struct peftio_error *err);
+void	peftio_adapter_free(struct peftio_adapter *a);
+const char *peftio_adapter_path(const struct peftio_adapter *a);
+enum peftio_adapter_type peftio_adapter_type(const struct peftio_adapter *a);
+/* Number of adapted modules (LoRA pairs or IA3 vectors). */
+size_t	peftio_adapter_nmodules(const struct peftio_adapter *a);
+/* Module i's path without "base_model.model." (e.g.
+ * "model.layers.0.self_attn.q_proj"), its rank (0 for IA3) and scale. */
+const char *peftio_adapter_module(const struct peftio_adapter *a, size_t i,
+	    uint64_t *rank, double *scale);
+/* 1 when a module uses DoRA. */
+int	peftio_adapter_dora(const struct peftio_adapter *a);
+
+/*
+ * PEFT's key matching for rank_pattern / alpha_pattern: 1 when pattern
+ * (a POSIX extended regex) matches module path p as Python's
+ * re.match(r"(.*\.)?(pattern)$", p) does, 0 when not, PEFTIO_EINVAL
+ * for a pattern that does not compile.
+ */
+int	peftio_lora_pattern_match(const char *pattern, const char *p);
+
+/* How several adapters are combined (PEFT's add_weighted_adapter). */
+enum peftio_combine {
+	PEFTIO_COMBINE_NONE = 0,	/* merge one after the other */
+	PEFTIO_COMBINE_LINEAR,
+	PEFTIO_COMBINE_CAT,
+	PEFTIO_COMBINE_SVD,
+	PEFTIO_COMBINE_TIES,
+	PEFTIO_COMBINE_DARE_LINEAR,
+	PEFTIO_COMBINE_DARE_TIES,
+	PEFTIO_COMBINE_MAGNITUDE_PRUNE
+};
+/* "linear", "cat", ...; -1 if unknown.  The name of a value, or NULL. */
+int	peftio_combine_parse(const char *s);
+const char *peftio_combine_name(enum peftio_combine c);
+
+struct peftio_merge_opts {
+	enum peftio_combine method;
+	const double	*weights;	/* one per adapter; NULL: all 1 */
+	double		 density;	/* ties, dare_*, magnitude_prune */
+	uint64_t	 seed;		/* dare_* */
+	int		 unmerge;	/* subtract instead of add */
+	unsigned	 nthreads;
+};
+
+/*
+ * A merge plan: which base tensors change and how.  The base is
+ * described by a lookup callback (name -> logical shape), so a 4-bit
+ * base can be planned from its quant_state.  create() checks that every
+ * adapter module exists in the base and that every shape fits, naming
+ * the module on failure; nothing is computed yet.
+ */
+struct peftio_merge;
+
+int	peftio_merge_create(struct peftio_merge **out,
+	    struct peftio_adapter *const *adapters, size_t nadapters,
+	    const struct peftio_merge_opts *opts,
+	    int (*shape_of)(void *arg, const char *name, int *ndim,
+	    uint64_t *shape), void *arg, struct peftio_error *err);
+void	peftio_merge_free(struct peftio_merge *m);
+/* 1 when base tensor name is changed or replaced by the merge. */
+int	peftio_merge_touches(const struct peftio_merge *m, const char *name);
+/* Number of base tensors the merge changes. */
+size_t	peftio_merge_count(const struct peftio_merge *m);
+/*
+ * Apply the merge to base tensor name, given as numel f32 values in w
+ * (changed in place).  round_dt is the dtype the result will be stored
+ * in: where PEFT rounds between steps (one adapter after another), the
+ * same rounding is done here.
+ */
+int	peftio_merge_apply(struct peftio_merge *m, const char *name, float *w,
+	    uint64_t numel, enum peftio_dtype round_dt,
+	    struct peftio_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Merge recipes (recipe.c)                                            */
+/* ------------------------------------------------------------------ */
+
+/* A YAML recipe (peftio-recipe(5)).  Unset numbers have has_* == 0;
+ * relative paths are resolved against the recipe's directory. */
+struct peftio_recipe {
+	char		*base;
+	char		*output;
+	char		**adapters;
+	double		*weights;
+	size_t		 nadapters;
+	int		 has_weights;
+	char		*method;
+	double		 density;
+	int		 has_density;
+	uint64_t	 seed;
+	int		 has_seed;
+	char		*dtype;
+	int		 unmerge;
+	int		 requant;
+};
+
+int	peftio_recipe_parse(const char *text, size_t len, const char *path,
+	    struct peftio_recipe **out, struct peftio_error *err);
+int	peftio_recipe_load(const char *path, struct peftio_recipe **out,
+	    struct peftio_error *err);
+void	peftio_recipe_free(struct peftio_recipe *r);
+
 /* Format a double as Python's repr() does (shortest round trip). */
 void	peftio_py_repr_double(double v, char *buf, size_t len);
 

@@ -1,0 +1,425 @@
+/*
+ * plan.c - what fine-tuning a model would train and cost: trainable
+ * parameters as PEFT counts them, and the memory for weights, gradients
+ * and optimizer states (full fine-tuning, LoRA, QLoRA).
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peftio_private.h"
+
+static const char *const method_names[] = {
+	"full", "lora", "qlora", "ia3", "prompt", "prefix", "bitfit"
+};
+
+static const char *const optimizer_names[] = { "adamw", "adamw8bit", "sgd" };
+
+#define NELEM(a)	(sizeof(a) / sizeof((a)[0]))
+
+/* Bytes per parameter of the 16-bit weights and gradients assumed. */
+#define WEIGHT_BYTES	2
+#define GRAD_BYTES	2
+
+/* Length of a quant_state blob with double quantization and a 2-D
+ * shape, as transformers writes it (about; the digits vary). */
+#define QSTATE_BYTES	176
+
+const char *
+peftio_plan_method_name(enum peftio_plan_method m)
+{
+	if ((unsigned)m >= NELEM(method_names))
+		return NULL;
+	return method_names[m];
+}
+
+int
+peftio_plan_method_parse(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < NELEM(method_names); i++)
+		if (strcmp(s, method_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *
+peftio_optimizer_name(enum peftio_optimizer o)
+{
+	if ((unsigned)o >= NELEM(optimizer_names))
+		return NULL;
+	return optimizer_names[o];
+}
+
+int
+peftio_optimizer_parse(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < NELEM(optimizer_names); i++)
+		if (strcmp(s, optimizer_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+unsigned
+peftio_optimizer_state_bytes(enum peftio_optimizer o)
+{
+	switch (o) {
+	case PEFTIO_OPT_ADAMW:
+		return 8;
+	case PEFTIO_OPT_ADAMW8BIT:
+		return 2;
+	default:
+		return 0;
+	}
+}
+
+const char *
+peftio_plan_default_targets(enum peftio_plan_method m)
+{
+	switch (m) {
+	case PEFTIO_PLAN_LORA:
+	case PEFTIO_PLAN_QLORA:
+		return "q_proj,v_proj";
+	case PEFTIO_PLAN_IA3:
+		return "k_proj,v_proj,down_proj";
+	default:
+		return NULL;
+	}
+}
+
+int
+peftio_plan_target_match(const char *module, size_t len, const char *list)
+{
+	const char *p = list, *e;
+	size_t n;
+
+	while (*p != '\0') {
+		e = strchr(p, ',');
+		n = e != NULL ? (size_t)(e - p) : strlen(p);
+		if (n > 0 && n <= len &&
+		    memcmp(module + len - n, p, n) == 0 &&
+		    (n == len || module[len - n - 1] == '.'))
+			return 1;
+		if (e == NULL)
+			break;
+		p = e + 1;
+	}
+	return 0;
+}
+
+static uint64_t
+ceil_div(uint64_t a, uint64_t b)
+{
+	return a / b + (a % b != 0);
+}
+
+uint64_t
+peftio_plan_nf4_bytes(uint64_t n)
+{
+	uint64_t nb = ceil_div(n, 64);
+
+	/* codes, absmax codes, nested absmax, both maps, quant_state */
+	return n / 2 + n % 2 + nb + 4 * ceil_div(nb, 256) + 64 + 1024 +
+	    QSTATE_BYTES;
+}
+
+/* Length of name without a ".weight" suffix, or 0 if it has none. */
+static size_t
+weight_module(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n <= 7 || strcmp(name + n - 7, ".weight") != 0)
+		return 0;
+	return n - 7;
+}
+
+/* Last dotted component of the first len bytes of name. */
+static const char *
+last_part(const char *name, size_t len, size_t *plen)
+{
+	const char *p = name + len;
+
+	while (p > name && p[-1] != '.')
+		p--;
+	*plen = (size_t)(name + len - p);
+	return p;
+}
+
+static int
+part_is(const char *p, size_t n, const char *what)
+{
+	return strlen(what) == n && memcmp(p, what, n) == 0;
+}
+
+/* What transformers would quantize: 2-D Linear weights, not embeddings,
+ * the output head or norms. */
+static int
+linear_weight(const struct peftio_plan_tensor *t)
+{
+	static const char *const skip[] = {
+		"lm_head", "embed_tokens", "wte", "wpe", "embed_in",
+		"embed_out", "word_embeddings", "position_embeddings",
+		"token_type_embeddings", "embed_positions", "shared", "output",
+		"score", "classifier"
+	};
+	size_t len = weight_module(t->name), n, i;
+	const char *p;
+
+	if (t->ndim != 2 || len == 0)
+		return 0;
+	p = last_part(t->name, len, &n);
+	for (i = 0; i < NELEM(skip); i++)
+		if (part_is(p, n, skip[i]))
+			return 0;
+	return strstr(t->name, "norm") == NULL &&
+	    strstr(t->name, "embed") == NULL;
+}
+
+/* IA3 scales the input of feed-forward output layers, the output of
+ * the others. */
+static int
+feedforward(const char *name, size_t len)
+{
+	static const char *const ff[] = {
+		"down_proj", "fc2", "w2", "dense_4h_to_h", "wo"
+	};
+	size_t n, i;
+	const char *p = last_part(name, len, &n);
+
+	for (i = 0; i < NELEM(ff); i++)
+		if (part_is(p, n, ff[i]))
+			return 1;
+	return 0;
+}
+
+/* The index N of a "layers.N." (h., blocks., layer.) component, or -1. */
+static long long
+layer_index(const char *name)
+{
+	static const char *const stacks[] = { "layers.", "h.", "blocks.",
+		"layer." };
+	const char *p, *q;
+	size_t i, n;
+	long long v;
+
+	for (i = 0; i < NELEM(stacks); i++) {
+		n = strlen(stacks[i]);
+		for (p = strstr(name, stacks[i]); p != NULL;
+		    p = strstr(p + 1, stacks[i])) {
+			if (p != name && p[-1] != '.')
+				continue;
+			q = p + n;
+			if (!isdigit((unsigned char)*q))
+				continue;
+			for (v = 0; isdigit((unsigned char)*q) && v < 1000000;
+			    q++)
+				v = v * 10 + (*q - '0');
+			if (*q == '.' || *q == '\0')
+				return v;
+		}
+	}
+	return -1;
+}
+
+static int
+hidden_from_embedding(const struct peftio_plan_tensor *t)
+{
+	static const char *const emb[] = {
+		"embed_tokens", "wte", "word_embeddings", "embed_in"
+	};
+	size_t len = weight_module(t->name), n, i;
+	const char *p;
+
+	if (t->ndim != 2 || len == 0)
+		return 0;
+	p = last_part(t->name, len, &n);
+	for (i = 0; i < NELEM(emb); i++)
+		if (part_is(p, n, emb[i]))
+			return 1;
+	return 0;
+}
+
+#define ADD(a, b)	do {						\
+	if (PEFTIO_ADD_OVERFLOW((a), (b), &(a)))			\
+		goto overflow;						\
+} while (0)
+#define MUL(r, a, b)	do {						\
+	if (PEFTIO_MUL_OVERFLOW((a), (b), &(r)))			\
+		goto overflow;						\
+} while (0)
+
+/* Weights, gradients and optimizer states for `trained` parameters on
+ * top of `frozen` bytes of frozen weights. */
+static int
+budget(uint64_t frozen, uint64_t trained, unsigned state,
+    struct peftio_plan_memory *m)
+{
+	m->weights = frozen;
+	if (PEFTIO_MUL_OVERFLOW(trained, (uint64_t)WEIGHT_BYTES, &m->total) ||
+	    PEFTIO_ADD_OVERFLOW(m->weights, m->total, &m->weights) ||
+	    PEFTIO_MUL_OVERFLOW(trained, (uint64_t)GRAD_BYTES, &m->gradients) ||
+	    PEFTIO_MUL_OVERFLOW(trained, (uint64_t)state, &m->optimizer) ||
+	    PEFTIO_ADD_OVERFLOW(m->weights, m->gradients, &m->total) ||
+	    PEFTIO_ADD_OVERFLOW(m->total, m->optimizer, &m->total))
+		return -1;
+	return 0;
+}
+
+int
+peftio_plan_compute(const struct peftio_plan_opts *o,
+    const struct peftio_plan_tensor *t, size_t n, struct peftio_plan *p,
+    struct peftio_error *err)
+{
+	const char *targets, *lora_targets;
+	uint64_t lora = 0, trained = 0, bias = 0, qbase = 0, frozen, v;
+	uint64_t lora_modules = 0, ia3_modules = 0, ia3 = 0, layers = 0;
+	unsigned state;
+	long long li;
+	size_t i, len;
+
+	memset(p, 0, sizeof(*p));
+	if ((unsigned)o->method >= NELEM(method_names) ||
+	    (unsigned)o->optimizer >= NELEM(optimizer_names))
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "unknown fine-tuning method or optimizer");
+	if ((o->method == PEFTIO_PLAN_LORA || o->method == PEFTIO_PLAN_QLORA) &&
+	    o->r == 0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "the LoRA rank must be at least 1");
+	targets = o->targets != NULL ? o->targets :
+	    peftio_plan_default_targets(o->method);
+	lora_targets = o->targets != NULL && o->method != PEFTIO_PLAN_IA3 ?
+	    o->targets : peftio_plan_default_targets(PEFTIO_PLAN_LORA);
+	state = peftio_optimizer_state_bytes(o->optimizer);
+
+	for (i = 0; i < n; i++) {
+		ADD(p->base_params, t[i].numel);
+		if ((li = layer_index(t[i].name)) >= 0 &&
+		    (uint64_t)li + 1 > layers)
+			layers = (uint64_t)li + 1;
+		if (p->hidden_size == 0 && hidden_from_embedding(&t[i]))
+			p->hidden_size = t[i].shape[1];
+		len = strlen(t[i].name);
+		if (len > 5 && strcmp(t[i].name + len - 5, ".bias") == 0)
+			ADD(bias, t[i].numel);
+		/* the 4-bit base of QLoRA */
+		if (t[i].quantized)
+			ADD(qbase, t[i].nbytes);
+		else if (linear_weight(&t[i]))
+			ADD(qbase, peftio_plan_nf4_bytes(t[i].numel));
+		else {
+			MUL(v, t[i].numel, (uint64_t)WEIGHT_BYTES);
+			ADD(qbase, v);
+		}
+		if (t[i].ndim != 2 || (len = weight_module(t[i].name)) == 0)
+			continue;
+		if (peftio_plan_target_match(t[i].name, len, lora_targets)) {
+			/* A [r, in] and B [out, r] */
+			v = t[i].shape[0];
+			ADD(v, t[i].shape[1]);
+			MUL(v, v, o->r == 0 ? 8 : o->r);
+			ADD(lora, v);
+			lora_modules++;
+		}
+		if (targets != NULL && o->method == PEFTIO_PLAN_IA3 &&
+		    peftio_plan_target_match(t[i].name, len, targets)) {
+			ADD(ia3, feedforward(t[i].name, len) ?
+			    t[i].shape[1] : t[i].shape[0]);
+			ia3_modules++;
+		}
+	}
+	if (p->hidden_size == 0)
+		for (i = 0; i < n; i++)
+			if (t[i].ndim == 1 && strstr(t[i].name, "norm") != NULL) {
+				p->hidden_size = t[i].shape[0];
+				break;
+			}
+	p->num_layers = layers;
+	p->lora_params = lora;
+
+	switch (o->method) {
+	case PEFTIO_PLAN_FULL:
+		trained = p->base_params;
+		p->modules = 0;
+		break;
+	case PEFTIO_PLAN_LORA:
+	case PEFTIO_PLAN_QLORA:
+		trained = lora;
+		p->modules = lora_modules;
+		break;
+	case PEFTIO_PLAN_IA3:
+		trained = ia3;
+		p->modules = ia3_modules;
+		break;
+	case PEFTIO_PLAN_PROMPT:
+		/* one embedding of virtual_tokens x hidden */
+		MUL(trained, o->virtual_tokens, p->hidden_size);
+		break;
+	case PEFTIO_PLAN_PREFIX:
+		/* keys and values of every layer: tokens x layers x 2 x hidden */
+		MUL(trained, o->virtual_tokens, p->hidden_size);
+		MUL(trained, trained, layers);
+		MUL(trained, trained, (uint64_t)2);
+		p->modules = layers;
+		break;
+	case PEFTIO_PLAN_BITFIT:
+		trained = bias;
+		break;
+	}
+	p->trainable_params = trained;
+	p->all_params = p->base_params;
+	/* methods that add parameters rather than train existing ones */
+	if (o->method != PEFTIO_PLAN_FULL && o->method != PEFTIO_PLAN_BITFIT)
+		ADD(p->all_params, trained);
+
+	MUL(frozen, p->base_params, (uint64_t)WEIGHT_BYTES);
+	if (budget(0, p->base_params, state, &p->full) != 0 ||
+	    budget(frozen, lora, state, &p->lora) != 0 ||
+	    budget(qbase, lora, state, &p->qlora) != 0)
+		goto overflow;
+	return 0;
+overflow:
+	return peftio_error_set(err, PEFTIO_EFORMAT,
+	    "parameter count overflows 64 bits");
+}
+
+void
+peftio_format_thousands(uint64_t v, char *buf, size_t len)
+{
+	char digits[32], out[48];
+	size_t n, i, j = 0;
+
+	n = (size_t)snprintf(digits, sizeof(digits), "%llu",
+	    (unsigned long long)v);
+	for (i = 0; i < n; i++) {
+		if (i > 0 && (n - i) % 3 == 0)
+			out[j++] = ',';
+		out[j++] = digits[i];
+	}
+	out[j] = '\0';
+	snprintf(buf, len, "%s", out);
+}
+
+void
+peftio_plan_peft_line(uint64_t trainable, uint64_t all, char *buf,
+    size_t len)
+{
+	char a[48], b[48];
+	double pct = 0.0;
+
+	/* Python's 100 * trainable / all: an exact product, then one
+	 * correctly rounded division */
+	if (all != 0)
+		pct = trainable <= UINT64_MAX / 100 ?
+		    (double)(100 * trainable) / (double)all :
+		    100.0 * ((double)trainable / (double)all);
+	peftio_format_thousands(trainable, a, sizeof(a));
+	peftio_format_thousands(all, b, sizeof(b));
+	snprintf(buf, len, "trainable params: %s || all params: %s || "
+	    "trainable%%: %.4f", a, b, pct);
+}

@@ -1,0 +1,227 @@
+#!/bin/sh
+# dq-inspect: PEFT's trainable-parameter lines from a Llama-2-7b-shaped
+# header, bits per parameter of NF4 with and without double quantization,
+# --compare against an independent computation, --verify, several
+# checkpoints, sharded and adapter directories, JSON and YAML.
+. "$(dirname "$0")/lib.sh"
+
+# val FILE ANCHOR KEY: the value of the first "KEY" (JSON or YAML) after
+# the first line containing ANCHOR.
+val() {
+	awk -v a="$2" -v k="$3" '
+	    !seen && index($0, a) { seen = 1 }
+	    seen {
+		line = $0
+		if (match(line, "\"?" k "\"?: ")) {
+			v = substr(line, RSTART + RLENGTH)
+			sub(/,$/, "", v); gsub(/"/, "", v)
+			print v; exit
+		}
+	    }' "$1"
+}
+
+# near DESC GOT WANT TOL: |GOT - WANT| <= TOL
+near() {
+	if awk -v g="$2" -v w="$3" -v t="$4" 'BEGIN {
+	    d = g - w; if (d < 0) d = -d; exit !(g != "" && d <= t) }'; then
+		ok "$1"
+	else
+		notok "$1 (got '$2', want $3 +- $4)"
+	fi
+}
+
+# llama NAME H I L V: a safetensors file shaped like a Llama model, F16,
+# zero data in a sparse file (only the header is written).
+llama() {
+	hdr=$(awk -v H="$2" -v I="$3" -v L="$4" -v V="$5" '
+	    function t(name, a, b,   n) {
+		n = (b == "" ? a : a * b) * 2
+		printf "%s\"%s\":{\"dtype\":\"F16\",\"shape\":[%s%s],\"data_offsets\":[%.0f,%.0f]}", \
+		    sep, name, a, (b == "" ? "" : "," b), off, off + n
+		off += n; sep = ","
+	    }
+	    BEGIN {
+		off = 0; sep = ","
+		printf "{\"__metadata__\":{\"format\":\"pt\"}"
+		t("model.embed_tokens.weight", V, H)
+		for (i = 0; i < L; i++) {
+			p = "model.layers." i "."
+			t(p "self_attn.q_proj.weight", H, H)
+			t(p "self_attn.k_proj.weight", H, H)
+			t(p "self_attn.v_proj.weight", H, H)
+			t(p "self_attn.o_proj.weight", H, H)
+			t(p "mlp.gate_proj.weight", I, H)
+			t(p "mlp.up_proj.weight", I, H)
+			t(p "mlp.down_proj.weight", H, I)
+			t(p "input_layernorm.weight", H)
+			t(p "post_attention_layernorm.weight", H)
+		}
+		t("model.norm.weight", H)
+		t("lm_head.weight", V, H)
+		printf "}"
+		printf "%.0f\n", off > "/dev/stderr"
+	    }' 2>"$T/size")
+	mkst "$1" "$hdr" 0
+	truncate -s "+$(cat "$T/size")" "$1"
+}
+
+# data_at FILE TENSOR: byte offset of the tensor's data in the file.
+data_at() {
+	hl=$(od -An -t u4 -N 4 "$1" | tr -d ' ')
+	head -c $((8 + hl)) "$1" | tail -c "$hl" |
+	    sed -n "s/.*\"$2\":{[^}]*\"data_offsets\":\[\([0-9]*\),.*/\1/p" |
+	    awk -v h="$hl" '{ print 8 + h + $1 }'
+}
+
+# --- PEFT's print_trainable_parameters for Llama-2-7b ------------------
+llama l7.safetensors 4096 11008 32 32000
+peft() {
+	"$INSPECT" --plan lora -r "$1" --target "$2" l7.safetensors \
+	    > out.txt 2> err.txt
+	if grep -qxF "$3" out.txt; then ok "7b: r=$1 $2"; else
+		notok "7b: r=$1 $2"; grep trainable out.txt | sed 's/^/#   /'
+	fi
+}
+peft 8 q_proj,v_proj "trainable params: 4,194,304 || all params: 6,742,609,920 || trainable%: 0.0622"
+all=q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
+peft 16 $all "trainable params: 39,976,960 || all params: 6,778,392,576 || trainable%: 0.5898"
+peft 64 $all "trainable params: 159,907,840 || all params: 6,898,323,456 || trainable%: 2.3181"
+check "7b: the default table" "$INSPECT" l7.safetensors
+n=$(grep -c 'F16' "$T/out")
+[ "$n" -eq 291 ] && ok "7b: 291 tensors listed" || notok "7b: 291 tensors listed ($n)"
+
+"$INSPECT" --json --plan full l7.safetensors > full.json
+[ "$(val full.json '"plan"' trainable_params)" = 6738415616 ] &&
+    ok "7b: full fine-tuning trains every parameter" ||
+    notok "7b: full fine-tuning trains every parameter"
+for m in "ia3 614400" "prompt 81920" "prefix 5242880" "bitfit 0"; do
+	"$INSPECT" --json --plan ${m% *} --virtual-tokens 20 l7.safetensors \
+	    > m.json
+	got=$(val m.json '"plan"' trainable_params)
+	[ "$got" = "${m#* }" ] && ok "7b: ${m% *} trains ${m#* }" ||
+	    notok "7b: ${m% *} trains ${m#* } (got $got)"
+done
+
+# --- LLaMA-65B: the QLoRA paper's 780 GB for full fine-tuning ----------
+llama l65.safetensors 8192 22016 80 32000
+"$INSPECT" --json --plan full l65.safetensors > l65.json
+near "65b: full fine-tuning needs about 780 GB" \
+    "$(val l65.json '"memory_bytes"' full)" 780e9 5e9
+near "65b: 65.2e9 parameters" "$(val l65.json '"totals"' params)" 65.2e9 0.1e9
+"$INSPECT" --yaml --plan qlora -r 64 --target $all l65.safetensors > l65.yaml
+near "65b: QLoRA fits in 48 GB" "$(val l65.yaml 'memory_bytes:' qlora)" \
+    42e9 6e9
+
+# --- bits per parameter of NF4, with and without double quantization ---
+mkst w.safetensors '{"model.layers.0.mlp.up_proj.weight":{"dtype":"F16","shape":[4096,4096],"data_offsets":[0,33554432]}}' 0
+truncate -s +33554432 w.safetensors
+"$NF4" -o dq.safetensors w.safetensors
+"$NF4" --no-double-quant -o nodq.safetensors w.safetensors
+"$INSPECT" --json dq.safetensors > dq.json
+"$INSPECT" --yaml nodq.safetensors > nodq.yaml
+near "NF4+DQ: 4.127 bits/param" "$(val dq.json '"totals"' bits_per_param)" \
+    4.127 0.001
+near "NF4+DQ: DQ saves 0.373 bits/param" \
+    "$(val dq.json '"totals"' dq_saved_bits_per_param)" 0.373 0.001
+near "NF4: 4.5 bits/param" "$(val nodq.yaml 'totals:' bits_per_param)" \
+    4.5 0.001
+near "NF4: no DQ saving" \
+    "$(val nodq.yaml 'totals:' dq_saved_bits_per_param)" 0 0
+[ "$(val dq.json '"totals"' original_bytes)" = 33554432 ] &&
+    ok "original size from the quant_state" ||
+    notok "original size from the quant_state"
+[ "$(val dq.json '"quant"' double_quant)" = true ] &&
+    [ "$(val nodq.yaml 'quant:' double_quant)" = false ] &&
+    ok "quant.double_quant" || notok "quant.double_quant"
+
+# --- --compare against an independent computation -----------------------
+"$NF4" -o q.safetensors "$EXAMPLE/model.safetensors"
+"$NF4" -d --dtype f32 -o y.safetensors q.safetensors
+"$NF4" -d --dtype f32 -o x.safetensors "$EXAMPLE/model.safetensors"
+check "--compare" "$INSPECT" --json --compare "$EXAMPLE" q.safetensors
+cp "$T/out" cmp.json
+w=model.layers.0.self_attn.q_proj.weight
+n=$((128 * 128 * 4))
+od -An -v -t f4 -w4 -j "$(data_at x.safetensors $w)" -N $n x.safetensors > x.txt
+od -An -v -t f4 -w4 -j "$(data_at y.safetensors $w)" -N $n y.safetensors > y.txt
+paste x.txt y.txt | awk '{
+	x = $1; y = $2; d = x - y; if (d < 0) d = -d
+	sxx += x * x; syy += y * y; sxy += x * y; sdd += d * d
+	if (d > m) m = d; n++
+    } END {
+	printf "%.10g %.10g %.10g %.10g\n", sqrt(sdd / n), m,
+	    10 * log(sxx / sdd) / log(10), sxy / sqrt(sxx * syy)
+    }' > ref.txt
+read -r rmse maxe snr cosv < ref.txt
+near "compare: RMSE" "$(val cmp.json "\"$w\"" rmse)" "$rmse" 1e-8
+near "compare: max |error|" "$(val cmp.json "\"$w\"" max_abs_error)" \
+    "$maxe" 1e-7
+near "compare: SNR dB" "$(val cmp.json "\"$w\"" snr_db)" "$snr" 1e-4
+near "compare: cosine" "$(val cmp.json "\"$w\"" cosine)" "$cosv" 1e-6
+grep -q '^    "tensors": 14,$' cmp.json &&
+    ok "compare: all 14 quantized tensors" ||
+    notok "compare: all 14 quantized tensors"
+mkst other.safetensors '{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' 4
+fails "compare with a model that lacks the tensors" 1 \
+    "$INSPECT" --compare other.safetensors q.safetensors
+
+# --- --verify ---------------------------------------------------------------
+check "--verify a file written by nf4-quant" "$INSPECT" --verify q.safetensors
+grep -q "0 mismatched" "$T/out" && ok "verify: no mismatch" ||
+    notok "verify: no mismatch"
+cp q.safetensors bad.safetensors
+w=model.layers.1.mlp.up_proj.weight
+printf '\377' | dd of=bad.safetensors bs=1 seek=$(($(data_at bad.safetensors $w) + 100)) \
+    conv=notrunc 2>/dev/null
+fails "--verify catches a flipped byte" 1 "$INSPECT" --verify bad.safetensors
+grep_err "verify: names the tensor" "'$w'"
+check "--verify on a file without checksums" "$INSPECT" --verify \
+    "$EXAMPLE/model.safetensors"
+grep -q "no checksums" "$T/out" && ok "verify: says no checksums" ||
+    notok "verify: says no checksums"
+
+# --- several checkpoints, sharded and adapter directories ------------------
+fails "a bad checkpoint among good ones: exit 1 at the end" 1 \
+    "$INSPECT" q.safetensors missing.safetensors "$EXAMPLE"
+n=$(grep -c '^checkpoint ' "$T/out")
+[ "$n" -eq 2 ] && ok "the good checkpoints are reported" ||
+    notok "the good checkpoints are reported ($n)"
+"$INSPECT" --json "$DATA/llama-sharded" > sharded.json
+want=$("$STDUMP" "$DATA/llama-sharded" | awk '{
+	s = $3; gsub(/[][]/, "", s); n = split(s, d, ","); p = 1
+	for (i = 1; i <= n; i++) p *= d[i]
+	t += p } END { printf "%.0f\n", t }')
+[ "$(val sharded.json '"totals"' params)" = "$want" ] &&
+    ok "sharded directory: every shard counted" ||
+    notok "sharded directory: every shard counted"
+mkdir ad
+mkst ad/adapter_model.safetensors '{"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight":{"dtype":"F32","shape":[4,128],"data_offsets":[0,2048]},"base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight":{"dtype":"F32","shape":[128,4],"data_offsets":[2048,4096]}}' 4096
+printf '{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}\n' \
+    > ad/adapter_config.json
+check "adapter directory" "$INSPECT" --json ad
+cp "$T/out" ad.json
+[ "$(val ad.json '"modules"' rank)" = 4 ] &&
+    [ "$(val ad.json '"modules"' params)" = 1024 ] &&
+    [ "$(val ad.json '"adapter"' bytes)" = 4096 ] &&
+    ok "adapter: rank per module and size" ||
+    notok "adapter: rank per module and size"
+
+# --- JSON and YAML carry the same content -------------------------------
+"$INSPECT" --json --plan lora q.safetensors > a.json
+"$INSPECT" --yaml --plan lora q.safetensors > a.yaml
+for k in params bytes quantized_params original_bytes saved_bytes; do
+	[ "$(val a.json '"totals"' $k)" = "$(val a.yaml 'totals:' $k)" ] ||
+	    notok "json and yaml: totals.$k"
+done
+ok "json and yaml: the same totals"
+[ "$(val a.json '"plan"' all_params)" = "$(val a.yaml 'plan:' all_params)" ] &&
+    ok "json and yaml: the same plan" || notok "json and yaml: the same plan"
+
+# --- usage ----------------------------------------------------------------
+"$INSPECT" --plan foo q.safetensors > /dev/null 2>&1
+[ $? -eq 2 ] && ok "unknown --plan method: exit 2" ||
+    notok "unknown --plan method: exit 2"
+"$INSPECT" > /dev/null 2>&1
+[ $? -eq 2 ] && ok "no checkpoint: exit 2" || notok "no checkpoint: exit 2"
+fails "missing checkpoint" 1 "$INSPECT" missing.safetensors
+check "--help" "$INSPECT" --help

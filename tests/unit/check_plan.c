@@ -1,0 +1,308 @@
+/*
+ * check_plan.c - trainable parameters as PEFT counts them, and the
+ * memory arithmetic of full fine-tuning, LoRA and QLoRA.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peftio.h"
+#include "testutil.h"
+
+/* A Llama-shaped tensor list (names and shapes only). */
+struct model {
+	struct peftio_plan_tensor *t;
+	uint64_t	*shapes;
+	char		**names;
+	size_t		 n;
+};
+
+static void
+add(struct model *m, const char *name, uint64_t a, uint64_t b)
+{
+	size_t i = m->n++;
+
+	m->names[i] = strdup(name);
+	ck_assert_ptr_nonnull(m->names[i]);
+	m->shapes[2 * i] = a;
+	m->shapes[2 * i + 1] = b;
+	m->t[i].name = m->names[i];
+	m->t[i].ndim = b ? 2 : 1;
+	m->t[i].shape = &m->shapes[2 * i];
+	m->t[i].numel = b ? a * b : a;
+	m->t[i].nbytes = m->t[i].numel * 2;
+}
+
+static void
+llama(struct model *m, uint64_t h, uint64_t in, int layers, uint64_t v)
+{
+	static const char *const attn[] = { "q_proj", "k_proj", "v_proj",
+		"o_proj" };
+	size_t cap = (size_t)layers * 9 + 3;
+	char name[128];
+	int l, k;
+
+	m->t = calloc(cap, sizeof(*m->t));
+	m->shapes = calloc(2 * cap, sizeof(*m->shapes));
+	m->names = calloc(cap, sizeof(*m->names));
+	ck_assert(m->t != NULL && m->shapes != NULL && m->names != NULL);
+	m->n = 0;
+	add(m, "model.embed_tokens.weight", v, h);
+	for (l = 0; l < layers; l++) {
+		for (k = 0; k < 4; k++) {
+			snprintf(name, sizeof(name),
+			    "model.layers.%d.self_attn.%s.weight", l, attn[k]);
+			add(m, name, h, h);
+		}
+		snprintf(name, sizeof(name), "model.layers.%d.mlp.gate_proj."
+		    "weight", l);
+		add(m, name, in, h);
+		snprintf(name, sizeof(name), "model.layers.%d.mlp.up_proj."
+		    "weight", l);
+		add(m, name, in, h);
+		snprintf(name, sizeof(name), "model.layers.%d.mlp.down_proj."
+		    "weight", l);
+		add(m, name, h, in);
+		snprintf(name, sizeof(name), "model.layers.%d.input_layernorm."
+		    "weight", l);
+		add(m, name, h, 0);
+		snprintf(name, sizeof(name), "model.layers.%d."
+		    "post_attention_layernorm.weight", l);
+		add(m, name, h, 0);
+	}
+	add(m, "model.norm.weight", h, 0);
+	add(m, "lm_head.weight", v, h);
+}
+
+static void
+model_free(struct model *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->n; i++)
+		free(m->names[i]);
+	free(m->names);
+	free(m->shapes);
+	free(m->t);
+}
+
+static void
+plan_of(struct model *m, enum peftio_plan_method meth, uint64_t r,
+    const char *targets, struct peftio_plan *p)
+{
+	struct peftio_plan_opts o;
+	struct peftio_error err;
+
+	memset(&o, 0, sizeof(o));
+	o.method = meth;
+	o.r = r;
+	o.targets = targets;
+	o.virtual_tokens = 20;
+	o.optimizer = PEFTIO_OPT_ADAMW;
+	ck_assert_int_eq(peftio_plan_compute(&o, m->t, m->n, p, &err), 0);
+}
+
+#define ALL7	"q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+/* The three lines of PEFT's print_trainable_parameters for Llama-2-7b. */
+START_TEST(test_peft_lines)
+{
+	static const struct {
+		uint64_t	 r;
+		const char	*targets, *line;
+	} cases[] = {
+		{ 8, "q_proj,v_proj", "trainable params: 4,194,304 || all "
+		    "params: 6,742,609,920 || trainable%: 0.0622" },
+		{ 16, ALL7, "trainable params: 39,976,960 || all params: "
+		    "6,778,392,576 || trainable%: 0.5898" },
+		{ 64, ALL7, "trainable params: 159,907,840 || all params: "
+		    "6,898,323,456 || trainable%: 2.3181" },
+	};
+	struct peftio_plan p;
+	struct model m;
+	char line[256];
+	size_t i;
+
+	llama(&m, 4096, 11008, 32, 32000);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		plan_of(&m, PEFTIO_PLAN_LORA, cases[i].r, cases[i].targets,
+		    &p);
+		ck_assert_uint_eq(p.base_params, 6738415616ULL);
+		peftio_plan_peft_line(p.trainable_params, p.all_params, line,
+		    sizeof(line));
+		ck_assert_str_eq(line, cases[i].line);
+	}
+	/* the default targets are q_proj and v_proj */
+	plan_of(&m, PEFTIO_PLAN_QLORA, 8, NULL, &p);
+	ck_assert_uint_eq(p.trainable_params, 4194304);
+	ck_assert_uint_eq(p.modules, 64);
+	model_free(&m);
+}
+END_TEST
+
+START_TEST(test_other_methods)
+{
+	struct peftio_plan p;
+	struct model m;
+
+	llama(&m, 4096, 11008, 32, 32000);
+	plan_of(&m, PEFTIO_PLAN_FULL, 0, NULL, &p);
+	ck_assert_uint_eq(p.trainable_params, 6738415616ULL);
+	ck_assert_uint_eq(p.all_params, 6738415616ULL);
+	/* IA3: k and v scale their 4096 outputs, down_proj its 11008 inputs */
+	plan_of(&m, PEFTIO_PLAN_IA3, 0, NULL, &p);
+	ck_assert_uint_eq(p.trainable_params, 32 * (4096 + 4096 + 11008));
+	ck_assert_uint_eq(p.all_params, 6738415616ULL + 614400);
+	plan_of(&m, PEFTIO_PLAN_PROMPT, 0, NULL, &p);
+	ck_assert_uint_eq(p.hidden_size, 4096);
+	ck_assert_uint_eq(p.trainable_params, 20 * 4096);
+	plan_of(&m, PEFTIO_PLAN_PREFIX, 0, NULL, &p);
+	ck_assert_uint_eq(p.num_layers, 32);
+	ck_assert_uint_eq(p.trainable_params, 20 * 32 * 2 * 4096);
+	plan_of(&m, PEFTIO_PLAN_BITFIT, 0, NULL, &p);
+	ck_assert_uint_eq(p.trainable_params, 0);
+	ck_assert_uint_eq(p.all_params, 6738415616ULL);
+	model_free(&m);
+}
+END_TEST
+
+/* QLoRA paper: 65B parameters need more than 780 GB to fine-tune in
+ * 16 bits with Adam (2 + 2 + 8 bytes per parameter). */
+START_TEST(test_memory_65b)
+{
+	struct peftio_plan p;
+	struct model m;
+
+	llama(&m, 8192, 22016, 80, 32000);
+	plan_of(&m, PEFTIO_PLAN_FULL, 0, NULL, &p);
+	ck_assert_uint_eq(p.base_params, 65285660672ULL);
+	ck_assert_uint_eq(p.full.total, 12 * 65285660672ULL);
+	ck_assert_uint_eq(p.full.weights, 2 * 65285660672ULL);
+	ck_assert_uint_eq(p.full.gradients, 2 * 65285660672ULL);
+	ck_assert_uint_eq(p.full.optimizer, 8 * 65285660672ULL);
+	ck_assert(p.full.total > 775000000000ULL &&
+	    p.full.total < 790000000000ULL);
+	/* LoRA: the 16-bit base plus a small adapter */
+	ck_assert_uint_eq(p.lora.weights, 2 * p.base_params +
+	    2 * p.lora_params);
+	ck_assert_uint_eq(p.lora.total, 2 * p.base_params +
+	    12 * p.lora_params);
+	/* QLoRA: about a quarter of the 16-bit base */
+	ck_assert(p.qlora.weights < p.lora.weights / 3);
+	ck_assert(p.qlora.total < 48000000000ULL);
+	model_free(&m);
+}
+END_TEST
+
+START_TEST(test_nf4_bytes)
+{
+	/* bnb-nf4.md section 7: 4096 x 4096 with DQ is 4.127 bits/param */
+	uint64_t b = peftio_plan_nf4_bytes(4096 * 4096);
+	double bits = (double)b * 8 / (4096.0 * 4096.0);
+
+	ck_assert_uint_eq(b, 8388608 + 262144 + 4096 + 64 + 1024 + 176);
+	ck_assert(bits > 4.126 && bits < 4.129);
+}
+END_TEST
+
+START_TEST(test_target_match)
+{
+	const char *m = "model.layers.0.self_attn.q_proj";
+	size_t n = strlen(m);
+
+	ck_assert(peftio_plan_target_match(m, n, "q_proj"));
+	ck_assert(peftio_plan_target_match(m, n, "k_proj,q_proj"));
+	ck_assert(peftio_plan_target_match(m, n, "self_attn.q_proj"));
+	ck_assert(peftio_plan_target_match(m, n, m));
+	ck_assert(!peftio_plan_target_match(m, n, "proj"));
+	ck_assert(!peftio_plan_target_match(m, n, "_proj"));
+	ck_assert(!peftio_plan_target_match(m, n, "k_proj,v_proj"));
+	ck_assert(!peftio_plan_target_match(m, n, ""));
+	ck_assert(!peftio_plan_target_match(m, n, ","));
+	ck_assert(!peftio_plan_target_match("q_proj", 6, "x.q_proj"));
+}
+END_TEST
+
+START_TEST(test_format)
+{
+	static const struct {
+		uint64_t	 v;
+		const char	*s;
+	} cases[] = {
+		{ 0, "0" }, { 999, "999" }, { 1000, "1,000" },
+		{ 4194304, "4,194,304" }, { 6742609920ULL, "6,742,609,920" },
+		{ UINT64_MAX, "18,446,744,073,709,551,615" },
+	};
+	char buf[64];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		peftio_format_thousands(cases[i].v, buf, sizeof(buf));
+		ck_assert_str_eq(buf, cases[i].s);
+	}
+	peftio_plan_peft_line(0, 0, buf, sizeof(buf));
+	ck_assert_str_eq(buf,
+	    "trainable params: 0 || all params: 0 || trainable%: 0.0000");
+}
+END_TEST
+
+START_TEST(test_names_and_errors)
+{
+	struct peftio_plan_opts o;
+	struct peftio_plan_tensor t;
+	struct peftio_plan p;
+	struct peftio_error err;
+	uint64_t shape[2] = { UINT64_MAX / 2, 4 };
+	int i;
+
+	for (i = PEFTIO_PLAN_FULL; i <= PEFTIO_PLAN_BITFIT; i++)
+		ck_assert_int_eq(peftio_plan_method_parse(
+		    peftio_plan_method_name((enum peftio_plan_method)i)), i);
+	ck_assert_int_eq(peftio_plan_method_parse("adapter"), -1);
+	ck_assert_ptr_null(peftio_plan_method_name(
+	    (enum peftio_plan_method)99));
+	for (i = PEFTIO_OPT_ADAMW; i <= PEFTIO_OPT_SGD; i++)
+		ck_assert_int_eq(peftio_optimizer_parse(peftio_optimizer_name(
+		    (enum peftio_optimizer)i)), i);
+	ck_assert_int_eq(peftio_optimizer_parse("adam"), -1);
+	ck_assert_uint_eq(peftio_optimizer_state_bytes(PEFTIO_OPT_ADAMW), 8);
+	ck_assert_uint_eq(peftio_optimizer_state_bytes(PEFTIO_OPT_ADAMW8BIT),
+	    2);
+	ck_assert_uint_eq(peftio_optimizer_state_bytes(PEFTIO_OPT_SGD), 0);
+
+	memset(&o, 0, sizeof(o));
+	o.method = PEFTIO_PLAN_LORA;
+	o.r = 0;
+	ck_assert_int_eq(peftio_plan_compute(&o, NULL, 0, &p, &err),
+	    PEFTIO_EINVAL);
+	/* counts that do not fit 64 bits are an error, not a wrap */
+	o.r = 8;
+	memset(&t, 0, sizeof(t));
+	t.name = "model.layers.0.self_attn.q_proj.weight";
+	t.ndim = 2;
+	t.shape = shape;
+	t.numel = UINT64_MAX;
+	t.nbytes = 0;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err),
+	    PEFTIO_EFORMAT);
+	ck_assert(strstr(err.msg, "overflow") != NULL);
+}
+END_TEST
+
+Suite *plan_suite(void);
+
+Suite *plan_suite(void)
+{
+	Suite *s = suite_create("plan");
+	TCase *tc = tcase_create("plan");
+
+	tcase_add_test(tc, test_peft_lines);
+	tcase_add_test(tc, test_other_methods);
+	tcase_add_test(tc, test_memory_65b);
+	tcase_add_test(tc, test_nf4_bytes);
+	tcase_add_test(tc, test_target_match);
+	tcase_add_test(tc, test_format);
+	tcase_add_test(tc, test_names_and_errors);
+	suite_add_tcase(s, tc);
+	return s;
+}
