@@ -1,0 +1,1595 @@
+/*
+ * lora.c - PEFT adapters: adapter_config.json and the adapter's tensors,
+ * the mapping of PEFT keys to base tensors, per-module scaling, and the
+ * merge of one or several adapters into base weights as PEFT computes
+ * it (Linear, Conv1D with fan_in_fan_out, Embedding, DoRA, IA3,
+ * modules_to_save, lora_B.bias, and add_weighted_adapter's
+ * combination types).
+ */
+#include <math.h>
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peftio_private.h"
+
+#define PEFT_PREFIX	"base_model.model."
+
+enum mkind { M_LORA, M_IA3 };
+
+struct lmod {
+	char		*name;		/* module path, no prefix */
+	char		*target;	/* name + ".weight" */
+	char		*btarget;	/* name + ".bias" */
+	long		 a, b, bias, mag, ia3;	/* adapter tensor indices */
+	int		 embedding;
+	int		 ff;		/* IA3: feed-forward (input columns) */
+	uint64_t	 r;
+	double		 scale;
+};
+
+struct repl {
+	char		*target;
+	long		 idx;
+};
+
+struct peftio_adapter {
+	char		*path;
+	struct peftio_ckpt *ck;
+	enum peftio_adapter_type type;
+	int		 fifo, dora, rslora;
+	uint64_t	 r;
+	struct lmod	*mods;
+	size_t		 nmods;
+	struct repl	*repls;
+	size_t		 nrepls;
+};
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+
+static char *
+xstrcat(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *p = malloc(la + lb + 1);
+
+	if (p != NULL) {
+		memcpy(p, a, la);
+		memcpy(p + la, b, lb + 1);
+	}
+	return p;
+}
+
+static int
+ends_with(const char *s, size_t n, const char *suf)
+{
+	size_t m = strlen(suf);
+
+	return n >= m && memcmp(s + n - m, suf, m) == 0;
+}
+
+static int
+is_16bit(enum peftio_dtype dt)
+{
+	return dt == PEFTIO_F16 || dt == PEFTIO_BF16;
+}
+
+/* Round n values through dt and back (what storing in dt does). */
+static void
+round_through(enum peftio_dtype dt, float *w, uint64_t n)
+{
+	uint16_t tmp[256];
+	uint64_t i, c;
+
+	if (!is_16bit(dt))
+		return;
+	for (i = 0; i < n; i += c) {
+		c = PEFTIO_MIN(n - i, 256);
+		peftio_from_f32(dt, w + i, tmp, c);
+		peftio_to_f32(dt, tmp, w + i, c);
+	}
+}
+
+int
+peftio_lora_pattern_match(const char *pattern, const char *p)
+{
+	regex_t re;
+	char *full;
+	size_t n = strlen(pattern) + 16;
+	int rc;
+
+	if ((full = malloc(n)) == NULL)
+		return PEFTIO_ENOMEM;
+	snprintf(full, n, "^(.*\\.)?(%s)$", pattern);
+	rc = regcomp(&re, full, REG_EXTENDED | REG_NOSUB);
+	free(full);
+	if (rc != 0)
+		return PEFTIO_EINVAL;
+	rc = regexec(&re, p, 0, NULL, 0) == 0;
+	regfree(&re);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* adapter_config.json                                                 */
+
+/* Why an adapter type cannot be merged; NULL when it can. */
+static const char *
+unmergeable(const char *t)
+{
+	static const struct { const char *type, *why; } tab[] = {
+		{ "PROMPT_TUNING", "prompt tuning learns virtual input "
+		    "tokens, not weight changes" },
+		{ "MULTITASK_PROMPT_TUNING", "prompt tuning learns virtual "
+		    "input tokens, not weight changes" },
+		{ "P_TUNING", "p-tuning learns virtual input tokens (through "
+		    "a prompt encoder), not weight changes" },
+		{ "PREFIX_TUNING", "prefix tuning learns key/value prefixes "
+		    "for every attention layer, not weight changes" },
+		{ "ADAPTION_PROMPT", "adaption prompts add gated prompt "
+		    "tokens to attention, not weight changes" },
+		{ "CPT", "context-aware prompt tuning learns input tokens, "
+		    "not weight changes" },
+		{ "BOTTLENECK", "bottleneck adapters insert new layers with "
+		    "a nonlinearity, which no weight of the base can hold" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
+		if (strcmp(t, tab[i].type) == 0)
+			return tab[i].why;
+	return NULL;
+}
+
+static int
+json_truthy(json_t *v)
+{
+	if (v == NULL || json_is_null(v) || json_is_false(v))
+		return 0;
+	if (json_is_object(v))
+		return json_object_size(v) != 0;
+	if (json_is_array(v))
+		return json_array_size(v) != 0;
+	if (json_is_string(v))
+		return json_string_length(v) != 0;
+	return 1;
+}
+
+static int
+check_variants(const char *cfgpath, json_t *cfg, struct peftio_error *err)
+{
+	static const char *const refused[] = {
+		"layer_replication", "target_parameters",
+		"alora_invocation_tokens", "use_bdlora", "use_qalora",
+		"velora_config", "kasa_config", "monteclora_config",
+		"arrow_config", "trainable_token_indices"
+	};
+	json_t *v;
+	const char *s;
+	size_t i;
+
+	for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+		if (json_truthy(json_object_get(cfg, refused[i])))
+			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+			    "%s: '%s' is set: this LoRA variant is not "
+			    "supported by the merge", cfgpath, refused[i]);
+	v = json_object_get(cfg, "init_lora_weights");
+	if (json_is_string(v) && ((s = json_string_value(v)),
+	    strncmp(s, "pissa", 5) == 0 || strcmp(s, "olora") == 0 ||
+	    strcmp(s, "corda") == 0))
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: init_lora_weights '%s' changes the base weights; "
+		    "convert the adapter to a plain LoRA first "
+		    "(path_initial_model_for_weight_conversion)", cfgpath, s);
+	return 0;
+}
+
+/* The value of the first pattern key matching module p, or dflt. */
+static int
+pattern_value(const char *cfgpath, json_t *pat, const char *p, double dflt,
+    double *out, struct peftio_error *err)
+{
+	const char *key;
+	json_t *v;
+	int rc;
+
+	*out = dflt;
+	if (!json_is_object(pat))
+		return 0;
+	json_object_foreach(pat, key, v) {
+		rc = peftio_lora_pattern_match(key, p);
+		if (rc < 0)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: pattern '%s' is not a valid regular "
+			    "expression", cfgpath, key);
+		if (rc == 1) {
+			if (!json_is_number(v))
+				return peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: pattern '%s': value is not a number",
+				    cfgpath, key);
+			*out = json_number_value(v);
+			return 0;
+		}
+	}
+	return 0;
+}
+
+/* feedforward_modules: a list (exact or "."-suffix match) or a regex. */
+static int
+ff_match(json_t *ffm, const char *p)
+{
+	size_t i, n = strlen(p), m;
+	const char *t;
+	json_t *v;
+	regex_t re;
+	char *full;
+	int rc;
+
+	if (json_is_string(ffm)) {
+		t = json_string_value(ffm);
+		if ((full = malloc(strlen(t) + 8)) == NULL)
+			return 0;
+		sprintf(full, "^(%s)$", t);
+		rc = regcomp(&re, full, REG_EXTENDED | REG_NOSUB);
+		free(full);
+		if (rc != 0)
+			return 0;
+		rc = regexec(&re, p, 0, NULL, 0) == 0;
+		regfree(&re);
+		return rc;
+	}
+	json_array_foreach(ffm, i, v) {
+		if (!json_is_string(v))
+			continue;
+		t = json_string_value(v);
+		m = strlen(t);
+		if (strcmp(p, t) == 0 || (n > m && p[n - m - 1] == '.' &&
+		    strcmp(p + n - m, t) == 0))
+			return 1;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Adapter tensors                                                     */
+
+static struct lmod *
+get_mod(struct peftio_adapter *a, const char *name, size_t len)
+{
+	struct lmod *m;
+	size_t i;
+
+	for (i = 0; i < a->nmods; i++)
+		if (strlen(a->mods[i].name) == len &&
+		    memcmp(a->mods[i].name, name, len) == 0)
+			return &a->mods[i];
+	m = realloc(a->mods, (a->nmods + 1) * sizeof(*m));
+	if (m == NULL)
+		return NULL;
+	a->mods = m;
+	m = &a->mods[a->nmods];
+	memset(m, 0, sizeof(*m));
+	m->a = m->b = m->bias = m->mag = m->ia3 = -1;
+	if ((m->name = strndup(name, len)) == NULL)
+		return NULL;
+	a->nmods++;
+	if ((m->target = xstrcat(m->name, ".weight")) == NULL ||
+	    (m->btarget = xstrcat(m->name, ".bias")) == NULL)
+		return NULL;
+	return m;
+}
+
+static int
+add_repl(struct peftio_adapter *a, const char *target, size_t len, long idx)
+{
+	struct repl *r = realloc(a->repls, (a->nrepls + 1) * sizeof(*r));
+
+	if (r == NULL)
+		return PEFTIO_ENOMEM;
+	a->repls = r;
+	r[a->nrepls].idx = idx;
+	if ((r[a->nrepls].target = strndup(target, len)) == NULL)
+		return PEFTIO_ENOMEM;
+	a->nrepls++;
+	return 0;
+}
+
+static int
+classify(struct peftio_adapter *a, long idx, const char *full,
+    struct peftio_error *err)
+{
+	static const struct { const char *suf; int what; } tab[] = {
+		{ ".lora_A.weight", 0 }, { ".lora_B.weight", 1 },
+		{ ".lora_B.bias", 2 }, { ".lora_embedding_A", 3 },
+		{ ".lora_embedding_B", 4 }, { ".lora_magnitude_vector", 5 },
+		{ ".lora_magnitude_vector.weight", 5 }, { ".ia3_l", 6 },
+		{ ".base_layer.weight", 7 }, { ".base_layer.bias", 8 },
+	};
+	const char *name = full;
+	struct lmod *m;
+	size_t n, i, sl;
+	char *t;
+	int rc;
+
+	if (strncmp(name, PEFT_PREFIX, strlen(PEFT_PREFIX)) == 0)
+		name += strlen(PEFT_PREFIX);
+	n = strlen(name);
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		if (!ends_with(name, n, tab[i].suf))
+			continue;
+		sl = strlen(tab[i].suf);
+		if (tab[i].what == 7 || tab[i].what == 8) {
+			t = malloc(n);
+			if (t == NULL)
+				return PEFTIO_ENOMEM;
+			snprintf(t, n, "%.*s%s", (int)(n - sl), name,
+			    tab[i].what == 7 ? ".weight" : ".bias");
+			rc = add_repl(a, t, strlen(t), idx);
+			free(t);
+			return rc;
+		}
+		if ((m = get_mod(a, name, n - sl)) == NULL)
+			return peftio_error_set(err, PEFTIO_ENOMEM,
+			    "out of memory");
+		switch (tab[i].what) {
+		case 0: case 3:
+			m->a = idx;
+			m->embedding = tab[i].what == 3;
+			break;
+		case 1: case 4:
+			m->b = idx;
+			m->embedding = tab[i].what == 4;
+			break;
+		case 2:
+			m->bias = idx;
+			break;
+		case 5:
+			m->mag = idx;
+			break;
+		case 6:
+			m->ia3 = idx;
+			break;
+		}
+		return 0;
+	}
+	if (strstr(name, "trainable_tokens") != NULL)
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: tensor '%s': trainable tokens are not supported",
+		    a->path, full);
+	if (strstr(name, ".lora_") != NULL || strstr(name, ".ia3_") != NULL)
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: tensor '%s': unknown adapter tensor", a->path, full);
+	if (ends_with(name, n, ".weight") || ends_with(name, n, ".bias"))
+		return add_repl(a, name, n, idx);	/* modules_to_save */
+	return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+	    "%s: tensor '%s': unknown adapter tensor", a->path, full);
+}
+
+static const struct peftio_tensor_info *
+tinfo(const struct peftio_adapter *a, long idx)
+{
+	return peftio_ckpt_tensor(a->ck, (size_t)idx);
+}
+
+static int
+check_module(struct peftio_adapter *a, struct lmod *m, json_t *cfg,
+    const char *cfgpath, double r0, double alpha0, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ta, *tb, *t;
+	double r, alpha;
+	int rc;
+
+	if (a->type == PEFTIO_ADAPTER_IA3) {
+		if (m->ia3 < 0 || m->a >= 0 || m->b >= 0)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: module '%s': IA3 adapter with LoRA tensors",
+			    a->path, m->name);
+		t = tinfo(a, m->ia3);
+		if (t->ndim != 2 || (t->shape[0] != 1 && t->shape[1] != 1))
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s': ia3_l must be [out, 1] or "
+			    "[1, in]", a->path, t->name);
+		m->ff = t->shape[0] == 1 && t->shape[1] != 1;
+		if (t->shape[0] == 1 && t->shape[1] == 1)
+			m->ff = ff_match(json_object_get(cfg,
+			    "feedforward_modules"), m->name);
+		return peftio_dtype_is_float(t->dtype) ? 0 :
+		    peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s': not a float tensor", a->path, t->name);
+	}
+	if (m->ia3 >= 0)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: module '%s': ia3_l in a LoRA adapter", a->path,
+		    m->name);
+	if (m->a < 0 || m->b < 0)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: module '%s': %s without %s", a->path, m->name,
+		    m->a < 0 ? "lora_B" : "lora_A",
+		    m->a < 0 ? "lora_A" : "lora_B");
+	ta = tinfo(a, m->a);
+	tb = tinfo(a, m->b);
+	if (ta->ndim != 2 || tb->ndim != 2)
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: tensor '%s': %d-D LoRA factors (convolutions) are "
+		    "not supported", a->path, ta->ndim != 2 ? ta->name :
+		    tb->name, ta->ndim != 2 ? ta->ndim : tb->ndim);
+	if (!peftio_dtype_is_float(ta->dtype) ||
+	    !peftio_dtype_is_float(tb->dtype))
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: module '%s': LoRA factors are not float tensors",
+		    a->path, m->name);
+	if (ta->shape[0] != tb->shape[1])
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: module '%s': lora_A [%llu, %llu] and lora_B "
+		    "[%llu, %llu] have different ranks", a->path, m->name,
+		    (unsigned long long)ta->shape[0],
+		    (unsigned long long)ta->shape[1],
+		    (unsigned long long)tb->shape[0],
+		    (unsigned long long)tb->shape[1]);
+	m->r = ta->shape[0];
+	if ((rc = pattern_value(cfgpath, json_object_get(cfg, "rank_pattern"),
+	    m->name, r0, &r, err)) != 0 ||
+	    (rc = pattern_value(cfgpath, json_object_get(cfg,
+	    "alpha_pattern"), m->name, alpha0, &alpha, err)) != 0)
+		return rc;
+	if (r != (double)m->r)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: module '%s': lora_A has rank %llu but the config "
+		    "gives r = %g", a->path, m->name,
+		    (unsigned long long)m->r, r);
+	if (m->r == 0)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: module '%s': rank 0", a->path, m->name);
+	m->scale = a->rslora ? alpha / sqrt(r) : alpha / r;
+	if (m->mag >= 0) {
+		t = tinfo(a, m->mag);
+		if (m->embedding)
+			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+			    "%s: module '%s': DoRA on embeddings is not "
+			    "supported", a->path, m->name);
+		if (t->ndim != 1 || t->shape[0] != tb->shape[0] ||
+		    !peftio_dtype_is_float(t->dtype))
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s': magnitude vector does not fit "
+			    "lora_B", a->path, t->name);
+		a->dora = 1;
+	}
+	if (m->bias >= 0) {
+		t = tinfo(a, m->bias);
+		if (t->ndim != 1 || t->shape[0] != tb->shape[0] ||
+		    !peftio_dtype_is_float(t->dtype))
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s': bias does not fit lora_B",
+			    a->path, t->name);
+	}
+	return 0;
+}
+
+int
+peftio_adapter_open(struct peftio_adapter **out, const char *path,
+    struct peftio_error *err)
+{
+	struct peftio_adapter *a;
+	json_t *cfg = NULL, *v;
+	json_error_t je;
+	char *cfgpath = NULL, *dir = NULL, *s;
+	const char *type;
+	double r0, alpha0;
+	size_t i, n;
+	int rc = 0;
+
+	*out = NULL;
+	if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = strdup(path))
+	    == NULL) {
+		free(a);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	n = strlen(path);
+	if (ends_with(path, n, ".safetensors")) {
+		dir = strdup(path);
+		if (dir != NULL) {
+			s = strrchr(dir, '/');
+			if (s != NULL)
+				*s = '\0';
+			else
+				strcpy(dir, ".");
+		}
+	} else
+		dir = strdup(path);
+	if (dir == NULL || (cfgpath = xstrcat(dir, "/adapter_config.json"))
+	    == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+		goto out;
+	}
+	cfg = json_load_file(cfgpath, 0, &je);
+	if (cfg == NULL || !json_is_object(cfg)) {
+		rc = peftio_error_set(err, cfg == NULL && je.line < 0 ?
+		    PEFTIO_ENOTFOUND : PEFTIO_EFORMAT, "%s: %s", cfgpath,
+		    cfg == NULL ? je.text : "not a JSON object");
+		goto out;
+	}
+	v = json_object_get(cfg, "peft_type");
+	if (!json_is_string(v)) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: no \"peft_type\"", cfgpath);
+		goto out;
+	}
+	type = json_string_value(v);
+	if (unmergeable(type) != NULL) {
+		rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: a %s adapter cannot be merged into weights: %s",
+		    cfgpath, type, unmergeable(type));
+		goto out;
+	}
+	if (strcmp(type, "LORA") == 0)
+		a->type = PEFTIO_ADAPTER_LORA;
+	else if (strcmp(type, "IA3") == 0)
+		a->type = PEFTIO_ADAPTER_IA3;
+	else {
+		rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: adapter type %s is not supported (LORA and IA3 are)",
+		    cfgpath, type);
+		goto out;
+	}
+	if (a->type == PEFTIO_ADAPTER_LORA &&
+	    (rc = check_variants(cfgpath, cfg, err)) != 0)
+		goto out;
+	a->fifo = json_is_true(json_object_get(cfg, "fan_in_fan_out"));
+	a->rslora = json_is_true(json_object_get(cfg, "use_rslora"));
+	v = json_object_get(cfg, "r");
+	r0 = json_is_number(v) ? json_number_value(v) : 8;
+	v = json_object_get(cfg, "lora_alpha");
+	alpha0 = json_is_number(v) ? json_number_value(v) : 8;
+	if (r0 < 1 || r0 != floor(r0)) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: r = %g is not a positive integer", cfgpath, r0);
+		goto out;
+	}
+	a->r = (uint64_t)r0;
+
+	if ((rc = peftio_ckpt_open(&a->ck, path, err)) != 0)
+		goto out;
+	for (i = 0; i < peftio_ckpt_count(a->ck) && rc == 0; i++)
+		rc = classify(a, (long)i, peftio_ckpt_tensor(a->ck, i)->name,
+		    err);
+	for (i = 0; i < a->nmods && rc == 0; i++)
+		rc = check_module(a, &a->mods[i], cfg, cfgpath, r0, alpha0,
+		    err);
+	for (i = 0; i < a->nrepls && rc == 0; i++)
+		if (!peftio_dtype_is_float(tinfo(a, a->repls[i].idx)->dtype))
+			rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+			    "%s: tensor '%s': not a float tensor", a->path,
+			    tinfo(a, a->repls[i].idx)->name);
+	if (rc == 0 && a->nmods == 0 && a->nrepls == 0)
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: the adapter holds no tensors", a->path);
+out:
+	json_decref(cfg);
+	free(cfgpath);
+	free(dir);
+	if (rc != 0) {
+		peftio_adapter_free(a);
+		return rc;
+	}
+	*out = a;
+	return 0;
+}
+
+void
+peftio_adapter_free(struct peftio_adapter *a)
+{
+	size_t i;
+
+	if (a == NULL)
+		return;
+	for (i = 0; i < a->nmods; i++) {
+		free(a->mods[i].name);
+		free(a->mods[i].target);
+		free(a->mods[i].btarget);
+	}
+	for (i = 0; i < a->nrepls; i++)
+		free(a->repls[i].target);
+	free(a->mods);
+	free(a->repls);
+	peftio_ckpt_close(a->ck);
+	free(a->path);
+	free(a);
+}
+
+const char *
+peftio_adapter_path(const struct peftio_adapter *a)
+{
+	return a->path;
+}
+
+enum peftio_adapter_type
+peftio_adapter_type(const struct peftio_adapter *a)
+{
+	return a->type;
+}
+
+size_t
+peftio_adapter_nmodules(const struct peftio_adapter *a)
+{
+	return a->nmods;
+}
+
+const char *
+peftio_adapter_module(const struct peftio_adapter *a, size_t i,
+    uint64_t *rank, double *scale)
+{
+	if (i >= a->nmods)
+		return NULL;
+	if (rank != NULL)
+		*rank = a->mods[i].r;
+	if (scale != NULL)
+		*scale = a->mods[i].scale;
+	return a->mods[i].name;
+}
+
+int
+peftio_adapter_dora(const struct peftio_adapter *a)
+{
+	return a->dora;
+}
+
+/* ------------------------------------------------------------------ */
+/* Combination types                                                   */
+
+static const char *const combine_names[] = {
+	"none", "linear", "cat", "svd", "ties", "dare_linear", "dare_ties",
+	"magnitude_prune"
+};
+
+int
+peftio_combine_parse(const char *s)
+{
+	size_t i;
+
+	for (i = 1; i < sizeof(combine_names) / sizeof(combine_names[0]); i++)
+		if (strcmp(s, combine_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *
+peftio_combine_name(enum peftio_combine c)
+{
+	if ((unsigned)c >= sizeof(combine_names) / sizeof(combine_names[0]))
+		return NULL;
+	return combine_names[c];
+}
+
+/* ------------------------------------------------------------------ */
+/* The merge plan                                                      */
+
+enum opkind { OP_REPL, OP_LORA, OP_BIAS, OP_IA3W, OP_IA3B };
+
+struct op {
+	enum opkind	 kind;
+	size_t		 ad;
+	size_t		 mod;		/* OP_LORA, OP_BIAS, OP_IA3* */
+	long		 idx;		/* OP_REPL */
+};
+
+struct target {
+	char		*name;
+	int		 ndim;
+	uint64_t	 rows, cols, numel;
+	struct op	*ops;
+	size_t		 nops;
+};
+
+struct peftio_merge {
+	struct peftio_adapter *const *ads;
+	size_t		 nads;
+	struct peftio_merge_opts o;
+	double		*w;
+	struct target	*t;
+	size_t		 nt;
+	uint64_t	 newr;
+	float		 newscale;
+};
+
+#define ROW_CHUNK	64	/* rows per BLAS call: fixed, so -j never
+				 * changes a result */
+
+static int
+add_op(struct peftio_merge *m, const char *target, struct op op)
+{
+	struct target *t = NULL;
+	struct op *o;
+	size_t i;
+
+	for (i = 0; i < m->nt; i++)
+		if (strcmp(m->t[i].name, target) == 0) {
+			t = &m->t[i];
+			break;
+		}
+	if (t == NULL) {
+		t = realloc(m->t, (m->nt + 1) * sizeof(*t));
+		if (t == NULL)
+			return PEFTIO_ENOMEM;
+		m->t = t;
+		t = &m->t[m->nt];
+		memset(t, 0, sizeof(*t));
+		if ((t->name = strdup(target)) == NULL)
+			return PEFTIO_ENOMEM;
+		m->nt++;
+	}
+	o = realloc(t->ops, (t->nops + 1) * sizeof(*o));
+	if (o == NULL)
+		return PEFTIO_ENOMEM;
+	t->ops = o;
+	t->ops[t->nops++] = op;
+	return 0;
+}
+
+static int
+cmp_target(const void *a, const void *b)
+{
+	return strcmp(((const struct target *)a)->name,
+	    ((const struct target *)b)->name);
+}
+
+static int
+shape_err(struct peftio_adapter *a, long idx, const struct target *t,
+    const char *what, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = tinfo(a, idx);
+	char buf[128];
+	size_t n = 0;
+	int d;
+
+	buf[0] = '\0';
+	for (d = 0; d < ti->ndim && n < sizeof(buf) - 24; d++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%llu",
+		    d ? ", " : "", (unsigned long long)ti->shape[d]);
+	return peftio_error_set(err, PEFTIO_EMISMATCH,
+	    "%s: tensor '%s': %s [%s] does not fit base tensor '%s' "
+	    "[%llu, %llu]", a->path, ti->name, what, buf, t->name,
+	    (unsigned long long)t->rows, (unsigned long long)t->cols);
+}
+
+static int
+check_target(struct peftio_merge *m, struct target *t,
+    int (*shape_of)(void *, const char *, int *, uint64_t *), void *arg,
+    struct peftio_error *err)
+{
+	uint64_t shape[PEFTIO_MAX_DIMS];
+	const struct peftio_tensor_info *ti, *ta, *tb;
+	struct peftio_adapter *a;
+	struct lmod *md;
+	struct op *op;
+	size_t i, nrepl = 0;
+	int ndim = 0, d, trans;
+
+	a = m->ads[t->ops[0].ad];
+	if (shape_of(arg, t->name, &ndim, shape) != 0) {
+		op = &t->ops[0];
+		return peftio_error_set(err, PEFTIO_ENOTFOUND,
+		    "%s: module '%s': the base has no tensor '%s'", a->path,
+		    op->kind == OP_REPL ? t->name : a->mods[op->mod].name,
+		    t->name);
+	}
+	t->ndim = ndim;
+	t->numel = 1;
+	for (d = 0; d < ndim; d++)
+		t->numel *= shape[d];
+	t->rows = ndim >= 1 ? shape[0] : 1;
+	t->cols = ndim >= 1 ? t->numel / (shape[0] ? shape[0] : 1) : 1;
+	for (i = 0; i < t->nops; i++) {
+		op = &t->ops[i];
+		a = m->ads[op->ad];
+		md = op->kind == OP_REPL ? NULL : &a->mods[op->mod];
+		switch (op->kind) {
+		case OP_REPL:
+			ti = tinfo(a, op->idx);
+			if (ti->ndim != ndim)
+				return shape_err(a, op->idx, t, "replacement",
+				    err);
+			for (d = 0; d < ndim; d++)
+				if (ti->shape[d] != shape[d])
+					return shape_err(a, op->idx, t,
+					    "replacement", err);
+			nrepl++;
+			break;
+		case OP_LORA:
+			ta = tinfo(a, md->a);
+			tb = tinfo(a, md->b);
+			trans = md->embedding || a->fifo;
+			if (ndim != 2 || (trans ? ta->shape[1] != t->rows ||
+			    tb->shape[0] != t->cols : tb->shape[0] != t->rows
+			    || ta->shape[1] != t->cols))
+				return shape_err(a, md->a, t, md->embedding ?
+				    "lora_embedding_A" : "lora_A", err);
+			if (md->mag >= 0 && a->fifo)
+				return peftio_error_set(err,
+				    PEFTIO_EUNSUPPORTED, "%s: module '%s': "
+				    "DoRA with fan_in_fan_out is not "
+				    "supported", a->path, md->name);
+			break;
+		case OP_BIAS:
+			ti = tinfo(a, md->bias);
+			if (ndim != 1 || ti->shape[0] != t->rows)
+				return shape_err(a, md->bias, t, "lora_B.bias",
+				    err);
+			break;
+		case OP_IA3W:
+			ti = tinfo(a, md->ia3);
+			if (ndim != 2)
+				return shape_err(a, md->ia3, t, "ia3_l", err);
+			/* After the fan_in_fan_out transpose: [n,1] scales
+			 * rows, [1,n] columns. */
+			if (a->fifo ? (md->ff ? ti->numel != t->rows :
+			    ti->numel != t->cols) : (md->ff ?
+			    ti->numel != t->cols : ti->numel != t->rows))
+				return shape_err(a, md->ia3, t, "ia3_l", err);
+			break;
+		case OP_IA3B:
+			ti = tinfo(a, md->ia3);
+			if (ndim != 1 || ti->numel != t->rows)
+				return shape_err(a, md->ia3, t, "ia3_l", err);
+			break;
+		}
+	}
+	if (nrepl > 1 && m->o.method != PEFTIO_COMBINE_NONE)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: tensor '%s' is replaced by more than one adapter "
+		    "(modules_to_save); a combination cannot hold both",
+		    m->ads[t->ops[0].ad]->path, t->name);
+	return 0;
+}
+
+static int
+plan_adapter(struct peftio_merge *m, size_t ai,
+    int (*shape_of)(void *, const char *, int *, uint64_t *), void *arg,
+    struct peftio_error *err)
+{
+	struct peftio_adapter *a = m->ads[ai];
+	int combo = m->o.method != PEFTIO_COMBINE_NONE;
+	uint64_t shape[PEFTIO_MAX_DIMS];
+	struct op op;
+	size_t i;
+	int ndim, rc = 0;
+
+	if (a->type == PEFTIO_ADAPTER_IA3 && combo)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: IA3 adapters cannot be combined with -m (PEFT's "
+		    "add_weighted_adapter is LoRA only)", a->path);
+	if (a->type == PEFTIO_ADAPTER_IA3 && m->w[ai] != 1.0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: IA3 vectors scale weights; they cannot be weighted",
+		    a->path);
+	if (a->dora && (combo || m->o.unmerge))
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: DoRA adapters %s", a->path, combo ?
+		    "cannot be combined with -m (the magnitude vectors do "
+		    "not combine)" : "cannot be unmerged: the row norms of "
+		    "the original weight are lost in the merge");
+	if (a->nrepls > 0 && m->o.unmerge)
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: tensor '%s' replaces a base tensor "
+		    "(modules_to_save): it cannot be unmerged", a->path,
+		    tinfo(a, a->repls[0].idx)->name);
+	for (i = 0; i < a->nrepls && rc == 0; i++) {
+		op.kind = OP_REPL;
+		op.ad = ai;
+		op.mod = 0;
+		op.idx = a->repls[i].idx;
+		rc = add_op(m, a->repls[i].target, op);
+	}
+	for (i = 0; i < a->nmods && rc == 0; i++) {
+		op.ad = ai;
+		op.mod = i;
+		op.idx = -1;
+		if (a->type == PEFTIO_ADAPTER_IA3) {
+			op.kind = OP_IA3W;
+			rc = add_op(m, a->mods[i].target, op);
+			ndim = 0;
+			if (rc == 0 && !a->mods[i].ff &&
+			    shape_of(arg, a->mods[i].btarget, &ndim,
+			    shape) == 0) {
+				op.kind = OP_IA3B;
+				rc = add_op(m, a->mods[i].btarget, op);
+			}
+			continue;
+		}
+		op.kind = OP_LORA;
+		rc = add_op(m, a->mods[i].target, op);
+		if (rc == 0 && a->mods[i].bias >= 0) {
+			if (combo)
+				return peftio_error_set(err, PEFTIO_EINVAL,
+				    "%s: module '%s': lora_B.bias cannot be "
+				    "combined with -m", a->path,
+				    a->mods[i].name);
+			op.kind = OP_BIAS;
+			rc = add_op(m, a->mods[i].btarget, op);
+		}
+	}
+	if (rc != 0)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	return 0;
+}
+
+int
+peftio_merge_create(struct peftio_merge **out,
+    struct peftio_adapter *const *ads, size_t nads,
+    const struct peftio_merge_opts *opts,
+    int (*shape_of)(void *, const char *, int *, uint64_t *), void *arg,
+    struct peftio_error *err)
+{
+	struct peftio_merge *m;
+	size_t i, j, k;
+	int rc = 0;
+
+	*out = NULL;
+	if (nads == 0)
+		return peftio_error_set(err, PEFTIO_EINVAL, "no adapter");
+	if ((m = calloc(1, sizeof(*m))) == NULL ||
+	    (m->w = calloc(nads, sizeof(double))) == NULL) {
+		free(m);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	m->ads = ads;
+	m->nads = nads;
+	m->o = *opts;
+	m->o.weights = NULL;
+	if (m->o.nthreads == 0)
+		m->o.nthreads = 1;
+	for (i = 0; i < nads; i++)
+		m->w[i] = opts->weights != NULL ? opts->weights[i] : 1.0;
+	/* PEFT: a single adapter always combines as "linear". */
+	if (nads == 1 && m->o.method != PEFTIO_COMBINE_NONE)
+		m->o.method = PEFTIO_COMBINE_LINEAR;
+	if ((unsigned)m->o.method > PEFTIO_COMBINE_MAGNITUDE_PRUNE) {
+		rc = peftio_error_set(err, PEFTIO_EINVAL,
+		    "unknown combination type");
+		goto fail;
+	}
+	switch (m->o.method) {
+	case PEFTIO_COMBINE_TIES:
+	case PEFTIO_COMBINE_DARE_LINEAR:
+	case PEFTIO_COMBINE_DARE_TIES:
+	case PEFTIO_COMBINE_MAGNITUDE_PRUNE:
+		if (!(m->o.density >= 0 && m->o.density <= 1)) {
+			rc = peftio_error_set(err, PEFTIO_EINVAL,
+			    "density %g is not in [0, 1]", m->o.density);
+			goto fail;
+		}
+		/* FALLTHROUGH */
+	case PEFTIO_COMBINE_LINEAR:
+		for (i = 1; i < nads; i++)
+			if (ads[i]->r != ads[0]->r) {
+				rc = peftio_error_set(err, PEFTIO_EINVAL,
+				    "%s: r = %llu differs from %s's r = %llu: "
+				    "combination type %s needs equal ranks "
+				    "(cat and svd do not)", ads[i]->path,
+				    (unsigned long long)ads[i]->r,
+				    ads[0]->path,
+				    (unsigned long long)ads[0]->r,
+				    peftio_combine_name(m->o.method));
+				goto fail;
+			}
+		m->newr = ads[0]->r;
+		break;
+	case PEFTIO_COMBINE_CAT:
+		for (i = 0; i < nads; i++)
+			m->newr += ads[i]->r;
+		break;
+	case PEFTIO_COMBINE_SVD:
+		for (i = 0; i < nads; i++)
+			m->newr = PEFTIO_MAX(m->newr, ads[i]->r);
+		break;
+	case PEFTIO_COMBINE_NONE:
+		break;
+	}
+	/* The combined adapter keeps adapters[0]'s config with
+	 * r = lora_alpha = new rank, use_rslora included (PEFT 0.21). */
+	m->newscale = 1.0f;
+	if (m->o.method != PEFTIO_COMBINE_NONE && ads[0]->rslora)
+		m->newscale = (float)((double)m->newr / sqrt((double)m->newr));
+	if (m->o.method != PEFTIO_COMBINE_NONE)
+		for (i = 1; i < nads; i++)
+			if (ads[i]->fifo != ads[0]->fifo) {
+				rc = peftio_error_set(err, PEFTIO_EINVAL,
+				    "%s: fan_in_fan_out differs from %s's",
+				    ads[i]->path, ads[0]->path);
+				goto fail;
+			}
+	for (i = 0; i < nads && rc == 0; i++)
+		rc = plan_adapter(m, i, shape_of, arg, err);
+	if (rc != 0)
+		goto fail;
+	for (i = 0; i < m->nt; i++)
+		if ((rc = check_target(m, &m->t[i], shape_of, arg, err)) != 0)
+			goto fail;
+	/* Equal ranks per module for the factor-wise combinations. */
+	if (m->o.method != PEFTIO_COMBINE_NONE &&
+	    m->o.method != PEFTIO_COMBINE_CAT &&
+	    m->o.method != PEFTIO_COMBINE_SVD)
+		for (i = 0; i < m->nt; i++)
+			for (j = 0, k = (size_t)-1; j < m->t[i].nops; j++) {
+				struct op *op = &m->t[i].ops[j];
+
+				if (op->kind != OP_LORA)
+					continue;
+				if (k != (size_t)-1 && ads[op->ad]->mods[
+				    op->mod].r != ads[m->t[i].ops[k].ad]->mods[
+				    m->t[i].ops[k].mod].r) {
+					rc = peftio_error_set(err,
+					    PEFTIO_EINVAL, "%s: module '%s': "
+					    "ranks differ between adapters; "
+					    "use -m cat or -m svd",
+					    ads[op->ad]->path,
+					    ads[op->ad]->mods[op->mod].name);
+					goto fail;
+				}
+				k = j;
+			}
+	qsort(m->t, m->nt, sizeof(*m->t), cmp_target);
+	*out = m;
+	return 0;
+fail:
+	peftio_merge_free(m);
+	return rc;
+}
+
+void
+peftio_merge_free(struct peftio_merge *m)
+{
+	size_t i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < m->nt; i++) {
+		free(m->t[i].name);
+		free(m->t[i].ops);
+	}
+	free(m->t);
+	free(m->w);
+	free(m);
+}
+
+static struct target *
+find_target(const struct peftio_merge *m, const char *name)
+{
+	struct target key;
+
+	key.name = (char *)(uintptr_t)name;
+	return bsearch(&key, m->t, m->nt, sizeof(*m->t), cmp_target);
+}
+
+int
+peftio_merge_touches(const struct peftio_merge *m, const char *name)
+{
+	return find_target(m, name) != NULL;
+}
+
+size_t
+peftio_merge_count(const struct peftio_merge *m)
+{
+	return m->nt;
+}
+
+/* ------------------------------------------------------------------ */
+/* Arithmetic                                                          */
+
+static int
+load_f32(struct peftio_adapter *a, long idx, float **out,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = tinfo(a, idx);
+	const void *data;
+	int rc;
+
+	*out = NULL;
+	if ((rc = peftio_ckpt_data(a->ck, (size_t)idx, &data, err)) != 0)
+		return rc;
+	if ((*out = malloc((ti->numel ? ti->numel : 1) * sizeof(float)))
+	    == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: tensor '%s': out of memory", a->path, ti->name);
+	return peftio_to_f32(ti->dtype, data, *out, ti->numel);
+}
+
+struct gemm_job {
+	int		 trans;	/* C = A^T B^T (fan_in_fan_out, embeddings)
+				 * instead of C = B A */
+	const float	*a, *b;	/* A [r, ?], B [?, r] */
+	uint64_t	 r, rows, cols;
+	float		*c;
+};
+
+static void
+gemm_chunks(void *arg, uint64_t b, uint64_t e)
+{
+	struct gemm_job *j = arg;
+	uint64_t c, r0, n;
+
+	for (c = b; c < e; c++) {
+		r0 = c * ROW_CHUNK;
+		n = PEFTIO_MIN(ROW_CHUNK, j->rows - r0);
+		if (j->trans)	/* A [r, rows], B [cols, r] */
+			peftio_sgemm(1, 1, n, j->cols, j->r, 1.0f, j->a + r0,
+			    j->rows, j->b, j->r, 0.0f, j->c + r0 * j->cols,
+			    j->cols);
+		else		/* B [rows, r], A [r, cols] */
+			peftio_sgemm(0, 0, n, j->cols, j->r, 1.0f,
+			    j->b + r0 * j->r, j->r, j->a, j->cols, 0.0f,
+			    j->c + r0 * j->cols, j->cols);
+	}
+}
+
+/* c[rows, cols] = B A (or A^T B^T when trans), unscaled. */
+static void
+factor_product(const struct peftio_merge *m, int trans, const float *a,
+    const float *b, uint64_t r, uint64_t rows, uint64_t cols, float *c)
+{
+	struct gemm_job j;
+
+	j.trans = trans;
+	j.a = a;
+	j.b = b;
+	j.r = r;
+	j.rows = rows;
+	j.cols = cols;
+	j.c = c;
+	if (r == 0) {
+		memset(c, 0, rows * cols * sizeof(float));
+		return;
+	}
+	peftio_parallel_for(m->o.nthreads, (rows + ROW_CHUNK - 1) / ROW_CHUNK,
+	    1, gemm_chunks, &j);
+}
+
+/* PEFT's get_delta_weight: transpose(B @ A, fifo) * s, in f32, cast to
+ * lora_B's dtype. */
+static int
+lora_delta(struct peftio_merge *m, struct peftio_adapter *a,
+    const struct lmod *md, const struct target *t, float *d,
+    struct peftio_error *err)
+{
+	float *fa = NULL, *fb = NULL, s = (float)md->scale;
+	uint64_t i, n = t->rows * t->cols;
+	int rc;
+
+	if ((rc = load_f32(a, md->a, &fa, err)) == 0 &&
+	    (rc = load_f32(a, md->b, &fb, err)) == 0) {
+		factor_product(m, md->embedding || a->fifo, fa, fb, md->r,
+		    t->rows, t->cols, d);
+		for (i = 0; i < n; i++)
+			d[i] *= s;
+		round_through(tinfo(a, md->b)->dtype, d, n);
+	}
+	free(fa);
+	free(fb);
+	return rc;
+}
+
+static int
+op_lora(struct peftio_merge *m, const struct target *t, const struct op *op,
+    float *w, struct peftio_error *err)
+{
+	struct peftio_adapter *a = m->ads[op->ad];
+	const struct lmod *md = &a->mods[op->mod];
+	uint64_t i, j, n = t->rows * t->cols;
+	float *d, *mag = NULL, wt = (float)m->w[op->ad], f;
+	double ss;
+	int rc;
+
+	if ((d = malloc(n * sizeof(float))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	if ((rc = lora_delta(m, a, md, t, d, err)) != 0)
+		goto out;
+	if (m->w[op->ad] != 1.0)
+		for (i = 0; i < n; i++)
+			d[i] *= wt;
+	if (md->mag < 0) {
+		if (m->o.unmerge)
+			for (i = 0; i < n; i++)
+				w[i] -= d[i];
+		else
+			for (i = 0; i < n; i++)
+				w[i] += d[i];
+		goto out;
+	}
+	/* DoRA: W' = m / ||W + dW||_row * (W + dW). */
+	if ((rc = load_f32(a, md->mag, &mag, err)) != 0)
+		goto out;
+	for (i = 0; i < t->rows; i++) {
+		float *row = w + i * t->cols;
+		const float *drow = d + i * t->cols;
+
+		ss = 0;
+		for (j = 0; j < t->cols; j++) {
+			row[j] += drow[j];
+			ss += (double)row[j] * row[j];
+		}
+		f = mag[i] / (float)sqrt(ss);
+		for (j = 0; j < t->cols; j++)
+			row[j] *= f;
+	}
+out:
+	free(d);
+	free(mag);
+	return rc;
+}
+
+static int
+op_simple(struct peftio_merge *m, const struct target *t, const struct op *op,
+    float *w, struct peftio_error *err)
+{
+	struct peftio_adapter *a = m->ads[op->ad];
+	const struct lmod *md = op->kind == OP_REPL ? NULL : &a->mods[op->mod];
+	const struct peftio_tensor_info *ti;
+	uint64_t i, j, n = t->numel;
+	float *v = NULL, s;
+	int rc, rowwise;
+
+	switch (op->kind) {
+	case OP_REPL:
+		ti = tinfo(a, op->idx);
+		if ((rc = peftio_ckpt_data(a->ck, (size_t)op->idx,
+		    (const void **)&v, err)) != 0)
+			return rc;
+		return peftio_to_f32(ti->dtype, v, w, n);
+	case OP_BIAS:
+		if ((rc = load_f32(a, md->bias, &v, err)) != 0)
+			break;
+		s = (float)md->scale;
+		for (i = 0; i < n; i++) {
+			float d = v[i] * s;
+
+			if (m->w[op->ad] != 1.0)
+				d *= (float)m->w[op->ad];
+			w[i] = m->o.unmerge ? w[i] - d : w[i] + d;
+		}
+		break;
+	case OP_IA3W:
+	case OP_IA3B:
+		if ((rc = load_f32(a, md->ia3, &v, err)) != 0)
+			break;
+		if (m->o.unmerge)
+			for (i = 0; i < tinfo(a, md->ia3)->numel; i++)
+				v[i] = v[i] + 1e-8f;
+		rowwise = op->kind == OP_IA3B || (a->fifo ? md->ff : !md->ff);
+		for (i = 0; i < t->rows; i++)
+			for (j = 0; j < t->cols; j++) {
+				float l = rowwise ? v[i] : v[j];
+
+				if (m->o.unmerge)
+					w[i * t->cols + j] /= l;
+				else
+					w[i * t->cols + j] *= l;
+			}
+		break;
+	default:
+		return 0;
+	}
+	free(v);
+	return rc;
+}
+
+/* ---- add_weighted_adapter ------------------------------------------ */
+
+static uint64_t
+splitmix64(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static uint64_t
+hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	while (*s != '\0')
+		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
+	return h;
+}
+
+static int
+cmp_desc(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+
+	return (x < y) - (x > y);
+}
+
+/* merge_utils.magnitude_based_pruning: keep the int(density * n) values
+ * of largest magnitude (ties at the threshold: the first ones). */
+static int
+magnitude_prune1(float *t, uint64_t n, double density)
+{
+	uint64_t k = (uint64_t)(density * (double)n), i, eq = 0, keep_eq;
+	float *s, thr;
+
+	if (k >= n)
+		return 0;
+	if ((s = malloc((n ? n : 1) * sizeof(float))) == NULL)
+		return PEFTIO_ENOMEM;
+	for (i = 0; i < n; i++)
+		s[i] = fabsf(t[i]);
+	qsort(s, n, sizeof(float), cmp_desc);
+	thr = k > 0 ? s[k - 1] : INFINITY;
+	for (i = 0; i < k; i++)
+		eq += s[i] == thr;
+	free(s);
+	keep_eq = eq;
+	for (i = 0; i < n; i++) {
+		float v = fabsf(t[i]);
+
+		if (k > 0 && v > thr)
+			continue;
+		if (k > 0 && v == thr && keep_eq > 0) {
+			keep_eq--;
+			continue;
+		}
+		t[i] = 0.0f;
+	}
+	return 0;
+}
+
+/* merge_utils.random_pruning with rescale, from a seeded generator. */
+static void
+random_prune1(float *t, uint64_t n, double density, uint64_t seed)
+{
+	uint64_t i, st = seed;
+	float p = (float)density;
+
+	for (i = 0; i < n; i++) {
+		double u = (double)(splitmix64(&st) >> 11) * 0x1p-53;
+
+		t[i] = u < density ? t[i] / p : 0.0f;
+	}
+}
+
+/* Combine k tensors of n values (ts[i], pruned in place) with weights ws
+ * into out, as merge_utils does for the method. */
+static int
+combine_tensors(const struct peftio_merge *m, float **ts, const float *ws,
+    size_t k, uint64_t n, uint64_t seed, float *out)
+{
+	enum peftio_combine c = m->o.method;
+	double dens = m->o.density;
+	uint64_t i;
+	size_t j;
+	int rc;
+
+	for (j = 0; j < k; j++) {
+		if (dens >= 1)
+			break;
+		if (c == PEFTIO_COMBINE_TIES ||
+		    c == PEFTIO_COMBINE_MAGNITUDE_PRUNE) {
+			if ((rc = magnitude_prune1(ts[j], n, dens)) != 0)
+				return rc;
+		} else if (c == PEFTIO_COMBINE_DARE_LINEAR ||
+		    c == PEFTIO_COMBINE_DARE_TIES)
+			random_prune1(ts[j], n, dens, seed ^
+			    (0x632be59bd9b4e019ull * (j + 1)));
+	}
+	for (i = 0; i < n; i++) {
+		float sum = 0.0f, mixed = 0.0f, cnt = 0.0f, sg, tv;
+		int maj;
+
+		if (c != PEFTIO_COMBINE_TIES && c != PEFTIO_COMBINE_DARE_TIES) {
+			for (j = 0; j < k; j++)
+				sum += ts[j][i] * ws[j];
+			out[i] = sum;
+			continue;
+		}
+		for (j = 0; j < k; j++)
+			sum += ts[j][i];
+		maj = sum >= 0 ? 1 : -1;
+		for (j = 0; j < k; j++) {
+			tv = ts[j][i];
+			sg = (float)((tv > 0) - (tv < 0));
+			if (sg == (float)maj) {
+				mixed += tv * ws[j];
+				cnt += 1.0f;
+			}
+		}
+		out[i] = mixed / (cnt < 1.0f ? 1.0f : cnt);
+	}
+	return 0;
+}
+
+/* The combined delta of the LoRA ops of t (scale of the new adapter
+ * included) into d. */
+static int
+combined_delta(struct peftio_merge *m, const struct target *t, float *d,
+    struct peftio_error *err)
+{
+	struct peftio_adapter *a;
+	const struct lmod *md;
+	const struct op *ops[64];
+	float *fa[64], *fb[64], wa[64], wb[64], *A = NULL, *B = NULL;
+	float *tmp = NULL, *u = NULL, *s = NULL, *vt = NULL;
+	uint64_t n = t->rows * t->cols, R = 0, off, i, q, r, p, acols, brows;
+	size_t k = 0, j;
+	double c;
+	int rc = 0, trans = 0;
+	enum peftio_dtype adt = PEFTIO_F32;
+
+	for (j = 0; j < t->nops; j++)
+		if (t->ops[j].kind == OP_LORA) {
+			if (k == 64)
+				return peftio_error_set(err, PEFTIO_EINVAL,
+				    "more than 64 adapters");
+			ops[k] = &t->ops[j];
+			fa[k] = fb[k] = NULL;
+			k++;
+		}
+	if (k == 0)
+		return 1;
+	for (j = 0; j < k && rc == 0; j++) {
+		a = m->ads[ops[j]->ad];
+		md = &a->mods[ops[j]->mod];
+		trans = md->embedding || a->fifo;
+		if (j == 0)
+			adt = tinfo(a, md->a)->dtype;
+		R += md->r;
+		if ((rc = load_f32(a, md->a, &fa[j], err)) == 0)
+			rc = load_f32(a, md->b, &fb[j], err);
+	}
+	if (rc != 0)
+		goto out;
+	md = &m->ads[ops[0]->ad]->mods[ops[0]->mod];
+	acols = trans ? t->rows : t->cols;	/* A is [r, acols] */
+	brows = trans ? t->cols : t->rows;	/* B is [brows, r] */
+
+	switch (m->o.method) {
+	case PEFTIO_COMBINE_CAT:
+		/* A = cat_rows(A_i * w_i * s_i), B = cat_cols(B_i). */
+		A = malloc(R * acols * sizeof(float));
+		B = malloc(brows * R * sizeof(float));
+		if (A == NULL || B == NULL)
+			goto nomem;
+		for (j = 0, off = 0; j < k; j++) {
+			a = m->ads[ops[j]->ad];
+			md = &a->mods[ops[j]->mod];
+			for (i = 0; i < md->r * acols; i++)
+				A[off * acols + i] = fa[j][i] *
+				    (float)m->w[ops[j]->ad] * (float)md->scale;
+			for (i = 0; i < brows; i++)
+				memcpy(B + i * R + off, fb[j] + i * md->r,
+				    md->r * sizeof(float));
+			off += md->r;
+		}
+		factor_product(m, trans, A, B, R, t->rows, t->cols, d);
+		break;
+	case PEFTIO_COMBINE_SVD:
+		/* sum_i w_i * delta_i, then its rank-new_r truncation. */
+		if ((tmp = malloc(n * sizeof(float))) == NULL)
+			goto nomem;
+		memset(d, 0, n * sizeof(float));
+		for (j = 0; j < k && rc == 0; j++) {
+			a = m->ads[ops[j]->ad];
+			if ((rc = lora_delta(m, a, &a->mods[ops[j]->mod], t, tmp,
+			    err)) != 0)
+				break;
+			for (i = 0; i < n; i++)
+				d[i] += tmp[i] * (float)m->w[ops[j]->ad];
+		}
+		if (rc != 0)
+			goto out;
+		p = PEFTIO_MIN(t->rows, t->cols);
+		r = PEFTIO_MIN(m->newr, p);
+		u = malloc(t->rows * p * sizeof(float));
+		s = malloc(p * sizeof(float));
+		vt = malloc(p * t->cols * sizeof(float));
+		A = malloc(r * t->cols * sizeof(float) + 1);
+		B = malloc(t->rows * r * sizeof(float) + 1);
+		if (u == NULL || s == NULL || vt == NULL || A == NULL ||
+		    B == NULL)
+			goto nomem;
+		if ((rc = peftio_svd(d, t->rows, t->cols, u, s, vt, err)) != 0) {
+			peftio_error_prefix(err, "tensor '%s'", t->name);
+			goto out;
+		}
+		for (i = 0; i < t->rows; i++)
+			for (q = 0; q < r; q++)
+				B[i * r + q] = u[i * p + q] * s[q];
+		memcpy(A, vt, r * t->cols * sizeof(float));
+		factor_product(m, 0, A, B, r, t->rows, t->cols, d);
+		break;
+	default:
+		/* Factor-wise: A = f({A_i}, sign(c)sqrt|c|), B = f({B_i},
+		 * sqrt|c|) with c = w_i s_i. */
+		r = md->r;
+		for (j = 0; j < k; j++) {
+			a = m->ads[ops[j]->ad];
+			c = m->w[ops[j]->ad] * a->mods[ops[j]->mod].scale;
+			wa[j] = (float)copysign(sqrt(fabs(c)), c);
+			wb[j] = (float)sqrt(fabs(c));
+		}
+		A = malloc(r * acols * sizeof(float) + 1);
+		B = malloc(brows * r * sizeof(float) + 1);
+		if (A == NULL || B == NULL)
+			goto nomem;
+		q = m->o.seed ^ hash_str(t->name);
+		if ((rc = combine_tensors(m, fa, wa, k, r * acols, q, A)) != 0 ||
+		    (rc = combine_tensors(m, fb, wb, k, brows * r,
+		    q ^ 0x5bd1e995ull, B)) != 0)
+			goto nomem;
+		round_through(adt, A, r * acols);
+		round_through(adt, B, brows * r);
+		factor_product(m, trans, A, B, r, t->rows, t->cols, d);
+		break;
+	}
+	if (m->newscale != 1.0f)
+		for (i = 0; i < n; i++)
+			d[i] *= m->newscale;
+	goto out;
+nomem:
+	rc = peftio_error_set(err, PEFTIO_ENOMEM, "tensor '%s': out of memory",
+	    t->name);
+out:
+	for (j = 0; j < k; j++) {
+		free(fa[j]);
+		free(fb[j]);
+	}
+	free(A);
+	free(B);
+	free(tmp);
+	free(u);
+	free(s);
+	free(vt);
+	return rc;
+}
+
+int
+peftio_merge_apply(struct peftio_merge *m, const char *name, float *w,
+    uint64_t numel, enum peftio_dtype round_dt, struct peftio_error *err)
+{
+	const struct target *t = find_target(m, name);
+	float *d;
+	size_t j, prev = (size_t)-1;
+	uint64_t i;
+	int rc = 0;
+
+	if (t == NULL)
+		return 0;
+	if (numel != t->numel)
+		return peftio_error_set(err, PEFTIO_EMISMATCH,
+		    "tensor '%s': %llu values, the plan has %llu", name,
+		    (unsigned long long)numel, (unsigned long long)t->numel);
+	if (m->o.method == PEFTIO_COMBINE_NONE) {
+		for (j = 0; j < t->nops && rc == 0; j++) {
+			/* PEFT stores each adapter's result in the
+			 * weight's dtype before the next one. */
+			if (prev != (size_t)-1 && t->ops[j].ad != prev)
+				round_through(round_dt, w, numel);
+			prev = t->ops[j].ad;
+			rc = t->ops[j].kind == OP_LORA ?
+			    op_lora(m, t, &t->ops[j], w, err) :
+			    op_simple(m, t, &t->ops[j], w, err);
+		}
+		return rc;
+	}
+	for (j = 0; j < t->nops && rc == 0; j++)
+		if (t->ops[j].kind == OP_REPL)
+			rc = op_simple(m, t, &t->ops[j], w, err);
+	if (rc != 0)
+		return rc;
+	if ((d = malloc(numel * sizeof(float) + 1)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "tensor '%s': out of memory", name);
+	rc = combined_delta(m, t, d, err);
+	if (rc == 0) {
+		if (m->o.unmerge)
+			for (i = 0; i < numel; i++)
+				w[i] -= d[i];
+		else
+			for (i = 0; i < numel; i++)
+				w[i] += d[i];
+	}
+	free(d);
+	return rc == 1 ? 0 : rc;
+}

@@ -1,0 +1,282 @@
+/*
+ * recipe.c - lora-merge recipes in YAML (libyaml), peftio-recipe(5).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+#include "peftio_private.h"
+
+#define RECIPE_MAX	(1u << 20)
+
+static const char *
+scalar(yaml_node_t *n)
+{
+	return n != NULL && n->type == YAML_SCALAR_NODE ?
+	    (const char *)n->data.scalar.value : NULL;
+}
+
+static int
+parse_double(const char *s, double *out)
+{
+	char *end;
+
+	if (s == NULL || *s == '\0')
+		return -1;
+	errno = 0;
+	*out = strtod(s, &end);
+	return *end != '\0' || errno != 0 || !isfinite(*out) ? -1 : 0;
+}
+
+static int
+parse_bool(const char *s, int *out)
+{
+	if (s == NULL)
+		return -1;
+	if (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0 ||
+	    strcmp(s, "True") == 0) {
+		*out = 1;
+		return 0;
+	}
+	if (strcmp(s, "false") == 0 || strcmp(s, "no") == 0 ||
+	    strcmp(s, "False") == 0) {
+		*out = 0;
+		return 0;
+	}
+	return -1;
+}
+
+/* path relative to the recipe's directory (dir may be NULL). */
+static char *
+resolve(const char *dir, const char *p)
+{
+	size_t n;
+	char *s;
+
+	if (dir == NULL || p[0] == '/' || strcmp(p, "-") == 0)
+		return strdup(p);
+	n = strlen(dir) + strlen(p) + 2;
+	if ((s = malloc(n)) != NULL)
+		snprintf(s, n, "%s/%s", dir, p);
+	return s;
+}
+
+void
+peftio_recipe_free(struct peftio_recipe *r)
+{
+	size_t i;
+
+	if (r == NULL)
+		return;
+	free(r->base);
+	free(r->output);
+	for (i = 0; i < r->nadapters; i++)
+		free(r->adapters[i]);
+	free(r->adapters);
+	free(r->weights);
+	free(r->method);
+	free(r->dtype);
+	free(r);
+}
+
+static int
+parse_adapter(yaml_document_t *doc, yaml_node_t *n, struct peftio_recipe *r,
+    const char *dir, const char *label, struct peftio_error *err)
+{
+	yaml_node_pair_t *p;
+	const char *k, *path = NULL, *wv = NULL;
+	size_t i = r->nadapters;
+	double w = 1.0;
+
+	if (scalar(n) != NULL)
+		path = scalar(n);
+	else if (n->type == YAML_MAPPING_NODE) {
+		for (p = n->data.mapping.pairs.start;
+		    p < n->data.mapping.pairs.top; p++) {
+			k = scalar(yaml_document_get_node(doc, p->key));
+			if (k != NULL && strcmp(k, "path") == 0)
+				path = scalar(yaml_document_get_node(doc,
+				    p->value));
+			else if (k != NULL && strcmp(k, "weight") == 0)
+				wv = scalar(yaml_document_get_node(doc,
+				    p->value));
+			else
+				return peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: adapters[%zu]: unknown key '%s'",
+				    label, i, k != NULL ? k : "?");
+		}
+	}
+	if (path == NULL || *path == '\0')
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: adapters[%zu]: no path", label, i);
+	if (wv != NULL) {
+		if (parse_double(wv, &w) != 0)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: adapters[%zu]: weight '%s' is not a number",
+			    label, i, wv);
+		r->has_weights = 1;
+	}
+	if ((r->adapters[i] = resolve(dir, path)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	r->weights[i] = w;
+	r->nadapters++;
+	return 0;
+}
+
+static int
+parse_doc(yaml_document_t *doc, struct peftio_recipe *r, const char *dir,
+    const char *label, struct peftio_error *err)
+{
+	yaml_node_t *root = yaml_document_get_root_node(doc), *v;
+	yaml_node_pair_t *p;
+	yaml_node_item_t *it;
+	const char *k, *s;
+	size_t n;
+	double d;
+	int rc;
+
+	if (root == NULL || root->type != YAML_MAPPING_NODE)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: not a mapping", label);
+	for (p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+	    p++) {
+		k = scalar(yaml_document_get_node(doc, p->key));
+		v = yaml_document_get_node(doc, p->value);
+		s = scalar(v);
+		if (k == NULL)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: a key is not a string", label);
+		if (strcmp(k, "adapters") == 0) {
+			if (v == NULL || v->type != YAML_SEQUENCE_NODE)
+				return peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: adapters: not a list", label);
+			n = (size_t)(v->data.sequence.items.top -
+			    v->data.sequence.items.start);
+			if (r->adapters != NULL)
+				return peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: adapters given twice", label);
+			r->adapters = calloc(n + 1, sizeof(char *));
+			r->weights = calloc(n + 1, sizeof(double));
+			if (r->adapters == NULL || r->weights == NULL)
+				return peftio_error_set(err, PEFTIO_ENOMEM,
+				    "out of memory");
+			for (it = v->data.sequence.items.start;
+			    it < v->data.sequence.items.top; it++)
+				if ((rc = parse_adapter(doc,
+				    yaml_document_get_node(doc, *it), r, dir,
+				    label, err)) != 0)
+					return rc;
+			continue;
+		}
+		if (s == NULL)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: %s: not a scalar", label, k);
+		if (strcmp(k, "base") == 0 || strcmp(k, "output") == 0) {
+			char **dst = k[0] == 'b' ? &r->base : &r->output;
+
+			free(*dst);
+			if ((*dst = resolve(dir, s)) == NULL)
+				return peftio_error_set(err, PEFTIO_ENOMEM,
+				    "out of memory");
+		} else if (strcmp(k, "method") == 0 ||
+		    strcmp(k, "dtype") == 0) {
+			char **dst = k[0] == 'm' ? &r->method : &r->dtype;
+
+			free(*dst);
+			if ((*dst = strdup(s)) == NULL)
+				return peftio_error_set(err, PEFTIO_ENOMEM,
+				    "out of memory");
+		} else if (strcmp(k, "density") == 0) {
+			if (parse_double(s, &r->density) != 0 ||
+			    r->density < 0 || r->density > 1)
+				return peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: density '%s' is not a number in "
+				    "[0, 1]", label, s);
+			r->has_density = 1;
+		} else if (strcmp(k, "seed") == 0) {
+			if (parse_double(s, &d) != 0 || d < 0 ||
+			    d != floor(d) || d > 9007199254740992.0)
+				return peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: seed '%s' is not a non-negative "
+				    "integer", label, s);
+			r->seed = strtoull(s, NULL, 10);
+			r->has_seed = 1;
+		} else if (strcmp(k, "unmerge") == 0 ||
+		    strcmp(k, "requant") == 0) {
+			if (parse_bool(s, k[0] == 'u' ? &r->unmerge :
+			    &r->requant) != 0)
+				return peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: %s: '%s' is not true or false",
+				    label, k, s);
+		} else
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: unknown key '%s'", label, k);
+	}
+	return 0;
+}
+
+int
+peftio_recipe_parse(const char *text, size_t len, const char *path,
+    struct peftio_recipe **out, struct peftio_error *err)
+{
+	const char *label = path != NULL ? path : "recipe";
+	struct peftio_recipe *r;
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	char *dir = NULL, *slash;
+	int rc;
+
+	*out = NULL;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	if (path != NULL && (slash = strrchr(path, '/')) != NULL &&
+	    (dir = strndup(path, (size_t)(slash - path + (slash == path))))
+	    == NULL) {
+		free(r);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	if (!yaml_parser_initialize(&parser)) {
+		free(r);
+		free(dir);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: line %zu: %s", label, parser.problem_mark.line + 1,
+		    parser.problem != NULL ? parser.problem : "YAML error");
+		yaml_parser_delete(&parser);
+		peftio_recipe_free(r);
+		free(dir);
+		return rc;
+	}
+	rc = parse_doc(&doc, r, dir, label, err);
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	free(dir);
+	if (rc != 0) {
+		peftio_recipe_free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+int
+peftio_recipe_load(const char *path, struct peftio_recipe **out,
+    struct peftio_error *err)
+{
+	char *text;
+	size_t len;
+	int rc;
+
+	*out = NULL;
+	if ((rc = peftio_read_file(path, RECIPE_MAX, &text, &len, err)) != 0)
+		return rc;
+	rc = peftio_recipe_parse(text, len, path, out, err);
+	free(text);
+	return rc;
+}

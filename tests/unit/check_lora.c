@@ -1,0 +1,318 @@
+/*
+ * check_lora.c - PEFT adapters and their merge against PEFT's own
+ * results (tests/data/lora/peft-ref.safetensors holds tensors of PEFT
+ * 0.21's merge_and_unload() and add_weighted_adapter() outputs), the
+ * rank/alpha pattern rules, linalg and recipes.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peftio.h"
+#include "testutil.h"
+
+#define LORA_DATA	TEST_DATA "/lora"
+
+static int
+base_shape(void *arg, const char *name, int *ndim, uint64_t *shape)
+{
+	struct peftio_ckpt *c = arg;
+	const struct peftio_tensor_info *ti;
+	long i = peftio_ckpt_find(c, name);
+	int d;
+
+	if (i < 0)
+		return -1;
+	ti = peftio_ckpt_tensor(c, (size_t)i);
+	*ndim = ti->ndim;
+	for (d = 0; d < ti->ndim; d++)
+		shape[d] = ti->shape[d];
+	return 0;
+}
+
+static float *
+tensor_f32(struct peftio_ckpt *c, const char *name, uint64_t *n)
+{
+	struct peftio_error err;
+	const struct peftio_tensor_info *ti;
+	const void *data;
+	float *f;
+	long i = peftio_ckpt_find(c, name);
+
+	ck_assert_msg(i >= 0, "no tensor %s", name);
+	ti = peftio_ckpt_tensor(c, (size_t)i);
+	ck_assert_int_eq(peftio_ckpt_data(c, (size_t)i, &data, &err), 0);
+	f = malloc(ti->numel * sizeof(float));
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(peftio_to_f32(ti->dtype, data, f, ti->numel), 0);
+	*n = ti->numel;
+	return f;
+}
+
+static const struct mcase {
+	const char	*name;
+	const char	*ads[2];
+	enum peftio_combine method;
+	double		 w[2];
+	double		 density;
+	double		 tol;
+} cases[] = {
+	{ "dora", { "dora-f32", NULL }, PEFTIO_COMBINE_NONE, { 1, 1 }, 0,
+	    1e-5 },
+	{ "ia3", { "ia3-f32", NULL }, PEFTIO_COMBINE_NONE, { 1, 1 }, 0, 1e-5 },
+	{ "rslora", { "rslora-f32", NULL }, PEFTIO_COMBINE_NONE, { 1, 1 }, 0,
+	    1e-5 },
+	{ "embed", { "embed-f32", NULL }, PEFTIO_COMBINE_NONE, { 1, 1 }, 0,
+	    1e-5 },
+	{ "cat", { "pair/a", "pair/b" }, PEFTIO_COMBINE_CAT, { 0.7, 0.3 }, 0,
+	    1e-5 },
+	{ "svd", { "pair/a", "pair/b" }, PEFTIO_COMBINE_SVD, { 0.7, 0.3 }, 0,
+	    1e-4 },
+	{ "linear", { "pair-same-r/a", "pair-same-r/b" },
+	    PEFTIO_COMBINE_LINEAR, { 0.7, 0.3 }, 0, 1e-5 },
+	{ "ties", { "pair-same-r/a", "pair-same-r/b" }, PEFTIO_COMBINE_TIES,
+	    { 0.7, 0.3 }, 0.5, 1e-5 },
+};
+
+/* Every reference tensor of the case, merged through the library:
+ * ||ours - peft|| / ||peft - base|| within the case's tolerance. */
+START_TEST(test_merge_vs_peft)
+{
+	const struct mcase *mc = &cases[_i];
+	struct peftio_error err;
+	struct peftio_ckpt *base, *ref;
+	struct peftio_adapter *ads[2] = { NULL, NULL };
+	struct peftio_merge *m;
+	struct peftio_merge_opts o;
+	char path[256], prefix[64];
+	const char *name;
+	float *w, *e;
+	uint64_t n, ne, k;
+	size_t i, na = mc->ads[1] != NULL ? 2 : 1, checked = 0;
+	double num, den;
+
+	ck_assert_int_eq(peftio_ckpt_open(&base, LORA_DATA "/llama-f32",
+	    &err), 0);
+	ck_assert_int_eq(peftio_ckpt_open(&ref, LORA_DATA
+	    "/peft-ref.safetensors", &err), 0);
+	for (i = 0; i < na; i++) {
+		snprintf(path, sizeof(path), "%s/%s", LORA_DATA, mc->ads[i]);
+		ck_assert_msg(peftio_adapter_open(&ads[i], path, &err) == 0,
+		    "%s", err.msg);
+	}
+	memset(&o, 0, sizeof(o));
+	o.method = mc->method;
+	o.weights = mc->w;
+	o.density = mc->density;
+	o.nthreads = 3;
+	ck_assert_msg(peftio_merge_create(&m, ads, na, &o, base_shape, base,
+	    &err) == 0, "%s", err.msg);
+	snprintf(prefix, sizeof(prefix), "%s/", mc->name);
+	for (i = 0; i < peftio_ckpt_count(ref); i++) {
+		name = peftio_ckpt_tensor(ref, i)->name;
+		if (strncmp(name, prefix, strlen(prefix)) != 0)
+			continue;
+		name += strlen(prefix);
+		ck_assert(peftio_merge_touches(m, name));
+		w = tensor_f32(base, name, &n);
+		e = tensor_f32(ref, peftio_ckpt_tensor(ref, i)->name, &ne);
+		ck_assert_uint_eq(n, ne);
+		num = den = 0;
+		for (k = 0; k < n; k++)
+			den += ((double)e[k] - w[k]) * ((double)e[k] - w[k]);
+		ck_assert_msg(peftio_merge_apply(m, name, w, n, PEFTIO_F32,
+		    &err) == 0, "%s", err.msg);
+		for (k = 0; k < n; k++)
+			num += ((double)e[k] - w[k]) * ((double)e[k] - w[k]);
+		ck_assert_msg(den > 0 && sqrt(num / den) <= mc->tol,
+		    "%s: %s: relative error %g", mc->name, name,
+		    sqrt(num / den));
+		free(w);
+		free(e);
+		checked++;
+	}
+	ck_assert_uint_gt(checked, 0);
+	peftio_merge_free(m);
+	for (i = 0; i < na; i++)
+		peftio_adapter_free(ads[i]);
+	peftio_ckpt_close(ref);
+	peftio_ckpt_close(base);
+}
+END_TEST
+
+START_TEST(test_adapter_read)
+{
+	struct peftio_error err;
+	struct peftio_adapter *a;
+	uint64_t r;
+	double s;
+	size_t i, seen = 0;
+	const char *name;
+
+	ck_assert_int_eq(peftio_adapter_open(&a, LORA_DATA "/rslora-f32",
+	    &err), 0);
+	ck_assert_int_eq(peftio_adapter_type(a), PEFTIO_ADAPTER_LORA);
+	ck_assert_uint_eq(peftio_adapter_nmodules(a), 4);
+	for (i = 0; i < peftio_adapter_nmodules(a); i++) {
+		name = peftio_adapter_module(a, i, &r, &s);
+		ck_assert_ptr_nonnull(name);
+		ck_assert_uint_eq(r, 8);
+		ck_assert_double_eq_tol(s, 16 / sqrt(8), 1e-12);
+		seen += strncmp(name, "model.layers.", 13) == 0;
+	}
+	ck_assert_uint_eq(seen, 4);
+	ck_assert_int_eq(peftio_adapter_dora(a), 0);
+	peftio_adapter_free(a);
+	ck_assert_int_eq(peftio_adapter_open(&a, LORA_DATA "/ia3-f32", &err),
+	    0);
+	ck_assert_int_eq(peftio_adapter_type(a), PEFTIO_ADAPTER_IA3);
+	peftio_adapter_free(a);
+	ck_assert_int_eq(peftio_adapter_open(&a, LORA_DATA "/dora-f32", &err),
+	    0);
+	ck_assert_int_eq(peftio_adapter_dora(a), 1);
+	peftio_adapter_free(a);
+	peftio_adapter_free(NULL);
+	ck_assert_int_ne(peftio_adapter_open(&a, LORA_DATA "/nonexistent",
+	    &err), 0);
+	ck_assert_ptr_null(a);
+}
+END_TEST
+
+START_TEST(test_unmergeable_types)
+{
+	static const char *const types[] = { "PROMPT_TUNING",
+	    "PREFIX_TUNING", "P_TUNING", "ADAPTION_PROMPT", "BOTTLENECK" };
+	struct peftio_error err;
+	struct peftio_adapter *a;
+	char cfg[128];
+	const char *dir;
+	size_t i;
+
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		dir = tu_tmpdir();
+		snprintf(cfg, sizeof(cfg), "{\"peft_type\": \"%s\"}", types[i]);
+		tu_write_file(tu_path("adapter_config.json"), cfg, strlen(cfg));
+		ck_assert_int_eq(peftio_adapter_open(&a, dir, &err),
+		    PEFTIO_EUNSUPPORTED);
+		ck_assert_ptr_nonnull(strstr(err.msg, "cannot be merged"));
+		tu_rmtree(dir);
+	}
+}
+END_TEST
+
+START_TEST(test_patterns)
+{
+	const char *p = "model.layers.0.self_attn.q_proj";
+
+	ck_assert_int_eq(peftio_lora_pattern_match("q_proj", p), 1);
+	ck_assert_int_eq(peftio_lora_pattern_match("self_attn.q_proj", p), 1);
+	ck_assert_int_eq(peftio_lora_pattern_match(p, p), 1);
+	ck_assert_int_eq(peftio_lora_pattern_match("proj", p), 0);
+	ck_assert_int_eq(peftio_lora_pattern_match("_proj", p), 0);
+	ck_assert_int_eq(peftio_lora_pattern_match("q", p), 0);
+	ck_assert_int_eq(peftio_lora_pattern_match(".*\\.0\\..*q_proj", p), 1);
+	ck_assert_int_eq(peftio_lora_pattern_match("layers\\.1\\..*", p), 0);
+	ck_assert_int_eq(peftio_lora_pattern_match("(q|k)_proj", p), 1);
+	ck_assert_int_eq(peftio_lora_pattern_match("(", p), PEFTIO_EINVAL);
+}
+END_TEST
+
+START_TEST(test_combine_names)
+{
+	int c;
+
+	for (c = PEFTIO_COMBINE_LINEAR; c <= PEFTIO_COMBINE_MAGNITUDE_PRUNE;
+	    c++)
+		ck_assert_int_eq(peftio_combine_parse(peftio_combine_name(c)),
+		    c);
+	ck_assert_int_eq(peftio_combine_parse("svd_ties"), -1);
+	ck_assert_ptr_null(peftio_combine_name(99));
+}
+END_TEST
+
+START_TEST(test_svd)
+{
+	struct peftio_error err;
+	float a[6 * 4], c[6 * 4], u[6 * 4], s[4], vt[4 * 4], us[6 * 4];
+	uint64_t seed = 7, i, j;
+
+	for (i = 0; i < 24; i++)
+		a[i] = c[i] = tu_randn(&seed);
+	ck_assert_int_eq(peftio_svd(a, 6, 4, u, s, vt, &err), 0);
+	for (i = 1; i < 4; i++)
+		ck_assert(s[i - 1] >= s[i]);
+	for (i = 0; i < 6; i++)
+		for (j = 0; j < 4; j++)
+			us[i * 4 + j] = u[i * 4 + j] * s[j];
+	peftio_sgemm(0, 0, 6, 4, 4, 1.0f, us, 4, vt, 4, -1.0f, c, 4);
+	for (i = 0; i < 24; i++)
+		ck_assert_float_eq_tol(c[i], 0.0f, 1e-5f);
+}
+END_TEST
+
+START_TEST(test_recipe)
+{
+	static const char yml[] =
+	    "base: models/base\n"
+	    "adapters:\n"
+	    "  - path: /abs/a\n"
+	    "    weight: 0.7\n"
+	    "  - b\n"
+	    "method: ties\n"
+	    "density: 0.5\n"
+	    "seed: 42\n"
+	    "dtype: bf16\n"
+	    "unmerge: false\n"
+	    "requant: true\n"
+	    "output: out\n";
+	struct peftio_error err;
+	struct peftio_recipe *r;
+
+	ck_assert_msg(peftio_recipe_parse(yml, strlen(yml), "dir/r.yaml", &r,
+	    &err) == 0, "%s", err.msg);
+	ck_assert_str_eq(r->base, "dir/models/base");
+	ck_assert_uint_eq(r->nadapters, 2);
+	ck_assert_str_eq(r->adapters[0], "/abs/a");
+	ck_assert_str_eq(r->adapters[1], "dir/b");
+	ck_assert_int_eq(r->has_weights, 1);
+	ck_assert_double_eq(r->weights[0], 0.7);
+	ck_assert_double_eq(r->weights[1], 1.0);
+	ck_assert_str_eq(r->method, "ties");
+	ck_assert_double_eq(r->density, 0.5);
+	ck_assert_uint_eq(r->seed, 42);
+	ck_assert_str_eq(r->dtype, "bf16");
+	ck_assert_int_eq(r->unmerge, 0);
+	ck_assert_int_eq(r->requant, 1);
+	ck_assert_str_eq(r->output, "dir/out");
+	peftio_recipe_free(r);
+	peftio_recipe_free(NULL);
+	ck_assert_int_eq(peftio_recipe_parse("bogus: 1\n", 9, NULL, &r, &err),
+	    PEFTIO_EFORMAT);
+	ck_assert_int_eq(peftio_recipe_parse("density: 2\n", 11, NULL, &r,
+	    &err), PEFTIO_EFORMAT);
+	ck_assert_int_eq(peftio_recipe_parse("a: [\n", 5, NULL, &r, &err),
+	    PEFTIO_EFORMAT);
+	ck_assert_ptr_null(r);
+}
+END_TEST
+
+Suite *lora_suite(void);
+
+Suite *lora_suite(void)
+{
+	Suite *s = suite_create("lora");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_loop_test(tc, test_merge_vs_peft, 0,
+	    (int)(sizeof(cases) / sizeof(cases[0])));
+	tcase_add_test(tc, test_adapter_read);
+	tcase_add_test(tc, test_unmergeable_types);
+	tcase_add_test(tc, test_patterns);
+	tcase_add_test(tc, test_combine_names);
+	tcase_add_test(tc, test_svd);
+	tcase_add_test(tc, test_recipe);
+	suite_add_tcase(s, tc);
+	return s;
+}

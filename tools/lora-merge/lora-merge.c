@@ -1,0 +1,889 @@
+/*
+ * lora-merge - merge PEFT adapters (LoRA, rsLoRA, DoRA, IA3, embeddings,
+ * modules_to_save) into a base checkpoint, plain or bitsandbytes 4-bit,
+ * with the results PEFT's merge_and_unload() and add_weighted_adapter()
+ * give.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+enum action { COPY, CONVERT, MERGE, DEQUANT, REQUANT, SKIP };
+
+struct item {
+	enum action		 act;
+	size_t			 shard;
+	enum peftio_dtype	 dt;		/* output dtype */
+	int			 touched;	/* changed by the merge */
+	int			 is_bnb;
+	struct peftio_bnb_weight bw;
+	struct peftio_quant_state qs;		/* REQUANT: the new one */
+	char			*qs_json;
+	size_t			 qs_len;
+};
+
+struct opts {
+	const char		*base;
+	const char		**adapters;
+	size_t			 nadapters;
+	double			*weights;
+	size_t			 nweights;
+	int			 method;
+	double			 density;
+	int			 has_density;
+	uint64_t		 seed;
+	int			 unmerge;
+	int			 dtype;		/* -1: keep */
+	int			 requant;
+	unsigned		 jobs;
+	const char		*out;
+	int			 force;
+};
+
+static struct opts O;
+
+static void __attribute__((noreturn))
+usage(int status)
+{
+	fprintf(status ? stderr : stdout,
+	    "usage: %s [-fqv] [-w w1,w2,...] [-m linear|cat|svd|ties|"
+	    "dare_linear|dare_ties|magnitude_prune]\n"
+	    "                  [--density d] [--seed n] [--unmerge] "
+	    "[--dtype f16|bf16|f32] [--requant]\n"
+	    "                  [--recipe file.yaml] [-j jobs] [-o output] "
+	    "base adapter ...\n", cli_progname);
+	exit(status);
+}
+
+static void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL) {
+		cli_warn("out of memory (%zu bytes)", n);
+		exit(CLI_EXIT_ERROR);
+	}
+	return p;
+}
+
+static char *
+str_cat(const char *a, const char *b)
+{
+	size_t n = strlen(a) + strlen(b) + 1;
+	char *p = xmalloc(n);
+
+	snprintf(p, n, "%s%s", a, b);
+	return p;
+}
+
+static const char *
+base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+
+	return s != NULL && s[1] != '\0' ? s + 1 : path;
+}
+
+static int
+ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+static uint64_t
+ceil_div(uint64_t a, uint64_t b)
+{
+	return a / b + (a % b != 0);
+}
+
+static int
+float_dtype(enum peftio_dtype dt)
+{
+	return dt == PEFTIO_F32 || dt == PEFTIO_F16 || dt == PEFTIO_BF16;
+}
+
+/* ------------------------------------------------------------------ */
+
+struct ctx {
+	struct peftio_ckpt	*in;
+	struct item		*items;
+	struct peftio_merge	*m;
+};
+
+static int
+shape_of(void *arg, const char *name, int *ndim, uint64_t *shape)
+{
+	struct ctx *c = arg;
+	const struct peftio_tensor_info *ti;
+	long i = peftio_ckpt_find(c->in, name);
+	int d;
+
+	if (i < 0 || c->items[i].act == SKIP)
+		return -1;
+	if (c->items[i].is_bnb) {
+		*ndim = c->items[i].bw.qs.ndim;
+		for (d = 0; d < *ndim; d++)
+			shape[d] = c->items[i].bw.qs.shape[d];
+		return 0;
+	}
+	ti = peftio_ckpt_tensor(c->in, (size_t)i);
+	*ndim = ti->ndim;
+	for (d = 0; d < ti->ndim; d++)
+		shape[d] = ti->shape[d];
+	return 0;
+}
+
+/*
+ * The merged (or dequantized, converted) values of tensor i in dtype dt;
+ * *buf is malloc'ed, nbytes long.
+ */
+static int
+compute(struct ctx *c, size_t i, enum peftio_dtype dt, void **buf,
+    uint64_t *nbytes, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c->in, i);
+	struct item *it = &c->items[i];
+	uint64_t n = it->is_bnb ? it->bw.qs.numel : ti->numel, nb;
+	const void *data;
+	float *f;
+	void *q;
+	int rc;
+
+	peftio_dtype_nbytes(dt, n, nbytes);
+	f = xmalloc(n * sizeof(float));
+	if (it->is_bnb) {
+		/* Dequantize as bitsandbytes does, into the dtype the
+		 * values will be stored in (what nf4-quant -d writes). */
+		enum peftio_dtype ddt = dt;
+
+		peftio_dtype_nbytes(ddt, n, &nb);
+		q = xmalloc(nb);
+		rc = peftio_bnb_dequantize(c->in, &it->bw, ddt, q, O.jobs, err);
+		if (rc == 0)
+			rc = peftio_to_f32(ddt, q, f, n);
+		free(q);
+	} else {
+		rc = peftio_ckpt_data(c->in, i, &data, err);
+		if (rc == 0)
+			rc = peftio_to_f32(ti->dtype, data, f, n);
+	}
+	if (rc == 0 && it->touched)
+		rc = peftio_merge_apply(c->m, ti->name, f, n, dt, err);
+	if (rc != 0) {
+		free(f);
+		return rc;
+	}
+	*buf = xmalloc(*nbytes);
+	peftio_from_f32(dt, f, *buf, n);
+	free(f);
+	peftio_ckpt_release(c->in, i);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* 4-bit output (--requant)                                            */
+
+struct qjob {
+	enum peftio_q4type	 type;
+	enum peftio_dtype	 dt;
+	const void		*in;
+	uint64_t		 n, bs;
+	uint8_t			*packed;
+	float			*absmax;
+};
+
+static void
+quant_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct qjob *j = arg;
+
+	peftio_q4_quantize(j->type, j->dt, j->in, j->n, j->bs, b, e,
+	    j->packed, j->absmax);
+}
+
+static int
+requant_values(struct ctx *c, size_t i, uint8_t **packed, float **absmax,
+    struct peftio_error *err)
+{
+	struct item *it = &c->items[i];
+	struct qjob j;
+	uint64_t nbytes, nb = ceil_div(it->qs.numel, it->qs.blocksize);
+	void *buf;
+	int rc;
+
+	if ((rc = compute(c, i, it->qs.dtype, &buf, &nbytes, err)) != 0)
+		return rc;
+	*packed = xmalloc((it->qs.numel + 1) / 2);
+	*absmax = xmalloc(nb * sizeof(float));
+	j.type = it->qs.type;
+	j.dt = it->qs.dtype;
+	j.in = buf;
+	j.n = it->qs.numel;
+	j.bs = it->qs.blocksize;
+	j.packed = *packed;
+	j.absmax = *absmax;
+	peftio_parallel_for(O.jobs, nb, 4096, quant_range, &j);
+	free(buf);
+	return 0;
+}
+
+static int
+declare_requant(struct ctx *c, struct peftio_ckptw *w, size_t i,
+    struct peftio_error *err)
+{
+	struct item *it = &c->items[i];
+	const struct peftio_bnb_weight *bw = &it->bw;
+	size_t comp[5];
+	const struct peftio_tensor_info *ti;
+	uint64_t shape[1];
+	size_t k, nc = 0;
+	int rc;
+
+	if ((rc = peftio_quant_state_json(&it->qs, &it->qs_json, &it->qs_len,
+	    err)) != 0)
+		return rc;
+	comp[nc++] = bw->weight;
+	comp[nc++] = bw->absmax;
+	comp[nc++] = bw->quant_map;
+	if (bw->qs.double_quant) {
+		comp[nc++] = bw->nested_absmax;
+		comp[nc++] = bw->nested_quant_map;
+	}
+	for (k = 0; k < nc && rc == 0; k++) {
+		ti = peftio_ckpt_tensor(c->in, comp[k]);
+		rc = peftio_ckptw_declare(w, it->shard, ti->name, ti->dtype,
+		    ti->ndim, ti->shape, err);
+	}
+	ti = peftio_ckpt_tensor(c->in, bw->quant_state);
+	shape[0] = it->qs_len;
+	if (rc == 0)
+		rc = peftio_ckptw_declare(w, it->shard, ti->name, PEFTIO_U8, 1,
+		    shape, err);
+	return rc;
+}
+
+static int
+prepass_requant(struct ctx *c, size_t n, struct peftio_error *err)
+{
+	uint8_t *packed, *q;
+	float *am, *nested;
+	uint64_t nb;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		struct item *it = &c->items[i];
+
+		if (it->act != REQUANT || !it->qs.double_quant)
+			continue;
+		if ((rc = requant_values(c, i, &packed, &am, err)) != 0)
+			return rc;
+		nb = ceil_div(it->qs.numel, it->qs.blocksize);
+		q = xmalloc(nb);
+		nested = xmalloc(ceil_div(nb, it->qs.nested_blocksize) *
+		    sizeof(float));
+		peftio_dq_quantize(am, nb, it->qs.nested_blocksize,
+		    &it->qs.nested_offset, q, nested);
+		free(packed);
+		free(am);
+		free(q);
+		free(nested);
+	}
+	return 0;
+}
+
+static int
+write_requant(struct ctx *c, struct peftio_ckptw *w, size_t i,
+    struct peftio_error *err)
+{
+	struct item *it = &c->items[i];
+	const struct peftio_bnb_weight *bw = &it->bw;
+	uint64_t nb = ceil_div(it->qs.numel, it->qs.blocksize), nnb;
+	uint8_t *packed, *q = NULL;
+	float *am, *nested = NULL, off;
+	const char *name = peftio_ckpt_tensor(c->in, bw->weight)->name;
+	int rc;
+
+	if ((rc = requant_values(c, i, &packed, &am, err)) != 0)
+		return rc;
+	rc = peftio_ckptw_write(w, name, packed, (it->qs.numel + 1) / 2, err);
+	if (rc == 0 && it->qs.double_quant) {
+		nnb = ceil_div(nb, it->qs.nested_blocksize);
+		q = xmalloc(nb);
+		nested = xmalloc(nnb * sizeof(float));
+		peftio_dq_quantize(am, nb, it->qs.nested_blocksize, &off, q,
+		    nested);
+		rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
+		    bw->absmax)->name, q, nb, err);
+		if (rc == 0)
+			rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
+			    bw->nested_absmax)->name, nested,
+			    nnb * sizeof(float), err);
+		if (rc == 0)
+			rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
+			    bw->nested_quant_map)->name, peftio_dynamic_map(),
+			    256 * sizeof(float), err);
+	} else if (rc == 0)
+		rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
+		    bw->absmax)->name, am, nb * sizeof(float), err);
+	if (rc == 0)
+		rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
+		    bw->quant_map)->name, peftio_q4_code(it->qs.type),
+		    16 * sizeof(float), err);
+	if (rc == 0)
+		rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
+		    bw->quant_state)->name, it->qs_json, it->qs_len, err);
+	free(packed);
+	free(am);
+	free(q);
+	free(nested);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+
+static int
+plan(struct ctx *c, size_t n, struct peftio_error *err)
+{
+	struct peftio_bnb_weight bw;
+	struct item *it;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		c->items[i].act = COPY;
+		c->items[i].dt = peftio_ckpt_tensor(c->in, i)->dtype;
+	}
+	for (i = 0; i < n; i++) {
+		if ((rc = peftio_bnb_lookup(c->in, i, &bw, err)) < 0)
+			return rc;
+		if (rc == 0)
+			continue;
+		it = &c->items[bw.weight];
+		it->is_bnb = 1;
+		it->bw = bw;
+		it->act = DEQUANT;
+		it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype : bw.qs.dtype;
+		c->items[bw.quant_state].act = SKIP;
+		c->items[bw.absmax].act = SKIP;
+		c->items[bw.quant_map].act = SKIP;
+		if (bw.qs.double_quant) {
+			c->items[bw.nested_absmax].act = SKIP;
+			c->items[bw.nested_quant_map].act = SKIP;
+		}
+	}
+	return 0;
+}
+
+static int
+plan_merge(struct ctx *c, size_t n, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	struct item *it;
+	size_t i;
+	int hasq = 0;
+
+	for (i = 0; i < n; i++) {
+		it = &c->items[i];
+		ti = peftio_ckpt_tensor(c->in, i);
+		if (it->act == SKIP)
+			continue;
+		it->touched = peftio_merge_touches(c->m, ti->name);
+		if (it->is_bnb) {
+			hasq = 1;
+			if (O.requant) {
+				it->act = it->touched ? REQUANT : COPY;
+				it->qs = it->bw.qs;
+				if (O.dtype >= 0)
+					it->qs.dtype =
+					    (enum peftio_dtype)O.dtype;
+				if (it->act == COPY) {
+					/* untouched: weight and companions
+					 * byte for byte */
+					it->dt = ti->dtype;
+					c->items[it->bw.quant_state].act = COPY;
+					c->items[it->bw.absmax].act = COPY;
+					c->items[it->bw.quant_map].act = COPY;
+					if (it->bw.qs.double_quant) {
+						c->items[it->bw.nested_absmax]
+						    .act = COPY;
+						c->items[it->bw.
+						    nested_quant_map].act = COPY;
+					}
+				}
+			}
+			continue;
+		}
+		if (it->touched) {
+			if (!float_dtype(ti->dtype))
+				return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+				    "%s: tensor '%s': %s weights cannot be "
+				    "merged", peftio_ckpt_path(c->in),
+				    ti->name, peftio_dtype_name(ti->dtype));
+			it->act = MERGE;
+			it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
+			    ti->dtype;
+		} else if (O.dtype >= 0 && float_dtype(ti->dtype) &&
+		    ti->dtype != (enum peftio_dtype)O.dtype) {
+			it->act = CONVERT;
+			it->dt = (enum peftio_dtype)O.dtype;
+		}
+	}
+	if (O.requant && !hasq)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: --requant needs a 4-bit base", peftio_ckpt_path(c->in));
+	return 0;
+}
+
+static int
+output_config(struct ctx *c, struct peftio_ckptw *w, int quantized,
+    struct peftio_error *err)
+{
+	const char *dir = peftio_ckpt_dir(c->in);
+	char *path, *text = NULL, *out = NULL;
+	size_t len, outlen;
+	int rc;
+
+	if (dir == NULL || (!quantized && O.dtype < 0) ||
+	    (quantized && O.requant))
+		return 0;
+	path = str_cat(dir, "/config.json");
+	if (access(path, F_OK) != 0) {
+		free(path);
+		return 0;
+	}
+	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
+	free(path);
+	if (rc != 0)
+		return rc;
+	rc = peftio_config_remove_quant(text, len, O.dtype, &out, &outlen,
+	    err);
+	if (rc != 0)
+		peftio_error_prefix(err, "%s/config.json", dir);
+	else
+		rc = peftio_ckptw_file(w, "config.json", out, outlen, err);
+	free(text);
+	free(out);
+	return rc;
+}
+
+static int
+write_one(struct ctx *c, struct peftio_ckptw *w, size_t i,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c->in, i);
+	struct item *it = &c->items[i];
+	const void *data;
+	uint64_t nb;
+	void *buf;
+	int rc;
+
+	switch (it->act) {
+	case COPY:
+		if ((rc = peftio_ckpt_data(c->in, i, &data, err)) != 0)
+			return rc;
+		rc = peftio_ckptw_write(w, ti->name, data, ti->nbytes, err);
+		peftio_ckpt_release(c->in, i);
+		return rc;
+	case CONVERT:
+	case MERGE:
+	case DEQUANT:
+		if ((rc = compute(c, i, it->dt, &buf, &nb, err)) != 0)
+			return rc;
+		rc = peftio_ckptw_write(w, ti->name, buf, nb, err);
+		free(buf);
+		if (it->touched)
+			cli_debug("%s: merged (%s)", ti->name,
+			    peftio_dtype_name(it->dt));
+		return rc;
+	case REQUANT:
+		cli_debug("%s: merged and re-quantized", ti->name);
+		return write_requant(c, w, i, err);
+	case SKIP:
+		break;
+	}
+	return 0;
+}
+
+static int
+run(void)
+{
+	struct peftio_error err = { 0, 0, "" };
+	struct peftio_adapter **ads;
+	struct peftio_merge_opts mo;
+	struct peftio_ckptw *w = NULL;
+	const struct peftio_tensor_info *ti;
+	struct ctx c = { NULL, NULL, NULL };
+	const char **names = NULL;
+	size_t n = 0, i, s, nshards, nmerged = 0;
+	uint64_t total = 0, done = 0;
+	int rc, as_dir, quantized = 0;
+
+	ads = calloc(O.nadapters, sizeof(*ads));
+	if (ads == NULL)
+		return CLI_EXIT_ERROR;
+	for (i = 0; i < O.nadapters; i++)
+		if ((rc = peftio_adapter_open(&ads[i], O.adapters[i], &err))
+		    != 0)
+			goto fail;
+	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
+		goto fail;
+	if ((rc = peftio_ckpt_open(&c.in, O.base, &err)) != 0)
+		goto fail;
+	n = peftio_ckpt_count(c.in);
+	c.items = calloc(n + 1, sizeof(*c.items));
+	if (c.items == NULL) {
+		rc = peftio_error_set(&err, PEFTIO_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if ((rc = plan(&c, n, &err)) != 0)
+		goto fail;
+	memset(&mo, 0, sizeof(mo));
+	mo.method = (enum peftio_combine)O.method;
+	mo.weights = O.weights;
+	mo.density = O.density;
+	mo.seed = O.seed;
+	mo.unmerge = O.unmerge;
+	mo.nthreads = O.jobs;
+	if ((rc = peftio_merge_create(&c.m, ads, O.nadapters, &mo, shape_of,
+	    &c, &err)) != 0)
+		goto fail;
+	if ((rc = plan_merge(&c, n, &err)) != 0)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		quantized |= c.items[i].is_bnb;
+		nmerged += c.items[i].touched;
+	}
+	if (O.requant && (rc = prepass_requant(&c, n, &err)) != 0)
+		goto fail;
+
+	as_dir = peftio_ckpt_dir(c.in) != NULL && strcmp(O.out, "-") != 0 &&
+	    !ends_with(O.out, ".safetensors");
+	nshards = as_dir ? peftio_ckpt_nshards(c.in) : 1;
+	if (as_dir) {
+		names = calloc(nshards, sizeof(char *));
+		if (names == NULL) {
+			rc = peftio_error_set(&err, PEFTIO_ENOMEM,
+			    "out of memory");
+			goto fail;
+		}
+		for (s = 0; s < nshards; s++)
+			names[s] = base_name(peftio_ckpt_shard_name(c.in, s));
+	}
+	if ((rc = peftio_ckptw_create(&w, O.out, as_dir, nshards, names,
+	    O.force ? PEFTIO_W_FORCE : 0, &err)) != 0)
+		goto fail;
+	for (i = 0; i < n && rc == 0; i++) {
+		struct item *it = &c.items[i];
+
+		ti = peftio_ckpt_tensor(c.in, i);
+		it->shard = as_dir ? peftio_ckpt_shard_of(c.in, i) : 0;
+		total += ti->nbytes;
+		switch (it->act) {
+		case COPY:
+		case CONVERT:
+		case MERGE:
+			rc = peftio_ckptw_declare(w, it->shard, ti->name,
+			    it->dt, ti->ndim, ti->shape, &err);
+			break;
+		case DEQUANT:
+			rc = peftio_ckptw_declare(w, it->shard, ti->name,
+			    it->dt, it->bw.qs.ndim, it->bw.qs.shape, &err);
+			break;
+		case REQUANT:
+			rc = declare_requant(&c, w, i, &err);
+			break;
+		case SKIP:
+			break;
+		}
+	}
+	/* REQUANT declared the companions; do not write them as SKIPs. */
+	if (rc == 0)
+		rc = peftio_ckptw_layout(w, &err);
+	for (i = 0; i < n && rc == 0; i++) {
+		ti = peftio_ckpt_tensor(c.in, i);
+		cli_progress(done, total, ti->name);
+		rc = write_one(&c, w, i, &err);
+		done += ti->nbytes;
+	}
+	cli_progress_end();
+	if (rc == 0 && as_dir)
+		rc = output_config(&c, w, quantized, &err);
+	if (rc == 0 && as_dir)
+		rc = peftio_ckptw_copy_aux(w, peftio_ckpt_dir(c.in), &err);
+	if (rc == 0)
+		rc = peftio_ckptw_commit(w, &err);
+	if (rc == 0 && cli_verbose >= 2)
+		cli_debug("%zu adapter(s), %zu base tensors changed%s%s",
+		    O.nadapters, nmerged, O.method ? ", combined with " : "",
+		    O.method ? peftio_combine_name(O.method) : "");
+fail:
+	if (rc != 0)
+		cli_error(&err);
+	peftio_ckptw_free(w);
+	peftio_merge_free(c.m);
+	peftio_ckpt_close(c.in);
+	for (i = 0; i < O.nadapters; i++)
+		peftio_adapter_free(ads[i]);
+	free(ads);
+	if (c.items != NULL)
+		for (i = 0; i < n; i++)
+			free(c.items[i].qs_json);
+	free(c.items);
+	free(names);
+	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
+/* ------------------------------------------------------------------ */
+
+static int
+parse_weights(const char *s)
+{
+	const char *p = s;
+	char *end;
+	size_t n = 1;
+
+	for (; *p != '\0'; p++)
+		n += *p == ',';
+	free(O.weights);
+	O.weights = xmalloc(n * sizeof(double));
+	O.nweights = 0;
+	for (p = s;;) {
+		errno = 0;
+		O.weights[O.nweights] = strtod(p, &end);
+		if (end == p || errno != 0 || !isfinite(O.weights[O.nweights])
+		    || (*end != ',' && *end != '\0')) {
+			cli_warn("-w: bad weight list '%s'", s);
+			return -1;
+		}
+		O.nweights++;
+		if (*end == '\0')
+			return 0;
+		p = end + 1;
+	}
+}
+
+static int
+parse_density(const char *s)
+{
+	char *end;
+
+	errno = 0;
+	O.density = strtod(s, &end);
+	if (end == s || *end != '\0' || errno != 0 || !(O.density >= 0) ||
+	    O.density > 1) {
+		cli_warn("--density: '%s' is not a number in [0, 1]", s);
+		return -1;
+	}
+	O.has_density = 1;
+	return 0;
+}
+
+/* Fill what the command line left unset from the recipe. */
+static int
+apply_recipe(const char *path, int set_method, int set_dtype)
+{
+	struct peftio_error err;
+	struct peftio_recipe *r;
+	size_t i;
+
+	if (peftio_recipe_load(path, &r, &err) != 0)
+		return cli_error(&err);
+	if (O.base == NULL && r->base != NULL) {
+		O.base = r->base;
+		r->base = NULL;
+	}
+	if (O.nadapters == 0 && r->nadapters > 0) {
+		O.adapters = xmalloc(r->nadapters * sizeof(char *));
+		for (i = 0; i < r->nadapters; i++) {
+			O.adapters[i] = r->adapters[i];
+			r->adapters[i] = NULL;
+		}
+		O.nadapters = r->nadapters;
+	}
+	if (O.weights == NULL && r->has_weights) {
+		O.weights = xmalloc(r->nadapters * sizeof(double));
+		memcpy(O.weights, r->weights, r->nadapters * sizeof(double));
+		O.nweights = r->nadapters;
+	}
+	if (!set_method && r->method != NULL &&
+	    (O.method = peftio_combine_parse(r->method)) < 0) {
+		cli_warn("%s: unknown method '%s'", path, r->method);
+		peftio_recipe_free(r);
+		return CLI_EXIT_USAGE;
+	}
+	if (!O.has_density && r->has_density) {
+		O.density = r->density;
+		O.has_density = 1;
+	}
+	if (O.seed == 0 && r->has_seed)
+		O.seed = r->seed;
+	if (!set_dtype && r->dtype != NULL &&
+	    (O.dtype = cli_parse_float_dtype(path, r->dtype)) < 0) {
+		peftio_recipe_free(r);
+		return CLI_EXIT_USAGE;
+	}
+	O.unmerge |= r->unmerge;
+	O.requant |= r->requant;
+	if (O.out == NULL && r->output != NULL) {
+		O.out = r->output;
+		r->output = NULL;
+	}
+	peftio_recipe_free(r);	/* strings taken above stay allocated */
+	return 0;
+}
+
+int
+main(int argc, char *argv[])
+{
+	enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE,
+	    OPT_REQUANT, OPT_RECIPE, OPT_HELP, OPT_VERSION };
+	static const struct option longopts[] = {
+		{ "weights", required_argument, NULL, 'w' },
+		{ "method", required_argument, NULL, 'm' },
+		{ "density", required_argument, NULL, OPT_DENSITY },
+		{ "seed", required_argument, NULL, OPT_SEED },
+		{ "unmerge", no_argument, NULL, OPT_UNMERGE },
+		{ "dtype", required_argument, NULL, OPT_DTYPE },
+		{ "requant", no_argument, NULL, OPT_REQUANT },
+		{ "recipe", required_argument, NULL, OPT_RECIPE },
+		{ "jobs", required_argument, NULL, 'j' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "force", no_argument, NULL, 'f' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, OPT_HELP },
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *recipe = NULL;
+	uint64_t v;
+	int ch, set_method = 0, set_dtype = 0, rc, i;
+
+	cli_init("lora-merge");
+	O.jobs = peftio_ncpus();
+	O.dtype = -1;
+	O.density = 1.0;
+	while ((ch = getopt_long(argc, argv, "fj:m:o:qvw:", longopts,
+	    NULL)) != -1) {
+		switch (ch) {
+		case 'f':
+			O.force = 1;
+			break;
+		case 'j':
+			if (cli_parse_u64("-j", optarg, 0, 256, &v) != 0)
+				usage(CLI_EXIT_USAGE);
+			O.jobs = v == 0 ? peftio_ncpus() : (unsigned)v;
+			break;
+		case 'm':
+			if ((O.method = peftio_combine_parse(optarg)) < 0) {
+				cli_warn("-m: unknown method '%s'", optarg);
+				usage(CLI_EXIT_USAGE);
+			}
+			set_method = 1;
+			break;
+		case 'o':
+			O.out = optarg;
+			break;
+		case 'q':
+			cli_verbose = 0;
+			break;
+		case 'v':
+			cli_verbose = cli_verbose < 1 ? 2 : cli_verbose + 1;
+			break;
+		case 'w':
+			if (parse_weights(optarg) != 0)
+				usage(CLI_EXIT_USAGE);
+			break;
+		case OPT_DENSITY:
+			if (parse_density(optarg) != 0)
+				usage(CLI_EXIT_USAGE);
+			break;
+		case OPT_SEED:
+			if (cli_parse_u64("--seed", optarg, 0, UINT64_MAX,
+			    &O.seed) != 0)
+				usage(CLI_EXIT_USAGE);
+			break;
+		case OPT_UNMERGE:
+			O.unmerge = 1;
+			break;
+		case OPT_DTYPE:
+			if ((O.dtype = cli_parse_float_dtype("--dtype",
+			    optarg)) < 0)
+				usage(CLI_EXIT_USAGE);
+			set_dtype = 1;
+			break;
+		case OPT_REQUANT:
+			O.requant = 1;
+			break;
+		case OPT_RECIPE:
+			recipe = optarg;
+			break;
+		case OPT_HELP:
+			usage(CLI_EXIT_OK);
+		case OPT_VERSION:
+			printf("lora-merge (peftio) %s\n", peftio_version());
+			return CLI_EXIT_OK;
+		default:
+			usage(CLI_EXIT_USAGE);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc >= 1)
+		O.base = argv[0];
+	if (argc >= 2) {
+		O.adapters = (const char **)(argv + 1);
+		O.nadapters = (size_t)argc - 1;
+	}
+	if (recipe != NULL &&
+	    (rc = apply_recipe(recipe, set_method, set_dtype)) != 0) {
+		if (rc == CLI_EXIT_USAGE)
+			usage(rc);
+		return rc;
+	}
+	if (O.base == NULL || O.nadapters == 0) {
+		if (argc == 1 || recipe != NULL)
+			cli_warn("no adapter given");
+		usage(CLI_EXIT_USAGE);
+	}
+	if (O.weights != NULL && O.nweights != O.nadapters) {
+		cli_warn("-w: %zu weights for %zu adapters", O.nweights,
+		    O.nadapters);
+		usage(CLI_EXIT_USAGE);
+	}
+	if (!O.has_density && (O.method == PEFTIO_COMBINE_TIES ||
+	    O.method == PEFTIO_COMBINE_DARE_LINEAR ||
+	    O.method == PEFTIO_COMBINE_DARE_TIES ||
+	    O.method == PEFTIO_COMBINE_MAGNITUDE_PRUNE)) {
+		cli_warn("-m %s needs --density", peftio_combine_name(O.method));
+		usage(CLI_EXIT_USAGE);
+	}
+	if (O.out == NULL) {
+		cli_warn("no output given: use -o FILE, -o DIR or -o - for "
+		    "standard output");
+		usage(CLI_EXIT_USAGE);
+	}
+	if (strcmp(O.out, "-") == 0 && isatty(STDOUT_FILENO) && !O.force) {
+		cli_warn("standard output is a terminal; not writing a "
+		    "checkpoint there (use -f to force)");
+		return CLI_EXIT_ERROR;
+	}
+	for (i = 0; (size_t)i < O.nadapters; i++)
+		if (strcmp(O.adapters[i], O.out) == 0 ||
+		    strcmp(O.base, O.out) == 0) {
+			cli_warn("%s: the output would overwrite an input",
+			    O.out);
+			return CLI_EXIT_ERROR;
+		}
+	return run();
+}
