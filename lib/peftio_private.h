@@ -49,8 +49,9 @@ char	*peftio_json_pydumps(const json_t *v, int indent, int sort_keys,
 int	peftio_q4_quantize_ref(enum peftio_q4type t, enum peftio_dtype dt,
 	    const void *in, uint64_t n, uint64_t bs, uint64_t b0, uint64_t b1,
 	    uint8_t *packed, float *absmax);
-/* Select the 4-bit implementation: 0 the reference, 1 portable, 2 AVX-512,
- * negative to query.  Returns the previous one, or -1 if unavailable. */
+/* Select the implementation of the 4-bit and 8-bit codecs: 0 the
+ * reference, 1 portable, 2 AVX-512, 3 AVX2; negative to query.  Returns
+ * the previous one, or -1 if the CPU lacks it. */
 int	peftio_q4_impl_set(int impl);
 /* The 8-bit stage of peftio_dq_quantize() with a given offset. */
 void	peftio_dq_quantize_offset(const float *absmax, uint64_t nb,

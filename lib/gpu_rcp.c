@@ -1,0 +1,171 @@
+/*
+ * gpu_rcp.c - the reciprocal bitsandbytes' CUDA kernels compute.
+ *
+ * bitsandbytes is built with --use_fast_math, so 1.0f/absmax becomes
+ * MUFU.RCP (rcp.approx.ftz.f32).  Its result differs from the correctly
+ * rounded reciprocal by -1, 0 or +1 ulp, depending on the mantissa of the
+ * input only (bnb-nf4.md section 11).  The library embeds that measured
+ * difference for all 2^23 mantissas (lib/data/rcp_delta.bin.gz, a gzip
+ * file of 2^23 signed bytes) and keeps it in memory packed to 2 bits per
+ * entry (2 MiB).
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "peftio_private.h"
+
+#define RCP_ENTRIES	(1UL << 23)		/* one per f32 mantissa */
+#define RCP_PACKED	(RCP_ENTRIES / 4)	/* 2 bits per entry */
+#define RCP_CHUNK	65536
+
+static pthread_once_t rcp_once = PTHREAD_ONCE_INIT;
+static uint8_t *rcp_table;		/* delta + 1 in 2 bits, or NULL */
+static int rcp_ready;			/* set once the init has run */
+static int rcp_status;			/* why the table is missing */
+static char rcp_msg[PEFTIO_ERRMSG_MAX];
+
+static int
+rcp_fail(int code, const char *msg)
+{
+	rcp_status = code;
+	strncpy(rcp_msg, msg, sizeof(rcp_msg) - 1);
+	return code;
+}
+
+/*
+ * Inflate the embedded table into a packed 2-bit form.  Every byte must
+ * be -1, 0 or +1 and there must be exactly 2^23 of them.
+ */
+static int
+rcp_load(uint8_t *tab)
+{
+	unsigned char buf[RCP_CHUNK];
+	z_stream zs;
+	unsigned long pos = 0;
+	int zr, rc = PEFTIO_OK;
+	size_t i, got;
+
+	memset(&zs, 0, sizeof(zs));
+	if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK)
+		return rcp_fail(PEFTIO_ENOMEM,
+		    "reciprocal table: inflateInit2 failed");
+	zs.next_in = (unsigned char *)(uintptr_t)peftio_rcp_delta_gz;
+	zs.avail_in = (uInt)peftio_rcp_delta_gz_len;
+	do {
+		zs.next_out = buf;
+		zs.avail_out = sizeof(buf);
+		zr = inflate(&zs, Z_NO_FLUSH);
+		if (zr != Z_OK && zr != Z_STREAM_END) {
+			rc = rcp_fail(PEFTIO_EFORMAT,
+			    "reciprocal table: corrupt gzip data");
+			break;
+		}
+		got = sizeof(buf) - zs.avail_out;
+		if (got > RCP_ENTRIES - pos) {
+			rc = rcp_fail(PEFTIO_EFORMAT,
+			    "reciprocal table: longer than 2^23 entries");
+			break;
+		}
+		for (i = 0; i < got; i++, pos++) {
+			signed char d = (signed char)buf[i];
+
+			if (d < -1 || d > 1) {
+				rc = rcp_fail(PEFTIO_EFORMAT,
+				    "reciprocal table: entry out of range");
+				break;
+			}
+			tab[pos >> 2] |= (uint8_t)((d + 1) << ((pos & 3) * 2));
+		}
+		if (rc != PEFTIO_OK)
+			break;
+		if (zr != Z_STREAM_END && got == 0 && zs.avail_in == 0) {
+			rc = rcp_fail(PEFTIO_EFORMAT,
+			    "reciprocal table: truncated gzip data");
+			break;
+		}
+	} while (zr != Z_STREAM_END);
+	inflateEnd(&zs);
+	if (rc == PEFTIO_OK && pos != RCP_ENTRIES)
+		rc = rcp_fail(PEFTIO_EFORMAT,
+		    "reciprocal table: shorter than 2^23 entries");
+	return rc;
+}
+
+static void
+rcp_init_once(void)
+{
+	uint8_t *tab;
+
+	if ((tab = calloc(RCP_PACKED, 1)) == NULL)
+		rcp_fail(PEFTIO_ENOMEM, "reciprocal table: out of memory");
+	else if (rcp_load(tab) != PEFTIO_OK)
+		free(tab);
+	else
+		rcp_table = tab;
+	__atomic_store_n(&rcp_ready, 1, __ATOMIC_RELEASE);
+}
+
+int
+peftio_gpu_rcp_init(struct peftio_error *err)
+{
+	pthread_once(&rcp_once, rcp_init_once);
+	if (rcp_table == NULL)
+		return peftio_error_set(err, rcp_status, "%s", rcp_msg);
+	return PEFTIO_OK;
+}
+
+static inline uint32_t
+f2u(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof(u));
+	return u;
+}
+
+static inline float
+u2f(uint32_t u)
+{
+	float f;
+
+	memcpy(&f, &u, sizeof(f));
+	return f;
+}
+
+/*
+ * bits(gpu_rcp(a)) = bits(1.0f/a) + delta[mantissa(a)] for normal a
+ * whose IEEE reciprocal is normal (section 11).  As rcp.approx.ftz:
+ * subnormal inputs count as zero (result +-inf), +-inf gives +-0, a
+ * result that falls below the normal range is flushed to zero.  When
+ * the table could not be loaded (peftio_gpu_rcp_init() reports it) the
+ * IEEE reciprocal is returned, with the same zero and subnormal rules.
+ */
+float
+peftio_gpu_rcp(float a)
+{
+	uint32_t u = f2u(a), sign = u & 0x80000000U, abs = u & 0x7fffffffU;
+	uint32_t m, r;
+	int d;
+
+	if (!__atomic_load_n(&rcp_ready, __ATOMIC_ACQUIRE))
+		pthread_once(&rcp_once, rcp_init_once);
+	if (abs > 0x7f800000U)			/* NaN */
+		return a;
+	if (abs < 0x00800000U)			/* zero or subnormal */
+		return u2f(sign | 0x7f800000U);
+	if (abs == 0x7f800000U)			/* infinity */
+		return u2f(sign);
+	r = f2u(1.0f / a);
+	if ((r & 0x7f800000U) == 0)		/* subnormal result */
+		return u2f(sign);
+	if (rcp_table != NULL) {
+		m = u & 0x007fffffU;
+		d = (int)((rcp_table[m >> 2] >> ((m & 3) * 2)) & 3) - 1;
+		r = (uint32_t)((int32_t)r + d);
+		if ((r & 0x7f800000U) == 0)
+			return u2f(sign);
+	}
+	return u2f(r);
+}
