@@ -1,0 +1,988 @@
+/*
+ * outfile.c - atomic output files and directories.
+ *
+ * A file is written under a temporary name beside its destination
+ * (DIR/.BASENAME.tmp.XXXXXX), then fchmod'ed, fsync'ed, closed and
+ * renamed into place, and the directory is fsync'ed.  Without
+ * PEFTIO_W_FORCE the rename never replaces a file (RENAME_NOREPLACE, or
+ * link() and unlink()).  A directory is built the same way and swapped
+ * into place.
+ *
+ * Every temporary path is recorded in a fixed table that
+ * peftio_cleanup_temps() walks from a signal handler.  A file committed
+ * inside a temporary directory stays in the table (as a "child") until
+ * the directory is committed or removed, so that a signal at any moment
+ * leaves neither the file nor the directory behind.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "peftio_private.h"
+
+#define NSLOTS		1024
+#define COPY_BUF	(4u << 20)
+#define TMP_BASE_MAX	200	/* base name bytes kept in a temp name */
+
+enum slot_kind {
+	SLOT_FILE = 0,		/* temporary file, owned by an outfile */
+	SLOT_DIR = 1,		/* temporary directory, of an outdir */
+	SLOT_CHILD = 2		/* file committed inside a temp dir */
+};
+
+struct slot {
+	_Atomic(char *)	path;
+	atomic_int	kind;
+};
+
+static struct slot slots[NSLOTS];
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ------------------------------------------------------------------ */
+/* Full-length I/O                                                     */
+/* ------------------------------------------------------------------ */
+
+int
+peftio_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			errno = ENOSPC;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
+peftio_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+	uint64_t end;
+	ssize_t n;
+
+	if (PEFTIO_ADD_OVERFLOW(off, (uint64_t)len, &end) ||
+	    end > (uint64_t)INT64_MAX) {
+		errno = EFBIG;
+		return -1;
+	}
+	while (len > 0) {
+		n = pwrite(fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			errno = ENOSPC;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+long long
+peftio_read_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len) {
+		n = read(fd, p + got, len - got);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (long long)got;
+}
+
+/* ------------------------------------------------------------------ */
+/* The registry of temporary paths                                     */
+/* ------------------------------------------------------------------ */
+
+static int
+slot_add(const char *path, enum slot_kind kind)
+{
+	char *copy;
+	int i;
+
+	if ((copy = strdup(path)) == NULL)
+		return -1;
+	pthread_mutex_lock(&reg_lock);
+	for (i = 0; i < NSLOTS; i++)
+		if (atomic_load(&slots[i].path) == NULL) {
+			atomic_store(&slots[i].kind, (int)kind);
+			atomic_store(&slots[i].path, copy);
+			pthread_mutex_unlock(&reg_lock);
+			return i;
+		}
+	pthread_mutex_unlock(&reg_lock);
+	free(copy);
+	return -1;
+}
+
+int
+peftio_temp_register(const char *path, int is_dir)
+{
+	return slot_add(path, is_dir ? SLOT_DIR : SLOT_FILE);
+}
+
+void
+peftio_temp_unregister(int slot)
+{
+	char *p;
+
+	if (slot < 0 || slot >= NSLOTS)
+		return;
+	pthread_mutex_lock(&reg_lock);
+	p = atomic_exchange(&slots[slot].path, NULL);
+	pthread_mutex_unlock(&reg_lock);
+	free(p);
+}
+
+/* Is path inside a registered temporary directory? */
+static int
+in_temp_dir(const char *path)
+{
+	const char *d;
+	size_t n;
+	int i, found = 0;
+
+	pthread_mutex_lock(&reg_lock);
+	for (i = 0; i < NSLOTS && !found; i++) {
+		d = atomic_load(&slots[i].path);
+		if (d == NULL || atomic_load(&slots[i].kind) != SLOT_DIR)
+			continue;
+		n = strlen(d);
+		if (strncmp(path, d, n) == 0 && path[n] == '/')
+			found = 1;
+	}
+	pthread_mutex_unlock(&reg_lock);
+	return found;
+}
+
+/* Forget the committed children of the temporary directory dir. */
+static void
+drop_children(const char *dir)
+{
+	size_t n = strlen(dir);
+	char *p;
+	int i;
+
+	pthread_mutex_lock(&reg_lock);
+	for (i = 0; i < NSLOTS; i++) {
+		p = atomic_load(&slots[i].path);
+		if (p == NULL || atomic_load(&slots[i].kind) != SLOT_CHILD ||
+		    strncmp(p, dir, n) != 0 || p[n] != '/')
+			continue;
+		atomic_store(&slots[i].path, NULL);
+		free(p);
+	}
+	pthread_mutex_unlock(&reg_lock);
+}
+
+/*
+ * Async-signal-safe: reads the table with atomic loads and calls only
+ * unlink() and rmdir().  Files first, then directories, newest first
+ * (a nested temporary directory is registered after its parent).
+ */
+void
+peftio_cleanup_temps(void)
+{
+	char *p;
+	int i;
+
+	for (i = 0; i < NSLOTS; i++) {
+		p = atomic_load(&slots[i].path);
+		if (p != NULL && atomic_load(&slots[i].kind) != SLOT_DIR)
+			(void)unlink(p);
+	}
+	for (i = NSLOTS - 1; i >= 0; i--) {
+		p = atomic_load(&slots[i].path);
+		if (p != NULL && atomic_load(&slots[i].kind) == SLOT_DIR)
+			(void)rmdir(p);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                             */
+/* ------------------------------------------------------------------ */
+
+static void
+read_umask(mode_t *mask)
+{
+	char line[128];
+	unsigned long v;
+	FILE *f;
+	mode_t m;
+
+	if ((f = fopen("/proc/self/status", "re")) != NULL) {
+		while (fgets(line, sizeof(line), f) != NULL)
+			if (sscanf(line, "Umask: %lo", &v) == 1) {
+				fclose(f);
+				*mask = (mode_t)v & 0777;
+				return;
+			}
+		fclose(f);
+	}
+	m = umask(022);
+	umask(m);
+	*mask = m;
+}
+
+static mode_t the_umask;
+
+static void
+umask_once(void)
+{
+	read_umask(&the_umask);
+}
+
+static mode_t
+file_mode(mode_t base)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, umask_once);
+	return base & ~the_umask;
+}
+
+/* Name of dest in messages. */
+static const char *
+show(const char *dest)
+{
+	return dest != NULL ? dest : "<stdout>";
+}
+
+/*
+ * Split path into its directory ("." when there is none) and the
+ * temporary name "DIR/.BASE.KIND.XXXXXX".  path must not end in '/'.
+ */
+static char *
+temp_name(const char *path, const char *kind)
+{
+	const char *slash = strrchr(path, '/'), *base;
+	size_t dlen, blen, len;
+	char *t;
+
+	if (slash == NULL) {
+		base = path;
+		dlen = 0;
+	} else {
+		base = slash + 1;
+		dlen = (size_t)(slash - path) + 1;	/* keep the slash */
+	}
+	blen = PEFTIO_MIN(strlen(base), (size_t)TMP_BASE_MAX);
+	len = dlen + 1 + blen + 1 + strlen(kind) + 8;
+	if ((t = malloc(len)) == NULL)
+		return NULL;
+	snprintf(t, len, "%.*s.%.*s.%s.XXXXXX", (int)dlen, path, (int)blen,
+	    base, kind);
+	return t;
+}
+
+/* The directory part of path, for fsync; "." when there is none. */
+static char *
+dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n;
+	char *d;
+
+	if (slash == NULL)
+		return strdup(".");
+	n = slash == path ? 1 : (size_t)(slash - path);
+	if ((d = malloc(n + 1)) == NULL)
+		return NULL;
+	memcpy(d, path, n);
+	d[n] = '\0';
+	return d;
+}
+
+static int
+fsync_dir(const char *dir)
+{
+	int fd, rc, saved;
+
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return -1;
+	rc = fsync(fd);
+	saved = errno;
+	close(fd);
+	/* Some file systems cannot sync a directory; that is not an error. */
+	if (rc != 0 && (saved == EINVAL || saved == EROFS))
+		rc = 0;
+	errno = saved;
+	return rc;
+}
+
+static int
+fsync_parent(const char *path)
+{
+	char *d = dir_of(path);
+	int rc;
+
+	if (d == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	rc = fsync_dir(d);
+	free(d);
+	return rc;
+}
+
+/* An anonymous temporary file in $TMPDIR or /tmp. */
+static int
+anon_file(void)
+{
+	const char *dir = getenv("TMPDIR");
+	char path[4096];
+	int fd;
+
+	if (dir == NULL || *dir == '\0')
+		dir = "/tmp";
+#ifdef O_TMPFILE
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+#endif
+	if ((size_t)snprintf(path, sizeof(path), "%s/.peftio-spool.XXXXXX",
+	    dir) >= sizeof(path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	if ((fd = mkostemp(path, O_CLOEXEC)) < 0)
+		return -1;
+	unlink(path);
+	return fd;
+}
+
+/* rename() that never replaces an existing to. */
+static int
+rename_noreplace(const char *from, const char *to, int is_dir)
+{
+	struct stat sb;
+
+#ifdef RENAME_NOREPLACE
+	if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+		return -1;
+#endif
+	if (!is_dir) {
+		if (link(from, to) == 0) {
+			(void)unlink(from);
+			return 0;
+		}
+		if (errno == EEXIST)
+			return -1;
+	}
+	/* Neither is supported here: check, then rename (not atomic). */
+	if (lstat(to, &sb) == 0) {
+		errno = EEXIST;
+		return -1;
+	}
+	return rename(from, to);
+}
+
+/* Copy the spool fd (from offset 0) to out. */
+static int
+copy_spool(int fd, int out, const char *name, struct peftio_error *err)
+{
+	char *buf;
+	long long n;
+
+	if (lseek(fd, 0, SEEK_SET) != 0)
+		return peftio_error_sys(err, "%s: spool file", name);
+	if ((buf = malloc(COPY_BUF)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
+		    name);
+	for (;;) {
+		n = peftio_read_all(fd, buf, COPY_BUF);
+		if (n < 0) {
+			free(buf);
+			return peftio_error_sys(err, "%s: spool file", name);
+		}
+		if (n == 0)
+			break;
+		if (peftio_write_all(out, buf, (size_t)n) != 0) {
+			free(buf);
+			return peftio_error_sys(err, "%s: write error", name);
+		}
+	}
+	free(buf);
+	return 0;
+}
+
+static void
+block_signals(sigset_t *old)
+{
+	sigset_t all;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
+static void
+restore_signals(const sigset_t *old)
+{
+	pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+static int
+rm_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)sb;
+	(void)ftw;
+	if (type == FTW_DP)
+		return rmdir(path) != 0 && errno != ENOENT ? -1 : 0;
+	return unlink(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+static int
+rmtree(const char *path)
+{
+	return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ------------------------------------------------------------------ */
+/* Output files                                                        */
+/* ------------------------------------------------------------------ */
+
+static int
+open_stdout(struct peftio_outfile *of, struct peftio_error *err)
+{
+	struct stat sb;
+	int fl;
+
+	if (fstat(STDOUT_FILENO, &sb) != 0)
+		return peftio_error_sys(err, "<stdout>");
+	fl = fcntl(STDOUT_FILENO, F_GETFL);
+	/* A regular file at offset 0 takes pwrite() directly. */
+	if (S_ISREG(sb.st_mode) && fl >= 0 && !(fl & O_APPEND) &&
+	    lseek(STDOUT_FILENO, 0, SEEK_CUR) == 0) {
+		of->fd = STDOUT_FILENO;
+		return 0;
+	}
+	if ((of->fd = anon_file()) < 0)
+		return peftio_error_sys(err,
+		    "<stdout>: cannot create a spool file");
+	of->spool = 1;
+	return 0;
+}
+
+int
+peftio_outfile_open(struct peftio_outfile *of, const char *dest,
+    unsigned flags, struct peftio_error *err)
+{
+	struct stat sb;
+	sigset_t old;
+	size_t len;
+	int fd, rc;
+
+	of->fd = -1;
+	of->dest = NULL;
+	of->tmp = NULL;
+	of->spool = 0;
+	of->slot = -1;
+	of->flags = flags;
+	if (dest == NULL || *dest == '\0')
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "empty output file name");
+	if (strcmp(dest, "-") == 0)
+		return open_stdout(of, err);
+	len = strlen(dest);
+	if (dest[len - 1] == '/' ||
+	    (stat(dest, &sb) == 0 && S_ISDIR(sb.st_mode)))
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: is a directory", dest);
+	if ((of->dest = strdup(dest)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", dest);
+	if (stat(dest, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		/* A device or a FIFO: spooled, written in place at commit. */
+		if ((of->fd = anon_file()) < 0) {
+			rc = peftio_error_sys(err,
+			    "%s: cannot create a spool file", dest);
+			goto fail;
+		}
+		of->spool = 1;
+		return 0;
+	}
+	if (lstat(dest, &sb) == 0) {
+		if (!(flags & PEFTIO_W_FORCE)) {
+			rc = peftio_error_set(err, PEFTIO_EEXIST,
+			    "%s: already exists (use -f to overwrite)", dest);
+			goto fail;
+		}
+	} else if (errno != ENOENT) {
+		rc = peftio_error_sys(err, "%s", dest);
+		goto fail;
+	}
+	if ((of->tmp = temp_name(dest, "tmp")) == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
+		    dest);
+		goto fail;
+	}
+	/* No signal between the creation and the registration. */
+	block_signals(&old);
+	fd = mkostemp(of->tmp, O_CLOEXEC);
+	if (fd >= 0)
+		of->slot = peftio_temp_register(of->tmp, 0);
+	restore_signals(&old);
+	if (fd < 0) {
+		rc = peftio_error_sys(err,
+		    "%s: cannot create temporary file %s", dest, of->tmp);
+		free(of->tmp);
+		of->tmp = NULL;
+		goto fail;
+	}
+	of->fd = fd;
+	return 0;
+fail:
+	peftio_outfile_abort(of);
+	return rc;
+}
+
+int
+peftio_outfile_pwrite(struct peftio_outfile *of, const void *buf,
+    size_t len, uint64_t off, struct peftio_error *err)
+{
+	if (of->fd < 0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: output is not open", show(of->dest));
+	if (peftio_pwrite_all(of->fd, buf, len, off) != 0)
+		return peftio_error_sys(err, "%s: write error", show(of->dest));
+	return 0;
+}
+
+static int
+commit_stdout(struct peftio_outfile *of, struct peftio_error *err)
+{
+	int rc = 0;
+
+	if (of->spool) {
+		rc = copy_spool(of->fd, STDOUT_FILENO, "<stdout>", err);
+		close(of->fd);
+	} else {
+		if (!(of->flags & PEFTIO_W_NOSYNC) &&
+		    fsync(STDOUT_FILENO) != 0 && errno != EINVAL)
+			rc = peftio_error_sys(err, "<stdout>: fsync");
+		else
+			(void)lseek(STDOUT_FILENO, 0, SEEK_END);
+	}
+	of->fd = -1;
+	return rc;
+}
+
+static int
+commit_device(struct peftio_outfile *of, struct peftio_error *err)
+{
+	int out, rc;
+
+	if ((out = open(of->dest, O_WRONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
+		rc = peftio_error_sys(err, "%s", of->dest);
+	} else {
+		rc = copy_spool(of->fd, out, of->dest, err);
+		if (close(out) != 0 && rc == 0)
+			rc = peftio_error_sys(err, "%s: close", of->dest);
+	}
+	close(of->fd);
+	of->fd = -1;
+	return rc;
+}
+
+int
+peftio_outfile_commit(struct peftio_outfile *of, struct peftio_error *err)
+{
+	int rc, fd, child = -1;
+
+	if (of->fd < 0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: output is not open", show(of->dest));
+	if (of->dest == NULL) {
+		rc = commit_stdout(of, err);
+		goto done;
+	}
+	if (of->tmp == NULL) {
+		rc = commit_device(of, err);
+		goto done;
+	}
+	fd = of->fd;
+	of->fd = -1;
+	if (fchmod(fd, file_mode(0666)) != 0) {
+		rc = peftio_error_sys(err, "%s: chmod", of->dest);
+		close(fd);
+		goto done;
+	}
+	if (!(of->flags & PEFTIO_W_NOSYNC) && fsync(fd) != 0) {
+		rc = peftio_error_sys(err, "%s: fsync", of->dest);
+		close(fd);
+		goto done;
+	}
+	if (close(fd) != 0) {
+		rc = peftio_error_sys(err, "%s: close", of->dest);
+		goto done;
+	}
+	/*
+	 * A file inside a temporary directory stays registered under its
+	 * final name; the name is added before the rename so that there
+	 * is no moment when neither name is known.
+	 */
+	if (in_temp_dir(of->dest))
+		child = slot_add(of->dest, SLOT_CHILD);
+	if (of->flags & PEFTIO_W_FORCE)
+		rc = rename(of->tmp, of->dest);
+	else
+		rc = rename_noreplace(of->tmp, of->dest, 0);
+	if (rc != 0) {
+		if (errno == EEXIST)
+			rc = peftio_error_set(err, PEFTIO_EEXIST,
+			    "%s: already exists (use -f to overwrite)",
+			    of->dest);
+		else
+			rc = peftio_error_sys(err, "%s: cannot rename %s",
+			    of->dest, of->tmp);
+		peftio_temp_unregister(child);
+		goto done;
+	}
+	free(of->tmp);		/* renamed: nothing to remove any more */
+	of->tmp = NULL;
+	if (!(of->flags & PEFTIO_W_NOSYNC) && fsync_parent(of->dest) != 0)
+		rc = peftio_error_sys(err, "%s: fsync of the directory",
+		    of->dest);
+done:
+	peftio_outfile_abort(of);
+	return rc;
+}
+
+void
+peftio_outfile_abort(struct peftio_outfile *of)
+{
+	if (of == NULL)
+		return;
+	if (of->fd >= 0) {
+		if (of->dest == NULL && !of->spool) {
+			/* Direct to stdout: drop what was written. */
+			(void)ftruncate(of->fd, 0);
+		} else
+			close(of->fd);
+		of->fd = -1;
+	}
+	if (of->tmp != NULL) {
+		(void)unlink(of->tmp);
+		free(of->tmp);
+		of->tmp = NULL;
+	}
+	peftio_temp_unregister(of->slot);
+	of->slot = -1;
+	free(of->dest);
+	of->dest = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Output directories                                                  */
+/* ------------------------------------------------------------------ */
+
+int
+peftio_outdir_open(struct peftio_outdir *od, const char *dest,
+    unsigned flags, struct peftio_error *err)
+{
+	struct stat sb;
+	sigset_t old;
+	char *ok;
+	size_t len;
+	int rc;
+
+	od->dest = NULL;
+	od->tmp = NULL;
+	od->slot = -1;
+	od->flags = flags;
+	if (dest == NULL || *dest == '\0' || strcmp(dest, "-") == 0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "'%s': not a directory name", dest != NULL ? dest : "");
+	if ((od->dest = strdup(dest)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", dest);
+	len = strlen(od->dest);
+	while (len > 1 && od->dest[len - 1] == '/')
+		od->dest[--len] = '\0';
+	if (strcmp(od->dest, "/") == 0) {
+		rc = peftio_error_set(err, PEFTIO_EINVAL,
+		    "/: cannot replace the root directory");
+		goto fail;
+	}
+	if (lstat(od->dest, &sb) == 0) {
+		if (!(flags & PEFTIO_W_FORCE)) {
+			rc = peftio_error_set(err, PEFTIO_EEXIST,
+			    "%s: already exists (use -f to overwrite)",
+			    od->dest);
+			goto fail;
+		}
+	} else if (errno != ENOENT) {
+		rc = peftio_error_sys(err, "%s", od->dest);
+		goto fail;
+	}
+	if ((od->tmp = temp_name(od->dest, "tmp")) == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
+		    od->dest);
+		goto fail;
+	}
+	block_signals(&old);
+	ok = mkdtemp(od->tmp);
+	if (ok != NULL)
+		od->slot = peftio_temp_register(od->tmp, 1);
+	restore_signals(&old);
+	if (ok == NULL) {
+		rc = peftio_error_sys(err,
+		    "%s: cannot create temporary directory %s", od->dest,
+		    od->tmp);
+		free(od->tmp);
+		od->tmp = NULL;
+		goto fail;
+	}
+	if (chmod(od->tmp, file_mode(0777)) != 0) {
+		rc = peftio_error_sys(err, "%s: chmod", od->tmp);
+		goto fail;
+	}
+	return 0;
+fail:
+	peftio_outdir_abort(od);
+	return rc;
+}
+
+/* Move dest aside and tmp into its place, without RENAME_EXCHANGE.
+ * On success *aside names the old tree (to be removed). */
+static int
+swap_fallback(struct peftio_outdir *od, char **aside)
+{
+	int saved;
+
+	if ((*aside = temp_name(od->dest, "old")) == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	if (mkdtemp(*aside) == NULL || rmdir(*aside) != 0)
+		goto fail;
+	if (rename(od->dest, *aside) != 0)
+		goto fail;
+	if (rename(od->tmp, od->dest) != 0) {
+		saved = errno;
+		(void)rename(*aside, od->dest);
+		errno = saved;
+		goto fail;
+	}
+	return 0;
+fail:
+	free(*aside);
+	*aside = NULL;
+	return -1;
+}
+
+int
+peftio_outdir_commit(struct peftio_outdir *od, struct peftio_error *err)
+{
+	struct stat sb;
+	char *aside = NULL;
+	int rc = 0, exists;
+
+	if (od->tmp == NULL)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: output directory is not open",
+		    od->dest != NULL ? od->dest : "?");
+	if (!(od->flags & PEFTIO_W_NOSYNC) && fsync_dir(od->tmp) != 0) {
+		rc = peftio_error_sys(err, "%s: fsync", od->tmp);
+		goto fail;
+	}
+	exists = lstat(od->dest, &sb) == 0;
+	if (exists && !(od->flags & PEFTIO_W_FORCE)) {
+		rc = peftio_error_set(err, PEFTIO_EEXIST,
+		    "%s: already exists (use -f to overwrite)", od->dest);
+		goto fail;
+	}
+	if (!exists) {
+		if (rename_noreplace(od->tmp, od->dest, 1) != 0) {
+			if (errno == EEXIST)
+				rc = peftio_error_set(err, PEFTIO_EEXIST,
+				    "%s: already exists (use -f to overwrite)",
+				    od->dest);
+			else
+				rc = peftio_error_sys(err,
+				    "%s: cannot rename %s", od->dest, od->tmp);
+			goto fail;
+		}
+		drop_children(od->tmp);
+		peftio_temp_unregister(od->slot);
+		od->slot = -1;
+		free(od->tmp);
+		od->tmp = NULL;
+	} else {
+#ifdef RENAME_EXCHANGE
+		/* Swap atomically: the old tree ends up at the temp name. */
+		if (renameat2(AT_FDCWD, od->tmp, AT_FDCWD, od->dest,
+		    RENAME_EXCHANGE) == 0) {
+			drop_children(od->tmp);
+			aside = od->tmp;
+			od->tmp = NULL;
+		} else if (errno != EINVAL && errno != ENOSYS &&
+		    errno != EOPNOTSUPP) {
+			rc = peftio_error_sys(err, "%s: cannot replace",
+			    od->dest);
+			goto fail;
+		}
+#endif
+		if (od->tmp != NULL) {
+			if (swap_fallback(od, &aside) != 0) {
+				rc = peftio_error_sys(err,
+				    "%s: cannot replace", od->dest);
+				goto fail;
+			}
+			drop_children(od->tmp);
+			free(od->tmp);
+			od->tmp = NULL;
+		}
+		/* The old tree: the slot still covers its top directory. */
+		(void)rmtree(aside);
+		free(aside);
+		peftio_temp_unregister(od->slot);
+		od->slot = -1;
+	}
+	if (!(od->flags & PEFTIO_W_NOSYNC) && fsync_parent(od->dest) != 0)
+		rc = peftio_error_sys(err, "%s: fsync of the directory",
+		    od->dest);
+fail:
+	peftio_outdir_abort(od);
+	return rc;
+}
+
+void
+peftio_outdir_abort(struct peftio_outdir *od)
+{
+	if (od == NULL)
+		return;
+	if (od->tmp != NULL) {
+		drop_children(od->tmp);
+		(void)rmtree(od->tmp);
+		free(od->tmp);
+		od->tmp = NULL;
+	}
+	peftio_temp_unregister(od->slot);
+	od->slot = -1;
+	free(od->dest);
+	od->dest = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Small whole files                                                   */
+/* ------------------------------------------------------------------ */
+
+int
+peftio_write_file(const char *path, const void *buf, size_t len,
+    unsigned flags, struct peftio_error *err)
+{
+	struct peftio_outfile of;
+	int rc;
+
+	if ((rc = peftio_outfile_open(&of, path, flags, err)) != 0)
+		return rc;
+	if ((rc = peftio_outfile_pwrite(&of, buf, len, 0, err)) != 0) {
+		peftio_outfile_abort(&of);
+		return rc;
+	}
+	return peftio_outfile_commit(&of, err);
+}
+
+int
+peftio_read_file(const char *path, size_t max, char **bufp, size_t *lenp,
+    struct peftio_error *err)
+{
+	const char *name = strcmp(path, "-") == 0 ? "<stdin>" : path;
+	struct stat sb;
+	size_t cap = 0, len = 0;
+	char *buf = NULL, *nb;
+	long long n;
+	int fd, rc;
+
+	*bufp = NULL;
+	if (lenp != NULL)
+		*lenp = 0;
+	if (strcmp(path, "-") == 0)
+		fd = STDIN_FILENO;
+	else if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return peftio_error_sys(err, "%s", path);
+	if (fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+		rc = peftio_error_set(err, PEFTIO_EINVAL, "%s: is a directory",
+		    name);
+		goto out;
+	}
+	if (max > SIZE_MAX - 2)
+		max = SIZE_MAX - 2;
+	/* Grow the buffer by doubling up to max + 1 bytes (one too many). */
+	for (;;) {
+		if (len == cap) {
+			if (cap > max) {
+				rc = peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: larger than %zu bytes", name, max);
+				goto out;
+			}
+			if (cap == 0)
+				cap = PEFTIO_MIN(max + 1, (size_t)65536);
+			else
+				cap = cap > (max + 1) / 2 ? max + 1 : cap * 2;
+			if ((nb = realloc(buf, cap + 1)) == NULL) {
+				rc = peftio_error_set(err, PEFTIO_ENOMEM,
+				    "%s: out of memory", name);
+				goto out;
+			}
+			buf = nb;
+		}
+		if ((n = peftio_read_all(fd, buf + len, cap - len)) < 0) {
+			rc = peftio_error_sys(err, "%s: read error", name);
+			goto out;
+		}
+		len += (size_t)n;
+		if (len < cap)
+			break;
+	}
+	buf[len] = '\0';
+	*bufp = buf;
+	buf = NULL;
+	if (lenp != NULL)
+		*lenp = len;
+	rc = 0;
+out:
+	free(buf);
+	if (fd != STDIN_FILENO)
+		close(fd);
+	return rc;
+}

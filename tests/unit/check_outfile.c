@@ -1,0 +1,657 @@
+/*
+ * check_outfile.c - atomic output files and directories, and the
+ * registry of temporary paths.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "peftio.h"
+#include "peftio_private.h"
+#include "testutil.h"
+
+#define W_TEST	PEFTIO_W_NOSYNC
+
+/* A fresh temporary directory, removed after the test. */
+static char test_dir[512];
+
+static const char *
+tmpdir(void)
+{
+	const char *d = tu_tmpdir();
+
+	snprintf(test_dir, sizeof(test_dir), "%s", d);
+	return d;
+}
+
+static void
+remove_tmpdir(void)
+{
+	if (test_dir[0] != '\0')
+		tu_rmtree(test_dir);
+	test_dir[0] = '\0';
+}
+
+static int
+dir_entries(const char *dir)
+{
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	d = opendir(dir);
+	ck_assert_msg(d != NULL, "opendir %s", dir);
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
+static int
+exists(const char *path)
+{
+	struct stat sb;
+
+	return lstat(path, &sb) == 0;
+}
+
+static void
+expect_file(const char *path, const char *content)
+{
+	size_t len;
+	char *f;
+
+	f = tu_read_file(path, &len);
+	ck_assert_uint_eq(len, strlen(content));
+	ck_assert_mem_eq(f, content, len);
+	free(f);
+}
+
+static mode_t
+current_umask(void)
+{
+	mode_t m = umask(022);
+
+	umask(m);
+	return m;
+}
+
+START_TEST(test_write_read)
+{
+	struct peftio_error err;
+	const char *dir = tmpdir();
+	struct stat sb;
+	size_t len;
+	char *buf;
+
+	ck_assert_int_eq(peftio_write_file(tu_path("f"), "hello", 5, W_TEST,
+	    &err), 0);
+	ck_assert_int_eq(dir_entries(dir), 1);
+	ck_assert_int_eq(stat(tu_path("f"), &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 0777, 0666 & ~current_umask());
+	ck_assert_int_eq(peftio_read_file(tu_path("f"), 100, &buf, &len, &err),
+	    0);
+	ck_assert_uint_eq(len, 5);
+	ck_assert_str_eq(buf, "hello");
+	free(buf);
+	ck_assert_int_eq(peftio_read_file(tu_path("f"), 5, &buf, &len, &err),
+	    0);
+	free(buf);
+	ck_assert_int_eq(peftio_read_file(tu_path("f"), 4, &buf, &len, &err),
+	    PEFTIO_EFORMAT);
+	ck_assert_ptr_null(buf);
+	ck_assert_ptr_nonnull(strstr(err.msg, "larger than 4 bytes"));
+	ck_assert_ptr_nonnull(strstr(err.msg, tu_path("f")));
+	ck_assert_int_eq(peftio_read_file(tu_path("f"), 0, &buf, NULL, &err),
+	    PEFTIO_EFORMAT);
+
+	/* Empty, and larger than the first read. */
+	ck_assert_int_eq(peftio_write_file(tu_path("e"), "", 0, W_TEST, &err),
+	    0);
+	ck_assert_int_eq(peftio_read_file(tu_path("e"), 0, &buf, &len, &err),
+	    0);
+	ck_assert_uint_eq(len, 0);
+	ck_assert_str_eq(buf, "");
+	free(buf);
+	buf = malloc(300001);
+	memset(buf, 'x', 300000);
+	ck_assert_int_eq(peftio_write_file(tu_path("big"), buf, 300000,
+	    W_TEST, &err), 0);
+	free(buf);
+	ck_assert_int_eq(peftio_read_file(tu_path("big"), 300000, &buf, &len,
+	    &err), 0);
+	ck_assert_uint_eq(len, 300000);
+	ck_assert_uint_eq(strlen(buf), 300000);
+	free(buf);
+	ck_assert_int_eq(peftio_read_file(tu_path("big"), 299999, &buf, &len,
+	    &err), PEFTIO_EFORMAT);
+	ck_assert_int_eq(peftio_read_file(tu_path("big"), (size_t)-1, &buf,
+	    &len, &err), 0);
+	free(buf);
+
+	ck_assert_int_eq(peftio_read_file(tu_path("none"), 10, &buf, &len,
+	    &err), PEFTIO_EIO);
+	ck_assert_int_eq(err.sys_errno, ENOENT);
+	ck_assert_int_eq(peftio_read_file(dir, 10, &buf, &len, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "is a directory"));
+}
+END_TEST
+
+START_TEST(test_exists_force)
+{
+	struct peftio_error err;
+	const char *dir = tmpdir();
+
+	tu_write_file(tu_path("f"), "old", 3);
+	ck_assert_int_eq(peftio_write_file(tu_path("f"), "new", 3, W_TEST,
+	    &err), PEFTIO_EEXIST);
+	ck_assert_ptr_nonnull(strstr(err.msg,
+	    "already exists (use -f to overwrite)"));
+	expect_file(tu_path("f"), "old");
+	ck_assert_int_eq(peftio_write_file(tu_path("f"), "newer", 5,
+	    W_TEST | PEFTIO_W_FORCE, &err), 0);
+	expect_file(tu_path("f"), "newer");
+	/* A dangling symbolic link counts as existing. */
+	ck_assert_int_eq(symlink("nowhere", tu_path("l")), 0);
+	ck_assert_int_eq(peftio_write_file(tu_path("l"), "x", 1, W_TEST, &err),
+	    PEFTIO_EEXIST);
+	ck_assert_int_eq(dir_entries(dir), 2);
+	/* Full synchronisation on the normal path. */
+	ck_assert_int_eq(peftio_write_file(tu_path("s"), "sync", 4, 0, &err),
+	    0);
+	expect_file(tu_path("s"), "sync");
+}
+END_TEST
+
+START_TEST(test_bad_dest)
+{
+	struct peftio_outfile of;
+	struct peftio_error err;
+	const char *dir = tmpdir();
+	char path[600];
+
+	ck_assert_int_eq(peftio_write_file(dir, "x", 1, PEFTIO_W_FORCE, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "is a directory"));
+	ck_assert_int_eq(peftio_write_file(tu_path("f/"), "x", 1, 0, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_int_eq(peftio_write_file(tu_path("no/f"), "x", 1, 0, &err),
+	    PEFTIO_EIO);
+	ck_assert_int_eq(err.sys_errno, ENOENT);
+	ck_assert_ptr_nonnull(strstr(err.msg, tu_path("no/f")));
+	ck_assert_int_eq(peftio_write_file("", "x", 1, 0, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_int_eq(dir_entries(dir), 0);
+
+	/* A long base name still gets a valid temporary name. */
+	snprintf(path, sizeof(path), "%s/", dir);
+	memset(path + strlen(path), 'n', 250);
+	path[strlen(dir) + 1 + 250] = '\0';
+	ck_assert_int_eq(peftio_outfile_open(&of, path, W_TEST, &err), 0);
+	ck_assert_int_eq(peftio_outfile_pwrite(&of, "ab", 2, 0, &err), 0);
+	ck_assert_int_eq(peftio_outfile_commit(&of, &err), 0);
+	expect_file(path, "ab");
+	ck_assert_int_eq(dir_entries(dir), 1);
+}
+END_TEST
+
+START_TEST(test_outfile_abort)
+{
+	struct peftio_outfile of;
+	struct peftio_error err;
+	const char *dir = tmpdir();
+
+	ck_assert_int_eq(peftio_outfile_open(&of, tu_path("f"), W_TEST, &err),
+	    0);
+	ck_assert_ptr_nonnull(of.tmp);
+	ck_assert_int_ge(of.slot, 0);
+	ck_assert_int_eq(dir_entries(dir), 1);
+	ck_assert_int_eq(strncmp(of.tmp, tu_path(".f.tmp."),
+	    strlen(tu_path(".f.tmp."))), 0);
+	ck_assert_int_eq(peftio_outfile_pwrite(&of, "xyz", 3, 10, &err), 0);
+	peftio_outfile_abort(&of);
+	ck_assert_int_eq(dir_entries(dir), 0);
+	peftio_outfile_abort(&of);
+	ck_assert_int_eq(peftio_outfile_pwrite(&of, "xyz", 3, 0, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_int_eq(peftio_outfile_commit(&of, &err), PEFTIO_EINVAL);
+	peftio_outfile_abort(NULL);
+
+	/* Sparse writes in any order; commit twice. */
+	ck_assert_int_eq(peftio_outfile_open(&of, tu_path("g"), W_TEST, &err),
+	    0);
+	ck_assert_int_eq(peftio_outfile_pwrite(&of, "cd", 2, 2, &err), 0);
+	ck_assert_int_eq(peftio_outfile_pwrite(&of, "ab", 2, 0, &err), 0);
+	ck_assert_int_eq(peftio_outfile_commit(&of, &err), 0);
+	ck_assert_int_eq(peftio_outfile_commit(&of, &err), PEFTIO_EINVAL);
+	peftio_outfile_abort(&of);
+	expect_file(tu_path("g"), "abcd");
+	ck_assert_int_eq(dir_entries(dir), 1);
+}
+END_TEST
+
+/* What a signal handler does: only the registered temporaries go. */
+START_TEST(test_cleanup_temps)
+{
+	struct peftio_outfile a, b;
+	struct peftio_error err;
+	const char *dir = tmpdir();
+
+	tu_write_file(tu_path("keep"), "k", 1);
+	ck_assert_int_eq(peftio_outfile_open(&a, tu_path("a"), W_TEST, &err),
+	    0);
+	ck_assert_int_eq(peftio_outfile_open(&b, tu_path("keep"),
+	    W_TEST | PEFTIO_W_FORCE, &err), 0);
+	ck_assert_int_eq(peftio_outfile_pwrite(&a, "1", 1, 0, &err), 0);
+	ck_assert_int_eq(dir_entries(dir), 3);
+	peftio_cleanup_temps();
+	ck_assert_int_eq(dir_entries(dir), 1);
+	expect_file(tu_path("keep"), "k");
+	peftio_outfile_abort(&a);
+	peftio_outfile_abort(&b);
+	peftio_cleanup_temps();
+	ck_assert_int_eq(dir_entries(dir), 1);
+}
+END_TEST
+
+/* The registry itself: files, then directories, newest first. */
+START_TEST(test_registry)
+{
+	const char *dir = tmpdir();
+	int s1, s2, s3, i, n, slots[2000];
+
+	ck_assert_int_eq(mkdir(tu_path("d"), 0700), 0);
+	ck_assert_int_eq(mkdir(tu_path("d/e"), 0700), 0);
+	tu_write_file(tu_path("d/e/f"), "", 0);
+	s1 = peftio_temp_register(tu_path("d"), 1);
+	s2 = peftio_temp_register(tu_path("d/e"), 1);
+	s3 = peftio_temp_register(tu_path("d/e/f"), 0);
+	ck_assert_int_ge(s1, 0);
+	ck_assert_int_ne(s1, s2);
+	ck_assert_int_ne(s2, s3);
+	peftio_cleanup_temps();
+	ck_assert_int_eq(dir_entries(dir), 0);
+	peftio_temp_unregister(s1);
+	peftio_temp_unregister(s2);
+	peftio_temp_unregister(s3);
+	peftio_temp_unregister(-1);
+	peftio_temp_unregister(1 << 20);
+
+	/* A full table refuses, and frees up again. */
+	for (n = 0; n < 2000; n++)
+		if ((slots[n] = peftio_temp_register(tu_path("x"), 0)) < 0)
+			break;
+	ck_assert_int_lt(n, 2000);
+	ck_assert_int_ge(n, 64);
+	for (i = 0; i < n; i++)
+		peftio_temp_unregister(slots[i]);
+	s1 = peftio_temp_register(tu_path("x"), 0);
+	ck_assert_int_ge(s1, 0);
+	peftio_temp_unregister(s1);
+}
+END_TEST
+
+/* Devices and FIFOs are written in place, without -f. */
+START_TEST(test_special_dest)
+{
+	struct peftio_error err;
+	char buf[16];
+	pid_t pid;
+	ssize_t n;
+	int fd, status;
+
+	ck_assert_int_eq(peftio_write_file("/dev/null", "abc", 3, W_TEST,
+	    &err), 0);
+	tmpdir();
+	ck_assert_int_eq(mkfifo(tu_path("fifo"), 0600), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		fd = open(tu_path("fifo"), O_RDONLY);
+		n = read(fd, buf, sizeof(buf));
+		_exit(n == 3 && memcmp(buf, "abc", 3) == 0 ? 0 : 1);
+	}
+	ck_assert_int_eq(peftio_write_file(tu_path("fifo"), "abc", 3, W_TEST,
+	    &err), 0);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
+static int
+child_write_stdout(void)
+{
+	struct peftio_error err;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (peftio_write_file("-", "to stdout", 9, W_TEST, &err) != 0)
+		return strstr(err.msg, "<stdout>: write error") != NULL ? 2 : 1;
+	return 0;
+}
+
+static int
+run_child(int out, int (*fn)(void))
+{
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(out, STDOUT_FILENO);
+		_exit(fn());
+	}
+	close(out);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+START_TEST(test_stdout)
+{
+	char buf[64];
+	ssize_t n;
+	int p[2], fd;
+
+	/* A pipe: spooled, copied at commit. */
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(run_child(p[1], child_write_stdout), 0);
+	n = read(p[0], buf, sizeof(buf));
+	ck_assert_int_eq(n, 9);
+	ck_assert_mem_eq(buf, "to stdout", 9);
+	close(p[0]);
+
+	/* A pipe with no reader: an error, not a crash. */
+	ck_assert_int_eq(pipe(p), 0);
+	close(p[0]);
+	ck_assert_int_eq(run_child(p[1], child_write_stdout), 2);
+
+	/* A regular file, and one opened for appending. */
+	tmpdir();
+	fd = open(tu_path("o"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_eq(run_child(fd, child_write_stdout), 0);
+	expect_file(tu_path("o"), "to stdout");
+	fd = open(tu_path("o"), O_WRONLY | O_APPEND);
+	ck_assert_int_eq(run_child(fd, child_write_stdout), 0);
+	expect_file(tu_path("o"), "to stdoutto stdout");
+	/* /dev/full */
+	fd = open("/dev/full", O_WRONLY);
+	if (fd >= 0)
+		ck_assert_int_eq(run_child(fd, child_write_stdout), 2);
+}
+END_TEST
+
+START_TEST(test_read_stdin)
+{
+	struct peftio_error err;
+	size_t len;
+	char *buf;
+	int fd, saved;
+
+	tmpdir();
+	tu_write_file(tu_path("in"), "input", 5);
+	fd = open(tu_path("in"), O_RDONLY);
+	saved = dup(STDIN_FILENO);
+	dup2(fd, STDIN_FILENO);
+	close(fd);
+	ck_assert_int_eq(peftio_read_file("-", 100, &buf, &len, &err), 0);
+	dup2(saved, STDIN_FILENO);
+	close(saved);
+	ck_assert_str_eq(buf, "input");
+	free(buf);
+}
+END_TEST
+
+START_TEST(test_io_loops)
+{
+	char buf[100000], back[100000];
+	int p[2];
+	long long n;
+	pid_t pid;
+	int status;
+
+	memset(buf, 'q', sizeof(buf));
+	ck_assert_int_eq(pipe(p), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(p[0]);
+		_exit(peftio_write_all(p[1], buf, sizeof(buf)) == 0 ? 0 : 1);
+	}
+	close(p[1]);
+	n = peftio_read_all(p[0], back, sizeof(back));
+	ck_assert_int_eq(n, (long long)sizeof(back));
+	ck_assert_int_eq(peftio_read_all(p[0], back, 10), 0);
+	close(p[0]);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert_mem_eq(buf, back, sizeof(buf));
+	ck_assert_int_eq(peftio_pwrite_all(-1, buf, 1, 0), -1);
+	ck_assert_int_eq(peftio_pwrite_all(1, buf, 1, UINT64_MAX), -1);
+	ck_assert_int_eq(errno, EFBIG);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ */
+/* Output directories                                                  */
+/* ------------------------------------------------------------------ */
+
+static char *
+child_path(const struct peftio_outdir *od, const char *name)
+{
+	static char p[4][1024];
+	static int k;
+	char *s = p[k++ % 4];
+
+	snprintf(s, sizeof(p[0]), "%s/%s", od->tmp, name);
+	return s;
+}
+
+START_TEST(test_outdir_commit)
+{
+	struct peftio_outdir od;
+	struct peftio_error err;
+	const char *dir = tmpdir();
+	struct stat sb;
+
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out/"), W_TEST,
+	    &err), 0);
+	ck_assert_str_eq(od.dest, tu_path("out"));
+	ck_assert_int_eq(strncmp(od.tmp, tu_path(".out.tmp."),
+	    strlen(tu_path(".out.tmp."))), 0);
+	ck_assert_int_eq(peftio_write_file(child_path(&od, "a"), "A", 1,
+	    W_TEST, &err), 0);
+	ck_assert_int_eq(peftio_write_file(child_path(&od, "b"), "B", 1, 0,
+	    &err), 0);
+	ck_assert_int_eq(dir_entries(od.tmp), 2);
+	ck_assert(!exists(tu_path("out")));
+	ck_assert_int_eq(peftio_outdir_commit(&od, &err), 0);
+	ck_assert_ptr_null(od.tmp);
+	ck_assert_int_eq(dir_entries(dir), 1);
+	expect_file(tu_path("out/a"), "A");
+	expect_file(tu_path("out/b"), "B");
+	ck_assert_int_eq(stat(tu_path("out"), &sb), 0);
+	ck_assert_uint_eq(sb.st_mode & 0777, 0777 & ~current_umask());
+	peftio_outdir_abort(&od);
+	expect_file(tu_path("out/a"), "A");
+	/* Registry entries of the children are gone. */
+	peftio_cleanup_temps();
+	expect_file(tu_path("out/a"), "A");
+
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out"), W_TEST,
+	    &err), PEFTIO_EEXIST);
+	ck_assert_ptr_null(od.tmp);
+	ck_assert_int_eq(peftio_outdir_open(&od, "-", W_TEST, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("x/y"), W_TEST,
+	    &err), PEFTIO_EIO);
+	ck_assert_int_eq(dir_entries(dir), 1);
+	ck_assert_int_eq(peftio_outdir_commit(&od, &err), PEFTIO_EINVAL);
+}
+END_TEST
+
+START_TEST(test_outdir_abort)
+{
+	struct peftio_outdir od;
+	struct peftio_outfile of;
+	struct peftio_error err;
+	const char *dir = tmpdir();
+
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out"), W_TEST, &err),
+	    0);
+	ck_assert_int_eq(peftio_write_file(child_path(&od, "a"), "A", 1,
+	    W_TEST, &err), 0);
+	ck_assert_int_eq(mkdir(child_path(&od, "sub"), 0700), 0);
+	tu_write_file(child_path(&od, "sub/x"), "x", 1);
+	ck_assert_int_eq(peftio_outfile_open(&of, child_path(&od, "b"), W_TEST,
+	    &err), 0);
+	peftio_outdir_abort(&od);
+	ck_assert_int_eq(dir_entries(dir), 0);
+	peftio_outfile_abort(&of);
+	ck_assert_int_eq(dir_entries(dir), 0);
+	peftio_outdir_abort(&od);
+	peftio_outdir_abort(NULL);
+}
+END_TEST
+
+START_TEST(test_outdir_replace)
+{
+	struct peftio_outdir od;
+	struct peftio_error err;
+	const char *dir = tmpdir();
+
+	ck_assert_int_eq(mkdir(tu_path("out"), 0755), 0);
+	ck_assert_int_eq(mkdir(tu_path("out/sub"), 0755), 0);
+	tu_write_file(tu_path("out/old"), "o", 1);
+	tu_write_file(tu_path("out/sub/x"), "x", 1);
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out"),
+	    W_TEST | PEFTIO_W_FORCE, &err), 0);
+	ck_assert_int_eq(peftio_write_file(child_path(&od, "new"), "N", 1,
+	    W_TEST, &err), 0);
+	ck_assert_int_eq(peftio_outdir_commit(&od, &err), 0);
+	ck_assert_int_eq(dir_entries(dir), 1);
+	ck_assert_int_eq(dir_entries(tu_path("out")), 1);
+	expect_file(tu_path("out/new"), "N");
+
+	/* A file replaced by a directory. */
+	tu_write_file(tu_path("file"), "f", 1);
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("file"),
+	    W_TEST | PEFTIO_W_FORCE, &err), 0);
+	ck_assert_int_eq(peftio_write_file(child_path(&od, "in"), "I", 1,
+	    W_TEST, &err), 0);
+	ck_assert_int_eq(peftio_outdir_commit(&od, &err), 0);
+	expect_file(tu_path("file/in"), "I");
+	ck_assert_int_eq(dir_entries(dir), 2);
+
+	/* The destination appears before commit, without -f. */
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("late"), W_TEST,
+	    &err), 0);
+	ck_assert_int_eq(peftio_write_file(child_path(&od, "a"), "A", 1,
+	    W_TEST, &err), 0);
+	ck_assert_int_eq(mkdir(tu_path("late"), 0755), 0);
+	ck_assert_int_eq(peftio_outdir_commit(&od, &err), PEFTIO_EEXIST);
+	ck_assert_ptr_nonnull(strstr(err.msg, "already exists"));
+	ck_assert_int_eq(dir_entries(tu_path("late")), 0);
+	ck_assert_int_eq(dir_entries(dir), 3);
+}
+END_TEST
+
+/* A signal while a directory is built: nothing is left behind. */
+START_TEST(test_outdir_signal)
+{
+	struct peftio_outdir od;
+	struct peftio_outfile of;
+	struct peftio_error err;
+	const char *dir = tmpdir();
+
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out"), W_TEST, &err),
+	    0);
+	ck_assert_int_eq(peftio_write_file(child_path(&od, "a"), "A", 1,
+	    W_TEST, &err), 0);
+	ck_assert_int_eq(peftio_write_file(child_path(&od, "c"), "C", 1,
+	    W_TEST, &err), 0);
+	ck_assert_int_eq(peftio_outfile_open(&of, child_path(&od, "b"), W_TEST,
+	    &err), 0);
+	ck_assert_int_eq(peftio_outfile_pwrite(&of, "B", 1, 0, &err), 0);
+	ck_assert_int_eq(dir_entries(od.tmp), 3);
+	peftio_cleanup_temps();
+	ck_assert_int_eq(dir_entries(dir), 0);
+	peftio_outfile_abort(&of);
+	peftio_outdir_abort(&od);
+	ck_assert_int_eq(dir_entries(dir), 0);
+}
+END_TEST
+
+/* A real signal handler in a child process. */
+static void
+on_signal(int sig)
+{
+	peftio_cleanup_temps();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+START_TEST(test_signal_handler)
+{
+	struct peftio_outdir od;
+	struct peftio_outfile of;
+	struct peftio_error err;
+	const char *dir = tmpdir();
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		signal(SIGTERM, on_signal);
+		if (peftio_outdir_open(&od, tu_path("out"), W_TEST,
+		    &err) != 0 || peftio_write_file(child_path(&od, "a"), "A",
+		    1, W_TEST, &err) != 0 || peftio_outfile_open(&of,
+		    tu_path("f"), W_TEST, &err) != 0)
+			_exit(1);
+		raise(SIGTERM);
+		_exit(2);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM);
+	ck_assert_int_eq(dir_entries(dir), 0);
+}
+END_TEST
+
+Suite *outfile_suite(void);
+
+Suite *outfile_suite(void)
+{
+	Suite *s = suite_create("outfile");
+	TCase *tc = tcase_create("outfile");
+	tcase_add_checked_fixture(tc, NULL, remove_tmpdir);
+
+	tcase_add_test(tc, test_write_read);
+	tcase_add_test(tc, test_exists_force);
+	tcase_add_test(tc, test_bad_dest);
+	tcase_add_test(tc, test_outfile_abort);
+	tcase_add_test(tc, test_cleanup_temps);
+	tcase_add_test(tc, test_registry);
+	tcase_add_test(tc, test_special_dest);
+	tcase_add_test(tc, test_stdout);
+	tcase_add_test(tc, test_read_stdin);
+	tcase_add_test(tc, test_io_loops);
+	tcase_add_test(tc, test_outdir_commit);
+	tcase_add_test(tc, test_outdir_abort);
+	tcase_add_test(tc, test_outdir_replace);
+	tcase_add_test(tc, test_outdir_signal);
+	tcase_add_test(tc, test_signal_handler);
+	suite_add_tcase(s, tc);
+	return s;
+}
