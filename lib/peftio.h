@@ -656,6 +656,22 @@ void	peftio_sgemm(int trans_a, int trans_b, uint64_t m, uint64_t n,
  */
 int	peftio_svd(float *a, uint64_t m, uint64_t n, float *u, float *s,
 	    float *vt, struct peftio_error *err);
+/*
+ * Orthonormalise the l columns of the row-major m x l matrix a in place
+ * (Householder QR, a becomes Q); l <= m.
+ */
+int	peftio_orth(float *a, uint64_t m, uint64_t l, struct peftio_error *err);
+/*
+ * Randomized truncated SVD of the row-major m x n matrix a (kept):
+ * Halko-Martinsson-Tropp subspace iteration with k + p Gaussian test
+ * vectors (a fixed generator seeded by seed), q power iterations each
+ * re-orthonormalised by QR, then the SVD of Q^T a.  Writes the top k
+ * triplets: u is m x k, s has k values (descending), vt is k x n.
+ * k <= min(m, n); p is cut to min(m, n) - k.
+ */
+int	peftio_rsvd(const float *a, uint64_t m, uint64_t n, uint64_t k,
+	    uint64_t p, unsigned q, uint64_t seed, float *u, float *s,
+	    float *vt, struct peftio_error *err);
 
 /* ------------------------------------------------------------------ */
 /* PEFT adapters and their merge (lora.c)                              */
@@ -778,6 +794,45 @@ int	peftio_recipe_parse(const char *text, size_t len, const char *path,
 int	peftio_recipe_load(const char *path, struct peftio_recipe **out,
 	    struct peftio_error *err);
 void	peftio_recipe_free(struct peftio_recipe *r);
+
+/* ------------------------------------------------------------------ */
+/* LoRA extraction from a weight delta (extract.c)                     */
+/* ------------------------------------------------------------------ */
+
+struct peftio_extract_opts {
+	uint64_t	 rank;		/* fixed rank; 0: chosen by energy */
+	double		 energy;	/* fraction of |delta|_F^2 to keep */
+	uint64_t	 max_rank;	/* cap on the chosen rank */
+	uint64_t	 min_rank;	/* floor on the chosen rank */
+	uint64_t	 oversample;	/* randomized SVD: extra test vectors */
+	unsigned	 power_iters;	/* randomized SVD: power iterations */
+	int		 exact;		/* full LAPACK SVD instead */
+	uint64_t	 seed;		/* randomized SVD: test matrix seed */
+};
+
+/* delta ~= b a: b is m x rank (U_r S_r^1/2), a is rank x n (S_r^1/2 V_r^T). */
+struct peftio_lora_factors {
+	uint64_t	 m, n, rank;
+	float		*a;
+	float		*b;
+	double		 energy;	/* |delta|_F^2 */
+	double		 kept;		/* fraction of it in the rank-r part */
+	double		 rel_err;	/* |delta - b a|_F / |delta|_F */
+};
+
+/* rank 16, energy unset, max_rank 256, min_rank 1, oversample 8,
+ * power_iters 2, randomized, seed 0. */
+void	peftio_extract_opts_init(struct peftio_extract_opts *o);
+/*
+ * Factor the row-major m x n delta.  With o->rank the rank is
+ * min(rank, m, n); otherwise the smallest rank r <= max_rank whose
+ * leading singular values keep o->energy of |delta|_F^2 (max_rank when
+ * none does), raised to min_rank.  PEFTIO_ENONFINITE for NaN or Inf.
+ */
+int	peftio_extract_lora(const float *delta, uint64_t m, uint64_t n,
+	    const struct peftio_extract_opts *o, struct peftio_lora_factors *f,
+	    struct peftio_error *err);
+void	peftio_lora_factors_free(struct peftio_lora_factors *f);
 
 /* Format a double as Python's repr() does (shortest round trip). */
 void	peftio_py_repr_double(double v, char *buf, size_t len);

@@ -1,0 +1,242 @@
+/*
+ * check_extract.c - QR orthonormalisation, the randomized SVD against
+ * the exact one (Eckart-Young), and LoRA extraction with fixed and
+ * energy-chosen ranks.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "peftio.h"
+#include "testutil.h"
+
+/* m x n: U diag(s) V^T with k orthogonal-ish random factors, plus noise. */
+static float *
+make_delta(uint64_t m, uint64_t n, uint64_t k, float noise, uint64_t seed)
+{
+	float *u = malloc(m * k * sizeof(float));
+	float *v = malloc(k * n * sizeof(float));
+	float *d = malloc(m * n * sizeof(float));
+	uint64_t st = seed, i, j;
+
+	ck_assert_ptr_nonnull(u);
+	ck_assert_ptr_nonnull(v);
+	ck_assert_ptr_nonnull(d);
+	for (i = 0; i < m * k; i++)
+		u[i] = tu_randn(&st);
+	for (j = 0; j < k; j++)
+		for (i = 0; i < n; i++)
+			v[j * n + i] = tu_randn(&st) / (float)(j + 1);
+	peftio_sgemm(0, 0, m, n, k, 1.0f, u, k, v, n, 0.0f, d, n);
+	for (i = 0; i < m * n; i++)
+		d[i] += noise * tu_randn(&st);
+	free(u);
+	free(v);
+	return d;
+}
+
+/* |d - b a|_F / |d|_F */
+static double
+rel_err(const float *d, uint64_t m, uint64_t n,
+    const struct peftio_lora_factors *f)
+{
+	float *w = malloc(m * n * sizeof(float));
+	double e = 0.0, t = 0.0;
+	uint64_t i;
+
+	ck_assert_ptr_nonnull(w);
+	memcpy(w, d, m * n * sizeof(float));
+	peftio_sgemm(0, 0, m, n, f->rank, -1.0f, f->b, f->rank, f->a, n,
+	    1.0f, w, n);
+	for (i = 0; i < m * n; i++) {
+		e += (double)w[i] * w[i];
+		t += (double)d[i] * d[i];
+	}
+	free(w);
+	return sqrt(e / t);
+}
+
+START_TEST(test_orth)
+{
+	struct peftio_error err;
+	uint64_t m = 50, l = 7, i, j, r, st = 3;
+	float *a = malloc(m * l * sizeof(float));
+	double dot;
+
+	for (i = 0; i < m * l; i++)
+		a[i] = tu_randn(&st);
+	ck_assert_int_eq(peftio_orth(a, m, l, &err), 0);
+	for (i = 0; i < l; i++)
+		for (j = 0; j < l; j++) {
+			dot = 0.0;
+			for (r = 0; r < m; r++)
+				dot += (double)a[r * l + i] * a[r * l + j];
+			ck_assert_msg(fabs(dot - (i == j)) < 1e-5,
+			    "Q^T Q [%d,%d] = %g", (int)i, (int)j, dot);
+		}
+	ck_assert_int_eq(peftio_orth(a, 3, 7, &err), PEFTIO_EINVAL);
+	free(a);
+}
+END_TEST
+
+START_TEST(test_rsvd_values)
+{
+	struct peftio_error err;
+	uint64_t m = 120, n = 90, k = 6, i;
+	float *d = make_delta(m, n, 10, 0.001f, 11);
+	float *w = malloc(m * n * sizeof(float));
+	float *u = malloc(m * 90 * sizeof(float)), *s = malloc(90 * 4);
+	float *vt = malloc(90 * n * sizeof(float));
+	float *ru = malloc(m * k * 4), *rs = malloc(k * 4);
+	float *rv = malloc(k * n * 4);
+
+	memcpy(w, d, m * n * sizeof(float));
+	ck_assert_int_eq(peftio_svd(w, m, n, u, s, vt, &err), 0);
+	ck_assert_int_eq(peftio_rsvd(d, m, n, k, 8, 2, 1, ru, rs, rv, &err),
+	    0);
+	for (i = 0; i < k; i++)
+		ck_assert_msg(fabsf(rs[i] - s[i]) <= 1e-4f * s[0],
+		    "sigma %d: %g vs %g", (int)i, rs[i], s[i]);
+	/* k larger than min(m, n) is refused; k = min(m, n) works. */
+	ck_assert_int_eq(peftio_rsvd(d, m, n, 91, 8, 2, 1, u, s, vt, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_int_eq(peftio_rsvd(d, m, n, 90, 8, 2, 1, u, s, vt, &err), 0);
+	free(d); free(w); free(u); free(s); free(vt); free(ru); free(rs);
+	free(rv);
+}
+END_TEST
+
+/* Exact recovery of a low-rank delta, randomized and exact. */
+START_TEST(test_extract_lowrank)
+{
+	struct peftio_error err;
+	struct peftio_extract_opts o;
+	struct peftio_lora_factors f;
+	uint64_t m = 96, n = 160;
+	float *d = make_delta(m, n, 6, 0.0f, 5);
+
+	peftio_extract_opts_init(&o);
+	o.rank = 8;
+	o.exact = _i;
+	ck_assert_int_eq(peftio_extract_lora(d, m, n, &o, &f, &err), 0);
+	ck_assert_uint_eq(f.rank, 8);
+	ck_assert_double_lt(rel_err(d, m, n, &f), 1e-5);
+	ck_assert_double_lt(f.rel_err, 1e-5);
+	ck_assert_double_gt(f.kept, 1.0 - 1e-6);
+	peftio_lora_factors_free(&f);
+	free(d);
+}
+END_TEST
+
+/* Noisy delta: randomized within 1% of the Eckart-Young optimum. */
+START_TEST(test_extract_noisy)
+{
+	struct peftio_error err;
+	struct peftio_extract_opts o;
+	struct peftio_lora_factors fx, fr;
+	uint64_t m = 200, n = 150;
+	float *d = make_delta(m, n, 12, 0.05f, 9);
+	double ex, ra;
+
+	peftio_extract_opts_init(&o);
+	o.rank = 6;
+	o.exact = 1;
+	ck_assert_int_eq(peftio_extract_lora(d, m, n, &o, &fx, &err), 0);
+	o.exact = 0;
+	ck_assert_int_eq(peftio_extract_lora(d, m, n, &o, &fr, &err), 0);
+	ex = rel_err(d, m, n, &fx);
+	ra = rel_err(d, m, n, &fr);
+	ck_assert_msg(ra <= 1.01 * ex, "randomized %g vs exact %g", ra, ex);
+	ck_assert_double_lt(fabs(fr.rel_err - ra), 1e-6);
+	peftio_lora_factors_free(&fx);
+	peftio_lora_factors_free(&fr);
+	free(d);
+}
+END_TEST
+
+/* Same seed, same bits; rank capped by the matrix. */
+START_TEST(test_extract_deterministic)
+{
+	struct peftio_error err;
+	struct peftio_extract_opts o;
+	struct peftio_lora_factors f1, f2;
+	uint64_t m = 40, n = 5;
+	float *d = make_delta(m, n, 3, 0.01f, 2);
+
+	peftio_extract_opts_init(&o);
+	o.rank = 16;
+	o.seed = 42;
+	ck_assert_int_eq(peftio_extract_lora(d, m, n, &o, &f1, &err), 0);
+	ck_assert_int_eq(peftio_extract_lora(d, m, n, &o, &f2, &err), 0);
+	ck_assert_uint_eq(f1.rank, 5);
+	ck_assert_int_eq(memcmp(f1.a, f2.a, 5 * n * sizeof(float)), 0);
+	ck_assert_int_eq(memcmp(f1.b, f2.b, m * 5 * sizeof(float)), 0);
+	peftio_lora_factors_free(&f1);
+	peftio_lora_factors_free(&f2);
+	free(d);
+}
+END_TEST
+
+/* Energy: the smallest rank keeping the fraction, within the caps. */
+START_TEST(test_extract_energy)
+{
+	struct peftio_error err;
+	struct peftio_extract_opts o;
+	struct peftio_lora_factors f;
+	uint64_t m = 64, n = 64;
+	float *d = calloc(m * n, sizeof(float));
+
+	/* Singular values 4, 2, 1, 0.5 on the diagonal: energies 16, 4, 1,
+	 * 0.25 of 21.25. */
+	d[0] = 4.0f;
+	d[1 * n + 1] = 2.0f;
+	d[2 * n + 2] = 1.0f;
+	d[3 * n + 3] = 0.5f;
+	peftio_extract_opts_init(&o);
+	o.rank = 0;
+	o.energy = 0.9;		/* 20/21.25 = 0.941 */
+	o.exact = _i;
+	ck_assert_int_eq(peftio_extract_lora(d, m, n, &o, &f, &err), 0);
+	ck_assert_uint_eq(f.rank, 2);
+	ck_assert_double_lt(fabs(f.kept - 20.0 / 21.25), 1e-6);
+	peftio_lora_factors_free(&f);
+	o.energy = 0.99;	/* needs 3 */
+	o.max_rank = 2;
+	ck_assert_int_eq(peftio_extract_lora(d, m, n, &o, &f, &err), 0);
+	ck_assert_uint_eq(f.rank, 2);
+	peftio_lora_factors_free(&f);
+	o.max_rank = 8;
+	o.min_rank = 4;
+	o.energy = 0.5;
+	ck_assert_int_eq(peftio_extract_lora(d, m, n, &o, &f, &err), 0);
+	ck_assert_uint_eq(f.rank, 4);
+	ck_assert_double_lt(f.rel_err, 1e-6);
+	peftio_lora_factors_free(&f);
+	o.energy = 2.0;
+	ck_assert_int_eq(peftio_extract_lora(d, m, n, &o, &f, &err),
+	    PEFTIO_EINVAL);
+	d[5] = NAN;
+	o.energy = 0.5;
+	ck_assert_int_eq(peftio_extract_lora(d, m, n, &o, &f, &err),
+	    PEFTIO_ENONFINITE);
+	free(d);
+}
+END_TEST
+
+Suite *extract_suite(void);
+
+Suite *extract_suite(void)
+{
+	Suite *s = suite_create("extract");
+	TCase *tc = tcase_create("core");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_orth);
+	tcase_add_test(tc, test_rsvd_values);
+	tcase_add_loop_test(tc, test_extract_lowrank, 0, 2);
+	tcase_add_test(tc, test_extract_noisy);
+	tcase_add_test(tc, test_extract_deterministic);
+	tcase_add_loop_test(tc, test_extract_energy, 0, 2);
+	suite_add_tcase(s, tc);
+	return s;
+}

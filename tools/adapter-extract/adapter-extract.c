@@ -1,0 +1,844 @@
+/*
+ * adapter-extract - extract a PEFT LoRA adapter from a fine-tuned model:
+ * the truncated SVD of every weight delta, written as an adapter
+ * directory that PEFT loads unchanged.
+ */
+#include <fnmatch.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+
+#define PREFIX		"base_model.model."
+#define ADAPTER_FILE	"adapter_model.safetensors"
+#define CONFIG_FILE	"adapter_config.json"
+
+struct item {
+	size_t			 bi, ti;	/* index in base, in tuned */
+	char			*module;	/* name without ".weight" */
+	int			 embedding;	/* lora_embedding_A/B */
+	uint64_t		 rows, cols;	/* of the weight */
+	enum peftio_dtype	 bdt, tdt, odt;
+	const void		*bdata, *tdata;
+	int			 zero;		/* delta is zero: skipped */
+	struct peftio_lora_factors f;
+	struct peftio_error	 err;
+	int			 rc;
+};
+
+struct opts {
+	const char		*base;
+	const char		*tuned;
+	struct peftio_extract_opts x;
+	int			 energy_mode;
+	double			 alpha;
+	int			 has_alpha;
+	const char		**targets;
+	size_t			 ntargets;
+	const char		**excludes;
+	size_t			 nexcludes;
+	unsigned		 jobs;
+	const char		*out;
+	int			 force;
+};
+
+static struct opts O;
+
+static void __attribute__((noreturn))
+usage(int status)
+{
+	fprintf(status ? stderr : stdout,
+	    "usage: %s [-r rank | --energy f | --max-rank r [--min-rank r]] "
+	    "[--alpha a]\n"
+	    "                       [--target glob]... [--exclude glob]... "
+	    "[--oversample p]\n"
+	    "                       [--power-iters q] [--exact] [--seed n] "
+	    "[-j jobs] [-o adapter_dir]\n"
+	    "                       [-f] [-q | -v] base tuned\n",
+	    cli_progname);
+	exit(status);
+}
+
+static void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL) {
+		cli_warn("out of memory (%zu bytes)", n);
+		exit(CLI_EXIT_ERROR);
+	}
+	return p;
+}
+
+static char *
+xstrndup(const char *s, size_t n)
+{
+	char *p = xmalloc(n + 1);
+
+	memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}
+
+static int
+float_dtype(enum peftio_dtype dt)
+{
+	return dt == PEFTIO_F32 || dt == PEFTIO_F16 || dt == PEFTIO_BF16;
+}
+
+static const char *
+leaf(const char *module)
+{
+	const char *s = strrchr(module, '.');
+
+	return s != NULL ? s + 1 : module;
+}
+
+/* Leaf names of embeddings, and of output heads (Linear, but not
+ * adapted by default). */
+static int
+is_embedding_leaf(const char *l)
+{
+	static const char *const emb[] = {
+		"embed_tokens", "wte", "wpe", "embed_in", "word_embeddings",
+		"position_embeddings", "token_type_embeddings",
+		"embed_positions", "shared"
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(emb) / sizeof(emb[0]); i++)
+		if (strcmp(l, emb[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * The default selection, as nf4-quant's: a 2-D float "*.weight" that is
+ * not an embedding, the output head or a norm.
+ */
+static int
+default_linear(const char *module)
+{
+	static const char *const skip[] = {
+		"lm_head", "embed_out", "output", "score", "classifier"
+	};
+	const char *l = leaf(module);
+	size_t i;
+
+	if (is_embedding_leaf(l))
+		return 0;
+	for (i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+		if (strcmp(l, skip[i]) == 0)
+			return 0;
+	if (strstr(module, "norm") != NULL || strstr(module, "embed") != NULL)
+		return 0;
+	return 1;
+}
+
+/* PEFT's target_modules rule (equal, or a suffix after a dot), or a
+ * shell glob on the module path. */
+static int
+module_match(const char *module, const char *pat)
+{
+	size_t n = strlen(module), m = strlen(pat);
+
+	if (strcmp(module, pat) == 0)
+		return 1;
+	if (n > m && module[n - m - 1] == '.' &&
+	    strcmp(module + n - m, pat) == 0)
+		return 1;
+	return fnmatch(pat, module, 0) == 0;
+}
+
+static int
+match_any(const char *module, const char **pats, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (module_match(module, pats[i]))
+			return 1;
+	return 0;
+}
+
+static int
+selected(const char *module)
+{
+	if (match_any(module, O.excludes, O.nexcludes))
+		return 0;
+	if (O.ntargets > 0)
+		return match_any(module, O.targets, O.ntargets);
+	return default_linear(module);
+}
+
+static int
+selected_name(const char *name, size_t len)
+{
+	char *module = xstrndup(name, len);
+	int r = selected(module);
+
+	free(module);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+
+static uint64_t
+name_seed(const char *s, uint64_t seed)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return h;
+}
+
+static void
+extract_one(struct item *it)
+{
+	uint64_t m = it->rows, n = it->cols, i, nel = m * n;
+	float *bw = NULL, *tw = NULL, *d;
+	struct peftio_extract_opts x = O.x;
+	int nz = 0;
+
+	bw = malloc(nel * sizeof(float));
+	tw = malloc(nel * sizeof(float));
+	if (bw == NULL || tw == NULL) {
+		it->rc = peftio_error_set(&it->err, PEFTIO_ENOMEM,
+		    "%s.weight: out of memory", it->module);
+		goto out;
+	}
+	peftio_to_f32(it->bdt, it->bdata, bw, nel);
+	peftio_to_f32(it->tdt, it->tdata, tw, nel);
+	for (i = 0; i < nel; i++) {
+		tw[i] -= bw[i];
+		if (tw[i] != 0.0f)
+			nz = 1;
+		if (!isfinite(tw[i])) {
+			it->rc = peftio_error_set(&it->err, PEFTIO_ENONFINITE,
+			    "%s: tensor %s.weight: delta is not finite",
+			    O.tuned, it->module);
+			goto out;
+		}
+	}
+	if (!nz) {
+		it->zero = 1;
+		it->rc = 0;
+		goto out;
+	}
+	if (it->embedding) {
+		/* PEFT adds (B A)^T to an embedding: factor the transpose. */
+		for (i = 0; i < nel; i++)
+			bw[(i % n) * m + i / n] = tw[i];
+		d = bw;
+		m = it->cols;
+		n = it->rows;
+	} else
+		d = tw;
+	x.seed = name_seed(it->module, O.x.seed);
+	if ((it->rc = peftio_extract_lora(d, m, n, &x, &it->f,
+	    &it->err)) != 0)
+		peftio_error_prefix(&it->err, "tensor %s.weight", it->module);
+out:
+	free(bw);
+	free(tw);
+}
+
+static void
+extract_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct item *items = arg;
+
+	for (; b < e; b++)
+		extract_one(&items[b]);
+}
+
+/* ------------------------------------------------------------------ */
+
+static int
+same_arch(const char *bdir, const char *tdir, char **name_or_path)
+{
+	struct peftio_error err;
+	char path[4096], *bt = NULL, *tt = NULL;
+	size_t len;
+	json_t *bj = NULL, *tj = NULL, *v;
+	const char *keys[] = { "architectures", "model_type" };
+	size_t i;
+	int rc = 0;
+
+	*name_or_path = NULL;
+	if (bdir != NULL) {
+		snprintf(path, sizeof(path), "%s/config.json", bdir);
+		if (peftio_read_file(path, 1 << 24, &bt, &len, &err) == 0)
+			bj = json_loadb(bt, len, 0, NULL);
+	}
+	if (tdir != NULL) {
+		snprintf(path, sizeof(path), "%s/config.json", tdir);
+		if (peftio_read_file(path, 1 << 24, &tt, &len, &err) == 0)
+			tj = json_loadb(tt, len, 0, NULL);
+	}
+	if (bj != NULL && (v = json_object_get(bj, "_name_or_path")) != NULL &&
+	    json_is_string(v) && json_string_length(v) > 0)
+		*name_or_path = xstrndup(json_string_value(v),
+		    json_string_length(v));
+	if (bj != NULL && tj != NULL)
+		for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+			json_t *a = json_object_get(bj, keys[i]);
+			json_t *b = json_object_get(tj, keys[i]);
+
+			if (a != NULL && b != NULL && !json_equal(a, b)) {
+				cli_warn("%s: different architectures (%s of "
+				    "%s/config.json differs)", O.tuned,
+				    keys[i], bdir);
+				rc = -1;
+				break;
+			}
+		}
+	json_decref(bj);
+	json_decref(tj);
+	free(bt);
+	free(tt);
+	return rc;
+}
+
+/* "model\.layers\.0\.self_attn\.q_proj": a rank_pattern key matching
+ * exactly this module. */
+static char *
+pattern_key(const char *module)
+{
+	size_t n = strlen(module), i, j = 0;
+	char *p = xmalloc(2 * n + 1);
+
+	for (i = 0; i < n; i++) {
+		if (module[i] == '.')
+			p[j++] = '\\';
+		p[j++] = module[i];
+	}
+	p[j] = '\0';
+	return p;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static char *
+config_json(struct item *items, size_t n, uint64_t r, double alpha,
+    const char *name_or_path)
+{
+	json_t *c = json_object(), *tm = json_array(), *rp = json_object();
+	json_t *ap = json_object();
+	const char **leaves = xmalloc((n + 1) * sizeof(*leaves));
+	size_t i, nl = 0;
+	char *s, *k;
+
+	for (i = 0; i < n; i++) {
+		if (items[i].zero)
+			continue;
+		leaves[nl++] = leaf(items[i].module);
+		if (items[i].f.rank != r || O.has_alpha) {
+			k = pattern_key(items[i].module);
+			if (items[i].f.rank != r)
+				json_object_set_new(rp, k,
+				    json_integer((json_int_t)items[i].f.rank));
+			/* alpha = rank keeps PEFT's scale at 1. */
+			if (!O.has_alpha)
+				json_object_set_new(ap, k,
+				    json_real((double)items[i].f.rank));
+			free(k);
+		}
+	}
+	qsort(leaves, nl, sizeof(*leaves), cmp_str);
+	for (i = 0; i < nl; i++)
+		if (i == 0 || strcmp(leaves[i], leaves[i - 1]) != 0)
+			json_array_append_new(tm, json_string(leaves[i]));
+	free(leaves);
+	json_object_set_new(c, "peft_type", json_string("LORA"));
+	json_object_set_new(c, "task_type", json_string("CAUSAL_LM"));
+	json_object_set_new(c, "base_model_name_or_path",
+	    name_or_path != NULL ? json_string(name_or_path) : json_null());
+	json_object_set_new(c, "r", json_integer((json_int_t)r));
+	if (alpha == floor(alpha) && fabs(alpha) < 1e15)
+		json_object_set_new(c, "lora_alpha",
+		    json_integer((json_int_t)alpha));
+	else
+		json_object_set_new(c, "lora_alpha", json_real(alpha));
+	json_object_set_new(c, "target_modules", tm);
+	json_object_set_new(c, "rank_pattern", rp);
+	json_object_set_new(c, "alpha_pattern", ap);
+	json_object_set_new(c, "bias", json_string("none"));
+	json_object_set_new(c, "fan_in_fan_out", json_false());
+	json_object_set_new(c, "use_rslora", json_false());
+	json_object_set_new(c, "use_dora", json_false());
+	json_object_set_new(c, "lora_dropout", json_real(0.0));
+	json_object_set_new(c, "inference_mode", json_true());
+	json_object_set_new(c, "modules_to_save", json_null());
+	json_object_set_new(c, "init_lora_weights", json_true());
+	s = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
+	json_decref(c);
+	if (s == NULL) {
+		cli_warn("out of memory");
+		exit(CLI_EXIT_ERROR);
+	}
+	return s;
+}
+
+/* Scale B so that PEFT's scale alpha/r gives back the truncated delta. */
+static void
+rescale(struct item *it, double alpha)
+{
+	double scale = alpha / (double)it->f.rank;
+	float c = (float)(1.0 / scale);
+	uint64_t i;
+
+	if (scale == 1.0)
+		return;
+	for (i = 0; i < it->f.m * it->f.rank; i++)
+		it->f.b[i] *= c;
+}
+
+static int
+write_tensor(struct peftio_ckptw *w, const char *name, const float *x,
+    uint64_t n, enum peftio_dtype dt, struct peftio_error *err)
+{
+	uint64_t nb;
+	void *buf;
+	int rc;
+
+	if (dt == PEFTIO_F32)
+		return peftio_ckptw_write(w, name, x, n * sizeof(float), err);
+	if ((rc = peftio_dtype_nbytes(dt, n, &nb)) != 0)
+		return peftio_error_set(err, rc, "%s: too large", name);
+	buf = xmalloc(nb);
+	peftio_from_f32(dt, x, buf, n);
+	rc = peftio_ckptw_write(w, name, buf, nb, err);
+	free(buf);
+	return rc;
+}
+
+static int
+run(void)
+{
+	struct peftio_error err;
+	struct peftio_ckpt *b = NULL, *t = NULL;
+	struct peftio_ckptw *w = NULL;
+	struct item *items = NULL;
+	size_t nb, nt, i, n = 0;
+	char *name_or_path = NULL, *cfg = NULL, *skipped = NULL;
+	size_t skipped_len = 0, nskipped = 0;
+	const char *names[1] = { ADAPTER_FILE };
+	uint64_t r = 0, nz = 0;
+	double alpha;
+	int rc = CLI_EXIT_ERROR;
+
+	if (peftio_ckpt_open(&b, O.base, &err) != 0 ||
+	    peftio_ckpt_open(&t, O.tuned, &err) != 0) {
+		rc = cli_error(&err);
+		goto out;
+	}
+	if (same_arch(peftio_ckpt_dir(b), peftio_ckpt_dir(t),
+	    &name_or_path) != 0)
+		goto out;
+	nb = peftio_ckpt_count(b);
+	nt = peftio_ckpt_count(t);
+	for (i = 0; i < nt; i++) {
+		const char *tn = peftio_ckpt_tensor(t, i)->name;
+
+		if (peftio_ckpt_find(b, tn) < 0) {
+			cli_warn("%s: tensor %s is missing from %s", O.tuned,
+			    tn, O.base);
+			goto out;
+		}
+	}
+	items = xmalloc(nb * sizeof(*items));
+	for (i = 0; i < nb; i++) {
+		const struct peftio_tensor_info *bi = peftio_ckpt_tensor(b, i);
+		const struct peftio_tensor_info *ti;
+		long j = peftio_ckpt_find(t, bi->name);
+		size_t len = strlen(bi->name);
+		struct item *it;
+		const void *bd, *td;
+		int d, same = 1;
+
+		if (j < 0) {
+			cli_warn("%s: tensor %s is missing (present in %s)",
+			    O.tuned, bi->name, O.base);
+			goto out;
+		}
+		ti = peftio_ckpt_tensor(t, (size_t)j);
+		if (bi->ndim != ti->ndim)
+			same = 0;
+		for (d = 0; same && d < bi->ndim; d++)
+			if (bi->shape[d] != ti->shape[d])
+				same = 0;
+		if (!same) {
+			cli_warn("%s: tensor %s: shape differs from %s",
+			    O.tuned, bi->name, O.base);
+			goto out;
+		}
+		if (!float_dtype(bi->dtype) || !float_dtype(ti->dtype) ||
+		    bi->numel == 0)
+			continue;
+		if (peftio_ckpt_data(b, i, &bd, &err) != 0 ||
+		    peftio_ckpt_data(t, (size_t)j, &td, &err) != 0) {
+			rc = cli_error(&err);
+			goto out;
+		}
+		if (bi->ndim != 2 || len <= 7 ||
+		    strcmp(bi->name + len - 7, ".weight") != 0 ||
+		    !selected_name(bi->name, len - 7)) {
+			/* Not extracted: say so if it changed. */
+			if (bi->dtype == ti->dtype &&
+			    memcmp(bd, td, bi->nbytes) == 0)
+				continue;
+			if (bi->dtype != ti->dtype) {
+				/* Compare values. */
+				float x, y;
+				uint64_t k;
+				uint64_t es = bi->nbytes / bi->numel;
+				uint64_t et = ti->nbytes / ti->numel;
+
+				for (k = 0; k < bi->numel; k++) {
+					peftio_to_f32(bi->dtype,
+					    (const char *)bd + k * es, &x, 1);
+					peftio_to_f32(ti->dtype,
+					    (const char *)td + k * et, &y, 1);
+					if (x != y)
+						break;
+				}
+				if (k == bi->numel)
+					continue;
+			}
+			nskipped++;
+			skipped = realloc(skipped, skipped_len + len + 3);
+			if (skipped == NULL) {
+				cli_warn("out of memory");
+				goto out;
+			}
+			snprintf(skipped + skipped_len, len + 3, "%s%s",
+			    skipped_len ? ", " : "", bi->name);
+			skipped_len = strlen(skipped);
+			continue;
+		}
+		it = &items[n++];
+		memset(it, 0, sizeof(*it));
+		it->bi = i;
+		it->ti = (size_t)j;
+		it->module = xstrndup(bi->name, len - 7);
+		it->embedding = is_embedding_leaf(leaf(it->module));
+		it->rows = bi->shape[0];
+		it->cols = bi->shape[1];
+		it->bdt = bi->dtype;
+		it->tdt = ti->dtype;
+		it->odt = bi->dtype == PEFTIO_F16 || bi->dtype == PEFTIO_BF16 ?
+		    bi->dtype : PEFTIO_F32;
+		it->bdata = bd;
+		it->tdata = td;
+	}
+	if (nskipped > 0)
+		cli_info("changed but not extracted (not targeted; use "
+		    "--target): %s", skipped);
+
+	peftio_parallel_for(O.jobs, n, 1, extract_range, items);
+	for (i = 0; i < n; i++)
+		if (items[i].rc != 0) {
+			peftio_error_prefix(&items[i].err, "%s", O.tuned);
+			rc = cli_error(&items[i].err);
+			goto out;
+		}
+	for (i = 0; i < n; i++) {
+		if (items[i].zero)
+			continue;
+		nz++;
+		if (!O.energy_mode)
+			r = O.x.rank;
+		else if (items[i].f.rank > r)
+			r = items[i].f.rank;
+	}
+	if (nz == 0) {
+		cli_warn("%s: no selected weight differs from %s", O.tuned,
+		    O.base);
+		goto out;
+	}
+	alpha = O.has_alpha ? O.alpha : (double)r;
+
+	if (cli_verbose >= 2) {
+		fprintf(stderr, "%-48s %5s %10s %10s %12s\n", "module",
+		    "rank", "energy", "rel.err", "norm");
+		for (i = 0; i < n; i++)
+			if (items[i].zero)
+				fprintf(stderr, "%-48s %5s %10s %10s %12s\n",
+				    items[i].module, "-", "-", "-", "0");
+			else
+				fprintf(stderr,
+				    "%-48s %5llu %10.6f %10.3e %12.6e\n",
+				    items[i].module,
+				    (unsigned long long)items[i].f.rank,
+				    items[i].f.kept, items[i].f.rel_err,
+				    sqrt(items[i].f.energy));
+	}
+
+	if (peftio_ckptw_create(&w, O.out, 1, 1, names,
+	    O.force ? PEFTIO_W_FORCE : 0, &err) != 0) {
+		rc = cli_error(&err);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		struct item *it = &items[i];
+		char ka[PEFTIO_MAX_NAME], kb[PEFTIO_MAX_NAME];
+		uint64_t sa[2], sb[2];
+
+		if (it->zero)
+			continue;
+		if (O.has_alpha)
+			rescale(it, O.alpha);
+		snprintf(ka, sizeof(ka), PREFIX "%s.%s", it->module,
+		    it->embedding ? "lora_embedding_A" : "lora_A.weight");
+		snprintf(kb, sizeof(kb), PREFIX "%s.%s", it->module,
+		    it->embedding ? "lora_embedding_B" : "lora_B.weight");
+		sa[0] = it->f.rank;
+		sa[1] = it->f.n;
+		sb[0] = it->f.m;
+		sb[1] = it->f.rank;
+		if (peftio_ckptw_declare(w, 0, ka, it->odt, 2, sa, &err) != 0 ||
+		    peftio_ckptw_declare(w, 0, kb, it->odt, 2, sb, &err) != 0) {
+			rc = cli_error(&err);
+			goto out;
+		}
+	}
+	if (peftio_ckptw_layout(w, &err) != 0) {
+		rc = cli_error(&err);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		struct item *it = &items[i];
+		char ka[PEFTIO_MAX_NAME], kb[PEFTIO_MAX_NAME];
+
+		if (it->zero)
+			continue;
+		snprintf(ka, sizeof(ka), PREFIX "%s.%s", it->module,
+		    it->embedding ? "lora_embedding_A" : "lora_A.weight");
+		snprintf(kb, sizeof(kb), PREFIX "%s.%s", it->module,
+		    it->embedding ? "lora_embedding_B" : "lora_B.weight");
+		if (write_tensor(w, ka, it->f.a, it->f.rank * it->f.n,
+		    it->odt, &err) != 0 ||
+		    write_tensor(w, kb, it->f.b, it->f.m * it->f.rank,
+		    it->odt, &err) != 0) {
+			rc = cli_error(&err);
+			goto out;
+		}
+	}
+	cfg = config_json(items, n, r, alpha, name_or_path);
+	if (peftio_ckptw_file(w, CONFIG_FILE, cfg, strlen(cfg), &err) != 0 ||
+	    peftio_ckptw_commit(w, &err) != 0) {
+		rc = cli_error(&err);
+		goto out;
+	}
+	cli_debug("%s: %llu modules, r %llu", O.out, (unsigned long long)nz,
+	    (unsigned long long)r);
+	rc = CLI_EXIT_OK;
+out:
+	peftio_ckptw_free(w);
+	if (items != NULL)
+		for (i = 0; i < n; i++) {
+			free(items[i].module);
+			peftio_lora_factors_free(&items[i].f);
+		}
+	free(items);
+	free(cfg);
+	free(skipped);
+	free(name_or_path);
+	peftio_ckpt_close(b);
+	peftio_ckpt_close(t);
+	return rc;
+}
+
+static int
+parse_double(const char *opt, const char *s, double lo, double hi,
+    double *out)
+{
+	char *end;
+	double v;
+
+	v = strtod(s, &end);
+	if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
+		cli_warn("%s: '%s' is not a number in [%g, %g]", opt, s, lo,
+		    hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int
+main(int argc, char *argv[])
+{
+	enum { OPT_ENERGY = 256, OPT_MAXRANK, OPT_MINRANK, OPT_ALPHA,
+	    OPT_TARGET, OPT_EXCLUDE, OPT_OVERSAMPLE, OPT_POWER, OPT_EXACT,
+	    OPT_SEED, OPT_HELP, OPT_VERSION };
+	static const struct option longopts[] = {
+		{ "rank", required_argument, NULL, 'r' },
+		{ "energy", required_argument, NULL, OPT_ENERGY },
+		{ "max-rank", required_argument, NULL, OPT_MAXRANK },
+		{ "min-rank", required_argument, NULL, OPT_MINRANK },
+		{ "alpha", required_argument, NULL, OPT_ALPHA },
+		{ "target", required_argument, NULL, OPT_TARGET },
+		{ "exclude", required_argument, NULL, OPT_EXCLUDE },
+		{ "oversample", required_argument, NULL, OPT_OVERSAMPLE },
+		{ "power-iters", required_argument, NULL, OPT_POWER },
+		{ "exact", no_argument, NULL, OPT_EXACT },
+		{ "seed", required_argument, NULL, OPT_SEED },
+		{ "jobs", required_argument, NULL, 'j' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "force", no_argument, NULL, 'f' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, OPT_HELP },
+		{ "version", no_argument, NULL, OPT_VERSION },
+		{ NULL, 0, NULL, 0 }
+	};
+	uint64_t v;
+	int ch, has_rank = 0, has_energy = 0, has_max = 0, has_min = 0;
+
+	cli_init("adapter-extract");
+	peftio_extract_opts_init(&O.x);
+	O.jobs = peftio_ncpus();
+	O.targets = xmalloc((size_t)argc * sizeof(*O.targets));
+	O.excludes = xmalloc((size_t)argc * sizeof(*O.excludes));
+	while ((ch = getopt_long(argc, argv, "fj:o:qr:v", longopts,
+	    NULL)) != -1) {
+		switch (ch) {
+		case 'f':
+			O.force = 1;
+			break;
+		case 'j':
+			if (cli_parse_u64("-j", optarg, 0, 256, &v) != 0)
+				usage(CLI_EXIT_USAGE);
+			O.jobs = v == 0 ? peftio_ncpus() : (unsigned)v;
+			break;
+		case 'o':
+			O.out = optarg;
+			break;
+		case 'q':
+			cli_verbose = 0;
+			break;
+		case 'r':
+			if (cli_parse_u64("-r", optarg, 1, 65536,
+			    &O.x.rank) != 0)
+				usage(CLI_EXIT_USAGE);
+			has_rank = 1;
+			break;
+		case 'v':
+			cli_verbose = cli_verbose < 1 ? 2 : cli_verbose + 1;
+			break;
+		case OPT_ENERGY:
+			if (parse_double("--energy", optarg, 1e-9, 1.0,
+			    &O.x.energy) != 0)
+				usage(CLI_EXIT_USAGE);
+			has_energy = 1;
+			break;
+		case OPT_MAXRANK:
+			if (cli_parse_u64("--max-rank", optarg, 1, 65536,
+			    &O.x.max_rank) != 0)
+				usage(CLI_EXIT_USAGE);
+			has_max = 1;
+			break;
+		case OPT_MINRANK:
+			if (cli_parse_u64("--min-rank", optarg, 1, 65536,
+			    &O.x.min_rank) != 0)
+				usage(CLI_EXIT_USAGE);
+			has_min = 1;
+			break;
+		case OPT_ALPHA:
+			if (parse_double("--alpha", optarg, 1e-30, 1e30,
+			    &O.alpha) != 0)
+				usage(CLI_EXIT_USAGE);
+			O.has_alpha = 1;
+			break;
+		case OPT_TARGET:
+			O.targets[O.ntargets++] = optarg;
+			break;
+		case OPT_EXCLUDE:
+			O.excludes[O.nexcludes++] = optarg;
+			break;
+		case OPT_OVERSAMPLE:
+			if (cli_parse_u64("--oversample", optarg, 0, 4096,
+			    &O.x.oversample) != 0)
+				usage(CLI_EXIT_USAGE);
+			break;
+		case OPT_POWER:
+			if (cli_parse_u64("--power-iters", optarg, 0, 64,
+			    &v) != 0)
+				usage(CLI_EXIT_USAGE);
+			O.x.power_iters = (unsigned)v;
+			break;
+		case OPT_EXACT:
+			O.x.exact = 1;
+			break;
+		case OPT_SEED:
+			if (cli_parse_u64("--seed", optarg, 0, UINT64_MAX,
+			    &O.x.seed) != 0)
+				usage(CLI_EXIT_USAGE);
+			break;
+		case OPT_HELP:
+			usage(CLI_EXIT_OK);
+		case OPT_VERSION:
+			printf("adapter-extract (peftio) %s\n",
+			    peftio_version());
+			return CLI_EXIT_OK;
+		default:
+			usage(CLI_EXIT_USAGE);
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc != 2) {
+		if (argc > 2)
+			cli_warn("too many arguments");
+		usage(CLI_EXIT_USAGE);
+	}
+	O.base = argv[0];
+	O.tuned = argv[1];
+	if (has_rank && (has_energy || has_max || has_min)) {
+		cli_warn("-r cannot be combined with --energy, --max-rank "
+		    "or --min-rank");
+		usage(CLI_EXIT_USAGE);
+	}
+	if (has_min && !has_max && !has_energy) {
+		cli_warn("--min-rank needs --energy or --max-rank");
+		usage(CLI_EXIT_USAGE);
+	}
+	if (has_energy || has_max) {
+		O.energy_mode = 1;
+		O.x.rank = 0;
+		if (!has_energy)
+			O.x.energy = 0.99;
+		if (O.x.min_rank > O.x.max_rank) {
+			cli_warn("--min-rank %llu exceeds --max-rank %llu",
+			    (unsigned long long)O.x.min_rank,
+			    (unsigned long long)O.x.max_rank);
+			usage(CLI_EXIT_USAGE);
+		}
+	}
+	if (O.energy_mode && O.has_alpha) {
+		cli_warn("--alpha applies to a fixed rank (-r)");
+		usage(CLI_EXIT_USAGE);
+	}
+	if (O.out == NULL) {
+		cli_warn("no output given: use -o ADAPTER_DIR");
+		usage(CLI_EXIT_USAGE);
+	}
+	if (strcmp(O.out, O.base) == 0 || strcmp(O.out, O.tuned) == 0) {
+		cli_warn("%s: the output would overwrite an input", O.out);
+		return CLI_EXIT_ERROR;
+	}
+	return run();
+}
