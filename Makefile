@@ -50,6 +50,10 @@ FLAGS_NOW = $(CC) $(CFLAGS) $(XCFLAGS) $(LDSAN)
 $(shell test "`cat $(FLAGSTAMP) 2>/dev/null`" = "$(FLAGS_NOW)" || \
 	echo "$(FLAGS_NOW)" > $(FLAGSTAMP))
 
+# The stamp is written above while the Makefile is read; this empty rule
+# keeps make from treating it as missing on a fresh tree.
+$(FLAGSTAMP): ;
+
 .PHONY: all deps check test unit cli demo bench install uninstall clean \
 	fuzz refcheck
 

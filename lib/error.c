@@ -13,7 +13,7 @@ peftio_version(void)
 	return PEFTIO_VERSION_STRING;
 }
 
-static void
+static void __attribute__((format(printf, 4, 0)))
 vset(struct peftio_error *err, int code, int sys, const char *fmt, va_list ap)
 {
 	err->code = code;

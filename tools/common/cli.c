@@ -47,7 +47,7 @@ cli_init(const char *progname)
 	}
 }
 
-static void
+static void __attribute__((format(printf, 1, 0)))
 vmsg(const char *fmt, va_list ap)
 {
 	cli_progress_end();
