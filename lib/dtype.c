@@ -157,24 +157,6 @@ peftio_dtype_nbytes(enum peftio_dtype dt, uint64_t n, uint64_t *out)
 /* Scalar conversions                                                  */
 /* ------------------------------------------------------------------ */
 
-static inline uint32_t
-f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, sizeof(u));
-	return u;
-}
-
-static inline float
-u2f(uint32_t u)
-{
-	float f;
-
-	memcpy(&f, &u, sizeof(f));
-	return f;
-}
-
 /*
  * Round the finite, non-negative f32 bit pattern x to a float format
  * with mbits mantissa bits and exponent bias bias (subnormals
@@ -219,23 +201,23 @@ peftio_f16_to_f32(uint16_t h)
 
 	if (e == 0x1f) {
 		if (m != 0)	/* NaN: keep the payload, make it quiet */
-			return u2f(sign | 0x7fc00000 | (m << 13));
-		return u2f(sign | 0x7f800000);
+			return peftio_u2f(sign | 0x7fc00000 | (m << 13));
+		return peftio_u2f(sign | 0x7f800000);
 	}
 	if (e != 0)
-		return u2f(sign | ((e + 112) << 23) | (m << 13));
+		return peftio_u2f(sign | ((e + 112) << 23) | (m << 13));
 	if (m == 0)
-		return u2f(sign);
+		return peftio_u2f(sign);
 	/* Subnormal: normalize. */
 	sh = __builtin_clz(m) - 21;	/* bring bit 10 to the top */
 	m = (m << sh) & 0x3ff;
-	return u2f(sign | ((uint32_t)(113 - sh) << 23) | (m << 13));
+	return peftio_u2f(sign | ((uint32_t)(113 - sh) << 23) | (m << 13));
 }
 
 uint16_t
 peftio_f32_to_f16(float f)
 {
-	uint32_t u = f2u(f), sign = (u >> 16) & 0x8000, x = u & 0x7fffffff;
+	uint32_t u = peftio_f2u(f), sign = (u >> 16) & 0x8000, x = u & 0x7fffffff;
 
 	if (x > 0x7f800000)
 		return (uint16_t)(sign | 0x7e00 | ((x >> 13) & 0x3ff));
@@ -247,7 +229,7 @@ peftio_f32_to_f16(float f)
 float
 peftio_bf16_to_f32(uint16_t h)
 {
-	return u2f((uint32_t)h << 16);
+	return peftio_u2f((uint32_t)h << 16);
 }
 
 /*
@@ -267,7 +249,7 @@ bf16_round(uint32_t u)
 uint16_t
 peftio_f32_to_bf16(float f)
 {
-	return bf16_round(f2u(f));
+	return bf16_round(peftio_f2u(f));
 }
 
 /*
@@ -282,14 +264,14 @@ peftio_f8e4m3_to_f32(uint8_t v)
 	int sh;
 
 	if (e == 0xf && m == 7)
-		return u2f(sign | 0x7fc00000);
+		return peftio_u2f(sign | 0x7fc00000);
 	if (e != 0)
-		return u2f(sign | ((e + 120) << 23) | (m << 20));
+		return peftio_u2f(sign | ((e + 120) << 23) | (m << 20));
 	if (m == 0)
-		return u2f(sign);
+		return peftio_u2f(sign);
 	sh = __builtin_clz(m) - 28;	/* bring bit 3 to the top */
 	m = (m << sh) & 7;
-	return u2f(sign | ((uint32_t)(121 - sh) << 23) | (m << 20));
+	return peftio_u2f(sign | ((uint32_t)(121 - sh) << 23) | (m << 20));
 }
 
 /*
@@ -302,7 +284,7 @@ peftio_f8e4m3_to_f32(uint8_t v)
 uint8_t
 peftio_f32_to_f8e4m3(float f)
 {
-	uint32_t u = f2u(f), sign = (u >> 24) & 0x80, x = u & 0x7fffffff;
+	uint32_t u = peftio_f2u(f), sign = (u >> 24) & 0x80, x = u & 0x7fffffff;
 	uint32_t q;
 
 	if (x > 0x7f800000)
@@ -327,7 +309,7 @@ peftio_f8e5m2_to_f32(uint8_t v)
 uint8_t
 peftio_f32_to_f8e5m2(float f)
 {
-	uint32_t u = f2u(f), sign = (u >> 24) & 0x80, x = u & 0x7fffffff;
+	uint32_t u = peftio_f2u(f), sign = (u >> 24) & 0x80, x = u & 0x7fffffff;
 
 	if (x > 0x7f800000)
 		return (uint8_t)(sign | 0x7e | ((x >> 21) & 1));

@@ -116,24 +116,6 @@ peftio_gpu_rcp_init(struct peftio_error *err)
 	return PEFTIO_OK;
 }
 
-static inline uint32_t
-f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, sizeof(u));
-	return u;
-}
-
-static inline float
-u2f(uint32_t u)
-{
-	float f;
-
-	memcpy(&f, &u, sizeof(f));
-	return f;
-}
-
 /*
  * bits(gpu_rcp(a)) = bits(1.0f/a) + delta[mantissa(a)] for normal a
  * whose IEEE reciprocal is normal (section 11).  As rcp.approx.ftz:
@@ -145,7 +127,7 @@ u2f(uint32_t u)
 float
 peftio_gpu_rcp(float a)
 {
-	uint32_t u = f2u(a), sign = u & 0x80000000U, abs = u & 0x7fffffffU;
+	uint32_t u = peftio_f2u(a), sign = u & 0x80000000U, abs = u & 0x7fffffffU;
 	uint32_t m, r;
 	int d;
 
@@ -154,18 +136,18 @@ peftio_gpu_rcp(float a)
 	if (abs > 0x7f800000U)			/* NaN */
 		return a;
 	if (abs < 0x00800000U)			/* zero or subnormal */
-		return u2f(sign | 0x7f800000U);
+		return peftio_u2f(sign | 0x7f800000U);
 	if (abs == 0x7f800000U)			/* infinity */
-		return u2f(sign);
-	r = f2u(1.0f / a);
+		return peftio_u2f(sign);
+	r = peftio_f2u(1.0f / a);
 	if ((r & 0x7f800000U) == 0)		/* subnormal result */
-		return u2f(sign);
+		return peftio_u2f(sign);
 	if (rcp_table != NULL) {
 		m = u & 0x007fffffU;
 		d = (int)((rcp_table[m >> 2] >> ((m & 3) * 2)) & 3) - 1;
 		r = (uint32_t)((int32_t)r + d);
 		if ((r & 0x7f800000U) == 0)
-			return u2f(sign);
+			return peftio_u2f(sign);
 	}
-	return u2f(r);
+	return peftio_u2f(r);
 }

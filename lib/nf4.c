@@ -78,24 +78,6 @@ static const union f32tab16 fp4_thr = {{
 static pthread_once_t q4_impl_once = PTHREAD_ONCE_INIT;
 static int q4_impl;		/* Q4_IMPL_*, see q4_impl_init() */
 
-static inline uint32_t
-f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, sizeof(u));
-	return u;
-}
-
-static inline float
-u2f(uint32_t u)
-{
-	float f;
-
-	memcpy(&f, &u, sizeof(f));
-	return f;
-}
-
 /* Little-endian loads and stores (safetensors byte order). */
 static inline uint16_t
 ld16(const uint8_t *p)
@@ -134,10 +116,10 @@ f16_to_f32(uint16_t h)
 	uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
 
 	if (e == 0x1f)
-		return u2f(s | 0x7f800000U | m << 13);
+		return peftio_u2f(s | 0x7f800000U | m << 13);
 	if (e != 0)
-		return u2f(s | (e + 112) << 23 | m << 13);
-	return u2f(s | f2u((float)m * 0x1p-24f));	/* exact */
+		return peftio_u2f(s | (e + 112) << 23 | m << 13);
+	return peftio_u2f(s | peftio_f2u((float)m * 0x1p-24f));	/* exact */
 }
 
 /* Element i of a little-endian F32, F16 or BF16 array. */
@@ -146,11 +128,11 @@ load_elem(enum peftio_dtype dt, const uint8_t *in, uint64_t i)
 {
 	switch (dt) {
 	case PEFTIO_F32:
-		return u2f(ld32(in + 4 * i));
+		return peftio_u2f(ld32(in + 4 * i));
 	case PEFTIO_F16:
 		return f16_to_f32(ld16(in + 2 * i));
 	default:
-		return u2f((uint32_t)ld16(in + 2 * i) << 16);
+		return peftio_u2f((uint32_t)ld16(in + 2 * i) << 16);
 	}
 }
 
@@ -161,7 +143,7 @@ load_elem(enum peftio_dtype dt, const uint8_t *in, uint64_t i)
 static inline uint16_t
 f32_to_bf16(float f)
 {
-	uint32_t u = f2u(f);
+	uint32_t u = peftio_f2u(f);
 
 	if ((u & 0x7fffffffU) > 0x7f800000U)
 		return 0x7fff;
@@ -171,7 +153,7 @@ f32_to_bf16(float f)
 static inline uint16_t
 f32_to_f16(float f)
 {
-	uint32_t u = f2u(f), a = u & 0x7fffffffU, r;
+	uint32_t u = peftio_f2u(f), a = u & 0x7fffffffU, r;
 	uint16_t s = (uint16_t)((u >> 16) & 0x8000);
 
 	if (a > 0x7f800000U)
@@ -184,7 +166,7 @@ f32_to_f16(float f)
 		return (uint16_t)(s | (r >> 13));
 	}
 	/* Subnormal half: adding 0.5 rounds to a multiple of 2^-24. */
-	r = f2u(u2f(a) + 0.5f) - 0x3f000000U;
+	r = peftio_f2u(peftio_u2f(a) + 0.5f) - 0x3f000000U;
 	return (uint16_t)(s | r);
 }
 
@@ -393,7 +375,7 @@ absmax_portable(enum peftio_dtype dt, const uint8_t *in, uint64_t lo,
 		}
 		return f16_to_f32((uint16_t)m);
 	}
-	return m < FLT_MIN_BITS ? 0.0f : u2f(m);
+	return m < FLT_MIN_BITS ? 0.0f : peftio_u2f(m);
 }
 
 /*
@@ -414,10 +396,10 @@ q4_codes_portable(enum peftio_q4type t, enum peftio_dtype dt,
 		len = PEFTIO_MIN(CHUNK, hi - i);
 		if (len == CHUNK && dt == PEFTIO_F32)
 			for (j = 0; j < CHUNK; j++)
-				v[j] = u2f(ld32(in + 4 * (i + j)));
+				v[j] = peftio_u2f(ld32(in + 4 * (i + j)));
 		else if (len == CHUNK && dt == PEFTIO_BF16)
 			for (j = 0; j < CHUNK; j++)
-				v[j] = u2f((uint32_t)ld16(in + 2 * (i + j)) <<
+				v[j] = peftio_u2f((uint32_t)ld16(in + 2 * (i + j)) <<
 				    16);
 		else {
 			for (j = 0; j < len; j++)
@@ -510,7 +492,7 @@ absmax_avx512(enum peftio_dtype dt, const uint8_t *p, uint64_t len)
 		    _mm512_cmple_epu32_mask(a1, inf), m1, a1);
 	}
 	m = _mm512_reduce_max_epu32(_mm512_max_epu32(m0, m1));
-	return m < FLT_MIN_BITS ? 0.0f : u2f(m);
+	return m < FLT_MIN_BITS ? 0.0f : peftio_u2f(m);
 }
 
 /* 16 codes, one per 32-bit lane. */
@@ -714,7 +696,7 @@ absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len)
 	h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4e));
 	h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0xb1));
 	m = (uint32_t)_mm_cvtsi128_si32(h);
-	return m < FLT_MIN_BITS ? 0.0f : u2f(m);
+	return m < FLT_MIN_BITS ? 0.0f : peftio_u2f(m);
 }
 
 /* 8 codes, one per 32-bit lane: the number of thresholds below. */
@@ -1075,7 +1057,7 @@ peftio_q4_dequantize(const float *code, const uint8_t *packed,
 	for (b = b0; b < b1; b++) {
 		am = ftz(absmax[b]);
 		for (k = 0; k < 16; k++) {
-			u[k] = f2u(c[k] * am);
+			u[k] = peftio_f2u(c[k] * am);
 			if ((u[k] & 0x7fffffffU) > 0x7f800000U)
 				u[k] = 0x7fffffffU;
 			else if ((u[k] & 0x7f800000U) == 0)
@@ -1089,10 +1071,10 @@ peftio_q4_dequantize(const float *code, const uint8_t *packed,
 		}
 		if (dt == PEFTIO_F16)
 			for (k = 0; k < 16; k++)
-				h[k] = f32_to_f16(u2f(u[k]));
+				h[k] = f32_to_f16(peftio_u2f(u[k]));
 		else
 			for (k = 0; k < 16; k++)
-				h[k] = f32_to_bf16(u2f(u[k]));
+				h[k] = f32_to_bf16(peftio_u2f(u[k]));
 		deq_block16(packed, lo, hi, h, o);
 	}
 	return PEFTIO_OK;

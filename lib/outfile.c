@@ -362,8 +362,8 @@ fsync_parent(const char *path)
 }
 
 /* An anonymous temporary file in $TMPDIR or /tmp. */
-static int
-anon_file(void)
+int
+peftio_anon_file(void)
 {
 	const char *dir = getenv("TMPDIR");
 	char path[4096];
@@ -494,7 +494,7 @@ open_stdout(struct peftio_outfile *of, struct peftio_error *err)
 		of->fd = STDOUT_FILENO;
 		return 0;
 	}
-	if ((of->fd = anon_file()) < 0)
+	if ((of->fd = peftio_anon_file()) < 0)
 		return peftio_error_sys(err,
 		    "<stdout>: cannot create a spool file");
 	of->spool = 1;
@@ -531,7 +531,7 @@ peftio_outfile_open(struct peftio_outfile *of, const char *dest,
 		    "%s: out of memory", dest);
 	if (stat(dest, &sb) == 0 && !S_ISREG(sb.st_mode)) {
 		/* A device or a FIFO: spooled, written in place at commit. */
-		if ((of->fd = anon_file()) < 0) {
+		if ((of->fd = peftio_anon_file()) < 0) {
 			rc = peftio_error_sys(err,
 			    "%s: cannot create a spool file", dest);
 			goto fail;

@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 
 #include <jansson.h>
 
@@ -19,6 +20,25 @@
 #define PEFTIO_MIN(a, b)	((a) < (b) ? (a) : (b))
 #define PEFTIO_MAX(a, b)	((a) > (b) ? (a) : (b))
 
+/* The bits of a float and back, without aliasing problems. */
+static inline uint32_t
+peftio_f2u(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof(u));
+	return u;
+}
+
+static inline float
+peftio_u2f(uint32_t u)
+{
+	float f;
+
+	memcpy(&f, &u, sizeof(f));
+	return f;
+}
+
 /* The zlib-compressed GPU reciprocal table (lib/rcp_table.c, generated). */
 extern const unsigned char peftio_rcp_delta_gz[];
 extern const size_t peftio_rcp_delta_gz_len;
@@ -26,6 +46,10 @@ extern const size_t peftio_rcp_delta_gz_len;
 /* outfile.c: the registry of temporary paths removed on a signal. */
 int	peftio_temp_register(const char *path, int is_dir);
 void	peftio_temp_unregister(int slot);
+
+/* An anonymous (already unlinked) temporary file in $TMPDIR or /tmp;
+ * -1 with errno on failure. */
+int	peftio_anon_file(void);
 
 /* Full-length write/pwrite/read loops (EINTR and short counts). */
 int	peftio_write_all(int fd, const void *buf, size_t len);

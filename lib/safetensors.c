@@ -777,32 +777,6 @@ fail:
 	return rc;
 }
 
-/* An anonymous temporary file in $TMPDIR or /tmp. */
-static int
-anon_file(void)
-{
-	const char *dir = getenv("TMPDIR");
-	char path[4096];
-	int fd;
-
-	if (dir == NULL || *dir == '\0')
-		dir = "/tmp";
-#ifdef O_TMPFILE
-	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		return fd;
-#endif
-	if ((size_t)snprintf(path, sizeof(path), "%s/.peftio-spool.XXXXXX",
-	    dir) >= sizeof(path)) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	if ((fd = mkostemp(path, O_CLOEXEC)) < 0)
-		return -1;
-	unlink(path);
-	return fd;
-}
-
 static int
 open_regular(struct peftio_st *st, int fd, uint64_t size,
     struct peftio_error *err)
@@ -923,7 +897,7 @@ open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
 		    "%s: data section too large to map", st->label);
 		goto out;
 	}
-	if ((sp = anon_file()) < 0) {
+	if ((sp = peftio_anon_file()) < 0) {
 		rc = peftio_error_sys(err, "%s: cannot create a spool file",
 		    st->label);
 		goto out;
