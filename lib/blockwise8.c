@@ -465,20 +465,15 @@ peftio_dq_quantize_offset(const float *absmax, uint64_t nb, uint64_t nbs,
 }
 
 /*
- * Sections 4.1 and 10: offset = mean of the absmax vector, summed in
- * double and rounded once to f32 (torch's GPU mean may differ in the last
- * bit), then the 8-bit codec on absmax - offset in blocks of nbs.
+ * Section 4.1: offset = absmax.mean() as PyTorch computes it on the GPU
+ * that bitsandbytes quantizes with (its reduction order, cudamean.c),
+ * then the 8-bit codec on absmax - offset in blocks of nbs.
  */
 void
 peftio_dq_quantize(const float *absmax, uint64_t nb, uint64_t nbs,
     float *offset, uint8_t *qabsmax, float *nested)
 {
-	double sum = 0.0;
-	uint64_t i;
-
-	for (i = 0; i < nb; i++)
-		sum += absmax[i];
-	*offset = nb == 0 ? 0.0f : (float)(sum / (double)nb);
+	*offset = nb == 0 ? 0.0f : peftio_cuda_mean_f32(absmax, nb);
 	peftio_dq_quantize_offset(absmax, nb, nbs, *offset, qabsmax, nested);
 }
 

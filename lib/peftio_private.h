@@ -47,6 +47,13 @@ extern const size_t peftio_rcp_delta_gz_len;
 int	peftio_temp_register(const char *path, int is_dir);
 void	peftio_temp_unregister(int slot);
 
+/*
+ * cudamean.c: x.mean() for a contiguous float32 tensor as PyTorch
+ * computes it on an H100-class GPU (132 SMs), bit for bit: the double
+ * quantization offset bitsandbytes stores.
+ */
+float	peftio_cuda_mean_f32(const float *x, uint64_t n);
+
 /* An anonymous (already unlinked) temporary file in $TMPDIR or /tmp;
  * -1 with errno on failure. */
 int	peftio_anon_file(void);
