@@ -12,33 +12,24 @@
 #include "peftio_private.h"
 #include "testutil.h"
 
-static uint32_t
-f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, 4);
-	return u;
-}
-
 /* bnb-nf4.md section 4.2: the table and its shape. */
 START_TEST(test_dynamic_map)
 {
 	const float *c = peftio_dynamic_map();
 	int i;
 
-	ck_assert_uint_eq(f2u(c[0]), 0xbf7e3333U);	/* -0.99296875 */
-	ck_assert_uint_eq(f2u(c[18]), 0xbf3d6666U);	/* the AVX2 linspace */
-	ck_assert_uint_eq(f2u(c[64]), 0xbdc9eb85U);
-	ck_assert_uint_eq(f2u(c[127]), 0);
-	ck_assert_uint_eq(f2u(c[128]), 0x3513a3b7U);
-	ck_assert_uint_eq(f2u(c[255]), 0x3f800000U);
+	ck_assert_uint_eq(peftio_f2u(c[0]), 0xbf7e3333U);	/* -0.99296875 */
+	ck_assert_uint_eq(peftio_f2u(c[18]), 0xbf3d6666U);	/* the AVX2 linspace */
+	ck_assert_uint_eq(peftio_f2u(c[64]), 0xbdc9eb85U);
+	ck_assert_uint_eq(peftio_f2u(c[127]), 0);
+	ck_assert_uint_eq(peftio_f2u(c[128]), 0x3513a3b7U);
+	ck_assert_uint_eq(peftio_f2u(c[255]), 0x3f800000U);
 	for (i = 1; i < 256; i++)
 		ck_assert(c[i - 1] < c[i]);
 	/* 127 negatives mirroring 127 positives. */
 	for (i = 0; i < 127; i++)
-		ck_assert_uint_eq(f2u(c[126 - i]),
-		    f2u(c[128 + i]) | 0x80000000U);
+		ck_assert_uint_eq(peftio_f2u(c[126 - i]),
+		    peftio_f2u(c[128 + i]) | 0x80000000U);
 }
 END_TEST
 
@@ -107,7 +98,7 @@ START_TEST(test_q8_roundtrip)
 	peftio_q8_quantize(c, x, n, 256, 0, nb, q, am);
 	peftio_q8_dequantize(c, q, am, n, 256, y);
 	for (i = 0; i < n; i++) {
-		ck_assert_uint_eq(f2u(y[i]), f2u(c[q[i]] * am[i / 256]));
+		ck_assert_uint_eq(peftio_f2u(y[i]), peftio_f2u(c[q[i]] * am[i / 256]));
 		/* The dynamic map is within 0.6% of the block scale near 1. */
 		ck_assert(fabsf(y[i] - x[i]) <= 0.05f * am[i / 256]);
 	}
@@ -117,7 +108,7 @@ START_TEST(test_q8_roundtrip)
 		peftio_q8_quantize(c, x, n, 256, i, i + 1, q, am);
 	peftio_q8_dequantize(c, q, am, n, 256, y);
 	for (i = 0; i < n; i++)
-		ck_assert_uint_eq(f2u(y[i]), f2u(c[q[i]] * am[i / 256]));
+		ck_assert_uint_eq(peftio_f2u(y[i]), peftio_f2u(c[q[i]] * am[i / 256]));
 }
 END_TEST
 
@@ -142,8 +133,8 @@ START_TEST(test_dq_offset)
 	peftio_dq_quantize(am, 1000, 256, &off, q, nested);
 	/* The offset is torch's GPU mean (check_cudamean.c pins it to the
 	 * H100's bits); it is within an ulp of the exact mean. */
-	ck_assert_uint_eq(f2u(off), f2u(peftio_cuda_mean_f32(am, 1000)));
-	ck_assert_int_le(abs((int)f2u(off) - (int)f2u((float)(sum / 1000.0))),
+	ck_assert_uint_eq(peftio_f2u(off), peftio_f2u(peftio_cuda_mean_f32(am, 1000)));
+	ck_assert_int_le(abs((int)peftio_f2u(off) - (int)peftio_f2u((float)(sum / 1000.0))),
 	    1);
 	/* The 8-bit stage is the codec on absmax - offset. */
 	{
@@ -162,7 +153,7 @@ START_TEST(test_dq_offset)
 	for (i = 0; i < 1000; i++) {
 		float p = peftio_dynamic_map()[q[i]] * nested[i / 256];
 
-		ck_assert_uint_eq(f2u(back[i]), f2u(p + off));
+		ck_assert_uint_eq(peftio_f2u(back[i]), peftio_f2u(p + off));
 		ck_assert(fabsf(back[i] - am[i]) < 0.01f * nested[i / 256]);
 	}
 }
@@ -178,7 +169,7 @@ START_TEST(test_dq_constant)
 
 	peftio_dq_quantize(am, 5, 256, &off, q, nested);
 	ck_assert_float_eq(off, 0.25f);
-	ck_assert_uint_eq(f2u(nested[0]), 0);
+	ck_assert_uint_eq(peftio_f2u(nested[0]), 0);
 	for (i = 0; i < 5; i++)
 		ck_assert_uint_eq(q[i], 0);
 	peftio_dq_dequantize(peftio_dynamic_map(), q, nested, off, 5, 256,

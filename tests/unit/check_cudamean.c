@@ -16,24 +16,6 @@
 
 float	peftio_cuda_mean_f32(const float *x, uint64_t n);
 
-static uint32_t
-f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, 4);
-	return u;
-}
-
-static float
-u2f(uint32_t u)
-{
-	float f;
-
-	memcpy(&f, &u, 4);
-	return f;
-}
-
 /*
  * Element i of the probe's input for (dist, seed): a splitmix64 output
  * taken as a float with a random 23-bit mantissa and
@@ -61,7 +43,7 @@ cm_gen(int dist, uint64_t seed, uint64_t n, float *v)
 			sign = (uint32_t)((z >> 28) & 1) << 31;
 		} else
 			ex = 127 + 10;
-		v[i] = u2f(sign | ex << 23 | man);
+		v[i] = peftio_u2f(sign | ex << 23 | man);
 	}
 }
 
@@ -141,9 +123,9 @@ START_TEST(test_cudamean_small)
 	for (k = 0; k < NSMALL; k++) {
 		n = small_cases[k].n;
 		cm_gen(d, n, n, x);
-		ck_assert_msg(f2u(peftio_cuda_mean_f32(x, n)) ==
+		ck_assert_msg(peftio_f2u(peftio_cuda_mean_f32(x, n)) ==
 		    small_cases[k].bits[d], "dist %d n %u: %08x, GPU %08x",
-		    d, n, f2u(peftio_cuda_mean_f32(x, n)),
+		    d, n, peftio_f2u(peftio_cuda_mean_f32(x, n)),
 		    small_cases[k].bits[d]);
 	}
 }
@@ -161,9 +143,9 @@ START_TEST(test_cudamean_large)
 	cm_gen(d, 1000 + (uint64_t)d, nmax, x);
 	for (k = 0; k < NLARGE; k++) {
 		n = large_cases[k].n;
-		ck_assert_msg(f2u(peftio_cuda_mean_f32(x, n)) ==
+		ck_assert_msg(peftio_f2u(peftio_cuda_mean_f32(x, n)) ==
 		    large_cases[k].bits[d], "dist %d n %u: %08x, GPU %08x",
-		    d, n, f2u(peftio_cuda_mean_f32(x, n)),
+		    d, n, peftio_f2u(peftio_cuda_mean_f32(x, n)),
 		    large_cases[k].bits[d]);
 	}
 	free(x);
@@ -184,7 +166,7 @@ START_TEST(test_cudamean_gen)
 	for (d = 0; d < 3; d++) {
 		cm_gen(d, 12345, 5, v);
 		for (i = 0; i < 5; i++)
-			ck_assert_uint_eq(f2u(v[i]), want[d][i]);
+			ck_assert_uint_eq(peftio_f2u(v[i]), want[d][i]);
 	}
 }
 END_TEST
@@ -198,11 +180,11 @@ START_TEST(test_cudamean_exact)
 	ck_assert(isnan(peftio_cuda_mean_f32(x, 0)));
 	for (i = 0; i < 3000; i++)
 		x[i] = 0.5f;
-	ck_assert_uint_eq(f2u(peftio_cuda_mean_f32(x, 1)), f2u(0.5f));
-	ck_assert_uint_eq(f2u(peftio_cuda_mean_f32(x, 128)), f2u(0.5f));
-	ck_assert_uint_eq(f2u(peftio_cuda_mean_f32(x, 2048)), f2u(0.5f));
+	ck_assert_uint_eq(peftio_f2u(peftio_cuda_mean_f32(x, 1)), peftio_f2u(0.5f));
+	ck_assert_uint_eq(peftio_f2u(peftio_cuda_mean_f32(x, 128)), peftio_f2u(0.5f));
+	ck_assert_uint_eq(peftio_f2u(peftio_cuda_mean_f32(x, 2048)), peftio_f2u(0.5f));
 	x[0] = -3.25f;
-	ck_assert_uint_eq(f2u(peftio_cuda_mean_f32(x, 1)), f2u(-3.25f));
+	ck_assert_uint_eq(peftio_f2u(peftio_cuda_mean_f32(x, 1)), peftio_f2u(-3.25f));
 }
 END_TEST
 

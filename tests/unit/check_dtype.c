@@ -8,25 +8,8 @@
 #include <string.h>
 
 #include "peftio.h"
+#include "peftio_private.h"
 #include "testutil.h"
-
-static uint32_t
-f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, 4);
-	return u;
-}
-
-static float
-u2f(uint32_t u)
-{
-	float f;
-
-	memcpy(&f, &u, 4);
-	return f;
-}
 
 /* Value of a small float code by its definition (for comparisons). */
 static double
@@ -150,17 +133,17 @@ START_TEST(test_bf16_golden)
 	ck_assert_uint_eq(peftio_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80);
 	ck_assert_uint_eq(peftio_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
 	ck_assert_uint_eq(peftio_f32_to_bf16(FLT_MAX), 0x7f80);
-	ck_assert_uint_eq(peftio_f32_to_bf16(u2f(0x7f7f0000)), 0x7f7f);
+	ck_assert_uint_eq(peftio_f32_to_bf16(peftio_u2f(0x7f7f0000)), 0x7f7f);
 	ck_assert_uint_eq(peftio_f32_to_bf16(1e-40f), 0x0001);
 	ck_assert_uint_eq(peftio_f32_to_bf16(-0.0f), 0x8000);
 	ck_assert_uint_eq(peftio_f32_to_bf16(-FLT_MAX), 0xff80);
 	ck_assert_uint_eq(peftio_f32_to_bf16(INFINITY), 0x7f80);
-	ck_assert_uint_eq(peftio_f32_to_bf16(u2f(0x7fc00000)), 0x7fc0);
+	ck_assert_uint_eq(peftio_f32_to_bf16(peftio_u2f(0x7fc00000)), 0x7fc0);
 	/* NaN keeps its sign and stays NaN even with a low payload. */
-	ck_assert_uint_eq(peftio_f32_to_bf16(u2f(0xff800001)), 0xffc0);
-	ck_assert_uint_eq(peftio_f32_to_bf16(u2f(0x7f800001)), 0x7fc0);
-	ck_assert_uint_eq(peftio_f32_to_bf16(u2f(0x7fffffff)), 0x7fff);
-	ck_assert_uint_eq(f2u(peftio_bf16_to_f32(0x3f80)), 0x3f800000);
+	ck_assert_uint_eq(peftio_f32_to_bf16(peftio_u2f(0xff800001)), 0xffc0);
+	ck_assert_uint_eq(peftio_f32_to_bf16(peftio_u2f(0x7f800001)), 0x7fc0);
+	ck_assert_uint_eq(peftio_f32_to_bf16(peftio_u2f(0x7fffffff)), 0x7fff);
+	ck_assert_uint_eq(peftio_f2u(peftio_bf16_to_f32(0x3f80)), 0x3f800000);
 }
 END_TEST
 
@@ -171,7 +154,7 @@ START_TEST(test_bf16_exhaustive)
 
 	for (h = 0; h < 65536; h++) {
 		f = peftio_bf16_to_f32((uint16_t)h);
-		ck_assert_uint_eq(f2u(f), h << 16);
+		ck_assert_uint_eq(peftio_f2u(f), h << 16);
 		back = peftio_f32_to_bf16(f);
 		if ((h & 0x7fff) > 0x7f80) {
 			ck_assert_msg((back & 0x7fff) > 0x7f80 &&
@@ -186,11 +169,11 @@ START_TEST(test_bf16_exhaustive)
 		if ((h & 0x7fff) >= 0x7f80)
 			continue;
 		m0 = (h << 16) | 0x8000;
-		ck_assert_uint_eq(peftio_f32_to_bf16(u2f(m0)),
+		ck_assert_uint_eq(peftio_f32_to_bf16(peftio_u2f(m0)),
 		    (h & 1) ? h + 1 : h);
-		ck_assert_uint_eq(peftio_f32_to_bf16(u2f(m0 - 1)), h);
+		ck_assert_uint_eq(peftio_f32_to_bf16(peftio_u2f(m0 - 1)), h);
 		m1 = m0 + 1;
-		ck_assert_uint_eq(peftio_f32_to_bf16(u2f(m1)), h + 1);
+		ck_assert_uint_eq(peftio_f32_to_bf16(peftio_u2f(m1)), h + 1);
 	}
 }
 END_TEST
@@ -260,7 +243,7 @@ START_TEST(test_f16_edges)
 	ck_assert_uint_eq(peftio_f32_to_f16(INFINITY), 0x7c00);
 	ck_assert_uint_eq(peftio_f32_to_f16(-INFINITY), 0xfc00);
 	ck_assert_uint_eq(peftio_f32_to_f16(NAN) & 0x7e00, 0x7e00);
-	ck_assert_uint_eq(peftio_f32_to_f16(u2f(0xff800001)), 0xfe00);
+	ck_assert_uint_eq(peftio_f32_to_f16(peftio_u2f(0xff800001)), 0xfe00);
 	ck_assert_uint_eq(peftio_f32_to_f16(-0.0f), 0x8000);
 }
 END_TEST
@@ -280,7 +263,7 @@ START_TEST(test_f16_sweep)
 			u = (u & 0x80ffffff) | ((100 + (u >> 24) % 45) << 23);
 		if ((u & 0x7f800000) == 0x7f800000)
 			continue;
-		a = fabs((double)u2f(u));
+		a = fabs((double)peftio_u2f(u));
 		if (a < 0x1p-14) {
 			q = nearbyint(a * 0x1p24);
 			want = (uint32_t)q;
@@ -297,7 +280,7 @@ START_TEST(test_f16_sweep)
 			    (uint32_t)((e + 15) << 10) | (uint32_t)q;
 		}
 		want |= (u >> 16) & 0x8000;
-		got = peftio_f32_to_f16(u2f(u));
+		got = peftio_f32_to_f16(peftio_u2f(u));
 		ck_assert_msg(got == want, "%08x: %04x, want %04x", u, got,
 		    want);
 	}
@@ -485,14 +468,14 @@ START_TEST(test_bulk)
 			for (k = 0; k < n; k++) {
 				float want = scalar_to(dt, raw + off + k * es);
 
-				ck_assert(f2u(f[k]) == f2u(want) ||
+				ck_assert(peftio_f2u(f[k]) == peftio_f2u(want) ||
 				    (isnan(f[k]) && isnan(want)));
 			}
 			for (k = 0; k < n; k++) {
 				u = (uint32_t)tu_rand(&s);
 				if (k % 3 == 0)
 					u = (u & 0x83ffffff) | 0x3c000000;
-				src[k] = u2f(u);
+				src[k] = peftio_u2f(u);
 			}
 			ck_assert_int_eq(peftio_from_f32(dt, src, out + off, n),
 			    0);
@@ -522,7 +505,7 @@ START_TEST(test_bulk_bf16_nan)
 	int i;
 
 	for (i = 0; i < 40; i++)
-		src[i] = u2f(i % 2 ? 0xff800001u + (uint32_t)i : 0x3f808000u);
+		src[i] = peftio_u2f(i % 2 ? 0xff800001u + (uint32_t)i : 0x3f808000u);
 	ck_assert_int_eq(peftio_from_f32(PEFTIO_BF16, src, out, 40), 0);
 	for (i = 0; i < 40; i++)
 		ck_assert_uint_eq(out[i], i % 2 ? 0xffc0 : 0x3f80);

@@ -18,24 +18,6 @@
 #define SAMPLE	TEST_DATA "/codec-sample.bin"
 #define NIMPL	4	/* reference, portable, AVX-512, AVX2 */
 
-static uint32_t
-f2u(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, 4);
-	return u;
-}
-
-static float
-u2f(uint32_t u)
-{
-	float f;
-
-	memcpy(&f, &u, 4);
-	return f;
-}
-
 static size_t
 esize(enum peftio_dtype dt)
 {
@@ -47,7 +29,7 @@ static void
 put(enum peftio_dtype dt, void *buf, uint64_t i, float f)
 {
 	uint16_t h;
-	uint32_t u = f2u(f);
+	uint32_t u = peftio_f2u(f);
 
 	if (dt == PEFTIO_F32)
 		memcpy((uint8_t *)buf + 4 * i, &u, 4);
@@ -63,7 +45,7 @@ static float
 to_dt(enum peftio_dtype dt, float f)
 {
 	if (dt == PEFTIO_BF16)
-		return u2f(f2u(f) & 0xffff0000U);
+		return peftio_u2f(peftio_f2u(f) & 0xffff0000U);
 	if (dt == PEFTIO_F16)
 		return peftio_f16_to_f32(peftio_f32_to_f16(f));
 	return f;
@@ -78,10 +60,10 @@ step(enum peftio_dtype dt, float f, int dir)
 	if (dt == PEFTIO_F32)
 		return nextafterf(f, dir > 0 ? INFINITY : -INFINITY);
 	if (dt == PEFTIO_BF16) {
-		h = (uint16_t)(f2u(f) >> 16);
+		h = (uint16_t)(peftio_f2u(f) >> 16);
 		h = (uint16_t)((h & 0x8000) ? (dir > 0 ? h - 1 : h + 1) :
 		    (dir > 0 ? h + 1 : h - 1));
-		return u2f((uint32_t)h << 16);
+		return peftio_u2f((uint32_t)h << 16);
 	}
 	h = peftio_f32_to_f16(f);
 	h = (uint16_t)((h & 0x8000) ? (dir > 0 ? h - 1 : h + 1) :
@@ -170,10 +152,10 @@ START_TEST(test_tables)
 
 	c = peftio_q4_code(PEFTIO_Q4_NF4);
 	for (i = 0; i < 16; i++)
-		ck_assert_uint_eq(f2u(c[i]), nf4[i]);
+		ck_assert_uint_eq(peftio_f2u(c[i]), nf4[i]);
 	c = peftio_q4_code(PEFTIO_Q4_FP4);
 	for (i = 0; i < 16; i++)
-		ck_assert_uint_eq(f2u(c[i]), fp4[i]);
+		ck_assert_uint_eq(peftio_f2u(c[i]), fp4[i]);
 	ck_assert_ptr_null(peftio_q4_code((enum peftio_q4type)7));
 	for (i = 0; i <= 8192; i++)
 		ck_assert_int_eq(peftio_q4_blocksize_ok((uint64_t)i),
@@ -241,13 +223,13 @@ START_TEST(test_zero_block)
 		quantize_all(t, PEFTIO_F32, in, 128, 64, p, am);
 		for (i = 0; i < 64; i++)
 			ck_assert_uint_eq(p[i], 0x00);
-		ck_assert_uint_eq(f2u(am[0]), 0);
-		ck_assert_uint_eq(f2u(am[1]), 0);
+		ck_assert_uint_eq(peftio_f2u(am[0]), 0);
+		ck_assert_uint_eq(peftio_f2u(am[1]), 0);
 		ck_assert_int_eq(peftio_q4_dequantize(peftio_q4_code(t), p, am,
 		    128, 64, 0, 2, PEFTIO_F32, out), 0);
 		/* NF4 code 0 is -1.0; FP4 code 0 is +0.0. */
 		for (i = 0; i < 128; i++)
-			ck_assert_uint_eq(f2u(out[i]),
+			ck_assert_uint_eq(peftio_f2u(out[i]),
 			    t == 0 ? 0x80000000U : 0);
 	}
 }
@@ -284,7 +266,7 @@ START_TEST(test_nonfinite)
 		for (i = 0; i < 64; i++)
 			in[i] = NAN;
 		quantize_all(t, PEFTIO_F32, in, 64, 64, p, &am);
-		ck_assert_uint_eq(f2u(am), 0);
+		ck_assert_uint_eq(peftio_f2u(am), 0);
 		for (i = 0; i < 32; i++)
 			ck_assert_uint_eq(p[i], 0);
 	}
@@ -385,7 +367,7 @@ START_TEST(test_dequantize)
 				v = v * absmax[i / bs];
 				if (dts[d] == PEFTIO_F32) {
 					memcpy(&w, out + 4 * i, 4);
-					ck_assert_uint_eq(f2u(w), f2u(v));
+					ck_assert_uint_eq(peftio_f2u(w), peftio_f2u(v));
 					continue;
 				}
 				memcpy(&h, out + 2 * i, 2);
@@ -415,13 +397,13 @@ START_TEST(test_dequantize_special)
 
 	ck_assert_int_eq(peftio_q4_dequantize(code, packed, absmax, 6, 2, 0,
 	    3, PEFTIO_F32, out), 0);
-	ck_assert_uint_eq(f2u(out[0]), 0x7fffffffU);	/* 0 * Inf */
-	ck_assert_uint_eq(f2u(out[1]), 0x7f800000U);
-	ck_assert_uint_eq(f2u(out[2]), 0x80000000U);	/* absmax flushed */
-	ck_assert_uint_eq(f2u(out[3]), 0);
+	ck_assert_uint_eq(peftio_f2u(out[0]), 0x7fffffffU);	/* 0 * Inf */
+	ck_assert_uint_eq(peftio_f2u(out[1]), 0x7f800000U);
+	ck_assert_uint_eq(peftio_f2u(out[2]), 0x80000000U);	/* absmax flushed */
+	ck_assert_uint_eq(peftio_f2u(out[3]), 0);
 	/* 0.0796 * 2^-124 is below the normal range: flushed to +0. */
-	ck_assert_uint_eq(f2u(out[4]), 0);
-	ck_assert_uint_eq(f2u(out[5]), 0);
+	ck_assert_uint_eq(peftio_f2u(out[4]), 0);
+	ck_assert_uint_eq(peftio_f2u(out[5]), 0);
 	ck_assert_int_eq(peftio_q4_dequantize(code, packed, absmax, 6, 2, 0,
 	    3, PEFTIO_BF16, h), 0);
 	ck_assert_uint_eq(h[0], 0x7fff);
@@ -477,7 +459,7 @@ START_TEST(test_fast_vs_ref)
 				break;
 			case 1:		/* thresholds +-1 ulp at absmax 1 */
 				k = (int)(tu_rand(&seed) % 22);
-				v = u2f(thr[k]);
+				v = peftio_u2f(thr[k]);
 				v = to_dt(dt, v);
 				if (tu_rand(&seed) % 3 != 0)
 					v = step(dt, v,
@@ -487,7 +469,7 @@ START_TEST(test_fast_vs_ref)
 				break;
 			case 2:		/* thresholds times a scale */
 				k = (int)(tu_rand(&seed) % 22);
-				v = to_dt(dt, u2f(thr[k]) * a);
+				v = to_dt(dt, peftio_u2f(thr[k]) * a);
 				v = step(dt, v, (int)(tu_rand(&seed) % 3) - 1);
 				if (tu_rand(&seed) % 2)
 					v = -v;
@@ -499,9 +481,9 @@ START_TEST(test_fast_vs_ref)
 				break;
 			case 3:		/* random bits */
 				if (dt == PEFTIO_F32)
-					v = u2f((uint32_t)tu_rand(&seed));
+					v = peftio_u2f((uint32_t)tu_rand(&seed));
 				else if (dt == PEFTIO_BF16)
-					v = u2f((uint32_t)tu_rand(&seed) <<
+					v = peftio_u2f((uint32_t)tu_rand(&seed) <<
 					    16);
 				else
 					v = peftio_f16_to_f32(
@@ -542,13 +524,13 @@ START_TEST(test_gpu_rcp)
 	int e;
 
 	ck_assert_int_eq(peftio_gpu_rcp_init(&err), 0);
-	ck_assert_uint_eq(f2u(peftio_gpu_rcp(0.0f)), 0x7f800000U);
-	ck_assert_uint_eq(f2u(peftio_gpu_rcp(-0.0f)), 0xff800000U);
-	ck_assert_uint_eq(f2u(peftio_gpu_rcp(0x1p-130f)), 0x7f800000U);
-	ck_assert_uint_eq(f2u(peftio_gpu_rcp(INFINITY)), 0);
-	ck_assert_uint_eq(f2u(peftio_gpu_rcp(-INFINITY)), 0x80000000U);
+	ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(0.0f)), 0x7f800000U);
+	ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(-0.0f)), 0xff800000U);
+	ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(0x1p-130f)), 0x7f800000U);
+	ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(INFINITY)), 0);
+	ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(-INFINITY)), 0x80000000U);
 	ck_assert(isnan(peftio_gpu_rcp(NAN)));
-	ck_assert_uint_eq(f2u(peftio_gpu_rcp(0x1p127f)), 0);	/* flushed */
+	ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(0x1p127f)), 0);	/* flushed */
 	ck_assert_float_eq(peftio_gpu_rcp(0x1p126f), 0x1p-126f);
 	ck_assert_float_eq(peftio_gpu_rcp(0x1p-126f), 0x1p126f);
 	/*
@@ -557,17 +539,17 @@ START_TEST(test_gpu_rcp)
 	 * depends only on the mantissa (section 11), in every binade.
 	 */
 	for (e = -100; e <= 100; e += 25) {
-		a = ldexpf(u2f(0x3f800000U | 3), e);
-		ck_assert_uint_eq(f2u(peftio_gpu_rcp(a)), f2u(1.0f / a));
-		a = ldexpf(u2f(0x3f800000U | 1449), e);
+		a = ldexpf(peftio_u2f(0x3f800000U | 3), e);
+		ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(a)), peftio_f2u(1.0f / a));
+		a = ldexpf(peftio_u2f(0x3f800000U | 1449), e);
 		r = 1.0f / a;
-		ck_assert_uint_eq(f2u(peftio_gpu_rcp(a)), f2u(r) - 1);
-		ck_assert_uint_eq(f2u(peftio_gpu_rcp(-a)), f2u(-r) - 1);
-		a = ldexpf(u2f(0x3f800000U | 59442), e);
+		ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(a)), peftio_f2u(r) - 1);
+		ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(-a)), peftio_f2u(-r) - 1);
+		a = ldexpf(peftio_u2f(0x3f800000U | 59442), e);
 		r = 1.0f / a;
-		ck_assert_uint_eq(f2u(peftio_gpu_rcp(a)), f2u(r) + 1);
-		a = ldexpf(u2f(0x3f800000U | 59478), e);
-		ck_assert_uint_eq(f2u(peftio_gpu_rcp(a)), f2u(1.0f / a) + 1);
+		ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(a)), peftio_f2u(r) + 1);
+		a = ldexpf(peftio_u2f(0x3f800000U | 59478), e);
+		ck_assert_uint_eq(peftio_f2u(peftio_gpu_rcp(a)), peftio_f2u(1.0f / a) + 1);
 	}
 	ck_assert_float_eq(peftio_gpu_rcp(1.0f), 1.0f);
 	ck_assert_float_eq(peftio_gpu_rcp(2.0f), 0.5f);
@@ -674,7 +656,7 @@ START_TEST(test_cuda_sample)
 		else {
 			/* The 8-bit stage fed torch's own offset is exact. */
 			dq++;
-			goff = u2f((uint32_t)take_u(&s, 4));
+			goff = peftio_u2f((uint32_t)take_u(&s, 4));
 			qabsmax = take(&s, nb);
 			gnested_p = take(&s, nn * 4);
 			gnested = malloc(nn * 4);
@@ -697,7 +679,7 @@ START_TEST(test_cuda_sample)
 			for (j = 0; j < nb; j++)
 				own_differ += q[j] != qabsmax[j];
 			own_total += nb;
-			if (f2u(off) == f2u(goff))
+			if (peftio_f2u(off) == peftio_f2u(goff))
 				ck_assert_mem_eq(q, qabsmax, nb);
 			free(q);
 			free(nested);

@@ -21,26 +21,6 @@
 
 #define W_TEST	PEFTIO_W_NOSYNC
 
-/* A fresh temporary directory, removed after the test. */
-static char test_dir[512];
-
-static const char *
-tmpdir(void)
-{
-	const char *d = tu_tmpdir();
-
-	snprintf(test_dir, sizeof(test_dir), "%s", d);
-	return d;
-}
-
-static void
-remove_tmpdir(void)
-{
-	if (test_dir[0] != '\0')
-		tu_rmtree(test_dir);
-	test_dir[0] = '\0';
-}
-
 static int
 dir_entries(const char *dir)
 {
@@ -89,7 +69,7 @@ current_umask(void)
 START_TEST(test_write_read)
 {
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 	struct stat sb;
 	size_t len;
 	char *buf;
@@ -151,7 +131,7 @@ END_TEST
 START_TEST(test_exists_force)
 {
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 
 	tu_write_file(tu_path("f"), "old", 3);
 	ck_assert_int_eq(peftio_write_file(tu_path("f"), "new", 3, W_TEST,
@@ -178,7 +158,7 @@ START_TEST(test_bad_dest)
 {
 	struct peftio_outfile of;
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 	char path[600];
 
 	ck_assert_int_eq(peftio_write_file(dir, "x", 1, PEFTIO_W_FORCE, &err),
@@ -210,7 +190,7 @@ START_TEST(test_outfile_abort)
 {
 	struct peftio_outfile of;
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 
 	ck_assert_int_eq(peftio_outfile_open(&of, tu_path("f"), W_TEST, &err),
 	    0);
@@ -246,7 +226,7 @@ START_TEST(test_cleanup_temps)
 {
 	struct peftio_outfile a, b;
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 
 	tu_write_file(tu_path("keep"), "k", 1);
 	ck_assert_int_eq(peftio_outfile_open(&a, tu_path("a"), W_TEST, &err),
@@ -268,7 +248,7 @@ END_TEST
 /* The registry itself: files, then directories, newest first. */
 START_TEST(test_registry)
 {
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 	int s1, s2, s3, i, n, slots[2000];
 
 	ck_assert_int_eq(mkdir(tu_path("d"), 0700), 0);
@@ -313,7 +293,7 @@ START_TEST(test_special_dest)
 
 	ck_assert_int_eq(peftio_write_file("/dev/null", "abc", 3, W_TEST,
 	    &err), 0);
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_int_eq(mkfifo(tu_path("fifo"), 0600), 0);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
@@ -378,7 +358,7 @@ START_TEST(test_stdout)
 	ck_assert_int_eq(run_child(p[1], child_write_stdout), 2);
 
 	/* A regular file, and one opened for appending. */
-	tmpdir();
+	tu_tmpdir();
 	fd = open(tu_path("o"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	ck_assert_int_eq(run_child(fd, child_write_stdout), 0);
 	expect_file(tu_path("o"), "to stdout");
@@ -399,7 +379,7 @@ START_TEST(test_read_stdin)
 	char *buf;
 	int fd, saved;
 
-	tmpdir();
+	tu_tmpdir();
 	tu_write_file(tu_path("in"), "input", 5);
 	fd = open(tu_path("in"), O_RDONLY);
 	saved = dup(STDIN_FILENO);
@@ -462,7 +442,7 @@ START_TEST(test_outdir_commit)
 {
 	struct peftio_outdir od;
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 	struct stat sb;
 
 	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out/"), W_TEST,
@@ -506,7 +486,7 @@ START_TEST(test_outdir_abort)
 	struct peftio_outdir od;
 	struct peftio_outfile of;
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 
 	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out"), W_TEST, &err),
 	    0);
@@ -529,7 +509,7 @@ START_TEST(test_outdir_replace)
 {
 	struct peftio_outdir od;
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 
 	ck_assert_int_eq(mkdir(tu_path("out"), 0755), 0);
 	ck_assert_int_eq(mkdir(tu_path("out/sub"), 0755), 0);
@@ -573,7 +553,7 @@ START_TEST(test_outdir_signal)
 	struct peftio_outdir od;
 	struct peftio_outfile of;
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 
 	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out"), W_TEST, &err),
 	    0);
@@ -607,7 +587,7 @@ START_TEST(test_signal_handler)
 	struct peftio_outdir od;
 	struct peftio_outfile of;
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 	int status;
 	pid_t pid;
 
@@ -635,7 +615,7 @@ Suite *outfile_suite(void)
 {
 	Suite *s = suite_create("outfile");
 	TCase *tc = tcase_create("outfile");
-	tcase_add_checked_fixture(tc, NULL, remove_tmpdir);
+	tcase_add_checked_fixture(tc, NULL, tu_tmpdir_remove);
 
 	tcase_add_test(tc, test_write_read);
 	tcase_add_test(tc, test_exists_force);

@@ -22,26 +22,6 @@
 
 #define LABEL	"case.safetensors"
 
-/* A fresh temporary directory, removed after the test. */
-static char test_dir[512];
-
-static const char *
-tmpdir(void)
-{
-	const char *d = tu_tmpdir();
-
-	snprintf(test_dir, sizeof(test_dir), "%s", d);
-	return d;
-}
-
-static void
-remove_tmpdir(void)
-{
-	if (test_dir[0] != '\0')
-		tu_rmtree(test_dir);
-	test_dir[0] = '\0';
-}
-
 /* 8-byte N (given), then hlen header bytes, then datalen data bytes. */
 static unsigned char *
 mkfile_n(const char *hdr, size_t hlen, uint64_t n, size_t datalen,
@@ -674,7 +654,7 @@ get_le64(const unsigned char *p)
 START_TEST(test_writer_example_bytes)
 {
 	struct peftio_error err;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 	unsigned char *f;
 	size_t len;
 
@@ -702,7 +682,7 @@ START_TEST(test_writer_serialization_vector)
 	char want[256];
 	size_t len, n;
 
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_uint_eq(sizeof(ref) - 1, 64);
 	ck_assert_int_eq(peftio_stw_create(&w, tu_path("v.safetensors"),
 	    W_TEST | PEFTIO_W_NOCHECKSUM, &err), 0);
@@ -738,7 +718,7 @@ START_TEST(test_writer_roundtrip)
 	size_t l1, l2, i, j;
 	uint64_t n;
 
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_int_eq(write_example(tu_path("1.safetensors"), W_TEST, 1,
 	    &err), 0);
 	ck_assert_int_eq(write_example(tu_path("2.safetensors"), W_TEST, 3,
@@ -792,7 +772,7 @@ START_TEST(test_writer_incomplete)
 {
 	struct peftio_error err;
 	struct peftio_stw *w;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 	unsigned char b[8] = { 0 };
 	long x;
 
@@ -831,7 +811,7 @@ START_TEST(test_writer_past_end)
 	unsigned char b[32] = { 0 };
 	long x;
 
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_int_eq(peftio_stw_create(&w, tu_path("o.safetensors"),
 	    W_TEST, &err), 0);
 	declare_example(w);
@@ -865,7 +845,7 @@ START_TEST(test_writer_exists)
 {
 	struct peftio_error err;
 	struct peftio_stw *w;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 	unsigned char *f;
 	size_t len;
 
@@ -909,7 +889,7 @@ START_TEST(test_writer_no_dir)
 {
 	struct peftio_error err;
 	struct peftio_stw *w = NULL;
-	const char *dir = tmpdir();
+	const char *dir = tu_tmpdir();
 
 	ck_assert_int_eq(peftio_stw_create(&w, tu_path("nope/o.safetensors"),
 	    W_TEST, &err), PEFTIO_EIO);
@@ -938,7 +918,7 @@ START_TEST(test_writer_escape)
 	uint64_t one = 1;
 	size_t len, i;
 
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_int_eq(peftio_stw_create(&w, tu_path("e.safetensors"),
 	    W_TEST, &err), 0);
 	for (i = 0; i < 6; i++)
@@ -981,7 +961,7 @@ START_TEST(test_writer_meta)
 	struct peftio_stw *w;
 	struct peftio_st *st;
 
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_int_eq(peftio_stw_create(&w, tu_path("m.safetensors"),
 	    W_TEST, &err), 0);
 	declare_example(w);
@@ -1030,7 +1010,7 @@ START_TEST(test_writer_declare_errors)
 	struct peftio_stw *w;
 	char *longname;
 
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_int_eq(peftio_stw_create(&w, tu_path("x.safetensors"),
 	    W_TEST, &err), 0);
 	ck_assert_int_eq(peftio_stw_declare(w, "a", PEFTIO_U8, 1, &three,
@@ -1090,7 +1070,7 @@ START_TEST(test_writer_empty)
 	char hex[17];
 	size_t len;
 
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_int_eq(peftio_stw_create(&w, tu_path("e.safetensors"),
 	    W_TEST, &err), 0);
 	ck_assert_int_eq(peftio_stw_layout(w, &err), 0);
@@ -1147,7 +1127,7 @@ START_TEST(test_writer_many)
 	char name[32];
 	unsigned bits;
 
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_int_eq(peftio_stw_create(&w, tu_path("many.safetensors"),
 	    W_TEST, &err), 0);
 	for (i = 0; i < N; i++) {
@@ -1252,7 +1232,7 @@ START_TEST(test_writer_stdout)
 	pid_t pid;
 	ssize_t n;
 
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_int_eq(write_example(tu_path("ref.safetensors"), W_TEST, 5,
 	    &err), 0);
 	want = tu_read_file(tu_path("ref.safetensors"), &wl);
@@ -1470,7 +1450,7 @@ START_TEST(test_read_fifo)
 	pid_t pid;
 	int fd;
 
-	tmpdir();
+	tu_tmpdir();
 	ck_assert_int_eq(mkfifo(tu_path("fifo"), 0600), 0);
 	buf = big_file(&len, &hlen);
 	pid = fork();
@@ -1500,7 +1480,7 @@ START_TEST(test_read_file)
 	size_t len, hlen;
 	int fd, saved;
 
-	tmpdir();
+	tu_tmpdir();
 	buf = big_file(&len, &hlen);
 	tu_write_file(tu_path("big.safetensors"), buf, len);
 	ck_assert_int_eq(peftio_st_open(&st, tu_path("big.safetensors"), &err),
@@ -1577,7 +1557,7 @@ Suite *safetensors_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("reader");
-	tcase_add_checked_fixture(tc, NULL, remove_tmpdir);
+	tcase_add_checked_fixture(tc, NULL, tu_tmpdir_remove);
 	tcase_add_loop_test(tc, test_table, 0,
 	    (int)(sizeof(cases) / sizeof(cases[0])));
 	tcase_add_test(tc, test_lengths);
@@ -1589,7 +1569,7 @@ Suite *safetensors_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("writer");
-	tcase_add_checked_fixture(tc, NULL, remove_tmpdir);
+	tcase_add_checked_fixture(tc, NULL, tu_tmpdir_remove);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_writer_example_bytes);
 	tcase_add_test(tc, test_writer_serialization_vector);
@@ -1607,7 +1587,7 @@ Suite *safetensors_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("streams");
-	tcase_add_checked_fixture(tc, NULL, remove_tmpdir);
+	tcase_add_checked_fixture(tc, NULL, tu_tmpdir_remove);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_read_pipe);
 	tcase_add_test(tc, test_read_pipe_bad);

@@ -23,6 +23,14 @@ tu_tmpdir(void)
 	return tmpdir;
 }
 
+void
+tu_tmpdir_remove(void)
+{
+	if (tmpdir[0] != '\0')
+		tu_rmtree(tmpdir);
+	tmpdir[0] = '\0';
+}
+
 const char *
 tu_path(const char *name)
 {

@@ -13,6 +13,8 @@
 
 /* Create a fresh temporary directory; returns a static buffer. */
 const char	*tu_tmpdir(void);
+/* Remove the directory tu_tmpdir() made last, if any. */
+void		 tu_tmpdir_remove(void);
 /* Path name inside the current temporary directory (static buffer, ring of 8). */
 const char	*tu_path(const char *name);
 /* Write/read whole files; abort the test on failure. */
