@@ -469,11 +469,17 @@ peftio_dq_quantize_offset(const float *absmax, uint64_t nb, uint64_t nbs,
  * that bitsandbytes quantizes with (its reduction order, cudamean.c),
  * then the 8-bit codec on absmax - offset in blocks of nbs.
  */
+float
+peftio_dq_offset(const float *absmax, uint64_t nb)
+{
+	return nb == 0 ? 0.0f : peftio_cuda_mean_f32(absmax, nb);
+}
+
 void
 peftio_dq_quantize(const float *absmax, uint64_t nb, uint64_t nbs,
     float *offset, uint8_t *qabsmax, float *nested)
 {
-	*offset = nb == 0 ? 0.0f : peftio_cuda_mean_f32(absmax, nb);
+	*offset = peftio_dq_offset(absmax, nb);
 	peftio_dq_quantize_offset(absmax, nb, nbs, *offset, qabsmax, nested);
 }
 

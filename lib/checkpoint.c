@@ -703,12 +703,24 @@ peftio_ckptw_copy_aux(struct peftio_ckptw *w, const char *dir,
 	return rc;
 }
 
+uint64_t
+peftio_ckptw_tensor_bytes(const struct peftio_ckptw *w)
+{
+	uint64_t size = 0;
+	size_t s, i;
+
+	for (s = 0; s < w->nshards; s++)
+		for (i = 0; i < peftio_stw_count(w->w[s]); i++)
+			size += peftio_stw_tensor(w->w[s], i)->nbytes;
+	return size;
+}
+
 static int
 write_index(struct peftio_ckptw *w, struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti;
 	json_t *root, *meta, *map;
-	uint64_t size = 0, params = 0;
+	uint64_t params = 0;
 	char *text, *p, *base;
 	size_t s, i, len;
 	int rc;
@@ -727,14 +739,14 @@ write_index(struct peftio_ckptw *w, struct peftio_error *err)
 		base = base != NULL ? base + 1 : w->names[s];
 		for (i = 0; i < peftio_stw_count(w->w[s]); i++) {
 			ti = peftio_stw_tensor(w->w[s], i);
-			size += ti->nbytes;
 			params += ti->numel;
 			json_object_set_new(map, ti->name, json_string(base));
 		}
 	}
 	json_object_set_new(meta, "total_parameters",
 	    json_integer((json_int_t)params));
-	json_object_set_new(meta, "total_size", json_integer((json_int_t)size));
+	json_object_set_new(meta, "total_size",
+	    json_integer((json_int_t)peftio_ckptw_tensor_bytes(w)));
 	json_object_set_new(root, "metadata", meta);
 	json_object_set_new(root, "weight_map", map);
 	text = peftio_json_pydumps(root, 2, 1, &len);

@@ -370,6 +370,9 @@ int	peftio_ckptw_file(struct peftio_ckptw *w, const char *name,
  * index, or already added. */
 int	peftio_ckptw_copy_aux(struct peftio_ckptw *w, const char *dir,
 	    struct peftio_error *err);
+/* Bytes of all declared tensors (valid after layout): the index's
+ * metadata.total_size. */
+uint64_t peftio_ckptw_tensor_bytes(const struct peftio_ckptw *w);
 int	peftio_ckptw_commit(struct peftio_ckptw *w, struct peftio_error *err);
 void	peftio_ckptw_free(struct peftio_ckptw *w);
 /* Shard file name as transformers writes it: model-00001-of-00003.safetensors */
@@ -449,6 +452,8 @@ void	peftio_q8_dequantize(const float *code, const uint8_t *q,
  */
 void	peftio_dq_quantize(const float *absmax, uint64_t nb, uint64_t nbs,
 	    float *offset, uint8_t *qabsmax, float *nested);
+/* The offset alone: absmax.mean() as bitsandbytes computes it on the GPU. */
+float	peftio_dq_offset(const float *absmax, uint64_t nb);
 /* absmax[j] = code[q[j]] * nested[j/nbs] + offset, in f32. */
 void	peftio_dq_dequantize(const float *code, const uint8_t *qabsmax,
 	    const float *nested, float offset, uint64_t nb, uint64_t nbs,

@@ -274,8 +274,8 @@ declare_requant(struct ctx *c, struct peftio_ckptw *w, size_t i,
 static int
 prepass_requant(struct ctx *c, size_t n, struct peftio_error *err)
 {
-	uint8_t *packed, *q;
-	float *am, *nested;
+	uint8_t *packed;
+	float *am;
 	uint64_t nb;
 	size_t i;
 	int rc;
@@ -288,15 +288,9 @@ prepass_requant(struct ctx *c, size_t n, struct peftio_error *err)
 		if ((rc = requant_values(c, i, &packed, &am, err)) != 0)
 			return rc;
 		nb = ceil_div(it->qs.numel, it->qs.blocksize);
-		q = xmalloc(nb);
-		nested = xmalloc(ceil_div(nb, it->qs.nested_blocksize) *
-		    sizeof(float));
-		peftio_dq_quantize(am, nb, it->qs.nested_blocksize,
-		    &it->qs.nested_offset, q, nested);
+		it->qs.nested_offset = peftio_dq_offset(am, nb);
 		free(packed);
 		free(am);
-		free(q);
-		free(nested);
 	}
 	return 0;
 }

@@ -356,8 +356,7 @@ prepass_offsets(struct peftio_ckpt *in, struct item *items, size_t n,
 	const void *data;
 	enum peftio_dtype dt;
 	void *tmp;
-	uint8_t *q;
-	float *am, *nested;
+	float *am;
 	uint64_t nb;
 	size_t i;
 	int rc;
@@ -375,18 +374,13 @@ prepass_offsets(struct peftio_ckpt *in, struct item *items, size_t n,
 		}
 		nb = ceil_div(items[i].qs.numel, O.bs);
 		am = xmalloc(nb * sizeof(float));
-		q = xmalloc(nb);
-		nested = xmalloc(ceil_div(nb, 256) * sizeof(float));
 		j.dt = dt;
 		j.in = data;
 		j.n = items[i].qs.numel;
 		j.absmax = am;
 		peftio_parallel_for(O.jobs, nb, GRAIN_BLOCKS, absmax_range, &j);
-		peftio_dq_quantize(am, nb, 256, &items[i].qs.nested_offset, q,
-		    nested);
+		items[i].qs.nested_offset = peftio_dq_offset(am, nb);
 		free(am);
-		free(q);
-		free(nested);
 		free(tmp);
 		peftio_ckpt_release(in, items[i].in);
 		cli_progress(i, n, "scanning");
@@ -770,16 +764,7 @@ run(const char *input)
 		goto fail;
 
 	if (cli_verbose >= 2) {
-		for (i = 0; i < n; i++)
-			if (items[i].act == QUANT) {
-				uint64_t nn = items[i].qs.numel;
-				uint64_t nb = ceil_div(nn, O.bs);
-
-				out_bytes += (nn + 1) / 2 + 64 + items[i].qs_len +
-				    (O.dq ? nb + 4 * ceil_div(nb, 256) + 1024 :
-				    4 * nb);
-			} else if (items[i].act != SKIP)
-				out_bytes += peftio_ckpt_tensor(in, i)->nbytes;
+		out_bytes = peftio_ckptw_tensor_bytes(w);
 		cli_debug("%zu of %zu tensors %s; %llu bytes of tensors in, "
 		    "%llu out (%.1f%%)", nq, n,
 		    O.decode ? "dequantized" : "quantized",
