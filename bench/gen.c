@@ -2,11 +2,13 @@
  * gen - write a synthetic checkpoint with the tensor layout of a real
  * model (Llama-2-7B, LLaMA-65B, or a smaller one), for benchmarks.
  *
- * usage: gen [-s 7b|65b|1g] [-l layers] [-t f32|f16|bf16] [-S shard_bytes]
- *            -o DIR
+ * usage: gen [-s 7b|65b|1g|tiny] [-l layers] [-t f32|f16|bf16]
+ *            [-S shard_bytes] [-a adapter_dir [-r rank]] -o dir
  *
  * Weights are N(0, 0.02) with one value in 4096 scaled by 8 (outliers),
- * from a fixed seed, so runs are reproducible.
+ * from a fixed seed, so runs are reproducible.  With -a, a PEFT LoRA
+ * adapter (f32, rank -r, default 16, alpha twice the rank) over every
+ * linear layer of the attention and MLP blocks is written too.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -68,7 +70,8 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: gen [-s 7b|65b|1g|tiny] [-l layers] "
-	    "[-t f32|f16|bf16] [-S shard_bytes] -o dir\n");
+	    "[-t f32|f16|bf16] [-S shard_bytes]\n"
+	    "           [-a adapter_dir [-r rank]] -o dir\n");
 	exit(2);
 }
 
@@ -79,7 +82,147 @@ add(struct tensor *t, size_t *n, const char *name, uint64_t a, uint64_t b)
 	t[*n].ndim = b ? 2 : 1;
 	t[*n].shape[0] = a;
 	t[*n].shape[1] = b;
+	t[*n].shard = 0;
 	(*n)++;
+}
+
+static uint64_t
+numel_of(const struct tensor *t)
+{
+	return t->shape[0] * (t->ndim == 2 ? t->shape[1] : 1);
+}
+
+static void
+die(const struct peftio_error *err)
+{
+	fprintf(stderr, "gen: %s\n", err->msg);
+	exit(1);
+}
+
+/*
+ * Write tensors t[0..n-1] (2-D ones filled with N(0, sigma), 1-D ones
+ * with 1) into out, split into shards of at most shard_bytes; shard
+ * names come from names (one shard) or transformers' pattern; aux is
+ * written as the file auxname.
+ */
+static void
+write_ckpt(const char *out, struct tensor *t, size_t n, enum peftio_dtype dt,
+    uint64_t shard_bytes, const char *single, float sigma,
+    const char *auxname, const char *aux)
+{
+	struct peftio_error err;
+	struct peftio_ckptw *w;
+	uint64_t cur = 0, nb, maxn = 0;
+	size_t i, j, nshards = 1;
+	char **names;
+	float *f;
+	void *conv;
+
+	/* Shards in order, closed when the next tensor would overflow. */
+	for (i = 0; i < n; i++) {
+		peftio_dtype_nbytes(dt, numel_of(&t[i]), &nb);
+		if (cur > 0 && cur + nb > shard_bytes) {
+			nshards++;
+			cur = 0;
+		}
+		cur += nb;
+		t[i].shard = nshards - 1;
+		if (numel_of(&t[i]) > maxn)
+			maxn = numel_of(&t[i]);
+	}
+	if ((names = calloc(nshards, sizeof(char *))) == NULL)
+		exit(1);
+	for (i = 0; i < nshards; i++) {
+		if ((names[i] = malloc(64)) == NULL)
+			exit(1);
+		if (nshards == 1)
+			snprintf(names[i], 64, "%s", single);
+		else
+			peftio_shard_name(names[i], 64, i, nshards);
+	}
+	if (peftio_ckptw_create(&w, out, 1, nshards,
+	    (const char *const *)names, PEFTIO_W_FORCE | PEFTIO_W_NOSYNC,
+	    &err) != 0)
+		die(&err);
+	for (i = 0; i < n; i++)
+		if (peftio_ckptw_declare(w, t[i].shard, t[i].name, dt,
+		    t[i].ndim, t[i].shape, &err) != 0)
+			die(&err);
+	if (peftio_ckptw_layout(w, &err) != 0)
+		die(&err);
+	f = malloc(maxn * sizeof(float));
+	conv = malloc(maxn * sizeof(float));
+	if (f == NULL || conv == NULL)
+		exit(1);
+	for (i = 0; i < n; i++) {
+		if (t[i].ndim == 1) {
+			for (j = 0; j < numel_of(&t[i]); j++)
+				f[j] = 1.0f;
+		} else
+			fill(f, numel_of(&t[i]), sigma);
+		peftio_from_f32(dt, f, conv, numel_of(&t[i]));
+		peftio_dtype_nbytes(dt, numel_of(&t[i]), &nb);
+		if (peftio_ckptw_write(w, t[i].name, conv, nb, &err) != 0)
+			die(&err);
+	}
+	if (peftio_ckptw_file(w, auxname, aux, strlen(aux), &err) != 0 ||
+	    peftio_ckptw_commit(w, &err) != 0)
+		die(&err);
+	peftio_ckptw_free(w);
+	for (i = 0; i < nshards; i++)
+		free(names[i]);
+	free(names);
+	free(f);
+	free(conv);
+	printf("%s: %zu tensors, %zu shards\n", out, n, nshards);
+}
+
+static const char *const targets[] = {
+	"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+	"self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
+};
+
+/* A rank-r LoRA over every 2-D weight of the decoder layers. */
+static void
+write_adapter(const char *dir, const struct tensor *bt, size_t bn,
+    uint64_t r)
+{
+	struct tensor *t;
+	size_t n = 0, i, k;
+	char name[300], cfg[1024];
+
+	if ((t = calloc(2 * bn, sizeof(*t))) == NULL)
+		exit(1);
+	for (i = 0; i < bn; i++) {
+		for (k = 0; k < sizeof(targets) / sizeof(targets[0]); k++) {
+			const char *s = strstr(bt[i].name, targets[k]);
+
+			if (s != NULL && strcmp(s + strlen(targets[k]),
+			    ".weight") == 0)
+				break;
+		}
+		if (k == sizeof(targets) / sizeof(targets[0]))
+			continue;
+		/* base_model.model.<module>.lora_{A,B}.weight */
+		snprintf(name, sizeof(name), "base_model.model.%.*s.lora_A.weight",
+		    (int)(strlen(bt[i].name) - strlen(".weight")), bt[i].name);
+		add(t, &n, name, r, bt[i].shape[1]);
+		snprintf(name, sizeof(name), "base_model.model.%.*s.lora_B.weight",
+		    (int)(strlen(bt[i].name) - strlen(".weight")), bt[i].name);
+		add(t, &n, name, bt[i].shape[0], r);
+	}
+	snprintf(cfg, sizeof(cfg), "{\n  \"base_model_name_or_path\": null,\n"
+	    "  \"bias\": \"none\",\n  \"fan_in_fan_out\": false,\n"
+	    "  \"lora_alpha\": %llu,\n  \"lora_dropout\": 0.0,\n"
+	    "  \"peft_type\": \"LORA\",\n  \"r\": %llu,\n"
+	    "  \"target_modules\": [\"q_proj\", \"k_proj\", \"v_proj\", "
+	    "\"o_proj\", \"gate_proj\", \"up_proj\", \"down_proj\"],\n"
+	    "  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": false,\n"
+	    "  \"use_rslora\": false\n}\n", (unsigned long long)(2 * r),
+	    (unsigned long long)r);
+	write_ckpt(dir, t, n, PEFTIO_F32, UINT64_MAX,
+	    "adapter_model.safetensors", 0.01f, "adapter_config.json", cfg);
+	free(t);
 }
 
 int
@@ -87,30 +230,34 @@ main(int argc, char *argv[])
 {
 	const struct shape *sh = &shapes[2];
 	enum peftio_dtype dt = PEFTIO_BF16;
-	struct peftio_error err;
-	struct peftio_ckptw *w;
 	struct tensor *t;
-	uint64_t layers = 0, shard_bytes = 5000000000ULL, cur, nb, maxn = 0;
-	uint64_t numel, total = 0;
-	const char *out = NULL;
-	char **names, buf[200], cfg[1024];
-	size_t n = 0, i, l, nshards;
-	float *f;
-	void *conv;
+	uint64_t layers = 0, shard_bytes = 5000000000ULL, total = 0, rank = 16;
+	const char *out = NULL, *adapter = NULL;
+	char buf[200], cfg[1024];
+	size_t n = 0, i, l;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "l:o:s:S:t:")) != -1) {
+	while ((ch = getopt(argc, argv, "a:l:o:r:s:S:t:")) != -1) {
 		switch (ch) {
+		case 'a':
+			adapter = optarg;
+			break;
 		case 'l':
 			layers = strtoull(optarg, NULL, 10);
 			break;
 		case 'o':
 			out = optarg;
 			break;
+		case 'r':
+			rank = strtoull(optarg, NULL, 10);
+			break;
 		case 's':
 			for (i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
 				if (strcmp(optarg, shapes[i].name) == 0)
-					sh = &shapes[i];
+					break;
+			if (i == sizeof(shapes) / sizeof(shapes[0]))
+				usage();
+			sh = &shapes[i];
 			break;
 		case 'S':
 			shard_bytes = strtoull(optarg, NULL, 10);
@@ -123,7 +270,7 @@ main(int argc, char *argv[])
 			usage();
 		}
 	}
-	if (out == NULL)
+	if (out == NULL || rank == 0)
 		usage();
 	if (layers == 0)
 		layers = sh->layers;
@@ -149,57 +296,9 @@ main(int argc, char *argv[])
 	}
 	add(t, &n, "model.norm.weight", sh->hidden, 0);
 	add(t, &n, "lm_head.weight", sh->vocab, sh->hidden);
-
-	/* Shards in order, closed when the next tensor would overflow. */
-	nshards = 1;
-	cur = 0;
-	for (i = 0; i < n; i++) {
-		numel = t[i].shape[0] * (t[i].ndim == 2 ? t[i].shape[1] : 1);
-		peftio_dtype_nbytes(dt, numel, &nb);
-		if (cur > 0 && cur + nb > shard_bytes) {
-			nshards++;
-			cur = 0;
-		}
-		cur += nb;
-		t[i].shard = nshards - 1;
-		total += numel;
-		if (numel > maxn)
-			maxn = numel;
-	}
-	names = calloc(nshards, sizeof(char *));
-	for (i = 0; i < nshards; i++) {
-		names[i] = malloc(64);
-		if (nshards == 1)
-			snprintf(names[i], 64, "model.safetensors");
-		else
-			peftio_shard_name(names[i], 64, i, nshards);
-	}
-	if (peftio_ckptw_create(&w, out, 1, nshards,
-	    (const char *const *)names, PEFTIO_W_FORCE | PEFTIO_W_NOSYNC,
-	    &err) != 0)
-		goto fail;
 	for (i = 0; i < n; i++)
-		if (peftio_ckptw_declare(w, t[i].shard, t[i].name, dt,
-		    t[i].ndim, t[i].shape, &err) != 0)
-			goto fail;
-	if (peftio_ckptw_layout(w, &err) != 0)
-		goto fail;
-	f = malloc(maxn * sizeof(float));
-	conv = malloc(maxn * sizeof(float));
-	if (f == NULL || conv == NULL)
-		return 1;
-	for (i = 0; i < n; i++) {
-		numel = t[i].shape[0] * (t[i].ndim == 2 ? t[i].shape[1] : 1);
-		if (t[i].ndim == 1) {
-			for (l = 0; l < numel; l++)
-				f[l] = 1.0f;
-		} else
-			fill(f, numel, 0.02f);
-		peftio_from_f32(dt, f, conv, numel);
-		peftio_dtype_nbytes(dt, numel, &nb);
-		if (peftio_ckptw_write(w, t[i].name, conv, nb, &err) != 0)
-			goto fail;
-	}
+		total += numel_of(&t[i]);
+
 	snprintf(cfg, sizeof(cfg), "{\n  \"architectures\": [\n"
 	    "    \"LlamaForCausalLM\"\n  ],\n  \"dtype\": \"%s\",\n"
 	    "  \"hidden_size\": %llu,\n  \"intermediate_size\": %llu,\n"
@@ -210,14 +309,11 @@ main(int argc, char *argv[])
 	    (unsigned long long)sh->inter, (unsigned long long)sh->heads,
 	    (unsigned long long)layers, (unsigned long long)sh->kv_heads,
 	    (unsigned long long)sh->vocab);
-	if (peftio_ckptw_file(w, "config.json", cfg, strlen(cfg), &err) != 0 ||
-	    peftio_ckptw_commit(w, &err) != 0)
-		goto fail;
-	peftio_ckptw_free(w);
-	printf("%s: %llu parameters, %zu tensors, %zu shards\n", out,
-	    (unsigned long long)total, n, nshards);
+	write_ckpt(out, t, n, dt, shard_bytes, "model.safetensors", 0.02f,
+	    "config.json", cfg);
+	printf("%s: %llu parameters\n", out, (unsigned long long)total);
+	if (adapter != NULL)
+		write_adapter(adapter, t, n, rank);
+	free(t);
 	return 0;
-fail:
-	fprintf(stderr, "gen: %s\n", err.msg);
-	return 1;
 }
