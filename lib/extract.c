@@ -8,6 +8,9 @@
 
 #include "peftio_private.h"
 
+/* Rows of the residual computed at a time. */
+#define RESID_ROWS	256
+
 void
 peftio_extract_opts_init(struct peftio_extract_opts *o)
 {
@@ -123,17 +126,24 @@ peftio_extract_lora(const float *delta, uint64_t m, uint64_t n,
 		}
 	}
 	/* The error of the factors themselves, not 1 - kept: that loses
-	 * half the digits to cancellation. */
-	if (work == NULL && (work = malloc(m * n * sizeof(float))) == NULL) {
+	 * half the digits to cancellation.  Row blocks keep the scratch
+	 * small. */
+	acc = 0.0;
+	if (work == NULL && (work = malloc(PEFTIO_MIN(m, RESID_ROWS) * n *
+	    sizeof(float))) == NULL) {
 		peftio_lora_factors_free(f);
 		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 		goto out;
 	}
-	memcpy(work, delta, m * n * sizeof(float));
-	peftio_sgemm(0, 0, m, n, r, -1.0f, f->b, r, f->a, n, 1.0f, work, n);
-	acc = 0.0;
-	for (i = 0; i < m * n; i++)
-		acc += (double)work[i] * work[i];
+	for (i = 0; i < m; i += RESID_ROWS) {
+		uint64_t nr = PEFTIO_MIN(RESID_ROWS, m - i);
+
+		memcpy(work, delta + i * n, nr * n * sizeof(float));
+		peftio_sgemm(0, 0, nr, n, r, -1.0f, f->b + i * r, r, f->a, n,
+		    1.0f, work, n);
+		for (j = 0; j < nr * n; j++)
+			acc += (double)work[j] * work[j];
+	}
 	f->rel_err = total > 0.0 ? sqrt(acc / total) : 0.0;
 	rc = 0;
 out:

@@ -24,7 +24,6 @@ struct item {
 	int			 embedding;	/* lora_embedding_A/B */
 	uint64_t		 rows, cols;	/* of the weight */
 	enum peftio_dtype	 bdt, tdt, odt;
-	const void		*bdata, *tdata;
 	int			 zero;		/* delta is zero: skipped */
 	struct peftio_lora_factors f;
 	struct peftio_error	 err;
@@ -199,55 +198,117 @@ name_seed(const char *s, uint64_t seed)
 	return h;
 }
 
+/* Rows converted at a time when the base is subtracted. */
+#define SUB_ROWS	64
+
+/* The checkpoints, read by the worker threads. */
+static struct peftio_ckpt *Base, *Tuned;
+
+/*
+ * delta = tuned - base in f32.  Each tensor's pages are dropped once
+ * converted, so the memory held is one f32 delta per thread.
+ */
+static int
+load_delta(struct item *it, float *d, float *tmp)
+{
+	uint64_t n = it->cols, i, j, r, nr;
+	const void *bd, *td;
+	size_t bes = peftio_dtype_bits(it->bdt) / 8;
+	int nz = 0;
+
+	if (peftio_ckpt_data(Tuned, it->ti, &td, &it->err) != 0 ||
+	    peftio_ckpt_data(Base, it->bi, &bd, &it->err) != 0)
+		return -1;
+	peftio_to_f32(it->tdt, td, d, it->rows * n);
+	peftio_ckpt_release(Tuned, it->ti);
+	for (r = 0; r < it->rows; r += SUB_ROWS) {
+		nr = it->rows - r < SUB_ROWS ? it->rows - r : SUB_ROWS;
+		peftio_to_f32(it->bdt, (const char *)bd + r * n * bes, tmp,
+		    nr * n);
+		for (i = 0; i < nr * n; i++) {
+			j = r * n + i;
+			d[j] -= tmp[i];
+			if (d[j] != 0.0f)
+				nz = 1;
+			if (!isfinite(d[j])) {
+				peftio_error_set(&it->err, PEFTIO_ENONFINITE,
+				    "%s: tensor %s.weight: delta is not finite",
+				    O.tuned, it->module);
+				return -1;
+			}
+		}
+	}
+	peftio_ckpt_release(Base, it->bi);
+	return nz;
+}
+
+/* Factors of d^T from those of d = B A: (B A)^T = A^T B^T. */
+static int
+transpose_factors(struct peftio_lora_factors *f)
+{
+	uint64_t r = f->rank, i, j;
+	float *a, *b;
+
+	if ((a = malloc(r * f->m * sizeof(float) + 1)) == NULL ||
+	    (b = malloc(f->n * r * sizeof(float) + 1)) == NULL) {
+		free(a);
+		return -1;
+	}
+	for (i = 0; i < f->m; i++)		/* A' = B^T, r x m */
+		for (j = 0; j < r; j++)
+			a[j * f->m + i] = f->b[i * r + j];
+	for (i = 0; i < r; i++)			/* B' = A^T, n x r */
+		for (j = 0; j < f->n; j++)
+			b[j * r + i] = f->a[i * f->n + j];
+	free(f->a);
+	free(f->b);
+	f->a = a;
+	f->b = b;
+	i = f->m;
+	f->m = f->n;
+	f->n = i;
+	return 0;
+}
+
 static void
 extract_one(struct item *it)
 {
-	uint64_t m = it->rows, n = it->cols, i, nel = m * n;
-	float *bw = NULL, *tw = NULL, *d;
+	uint64_t m = it->rows, n = it->cols;
 	struct peftio_extract_opts x = O.x;
-	int nz = 0;
+	float *d, *tmp;
+	int nz;
 
-	bw = malloc(nel * sizeof(float));
-	tw = malloc(nel * sizeof(float));
-	if (bw == NULL || tw == NULL) {
+	d = malloc(m * n * sizeof(float));
+	tmp = malloc((m < SUB_ROWS ? m : SUB_ROWS) * n * sizeof(float));
+	if (d == NULL || tmp == NULL) {
 		it->rc = peftio_error_set(&it->err, PEFTIO_ENOMEM,
 		    "%s.weight: out of memory", it->module);
 		goto out;
 	}
-	peftio_to_f32(it->bdt, it->bdata, bw, nel);
-	peftio_to_f32(it->tdt, it->tdata, tw, nel);
-	for (i = 0; i < nel; i++) {
-		tw[i] -= bw[i];
-		if (tw[i] != 0.0f)
-			nz = 1;
-		if (!isfinite(tw[i])) {
-			it->rc = peftio_error_set(&it->err, PEFTIO_ENONFINITE,
-			    "%s: tensor %s.weight: delta is not finite",
-			    O.tuned, it->module);
-			goto out;
-		}
+	if ((nz = load_delta(it, d, tmp)) < 0) {
+		it->rc = it->err.code;
+		goto out;
 	}
-	if (!nz) {
+	free(tmp);
+	tmp = NULL;
+	if (nz == 0) {
 		it->zero = 1;
 		it->rc = 0;
 		goto out;
 	}
-	if (it->embedding) {
-		/* PEFT adds (B A)^T to an embedding: factor the transpose. */
-		for (i = 0; i < nel; i++)
-			bw[(i % n) * m + i / n] = tw[i];
-		d = bw;
-		m = it->cols;
-		n = it->rows;
-	} else
-		d = tw;
 	x.seed = name_seed(it->module, O.x.seed);
 	if ((it->rc = peftio_extract_lora(d, m, n, &x, &it->f,
-	    &it->err)) != 0)
+	    &it->err)) != 0) {
 		peftio_error_prefix(&it->err, "tensor %s.weight", it->module);
+		goto out;
+	}
+	/* PEFT adds (B A)^T to an embedding. */
+	if (it->embedding && transpose_factors(&it->f) != 0)
+		it->rc = peftio_error_set(&it->err, PEFTIO_ENOMEM,
+		    "%s.weight: out of memory", it->module);
 out:
-	free(bw);
-	free(tw);
+	free(d);
+	free(tmp);
 }
 
 static void
@@ -424,6 +485,41 @@ write_tensor(struct peftio_ckptw *w, const char *name, const float *x,
 	return rc;
 }
 
+/* 1 if tensor i of b and j of t hold the same values, 0 if not, -1 on
+ * error; their pages are dropped afterwards. */
+static int
+same_values(struct peftio_ckpt *b, size_t i, struct peftio_ckpt *t, size_t j,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *bi = peftio_ckpt_tensor(b, i);
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(t, j);
+	uint64_t es = peftio_dtype_bits(bi->dtype) / 8;
+	uint64_t et = peftio_dtype_bits(ti->dtype) / 8, k;
+	const void *bd, *td;
+	float x, y;
+	int same;
+
+	if (peftio_ckpt_data(b, i, &bd, err) != 0 ||
+	    peftio_ckpt_data(t, j, &td, err) != 0)
+		return -1;
+	if (bi->dtype == ti->dtype)
+		same = memcmp(bd, td, bi->nbytes) == 0;
+	else {
+		for (k = 0; k < bi->numel; k++) {
+			peftio_to_f32(bi->dtype, (const char *)bd + k * es,
+			    &x, 1);
+			peftio_to_f32(ti->dtype, (const char *)td + k * et,
+			    &y, 1);
+			if (x != y)
+				break;
+		}
+		same = k == bi->numel;
+	}
+	peftio_ckpt_release(b, i);
+	peftio_ckpt_release(t, j);
+	return same;
+}
+
 static int
 run(void)
 {
@@ -465,7 +561,6 @@ run(void)
 		long j = peftio_ckpt_find(t, bi->name);
 		size_t len = strlen(bi->name);
 		struct item *it;
-		const void *bd, *td;
 		int d, same = 1;
 
 		if (j < 0) {
@@ -487,36 +582,16 @@ run(void)
 		if (!float_dtype(bi->dtype) || !float_dtype(ti->dtype) ||
 		    bi->numel == 0)
 			continue;
-		if (peftio_ckpt_data(b, i, &bd, &err) != 0 ||
-		    peftio_ckpt_data(t, (size_t)j, &td, &err) != 0) {
-			rc = cli_error(&err);
-			goto out;
-		}
 		if (bi->ndim != 2 || len <= 7 ||
 		    strcmp(bi->name + len - 7, ".weight") != 0 ||
 		    !selected_name(bi->name, len - 7)) {
 			/* Not extracted: say so if it changed. */
-			if (bi->dtype == ti->dtype &&
-			    memcmp(bd, td, bi->nbytes) == 0)
-				continue;
-			if (bi->dtype != ti->dtype) {
-				/* Compare values. */
-				float x, y;
-				uint64_t k;
-				uint64_t es = bi->nbytes / bi->numel;
-				uint64_t et = ti->nbytes / ti->numel;
-
-				for (k = 0; k < bi->numel; k++) {
-					peftio_to_f32(bi->dtype,
-					    (const char *)bd + k * es, &x, 1);
-					peftio_to_f32(ti->dtype,
-					    (const char *)td + k * et, &y, 1);
-					if (x != y)
-						break;
-				}
-				if (k == bi->numel)
-					continue;
+			if ((same = same_values(b, i, t, (size_t)j, &err)) < 0) {
+				rc = cli_error(&err);
+				goto out;
 			}
+			if (same)
+				continue;
 			nskipped++;
 			skipped = realloc(skipped, skipped_len + len + 3);
 			if (skipped == NULL) {
@@ -540,13 +615,13 @@ run(void)
 		it->tdt = ti->dtype;
 		it->odt = bi->dtype == PEFTIO_F16 || bi->dtype == PEFTIO_BF16 ?
 		    bi->dtype : PEFTIO_F32;
-		it->bdata = bd;
-		it->tdata = td;
 	}
 	if (nskipped > 0)
 		cli_info("changed but not extracted (not targeted; use "
 		    "--target): %s", skipped);
 
+	Base = b;
+	Tuned = t;
 	peftio_parallel_for(O.jobs, n, 1, extract_range, items);
 	for (i = 0; i < n; i++)
 		if (items[i].rc != 0) {
