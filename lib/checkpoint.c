@@ -442,6 +442,17 @@ peftio_ckpt_data(struct peftio_ckpt *c, size_t i, const void **data,
 	    data, err);
 }
 
+int
+peftio_ckpt_read(struct peftio_ckpt *c, size_t i, uint64_t off, void *buf,
+    size_t len, struct peftio_error *err)
+{
+	if (i >= c->count)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: no tensor number %zu", c->path, i);
+	return peftio_st_read(c->shards[c->ents[i].shard], c->ents[i].idx,
+	    off, buf, len, err);
+}
+
 void
 peftio_ckpt_release(struct peftio_ckpt *c, size_t i)
 {

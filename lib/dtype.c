@@ -121,6 +121,57 @@ peftio_dtype_bits(enum peftio_dtype dt)
 	return dtype_ok(dt) ? dtypes[dt].bits : 0;
 }
 
+/*
+ * The scan tests fixed-size chunks with a branch-free loop of constant
+ * trip count, which compilers vectorize even at -O2; the element is
+ * located only in a chunk that has one.
+ */
+#define NF_CHUNK	1024
+
+#define NONFINITE_SCAN(T, MASK, VAL) do {				\
+	const unsigned char *b_ = src;					\
+	uint64_t i_ = 0, k_;						\
+	T v_, bad_;							\
+									\
+	for (; n - i_ >= NF_CHUNK; i_ += NF_CHUNK) {			\
+		bad_ = 0;						\
+		for (k_ = 0; k_ < NF_CHUNK; k_++) {			\
+			memcpy(&v_, b_ + (i_ + k_) * sizeof(T), sizeof(T)); \
+			bad_ |= (T)((v_ & (MASK)) == (VAL));		\
+		}							\
+		if (bad_ != 0)						\
+			break;						\
+	}								\
+	for (; i_ < n; i_++) {						\
+		memcpy(&v_, b_ + i_ * sizeof(T), sizeof(T));		\
+		if ((v_ & (MASK)) == (VAL))				\
+			return (int64_t)i_;				\
+	}								\
+	return -1;							\
+} while (0)
+
+int64_t
+peftio_first_nonfinite(enum peftio_dtype dt, const void *src, uint64_t n)
+{
+	switch (dt) {
+	case PEFTIO_F64:
+		NONFINITE_SCAN(uint64_t, 0x7ff0000000000000ull,
+		    0x7ff0000000000000ull);
+	case PEFTIO_F32:
+		NONFINITE_SCAN(uint32_t, 0x7f800000u, 0x7f800000u);
+	case PEFTIO_F16:
+		NONFINITE_SCAN(uint16_t, 0x7c00u, 0x7c00u);
+	case PEFTIO_BF16:
+		NONFINITE_SCAN(uint16_t, 0x7f80u, 0x7f80u);
+	case PEFTIO_F8_E5M2:
+		NONFINITE_SCAN(uint8_t, 0x7cu, 0x7cu);
+	case PEFTIO_F8_E4M3:
+		NONFINITE_SCAN(uint8_t, 0x7fu, 0x7fu);
+	default:
+		return -1;
+	}
+}
+
 int
 peftio_dtype_is_float(enum peftio_dtype dt)
 {

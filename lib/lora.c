@@ -690,6 +690,8 @@ struct peftio_merge {
 	size_t		 nt;
 	uint64_t	 newr;
 	float		 newscale;
+	struct peftio_scratch *slots;	/* per thread: ROW_CHUNK rows of
+					 * a delta */
 };
 
 #define ROW_CHUNK	64	/* rows per BLAS call: fixed, so -j never
@@ -938,6 +940,11 @@ peftio_merge_create(struct peftio_merge **out,
 	m->o.weights = NULL;
 	if (m->o.nthreads == 0)
 		m->o.nthreads = 1;
+	if ((m->slots = calloc(m->o.nthreads, sizeof(*m->slots))) == NULL) {
+		free(m->w);
+		free(m);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
 	for (i = 0; i < nads; i++)
 		m->w[i] = opts->weights != NULL ? opts->weights[i] : 1.0;
 	/* PEFT: a single adapter always combines as "linear". */
@@ -1047,6 +1054,10 @@ peftio_merge_free(struct peftio_merge *m)
 		free(m->t[i].name);
 		free(m->t[i].ops);
 	}
+	if (m->slots != NULL)
+		for (i = 0; i < m->o.nthreads; i++)
+			peftio_scratch_free(&m->slots[i]);
+	free(m->slots);
 	free(m->t);
 	free(m->w);
 	free(m);
@@ -1099,27 +1110,96 @@ struct gemm_job {
 				 * instead of C = B A */
 	const float	*a, *b;	/* A [r, ?], B [?, r] */
 	uint64_t	 r, rows, cols;
-	float		*c;
+	float		*c;	/* the product, or NULL: fold it into w */
+	/* The fold: rows of the delta, as op_lora() describes it. */
+	struct peftio_merge *m;
+	float		*w;
+	float		 s, wt;
+	enum peftio_dtype adt;
+	const float	*mag;	/* DoRA magnitudes, or NULL */
+	int		 nomem;
 };
 
+/*
+ * Fold n rows of a LoRA delta (from row r0) into w: scale, round through
+ * the adapter's dtype, weight, then add (or subtract); with DoRA,
+ * W' = m / ||W + dW||_row * (W + dW).
+ */
 static void
-gemm_chunks(void *arg, uint64_t b, uint64_t e)
+fold_rows(const struct gemm_job *j, uint64_t r0, uint64_t n, float *d)
+{
+	uint64_t i, k, cnt = n * j->cols;
+	float *w = j->w + r0 * j->cols, f;
+	double ss;
+
+	for (i = 0; i < cnt; i++)
+		d[i] *= j->s;
+	round_through(j->adt, d, cnt);
+	if (j->wt != 1.0f)
+		for (i = 0; i < cnt; i++)
+			d[i] *= j->wt;
+	if (j->mag == NULL) {
+		if (j->m->o.unmerge)
+			for (i = 0; i < cnt; i++)
+				w[i] -= d[i];
+		else
+			for (i = 0; i < cnt; i++)
+				w[i] += d[i];
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		float *row = w + i * j->cols;
+		const float *drow = d + i * j->cols;
+
+		ss = 0;
+		for (k = 0; k < j->cols; k++) {
+			row[k] += drow[k];
+			ss += (double)row[k] * row[k];
+		}
+		f = j->mag[r0 + i] / (float)sqrt(ss);
+		for (k = 0; k < j->cols; k++)
+			row[k] *= f;
+	}
+}
+
+static void
+gemm_chunks(void *arg, unsigned slot, uint64_t b, uint64_t e)
 {
 	struct gemm_job *j = arg;
 	uint64_t c, r0, n;
+	float *dst, *tmp = NULL;
 
+	if (j->c == NULL && (tmp = peftio_scratch(&j->m->slots[slot],
+	    ROW_CHUNK * j->cols * sizeof(float))) == NULL) {
+		j->nomem = 1;
+		return;
+	}
 	for (c = b; c < e; c++) {
 		r0 = c * ROW_CHUNK;
 		n = PEFTIO_MIN(ROW_CHUNK, j->rows - r0);
-		if (j->trans)	/* A [r, rows], B [cols, r] */
+		dst = j->c != NULL ? j->c + r0 * j->cols : tmp;
+		if (j->r == 0)
+			memset(dst, 0, n * j->cols * sizeof(float));
+		else if (j->trans)	/* A [r, rows], B [cols, r] */
 			peftio_sgemm(1, 1, n, j->cols, j->r, 1.0f, j->a + r0,
-			    j->rows, j->b, j->r, 0.0f, j->c + r0 * j->cols,
-			    j->cols);
+			    j->rows, j->b, j->r, 0.0f, dst, j->cols);
 		else		/* B [rows, r], A [r, cols] */
 			peftio_sgemm(0, 0, n, j->cols, j->r, 1.0f,
 			    j->b + r0 * j->r, j->r, j->a, j->cols, 0.0f,
-			    j->c + r0 * j->cols, j->cols);
+			    dst, j->cols);
+		if (j->c == NULL)
+			fold_rows(j, r0, n, dst);
 	}
+}
+
+/* Run job j (with its product or fold set) over the rows. */
+static int
+run_gemm(const struct peftio_merge *m, struct gemm_job *j)
+{
+	j->nomem = 0;
+	peftio_parallel_slots(m->o.nthreads,
+	    (j->rows + ROW_CHUNK - 1) / ROW_CHUNK, 1, gemm_chunks, j);
+	return j->nomem ? PEFTIO_ENOMEM : 0;
 }
 
 /* c[rows, cols] = B A (or A^T B^T when trans), unscaled. */
@@ -1129,6 +1209,7 @@ factor_product(const struct peftio_merge *m, int trans, const float *a,
 {
 	struct gemm_job j;
 
+	memset(&j, 0, sizeof(j));
 	j.trans = trans;
 	j.a = a;
 	j.b = b;
@@ -1136,12 +1217,7 @@ factor_product(const struct peftio_merge *m, int trans, const float *a,
 	j.rows = rows;
 	j.cols = cols;
 	j.c = c;
-	if (r == 0) {
-		memset(c, 0, rows * cols * sizeof(float));
-		return;
-	}
-	peftio_parallel_for(m->o.nthreads, (rows + ROW_CHUNK - 1) / ROW_CHUNK,
-	    1, gemm_chunks, &j);
+	(void)run_gemm(m, &j);
 }
 
 /* PEFT's get_delta_weight: transpose(B @ A, fifo) * s, in f32, cast to
@@ -1174,45 +1250,33 @@ op_lora(struct peftio_merge *m, const struct target *t, const struct op *op,
 {
 	struct peftio_adapter *a = m->ads[op->ad];
 	const struct lmod *md = &a->mods[op->mod];
-	uint64_t i, j, n = t->rows * t->cols;
-	float *d, *mag = NULL, wt = (float)m->w[op->ad], f;
-	double ss;
+	struct gemm_job j;
+	float *fa = NULL, *fb = NULL, *mag = NULL;
 	int rc;
 
-	if ((d = malloc(n * sizeof(float))) == NULL)
-		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	if ((rc = lora_delta(m, a, md, t, d, err)) != 0)
+	if ((rc = load_f32(a, md->a, &fa, err)) != 0 ||
+	    (rc = load_f32(a, md->b, &fb, err)) != 0 ||
+	    (md->mag >= 0 && (rc = load_f32(a, md->mag, &mag, err)) != 0))
 		goto out;
-	if (m->w[op->ad] != 1.0)
-		for (i = 0; i < n; i++)
-			d[i] *= wt;
-	if (md->mag < 0) {
-		if (m->o.unmerge)
-			for (i = 0; i < n; i++)
-				w[i] -= d[i];
-		else
-			for (i = 0; i < n; i++)
-				w[i] += d[i];
-		goto out;
-	}
-	/* DoRA: W' = m / ||W + dW||_row * (W + dW). */
-	if ((rc = load_f32(a, md->mag, &mag, err)) != 0)
-		goto out;
-	for (i = 0; i < t->rows; i++) {
-		float *row = w + i * t->cols;
-		const float *drow = d + i * t->cols;
-
-		ss = 0;
-		for (j = 0; j < t->cols; j++) {
-			row[j] += drow[j];
-			ss += (double)row[j] * row[j];
-		}
-		f = mag[i] / (float)sqrt(ss);
-		for (j = 0; j < t->cols; j++)
-			row[j] *= f;
-	}
+	memset(&j, 0, sizeof(j));
+	j.trans = md->embedding || a->fifo;
+	j.a = fa;
+	j.b = fb;
+	j.r = md->r;
+	j.rows = t->rows;
+	j.cols = t->cols;
+	j.m = m;
+	j.w = w;
+	j.s = (float)md->scale;
+	j.wt = (float)m->w[op->ad];
+	j.adt = tinfo(a, md->b)->dtype;
+	j.mag = mag;
+	if (run_gemm(m, &j) != 0)
+		rc = peftio_error_set(err, PEFTIO_ENOMEM,
+		    "tensor '%s': out of memory", t->name);
 out:
-	free(d);
+	free(fa);
+	free(fb);
 	free(mag);
 	return rc;
 }

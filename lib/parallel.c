@@ -6,11 +6,12 @@
 
 #include "peftio_private.h"
 
-#define MAX_THREADS	256
+#define MAX_THREADS	PEFTIO_MAX_JOBS
 
 struct job {
-	void		(*fn)(void *, uint64_t, uint64_t);
+	void		(*fn)(void *, unsigned, uint64_t, uint64_t);
 	void		*arg;
+	unsigned	 slot;
 	uint64_t	 b, e;
 };
 
@@ -19,13 +20,37 @@ run_job(void *p)
 {
 	struct job *j = p;
 
-	j->fn(j->arg, j->b, j->e);
+	j->fn(j->arg, j->slot, j->b, j->e);
 	return NULL;
+}
+
+/* peftio_parallel_for() through peftio_parallel_slots(). */
+struct noslot {
+	void		(*fn)(void *, uint64_t, uint64_t);
+	void		*arg;
+};
+
+static void
+run_noslot(void *p, unsigned slot, uint64_t b, uint64_t e)
+{
+	struct noslot *ns = p;
+
+	(void)slot;
+	ns->fn(ns->arg, b, e);
 }
 
 void
 peftio_parallel_for(unsigned nthreads, uint64_t n, uint64_t grain,
     void (*fn)(void *, uint64_t, uint64_t), void *arg)
+{
+	struct noslot ns = { fn, arg };
+
+	peftio_parallel_slots(nthreads, n, grain, run_noslot, &ns);
+}
+
+void
+peftio_parallel_slots(unsigned nthreads, uint64_t n, uint64_t grain,
+    void (*fn)(void *, unsigned, uint64_t, uint64_t), void *arg)
 {
 	struct job jobs[MAX_THREADS];
 	pthread_t tid[MAX_THREADS];
@@ -42,13 +67,14 @@ peftio_parallel_for(unsigned nthreads, uint64_t n, uint64_t grain,
 	if (nt > (n + grain - 1) / grain)
 		nt = (n + grain - 1) / grain;
 	if (nt <= 1) {
-		fn(arg, 0, n);
+		fn(arg, 0, 0, n);
 		return;
 	}
 	per = (n + nt - 1) / nt;
 	for (i = 0; i < nt; i++) {
 		jobs[i].fn = fn;
 		jobs[i].arg = arg;
+		jobs[i].slot = (unsigned)i;
 		jobs[i].b = PEFTIO_MIN(i * per, n);
 		jobs[i].e = PEFTIO_MIN((i + 1) * per, n);
 		started[i] = 0;

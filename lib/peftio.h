@@ -145,6 +145,28 @@ int	peftio_to_f32(enum peftio_dtype dt, const void *src, float *dst,
 	    uint64_t n);
 int	peftio_from_f32(enum peftio_dtype dt, const float *src, void *dst,
 	    uint64_t n);
+/*
+ * Index of the first NaN or infinity among n values of a float dtype
+ * (F64, F32, F16, BF16, F8_E5M2; F8_E4M3 has no infinity: its NaN), or
+ * -1 when all are finite or dt is not a float dtype.
+ */
+int64_t	peftio_first_nonfinite(enum peftio_dtype dt, const void *src,
+	    uint64_t n);
+
+/*
+ * A buffer reused from one tensor to the next: it grows to the largest
+ * size asked for and keeps its pages, so a long run does not pay for
+ * fresh zero-filled pages on every tensor.  Zero-initialize; free with
+ * peftio_scratch_free().
+ */
+struct peftio_scratch {
+	void	*p;
+	size_t	 cap;
+};
+
+/* At least len bytes (contents undefined), or NULL when out of memory. */
+void	*peftio_scratch(struct peftio_scratch *s, size_t len);
+void	 peftio_scratch_free(struct peftio_scratch *s);
 
 /* ------------------------------------------------------------------ */
 /* Tensor descriptions                                                 */
@@ -202,6 +224,11 @@ const char *peftio_st_meta_get(const struct peftio_st *st, const char *key);
  * the reader is closed. */
 int	peftio_st_data(struct peftio_st *st, size_t i, const void **data,
 	    struct peftio_error *err);
+/* Copy len bytes of tensor i, from byte off, into buf: pread(2) where
+ * the data is a file, which is faster than first touches of the
+ * mapping and leaves no pages mapped.  Thread-safe. */
+int	peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
+	    size_t len, struct peftio_error *err);
 /* Hint that tensor i's pages are no longer needed (may drop them). */
 void	peftio_st_release(struct peftio_st *st, size_t i);
 
@@ -334,6 +361,8 @@ size_t	peftio_ckpt_shard_of(const struct peftio_ckpt *c, size_t i);
 long	peftio_ckpt_find(const struct peftio_ckpt *c, const char *name);
 int	peftio_ckpt_data(struct peftio_ckpt *c, size_t i, const void **data,
 	    struct peftio_error *err);
+int	peftio_ckpt_read(struct peftio_ckpt *c, size_t i, uint64_t off,
+	    void *buf, size_t len, struct peftio_error *err);
 void	peftio_ckpt_release(struct peftio_ckpt *c, size_t i);
 
 /*
@@ -382,6 +411,9 @@ void	peftio_shard_name(char *buf, size_t len, size_t i, size_t n);
 /* Threads (parallel.c)                                                */
 /* ------------------------------------------------------------------ */
 
+/* The most threads a parallel loop uses. */
+#define PEFTIO_MAX_JOBS		256
+
 /*
  * Run fn(arg, b, e) over [0, n) split into at most nthreads contiguous
  * ranges of at least grain items each (the calling thread takes one).
@@ -390,6 +422,11 @@ void	peftio_shard_name(char *buf, size_t len, size_t i, size_t n);
  */
 void	peftio_parallel_for(unsigned nthreads, uint64_t n, uint64_t grain,
 	    void (*fn)(void *arg, uint64_t b, uint64_t e), void *arg);
+/* The same, telling each range its slot: a number below nthreads that
+ * no concurrent range shares (for per-thread scratch buffers). */
+void	peftio_parallel_slots(unsigned nthreads, uint64_t n, uint64_t grain,
+	    void (*fn)(void *arg, unsigned slot, uint64_t b, uint64_t e),
+	    void *arg);
 /* Online CPUs (at least 1). */
 unsigned peftio_ncpus(void);
 

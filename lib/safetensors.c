@@ -319,6 +319,8 @@ struct peftio_st {
 	uint64_t	 datalen;
 	void		*map;
 	size_t		 maplen;
+	int		 fd;		/* the file (or spool), for pread; or -1 */
+	uint64_t	 fdoff;		/* where the data section starts in it */
 	struct peftio_tensor_info *t;
 	size_t		 n;
 	char		*names;		/* NUL-separated names */
@@ -702,6 +704,7 @@ st_new(const char *path, const char *label)
 		return NULL;
 	}
 	st->data = empty_data;
+	st->fd = -1;
 	return st;
 }
 
@@ -777,6 +780,15 @@ fail:
 	return rc;
 }
 
+/* Keep a descriptor of the data for peftio_st_read(). */
+static int
+keep_fd(struct peftio_st *st, int fd, struct peftio_error *err)
+{
+	if ((st->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
+		return peftio_error_sys(err, "%s", st->label);
+	return 0;
+}
+
 static int
 open_regular(struct peftio_st *st, int fd, uint64_t size,
     struct peftio_error *err)
@@ -839,7 +851,8 @@ open_regular(struct peftio_st *st, int fd, uint64_t size,
 	}
 	(void)madvise(st->map, st->maplen, MADV_SEQUENTIAL);
 	st->data = (const unsigned char *)st->map + (8 + n - start);
-	return 0;
+	st->fdoff = 8 + n;
+	return keep_fd(st, fd, err);
 }
 
 /* Read a pipe: header in memory, data section spooled to a file. */
@@ -945,6 +958,8 @@ open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
 			goto out;
 		}
 		st->data = st->map;
+		st->fdoff = 0;
+		rc = keep_fd(st, sp, err);
 	}
 out:
 	free(hdr);
@@ -1007,6 +1022,8 @@ peftio_st_close(struct peftio_st *st)
 		return;
 	if (st->map != NULL)
 		munmap(st->map, st->maplen);
+	if (st->fd >= 0)
+		close(st->fd);
 	for (i = 0; i < st->nmeta; i++) {
 		free(st->meta[i].key);
 		free(st->meta[i].value);
@@ -1097,6 +1114,45 @@ peftio_st_data(struct peftio_st *st, size_t i, const void **data,
 		    "%s: tensor index %zu out of range (%zu tensors)",
 		    st->label, i, st->n);
 	*data = st->data + st->t[i].offset;
+	return 0;
+}
+
+int
+peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
+    size_t len, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *t;
+	unsigned char *p = buf;
+	ssize_t r;
+
+	if (i >= st->n)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: tensor index %zu out of range (%zu tensors)",
+		    st->label, i, st->n);
+	t = &st->t[i];
+	if (off > t->nbytes || len > t->nbytes - off)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: tensor '%s': bytes %" PRIu64 "+%zu out of range",
+		    st->label, t->name, off, len);
+	if (st->fd < 0) {
+		memcpy(buf, st->data + t->offset + off, len);
+		return 0;
+	}
+	off += st->fdoff + t->offset;
+	while (len > 0) {
+		r = pread(st->fd, p, len, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? peftio_error_sys(err,
+			    "%s: tensor '%s': read error", st->label,
+			    t->name) : peftio_error_set(err, PEFTIO_EIO,
+			    "%s: tensor '%s': file shrank while being read",
+			    st->label, t->name);
+		p += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+	}
 	return 0;
 }
 

@@ -63,18 +63,6 @@ usage(int status)
 	exit(status);
 }
 
-static void *
-xmalloc(size_t n)
-{
-	void *p = malloc(n ? n : 1);
-
-	if (p == NULL) {
-		cli_warn("out of memory (%zu bytes)", n);
-		exit(CLI_EXIT_ERROR);
-	}
-	return p;
-}
-
 static char *
 xstrndup(const char *s, size_t n)
 {
@@ -222,7 +210,7 @@ load_delta(struct item *it, float *d, float *tmp)
 	peftio_to_f32(it->tdt, td, d, it->rows * n);
 	peftio_ckpt_release(Tuned, it->ti);
 	for (r = 0; r < it->rows; r += SUB_ROWS) {
-		nr = it->rows - r < SUB_ROWS ? it->rows - r : SUB_ROWS;
+		nr = min_u64(SUB_ROWS, it->rows - r);
 		peftio_to_f32(it->bdt, (const char *)bd + r * n * bes, tmp,
 		    nr * n);
 		for (i = 0; i < nr * n; i++) {
@@ -279,7 +267,7 @@ extract_one(struct item *it)
 	int nz;
 
 	d = malloc(m * n * sizeof(float));
-	tmp = malloc((m < SUB_ROWS ? m : SUB_ROWS) * n * sizeof(float));
+	tmp = malloc(min_u64(m, SUB_ROWS) * n * sizeof(float));
 	if (d == NULL || tmp == NULL) {
 		it->rc = peftio_error_set(&it->err, PEFTIO_ENOMEM,
 		    "%s.weight: out of memory", it->module);

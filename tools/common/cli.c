@@ -178,3 +178,27 @@ cli_progress_end(void)
 		progress_shown = 0;
 	}
 }
+
+void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL) {
+		cli_warn("out of memory (%zu bytes)", n);
+		exit(CLI_EXIT_ERROR);
+	}
+	return p;
+}
+
+void *
+xscratch(struct peftio_scratch *s, size_t n)
+{
+	void *p = peftio_scratch(s, n);
+
+	if (p == NULL) {
+		cli_warn("out of memory (%zu bytes)", n);
+		exit(CLI_EXIT_ERROR);
+	}
+	return p;
+}

@@ -39,6 +39,17 @@ int	cli_parse_u64(const char *opt, const char *s, uint64_t min,
  * the dtype, or -1 with a message. */
 int	cli_parse_float_dtype(const char *opt, const char *s);
 
+static inline uint64_t
+min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* malloc() and peftio_scratch() that exit with a message when memory
+ * runs out. */
+void	*xmalloc(size_t n);
+void	*xscratch(struct peftio_scratch *s, size_t n);
+
 /* Progress on stderr, only when stderr is a terminal and not -q;
  * at most a few updates a second.  cli_progress_end() clears it. */
 void	cli_progress(uint64_t done, uint64_t total, const char *what);

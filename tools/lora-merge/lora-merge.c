@@ -61,18 +61,6 @@ usage(int status)
 	exit(status);
 }
 
-static void *
-xmalloc(size_t n)
-{
-	void *p = malloc(n ? n : 1);
-
-	if (p == NULL) {
-		cli_warn("out of memory (%zu bytes)", n);
-		exit(CLI_EXIT_ERROR);
-	}
-	return p;
-}
-
 static char *
 str_cat(const char *a, const char *b)
 {
@@ -142,9 +130,67 @@ shape_of(void *arg, const char *name, int *ndim, uint64_t *shape)
 	return 0;
 }
 
+/* Buffers reused from one tensor to the next. */
+static struct peftio_scratch Vals, Out, Deq, Slot[PEFTIO_MAX_JOBS];
+
+/* Values converted per step of a worker: small enough to stay in cache. */
+#define CONV_CHUNK	(64 * 1024)
+
+struct conv {
+	struct peftio_ckpt	*in;	/* read tensor idx from here, */
+	size_t			 idx;
+	const void		*src;	/* or convert from memory */
+	enum peftio_dtype	 sdt, ddt;
+	uint64_t		 n;	/* values */
+	float			*f;
+	void			*dst;
+	int			 rc;
+	struct peftio_error	 err;
+};
+
+/* Tensor values [b, e) (in units of CONV_CHUNK) to f32, or f32 to ddt. */
+static void
+to_f32_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
+{
+	struct conv *cv = arg;
+	size_t es = peftio_dtype_bits(cv->sdt) / 8;
+	uint64_t i0, n;
+	void *tmp = NULL;
+
+	if (cv->src == NULL)
+		tmp = xscratch(&Slot[slot], CONV_CHUNK * es);
+	for (; b < e; b++) {
+		i0 = b * CONV_CHUNK;
+		n = min_u64(CONV_CHUNK, cv->n - i0);
+		if (cv->src != NULL) {
+			peftio_to_f32(cv->sdt, (const char *)cv->src + i0 * es,
+			    cv->f + i0, n);
+			continue;
+		}
+		if (peftio_ckpt_read(cv->in, cv->idx, i0 * es, tmp, n * es,
+		    &cv->err) != 0) {
+			cv->rc = -1;
+			return;
+		}
+		peftio_to_f32(cv->sdt, tmp, cv->f + i0, n);
+	}
+}
+
+static void
+from_f32_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct conv *cv = arg;
+	size_t es = peftio_dtype_bits(cv->ddt) / 8;
+	uint64_t i0 = b * CONV_CHUNK, i1 = min_u64(e * CONV_CHUNK, cv->n);
+
+	peftio_from_f32(cv->ddt, cv->f + i0, (char *)cv->dst + i0 * es,
+	    i1 - i0);
+}
+
 /*
- * The merged (or dequantized, converted) values of tensor i in dtype dt;
- * *buf is malloc'ed, nbytes long.
+ * The merged (or dequantized, converted) values of tensor i in dtype dt,
+ * in a buffer reused for the next tensor, nbytes long.  Both threads
+ * convert: the base is read with pread(2) a chunk at a time.
  */
 static int
 compute(struct ctx *c, size_t i, enum peftio_dtype dt, void **buf,
@@ -153,38 +199,38 @@ compute(struct ctx *c, size_t i, enum peftio_dtype dt, void **buf,
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c->in, i);
 	struct item *it = &c->items[i];
 	uint64_t n = it->is_bnb ? it->bw.qs.numel : ti->numel, nb;
-	const void *data;
-	float *f;
-	void *q;
-	int rc;
+	uint64_t nchunks = (n + CONV_CHUNK - 1) / CONV_CHUNK;
+	struct conv cv;
+	int rc = 0;
 
+	memset(&cv, 0, sizeof(cv));
+	cv.in = c->in;
+	cv.idx = i;
+	cv.sdt = ti->dtype;
+	cv.ddt = dt;
+	cv.n = n;
+	cv.f = xscratch(&Vals, n * sizeof(float));
 	peftio_dtype_nbytes(dt, n, nbytes);
-	f = xmalloc(n * sizeof(float));
 	if (it->is_bnb) {
 		/* Dequantize as bitsandbytes does, into the dtype the
 		 * values will be stored in (what nf4-quant -d writes). */
-		enum peftio_dtype ddt = dt;
-
-		peftio_dtype_nbytes(ddt, n, &nb);
-		q = xmalloc(nb);
-		rc = peftio_bnb_dequantize(c->in, &it->bw, ddt, q, O.jobs, err);
-		if (rc == 0)
-			rc = peftio_to_f32(ddt, q, f, n);
-		free(q);
-	} else {
-		rc = peftio_ckpt_data(c->in, i, &data, err);
-		if (rc == 0)
-			rc = peftio_to_f32(ti->dtype, data, f, n);
+		peftio_dtype_nbytes(dt, n, &nb);
+		cv.src = xscratch(&Deq, nb);
+		cv.sdt = dt;
+		rc = peftio_bnb_dequantize(c->in, &it->bw, dt, (void *)cv.src,
+		    O.jobs, err);
+	}
+	if (rc == 0) {
+		peftio_parallel_slots(O.jobs, nchunks, 1, to_f32_range, &cv);
+		if ((rc = cv.rc) != 0)
+			*err = cv.err;
 	}
 	if (rc == 0 && it->touched)
-		rc = peftio_merge_apply(c->m, ti->name, f, n, dt, err);
-	if (rc != 0) {
-		free(f);
+		rc = peftio_merge_apply(c->m, ti->name, cv.f, n, dt, err);
+	if (rc != 0)
 		return rc;
-	}
-	*buf = xmalloc(*nbytes);
-	peftio_from_f32(dt, f, *buf, n);
-	free(f);
+	cv.dst = *buf = xscratch(&Out, *nbytes);
+	peftio_parallel_for(O.jobs, nchunks, 1, from_f32_range, &cv);
 	peftio_ckpt_release(c->in, i);
 	return 0;
 }
@@ -232,7 +278,6 @@ requant_values(struct ctx *c, size_t i, uint8_t **packed, float **absmax,
 	j.packed = *packed;
 	j.absmax = *absmax;
 	peftio_parallel_for(O.jobs, nb, 4096, quant_range, &j);
-	free(buf);
 	return 0;
 }
 
@@ -494,7 +539,6 @@ write_one(struct ctx *c, struct peftio_ckptw *w, size_t i,
 		if ((rc = compute(c, i, it->dt, &buf, &nb, err)) != 0)
 			return rc;
 		rc = peftio_ckptw_write(w, ti->name, buf, nb, err);
-		free(buf);
 		if (it->touched)
 			cli_debug("%s: merged (%s)", ti->name,
 			    peftio_dtype_name(it->dt));

@@ -130,13 +130,36 @@ struct qjob {
 	uint64_t		 n;
 	uint8_t			*packed;
 	float			*absmax;
+	int			 check;	/* look for NaN and Inf */
+	int64_t			 bad;	/* the first one found, or -1 */
 };
+
+/* The first non-finite value of blocks [b, e), folded into j->bad. */
+static void
+scan_blocks(struct qjob *j, uint64_t b, uint64_t e)
+{
+	uint64_t lo = b * O.bs, hi = e * O.bs < j->n ? e * O.bs : j->n;
+	int64_t i, cur;
+
+	if (!j->check || lo >= hi)
+		return;
+	i = peftio_first_nonfinite(j->dt, (const char *)j->in +
+	    lo * (peftio_dtype_bits(j->dt) / 8), hi - lo);
+	if (i < 0)
+		return;
+	i += (int64_t)lo;
+	cur = __atomic_load_n(&j->bad, __ATOMIC_RELAXED);
+	while ((cur < 0 || i < cur) && !__atomic_compare_exchange_n(&j->bad,
+	    &cur, i, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
 
 static void
 quant_range(void *arg, uint64_t b, uint64_t e)
 {
 	struct qjob *j = arg;
 
+	scan_blocks(j, b, e);
 	peftio_q4_quantize(O.type, j->dt, j->in, j->n, O.bs, b, e, j->packed,
 	    j->absmax);
 }
@@ -146,8 +169,12 @@ absmax_range(void *arg, uint64_t b, uint64_t e)
 {
 	struct qjob *j = arg;
 
+	scan_blocks(j, b, e);
 	peftio_q4_absmax(j->dt, j->in, j->n, O.bs, b, e, j->absmax);
 }
+
+/* Buffers reused from one tensor to the next. */
+static struct peftio_scratch In, Packed, Absmax;
 
 /* Blocks per thread chunk: large enough to amortize thread start-up. */
 #define GRAIN_BLOCKS	4096
@@ -196,55 +223,10 @@ qstate_key(const char *w)
 	return k;
 }
 
-static void *
-xmalloc(size_t n)
-{
-	void *p = malloc(n ? n : 1);
-
-	if (p == NULL) {
-		cli_warn("out of memory (%zu bytes)", n);
-		exit(CLI_EXIT_ERROR);
-	}
-	return p;
-}
-
 static uint64_t
 ceil_div(uint64_t a, uint64_t b)
 {
 	return a / b + (a % b != 0);
-}
-
-/* First NaN or Inf among n values of a float dtype; -1 if none. */
-static int64_t
-first_nonfinite(enum peftio_dtype dt, const void *p, uint64_t n)
-{
-	const unsigned char *b = p;
-	uint64_t i;
-	uint32_t u;
-	uint16_t h;
-
-	for (i = 0; i < n; i++) {
-		switch (dt) {
-		case PEFTIO_F32:
-			memcpy(&u, b + 4 * i, 4);
-			if ((u & 0x7f800000u) == 0x7f800000u)
-				return (int64_t)i;
-			break;
-		case PEFTIO_BF16:
-			memcpy(&h, b + 2 * i, 2);
-			if ((h & 0x7f80u) == 0x7f80u)
-				return (int64_t)i;
-			break;
-		case PEFTIO_F16:
-			memcpy(&h, b + 2 * i, 2);
-			if ((h & 0x7c00u) == 0x7c00u)
-				return (int64_t)i;
-			break;
-		default:
-			return -1;
-		}
-	}
-	return -1;
 }
 
 /*
@@ -264,8 +246,10 @@ weight_values(struct peftio_ckpt *in, const struct item *it,
 	int rc;
 
 	*tmp = NULL;
-	if ((rc = peftio_ckpt_data(in, it->in, data, err)) != 0)
+	if ((rc = peftio_ckpt_read(in, it->in, 0, xscratch(&In, ti->nbytes),
+	    ti->nbytes, err)) != 0)
 		return rc;
+	*data = In.p;
 	*dt = ti->dtype;
 	if (O.dtype < 0 || (enum peftio_dtype)O.dtype == ti->dtype)
 		return 0;
@@ -280,19 +264,18 @@ weight_values(struct peftio_ckpt *in, const struct item *it,
 	return 0;
 }
 
+/* Refuse a weight with NaN or Inf (found by the scan of job j). */
 static int
-check_finite(struct peftio_ckpt *in, size_t idx, enum peftio_dtype dt,
-    const void *data, uint64_t n, struct peftio_error *err)
+check_finite(struct peftio_ckpt *in, size_t idx, const struct qjob *j,
+    struct peftio_error *err)
 {
-	int64_t bad;
-
-	if (O.allow_nonfinite || (bad = first_nonfinite(dt, data, n)) < 0)
+	if (j->bad < 0)
 		return 0;
 	return peftio_error_set(err, PEFTIO_ENONFINITE,
 	    "%s: tensor '%s': element %lld is not finite (NaN or Inf); "
 	    "--allow-nonfinite quantizes it as bitsandbytes does",
 	    peftio_ckpt_path(in), peftio_ckpt_tensor(in, idx)->name,
-	    (long long)bad);
+	    (long long)j->bad);
 }
 
 /* ------------------------------------------------------------------ */
@@ -364,24 +347,22 @@ prepass_offsets(struct peftio_ckpt *in, struct item *items, size_t n,
 	for (i = 0; i < n; i++) {
 		if (items[i].act != QUANT)
 			continue;
-		rc = weight_values(in, &items[i], &data, &dt, &tmp, err);
-		if (rc == 0)
-			rc = check_finite(in, items[i].in, dt, data,
-			    items[i].qs.numel, err);
-		if (rc != 0) {
-			free(tmp);
+		if ((rc = weight_values(in, &items[i], &data, &dt, &tmp,
+		    err)) != 0)
 			return rc;
-		}
 		nb = ceil_div(items[i].qs.numel, O.bs);
-		am = xmalloc(nb * sizeof(float));
+		am = xscratch(&Absmax, nb * sizeof(float));
 		j.dt = dt;
 		j.in = data;
 		j.n = items[i].qs.numel;
 		j.absmax = am;
+		j.check = !O.allow_nonfinite;
+		j.bad = -1;
 		peftio_parallel_for(O.jobs, nb, GRAIN_BLOCKS, absmax_range, &j);
-		items[i].qs.nested_offset = peftio_dq_offset(am, nb);
-		free(am);
 		free(tmp);
+		if ((rc = check_finite(in, items[i].in, &j, err)) != 0)
+			return rc;
+		items[i].qs.nested_offset = peftio_dq_offset(am, nb);
 		peftio_ckpt_release(in, items[i].in);
 		cli_progress(i, n, "scanning");
 	}
@@ -465,19 +446,19 @@ quantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
 
 	if ((rc = weight_values(in, it, &data, &dt, &tmp, err)) != 0)
 		return rc;
-	if (!O.dq && (rc = check_finite(in, it->in, dt, data, n, err)) != 0) {
-		free(tmp);
-		return rc;
-	}
-	packed = xmalloc((n + 1) / 2);
-	am = xmalloc(nb * sizeof(float));
+	packed = xscratch(&Packed, (n + 1) / 2);
+	am = xscratch(&Absmax, nb * sizeof(float));
 	j.dt = dt;
 	j.in = data;
 	j.n = n;
 	j.packed = packed;
 	j.absmax = am;
+	j.check = !O.dq && !O.allow_nonfinite;	/* else done by the prepass */
+	j.bad = -1;
 	peftio_parallel_for(O.jobs, nb, GRAIN_BLOCKS, quant_range, &j);
 	free(tmp);
+	if ((rc = check_finite(in, it->in, &j, err)) != 0)
+		return rc;
 	peftio_ckpt_release(in, it->in);
 
 	rc = peftio_ckptw_write(w, name, packed, (n + 1) / 2, err);
@@ -502,8 +483,6 @@ quantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
 	if (rc == 0)
 		rc = peftio_ckptw_write(w, k, it->qs_json, it->qs_len, err);
 	free(k);
-	free(packed);
-	free(am);
 	free(q);
 	free(nested);
 	return rc;
