@@ -512,6 +512,42 @@ START_TEST(test_bulk_bf16_nan)
 }
 END_TEST
 
+/* The first NaN or Inf is found wherever it is: in a full chunk, at a
+ * chunk's edge, in the tail; and not where there is none. */
+START_TEST(test_first_nonfinite)
+{
+	static const uint64_t where[] = { 0, 1, 1023, 1024, 2047, 2500, 2999 };
+	enum peftio_dtype dt = float_types[_i];
+	const uint64_t n = 3000;
+	size_t es = peftio_dtype_bits(dt) / 8, k, v;
+	float *f = malloc(n * sizeof(float)), bad[2] = { NAN, INFINITY };
+	unsigned char *buf = malloc(n * es);
+
+	for (k = 0; k < n; k++)
+		f[k] = (float)k * 0.001f - 1.0f;
+	peftio_from_f32(dt, f, buf, n);
+	ck_assert_int_eq(peftio_first_nonfinite(dt, buf, n), -1);
+	ck_assert_int_eq(peftio_first_nonfinite(dt, buf, 0), -1);
+	for (v = 0; v < 2; v++) {
+		/* E4M3 has no infinity: an overflow saturates. */
+		if (v == 1 && dt == PEFTIO_F8_E4M3)
+			continue;
+		for (k = 0; k < sizeof(where) / sizeof(where[0]); k++) {
+			peftio_from_f32(dt, f, buf, n);
+			peftio_from_f32(dt, &bad[v], buf + where[k] * es, 1);
+			peftio_from_f32(dt, &bad[v], buf + (n - 1) * es, 1);
+			ck_assert_int_eq(peftio_first_nonfinite(dt, buf, n),
+			    (int64_t)where[k]);
+			ck_assert_int_eq(peftio_first_nonfinite(dt, buf,
+			    where[k]), -1);
+		}
+	}
+	ck_assert_int_eq(peftio_first_nonfinite(PEFTIO_I32, buf, 1), -1);
+	free(f);
+	free(buf);
+}
+END_TEST
+
 Suite *dtype_suite(void);
 
 Suite *dtype_suite(void)
@@ -534,6 +570,8 @@ Suite *dtype_suite(void)
 	tcase_add_loop_test(tc, test_bulk, 0,
 	    (int)(sizeof(float_types) / sizeof(float_types[0])));
 	tcase_add_test(tc, test_bulk_bf16_nan);
+	tcase_add_loop_test(tc, test_first_nonfinite, 0,
+	    (int)(sizeof(float_types) / sizeof(float_types[0])));
 	suite_add_tcase(s, tc);
 	return s;
 }

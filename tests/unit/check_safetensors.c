@@ -711,7 +711,7 @@ START_TEST(test_writer_roundtrip)
 	const struct peftio_tensor_info *t;
 	struct peftio_error err;
 	struct peftio_st *st;
-	unsigned char *f1, *f2, *want;
+	unsigned char *f1, *f2, *want, *got;
 	const unsigned char *d;
 	const void *dv;
 	char key[64], hex[17];
@@ -748,6 +748,20 @@ START_TEST(test_writer_roundtrip)
 			want[j] = payload(t->name, j);
 			ck_assert_uint_eq(d[j], want[j]);
 		}
+		/* pread of the whole tensor, of its tail, and past it */
+		got = malloc(t->nbytes + 1);
+		ck_assert_int_eq(peftio_st_read(st, i, 0, got, t->nbytes,
+		    &err), 0);
+		ck_assert_mem_eq(got, want, t->nbytes);
+		if (t->nbytes > 1) {
+			ck_assert_int_eq(peftio_st_read(st, i, 1, got,
+			    t->nbytes - 1, &err), 0);
+			ck_assert_mem_eq(got, want + 1, t->nbytes - 1);
+		}
+		ck_assert_int_eq(peftio_st_read(st, i, 1, got, t->nbytes,
+		    &err), PEFTIO_EINVAL);
+		ck_assert_ptr_nonnull(strstr(err.msg, t->name));
+		free(got);
 		snprintf(key, sizeof(key), "xxh3.%s", t->name);
 		snprintf(hex, sizeof(hex), "%016" PRIx64,
 		    (uint64_t)XXH3_64bits(want, t->nbytes));
