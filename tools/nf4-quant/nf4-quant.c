@@ -174,7 +174,7 @@ absmax_range(void *arg, uint64_t b, uint64_t e)
 }
 
 /* Buffers reused from one tensor to the next. */
-static struct peftio_scratch In, Packed, Absmax;
+static struct peftio_scratch In, Out, Packed, Absmax;
 
 /* Blocks per thread chunk: large enough to amortize thread start-up. */
 #define GRAIN_BLOCKS	4096
@@ -548,11 +548,10 @@ dequantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w,
 	int rc;
 
 	peftio_dtype_nbytes(it->dt, it->qs.numel, &nbytes);
-	out = xmalloc(nbytes);
+	out = xscratch(&Out, nbytes);
 	rc = peftio_bnb_dequantize(in, &it->bw, it->dt, out, O.jobs, err);
 	if (rc == 0)
 		rc = peftio_ckptw_write(w, name, out, nbytes, err);
-	free(out);
 	peftio_ckpt_release(in, it->in);
 	return rc;
 }
