@@ -714,6 +714,62 @@ peftio_ckptw_copy_aux(struct peftio_ckptw *w, const char *dir,
 	return rc;
 }
 
+/* Elements copied per step by peftio_ckptw_copy(). */
+#define COPY_CHUNK	(1u << 20)
+
+int
+peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
+    struct peftio_ckpt *c, size_t i, enum peftio_dtype dt,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	size_t ses, des;
+	uint64_t k, n;
+	unsigned char *src = NULL, *dst = NULL;
+	float *f = NULL;
+	int conv, rc = 0;
+
+	if (i >= c->count)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: no tensor number %zu", c->path, i);
+	ti = peftio_ckpt_tensor(c, i);
+	conv = dt != ti->dtype;
+	if (conv && (!peftio_dtype_is_float(ti->dtype) ||
+	    !peftio_dtype_is_float(dt)))
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: tensor '%s': cannot convert %s to %s", c->path,
+		    ti->name, peftio_dtype_name(ti->dtype),
+		    peftio_dtype_name(dt));
+	ses = conv ? peftio_dtype_bits(ti->dtype) / 8 : 1;
+	des = conv ? peftio_dtype_bits(dt) / 8 : 1;
+	n = conv ? ti->numel : ti->nbytes;	/* elements, or bytes */
+	if ((src = malloc((size_t)PEFTIO_MIN(n, COPY_CHUNK) * ses + 1)) ==
+	    NULL || (conv && ((f = malloc((size_t)PEFTIO_MIN(n, COPY_CHUNK) *
+	    sizeof(float) + 1)) == NULL || (dst = malloc((size_t)PEFTIO_MIN(n,
+	    COPY_CHUNK) * des + 1)) == NULL))) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (k = 0; k < n && rc == 0; k += COPY_CHUNK) {
+		size_t m = (size_t)PEFTIO_MIN(COPY_CHUNK, n - k);
+
+		if ((rc = peftio_ckpt_read(c, i, k * ses, src, m * ses,
+		    err)) != 0)
+			break;
+		if (conv) {
+			peftio_to_f32(ti->dtype, src, f, m);
+			peftio_from_f32(dt, f, dst, m);
+			rc = peftio_ckptw_write(w, name, dst, m * des, err);
+		} else
+			rc = peftio_ckptw_write(w, name, src, m, err);
+	}
+out:
+	free(src);
+	free(dst);
+	free(f);
+	return rc;
+}
+
 uint64_t
 peftio_ckptw_tensor_bytes(const struct peftio_ckptw *w)
 {

@@ -392,6 +392,11 @@ int	peftio_ckptw_meta(struct peftio_ckptw *w, const char *key,
 int	peftio_ckptw_layout(struct peftio_ckptw *w, struct peftio_error *err);
 int	peftio_ckptw_write(struct peftio_ckptw *w, const char *name,
 	    const void *buf, size_t len, struct peftio_error *err);
+/* Write tensor i of c as name, converted to dt (a float dtype) unless
+ * it is the stored one; read and written a piece at a time. */
+int	peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
+	    struct peftio_ckpt *c, size_t i, enum peftio_dtype dt,
+	    struct peftio_error *err);
 /* Add a file to the output directory (ignored for file output). */
 int	peftio_ckptw_file(struct peftio_ckptw *w, const char *name,
 	    const void *buf, size_t len, struct peftio_error *err);

@@ -521,18 +521,13 @@ write_one(struct ctx *c, struct peftio_ckptw *w, size_t i,
 {
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c->in, i);
 	struct item *it = &c->items[i];
-	const void *data;
 	uint64_t nb;
 	void *buf;
 	int rc;
 
 	switch (it->act) {
 	case COPY:
-		if ((rc = peftio_ckpt_data(c->in, i, &data, err)) != 0)
-			return rc;
-		rc = peftio_ckptw_write(w, ti->name, data, ti->nbytes, err);
-		peftio_ckpt_release(c->in, i);
-		return rc;
+		return peftio_ckptw_copy(w, ti->name, c->in, i, ti->dtype, err);
 	case CONVERT:
 	case MERGE:
 	case DEQUANT:

@@ -124,28 +124,41 @@ selected(const struct peftio_tensor_info *ti)
 /* ------------------------------------------------------------------ */
 /* Threaded codec calls                                                */
 
+/*
+ * A pass over one weight.  Each worker reads its blocks with pread(2),
+ * SUB_BLOCKS at a time into a buffer of its own, so the input is read
+ * by both threads and coded while it is in cache; with --dtype the
+ * values are rounded to that dtype first (what transformers does when
+ * a checkpoint is loaded with another torch_dtype).
+ */
 struct qjob {
-	enum peftio_dtype	 dt;
-	const void		*in;
+	struct peftio_ckpt	*ck;
+	size_t			 idx;
+	enum peftio_dtype	 sdt;	/* stored dtype */
+	enum peftio_dtype	 dt;	/* what the codec sees */
 	uint64_t		 n;
+	int			 quantize; /* else only the absmax */
 	uint8_t			*packed;
 	float			*absmax;
 	int			 check;	/* look for NaN and Inf */
 	int64_t			 bad;	/* the first one found, or -1 */
+	int			 failed;
+	struct peftio_error	 err;	/* of the first read that failed */
 };
 
-/* The first non-finite value of blocks [b, e), folded into j->bad. */
+#define SUB_BLOCKS	1024
+
+static struct peftio_scratch Raw[PEFTIO_MAX_JOBS], Conv[PEFTIO_MAX_JOBS];
+static struct peftio_scratch Vals[PEFTIO_MAX_JOBS];
+
+/* The first non-finite value among the n values at p (element lo of the
+ * tensor), folded into j->bad. */
 static void
-scan_blocks(struct qjob *j, uint64_t b, uint64_t e)
+scan_values(struct qjob *j, const void *p, uint64_t lo, uint64_t n)
 {
-	uint64_t lo = b * O.bs, hi = e * O.bs < j->n ? e * O.bs : j->n;
 	int64_t i, cur;
 
-	if (!j->check || lo >= hi)
-		return;
-	i = peftio_first_nonfinite(j->dt, (const char *)j->in +
-	    lo * (peftio_dtype_bits(j->dt) / 8), hi - lo);
-	if (i < 0)
+	if ((i = peftio_first_nonfinite(j->dt, p, n)) < 0)
 		return;
 	i += (int64_t)lo;
 	cur = __atomic_load_n(&j->bad, __ATOMIC_RELAXED);
@@ -155,26 +168,47 @@ scan_blocks(struct qjob *j, uint64_t b, uint64_t e)
 }
 
 static void
-quant_range(void *arg, uint64_t b, uint64_t e)
+code_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 {
 	struct qjob *j = arg;
+	size_t es = peftio_dtype_bits(j->sdt) / 8;
+	uint64_t c, lo, n, nbk;
+	struct peftio_error err;
+	const void *p;
+	float *f;
 
-	scan_blocks(j, b, e);
-	peftio_q4_quantize(O.type, j->dt, j->in, j->n, O.bs, b, e, j->packed,
-	    j->absmax);
-}
-
-static void
-absmax_range(void *arg, uint64_t b, uint64_t e)
-{
-	struct qjob *j = arg;
-
-	scan_blocks(j, b, e);
-	peftio_q4_absmax(j->dt, j->in, j->n, O.bs, b, e, j->absmax);
+	for (c = b; c < e; c += nbk) {
+		nbk = min_u64(SUB_BLOCKS, e - c);
+		lo = c * O.bs;
+		n = min_u64(nbk * O.bs, j->n - lo);
+		p = xscratch(&Raw[slot], n * es);
+		if (peftio_ckpt_read(j->ck, j->idx, lo * es, (void *)p,
+		    n * es, &err) != 0) {
+			if (!__atomic_exchange_n(&j->failed, 1,
+			    __ATOMIC_RELAXED))
+				j->err = err;
+			return;
+		}
+		if (j->dt != j->sdt) {
+			f = xscratch(&Vals[slot], n * sizeof(float));
+			peftio_to_f32(j->sdt, p, f, n);
+			peftio_from_f32(j->dt, f, xscratch(&Conv[slot],
+			    n * (peftio_dtype_bits(j->dt) / 8)), n);
+			p = Conv[slot].p;
+		}
+		if (j->check)
+			scan_values(j, p, lo, n);
+		if (j->quantize)
+			peftio_q4_quantize(O.type, j->dt, p, n, O.bs, 0, nbk,
+			    j->packed + lo / 2, j->absmax + c);
+		else
+			peftio_q4_absmax(j->dt, p, n, O.bs, 0, nbk,
+			    j->absmax + c);
+	}
 }
 
 /* Buffers reused from one tensor to the next. */
-static struct peftio_scratch In, Out, Packed, Absmax;
+static struct peftio_scratch Out, Packed, Absmax;
 
 /* Blocks per thread chunk: large enough to amortize thread start-up. */
 #define GRAIN_BLOCKS	4096
@@ -229,46 +263,15 @@ ceil_div(uint64_t a, uint64_t b)
 	return a / b + (a % b != 0);
 }
 
-/*
- * The weight as the codec will see it: the stored bytes, or with
- * --dtype the values rounded to that dtype (what transformers does when
- * a checkpoint is loaded with another torch_dtype).  *tmp is freed by
- * the caller.
- */
+/* After pass j: a read error, or a weight with NaN or Inf. */
 static int
-weight_values(struct peftio_ckpt *in, const struct item *it,
-    const void **data, enum peftio_dtype *dt, void **tmp,
+pass_result(struct peftio_ckpt *in, size_t idx, const struct qjob *j,
     struct peftio_error *err)
 {
-	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(in, it->in);
-	uint64_t nb;
-	float *f;
-	int rc;
-
-	*tmp = NULL;
-	if ((rc = peftio_ckpt_read(in, it->in, 0, xscratch(&In, ti->nbytes),
-	    ti->nbytes, err)) != 0)
-		return rc;
-	*data = In.p;
-	*dt = ti->dtype;
-	if (O.dtype < 0 || (enum peftio_dtype)O.dtype == ti->dtype)
-		return 0;
-	peftio_dtype_nbytes((enum peftio_dtype)O.dtype, ti->numel, &nb);
-	f = xmalloc(ti->numel * sizeof(float));
-	*tmp = xmalloc(nb);
-	peftio_to_f32(ti->dtype, *data, f, ti->numel);
-	peftio_from_f32((enum peftio_dtype)O.dtype, f, *tmp, ti->numel);
-	free(f);
-	*data = *tmp;
-	*dt = (enum peftio_dtype)O.dtype;
-	return 0;
-}
-
-/* Refuse a weight with NaN or Inf (found by the scan of job j). */
-static int
-check_finite(struct peftio_ckpt *in, size_t idx, const struct qjob *j,
-    struct peftio_error *err)
-{
+	if (j->failed) {
+		*err = j->err;
+		return err->code;
+	}
 	if (j->bad < 0)
 		return 0;
 	return peftio_error_set(err, PEFTIO_ENONFINITE,
@@ -276,6 +279,33 @@ check_finite(struct peftio_ckpt *in, size_t idx, const struct qjob *j,
 	    "--allow-nonfinite quantizes it as bitsandbytes does",
 	    peftio_ckpt_path(in), peftio_ckpt_tensor(in, idx)->name,
 	    (long long)j->bad);
+}
+
+/*
+ * One pass over weight it: the absmax of every block (and the codes
+ * into packed, when not NULL), looking for NaN and Inf if check.
+ */
+static int
+run_pass(struct peftio_ckpt *in, const struct item *it, uint8_t *packed,
+    float *absmax, int check, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(in, it->in);
+	struct qjob j;
+
+	memset(&j, 0, sizeof(j));
+	j.ck = in;
+	j.idx = it->in;
+	j.sdt = ti->dtype;
+	j.dt = O.dtype < 0 ? ti->dtype : (enum peftio_dtype)O.dtype;
+	j.n = it->qs.numel;
+	j.quantize = packed != NULL;
+	j.packed = packed;
+	j.absmax = absmax;
+	j.check = check;
+	j.bad = -1;
+	peftio_parallel_slots(O.jobs, ceil_div(j.n, O.bs), GRAIN_BLOCKS,
+	    code_range, &j);
+	return pass_result(in, it->in, &j, err);
 }
 
 /* ------------------------------------------------------------------ */
@@ -335,10 +365,6 @@ static int
 prepass_offsets(struct peftio_ckpt *in, struct item *items, size_t n,
     struct peftio_error *err)
 {
-	struct qjob j;
-	const void *data;
-	enum peftio_dtype dt;
-	void *tmp;
 	float *am;
 	uint64_t nb;
 	size_t i;
@@ -347,20 +373,10 @@ prepass_offsets(struct peftio_ckpt *in, struct item *items, size_t n,
 	for (i = 0; i < n; i++) {
 		if (items[i].act != QUANT)
 			continue;
-		if ((rc = weight_values(in, &items[i], &data, &dt, &tmp,
-		    err)) != 0)
-			return rc;
 		nb = ceil_div(items[i].qs.numel, O.bs);
 		am = xscratch(&Absmax, nb * sizeof(float));
-		j.dt = dt;
-		j.in = data;
-		j.n = items[i].qs.numel;
-		j.absmax = am;
-		j.check = !O.allow_nonfinite;
-		j.bad = -1;
-		peftio_parallel_for(O.jobs, nb, GRAIN_BLOCKS, absmax_range, &j);
-		free(tmp);
-		if ((rc = check_finite(in, items[i].in, &j, err)) != 0)
+		if ((rc = run_pass(in, &items[i], NULL, am, !O.allow_nonfinite,
+		    err)) != 0)
 			return rc;
 		items[i].qs.nested_offset = peftio_dq_offset(am, nb);
 		peftio_ckpt_release(in, items[i].in);
@@ -435,31 +451,17 @@ quantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
 {
 	const char *name = peftio_ckpt_tensor(in, it->in)->name;
 	uint64_t n = it->qs.numel, nb = ceil_div(n, O.bs);
-	struct qjob j;
-	const void *data;
-	enum peftio_dtype dt;
 	uint8_t *packed, *q = NULL;
 	float *am, *nested = NULL, offset;
 	char *k;
-	void *tmp;
 	int rc;
 
-	if ((rc = weight_values(in, it, &data, &dt, &tmp, err)) != 0)
-		return rc;
 	packed = xscratch(&Packed, (n + 1) / 2);
 	am = xscratch(&Absmax, nb * sizeof(float));
-	j.dt = dt;
-	j.in = data;
-	j.n = n;
-	j.packed = packed;
-	j.absmax = am;
-	j.check = !O.dq && !O.allow_nonfinite;	/* else done by the prepass */
-	j.bad = -1;
-	peftio_parallel_for(O.jobs, nb, GRAIN_BLOCKS, quant_range, &j);
-	free(tmp);
-	if ((rc = check_finite(in, it->in, &j, err)) != 0)
+	/* With double quantization the prepass looked for NaN and Inf. */
+	if ((rc = run_pass(in, it, packed, am, !O.dq && !O.allow_nonfinite,
+	    err)) != 0)
 		return rc;
-	peftio_ckpt_release(in, it->in);
 
 	rc = peftio_ckptw_write(w, name, packed, (n + 1) / 2, err);
 	if (rc == 0 && O.dq) {
@@ -563,28 +565,9 @@ copy_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
     struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(in, it->in);
-	const void *data;
-	uint64_t nb;
-	float *f;
-	void *out;
-	int rc;
 
-	if ((rc = peftio_ckpt_data(in, it->in, &data, err)) != 0)
-		return rc;
-	if (it->act == COPY)
-		rc = peftio_ckptw_write(w, ti->name, data, ti->nbytes, err);
-	else {
-		peftio_dtype_nbytes(it->dt, ti->numel, &nb);
-		f = xmalloc(ti->numel * sizeof(float));
-		out = xmalloc(nb);
-		peftio_to_f32(ti->dtype, data, f, ti->numel);
-		peftio_from_f32(it->dt, f, out, ti->numel);
-		rc = peftio_ckptw_write(w, ti->name, out, nb, err);
-		free(f);
-		free(out);
-	}
-	peftio_ckpt_release(in, it->in);
-	return rc;
+	return peftio_ckptw_copy(w, ti->name, in, it->in,
+	    it->act == COPY ? ti->dtype : it->dt, err);
 }
 
 /* config.json for the output directory. */
