@@ -432,6 +432,21 @@ void	peftio_parallel_for(unsigned nthreads, uint64_t n, uint64_t grain,
 void	peftio_parallel_slots(unsigned nthreads, uint64_t n, uint64_t grain,
 	    void (*fn)(void *arg, unsigned slot, uint64_t b, uint64_t e),
 	    void *arg);
+/*
+ * One job at a time on a thread beside the caller (background.c), for
+ * writing one tensor while the next is computed.  peftio_bg_run()
+ * waits for the job before, and returns its status if it failed
+ * (without starting fn); otherwise starts fn(arg) and returns 0.
+ * peftio_bg_wait() waits for the job and returns its status.  The
+ * caller keeps arg, and what it points to, until the job is done.
+ */
+struct peftio_bg;
+
+int	peftio_bg_new(struct peftio_bg **out, struct peftio_error *err);
+int	peftio_bg_run(struct peftio_bg *bg, int (*fn)(void *arg), void *arg);
+int	peftio_bg_wait(struct peftio_bg *bg);
+void	peftio_bg_free(struct peftio_bg *bg);	/* waits first */
+
 /* Online CPUs (at least 1). */
 unsigned peftio_ncpus(void);
 

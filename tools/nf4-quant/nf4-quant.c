@@ -150,6 +150,7 @@ struct qjob {
 
 static struct peftio_scratch Raw[PEFTIO_MAX_JOBS], Conv[PEFTIO_MAX_JOBS];
 static struct peftio_scratch Vals[PEFTIO_MAX_JOBS];
+static struct peftio_scratch Scan;	/* the prepass's absmax */
 
 /* The first non-finite value among the n values at p (element lo of the
  * tensor), folded into j->bad. */
@@ -208,7 +209,6 @@ code_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 }
 
 /* Buffers reused from one tensor to the next. */
-static struct peftio_scratch Out, Packed, Absmax;
 
 /* Blocks per thread chunk: large enough to amortize thread start-up. */
 #define GRAIN_BLOCKS	4096
@@ -374,7 +374,7 @@ prepass_offsets(struct peftio_ckpt *in, struct item *items, size_t n,
 		if (items[i].act != QUANT)
 			continue;
 		nb = ceil_div(items[i].qs.numel, O.bs);
-		am = xscratch(&Absmax, nb * sizeof(float));
+		am = xscratch(&Scan, nb * sizeof(float));
 		if ((rc = run_pass(in, &items[i], NULL, am, !O.allow_nonfinite,
 		    err)) != 0)
 			return rc;
@@ -445,49 +445,107 @@ write_piece(struct peftio_ckptw *w, const char *name, const char *suffix,
 	return rc;
 }
 
+/*
+ * Writing a tensor overlaps computing the next: a tensor's output goes
+ * into one of two job slots, and a background thread writes it while
+ * the next tensor is computed into the other slot.
+ */
+struct wjob {
+	struct peftio_ckptw	*w;
+	struct peftio_ckpt	*in;
+	struct item		*it;
+	const char		*name;
+	struct peftio_scratch	 packed, absmax, q, nested, out;
+	uint64_t		 nbytes;	/* of out */
+	struct peftio_error	 err;
+};
+
+static struct peftio_bg *Bg;
+static struct wjob Jobs[2];
+static int Cur;
+
+/* Hand the current slot, filled, to the writer; report an earlier
+ * write's failure instead. */
+static int
+submit(int (*fn)(void *), struct peftio_error *err)
+{
+	int rc;
+
+	if ((rc = peftio_bg_run(Bg, fn, &Jobs[Cur])) != 0) {
+		*err = Jobs[Cur ^ 1].err;
+		return rc;
+	}
+	Cur ^= 1;
+	return 0;
+}
+
+/* Wait for the last write. */
+static int
+drain(struct peftio_error *err)
+{
+	int rc;
+
+	if ((rc = peftio_bg_wait(Bg)) != 0)
+		*err = Jobs[Cur ^ 1].err;
+	return rc;
+}
+
+static int
+write_quant(void *arg)
+{
+	struct wjob *j = arg;
+	struct item *it = j->it;
+	uint64_t n = it->qs.numel, nb = ceil_div(n, O.bs);
+	struct peftio_error *err = &j->err;
+	char *k;
+	int rc;
+
+	rc = peftio_ckptw_write(j->w, j->name, j->packed.p, (n + 1) / 2, err);
+	if (rc == 0 && O.dq) {
+		rc = write_piece(j->w, j->name, PEFTIO_BNB_ABSMAX, j->q.p, nb,
+		    err);
+		if (rc == 0)
+			rc = write_piece(j->w, j->name,
+			    PEFTIO_BNB_NESTED_ABSMAX, j->nested.p,
+			    ceil_div(nb, 256) * sizeof(float), err);
+		if (rc == 0)
+			rc = write_piece(j->w, j->name,
+			    PEFTIO_BNB_NESTED_QUANT_MAP, peftio_dynamic_map(),
+			    256 * sizeof(float), err);
+	} else if (rc == 0)
+		rc = write_piece(j->w, j->name, PEFTIO_BNB_ABSMAX, j->absmax.p,
+		    nb * sizeof(float), err);
+	if (rc == 0)
+		rc = write_piece(j->w, j->name, PEFTIO_BNB_QUANT_MAP,
+		    peftio_q4_code(O.type), 16 * sizeof(float), err);
+	k = qstate_key(j->name);
+	if (rc == 0)
+		rc = peftio_ckptw_write(j->w, k, it->qs_json, it->qs_len, err);
+	free(k);
+	return rc;
+}
+
 static int
 quantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
     struct peftio_error *err)
 {
-	const char *name = peftio_ckpt_tensor(in, it->in)->name;
+	struct wjob *j = &Jobs[Cur];
 	uint64_t n = it->qs.numel, nb = ceil_div(n, O.bs);
-	uint8_t *packed, *q = NULL;
-	float *am, *nested = NULL, offset;
-	char *k;
+	float *am, offset;
 	int rc;
 
-	packed = xscratch(&Packed, (n + 1) / 2);
-	am = xscratch(&Absmax, nb * sizeof(float));
+	j->w = w;
+	j->it = it;
+	j->name = peftio_ckpt_tensor(in, it->in)->name;
+	am = xscratch(&j->absmax, nb * sizeof(float));
 	/* With double quantization the prepass looked for NaN and Inf. */
-	if ((rc = run_pass(in, it, packed, am, !O.dq && !O.allow_nonfinite,
-	    err)) != 0)
+	if ((rc = run_pass(in, it, xscratch(&j->packed, (n + 1) / 2), am,
+	    !O.dq && !O.allow_nonfinite, err)) != 0)
 		return rc;
-
-	rc = peftio_ckptw_write(w, name, packed, (n + 1) / 2, err);
-	if (rc == 0 && O.dq) {
-		q = xmalloc(nb);
-		nested = xmalloc(ceil_div(nb, 256) * sizeof(float));
-		peftio_dq_quantize(am, nb, 256, &offset, q, nested);
-		rc = write_piece(w, name, PEFTIO_BNB_ABSMAX, q, nb, err);
-		if (rc == 0)
-			rc = write_piece(w, name, PEFTIO_BNB_NESTED_ABSMAX,
-			    nested, ceil_div(nb, 256) * sizeof(float), err);
-		if (rc == 0)
-			rc = write_piece(w, name, PEFTIO_BNB_NESTED_QUANT_MAP,
-			    peftio_dynamic_map(), 256 * sizeof(float), err);
-	} else if (rc == 0)
-		rc = write_piece(w, name, PEFTIO_BNB_ABSMAX, am,
-		    nb * sizeof(float), err);
-	if (rc == 0)
-		rc = write_piece(w, name, PEFTIO_BNB_QUANT_MAP,
-		    peftio_q4_code(O.type), 16 * sizeof(float), err);
-	k = qstate_key(name);
-	if (rc == 0)
-		rc = peftio_ckptw_write(w, k, it->qs_json, it->qs_len, err);
-	free(k);
-	free(q);
-	free(nested);
-	return rc;
+	if (O.dq)
+		peftio_dq_quantize(am, nb, 256, &offset, xscratch(&j->q, nb),
+		    xscratch(&j->nested, ceil_div(nb, 256) * sizeof(float)));
+	return submit(write_quant, err);
 }
 
 /* ------------------------------------------------------------------ */
@@ -541,33 +599,53 @@ plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
 }
 
 static int
+write_out(void *arg)
+{
+	struct wjob *j = arg;
+
+	return peftio_ckptw_write(j->w, j->name, j->out.p, j->nbytes, &j->err);
+}
+
+static int
 dequantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w,
     struct item *it, struct peftio_error *err)
 {
-	const char *name = peftio_ckpt_tensor(in, it->in)->name;
-	uint64_t nbytes;
-	void *out;
+	struct wjob *j = &Jobs[Cur];
 	int rc;
 
-	peftio_dtype_nbytes(it->dt, it->qs.numel, &nbytes);
-	out = xscratch(&Out, nbytes);
-	rc = peftio_bnb_dequantize(in, &it->bw, it->dt, out, O.jobs, err);
-	if (rc == 0)
-		rc = peftio_ckptw_write(w, name, out, nbytes, err);
+	j->w = w;
+	j->name = peftio_ckpt_tensor(in, it->in)->name;
+	peftio_dtype_nbytes(it->dt, it->qs.numel, &j->nbytes);
+	if ((rc = peftio_bnb_dequantize(in, &it->bw, it->dt,
+	    xscratch(&j->out, j->nbytes), O.jobs, err)) != 0)
+		return rc;
 	peftio_ckpt_release(in, it->in);
-	return rc;
+	return submit(write_out, err);
 }
 
 /* ------------------------------------------------------------------ */
 
 static int
+copy_job(void *arg)
+{
+	struct wjob *j = arg;
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(j->in,
+	    j->it->in);
+
+	return peftio_ckptw_copy(j->w, ti->name, j->in, j->it->in,
+	    j->it->act == COPY ? ti->dtype : j->it->dt, &j->err);
+}
+
+static int
 copy_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
     struct peftio_error *err)
 {
-	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(in, it->in);
+	struct wjob *j = &Jobs[Cur];
 
-	return peftio_ckptw_copy(w, ti->name, in, it->in,
-	    it->act == COPY ? ti->dtype : it->dt, err);
+	j->w = w;
+	j->in = in;
+	j->it = it;
+	return submit(copy_job, err);
 }
 
 /* config.json for the output directory. */
@@ -659,7 +737,8 @@ run(const char *input)
 			names[s] = base_name(peftio_ckpt_shard_name(in, s));
 	}
 	if ((rc = peftio_ckptw_create(&w, out, as_dir, nshards, names,
-	    O.force ? PEFTIO_W_FORCE : 0, &err)) != 0)
+	    O.force ? PEFTIO_W_FORCE : 0, &err)) != 0 ||
+	    (rc = peftio_bg_new(&Bg, &err)) != 0)
 		goto fail;
 	for (i = 0; i < n && rc == 0; i++) {
 		ti = peftio_ckpt_tensor(in, i);
@@ -715,6 +794,8 @@ run(const char *input)
 		in_bytes += ti->nbytes;
 	}
 	cli_progress_end();
+	if (rc == 0)
+		rc = drain(&err);
 	if (rc == 0 && as_dir)
 		rc = output_config(in, w, items, n, &err);
 	if (rc == 0 && as_dir)
@@ -737,6 +818,8 @@ run(const char *input)
 fail:
 	if (rc != 0)
 		cli_error(&err);
+	/* No write may run while the output is removed. */
+	peftio_bg_free(Bg);
 	peftio_ckptw_free(w);
 	peftio_ckpt_close(in);
 	for (i = 0; i < n; i++)
