@@ -131,7 +131,7 @@ shape_of(void *arg, const char *name, int *ndim, uint64_t *shape)
 }
 
 /* Buffers reused from one tensor to the next. */
-static struct peftio_scratch Vals, Out, Deq, Slot[PEFTIO_MAX_JOBS];
+static struct peftio_scratch Vals, Deq, ReqIn, Slot[PEFTIO_MAX_JOBS];
 
 /* Values converted per step of a worker: small enough to stay in cache. */
 #define CONV_CHUNK	(64 * 1024)
@@ -189,12 +189,12 @@ from_f32_range(void *arg, uint64_t b, uint64_t e)
 
 /*
  * The merged (or dequantized, converted) values of tensor i in dtype dt,
- * in a buffer reused for the next tensor, nbytes long.  Both threads
- * convert: the base is read with pread(2) a chunk at a time.
+ * into out (nbytes long).  Both threads convert: the base is read with
+ * pread(2) a chunk at a time.
  */
 static int
-compute(struct ctx *c, size_t i, enum peftio_dtype dt, void **buf,
-    uint64_t *nbytes, struct peftio_error *err)
+compute(struct ctx *c, size_t i, enum peftio_dtype dt,
+    struct peftio_scratch *out, uint64_t *nbytes, struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c->in, i);
 	struct item *it = &c->items[i];
@@ -229,7 +229,7 @@ compute(struct ctx *c, size_t i, enum peftio_dtype dt, void **buf,
 		rc = peftio_merge_apply(c->m, ti->name, cv.f, n, dt, err);
 	if (rc != 0)
 		return rc;
-	cv.dst = *buf = xscratch(&Out, *nbytes);
+	cv.dst = xscratch(out, *nbytes);
 	peftio_parallel_for(O.jobs, nchunks, 1, from_f32_range, &cv);
 	peftio_ckpt_release(c->in, i);
 	return 0;
@@ -263,16 +263,15 @@ requant_values(struct ctx *c, size_t i, uint8_t **packed, float **absmax,
 	struct item *it = &c->items[i];
 	struct qjob j;
 	uint64_t nbytes, nb = ceil_div(it->qs.numel, it->qs.blocksize);
-	void *buf;
 	int rc;
 
-	if ((rc = compute(c, i, it->qs.dtype, &buf, &nbytes, err)) != 0)
+	if ((rc = compute(c, i, it->qs.dtype, &ReqIn, &nbytes, err)) != 0)
 		return rc;
 	*packed = xmalloc((it->qs.numel + 1) / 2);
 	*absmax = xmalloc(nb * sizeof(float));
 	j.type = it->qs.type;
 	j.dt = it->qs.dtype;
-	j.in = buf;
+	j.in = ReqIn.p;
 	j.n = it->qs.numel;
 	j.bs = it->qs.blocksize;
 	j.packed = *packed;
@@ -521,25 +520,30 @@ write_one(struct ctx *c, struct peftio_ckptw *w, size_t i,
 {
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c->in, i);
 	struct item *it = &c->items[i];
-	uint64_t nb;
-	void *buf;
+	struct cli_wjob *j = cli_writer_slot();
 	int rc;
 
+	j->w = w;
+	j->name = ti->name;
 	switch (it->act) {
 	case COPY:
-		return peftio_ckptw_copy(w, ti->name, c->in, i, ti->dtype, err);
+		j->in = c->in;
+		j->idx = i;
+		j->dt = ti->dtype;
+		return cli_writer_submit(cli_job_copy, err);
 	case CONVERT:
 	case MERGE:
 	case DEQUANT:
-		if ((rc = compute(c, i, it->dt, &buf, &nb, err)) != 0)
+		if ((rc = compute(c, i, it->dt, &j->buf[0], &j->len, err)) != 0)
 			return rc;
-		rc = peftio_ckptw_write(w, ti->name, buf, nb, err);
 		if (it->touched)
 			cli_debug("%s: merged (%s)", ti->name,
 			    peftio_dtype_name(it->dt));
-		return rc;
+		return cli_writer_submit(cli_job_write, err);
 	case REQUANT:
 		cli_debug("%s: merged and re-quantized", ti->name);
+		if ((rc = cli_writer_drain(err)) != 0)
+			return rc;
 		return write_requant(c, w, i, err);
 	case SKIP:
 		break;
@@ -613,7 +617,8 @@ run(void)
 			names[s] = base_name(peftio_ckpt_shard_name(c.in, s));
 	}
 	if ((rc = peftio_ckptw_create(&w, O.out, as_dir, nshards, names,
-	    O.force ? PEFTIO_W_FORCE : 0, &err)) != 0)
+	    O.force ? PEFTIO_W_FORCE : 0, &err)) != 0 ||
+	    (rc = cli_writer_start(&err)) != 0)
 		goto fail;
 	for (i = 0; i < n && rc == 0; i++) {
 		struct item *it = &c.items[i];
@@ -649,6 +654,8 @@ run(void)
 		done += ti->nbytes;
 	}
 	cli_progress_end();
+	if (rc == 0)
+		rc = cli_writer_drain(&err);
 	if (rc == 0 && as_dir)
 		rc = output_config(&c, w, quantized, &err);
 	if (rc == 0 && as_dir)
@@ -662,6 +669,8 @@ run(void)
 fail:
 	if (rc != 0)
 		cli_error(&err);
+	/* No write may run while the output is removed. */
+	cli_writer_stop();
 	peftio_ckptw_free(w);
 	peftio_merge_free(c.m);
 	peftio_ckpt_close(c.in);

@@ -445,76 +445,34 @@ write_piece(struct peftio_ckptw *w, const char *name, const char *suffix,
 	return rc;
 }
 
-/*
- * Writing a tensor overlaps computing the next: a tensor's output goes
- * into one of two job slots, and a background thread writes it while
- * the next tensor is computed into the other slot.
- */
-struct wjob {
-	struct peftio_ckptw	*w;
-	struct peftio_ckpt	*in;
-	struct item		*it;
-	const char		*name;
-	struct peftio_scratch	 packed, absmax, q, nested, out;
-	uint64_t		 nbytes;	/* of out */
-	struct peftio_error	 err;
-};
-
-static struct peftio_bg *Bg;
-static struct wjob Jobs[2];
-static int Cur;
-
-/* Hand the current slot, filled, to the writer; report an earlier
- * write's failure instead. */
-static int
-submit(int (*fn)(void *), struct peftio_error *err)
-{
-	int rc;
-
-	if ((rc = peftio_bg_run(Bg, fn, &Jobs[Cur])) != 0) {
-		*err = Jobs[Cur ^ 1].err;
-		return rc;
-	}
-	Cur ^= 1;
-	return 0;
-}
-
-/* Wait for the last write. */
-static int
-drain(struct peftio_error *err)
-{
-	int rc;
-
-	if ((rc = peftio_bg_wait(Bg)) != 0)
-		*err = Jobs[Cur ^ 1].err;
-	return rc;
-}
+/* The slot's buffers: codes, absmax, double-quant codes, nested absmax. */
+enum { B_PACKED, B_ABSMAX, B_Q, B_NESTED };
 
 static int
-write_quant(void *arg)
+write_quant(struct cli_wjob *j)
 {
-	struct wjob *j = arg;
-	struct item *it = j->it;
+	struct item *it = j->ctx;
 	uint64_t n = it->qs.numel, nb = ceil_div(n, O.bs);
 	struct peftio_error *err = &j->err;
 	char *k;
 	int rc;
 
-	rc = peftio_ckptw_write(j->w, j->name, j->packed.p, (n + 1) / 2, err);
+	rc = peftio_ckptw_write(j->w, j->name, j->buf[B_PACKED].p,
+	    (n + 1) / 2, err);
 	if (rc == 0 && O.dq) {
-		rc = write_piece(j->w, j->name, PEFTIO_BNB_ABSMAX, j->q.p, nb,
-		    err);
+		rc = write_piece(j->w, j->name, PEFTIO_BNB_ABSMAX,
+		    j->buf[B_Q].p, nb, err);
 		if (rc == 0)
 			rc = write_piece(j->w, j->name,
-			    PEFTIO_BNB_NESTED_ABSMAX, j->nested.p,
+			    PEFTIO_BNB_NESTED_ABSMAX, j->buf[B_NESTED].p,
 			    ceil_div(nb, 256) * sizeof(float), err);
 		if (rc == 0)
 			rc = write_piece(j->w, j->name,
 			    PEFTIO_BNB_NESTED_QUANT_MAP, peftio_dynamic_map(),
 			    256 * sizeof(float), err);
 	} else if (rc == 0)
-		rc = write_piece(j->w, j->name, PEFTIO_BNB_ABSMAX, j->absmax.p,
-		    nb * sizeof(float), err);
+		rc = write_piece(j->w, j->name, PEFTIO_BNB_ABSMAX,
+		    j->buf[B_ABSMAX].p, nb * sizeof(float), err);
 	if (rc == 0)
 		rc = write_piece(j->w, j->name, PEFTIO_BNB_QUANT_MAP,
 		    peftio_q4_code(O.type), 16 * sizeof(float), err);
@@ -529,23 +487,24 @@ static int
 quantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
     struct peftio_error *err)
 {
-	struct wjob *j = &Jobs[Cur];
+	struct cli_wjob *j = cli_writer_slot();
 	uint64_t n = it->qs.numel, nb = ceil_div(n, O.bs);
 	float *am, offset;
 	int rc;
 
 	j->w = w;
-	j->it = it;
+	j->ctx = it;
 	j->name = peftio_ckpt_tensor(in, it->in)->name;
-	am = xscratch(&j->absmax, nb * sizeof(float));
+	am = xscratch(&j->buf[B_ABSMAX], nb * sizeof(float));
 	/* With double quantization the prepass looked for NaN and Inf. */
-	if ((rc = run_pass(in, it, xscratch(&j->packed, (n + 1) / 2), am,
-	    !O.dq && !O.allow_nonfinite, err)) != 0)
+	if ((rc = run_pass(in, it, xscratch(&j->buf[B_PACKED], (n + 1) / 2),
+	    am, !O.dq && !O.allow_nonfinite, err)) != 0)
 		return rc;
 	if (O.dq)
-		peftio_dq_quantize(am, nb, 256, &offset, xscratch(&j->q, nb),
-		    xscratch(&j->nested, ceil_div(nb, 256) * sizeof(float)));
-	return submit(write_quant, err);
+		peftio_dq_quantize(am, nb, 256, &offset,
+		    xscratch(&j->buf[B_Q], nb), xscratch(&j->buf[B_NESTED],
+		    ceil_div(nb, 256) * sizeof(float)));
+	return cli_writer_submit(write_quant, err);
 }
 
 /* ------------------------------------------------------------------ */
@@ -599,53 +558,37 @@ plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
 }
 
 static int
-write_out(void *arg)
-{
-	struct wjob *j = arg;
-
-	return peftio_ckptw_write(j->w, j->name, j->out.p, j->nbytes, &j->err);
-}
-
-static int
 dequantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w,
     struct item *it, struct peftio_error *err)
 {
-	struct wjob *j = &Jobs[Cur];
+	struct cli_wjob *j = cli_writer_slot();
 	int rc;
 
 	j->w = w;
 	j->name = peftio_ckpt_tensor(in, it->in)->name;
-	peftio_dtype_nbytes(it->dt, it->qs.numel, &j->nbytes);
+	peftio_dtype_nbytes(it->dt, it->qs.numel, &j->len);
 	if ((rc = peftio_bnb_dequantize(in, &it->bw, it->dt,
-	    xscratch(&j->out, j->nbytes), O.jobs, err)) != 0)
+	    xscratch(&j->buf[0], j->len), O.jobs, err)) != 0)
 		return rc;
 	peftio_ckpt_release(in, it->in);
-	return submit(write_out, err);
+	return cli_writer_submit(cli_job_write, err);
 }
 
 /* ------------------------------------------------------------------ */
 
 static int
-copy_job(void *arg)
-{
-	struct wjob *j = arg;
-	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(j->in,
-	    j->it->in);
-
-	return peftio_ckptw_copy(j->w, ti->name, j->in, j->it->in,
-	    j->it->act == COPY ? ti->dtype : j->it->dt, &j->err);
-}
-
-static int
 copy_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
     struct peftio_error *err)
 {
-	struct wjob *j = &Jobs[Cur];
+	struct cli_wjob *j = cli_writer_slot();
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(in, it->in);
 
 	j->w = w;
+	j->name = ti->name;
 	j->in = in;
-	j->it = it;
-	return submit(copy_job, err);
+	j->idx = it->in;
+	j->dt = it->act == COPY ? ti->dtype : it->dt;
+	return cli_writer_submit(cli_job_copy, err);
 }
 
 /* config.json for the output directory. */
@@ -738,7 +681,7 @@ run(const char *input)
 	}
 	if ((rc = peftio_ckptw_create(&w, out, as_dir, nshards, names,
 	    O.force ? PEFTIO_W_FORCE : 0, &err)) != 0 ||
-	    (rc = peftio_bg_new(&Bg, &err)) != 0)
+	    (rc = cli_writer_start(&err)) != 0)
 		goto fail;
 	for (i = 0; i < n && rc == 0; i++) {
 		ti = peftio_ckpt_tensor(in, i);
@@ -795,7 +738,7 @@ run(const char *input)
 	}
 	cli_progress_end();
 	if (rc == 0)
-		rc = drain(&err);
+		rc = cli_writer_drain(&err);
 	if (rc == 0 && as_dir)
 		rc = output_config(in, w, items, n, &err);
 	if (rc == 0 && as_dir)
@@ -819,7 +762,7 @@ fail:
 	if (rc != 0)
 		cli_error(&err);
 	/* No write may run while the output is removed. */
-	peftio_bg_free(Bg);
+	cli_writer_stop();
 	peftio_ckptw_free(w);
 	peftio_ckpt_close(in);
 	for (i = 0; i < n; i++)
