@@ -3,12 +3,16 @@
  * model (Llama-2-7B, LLaMA-65B, or a smaller one), for benchmarks.
  *
  * usage: gen [-s 7b|65b|1g|tiny] [-l layers] [-t f32|f16|bf16]
- *            [-S shard_bytes] [-a adapter_dir [-r rank]] -o dir
+ *            [-S shard_bytes] [-k shard] [-a adapter_dir [-r rank]] -o dir
  *
  * Weights are N(0, 0.02) with one value in 4096 scaled by 8 (outliers),
  * from a fixed seed, so runs are reproducible.  With -a, a PEFT LoRA
  * adapter (f32, rank -r, default 16, alpha twice the rank) over every
- * linear layer of the attention and MLP blocks is written too.
+ * linear layer of the attention and MLP blocks is written too.  With
+ * -k K only shard K (from 1) of the sharded layout is written, as a
+ * directory holding that one shard file (and the adapter covers only
+ * its tensors): a model too large for the disk is then made and
+ * consumed a shard at a time.  -l shrinks the layer count.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -71,7 +75,7 @@ usage(void)
 {
 	fprintf(stderr, "usage: gen [-s 7b|65b|1g|tiny] [-l layers] "
 	    "[-t f32|f16|bf16] [-S shard_bytes]\n"
-	    "           [-a adapter_dir [-r rank]] -o dir\n");
+	    "           [-k shard] [-a adapter_dir [-r rank]] -o dir\n");
 	exit(2);
 }
 
@@ -101,13 +105,13 @@ die(const struct peftio_error *err)
 
 /*
  * Write tensors t[0..n-1] (2-D ones filled with N(0, sigma), 1-D ones
- * with 1) into out, split into shards of at most shard_bytes; shard
- * names come from names (one shard) or transformers' pattern; aux is
- * written as the file auxname.
+ * with 1) into out, split into shards of at most shard_bytes (only
+ * shard number only when it is not 0); shard names are single (one
+ * shard) or transformers' pattern; aux is written as the file auxname.
  */
-static void
+static size_t
 write_ckpt(const char *out, struct tensor *t, size_t n, enum peftio_dtype dt,
-    uint64_t shard_bytes, const char *single, float sigma,
+    uint64_t shard_bytes, size_t only, const char *single, float sigma,
     const char *auxname, const char *aux)
 {
 	struct peftio_error err;
@@ -140,13 +144,18 @@ write_ckpt(const char *out, struct tensor *t, size_t n, enum peftio_dtype dt,
 		else
 			peftio_shard_name(names[i], 64, i, nshards);
 	}
-	if (peftio_ckptw_create(&w, out, 1, nshards,
-	    (const char *const *)names, PEFTIO_W_FORCE | PEFTIO_W_NOSYNC,
-	    &err) != 0)
+	if (only > nshards) {
+		fprintf(stderr, "gen: there are %zu shards\n", nshards);
+		exit(1);
+	}
+	if (peftio_ckptw_create(&w, out, 1, only ? 1 : nshards,
+	    (const char *const *)(only ? names + only - 1 : names),
+	    PEFTIO_W_FORCE | PEFTIO_W_NOSYNC, &err) != 0)
 		die(&err);
 	for (i = 0; i < n; i++)
-		if (peftio_ckptw_declare(w, t[i].shard, t[i].name, dt,
-		    t[i].ndim, t[i].shape, &err) != 0)
+		if ((!only || t[i].shard == only - 1) &&
+		    peftio_ckptw_declare(w, only ? 0 : t[i].shard, t[i].name,
+		    dt, t[i].ndim, t[i].shape, &err) != 0)
 			die(&err);
 	if (peftio_ckptw_layout(w, &err) != 0)
 		die(&err);
@@ -155,6 +164,8 @@ write_ckpt(const char *out, struct tensor *t, size_t n, enum peftio_dtype dt,
 	if (f == NULL || conv == NULL)
 		exit(1);
 	for (i = 0; i < n; i++) {
+		if (only && t[i].shard != only - 1)
+			continue;
 		if (t[i].ndim == 1) {
 			for (j = 0; j < numel_of(&t[i]); j++)
 				f[j] = 1.0f;
@@ -175,6 +186,7 @@ write_ckpt(const char *out, struct tensor *t, size_t n, enum peftio_dtype dt,
 	free(f);
 	free(conv);
 	printf("%s: %zu tensors, %zu shards\n", out, n, nshards);
+	return nshards;
 }
 
 static const char *const targets[] = {
@@ -185,7 +197,7 @@ static const char *const targets[] = {
 /* A rank-r LoRA over every 2-D weight of the decoder layers. */
 static void
 write_adapter(const char *dir, const struct tensor *bt, size_t bn,
-    uint64_t r)
+    uint64_t r, size_t only)
 {
 	struct tensor *t;
 	size_t n = 0, i, k;
@@ -201,7 +213,8 @@ write_adapter(const char *dir, const struct tensor *bt, size_t bn,
 			    ".weight") == 0)
 				break;
 		}
-		if (k == sizeof(targets) / sizeof(targets[0]))
+		if (k == sizeof(targets) / sizeof(targets[0]) ||
+		    (only && bt[i].shard != only - 1))
 			continue;
 		/* base_model.model.<module>.lora_{A,B}.weight */
 		snprintf(name, sizeof(name), "base_model.model.%.*s.lora_A.weight",
@@ -220,7 +233,7 @@ write_adapter(const char *dir, const struct tensor *bt, size_t bn,
 	    "  \"task_type\": \"CAUSAL_LM\",\n  \"use_dora\": false,\n"
 	    "  \"use_rslora\": false\n}\n", (unsigned long long)(2 * r),
 	    (unsigned long long)r);
-	write_ckpt(dir, t, n, PEFTIO_F32, UINT64_MAX,
+	(void)write_ckpt(dir, t, n, PEFTIO_F32, UINT64_MAX, 0,
 	    "adapter_model.safetensors", 0.01f, "adapter_config.json", cfg);
 	free(t);
 }
@@ -234,13 +247,16 @@ main(int argc, char *argv[])
 	uint64_t layers = 0, shard_bytes = 5000000000ULL, total = 0, rank = 16;
 	const char *out = NULL, *adapter = NULL;
 	char buf[200], cfg[1024];
-	size_t n = 0, i, l;
+	size_t n = 0, i, l, only = 0;
 	int ch;
 
-	while ((ch = getopt(argc, argv, "a:l:o:r:s:S:t:")) != -1) {
+	while ((ch = getopt(argc, argv, "a:k:l:o:r:s:S:t:")) != -1) {
 		switch (ch) {
 		case 'a':
 			adapter = optarg;
+			break;
+		case 'k':
+			only = strtoul(optarg, NULL, 10);
 			break;
 		case 'l':
 			layers = strtoull(optarg, NULL, 10);
@@ -309,11 +325,11 @@ main(int argc, char *argv[])
 	    (unsigned long long)sh->inter, (unsigned long long)sh->heads,
 	    (unsigned long long)layers, (unsigned long long)sh->kv_heads,
 	    (unsigned long long)sh->vocab);
-	write_ckpt(out, t, n, dt, shard_bytes, "model.safetensors", 0.02f,
-	    "config.json", cfg);
+	(void)write_ckpt(out, t, n, dt, shard_bytes, only, "model.safetensors",
+	    0.02f, "config.json", cfg);
 	printf("%s: %llu parameters\n", out, (unsigned long long)total);
 	if (adapter != NULL)
-		write_adapter(adapter, t, n, rank);
+		write_adapter(adapter, t, n, rank, only);
 	free(t);
 	return 0;
 }
