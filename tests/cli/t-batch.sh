@@ -1,7 +1,12 @@
 #!/bin/sh
 # Batch conversion: nf4-quant on one shard at a time, then --index-only,
-# gives the whole-directory output byte for byte.
+# gives the whole-directory output byte for byte; examples/Makefile does
+# that for every model of a directory under make -j, with merges and
+# reports, and rebuilds only what changed.
 . "$(dirname "$0")/lib.sh"
+
+# The make that runs this test must not hand its options down.
+unset MAKEFLAGS MFLAGS MAKELEVEL
 
 SH=$DATA/llama-sharded
 SHARDS=$(cd "$SH" && ls model-*-of-00005.safetensors)
@@ -128,3 +133,83 @@ fails "--index-only into a directory that is not there" 1 "$NF4" \
 usage_fails "--index-only to a .safetensors file" "$NF4" --index-only \
     -o x.safetensors "$SH"
 usage_fails "--index-only to standard output" "$NF4" --index-only -o - "$SH"
+
+# --- examples/Makefile ----------------------------------------------------
+mkdir in adapters adapters/llama-sharded
+ln -s "$SH" in/llama-sharded
+cp -R "$DATA/lora/llama-f32" in/llama-f32	# a copy: touched below
+cp -R "$EXAMPLE" in/tiny-llama			# a model in one file
+ln -s "$DATA/lora/lora-bf16" adapters/llama-sharded/lora-bf16
+MODELS="llama-sharded llama-f32 tiny-llama"
+for m in $MODELS; do "$NF4" -o ref-$m in/$m; done
+"$MERGE" -o ref-merged in/llama-sharded adapters/llama-sharded/lora-bf16
+
+check "make -j 2 -C examples" make -j 2 -C "$TOP/examples" IN="$T/in" \
+    OUT="$T/conv" ADAPTERS="$T/adapters"
+for m in $MODELS; do
+	same_tree "make: $m as nf4-quant writes the whole directory" \
+	    ref-$m conv/$m
+done
+same_tree "make: the adapter merged as lora-merge merges it" ref-merged \
+    conv/llama-sharded+lora-bf16
+if grep -q "^compared with $T/in/llama-sharded" conv/llama-sharded.txt &&
+    grep -q "^checkpoint $T/conv/tiny-llama" conv/tiny-llama.txt; then
+	ok "make: a dq-inspect report per model"
+else
+	notok "make: a dq-inspect report per model"
+fi
+
+MK="make -f $TOP/examples/Makefile IN=$T/in OUT=$T/conv ADAPTERS=$T/adapters"
+check "make -q: everything is up to date" $MK -q
+$MK > make.out 2>&1
+if grep -q "Nothing to be done for 'all'" make.out; then
+	ok "make again does nothing"
+else
+	notok "make again does nothing"; sed 's/^/#   /' make.out | head -5
+fi
+
+touch stamp
+touch in/llama-f32/model-00003-of-00010.safetensors
+check "make after one input shard changed" $MK -j 2
+made=$(cd conv && find . -newer ../stamp -name '*.safetensors' | sort |
+    tr '\n' ' ')
+if [ "$made" = "./llama-f32/model-00003-of-00010.safetensors " ]; then
+	ok "only that shard is made again"
+else
+	notok "only that shard is made again (made: $made)"
+fi
+same_tree "and the directory is still the whole run's" ref-llama-f32 \
+    conv/llama-f32
+
+# One target per job, as a job runner on several machines runs them.
+JOBS="make -f $TOP/examples/Makefile IN=$T/in OUT=$T/jobs ADAPTERS=$T/none"
+$JOBS -s list-shards > shards.lst
+n=$(wc -l < shards.lst)
+[ "$n" -eq 15 ] && ok "list-shards: 15 shard targets" ||
+    notok "list-shards: 15 shard targets ($n)"
+fail=0
+while read -r t; do $JOBS "$t" > /dev/null 2>&1 || fail=1; done < shards.lst
+[ "$fail" -eq 0 ] && ok "each shard target made on its own" ||
+    notok "each shard target made on its own"
+check "then the rest with make quantize" $JOBS quantize
+for m in $MODELS; do
+	same_tree "jobs: $m as nf4-quant writes the whole directory" \
+	    ref-$m jobs/$m
+done
+
+# A shard that fails leaves its model without an index.
+mkdir -p in2/broken
+cp "$SH"/* in2/broken/
+printf 'not a checkpoint' > in2/broken/model-00002-of-00005.safetensors
+BROKEN="make -k -f $TOP/examples/Makefile IN=$T/in2 OUT=$T/conv2"
+fails_make=0
+$BROKEN quantize > make.out 2>&1 || fails_make=1
+if [ "$fails_make" -eq 1 ] &&
+    grep -q 'in2/broken/model-00002-of-00005.safetensors' make.out &&
+    [ -f conv2/broken/model-00001-of-00005.safetensors ] &&
+    [ ! -e conv2/broken/model.safetensors.index.json ]; then
+	ok "make: a bad shard fails, and its model gets no index"
+else
+	notok "make: a bad shard fails, and its model gets no index"
+	sed 's/^/#   /' make.out | head -5
+fi
