@@ -197,17 +197,76 @@ sole_safetensors(const char *dir)
 	return found;
 }
 
+/*
+ * Open the shards c->shard_names (inside c->dir when it is set) and
+ * list their tensors.  With listed_in (" listed in FILE", or "") a
+ * shard that is not a regular file is reported as missing.
+ */
+static int
+load_shards(struct peftio_ckpt *c, const char *listed_in,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	size_t s, i, e;
+	char *sp;
+	int rc;
+
+	if ((c->shards = calloc(c->nshards, sizeof(*c->shards))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", c->path);
+	for (s = 0; s < c->nshards; s++) {
+		sp = c->dir != NULL ? join(c->dir, c->shard_names[s]) :
+		    strdup(c->shard_names[s]);
+		if (sp == NULL)
+			return peftio_error_set(err, PEFTIO_ENOMEM,
+			    "%s: out of memory", c->path);
+		if (listed_in != NULL && !is_file(sp)) {
+			free(sp);
+			return peftio_error_set(err, PEFTIO_ENOTFOUND,
+			    "%s: shard %s%s is missing", c->path,
+			    c->shard_names[s], listed_in);
+		}
+		rc = peftio_st_open(&c->shards[s], sp, err);
+		free(sp);
+		if (rc != 0)
+			return rc;
+		c->count += peftio_st_count(c->shards[s]);
+	}
+
+	c->ents = calloc(c->count + 1, sizeof(*c->ents));
+	c->byname = calloc(c->count + 1, sizeof(*c->byname));
+	if (c->ents == NULL || c->byname == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", c->path);
+	for (s = 0, e = 0; s < c->nshards; s++)
+		for (i = 0; i < peftio_st_count(c->shards[s]); i++, e++) {
+			c->ents[e].shard = s;
+			c->ents[e].idx = i;
+			c->byname[e] = e;
+		}
+	sort_ckpt = c;
+	qsort(c->byname, c->count, sizeof(size_t), cmp_byname);
+	for (e = 1; e < c->count; e++) {
+		ti = ent_info(c, c->byname[e]);
+		if (strcmp(ti->name, ent_info(c, c->byname[e - 1])->name) == 0)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s' is stored in two shards (%s, %s)",
+			    c->path, ti->name,
+			    c->shard_names[c->ents[c->byname[e - 1]].shard],
+			    c->shard_names[c->ents[c->byname[e]].shard]);
+	}
+	return 0;
+}
+
 int
 peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
     struct peftio_error *err)
 {
 	struct peftio_ckpt *c;
-	const struct peftio_tensor_info *ti;
 	struct stat sb;
 	json_t *index = NULL, *map, *v;
 	const char *key;
-	char *ipath = NULL, *sp, *sole;
-	size_t s, i, e;
+	char *ipath = NULL, *sole;
 	long k;
 	int rc;
 
@@ -255,60 +314,9 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 			goto fail;
 		}
 	}
-
-	if ((c->shards = calloc(c->nshards, sizeof(*c->shards))) == NULL) {
-		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
-		    path);
+	if ((rc = load_shards(c, c->sharded ? " listed in " INDEX_NAME :
+	    NULL, err)) != 0)
 		goto fail;
-	}
-	for (s = 0; s < c->nshards; s++) {
-		sp = c->dir != NULL ? join(c->dir, c->shard_names[s]) :
-		    strdup(c->shard_names[s]);
-		if (sp == NULL) {
-			rc = peftio_error_set(err, PEFTIO_ENOMEM,
-			    "%s: out of memory", path);
-			goto fail;
-		}
-		if (c->sharded && !is_file(sp)) {
-			rc = peftio_error_set(err, PEFTIO_ENOTFOUND,
-			    "%s: shard %s listed in %s is missing", path,
-			    c->shard_names[s], INDEX_NAME);
-			free(sp);
-			goto fail;
-		}
-		rc = peftio_st_open(&c->shards[s], sp, err);
-		free(sp);
-		if (rc != 0)
-			goto fail;
-		c->count += peftio_st_count(c->shards[s]);
-	}
-
-	c->ents = calloc(c->count + 1, sizeof(*c->ents));
-	c->byname = calloc(c->count + 1, sizeof(*c->byname));
-	if (c->ents == NULL || c->byname == NULL) {
-		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
-		    path);
-		goto fail;
-	}
-	for (s = 0, e = 0; s < c->nshards; s++)
-		for (i = 0; i < peftio_st_count(c->shards[s]); i++, e++) {
-			c->ents[e].shard = s;
-			c->ents[e].idx = i;
-			c->byname[e] = e;
-		}
-	sort_ckpt = c;
-	qsort(c->byname, c->count, sizeof(size_t), cmp_byname);
-	for (e = 1; e < c->count; e++) {
-		ti = ent_info(c, c->byname[e]);
-		if (strcmp(ti->name, ent_info(c, c->byname[e - 1])->name) == 0) {
-			rc = peftio_error_set(err, PEFTIO_EFORMAT,
-			    "%s: tensor '%s' is stored in two shards (%s, %s)",
-			    path, ti->name,
-			    c->shard_names[c->ents[c->byname[e - 1]].shard],
-			    c->shard_names[c->ents[c->byname[e]].shard]);
-			goto fail;
-		}
-	}
 	if (index != NULL) {
 		/* Every tensor of the index must be in the shard it names. */
 		map = json_object_get(index, "weight_map");
@@ -332,6 +340,57 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 fail:
 	json_decref(index);
 	free(ipath);
+	peftio_ckpt_close(c);
+	return rc;
+}
+
+int
+peftio_ckpt_open_shards(struct peftio_ckpt **out, const char *dir, size_t n,
+    const char *const *names, struct peftio_error *err)
+{
+	struct peftio_ckpt *c;
+	struct stat sb;
+	size_t s;
+	int rc;
+
+	*out = NULL;
+	if (n == 0)
+		return peftio_error_set(err, PEFTIO_EINVAL, "%s: no shards",
+		    dir);
+	if (stat(dir, &sb) != 0)
+		return peftio_error_sys(err, "%s", dir);
+	if (!S_ISDIR(sb.st_mode))
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: not a directory", dir);
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", dir);
+	c->nshards = n;
+	c->path = strdup(dir);
+	c->dir = strdup(dir);
+	c->shard_names = calloc(n + 1, sizeof(char *));
+	if (c->path == NULL || c->dir == NULL || c->shard_names == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", dir);
+		goto fail;
+	}
+	for (s = 0; s < n; s++) {
+		if (!shard_name_ok(names[s])) {
+			rc = peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: bad shard file name \"%s\"", dir, names[s]);
+			goto fail;
+		}
+		if ((c->shard_names[s] = strdup(names[s])) == NULL) {
+			rc = peftio_error_set(err, PEFTIO_ENOMEM,
+			    "%s: out of memory", dir);
+			goto fail;
+		}
+	}
+	if ((rc = load_shards(c, "", err)) != 0)
+		goto fail;
+	*out = c;
+	return 0;
+fail:
 	peftio_ckpt_close(c);
 	return rc;
 }
@@ -489,7 +548,40 @@ struct peftio_ckptw {
 	struct ckptw_file	*files;
 	size_t			 nfiles;
 	int			 laid_out;
+	const struct peftio_ckpt *done;	/* shards written already */
 };
+
+/* Shard s as the index names it, and its tensors. */
+static const char *
+out_shard_name(const struct peftio_ckptw *w, size_t s)
+{
+	const char *p, *base;
+
+	p = w->done != NULL ? w->done->shard_names[s] : w->names[s];
+	base = strrchr(p, '/');
+	return base != NULL ? base + 1 : p;
+}
+
+static size_t
+out_count(const struct peftio_ckptw *w, size_t s)
+{
+	return w->done != NULL ? peftio_st_count(w->done->shards[s]) :
+	    peftio_stw_count(w->w[s]);
+}
+
+static const struct peftio_tensor_info *
+out_tensor(const struct peftio_ckptw *w, size_t s, size_t i)
+{
+	return w->done != NULL ? peftio_st_tensor(w->done->shards[s], i) :
+	    peftio_stw_tensor(w->w[s], i);
+}
+
+static int
+shards_done(const struct peftio_ckptw *w, struct peftio_error *err)
+{
+	return peftio_error_set(err, PEFTIO_EINVAL,
+	    "%s: the shards are written already", w->path);
+}
 
 void
 peftio_shard_name(char *buf, size_t len, size_t i, size_t n)
@@ -554,10 +646,36 @@ fail:
 }
 
 int
+peftio_ckptw_from_shards(struct peftio_ckptw **out,
+    const struct peftio_ckpt *shards, unsigned flags,
+    struct peftio_error *err)
+{
+	struct peftio_ckptw *w;
+
+	*out = NULL;
+	if (shards->dir == NULL)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: not a directory", shards->path);
+	if ((w = calloc(1, sizeof(*w))) == NULL ||
+	    (w->path = strdup(shards->dir)) == NULL) {
+		free(w);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	w->as_dir = 1;
+	w->flags = flags;
+	w->nshards = shards->nshards;
+	w->done = shards;
+	*out = w;
+	return 0;
+}
+
+int
 peftio_ckptw_declare(struct peftio_ckptw *w, size_t shard, const char *name,
     enum peftio_dtype dt, int ndim, const uint64_t *shape,
     struct peftio_error *err)
 {
+	if (w->done != NULL)
+		return shards_done(w, err);
 	if (shard >= w->nshards)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: tensor '%s': no shard %zu", w->path, name, shard);
@@ -572,6 +690,8 @@ peftio_ckptw_meta(struct peftio_ckptw *w, const char *key, const char *value,
 	size_t s;
 	int rc;
 
+	if (w->done != NULL)
+		return shards_done(w, err);
 	for (s = 0; s < w->nshards; s++)
 		if ((rc = peftio_stw_meta(w->w[s], key, value, err)) != 0)
 			return rc;
@@ -592,6 +712,8 @@ peftio_ckptw_layout(struct peftio_ckptw *w, struct peftio_error *err)
 	size_t s, i, e;
 	int rc;
 
+	if (w->done != NULL)
+		return shards_done(w, err);
 	for (s = 0; s < w->nshards; s++)
 		if ((rc = peftio_stw_layout(w->w[s], err)) != 0)
 			return rc;
@@ -777,18 +899,21 @@ peftio_ckptw_tensor_bytes(const struct peftio_ckptw *w)
 	size_t s, i;
 
 	for (s = 0; s < w->nshards; s++)
-		for (i = 0; i < peftio_stw_count(w->w[s]); i++)
-			size += peftio_stw_tensor(w->w[s], i)->nbytes;
+		for (i = 0; i < out_count(w, s); i++)
+			size += out_tensor(w, s, i)->nbytes;
 	return size;
 }
 
+/* model.safetensors.index.json for the shards, into directory dir. */
 static int
-write_index(struct peftio_ckptw *w, struct peftio_error *err)
+write_index(struct peftio_ckptw *w, const char *dir, unsigned flags,
+    struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti;
 	json_t *root, *meta, *map;
 	uint64_t params = 0;
-	char *text, *p, *base;
+	const char *base;
+	char *text, *p;
 	size_t s, i, len;
 	int rc;
 
@@ -802,10 +927,9 @@ write_index(struct peftio_ckptw *w, struct peftio_error *err)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	}
 	for (s = 0; s < w->nshards; s++) {
-		base = strrchr(w->names[s], '/');
-		base = base != NULL ? base + 1 : w->names[s];
-		for (i = 0; i < peftio_stw_count(w->w[s]); i++) {
-			ti = peftio_stw_tensor(w->w[s], i);
+		base = out_shard_name(w, s);
+		for (i = 0; i < out_count(w, s); i++) {
+			ti = out_tensor(w, s, i);
 			params += ti->numel;
 			json_object_set_new(map, ti->name, json_string(base));
 		}
@@ -820,40 +944,103 @@ write_index(struct peftio_ckptw *w, struct peftio_error *err)
 	json_decref(root);
 	if (text == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	if ((p = join(w->od.tmp, INDEX_NAME)) == NULL) {
+	if ((p = join(dir, INDEX_NAME)) == NULL) {
 		free(text);
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	}
-	rc = peftio_write_file(p, text, len, w->flags | PEFTIO_W_FORCE, err);
+	rc = peftio_write_file(p, text, len, flags, err);
 	free(p);
 	free(text);
 	return rc;
 }
 
-int
-peftio_ckptw_commit(struct peftio_ckptw *w, struct peftio_error *err)
+/* The added files, into directory dir. */
+static int
+write_files(struct peftio_ckptw *w, const char *dir, unsigned flags,
+    struct peftio_error *err)
 {
-	size_t s, i;
+	size_t i;
 	char *p;
 	int rc;
 
+	for (i = 0; i < w->nfiles; i++) {
+		if ((p = join(dir, w->files[i].name)) == NULL)
+			return peftio_error_set(err, PEFTIO_ENOMEM,
+			    "out of memory");
+		rc = peftio_write_file(p, w->files[i].data, w->files[i].len,
+		    flags, err);
+		free(p);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Fail before writing anything if a file to be written exists. */
+static int
+check_absent(const struct peftio_ckptw *w, const char *name,
+    struct peftio_error *err)
+{
+	struct stat sb;
+	char *p;
+	int rc = 0;
+
+	if ((p = join(w->path, name)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	if (lstat(p, &sb) == 0)
+		rc = peftio_error_set(err, PEFTIO_EEXIST,
+		    "%s: already exists (use -f to overwrite)", p);
+	else if (errno != ENOENT)
+		rc = peftio_error_sys(err, "%s", p);
+	free(p);
+	return rc;
+}
+
+/*
+ * Beside shards written already: each file goes into place on its own
+ * (temporary name, rename), the index last, so that a directory with
+ * an index is complete.
+ */
+static int
+commit_beside_shards(struct peftio_ckptw *w, struct peftio_error *err)
+{
+	size_t i;
+	int rc;
+
+	if (!(w->flags & PEFTIO_W_FORCE)) {
+		for (i = 0; i < w->nfiles; i++)
+			if ((rc = check_absent(w, w->files[i].name, err)) != 0)
+				return rc;
+		if (w->nshards > 1 && (rc = check_absent(w, INDEX_NAME,
+		    err)) != 0)
+			return rc;
+	}
+	if ((rc = write_files(w, w->path, w->flags, err)) != 0)
+		return rc;
+	if (w->nshards > 1)
+		return write_index(w, w->path, w->flags, err);
+	return 0;
+}
+
+int
+peftio_ckptw_commit(struct peftio_ckptw *w, struct peftio_error *err)
+{
+	size_t s;
+	int rc;
+
+	if (w->done != NULL)
+		return commit_beside_shards(w, err);
 	for (s = 0; s < w->nshards; s++)
 		if ((rc = peftio_stw_commit(w->w[s], err)) != 0)
 			return rc;
 	if (!w->as_dir)
 		return 0;
-	if (w->nshards > 1 && (rc = write_index(w, err)) != 0)
+	if (w->nshards > 1 && (rc = write_index(w, w->od.tmp,
+	    w->flags | PEFTIO_W_FORCE, err)) != 0)
 		return rc;
-	for (i = 0; i < w->nfiles; i++) {
-		if ((p = join(w->od.tmp, w->files[i].name)) == NULL)
-			return peftio_error_set(err, PEFTIO_ENOMEM,
-			    "out of memory");
-		rc = peftio_write_file(p, w->files[i].data, w->files[i].len,
-		    w->flags | PEFTIO_W_FORCE, err);
-		free(p);
-		if (rc != 0)
-			return rc;
-	}
+	if ((rc = write_files(w, w->od.tmp, w->flags | PEFTIO_W_FORCE,
+	    err)) != 0)
+		return rc;
 	if ((rc = peftio_outdir_commit(&w->od, err)) != 0)
 		return rc;
 	w->od_open = 0;

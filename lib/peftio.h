@@ -343,6 +343,13 @@ struct peftio_ckpt;
 
 int	peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 	    struct peftio_error *err);
+/*
+ * The shards names[0..n-1] of directory dir as one checkpoint, without
+ * an index (as when the index is yet to be written).  A shard that is
+ * not there is PEFTIO_ENOTFOUND, named in the message.
+ */
+int	peftio_ckpt_open_shards(struct peftio_ckpt **out, const char *dir,
+	    size_t n, const char *const *names, struct peftio_error *err);
 void	peftio_ckpt_close(struct peftio_ckpt *c);
 
 const char *peftio_ckpt_path(const struct peftio_ckpt *c);
@@ -384,6 +391,20 @@ struct peftio_ckptw;
 int	peftio_ckptw_create(struct peftio_ckptw **out, const char *path,
 	    int as_dir, size_t nshards, const char *const *names,
 	    unsigned flags, struct peftio_error *err);
+/*
+ * The last step of a directory whose shards were written one by one,
+ * each as a file of its own (by separate jobs, say): shards is that
+ * directory opened with peftio_ckpt_open_shards(), kept open by the
+ * caller until the writer is freed.  Nothing is declared or written
+ * to the shards; files are added as below, and commit writes them and
+ * the index (the same bytes as a writer made with peftio_ckptw_create()
+ * gives for these shards) into the directory, each file atomically and
+ * the index last.  Without PEFTIO_W_FORCE, commit writes nothing when
+ * one of them exists.
+ */
+int	peftio_ckptw_from_shards(struct peftio_ckptw **out,
+	    const struct peftio_ckpt *shards, unsigned flags,
+	    struct peftio_error *err);
 int	peftio_ckptw_declare(struct peftio_ckptw *w, size_t shard,
 	    const char *name, enum peftio_dtype dt, int ndim,
 	    const uint64_t *shape, struct peftio_error *err);

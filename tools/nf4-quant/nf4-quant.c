@@ -43,10 +43,11 @@ struct opts {
 	const char		*out;
 	int			 force;
 	int			 allow_nonfinite;
+	int			 index_only;
 };
 
 static struct opts O = { PEFTIO_Q4_NF4, 64, 1, 0, -1, NULL, NULL, 0, 0, 0,
-	NULL, 0, 0 };
+	NULL, 0, 0, 0 };
 
 static void __attribute__((noreturn))
 usage(int status)
@@ -56,7 +57,9 @@ usage(int status)
 	    "                 [--dtype f16|bf16|f32] [--include glob] "
 	    "[--exclude glob]\n"
 	    "                 [--allow-nonfinite] [-j jobs] [-o output] "
-	    "input\n", cli_progname);
+	    "input\n"
+	    "       %s --index-only [-dfqv] [options as above] -o outdir "
+	    "indir\n", cli_progname, cli_progname);
 	exit(status);
 }
 
@@ -772,11 +775,270 @@ fail:
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
 
+/* ------------------------------------------------------------------ */
+/* --index-only: finish a directory written shard by shard            */
+
+/* "[4096, 11008]" */
+static const char *
+shape_str(int ndim, const uint64_t *shape, char *buf, size_t len)
+{
+	size_t n = 0;
+	int d;
+
+	buf[0] = '\0';
+	for (d = 0; d < ndim && n < len; d++)
+		n += (size_t)snprintf(buf + n, len - n, "%s%llu",
+		    d ? ", " : "[", (unsigned long long)shape[d]);
+	if (n < len)
+		snprintf(buf + n, len - n, "%s", ndim ? "]" : "[]");
+	return buf;
+}
+
+static const char *
+shard_path(const struct peftio_ckpt *c, size_t s)
+{
+	return peftio_st_path(peftio_ckpt_shard(c, s));
+}
+
+/* Tensor name must be in shard s of out; *k is its number there. */
+static int
+in_shard(const struct peftio_ckpt *out, size_t s, const char *name,
+    size_t *k, struct peftio_error *err)
+{
+	long f = peftio_ckpt_find(out, name);
+
+	if (f < 0)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s' is missing", shard_path(out, s), name);
+	*k = (size_t)f;
+	if (peftio_ckpt_shard_of(out, *k) != s)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s' belongs in %s",
+		    shard_path(out, peftio_ckpt_shard_of(out, *k)), name,
+		    peftio_ckpt_shard_name(out, s));
+	return 0;
+}
+
+static int
+expect_plain(const struct peftio_ckpt *out, size_t s, const char *name,
+    enum peftio_dtype dt, int ndim, const uint64_t *shape,
+    unsigned char *seen, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	char got[128], want[128];
+	size_t k;
+	int rc;
+
+	if ((rc = in_shard(out, s, name, &k, err)) != 0)
+		return rc;
+	ti = peftio_ckpt_tensor(out, k);
+	if (ti->dtype != dt || ti->ndim != ndim ||
+	    memcmp(ti->shape, shape, (size_t)ndim * sizeof(*shape)) != 0)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s' is %s %s, not %s %s", shard_path(out, s),
+		    name, peftio_dtype_name(ti->dtype),
+		    shape_str(ti->ndim, ti->shape, got, sizeof(got)),
+		    peftio_dtype_name(dt),
+		    shape_str(ndim, shape, want, sizeof(want)));
+	seen[k] = 1;
+	return 0;
+}
+
+/* What in a 4-bit weight's quant_state the options would not give. */
+static const char *
+qs_differs(const struct peftio_quant_state *got,
+    const struct peftio_quant_state *want, char *buf, size_t len)
+{
+	if (got->blocksize != want->blocksize)
+		snprintf(buf, len, "blocksize %llu, not %llu",
+		    (unsigned long long)got->blocksize,
+		    (unsigned long long)want->blocksize);
+	else if (got->double_quant != want->double_quant)
+		snprintf(buf, len, "%s double quantization",
+		    got->double_quant ? "with" : "without");
+	else if (got->double_quant &&
+	    got->nested_blocksize != want->nested_blocksize)
+		snprintf(buf, len, "nested blocksize %llu, not %llu",
+		    (unsigned long long)got->nested_blocksize,
+		    (unsigned long long)want->nested_blocksize);
+	else if (got->dtype != want->dtype)
+		snprintf(buf, len, "dtype %s, not %s",
+		    peftio_dtype_torch_name(got->dtype),
+		    peftio_dtype_torch_name(want->dtype));
+	else if (got->ndim != want->ndim || memcmp(got->shape, want->shape,
+	    (size_t)got->ndim * sizeof(got->shape[0])) != 0)
+		snprintf(buf, len, "another shape");
+	else
+		return NULL;
+	return buf;
+}
+
+static int
+expect_quant(struct peftio_ckpt *out, size_t s, const char *name,
+    const struct peftio_quant_state *want, unsigned char *seen,
+    struct peftio_error *err)
+{
+	struct peftio_bnb_weight bw;
+	const char *why;
+	char *key, buf[128];
+	size_t parts[6], np = 4, p, k;
+	long q;
+	int rc;
+
+	key = qstate_key(name);
+	q = peftio_ckpt_find(out, key);
+	free(key);
+	if (q < 0) {
+		if ((rc = in_shard(out, s, name, &k, err)) != 0)
+			return rc;
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s' is not %s-quantized", shard_path(out, s),
+		    name, peftio_q4type_name(want->type));
+	}
+	if ((rc = peftio_bnb_lookup(out, (size_t)q, &bw, err)) < 0)
+		return rc;
+	if ((why = qs_differs(&bw.qs, want, buf, sizeof(buf))) != NULL)
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s' was quantized with other options (%s)",
+		    shard_path(out, s), name, why);
+	parts[0] = bw.weight;
+	parts[1] = bw.absmax;
+	parts[2] = bw.quant_map;
+	parts[3] = bw.quant_state;
+	if (bw.qs.double_quant) {
+		parts[np++] = bw.nested_absmax;
+		parts[np++] = bw.nested_quant_map;
+	}
+	for (p = 0; p < np; p++) {
+		if ((rc = in_shard(out, s,
+		    peftio_ckpt_tensor(out, parts[p])->name, &k, err)) != 0)
+			return rc;
+		seen[k] = 1;
+	}
+	return 0;
+}
+
+/*
+ * The shards in out must be what this run would have written: every
+ * tensor of the plan in its shard with its dtype and shape, each 4-bit
+ * weight with its companions and the options' type, blocksize and
+ * double quantization, and nothing else.  Headers and quant_state
+ * blobs only; the payloads are not read.
+ */
+static int
+check_shards(struct peftio_ckpt *in, struct peftio_ckpt *out,
+    const struct item *items, size_t n, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	const struct item *it;
+	unsigned char *seen;
+	size_t i, s, m = peftio_ckpt_count(out);
+	int rc = 0;
+
+	seen = xmalloc(m);
+	memset(seen, 0, m);
+	for (i = 0; i < n && rc == 0; i++) {
+		it = &items[i];
+		ti = peftio_ckpt_tensor(in, i);
+		s = peftio_ckpt_shard_of(in, i);
+		switch (it->act) {
+		case QUANT:
+			rc = expect_quant(out, s, ti->name, &it->qs, seen, err);
+			break;
+		case DEQUANT:
+			rc = expect_plain(out, s, ti->name, it->dt,
+			    it->qs.ndim, it->qs.shape, seen, err);
+			break;
+		case COPY:
+		case CONVERT:
+			rc = expect_plain(out, s, ti->name, it->dt, ti->ndim,
+			    ti->shape, seen, err);
+			break;
+		case SKIP:
+			break;
+		}
+	}
+	for (i = 0; i < m && rc == 0; i++)
+		if (!seen[i])
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s' is not from %s",
+			    shard_path(out, peftio_ckpt_shard_of(out, i)),
+			    peftio_ckpt_tensor(out, i)->name,
+			    peftio_ckpt_path(in));
+	free(seen);
+	return rc;
+}
+
+/*
+ * With the shards of input written one at a time into the output
+ * directory (nf4-quant -o OUT/SHARD IN/SHARD, as separate jobs), check
+ * them and write what a whole-directory run writes besides them: the
+ * index, config.json and the other files.  Only headers are read.
+ */
+static int
+run_index(const char *input)
+{
+	struct peftio_error err = { 0, 0, "" };
+	struct peftio_ckpt *in = NULL, *out = NULL;
+	struct peftio_ckptw *w = NULL;
+	struct item *items = NULL;
+	const char **names = NULL;
+	size_t n = 0, nq, s, i;
+	int rc;
+
+	if ((rc = peftio_ckpt_open(&in, input, &err)) != 0)
+		return cli_error(&err);
+	if (peftio_ckpt_dir(in) == NULL) {
+		rc = peftio_error_set(&err, PEFTIO_EINVAL,
+		    "%s: --index-only needs a model directory", input);
+		goto fail;
+	}
+	n = peftio_ckpt_count(in);
+	items = xmalloc((n + 1) * sizeof(*items));
+	memset(items, 0, (n + 1) * sizeof(*items));
+	rc = O.decode ? plan_dequant(in, items, &nq, &err) :
+	    plan_quant(in, items, &nq, &err);
+	if (rc != 0)
+		goto fail;
+	names = xmalloc(peftio_ckpt_nshards(in) * sizeof(*names));
+	for (s = 0; s < peftio_ckpt_nshards(in); s++)
+		names[s] = base_name(peftio_ckpt_shard_name(in, s));
+	if ((rc = peftio_ckpt_open_shards(&out, O.out, peftio_ckpt_nshards(in),
+	    names, &err)) != 0)
+		goto fail;
+	if ((rc = check_shards(in, out, items, n, &err)) != 0)
+		goto fail;
+	if ((rc = peftio_ckptw_from_shards(&w, out,
+	    O.force ? PEFTIO_W_FORCE : 0, &err)) != 0)
+		goto fail;
+	rc = output_config(in, w, items, n, &err);
+	if (rc == 0)
+		rc = peftio_ckptw_copy_aux(w, peftio_ckpt_dir(in), &err);
+	if (rc == 0)
+		rc = peftio_ckptw_commit(w, &err);
+	if (rc == 0)
+		cli_debug("%zu shards of %s checked (%zu tensors %s); "
+		    "%llu bytes of tensors", peftio_ckpt_nshards(out), input,
+		    nq, O.decode ? "dequantized" : "quantized",
+		    (unsigned long long)peftio_ckptw_tensor_bytes(w));
+fail:
+	if (rc != 0)
+		cli_error(&err);
+	peftio_ckptw_free(w);
+	peftio_ckpt_close(out);
+	peftio_ckpt_close(in);
+	for (i = 0; i < n; i++)
+		free(items[i].qs_json);
+	free(items);
+	free(names);
+	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
+}
+
 int
 main(int argc, char *argv[])
 {
 	enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
-	    OPT_HELP, OPT_VERSION };
+	    OPT_INDEX, OPT_HELP, OPT_VERSION };
 	static const struct option longopts[] = {
 		{ "type", required_argument, NULL, 't' },
 		{ "blocksize", required_argument, NULL, 'b' },
@@ -787,6 +1049,7 @@ main(int argc, char *argv[])
 		{ "include", required_argument, NULL, OPT_INCL },
 		{ "exclude", required_argument, NULL, OPT_EXCL },
 		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
+		{ "index-only", no_argument, NULL, OPT_INDEX },
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "force", no_argument, NULL, 'f' },
@@ -863,6 +1126,9 @@ main(int argc, char *argv[])
 		case OPT_NONFINITE:
 			O.allow_nonfinite = 1;
 			break;
+		case OPT_INDEX:
+			O.index_only = 1;
+			break;
 		case OPT_HELP:
 			usage(CLI_EXIT_OK);
 		case OPT_VERSION:
@@ -883,6 +1149,14 @@ main(int argc, char *argv[])
 			usage(CLI_EXIT_USAGE);
 		}
 		O.out = "-";
+	}
+	if (O.index_only) {
+		if (strcmp(O.out, "-") == 0 || ends_with(O.out, ".safetensors")) {
+			cli_warn("--index-only writes into the directory of "
+			    "the shards: use -o DIR");
+			usage(CLI_EXIT_USAGE);
+		}
+		return run_index(argv[0]);
 	}
 	if (strcmp(O.out, "-") == 0 && isatty(STDOUT_FILENO) && !O.force) {
 		cli_warn("standard output is a terminal; not writing a "
