@@ -127,6 +127,18 @@ near "NF4: 4.5 bits/param" "$(val nodq.yaml 'totals:' bits_per_param)" \
     4.5 0.001
 near "NF4: no DQ saving" \
     "$(val nodq.yaml 'totals:' dq_saved_bits_per_param)" 0 0
+# Small tensors: the 1 KiB nested map outweighs the absmax it shrinks, so
+# the saving is negative (computed here from the stored sizes).
+"$NF4" -o small.q "$TOP/tests/data/llama-sharded"
+"$INSPECT" --json small.q > small.json
+want=$("$STDUMP" small.q | awk '
+	$1 ~ /\.absmax$/ { gsub(/[][]/, "", $3); nb = $3 + 0; saved += 8 * 3 * nb }
+	$1 ~ /\.nested_absmax$/ { gsub(/[][]/, "", $3); saved -= 8 * 4 * $3 }
+	$1 ~ /\.nested_quant_map$/ { saved -= 8 * 1024 }
+	$2 == "U8" && $3 ~ /,1\]$/ { split($3, a, /[[,]/); q += 2 * a[2] }
+	END { printf "%.6f", saved / q }')
+near "small tensors: a negative DQ saving ($want)" \
+    "$(val small.json '"totals"' dq_saved_bits_per_param)" "$want" 0.0005
 [ "$(val dq.json '"totals"' original_bytes)" = 33554432 ] &&
     ok "original size from the quant_state" ||
     notok "original size from the quant_state"

@@ -74,7 +74,8 @@ struct report {
 	size_t		 nrows;
 	/* totals */
 	uint64_t	 params, bytes, qparams, qbytes, orig_bytes;
-	uint64_t	 dq_saved_bits;
+	int64_t		 dq_saved_bits;	/* negative for small tensors, where
+					 * the 1 KiB nested map outweighs it */
 	size_t		 nquant, ndq;
 	int		 qtype, mixed_types;
 	/* --compare */
@@ -386,9 +387,10 @@ collect(struct report *rp)
 			r->part[P_NESTED_MAP] = peftio_ckpt_tensor(rp->c,
 			    r->bw.nested_quant_map)->nbytes;
 			/* the f32 absmax this replaces, less what replaces it */
-			rp->dq_saved_bits += 8 * (4 * ceil_div(r->params,
-			    r->bw.qs.blocksize) - r->part[P_ABSMAX] -
-			    r->part[P_NESTED] - r->part[P_NESTED_MAP]);
+			rp->dq_saved_bits += 8 * ((int64_t)(4 * ceil_div(
+			    r->params, r->bw.qs.blocksize)) -
+			    (int64_t)(r->part[P_ABSMAX] + r->part[P_NESTED] +
+			    r->part[P_NESTED_MAP]));
 			rp->ndq++;
 		}
 		for (k = 0; k < NPARTS; k++)
