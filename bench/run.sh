@@ -23,8 +23,11 @@ mkdir -p "$DIR"
 CC=${CC:-cc}
 CF="-std=c11 -D_GNU_SOURCE -O2 -Ilib"
 $CC $CF -o bench/runstat bench/runstat.c
-$CC $CF -o bench/gen bench/gen.c lib/libpeftio.a \
-    $(pkg-config --libs zlib jansson libxxhash yaml-0.1 openblas lapacke) -lpthread -lm
+LIBS="lib/libpeftio.a $(pkg-config --libs zlib jansson libxxhash yaml-0.1 \
+    openblas lapacke) -lpthread -lm"
+for b in gen codec_bench extract_bench; do
+	$CC $CF -o bench/$b bench/$b.c $LIBS
+done
 
 tag=$BENCH-$DTYPE-$LAYERS
 base=$DIR/base-$tag
@@ -119,4 +122,68 @@ measure "dq-inspect" "$bytes" /dev/null/none \
 measure "dq-inspect --compare (NF4)" "$((bytes + bytes / 4))" /dev/null/none \
     tools/dq-inspect/dq-inspect --compare "$base" "$T/q"
 rm -rf "$T"
+
+# Scaling: the same shape with fewer layers; time should grow linearly
+# with the parameter count.
+case $BENCH in
+7b|65b)	layers=${SCALE_LAYERS:-"4 8 16"} ;;
+*)	layers=${SCALE_LAYERS:-"2 4 8"} ;;
+esac
+{
+	echo
+	echo "## Scaling ($BENCH shape, $DTYPE, fewer layers; fastest of $REPS runs)"
+	echo
+	echo "| layers | parameters | nf4-quant s | ns/param | lora-merge s | ns/param |"
+	echo "|---|---|---|---|---|---|"
+} >> "$OUTMD"
+for l in $layers; do
+	sb=$DIR/scale-$BENCH-$DTYPE-$l
+	if [ ! -d "$sb" ]; then
+		rm -rf "$sb.lora"
+		bench/gen -s "$BENCH" -l "$l" -t "$DTYPE" -a "$sb.lora" -o "$sb" |
+		    grep parameters | awk '{ print $2 }' > "$sb.params"
+	fi
+	p=$(cat "$sb.params")
+	row="| $l | $p"
+	for tool in nf4 merge; do
+		: > "$T.best"
+		r=0
+		while [ "$r" -lt "$REPS" ]; do
+			r=$((r + 1))
+			rm -rf "$T.out"
+			cat "$sb"/*.safetensors "$sb.lora"/* > /dev/null
+			if [ $tool = nf4 ]; then
+				bench/runstat tools/nf4-quant/nf4-quant -q \
+				    -j "$JOBS" -o "$T.out" "$sb" 2>> "$T.best"
+			else
+				bench/runstat tools/lora-merge/lora-merge -q \
+				    -j "$JOBS" -o "$T.out" "$sb" "$sb.lora" \
+				    2>> "$T.best"
+			fi
+		done
+		w=$(sort -n -k2 "$T.best" | head -1 | awk '{ print $2 }')
+		row="$row | $w | $(awk "BEGIN { printf \"%.2f\", $w / $p * 1e9 }")"
+	done
+	echo "$row |" | tee -a "$OUTMD"
+	rm -rf "$T.out" "$T.best"
+done
+
+# The codec on one core, and extraction: randomized against exact SVD.
+{
+	echo
+	echo "## NF4/FP4 codec, one core (bench/codec_bench)"
+	echo
+	echo '```'
+	bench/codec_bench -n 4000000 -r 3
+	echo '```'
+	if [ "${EXTRACT:-1}" != 0 ]; then
+		echo
+		echo "## LoRA extraction of one f32 delta, randomized vs exact" \
+		    "SVD, one thread (bench/extract_bench)"
+		echo
+		echo '```'
+		bench/extract_bench
+		echo '```'
+	fi
+} | tee -a "$OUTMD"
 echo "results written to $OUTMD"
