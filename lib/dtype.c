@@ -448,6 +448,72 @@ f32_to_bf16_n(const float *s, unsigned char *d, uint64_t n)
 	}
 }
 
+/*
+ * f16 through F16C where the CPU has it: vcvtph2ps and vcvtps2ph (round
+ * to nearest even) give the same bits as the scalar conversions, NaN
+ * payloads included, as long as MXCSR keeps subnormals (the default).
+ */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_F16C_PATH	1
+#define F16C	__attribute__((target("avx,f16c")))
+
+static F16C uint64_t
+f16_to_f32_f16c(const unsigned char *s, float *d, uint64_t n)
+{
+	uint64_t i;
+
+	for (i = 0; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(
+		    (const __m128i *)(const void *)(s + 2 * i))));
+	return i;
+}
+
+static F16C uint64_t
+f32_to_f16_f16c(const float *s, unsigned char *d, uint64_t n)
+{
+	uint64_t i;
+
+	for (i = 0; i + 8 <= n; i += 8)
+		_mm_storeu_si128((__m128i *)(void *)(d + 2 * i),
+		    _mm256_cvtps_ph(_mm256_loadu_ps(s + i),
+		    _MM_FROUND_TO_NEAREST_INT));
+	return i;
+}
+
+static int
+have_f16c(void)
+{
+	return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+}
+#endif
+
+static void
+f16_to_f32_n(const unsigned char *s, float *d, uint64_t n)
+{
+	uint64_t i = 0;
+
+#ifdef HAVE_F16C_PATH
+	if (have_f16c())
+		i = f16_to_f32_f16c(s, d, n);
+#endif
+	for (; i < n; i++)
+		d[i] = peftio_f16_to_f32(ld16(s + 2 * i));
+}
+
+static void
+f32_to_f16_n(const float *s, unsigned char *d, uint64_t n)
+{
+	uint64_t i = 0;
+
+#ifdef HAVE_F16C_PATH
+	if (have_f16c())
+		i = f32_to_f16_f16c(s, d, n);
+#endif
+	for (; i < n; i++)
+		st16(d + 2 * i, peftio_f32_to_f16(s[i]));
+}
+
 int
 peftio_to_f32(enum peftio_dtype dt, const void *src, float *dst, uint64_t n)
 {
@@ -476,8 +542,7 @@ peftio_to_f32(enum peftio_dtype dt, const void *src, float *dst, uint64_t n)
 		bf16_to_f32_n(s, dst, n);
 		return 0;
 	case PEFTIO_F16:
-		for (i = 0; i < n; i++)
-			dst[i] = peftio_f16_to_f32(ld16(s + 2 * i));
+		f16_to_f32_n(s, dst, n);
 		return 0;
 	case PEFTIO_F8_E4M3:
 		for (i = 0; i < n; i++)
@@ -521,8 +586,7 @@ peftio_from_f32(enum peftio_dtype dt, const float *src, void *dst,
 		f32_to_bf16_n(src, d, n);
 		return 0;
 	case PEFTIO_F16:
-		for (i = 0; i < n; i++)
-			st16(d + 2 * i, peftio_f32_to_f16(src[i]));
+		f32_to_f16_n(src, d, n);
 		return 0;
 	case PEFTIO_F8_E4M3:
 		for (i = 0; i < n; i++)

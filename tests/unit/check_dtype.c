@@ -512,6 +512,34 @@ START_TEST(test_bulk_bf16_nan)
 }
 END_TEST
 
+/* Bulk f16 conversions (vectorized where the CPU allows) agree with
+ * the scalar ones on every f16 and on a sweep of f32 bit patterns. */
+START_TEST(test_f16_bulk_sweep)
+{
+	enum { N = 1 << 16, STEP = 257 };
+	uint16_t *h = malloc(N * 2), *got = malloc(N * 2);
+	float *f = malloc(N * sizeof(float));
+	uint64_t u, k;
+
+	for (k = 0; k < N; k++)
+		h[k] = (uint16_t)k;
+	peftio_to_f32(PEFTIO_F16, h, f, N);
+	for (k = 0; k < N; k++)
+		ck_assert_uint_eq(peftio_f2u(f[k]),
+		    peftio_f2u(peftio_f16_to_f32((uint16_t)k)));
+	for (u = 0; u <= 0xffffffffull; u += (uint64_t)N * STEP) {
+		for (k = 0; k < N; k++)
+			f[k] = peftio_u2f((uint32_t)(u + k * STEP));
+		peftio_from_f32(PEFTIO_F16, f, got, N);
+		for (k = 0; k < N; k++)
+			ck_assert_uint_eq(got[k], peftio_f32_to_f16(f[k]));
+	}
+	free(h);
+	free(got);
+	free(f);
+}
+END_TEST
+
 /* The first NaN or Inf is found wherever it is: in a full chunk, at a
  * chunk's edge, in the tail; and not where there is none. */
 START_TEST(test_first_nonfinite)
@@ -570,6 +598,7 @@ Suite *dtype_suite(void)
 	tcase_add_loop_test(tc, test_bulk, 0,
 	    (int)(sizeof(float_types) / sizeof(float_types[0])));
 	tcase_add_test(tc, test_bulk_bf16_nan);
+	tcase_add_test(tc, test_f16_bulk_sweep);
 	tcase_add_loop_test(tc, test_first_nonfinite, 0,
 	    (int)(sizeof(float_types) / sizeof(float_types[0])));
 	suite_add_tcase(s, tc);
