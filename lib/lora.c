@@ -681,6 +681,26 @@ struct target {
 	size_t		 nops;
 };
 
+/*
+ * What the ops of the current target need, loaded once by
+ * peftio_merge_begin() and used for every block of rows.
+ */
+struct pop {
+	float		*a, *b;		/* OP_LORA factors */
+	float		*mag;		/* DoRA magnitudes */
+	float		*v;		/* OP_BIAS, OP_IA3* vector */
+};
+
+struct prep {
+	const struct target *t;
+	struct pop	*pops;
+	/* A combination (method other than none): its factors. */
+	int		 comb;
+	float		*ca, *cb;
+	uint64_t	 cr;
+	int		 ctrans;
+};
+
 struct peftio_merge {
 	struct peftio_adapter *const *ads;
 	size_t		 nads;
@@ -692,10 +712,13 @@ struct peftio_merge {
 	float		 newscale;
 	struct peftio_scratch *slots;	/* per thread: ROW_CHUNK rows of
 					 * a delta */
+	struct prep	*prep;		/* the target being merged */
 };
 
-#define ROW_CHUNK	64	/* rows per BLAS call: fixed, so -j never
-				 * changes a result */
+static void	prep_free(struct prep *);
+
+#define ROW_CHUNK	PEFTIO_MERGE_ROWS /* rows per BLAS call: fixed, so
+				 * neither -j nor the blocks change a result */
 
 static int
 add_op(struct peftio_merge *m, const char *target, struct op op)
@@ -940,7 +963,9 @@ peftio_merge_create(struct peftio_merge **out,
 	m->o.weights = NULL;
 	if (m->o.nthreads == 0)
 		m->o.nthreads = 1;
-	if ((m->slots = calloc(m->o.nthreads, sizeof(*m->slots))) == NULL) {
+	if ((m->slots = calloc(m->o.nthreads, sizeof(*m->slots))) == NULL ||
+	    (m->prep = calloc(1, sizeof(*m->prep))) == NULL) {
+		free(m->slots);
 		free(m->w);
 		free(m);
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
@@ -1058,6 +1083,9 @@ peftio_merge_free(struct peftio_merge *m)
 		for (i = 0; i < m->o.nthreads; i++)
 			peftio_scratch_free(&m->slots[i]);
 	free(m->slots);
+	if (m->prep != NULL)
+		prep_free(m->prep);
+	free(m->prep);
 	free(m->t);
 	free(m->w);
 	free(m);
@@ -1110,6 +1138,7 @@ struct gemm_job {
 				 * instead of C = B A */
 	const float	*a, *b;	/* A [r, ?], B [?, r] */
 	uint64_t	 r, rows, cols;
+	uint64_t	 row0, nrows; /* the block of rows to compute */
 	float		*c;	/* the product, or NULL: fold it into w */
 	/* The fold: rows of the delta, as op_lora() describes it. */
 	struct peftio_merge *m;
@@ -1121,7 +1150,8 @@ struct gemm_job {
 };
 
 /*
- * Fold n rows of a LoRA delta (from row r0) into w: scale, round through
+ * Fold n rows of a LoRA delta (from row r0) into w, which holds the
+ * job's block of rows: scale, round through
  * the adapter's dtype, weight, then add (or subtract); with DoRA,
  * W' = m / ||W + dW||_row * (W + dW).
  */
@@ -1129,7 +1159,7 @@ static void
 fold_rows(const struct gemm_job *j, uint64_t r0, uint64_t n, float *d)
 {
 	uint64_t i, k, cnt = n * j->cols;
-	float *w = j->w + r0 * j->cols, f;
+	float *w = j->w + (r0 - j->row0) * j->cols, f;
 	double ss;
 
 	for (i = 0; i < cnt; i++)
@@ -1175,9 +1205,9 @@ gemm_chunks(void *arg, unsigned slot, uint64_t b, uint64_t e)
 		return;
 	}
 	for (c = b; c < e; c++) {
-		r0 = c * ROW_CHUNK;
-		n = PEFTIO_MIN(ROW_CHUNK, j->rows - r0);
-		dst = j->c != NULL ? j->c + r0 * j->cols : tmp;
+		r0 = j->row0 + c * ROW_CHUNK;
+		n = PEFTIO_MIN(ROW_CHUNK, j->row0 + j->nrows - r0);
+		dst = j->c != NULL ? j->c + (r0 - j->row0) * j->cols : tmp;
 		if (j->r == 0)
 			memset(dst, 0, n * j->cols * sizeof(float));
 		else if (j->trans)	/* A [r, rows], B [cols, r] */
@@ -1192,13 +1222,13 @@ gemm_chunks(void *arg, unsigned slot, uint64_t b, uint64_t e)
 	}
 }
 
-/* Run job j (with its product or fold set) over the rows. */
+/* Run job j (with its product or fold set) over its block of rows. */
 static int
 run_gemm(const struct peftio_merge *m, struct gemm_job *j)
 {
 	j->nomem = 0;
 	peftio_parallel_slots(m->o.nthreads,
-	    (j->rows + ROW_CHUNK - 1) / ROW_CHUNK, 1, gemm_chunks, j);
+	    (j->nrows + ROW_CHUNK - 1) / ROW_CHUNK, 1, gemm_chunks, j);
 	return j->nomem ? PEFTIO_ENOMEM : 0;
 }
 
@@ -1216,6 +1246,7 @@ factor_product(const struct peftio_merge *m, int trans, const float *a,
 	j.r = r;
 	j.rows = rows;
 	j.cols = cols;
+	j.nrows = rows;
 	j.c = c;
 	(void)run_gemm(m, &j);
 }
@@ -1244,96 +1275,119 @@ lora_delta(struct peftio_merge *m, struct peftio_adapter *a,
 	return rc;
 }
 
+/* Fold rows [row0, row0 + nrows) of a LoRA delta B A into w. */
 static int
-op_lora(struct peftio_merge *m, const struct target *t, const struct op *op,
-    float *w, struct peftio_error *err)
+fold_block(struct peftio_merge *m, const struct target *t, int trans,
+    const float *a, const float *b, uint64_t r, float s, float wt,
+    enum peftio_dtype adt, const float *mag, float *w, uint64_t row0,
+    uint64_t nrows, struct peftio_error *err)
 {
-	struct peftio_adapter *a = m->ads[op->ad];
-	const struct lmod *md = &a->mods[op->mod];
 	struct gemm_job j;
-	float *fa = NULL, *fb = NULL, *mag = NULL;
-	int rc;
 
-	if ((rc = load_f32(a, md->a, &fa, err)) != 0 ||
-	    (rc = load_f32(a, md->b, &fb, err)) != 0 ||
-	    (md->mag >= 0 && (rc = load_f32(a, md->mag, &mag, err)) != 0))
-		goto out;
 	memset(&j, 0, sizeof(j));
-	j.trans = md->embedding || a->fifo;
-	j.a = fa;
-	j.b = fb;
-	j.r = md->r;
+	j.trans = trans;
+	j.a = a;
+	j.b = b;
+	j.r = r;
 	j.rows = t->rows;
 	j.cols = t->cols;
+	j.row0 = row0;
+	j.nrows = nrows;
 	j.m = m;
 	j.w = w;
-	j.s = (float)md->scale;
-	j.wt = (float)m->w[op->ad];
-	j.adt = tinfo(a, md->b)->dtype;
+	j.s = s;
+	j.wt = wt;
+	j.adt = adt;
 	j.mag = mag;
 	if (run_gemm(m, &j) != 0)
-		rc = peftio_error_set(err, PEFTIO_ENOMEM,
+		return peftio_error_set(err, PEFTIO_ENOMEM,
 		    "tensor '%s': out of memory", t->name);
-out:
-	free(fa);
-	free(fb);
-	free(mag);
+	return 0;
+}
+
+/* Load what op needs into p. */
+static int
+prep_op(struct peftio_merge *m, const struct op *op, struct pop *p,
+    struct peftio_error *err)
+{
+	struct peftio_adapter *a = m->ads[op->ad];
+	const struct lmod *md = op->kind == OP_REPL ? NULL : &a->mods[op->mod];
+	uint64_t i;
+	int rc = 0;
+
+	switch (op->kind) {
+	case OP_LORA:
+		if ((rc = load_f32(a, md->a, &p->a, err)) == 0 &&
+		    (rc = load_f32(a, md->b, &p->b, err)) == 0 && md->mag >= 0)
+			rc = load_f32(a, md->mag, &p->mag, err);
+		break;
+	case OP_BIAS:
+		rc = load_f32(a, md->bias, &p->v, err);
+		break;
+	case OP_IA3W:
+	case OP_IA3B:
+		if ((rc = load_f32(a, md->ia3, &p->v, err)) == 0 &&
+		    m->o.unmerge)
+			for (i = 0; i < tinfo(a, md->ia3)->numel; i++)
+				p->v[i] = p->v[i] + 1e-8f;
+		break;
+	default:
+		break;
+	}
 	return rc;
 }
 
+/* Apply op to rows [row0, row0 + nrows) of t, held in w. */
 static int
-op_simple(struct peftio_merge *m, const struct target *t, const struct op *op,
-    float *w, struct peftio_error *err)
+op_rows(struct peftio_merge *m, const struct target *t, const struct op *op,
+    const struct pop *p, float *w, uint64_t row0, uint64_t nrows,
+    struct peftio_error *err)
 {
 	struct peftio_adapter *a = m->ads[op->ad];
 	const struct lmod *md = op->kind == OP_REPL ? NULL : &a->mods[op->mod];
 	const struct peftio_tensor_info *ti;
-	uint64_t i, j, n = t->numel;
-	float *v = NULL, s;
+	uint64_t i, j, k0 = row0 * t->cols, n = nrows * t->cols;
+	const void *data;
+	float s, d, wt = (float)m->w[op->ad];
 	int rc, rowwise;
 
 	switch (op->kind) {
+	case OP_LORA:
+		return fold_block(m, t, md->embedding || a->fifo, p->a, p->b,
+		    md->r, (float)md->scale, wt, tinfo(a, md->b)->dtype, p->mag,
+		    w, row0, nrows, err);
 	case OP_REPL:
 		ti = tinfo(a, op->idx);
-		if ((rc = peftio_ckpt_data(a->ck, (size_t)op->idx,
-		    (const void **)&v, err)) != 0)
+		if ((rc = peftio_ckpt_data(a->ck, (size_t)op->idx, &data,
+		    err)) != 0)
 			return rc;
-		return peftio_to_f32(ti->dtype, v, w, n);
+		return peftio_to_f32(ti->dtype, (const char *)data + k0 *
+		    (peftio_dtype_bits(ti->dtype) / 8), w, n);
 	case OP_BIAS:
-		if ((rc = load_f32(a, md->bias, &v, err)) != 0)
-			break;
 		s = (float)md->scale;
 		for (i = 0; i < n; i++) {
-			float d = v[i] * s;
-
+			d = p->v[k0 + i] * s;
 			if (m->w[op->ad] != 1.0)
-				d *= (float)m->w[op->ad];
+				d *= wt;
 			w[i] = m->o.unmerge ? w[i] - d : w[i] + d;
 		}
-		break;
+		return 0;
 	case OP_IA3W:
 	case OP_IA3B:
-		if ((rc = load_f32(a, md->ia3, &v, err)) != 0)
-			break;
-		if (m->o.unmerge)
-			for (i = 0; i < tinfo(a, md->ia3)->numel; i++)
-				v[i] = v[i] + 1e-8f;
 		rowwise = op->kind == OP_IA3B || (a->fifo ? md->ff : !md->ff);
-		for (i = 0; i < t->rows; i++)
+		for (i = 0; i < nrows; i++)
 			for (j = 0; j < t->cols; j++) {
-				float l = rowwise ? v[i] : v[j];
+				float l = rowwise ? p->v[row0 + i] : p->v[j];
 
 				if (m->o.unmerge)
 					w[i * t->cols + j] /= l;
 				else
 					w[i * t->cols + j] *= l;
 			}
-		break;
+		return 0;
 	default:
 		return 0;
 	}
-	free(v);
-	return rc;
 }
 
 /* ---- add_weighted_adapter ------------------------------------------ */
@@ -1464,17 +1518,20 @@ combine_tensors(const struct peftio_merge *m, float **ts, const float *ws,
 	return 0;
 }
 
-/* The combined delta of the LoRA ops of t (scale of the new adapter
- * included) into d. */
+/*
+ * The combined adapter of the LoRA ops of t, as factors: its delta is
+ * pr->cb pr->ca (transposed when pr->ctrans), times m->newscale.  1 when
+ * t has no LoRA op.
+ */
 static int
-combined_delta(struct peftio_merge *m, const struct target *t, float *d,
-    struct peftio_error *err)
+combined_factors(struct peftio_merge *m, const struct target *t,
+    struct prep *pr, struct peftio_error *err)
 {
 	struct peftio_adapter *a;
 	const struct lmod *md;
 	const struct op *ops[64];
 	float *fa[64], *fb[64], wa[64], wb[64], *A = NULL, *B = NULL;
-	float *tmp = NULL, *u = NULL, *s = NULL, *vt = NULL;
+	float *d = NULL, *tmp = NULL, *u = NULL, *s = NULL, *vt = NULL;
 	uint64_t n = t->rows * t->cols, R = 0, off, i, q, r, p, acols, brows;
 	size_t k = 0, j;
 	double c;
@@ -1526,13 +1583,13 @@ combined_delta(struct peftio_merge *m, const struct target *t, float *d,
 				    md->r * sizeof(float));
 			off += md->r;
 		}
-		factor_product(m, trans, A, B, R, t->rows, t->cols, d);
+		pr->cr = R;
 		break;
 	case PEFTIO_COMBINE_SVD:
 		/* sum_i w_i * delta_i, then its rank-new_r truncation. */
-		if ((tmp = malloc(n * sizeof(float))) == NULL)
+		if ((tmp = malloc(n * sizeof(float))) == NULL ||
+		    (d = calloc(n ? n : 1, sizeof(float))) == NULL)
 			goto nomem;
-		memset(d, 0, n * sizeof(float));
 		for (j = 0; j < k && rc == 0; j++) {
 			a = m->ads[ops[j]->ad];
 			if ((rc = lora_delta(m, a, &a->mods[ops[j]->mod], t, tmp,
@@ -1561,7 +1618,8 @@ combined_delta(struct peftio_merge *m, const struct target *t, float *d,
 			for (q = 0; q < r; q++)
 				B[i * r + q] = u[i * p + q] * s[q];
 		memcpy(A, vt, r * t->cols * sizeof(float));
-		factor_product(m, 0, A, B, r, t->rows, t->cols, d);
+		pr->cr = r;
+		trans = 0;
 		break;
 	default:
 		/* Factor-wise: A = f({A_i}, sign(c)sqrt|c|), B = f({B_i},
@@ -1584,12 +1642,13 @@ combined_delta(struct peftio_merge *m, const struct target *t, float *d,
 			goto nomem;
 		round_through(adt, A, r * acols);
 		round_through(adt, B, brows * r);
-		factor_product(m, trans, A, B, r, t->rows, t->cols, d);
+		pr->cr = r;
 		break;
 	}
-	if (m->newscale != 1.0f)
-		for (i = 0; i < n; i++)
-			d[i] *= m->newscale;
+	pr->ca = A;
+	pr->cb = B;
+	pr->ctrans = trans;
+	A = B = NULL;
 	goto out;
 nomem:
 	rc = peftio_error_set(err, PEFTIO_ENOMEM, "tensor '%s': out of memory",
@@ -1601,6 +1660,7 @@ out:
 	}
 	free(A);
 	free(B);
+	free(d);
 	free(tmp);
 	free(u);
 	free(s);
@@ -1608,52 +1668,114 @@ out:
 	return rc;
 }
 
+static void
+prep_free(struct prep *pr)
+{
+	size_t j;
+
+	if (pr->pops != NULL)
+		for (j = 0; j < pr->t->nops; j++) {
+			free(pr->pops[j].a);
+			free(pr->pops[j].b);
+			free(pr->pops[j].mag);
+			free(pr->pops[j].v);
+		}
+	free(pr->pops);
+	free(pr->ca);
+	free(pr->cb);
+	memset(pr, 0, sizeof(*pr));
+}
+
 int
-peftio_merge_apply(struct peftio_merge *m, const char *name, float *w,
-    uint64_t numel, enum peftio_dtype round_dt, struct peftio_error *err)
+peftio_merge_begin(struct peftio_merge *m, const char *name, uint64_t numel,
+    struct peftio_error *err)
 {
 	const struct target *t = find_target(m, name);
-	float *d;
-	size_t j, prev = (size_t)-1;
-	uint64_t i;
+	struct prep *pr = m->prep;
+	size_t j;
 	int rc = 0;
 
+	prep_free(pr);
 	if (t == NULL)
 		return 0;
 	if (numel != t->numel)
 		return peftio_error_set(err, PEFTIO_EMISMATCH,
 		    "tensor '%s': %llu values, the plan has %llu", name,
 		    (unsigned long long)numel, (unsigned long long)t->numel);
+	pr->t = t;
+	if ((pr->pops = calloc(t->nops ? t->nops : 1, sizeof(*pr->pops))) ==
+	    NULL)
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	if (m->o.method == PEFTIO_COMBINE_NONE) {
+		for (j = 0; j < t->nops && rc == 0; j++)
+			rc = prep_op(m, &t->ops[j], &pr->pops[j], err);
+	} else if (rc == 0) {
+		rc = combined_factors(m, t, pr, err);
+		pr->comb = rc == 0;
+		if (rc == 1)
+			rc = 0;
+	}
+	if (rc != 0)
+		prep_free(pr);
+	return rc;
+}
+
+int
+peftio_merge_rows(struct peftio_merge *m, float *w, uint64_t row0,
+    uint64_t nrows, enum peftio_dtype round_dt, struct peftio_error *err)
+{
+	const struct prep *pr = m->prep;
+	const struct target *t = pr->t;
+	size_t j, prev = (size_t)-1;
+	int rc = 0;
+
+	if (t == NULL)
+		return 0;
+	if (row0 % ROW_CHUNK != 0 || row0 > t->rows ||
+	    nrows > t->rows - row0 ||
+	    (nrows % ROW_CHUNK != 0 && row0 + nrows != t->rows))
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "tensor '%s': rows %llu+%llu are not a block of %u",
+		    t->name, (unsigned long long)row0,
+		    (unsigned long long)nrows, PEFTIO_MERGE_ROWS);
 	if (m->o.method == PEFTIO_COMBINE_NONE) {
 		for (j = 0; j < t->nops && rc == 0; j++) {
 			/* PEFT stores each adapter's result in the
 			 * weight's dtype before the next one. */
 			if (prev != (size_t)-1 && t->ops[j].ad != prev)
-				round_through(round_dt, w, numel);
+				round_through(round_dt, w, nrows * t->cols);
 			prev = t->ops[j].ad;
-			rc = t->ops[j].kind == OP_LORA ?
-			    op_lora(m, t, &t->ops[j], w, err) :
-			    op_simple(m, t, &t->ops[j], w, err);
+			rc = op_rows(m, t, &t->ops[j], &pr->pops[j], w, row0,
+			    nrows, err);
 		}
 		return rc;
 	}
 	for (j = 0; j < t->nops && rc == 0; j++)
 		if (t->ops[j].kind == OP_REPL)
-			rc = op_simple(m, t, &t->ops[j], w, err);
-	if (rc != 0)
-		return rc;
-	if ((d = malloc(numel * sizeof(float) + 1)) == NULL)
-		return peftio_error_set(err, PEFTIO_ENOMEM,
-		    "tensor '%s': out of memory", name);
-	rc = combined_delta(m, t, d, err);
-	if (rc == 0) {
-		if (m->o.unmerge)
-			for (i = 0; i < numel; i++)
-				w[i] -= d[i];
-		else
-			for (i = 0; i < numel; i++)
-				w[i] += d[i];
-	}
-	free(d);
-	return rc == 1 ? 0 : rc;
+			rc = op_rows(m, t, &t->ops[j], &pr->pops[j], w, row0,
+			    nrows, err);
+	if (rc == 0 && pr->comb)
+		rc = fold_block(m, t, pr->ctrans, pr->ca, pr->cb, pr->cr,
+		    m->newscale, 1.0f, PEFTIO_F32, NULL, w, row0, nrows, err);
+	return rc;
+}
+
+void
+peftio_merge_end(struct peftio_merge *m)
+{
+	prep_free(m->prep);
+}
+
+int
+peftio_merge_apply(struct peftio_merge *m, const char *name, float *w,
+    uint64_t numel, enum peftio_dtype round_dt, struct peftio_error *err)
+{
+	int rc;
+
+	if ((rc = peftio_merge_begin(m, name, numel, err)) == 0 &&
+	    m->prep->t != NULL)
+		rc = peftio_merge_rows(m, w, 0, m->prep->t->rows, round_dt,
+		    err);
+	peftio_merge_end(m);
+	return rc;
 }

@@ -848,6 +848,21 @@ size_t	peftio_merge_count(const struct peftio_merge *m);
 int	peftio_merge_apply(struct peftio_merge *m, const char *name, float *w,
 	    uint64_t numel, enum peftio_dtype round_dt,
 	    struct peftio_error *err);
+/*
+ * The same a block of rows at a time, so that a tensor need not be held
+ * whole: begin loads what tensor name needs (nothing if the merge does
+ * not touch it), rows applies the merge to rows [row0, row0 + nrows)
+ * held in w (row0 a multiple of PEFTIO_MERGE_ROWS, and nrows too except
+ * for the last block; a 1-D tensor has one value per row), end frees
+ * what begin loaded.  The result does not depend on the blocks.
+ */
+#define PEFTIO_MERGE_ROWS	64
+int	peftio_merge_begin(struct peftio_merge *m, const char *name,
+	    uint64_t numel, struct peftio_error *err);
+int	peftio_merge_rows(struct peftio_merge *m, float *w, uint64_t row0,
+	    uint64_t nrows, enum peftio_dtype round_dt,
+	    struct peftio_error *err);
+void	peftio_merge_end(struct peftio_merge *m);
 
 /* ------------------------------------------------------------------ */
 /* Merge recipes (recipe.c)                                            */

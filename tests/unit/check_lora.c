@@ -87,8 +87,8 @@ START_TEST(test_merge_vs_peft)
 	struct peftio_merge_opts o;
 	char path[256], prefix[64];
 	const char *name;
-	float *w, *e;
-	uint64_t n, ne, k;
+	float *w, *e, *wb;
+	uint64_t n, ne, k, rows, r0, nr;
 	size_t i, na = mc->ads[1] != NULL ? 2 : 1, checked = 0;
 	double num, den;
 
@@ -121,8 +121,33 @@ START_TEST(test_merge_vs_peft)
 		num = den = 0;
 		for (k = 0; k < n; k++)
 			den += ((double)e[k] - w[k]) * ((double)e[k] - w[k]);
+		/* The same merge a block of 64 rows at a time. */
+		rows = peftio_ckpt_tensor(base, (size_t)peftio_ckpt_find(base,
+		    name))->shape[0];
+		wb = malloc(n * sizeof(float));
+		memcpy(wb, w, n * sizeof(float));
+		ck_assert_int_eq(peftio_merge_begin(m, name, n, &err), 0);
+		for (r0 = 0; r0 < rows; r0 += PEFTIO_MERGE_ROWS) {
+			nr = rows - r0 < PEFTIO_MERGE_ROWS ? rows - r0 :
+			    PEFTIO_MERGE_ROWS;
+			ck_assert_msg(peftio_merge_rows(m, wb + r0 * (n / rows),
+			    r0, nr, PEFTIO_F32, &err) == 0, "%s", err.msg);
+		}
+		peftio_merge_end(m);
+		/* Blocks must start on a multiple of 64 rows. */
+		if (rows > 1) {
+			ck_assert_int_eq(peftio_merge_begin(m, name, n, &err),
+			    0);
+			ck_assert_int_eq(peftio_merge_rows(m, wb, 1, 1,
+			    PEFTIO_F32, &err), PEFTIO_EINVAL);
+			peftio_merge_end(m);
+		}
 		ck_assert_msg(peftio_merge_apply(m, name, w, n, PEFTIO_F32,
 		    &err) == 0, "%s", err.msg);
+		ck_assert_msg(memcmp(w, wb, n * sizeof(float)) == 0,
+		    "%s: %s: blocks differ from the whole tensor", mc->name,
+		    name);
+		free(wb);
 		for (k = 0; k < n; k++)
 			num += ((double)e[k] - w[k]) * ((double)e[k] - w[k]);
 		ck_assert_msg(den > 0 && sqrt(num / den) <= mc->tol,

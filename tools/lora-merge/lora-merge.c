@@ -135,20 +135,23 @@ static struct peftio_scratch Vals, Deq, ReqIn, Slot[PEFTIO_MAX_JOBS];
 
 /* Values converted per step of a worker: small enough to stay in cache. */
 #define CONV_CHUNK	(64 * 1024)
+/* f32 values of a block of rows: what is held of a tensor at a time. */
+#define BLOCK_VALUES	(8u << 20)
 
 struct conv {
 	struct peftio_ckpt	*in;	/* read tensor idx from here, */
 	size_t			 idx;
 	const void		*src;	/* or convert from memory */
 	enum peftio_dtype	 sdt, ddt;
-	uint64_t		 n;	/* values */
-	float			*f;
+	uint64_t		 e0;	/* the block's first value */
+	uint64_t		 n;	/* the block's values */
+	float			*f;	/* the block in f32 */
 	void			*dst;
 	int			 rc;
 	struct peftio_error	 err;
 };
 
-/* Tensor values [b, e) (in units of CONV_CHUNK) to f32, or f32 to ddt. */
+/* Values [b, e) of the block (in units of CONV_CHUNK) to f32. */
 static void
 to_f32_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 {
@@ -163,12 +166,12 @@ to_f32_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 		i0 = b * CONV_CHUNK;
 		n = min_u64(CONV_CHUNK, cv->n - i0);
 		if (cv->src != NULL) {
-			peftio_to_f32(cv->sdt, (const char *)cv->src + i0 * es,
-			    cv->f + i0, n);
+			peftio_to_f32(cv->sdt, (const char *)cv->src +
+			    (cv->e0 + i0) * es, cv->f + i0, n);
 			continue;
 		}
-		if (peftio_ckpt_read(cv->in, cv->idx, i0 * es, tmp, n * es,
-		    &cv->err) != 0) {
+		if (peftio_ckpt_read(cv->in, cv->idx, (cv->e0 + i0) * es, tmp,
+		    n * es, &cv->err) != 0) {
 			cv->rc = -1;
 			return;
 		}
@@ -176,6 +179,7 @@ to_f32_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 	}
 }
 
+/* Values [b, e) of the block from f32 to the output dtype. */
 static void
 from_f32_range(void *arg, uint64_t b, uint64_t e)
 {
@@ -189,17 +193,22 @@ from_f32_range(void *arg, uint64_t b, uint64_t e)
 
 /*
  * The merged (or dequantized, converted) values of tensor i in dtype dt,
- * into out (nbytes long).  Both threads convert: the base is read with
- * pread(2) a chunk at a time.
+ * a block of rows at a time, so that memory holds BLOCK_VALUES of the
+ * tensor and not all of it: each block goes to the output writer as a
+ * piece of the tensor, or, when whole is not NULL, into whole (the
+ * complete tensor in dt, *nbytes long).  Both threads convert; the base
+ * is read with pread(2) a chunk at a time.
  */
 static int
-compute(struct ctx *c, size_t i, enum peftio_dtype dt,
-    struct peftio_scratch *out, uint64_t *nbytes, struct peftio_error *err)
+compute(struct ctx *c, size_t i, enum peftio_dtype dt, struct peftio_ckptw *w,
+    struct peftio_scratch *whole, uint64_t *nbytes, struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c->in, i);
 	struct item *it = &c->items[i];
-	uint64_t n = it->is_bnb ? it->bw.qs.numel : ti->numel, nb;
-	uint64_t nchunks = (n + CONV_CHUNK - 1) / CONV_CHUNK;
+	uint64_t n = it->is_bnb ? it->bw.qs.numel : ti->numel, nb, rows, cols;
+	uint64_t r0, nr, brows;
+	size_t des = peftio_dtype_bits(dt) / 8;
+	struct cli_wjob *j;
 	struct conv cv;
 	int rc = 0;
 
@@ -208,8 +217,6 @@ compute(struct ctx *c, size_t i, enum peftio_dtype dt,
 	cv.idx = i;
 	cv.sdt = ti->dtype;
 	cv.ddt = dt;
-	cv.n = n;
-	cv.f = xscratch(&Vals, n * sizeof(float));
 	peftio_dtype_nbytes(dt, n, nbytes);
 	if (it->is_bnb) {
 		/* Dequantize as bitsandbytes does, into the dtype the
@@ -217,22 +224,56 @@ compute(struct ctx *c, size_t i, enum peftio_dtype dt,
 		peftio_dtype_nbytes(dt, n, &nb);
 		cv.src = xscratch(&Deq, nb);
 		cv.sdt = dt;
-		rc = peftio_bnb_dequantize(c->in, &it->bw, dt, (void *)cv.src,
-		    O.jobs, err);
+		if ((rc = peftio_bnb_dequantize(c->in, &it->bw, dt,
+		    (void *)cv.src, O.jobs, err)) != 0)
+			return rc;
 	}
-	if (rc == 0) {
-		peftio_parallel_slots(O.jobs, nchunks, 1, to_f32_range, &cv);
-		if ((rc = cv.rc) != 0)
-			*err = cv.err;
-	}
-	if (rc == 0 && it->touched)
-		rc = peftio_merge_apply(c->m, ti->name, cv.f, n, dt, err);
-	if (rc != 0)
+	if (it->touched &&
+	    (rc = peftio_merge_begin(c->m, ti->name, n, err)) != 0)
 		return rc;
-	cv.dst = xscratch(out, *nbytes);
-	peftio_parallel_for(O.jobs, nchunks, 1, from_f32_range, &cv);
+	/* Rows as the merge counts them: a 1-D tensor has one value each. */
+	rows = it->is_bnb ? (it->bw.qs.ndim ? it->bw.qs.shape[0] : 1) :
+	    ti->ndim ? ti->shape[0] : 1;
+	if (rows == 0)
+		rows = 1;
+	cols = n / rows;
+	brows = cols ? BLOCK_VALUES / cols / PEFTIO_MERGE_ROWS *
+	    PEFTIO_MERGE_ROWS : rows;
+	if (brows == 0)
+		brows = PEFTIO_MERGE_ROWS;
+	if (whole != NULL)
+		xscratch(whole, *nbytes);
+	for (r0 = 0; r0 < rows && rc == 0; r0 += nr) {
+		nr = min_u64(brows, rows - r0);
+		cv.e0 = r0 * cols;
+		cv.n = nr * cols;
+		cv.f = xscratch(&Vals, cv.n * sizeof(float));
+		peftio_parallel_slots(O.jobs, (cv.n + CONV_CHUNK - 1) /
+		    CONV_CHUNK, 1, to_f32_range, &cv);
+		if ((rc = cv.rc) != 0) {
+			*err = cv.err;
+			break;
+		}
+		if (it->touched && (rc = peftio_merge_rows(c->m, cv.f, r0, nr,
+		    dt, err)) != 0)
+			break;
+		if (whole != NULL)
+			cv.dst = (char *)whole->p + cv.e0 * des;
+		else {
+			j = cli_writer_slot();
+			j->w = w;
+			j->name = ti->name;
+			j->len = cv.n * des;
+			cv.dst = xscratch(&j->buf[0], j->len);
+		}
+		peftio_parallel_for(O.jobs, (cv.n + CONV_CHUNK - 1) /
+		    CONV_CHUNK, 1, from_f32_range, &cv);
+		if (whole == NULL)
+			rc = cli_writer_submit(cli_job_write, err);
+	}
+	peftio_merge_end(c->m);
 	peftio_ckpt_release(c->in, i);
-	return 0;
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -265,7 +306,8 @@ requant_values(struct ctx *c, size_t i, uint8_t **packed, float **absmax,
 	uint64_t nbytes, nb = ceil_div(it->qs.numel, it->qs.blocksize);
 	int rc;
 
-	if ((rc = compute(c, i, it->qs.dtype, &ReqIn, &nbytes, err)) != 0)
+	if ((rc = compute(c, i, it->qs.dtype, NULL, &ReqIn, &nbytes,
+	    err)) != 0)
 		return rc;
 	*packed = xmalloc((it->qs.numel + 1) / 2);
 	*absmax = xmalloc(nb * sizeof(float));
@@ -521,12 +563,13 @@ write_one(struct ctx *c, struct peftio_ckptw *w, size_t i,
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c->in, i);
 	struct item *it = &c->items[i];
 	struct cli_wjob *j = cli_writer_slot();
+	uint64_t nb;
 	int rc;
 
-	j->w = w;
-	j->name = ti->name;
 	switch (it->act) {
 	case COPY:
+		j->w = w;
+		j->name = ti->name;
 		j->in = c->in;
 		j->idx = i;
 		j->dt = ti->dtype;
@@ -534,12 +577,12 @@ write_one(struct ctx *c, struct peftio_ckptw *w, size_t i,
 	case CONVERT:
 	case MERGE:
 	case DEQUANT:
-		if ((rc = compute(c, i, it->dt, &j->buf[0], &j->len, err)) != 0)
+		if ((rc = compute(c, i, it->dt, w, NULL, &nb, err)) != 0)
 			return rc;
 		if (it->touched)
 			cli_debug("%s: merged (%s)", ti->name,
 			    peftio_dtype_name(it->dt));
-		return cli_writer_submit(cli_job_write, err);
+		return 0;
 	case REQUANT:
 		cli_debug("%s: merged and re-quantized", ti->name);
 		if ((rc = cli_writer_drain(err)) != 0)
