@@ -433,14 +433,31 @@ deq_range(void *arg, uint64_t b, uint64_t e)
 	    j->dt, j->out);
 }
 
+uint64_t
+peftio_bnb_part_align(const struct peftio_bnb_weight *bw)
+{
+	const struct peftio_quant_state *qs = &bw->qs;
+
+	return qs->blocksize * (qs->double_quant ? qs->nested_blocksize : 1);
+}
+
 int
 peftio_bnb_dequantize(struct peftio_ckpt *c, const struct peftio_bnb_weight *bw,
     enum peftio_dtype dt, void *out, unsigned nthreads,
     struct peftio_error *err)
 {
+	return peftio_bnb_dequantize_part(c, bw, dt, out, 0, bw->qs.numel,
+	    nthreads, err);
+}
+
+int
+peftio_bnb_dequantize_part(struct peftio_ckpt *c,
+    const struct peftio_bnb_weight *bw, enum peftio_dtype dt, void *out,
+    uint64_t e0, uint64_t n, unsigned nthreads, struct peftio_error *err)
+{
 	const struct peftio_quant_state *qs = &bw->qs;
-	uint64_t nb = ceil_div(qs->numel, qs->blocksize), nn;
-	const void *packed, *am, *code, *nested, *ncode;
+	uint64_t b0, nb, nn, n0;
+	const unsigned char *packed, *am, *code, *nested, *ncode;
 	float qcode[16], nqcode[256], *absmax, *nest;
 	struct deq_job j;
 	int rc;
@@ -448,19 +465,31 @@ peftio_bnb_dequantize(struct peftio_ckpt *c, const struct peftio_bnb_weight *bw,
 	if (dt != PEFTIO_F32 && dt != PEFTIO_F16 && dt != PEFTIO_BF16)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "dequantize: output dtype must be F32, F16 or BF16");
-	if ((rc = peftio_ckpt_data(c, bw->weight, &packed, err)) != 0 ||
-	    (rc = peftio_ckpt_data(c, bw->absmax, &am, err)) != 0 ||
-	    (rc = peftio_ckpt_data(c, bw->quant_map, &code, err)) != 0)
+	if (e0 % peftio_bnb_part_align(bw) != 0 || e0 > qs->numel ||
+	    n > qs->numel - e0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "dequantize: elements %llu+%llu are not a part of %llu",
+		    (unsigned long long)e0, (unsigned long long)n,
+		    (unsigned long long)qs->numel);
+	b0 = e0 / qs->blocksize;
+	nb = ceil_div(n, qs->blocksize);
+	if ((rc = peftio_ckpt_data(c, bw->weight, (const void **)&packed,
+	    err)) != 0 ||
+	    (rc = peftio_ckpt_data(c, bw->absmax, (const void **)&am,
+	    err)) != 0 ||
+	    (rc = peftio_ckpt_data(c, bw->quant_map, (const void **)&code,
+	    err)) != 0)
 		return rc;
 	memcpy(qcode, code, sizeof(qcode));
 	if ((absmax = malloc(nb * sizeof(float) + 1)) == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	if (qs->double_quant) {
+		n0 = b0 / qs->nested_blocksize;
 		nn = ceil_div(nb, qs->nested_blocksize);
-		if ((rc = peftio_ckpt_data(c, bw->nested_absmax, &nested,
-		    err)) != 0 ||
-		    (rc = peftio_ckpt_data(c, bw->nested_quant_map, &ncode,
-		    err)) != 0) {
+		if ((rc = peftio_ckpt_data(c, bw->nested_absmax,
+		    (const void **)&nested, err)) != 0 ||
+		    (rc = peftio_ckpt_data(c, bw->nested_quant_map,
+		    (const void **)&ncode, err)) != 0) {
 			free(absmax);
 			return rc;
 		}
@@ -470,17 +499,17 @@ peftio_bnb_dequantize(struct peftio_ckpt *c, const struct peftio_bnb_weight *bw,
 			    "out of memory");
 		}
 		/* Tensors in a file need not be aligned: copy. */
-		memcpy(nest, nested, nn * sizeof(float));
+		memcpy(nest, nested + n0 * sizeof(float), nn * sizeof(float));
 		memcpy(nqcode, ncode, sizeof(nqcode));
-		peftio_dq_dequantize(nqcode, am, nest, qs->nested_offset, nb,
-		    qs->nested_blocksize, absmax);
+		peftio_dq_dequantize(nqcode, am + b0, nest, qs->nested_offset,
+		    nb, qs->nested_blocksize, absmax);
 		free(nest);
 	} else
-		memcpy(absmax, am, nb * sizeof(float));
+		memcpy(absmax, am + b0 * sizeof(float), nb * sizeof(float));
 	j.code = qcode;
-	j.packed = packed;
+	j.packed = packed + e0 / 2;
 	j.absmax = absmax;
-	j.n = qs->numel;
+	j.n = n;
 	j.bs = qs->blocksize;
 	j.dt = dt;
 	j.out = out;

@@ -599,6 +599,14 @@ int	peftio_bnb_lookup(struct peftio_ckpt *c, size_t i,
 int	peftio_bnb_dequantize(struct peftio_ckpt *c,
 	    const struct peftio_bnb_weight *bw, enum peftio_dtype dt, void *out,
 	    unsigned nthreads, struct peftio_error *err);
+/* Only elements [e0, e0 + n) into out; e0 is a multiple of
+ * peftio_bnb_part_align(bw) (a whole number of blocks, and of nested
+ * blocks with double quantization). */
+int	peftio_bnb_dequantize_part(struct peftio_ckpt *c,
+	    const struct peftio_bnb_weight *bw, enum peftio_dtype dt, void *out,
+	    uint64_t e0, uint64_t n, unsigned nthreads,
+	    struct peftio_error *err);
+uint64_t peftio_bnb_part_align(const struct peftio_bnb_weight *bw);
 
 /*
  * config.json: return a copy of the JSON text in with a

@@ -560,21 +560,31 @@ plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
 	return 0;
 }
 
+/* Values dequantized and written at a time (then rounded to the part
+ * alignment): two pieces are held, not two tensors. */
+#define DEQ_PIECE	(8u << 20)
+
 static int
 dequantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w,
     struct item *it, struct peftio_error *err)
 {
-	struct cli_wjob *j = cli_writer_slot();
-	int rc;
+	uint64_t al = peftio_bnb_part_align(&it->bw), e0, n;
+	uint64_t piece = DEQ_PIECE > al ? DEQ_PIECE / al * al : al;
+	struct cli_wjob *j;
+	int rc = 0;
 
-	j->w = w;
-	j->name = peftio_ckpt_tensor(in, it->in)->name;
-	peftio_dtype_nbytes(it->dt, it->qs.numel, &j->len);
-	if ((rc = peftio_bnb_dequantize(in, &it->bw, it->dt,
-	    xscratch(&j->buf[0], j->len), O.jobs, err)) != 0)
-		return rc;
+	for (e0 = 0; e0 < it->qs.numel && rc == 0; e0 += n) {
+		n = min_u64(piece, it->qs.numel - e0);
+		j = cli_writer_slot();
+		j->w = w;
+		j->name = peftio_ckpt_tensor(in, it->in)->name;
+		peftio_dtype_nbytes(it->dt, n, &j->len);
+		if ((rc = peftio_bnb_dequantize_part(in, &it->bw, it->dt,
+		    xscratch(&j->buf[0], j->len), e0, n, O.jobs, err)) == 0)
+			rc = cli_writer_submit(cli_job_write, err);
+	}
 	peftio_ckpt_release(in, it->in);
-	return cli_writer_submit(cli_job_write, err);
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
