@@ -1232,21 +1232,30 @@ run_gemm(const struct peftio_merge *m, struct gemm_job *j)
 	return j->nomem ? PEFTIO_ENOMEM : 0;
 }
 
+/* A job over all rows of the rows x cols product of A [r, ?], B [?, r]. */
+static void
+gemm_setup(struct gemm_job *j, struct peftio_merge *m, int trans,
+    const float *a, const float *b, uint64_t r, uint64_t rows, uint64_t cols)
+{
+	memset(j, 0, sizeof(*j));
+	j->m = m;
+	j->trans = trans;
+	j->a = a;
+	j->b = b;
+	j->r = r;
+	j->rows = rows;
+	j->cols = cols;
+	j->nrows = rows;
+}
+
 /* c[rows, cols] = B A (or A^T B^T when trans), unscaled. */
 static void
-factor_product(const struct peftio_merge *m, int trans, const float *a,
+factor_product(struct peftio_merge *m, int trans, const float *a,
     const float *b, uint64_t r, uint64_t rows, uint64_t cols, float *c)
 {
 	struct gemm_job j;
 
-	memset(&j, 0, sizeof(j));
-	j.trans = trans;
-	j.a = a;
-	j.b = b;
-	j.r = r;
-	j.rows = rows;
-	j.cols = cols;
-	j.nrows = rows;
+	gemm_setup(&j, m, trans, a, b, r, rows, cols);
 	j.c = c;
 	(void)run_gemm(m, &j);
 }
@@ -1284,16 +1293,9 @@ fold_block(struct peftio_merge *m, const struct target *t, int trans,
 {
 	struct gemm_job j;
 
-	memset(&j, 0, sizeof(j));
-	j.trans = trans;
-	j.a = a;
-	j.b = b;
-	j.r = r;
-	j.rows = t->rows;
-	j.cols = t->cols;
+	gemm_setup(&j, m, trans, a, b, r, t->rows, t->cols);
 	j.row0 = row0;
 	j.nrows = nrows;
-	j.m = m;
 	j.w = w;
 	j.s = s;
 	j.wt = wt;
