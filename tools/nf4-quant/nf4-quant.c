@@ -108,6 +108,28 @@ linear_weight(const struct peftio_tensor_info *ti)
 	return 1;
 }
 
+/*
+ * GPT-2's Conv1D layers store their weight [in, out]; transformers
+ * transposes it before quantizing, which is not done here yet.  Such a
+ * weight is refused rather than written in a layout that would not load.
+ */
+static int
+conv1d_weight(const char *name)
+{
+	static const char *const leaf[] = {
+		".attn.c_attn.weight", ".attn.q_attn.weight",
+		".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"
+	};
+	size_t n = strlen(name), i, k;
+
+	for (i = 0; i < sizeof(leaf) / sizeof(leaf[0]); i++) {
+		k = strlen(leaf[i]);
+		if (n >= k && strcmp(name + n - k, leaf[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 static int
 float_dtype(enum peftio_dtype dt)
 {
@@ -334,6 +356,11 @@ plan_quant(struct peftio_ckpt *in, struct item *items, size_t *nquant,
 		it->in = i;
 		it->dt = ti->dtype;
 		it->act = COPY;
+		if (selected(ti) && conv1d_weight(ti->name))
+			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+			    "%s: tensor '%s': a GPT-2 Conv1D weight ([in, out]) "
+			    "cannot be quantized yet; leave it out with "
+			    "--exclude", peftio_ckpt_path(in), ti->name);
 		if (selected(ti)) {
 			it->act = QUANT;
 			it->qs.type = O.type;
