@@ -39,6 +39,15 @@ peftio_u2f(uint32_t u)
 	return f;
 }
 
+/*
+ * error.c: bytes from a file as shown in a message: control characters
+ * escaped as \xNN, cut after PEFTIO_SHOW_MAX bytes with "...".  len is
+ * SIZE_MAX for a NUL-terminated s; buf holds PEFTIO_SHOWBUF bytes.
+ */
+#define PEFTIO_SHOW_MAX	256
+#define PEFTIO_SHOWBUF	(4 * PEFTIO_SHOW_MAX + 4)
+const char *peftio_show(const char *s, size_t len, char *buf);
+
 /* The zlib-compressed GPU reciprocal table (lib/rcp_table.c, generated). */
 extern const unsigned char peftio_rcp_delta_gz[];
 extern const size_t peftio_rcp_delta_gz_len;
@@ -87,5 +96,42 @@ int	peftio_q4_impl_set(int impl);
 /* The 8-bit stage of peftio_dq_quantize() with a given offset. */
 void	peftio_dq_quantize_offset(const float *absmax, uint64_t nb,
 	    uint64_t nbs, float offset, uint8_t *qabsmax, float *nested);
+
+/*
+ * zip.c: the members of a zip archive in memory (a torch.save file).
+ * The buffer must outlive the handle.  Members are listed in central
+ * directory order.
+ */
+struct peftio_zip;
+
+#define PEFTIO_ZIP_STORED	0
+#define PEFTIO_ZIP_DEFLATED	8
+
+struct peftio_zip_member {
+	const char	*name;		/* NUL-terminated */
+	uint64_t	 csize;		/* bytes in the archive */
+	uint64_t	 usize;		/* bytes once inflated */
+	uint64_t	 offset;	/* of the data, in the buffer */
+	uint32_t	 crc;
+	unsigned	 method;	/* PEFTIO_ZIP_STORED or _DEFLATED */
+};
+
+int	peftio_zip_open(struct peftio_zip **out, const void *buf, size_t len,
+	    const char *label, struct peftio_error *err);
+void	peftio_zip_close(struct peftio_zip *z);
+size_t	peftio_zip_count(const struct peftio_zip *z);
+const struct peftio_zip_member *peftio_zip_member(const struct peftio_zip *z,
+	    size_t i);
+/* Index of the member with this name, or -1. */
+long	peftio_zip_find(const struct peftio_zip *z, const char *name);
+/*
+ * Member i's usize bytes, CRC-32 checked: a STORED member in place
+ * (*copy NULL), a DEFLATED one inflated into *copy (malloc'ed, the
+ * caller frees it; *data == *copy).  ctx, if not NULL, says in messages
+ * what the member is read for.
+ */
+int	peftio_zip_read(const struct peftio_zip *z, size_t i, const char *ctx,
+	    const unsigned char **data, unsigned char **copy,
+	    struct peftio_error *err);
 
 #endif /* PEFTIO_PRIVATE_H */
