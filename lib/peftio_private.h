@@ -48,6 +48,10 @@ peftio_u2f(uint32_t u)
 #define PEFTIO_SHOWBUF	(4 * PEFTIO_SHOW_MAX + 4)
 const char *peftio_show(const char *s, size_t len, char *buf);
 
+/* safetensors.c: length of the valid UTF-8 prefix of s (n when all of
+ * it is), with Rust's rules: no overlong forms, no surrogates. */
+size_t	peftio_utf8_valid(const unsigned char *s, size_t n);
+
 /* The zlib-compressed GPU reciprocal table (lib/rcp_table.c, generated). */
 extern const unsigned char peftio_rcp_delta_gz[];
 extern const size_t peftio_rcp_delta_gz_len;
@@ -133,5 +137,42 @@ long	peftio_zip_find(const struct peftio_zip *z, const char *name);
 int	peftio_zip_read(const struct peftio_zip *z, size_t i, const char *ctx,
 	    const unsigned char **data, unsigned char **copy,
 	    struct peftio_error *err);
+
+/*
+ * pickle.c: the state dict of a torch.save archive from its data.pkl,
+ * by a machine that knows only the pickle a state dict of tensors
+ * needs.  Tensors are in the dict's order; sizes, strides and offset
+ * are as the pickle gives them (in elements of the tensor's dtype),
+ * not yet checked against anything.
+ */
+struct peftio_pickle_storage {
+	const char	*key;		/* record "<archive>/data/<key>" */
+	enum peftio_dtype dtype;	/* of the storage class */
+	uint64_t	 nbytes;
+};
+
+struct peftio_pickle_tensor {
+	const char	*name;
+	size_t		 storage;	/* index in the storage list */
+	enum peftio_dtype dtype;
+	int		 ndim;
+	int64_t		 size[PEFTIO_MAX_DIMS];
+	int64_t		 stride[PEFTIO_MAX_DIMS];
+	int64_t		 offset;
+};
+
+struct peftio_state_dict {
+	struct peftio_pickle_storage *storage;
+	size_t		 nstorage;
+	struct peftio_pickle_tensor *tensor;
+	size_t		 ntensor;
+	char		*strings;	/* the names and keys */
+};
+
+/* label names the file, member the pickle, in messages. */
+int	peftio_pickle_load(struct peftio_state_dict *sd, const unsigned char *p,
+	    size_t len, const char *label, const char *member,
+	    struct peftio_error *err);
+void	peftio_state_dict_free(struct peftio_state_dict *sd);
 
 #endif /* PEFTIO_PRIVATE_H */

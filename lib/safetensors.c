@@ -131,8 +131,8 @@ fmt_shape(char *buf, size_t len, const uint64_t *shape, int ndim)
  * with Rust's rules: no overlong forms, no surrogates, nothing above
  * U+10FFFF.
  */
-static size_t
-utf8_valid(const unsigned char *s, size_t n)
+size_t
+peftio_utf8_valid(const unsigned char *s, size_t n)
 {
 	size_t i = 0, k, need;
 	unsigned char lo, hi, c;
@@ -612,7 +612,7 @@ parse_header(struct peftio_st *st, const unsigned char *hdr, size_t n,
 	char *np;
 	int negzero, rc = 0;
 
-	if ((bad = utf8_valid(hdr, n)) != n)
+	if ((bad = peftio_utf8_valid(hdr, n)) != n)
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: header is not valid UTF-8 (byte %zu of the header)",
 		    st->label, bad);
@@ -1296,8 +1296,8 @@ peftio_stw_meta(struct peftio_stw *w, const char *key, const char *value,
 	if (key == NULL || value == NULL)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: metadata key or value missing", w->label);
-	if (utf8_valid((const unsigned char *)key, strlen(key)) !=
-	    strlen(key) || utf8_valid((const unsigned char *)value,
+	if (peftio_utf8_valid((const unsigned char *)key, strlen(key)) !=
+	    strlen(key) || peftio_utf8_valid((const unsigned char *)value,
 	    strlen(value)) != strlen(value))
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: metadata entry '%s' is not valid UTF-8", w->label,
@@ -1348,7 +1348,7 @@ peftio_stw_declare(struct peftio_stw *w, const char *name,
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: tensor '%s': name longer than %d bytes", w->label,
 		    show(name, nb), PEFTIO_MAX_NAME);
-	if (utf8_valid((const unsigned char *)name, len) != len)
+	if (peftio_utf8_valid((const unsigned char *)name, len) != len)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: tensor '%s': name is not valid UTF-8", w->label,
 		    show(name, nb));
