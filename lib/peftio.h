@@ -2,9 +2,9 @@
  * peftio.h - the public interface of libpeftio.
  *
  * libpeftio reads and writes model checkpoints (safetensors files, sharded
- * directories), implements the bitsandbytes 4-bit codecs (NF4, FP4) with
- * double quantization bit for bit, and the LoRA algebra shared by the
- * peftio tools.
+ * directories; torch.save .bin files are read too), implements the
+ * bitsandbytes 4-bit codecs (NF4, FP4) with double quantization bit for
+ * bit, and the LoRA algebra shared by the peftio tools.
  *
  * Conventions:
  *  - Every name starts with peftio_ or PEFTIO_.
@@ -160,7 +160,9 @@ struct peftio_tensor_info {
 	uint64_t	 shape[PEFTIO_MAX_DIMS];
 	uint64_t	 numel;
 	uint64_t	 nbytes;
-	uint64_t	 offset;	/* from the start of the data section */
+	uint64_t	 offset;	/* from the start of the data section
+					 * (torch .bin: as if packed in
+					 * listing order) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -174,6 +176,14 @@ struct peftio_tensor_info {
  * Tensors are listed in data (offset) order.  A regular file is
  * mmap'ed; a pipe is read sequentially and spooled to an anonymous
  * temporary file, so every tensor can be read in any order.
+ *
+ * The same reader takes a torch.save archive (pytorch_model.bin; a zip
+ * holding a pickled state dict): the pickle is read by a machine that
+ * knows only what a flat dict of tensors needs and never runs code;
+ * anything else is refused with "unsupported pickle content: ...".
+ * Its tensors are listed in the state dict's order, without metadata.
+ * Strided views and DEFLATED members are served from a copy, freed by
+ * peftio_st_release().  torch's formats before 1.6 are refused.
  */
 struct peftio_st;
 
@@ -199,10 +209,12 @@ const char *peftio_st_meta_value(const struct peftio_st *st, size_t i);
 /* Value for key, or NULL. */
 const char *peftio_st_meta_get(const struct peftio_st *st, const char *key);
 /* Bytes of tensor i (nbytes long, no alignment guarantee).  Valid until
- * the reader is closed. */
+ * peftio_st_release(st, i) or the reader is closed.  May fail (I/O,
+ * memory, a torch archive's CRC).  Calls may come from several threads. */
 int	peftio_st_data(struct peftio_st *st, size_t i, const void **data,
 	    struct peftio_error *err);
-/* Hint that tensor i's pages are no longer needed (may drop them). */
+/* Tensor i's bytes are no longer needed: pages may be dropped, a copy
+ * is freed. */
 void	peftio_st_release(struct peftio_st *st, size_t i);
 
 /*

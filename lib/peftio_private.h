@@ -175,4 +175,36 @@ int	peftio_pickle_load(struct peftio_state_dict *sd, const unsigned char *p,
 	    struct peftio_error *err);
 void	peftio_state_dict_free(struct peftio_state_dict *sd);
 
+/*
+ * torchbin.c: a torch.save archive (pytorch_model.bin) as a list of
+ * tensors, for the safetensors reader, which hands such files over.
+ */
+struct peftio_torchbin;
+
+/*
+ * What the first len bytes of a file are: 1 a torch.save zip archive,
+ * 0 something else (a safetensors file, presumably), or a negative
+ * error for the torch formats that are refused (before 1.6).
+ */
+int	peftio_torchbin_sniff(const void *buf, size_t len, const char *label,
+	    struct peftio_error *err);
+/* buf must outlive the handle; mapped says it is an mmap of a file,
+ * whose pages may be dropped when tensors are released. */
+int	peftio_torchbin_open(struct peftio_torchbin **out, const void *buf,
+	    size_t len, int mapped, const char *label,
+	    struct peftio_error *err);
+void	peftio_torchbin_close(struct peftio_torchbin *tb);
+size_t	peftio_torchbin_count(const struct peftio_torchbin *tb);
+const struct peftio_tensor_info *peftio_torchbin_tensor(
+	    const struct peftio_torchbin *tb, size_t i);
+/* Tensor i's bytes, contiguous: in place when the archive holds them
+ * so, else a copy kept until peftio_torchbin_release(). */
+int	peftio_torchbin_data(struct peftio_torchbin *tb, size_t i,
+	    const void **data, struct peftio_error *err);
+void	peftio_torchbin_release(struct peftio_torchbin *tb, size_t i);
+
+/* safetensors.c: drop the whole pages inside [p, p + n) of a private
+ * file mapping (madvise MADV_DONTNEED); a hint, never fails. */
+void	peftio_drop_pages(const void *p, uint64_t n);
+
 #endif /* PEFTIO_PRIVATE_H */
