@@ -319,10 +319,12 @@ int	peftio_read_file(const char *path, size_t max, char **buf,
 /* ------------------------------------------------------------------ */
 
 /*
- * A checkpoint path is one .safetensors file, "-", or a directory
- * holding model.safetensors or model.safetensors.index.json (or, for
- * adapters, adapter_model.safetensors).  Tensors are listed shard by
- * shard (shards in sorted name order), each shard in offset order.
+ * A checkpoint path is one .safetensors or torch .bin file, "-", or a
+ * directory holding, in order of preference, model.safetensors.index.json,
+ * model.safetensors, adapter_model.safetensors, a single *.safetensors,
+ * pytorch_model.bin.index.json, pytorch_model.bin or adapter_model.bin.
+ * Tensors are listed shard by shard (shards in sorted name order), each
+ * shard in its reader's order.
  */
 struct peftio_ckpt;
 
@@ -333,7 +335,7 @@ void	peftio_ckpt_close(struct peftio_ckpt *c);
 const char *peftio_ckpt_path(const struct peftio_ckpt *c);
 /* The directory, or NULL when the checkpoint is a single file or "-". */
 const char *peftio_ckpt_dir(const struct peftio_ckpt *c);
-/* 1 when opened through model.safetensors.index.json. */
+/* 1 when opened through a sharded index (safetensors or .bin). */
 int	peftio_ckpt_sharded(const struct peftio_ckpt *c);
 size_t	peftio_ckpt_nshards(const struct peftio_ckpt *c);
 /* File name of shard s (basename for directories). */
@@ -353,8 +355,11 @@ void	peftio_ckpt_release(struct peftio_ckpt *c, size_t i);
  * safetensors file; to a directory, shards named after the caller's
  * shard list (e.g. the input's), model.safetensors.index.json when
  * there is more than one shard, and the auxiliary files added with
- * peftio_ckptw_file().  The directory is built under a temporary name
- * and renamed into place by commit.
+ * peftio_ckptw_file().  A torch shard name is given its safetensors
+ * counterpart: pytorch_model-00001-of-00002.bin is written as
+ * model-00001-of-00002.safetensors, adapter_model.bin as
+ * adapter_model.safetensors.  The directory is built under a temporary
+ * name and renamed into place by commit.
  */
 struct peftio_ckptw;
 
@@ -696,13 +701,13 @@ int	peftio_rsvd(const float *a, uint64_t m, uint64_t n, uint64_t k,
 
 /*
  * An adapter as PEFT writes it: a directory with adapter_config.json
- * and adapter_model.safetensors.  LoRA (with rsLoRA, rank_pattern and
- * alpha_pattern, fan_in_fan_out, embeddings, DoRA, lora_B.bias,
- * modules_to_save and base_layer tensors) and IA3 are read; adapter
- * types that cannot be folded into weights (prompt, prefix and
- * p-tuning, adaption prompts, bottleneck adapters) and LoRA variants
- * this library does not implement are refused with PEFTIO_EUNSUPPORTED
- * and a message saying why.
+ * and adapter_model.safetensors (or the older adapter_model.bin).
+ * LoRA (with rsLoRA, rank_pattern and alpha_pattern, fan_in_fan_out,
+ * embeddings, DoRA, lora_B.bias, modules_to_save and base_layer
+ * tensors) and IA3 are read; adapter types that cannot be folded into
+ * weights (prompt, prefix and p-tuning, adaption prompts, bottleneck
+ * adapters) and LoRA variants this library does not implement are
+ * refused with PEFTIO_EUNSUPPORTED and a message saying why.
  */
 struct peftio_adapter;
 
