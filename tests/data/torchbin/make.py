@@ -5,15 +5,39 @@ Run from the repository root with PyTorch and safetensors installed:
     python3 tests/data/torchbin/make.py OUTDIR
 Every .bin is written by torch.save (zip format, pickle protocol 2); each
 twin holds the same tensors as contiguous safetensors.
+
+    python3 tests/data/torchbin/make.py --deflate OUTDIR
+only repacks OUTDIR/tensors.bin as tensors-deflated.bin, which needs
+Python's zipfile and no torch.
 """
 import collections
 import json
 import os
 import shutil
 import sys
+import zipfile
 
-import torch
-from safetensors.torch import load_file, save_file
+
+def deflate(out):
+    """tensors.bin with every member DEFLATED, as a zip tool may rewrite
+    it; same names in the same order, so its twin is tensors.safetensors."""
+    src = os.path.join(out, "tensors.bin")
+    dst = os.path.join(out, "tensors-deflated.bin")
+    with zipfile.ZipFile(src) as zin, \
+            zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zi = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zout.writestr(zi, zin.read(info))
+
+
+if len(sys.argv) == 3 and sys.argv[1] == "--deflate":
+    deflate(sys.argv[2])
+    sys.exit(0)
+
+# Everything below needs torch.
+import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
@@ -96,6 +120,9 @@ torch.save({"w": torch.zeros(2), "x": Evil()}, os.path.join(out, "evil.bin"))
 # 6. the pre-1.6 (non-zip) format, which is refused.
 torch.save({"w": torch.zeros(2)}, os.path.join(out, "legacy.bin"),
            _use_new_zipfile_serialization=False)
+
+# 7. tensors.bin with deflated members.
+deflate(out)
 
 print(torch.__version__)
 for root, _, files in os.walk(out):
