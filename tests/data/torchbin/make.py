@@ -7,8 +7,11 @@ Every .bin is written by torch.save (zip format, pickle protocol 2); each
 twin holds the same tensors as contiguous safetensors.
 
     python3 tests/data/torchbin/make.py --deflate OUTDIR
-only repacks OUTDIR/tensors.bin as tensors-deflated.bin, which needs
-Python's zipfile and no torch.
+only repacks OUTDIR/tensors.bin as tensors-deflated.bin, and
+
+    python3 tests/data/torchbin/make.py --fuzz-seeds OUTDIR CORPUS
+writes the pickles of the .bin files in OUTDIR to CORPUS as seeds for
+tests/fuzz/fuzz_torchbin.c; both need Python's zipfile and no torch.
 """
 import collections
 import json
@@ -31,8 +34,33 @@ def deflate(out):
             zout.writestr(zi, zin.read(info))
 
 
+def fuzz_seeds(out, corpus):
+    """Each archive's data.pkl with the sizes of its records, in the form
+    fuzz_torchbin.c wraps into an archive: flags (1: deflate), the number
+    of records, their sizes (16-bit little-endian), the pickle."""
+    for root, _, files in sorted(os.walk(out)):
+        for fn in sorted(files):
+            if not fn.endswith(".bin") or fn == "legacy.bin":
+                continue
+            with zipfile.ZipFile(os.path.join(root, fn)) as z:
+                names = z.namelist()
+                pre = names[0][:names[0].index("/") + 1]
+                pkl = z.read(pre + "data.pkl")
+                n = sum(1 for x in names if x.startswith(pre + "data/"))
+                sizes = [z.getinfo(pre + "data/%d" % i).file_size
+                         for i in range(n)]
+                deflated = z.getinfo(pre + "data.pkl").compress_type != 0
+            seed = bytes([int(deflated), n])
+            seed += b"".join(x.to_bytes(2, "little") for x in sizes) + pkl
+            with open(os.path.join(corpus, "pkl-" + fn[:-4]), "wb") as f:
+                f.write(seed)
+
+
 if len(sys.argv) == 3 and sys.argv[1] == "--deflate":
     deflate(sys.argv[2])
+    sys.exit(0)
+if len(sys.argv) == 4 and sys.argv[1] == "--fuzz-seeds":
+    fuzz_seeds(sys.argv[2], sys.argv[3])
     sys.exit(0)
 
 # Everything below needs torch.
