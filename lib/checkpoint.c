@@ -153,19 +153,22 @@ read_index(struct peftio_ckpt *c, const char *ipath, const char *ext,
 	c->shard_names = calloc(json_object_size(map) + 1, sizeof(char *));
 	if (c->shard_names == NULL)
 		goto oom;
+	/* The messages quote strings of root: set them before freeing it. */
 	json_object_foreach(map, key, v) {
 		if (!json_is_string(v)) {
-			json_decref(root);
-			return peftio_error_set(err, PEFTIO_EFORMAT,
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: tensor '%s': shard name is not a string",
 			    ipath, key);
+			json_decref(root);
+			return rc;
 		}
 		if (!shard_name_ok(json_string_value(v), ext)) {
-			json_decref(root);
-			return peftio_error_set(err, PEFTIO_EFORMAT,
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: tensor '%s': bad shard file name \"%s\" "
 			    "(must be a relative %s path without \"..\")",
 			    ipath, key, json_string_value(v), ext);
+			json_decref(root);
+			return rc;
 		}
 		c->shard_names[n] = (char *)json_string_value(v);
 		n++;

@@ -1729,6 +1729,11 @@ START_TEST(test_ckpt_dirs)
 }
 END_TEST
 
+/*
+ * A .bin index and its errors.  The two bad names and the non-string
+ * shard once read their message's strings from the freed index (found
+ * by make check SANITIZE=1).
+ */
 START_TEST(test_ckpt_bin_index)
 {
 	static const char *const idx[] = {
@@ -1740,14 +1745,16 @@ START_TEST(test_ckpt_bin_index)
 		"{\"weight_map\":{\"a\":\"pytorch_model-00001-of-00002.bin\","
 		"\"b\":\"pytorch_model-00001-of-00002.bin\","
 		"\"c\":\"pytorch_model-00001-of-00002.bin\"}}",
-		"{\"weight_map\":{\"x\":\"pytorch_model-00003-of-00002.bin\"}}"
+		"{\"weight_map\":{\"x\":\"pytorch_model-00003-of-00002.bin\"}}",
+		"{\"weight_map\":{\"a\":1}}"
 	};
 	static const char *const msg[] = {
 		NULL, "must be a relative .bin path",
 		"must be a relative .bin path",
 		"tensor 'c' is not in shard pytorch_model-00001-of-00002.bin "
 		"as pytorch_model.bin.index.json says",
-		"listed in pytorch_model.bin.index.json is missing"
+		"listed in pytorch_model.bin.index.json is missing",
+		"tensor 'a': shard name is not a string"
 	};
 	struct peftio_error err;
 	struct peftio_ckpt *c;
@@ -1893,7 +1900,7 @@ Suite *torchbin_suite(void)
 	tc = tcase_create("checkpoints");
 	tcase_add_checked_fixture(tc, NULL, tu_tmpdir_remove);
 	tcase_add_test(tc, test_ckpt_dirs);
-	tcase_add_loop_test(tc, test_ckpt_bin_index, 0, 5);
+	tcase_add_loop_test(tc, test_ckpt_bin_index, 0, 6);
 	tcase_add_loop_test(tc, test_writer_names, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;
