@@ -3,6 +3,12 @@
  * stored as one safetensors file, a directory with model.safetensors,
  * or a directory of shards listed by model.safetensors.index.json
  * (formats.md section 2); and a writer that mirrors such a layout.
+ *
+ * The same layouts written by torch.save (pytorch_model.bin,
+ * pytorch_model.bin.index.json, adapter_model.bin) are read too: the
+ * safetensors reader hands .bin files to torchbin.c.  Where a directory
+ * holds both, safetensors wins, as in transformers.  Output is always
+ * safetensors.
  */
 #include <sys/stat.h>
 
@@ -15,6 +21,7 @@
 #include "peftio_private.h"
 
 #define INDEX_NAME	"model.safetensors.index.json"
+#define BIN_INDEX_NAME	"pytorch_model.bin.index.json"
 #define INDEX_MAX	(256u << 20)	/* refuse larger index files */
 
 struct ckpt_entry {
@@ -26,6 +33,7 @@ struct peftio_ckpt {
 	char			*path;
 	char			*dir;		/* NULL unless a directory */
 	int			 sharded;
+	const char		*index_name;	/* when sharded */
 	size_t			 nshards;
 	char			**shard_names;
 	struct peftio_st	**shards;
@@ -53,6 +61,25 @@ is_file(const char *path)
 	return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+static int
+ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n > m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* name inside dir is a regular file. */
+static int
+has_file(const char *dir, const char *name)
+{
+	char *p = join(dir, name);
+	int yes = p != NULL && is_file(p);
+
+	free(p);
+	return yes;
+}
+
 static const struct peftio_tensor_info *
 ent_info(const struct peftio_ckpt *c, size_t e)
 {
@@ -70,14 +97,14 @@ cmp_byname(const void *a, const void *b)
 	    ent_info(c, *(const size_t *)b)->name);
 }
 
-/* A shard name from an index: relative, no "..", a .safetensors file. */
+/* A shard name from an index: relative, no "..", with extension ext. */
 static int
-shard_name_ok(const char *s)
+shard_name_ok(const char *s, const char *ext)
 {
 	const char *p, *slash;
-	size_t n = strlen(s);
+	size_t n;
 
-	if (n < 12 || strcmp(s + n - 12, ".safetensors") != 0)
+	if (!ends_with(s, ext))
 		return 0;
 	if (s[0] == '/' || strchr(s, '\\') != NULL || strchr(s, ':') != NULL)
 		return 0;
@@ -99,8 +126,8 @@ cmp_str(const void *a, const void *b)
 
 /* Read the index: the sorted, unique list of shard names. */
 static int
-read_index(struct peftio_ckpt *c, const char *ipath, json_t **mapp,
-    struct peftio_error *err)
+read_index(struct peftio_ckpt *c, const char *ipath, const char *ext,
+    json_t **mapp, struct peftio_error *err)
 {
 	json_error_t jerr;
 	json_t *root = NULL, *map;
@@ -126,19 +153,22 @@ read_index(struct peftio_ckpt *c, const char *ipath, json_t **mapp,
 	c->shard_names = calloc(json_object_size(map) + 1, sizeof(char *));
 	if (c->shard_names == NULL)
 		goto oom;
+	/* The messages quote strings of root: set them before freeing it. */
 	json_object_foreach(map, key, v) {
 		if (!json_is_string(v)) {
-			json_decref(root);
-			return peftio_error_set(err, PEFTIO_EFORMAT,
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: tensor '%s': shard name is not a string",
 			    ipath, key);
-		}
-		if (!shard_name_ok(json_string_value(v))) {
 			json_decref(root);
-			return peftio_error_set(err, PEFTIO_EFORMAT,
+			return rc;
+		}
+		if (!shard_name_ok(json_string_value(v), ext)) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: tensor '%s': bad shard file name \"%s\" "
-			    "(must be a relative .safetensors path without "
-			    "\"..\")", ipath, key, json_string_value(v));
+			    "(must be a relative %s path without \"..\")",
+			    ipath, key, json_string_value(v), ext);
+			json_decref(root);
+			return rc;
 		}
 		c->shard_names[n] = (char *)json_string_value(v);
 		n++;
@@ -159,31 +189,32 @@ oom:
 	return peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory", ipath);
 }
 
-/* The one .safetensors file of a directory without an index, if any. */
+/*
+ * The one checkpoint file of a directory without an index, if any: for
+ * safetensors, model.safetensors, adapter_model.safetensors or the only
+ * *.safetensors file; for torch, pytorch_model.bin or adapter_model.bin
+ * only, since other .bin files (training_args.bin) are no checkpoints.
+ */
 static char *
-sole_safetensors(const char *dir)
+sole_file(const char *dir, int torch)
 {
-	static const char *const pref[] = {
-		"model.safetensors", "adapter_model.safetensors"
+	static const char *const pref[2][2] = {
+		{ "model.safetensors", "adapter_model.safetensors" },
+		{ "pytorch_model.bin", "adapter_model.bin" }
 	};
 	struct dirent *de;
-	char *found = NULL, *p;
-	size_t i, n;
+	char *found = NULL;
+	size_t i;
 	int count = 0;
 	DIR *d;
 
-	for (i = 0; i < sizeof(pref) / sizeof(pref[0]); i++) {
-		if ((p = join(dir, pref[i])) != NULL && is_file(p)) {
-			free(p);
-			return strdup(pref[i]);
-		}
-		free(p);
-	}
-	if ((d = opendir(dir)) == NULL)
+	for (i = 0; i < 2; i++)
+		if (has_file(dir, pref[torch][i]))
+			return strdup(pref[torch][i]);
+	if (torch || (d = opendir(dir)) == NULL)
 		return NULL;
 	while ((de = readdir(d)) != NULL) {
-		n = strlen(de->d_name);
-		if (n > 12 && strcmp(de->d_name + n - 12, ".safetensors") == 0) {
+		if (ends_with(de->d_name, ".safetensors")) {
 			count++;
 			free(found);
 			found = strdup(de->d_name);
@@ -202,6 +233,8 @@ sole_safetensors(const char *dir)
  * list their tensors.  With listed_in (" listed in FILE", or "") a
  * shard that is not a regular file is reported as missing.
  */
+/* Open every shard; listed_in (when not NULL) names the index that lists
+ * them, and a missing shard is reported as missing from it. */
 static int
 load_shards(struct peftio_ckpt *c, const char *listed_in,
     struct peftio_error *err)
@@ -223,8 +256,9 @@ load_shards(struct peftio_ckpt *c, const char *listed_in,
 		if (listed_in != NULL && !is_file(sp)) {
 			free(sp);
 			return peftio_error_set(err, PEFTIO_ENOTFOUND,
-			    "%s: shard %s%s is missing", c->path,
-			    c->shard_names[s], listed_in);
+			    "%s: shard %s%s%s is missing", c->path,
+			    c->shard_names[s], *listed_in ? " listed in " : "",
+			    listed_in);
 		}
 		rc = peftio_st_open(&c->shards[s], sp, err);
 		free(sp);
@@ -266,7 +300,7 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 	struct stat sb;
 	json_t *index = NULL, *map, *v;
 	const char *key;
-	char *ipath = NULL, *sole;
+	char *ipath = NULL, *sole = NULL;
 	long k;
 	int rc;
 
@@ -279,17 +313,38 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 	}
 	if (strcmp(path, "-") != 0 && stat(path, &sb) == 0 &&
 	    S_ISDIR(sb.st_mode)) {
-		if ((c->dir = strdup(path)) == NULL ||
-		    (ipath = join(path, INDEX_NAME)) == NULL) {
+		if ((c->dir = strdup(path)) == NULL) {
 			rc = peftio_error_set(err, PEFTIO_ENOMEM,
 			    "%s: out of memory", path);
 			goto fail;
 		}
-		if (is_file(ipath)) {
-			c->sharded = 1;
-			if ((rc = read_index(c, ipath, &index, err)) != 0)
+		/* Safetensors first; an index before a single file. */
+		if (has_file(path, INDEX_NAME))
+			c->index_name = INDEX_NAME;
+		else if ((sole = sole_file(path, 0)) == NULL) {
+			if (has_file(path, BIN_INDEX_NAME))
+				c->index_name = BIN_INDEX_NAME;
+			else if ((sole = sole_file(path, 1)) == NULL) {
+				rc = peftio_error_set(err, PEFTIO_ENOTFOUND,
+				    "%s: no model.safetensors, "
+				    "pytorch_model.bin or sharded index (%s, "
+				    "%s) in this directory", path, INDEX_NAME,
+				    BIN_INDEX_NAME);
 				goto fail;
-		} else if ((sole = sole_safetensors(path)) != NULL) {
+			}
+		}
+		if (c->index_name != NULL) {
+			c->sharded = 1;
+			if ((ipath = join(path, c->index_name)) == NULL) {
+				rc = peftio_error_set(err, PEFTIO_ENOMEM,
+				    "%s: out of memory", path);
+				goto fail;
+			}
+			if ((rc = read_index(c, ipath, strcmp(c->index_name,
+			    INDEX_NAME) == 0 ? ".safetensors" : ".bin", &index,
+			    err)) != 0)
+				goto fail;
+		} else {
 			c->nshards = 1;
 			c->shard_names = calloc(2, sizeof(char *));
 			if (c->shard_names == NULL) {
@@ -299,11 +354,6 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 				goto fail;
 			}
 			c->shard_names[0] = sole;
-		} else {
-			rc = peftio_error_set(err, PEFTIO_ENOTFOUND,
-			    "%s: no model.safetensors or %s in this directory",
-			    path, INDEX_NAME);
-			goto fail;
 		}
 	} else {
 		c->nshards = 1;
@@ -314,8 +364,8 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 			goto fail;
 		}
 	}
-	if ((rc = load_shards(c, c->sharded ? " listed in " INDEX_NAME :
-	    NULL, err)) != 0)
+	if ((rc = load_shards(c, c->sharded ? c->index_name : NULL,
+	    err)) != 0)
 		goto fail;
 	if (index != NULL) {
 		/* Every tensor of the index must be in the shard it names. */
@@ -327,7 +377,7 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 				rc = peftio_error_set(err, PEFTIO_EFORMAT,
 				    "%s: tensor '%s' is not in shard %s as %s "
 				    "says", path, key, json_string_value(v),
-				    INDEX_NAME);
+				    c->index_name);
 				goto fail;
 			}
 		}
@@ -375,7 +425,7 @@ peftio_ckpt_open_shards(struct peftio_ckpt **out, const char *dir, size_t n,
 		goto fail;
 	}
 	for (s = 0; s < n; s++) {
-		if (!shard_name_ok(names[s])) {
+		if (!shard_name_ok(names[s], ".safetensors")) {
 			rc = peftio_error_set(err, PEFTIO_EINVAL,
 			    "%s: bad shard file name \"%s\"", dir, names[s]);
 			goto fail;
@@ -589,6 +639,33 @@ peftio_shard_name(char *buf, size_t len, size_t i, size_t n)
 	snprintf(buf, len, "model-%05zu-of-%05zu.safetensors", i + 1, n);
 }
 
+/*
+ * Shard name inside the output directory dir.  Output is safetensors,
+ * so a torch shard name becomes the one transformers gives the same
+ * shard in safetensors: pytorch_model-00001-of-00002.bin becomes
+ * model-00001-of-00002.safetensors, adapter_model.bin
+ * adapter_model.safetensors.
+ */
+static char *
+shard_path(const char *dir, const char *name)
+{
+	static const char torch_prefix[] = "pytorch_";
+	size_t n = strlen(name), len;
+	char *p;
+
+	if (!ends_with(name, ".bin"))
+		return join(dir, name);
+	n -= 4;
+	if (strncmp(name, "pytorch_model", 13) == 0) {
+		name += sizeof(torch_prefix) - 1;
+		n -= sizeof(torch_prefix) - 1;
+	}
+	len = strlen(dir) + n + sizeof("/.safetensors");
+	if ((p = malloc(len)) != NULL)
+		snprintf(p, len, "%s/%.*s.safetensors", dir, (int)n, name);
+	return p;
+}
+
 int
 peftio_ckptw_create(struct peftio_ckptw **out, const char *path, int as_dir,
     size_t nshards, const char *const *names, unsigned flags,
@@ -626,7 +703,7 @@ peftio_ckptw_create(struct peftio_ckptw **out, const char *path, int as_dir,
 		else if (nshards == 1 && (names == NULL || names[0] == NULL))
 			p = join(w->od.tmp, "model.safetensors");
 		else
-			p = join(w->od.tmp, names[s]);
+			p = shard_path(w->od.tmp, names[s]);
 		if (p == NULL) {
 			rc = peftio_error_set(err, PEFTIO_ENOMEM,
 			    "out of memory");

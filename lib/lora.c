@@ -486,7 +486,7 @@ peftio_adapter_open(struct peftio_adapter **out, const char *path,
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	}
 	n = strlen(path);
-	if (ends_with(path, n, ".safetensors")) {
+	if (ends_with(path, n, ".safetensors") || ends_with(path, n, ".bin")) {
 		dir = strdup(path);
 		if (dir != NULL) {
 			s = strrchr(dir, '/');

@@ -2,9 +2,9 @@
  * peftio.h - the public interface of libpeftio.
  *
  * libpeftio reads and writes model checkpoints (safetensors files, sharded
- * directories), implements the bitsandbytes 4-bit codecs (NF4, FP4) with
- * double quantization bit for bit, and the LoRA algebra shared by the
- * peftio tools.
+ * directories; torch.save .bin files are read too), implements the
+ * bitsandbytes 4-bit codecs (NF4, FP4) with double quantization bit for
+ * bit, and the LoRA algebra shared by the peftio tools.
  *
  * Conventions:
  *  - Every name starts with peftio_ or PEFTIO_.
@@ -182,7 +182,9 @@ struct peftio_tensor_info {
 	uint64_t	 shape[PEFTIO_MAX_DIMS];
 	uint64_t	 numel;
 	uint64_t	 nbytes;
-	uint64_t	 offset;	/* from the start of the data section */
+	uint64_t	 offset;	/* from the start of the data section
+					 * (torch .bin: as if packed in
+					 * listing order) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -196,6 +198,14 @@ struct peftio_tensor_info {
  * Tensors are listed in data (offset) order.  A regular file is
  * mmap'ed; a pipe is read sequentially and spooled to an anonymous
  * temporary file, so every tensor can be read in any order.
+ *
+ * The same reader takes a torch.save archive (pytorch_model.bin; a zip
+ * holding a pickled state dict): the pickle is read by a machine that
+ * knows only what a flat dict of tensors needs and never runs code;
+ * anything else is refused with "unsupported pickle content: ...".
+ * Its tensors are listed in the state dict's order, without metadata.
+ * Strided views and DEFLATED members are served from a copy, freed by
+ * peftio_st_release().  torch's formats before 1.6 are refused.
  */
 struct peftio_st;
 
@@ -221,7 +231,8 @@ const char *peftio_st_meta_value(const struct peftio_st *st, size_t i);
 /* Value for key, or NULL. */
 const char *peftio_st_meta_get(const struct peftio_st *st, const char *key);
 /* Bytes of tensor i (nbytes long, no alignment guarantee).  Valid until
- * the reader is closed. */
+ * peftio_st_release(st, i) or the reader is closed.  May fail (I/O,
+ * memory, a torch archive's CRC).  Calls may come from several threads. */
 int	peftio_st_data(struct peftio_st *st, size_t i, const void **data,
 	    struct peftio_error *err);
 /* Copy len bytes of tensor i, from byte off, into buf: pread(2) where
@@ -229,7 +240,8 @@ int	peftio_st_data(struct peftio_st *st, size_t i, const void **data,
  * mapping and leaves no pages mapped.  Thread-safe. */
 int	peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
 	    size_t len, struct peftio_error *err);
-/* Hint that tensor i's pages are no longer needed (may drop them). */
+/* Tensor i's bytes are no longer needed: pages may be dropped, a copy
+ * is freed. */
 void	peftio_st_release(struct peftio_st *st, size_t i);
 
 /*
@@ -334,10 +346,12 @@ int	peftio_read_file(const char *path, size_t max, char **buf,
 /* ------------------------------------------------------------------ */
 
 /*
- * A checkpoint path is one .safetensors file, "-", or a directory
- * holding model.safetensors or model.safetensors.index.json (or, for
- * adapters, adapter_model.safetensors).  Tensors are listed shard by
- * shard (shards in sorted name order), each shard in offset order.
+ * A checkpoint path is one .safetensors or torch .bin file, "-", or a
+ * directory holding, in order of preference, model.safetensors.index.json,
+ * model.safetensors, adapter_model.safetensors, a single *.safetensors,
+ * pytorch_model.bin.index.json, pytorch_model.bin or adapter_model.bin.
+ * Tensors are listed shard by shard (shards in sorted name order), each
+ * shard in its reader's order.
  */
 struct peftio_ckpt;
 
@@ -355,7 +369,7 @@ void	peftio_ckpt_close(struct peftio_ckpt *c);
 const char *peftio_ckpt_path(const struct peftio_ckpt *c);
 /* The directory, or NULL when the checkpoint is a single file or "-". */
 const char *peftio_ckpt_dir(const struct peftio_ckpt *c);
-/* 1 when opened through model.safetensors.index.json. */
+/* 1 when opened through a sharded index (safetensors or .bin). */
 int	peftio_ckpt_sharded(const struct peftio_ckpt *c);
 size_t	peftio_ckpt_nshards(const struct peftio_ckpt *c);
 /* File name of shard s (basename for directories). */
@@ -377,8 +391,11 @@ void	peftio_ckpt_release(struct peftio_ckpt *c, size_t i);
  * safetensors file; to a directory, shards named after the caller's
  * shard list (e.g. the input's), model.safetensors.index.json when
  * there is more than one shard, and the auxiliary files added with
- * peftio_ckptw_file().  The directory is built under a temporary name
- * and renamed into place by commit.
+ * peftio_ckptw_file().  A torch shard name is given its safetensors
+ * counterpart: pytorch_model-00001-of-00002.bin is written as
+ * model-00001-of-00002.safetensors, adapter_model.bin as
+ * adapter_model.safetensors.  The directory is built under a temporary
+ * name and renamed into place by commit.
  */
 struct peftio_ckptw;
 
@@ -770,13 +787,13 @@ int	peftio_rsvd(const float *a, uint64_t m, uint64_t n, uint64_t k,
 
 /*
  * An adapter as PEFT writes it: a directory with adapter_config.json
- * and adapter_model.safetensors.  LoRA (with rsLoRA, rank_pattern and
- * alpha_pattern, fan_in_fan_out, embeddings, DoRA, lora_B.bias,
- * modules_to_save and base_layer tensors) and IA3 are read; adapter
- * types that cannot be folded into weights (prompt, prefix and
- * p-tuning, adaption prompts, bottleneck adapters) and LoRA variants
- * this library does not implement are refused with PEFTIO_EUNSUPPORTED
- * and a message saying why.
+ * and adapter_model.safetensors (or the older adapter_model.bin).
+ * LoRA (with rsLoRA, rank_pattern and alpha_pattern, fan_in_fan_out,
+ * embeddings, DoRA, lora_B.bias, modules_to_save and base_layer
+ * tensors) and IA3 are read; adapter types that cannot be folded into
+ * weights (prompt, prefix and p-tuning, adaption prompts, bottleneck
+ * adapters) and LoRA variants this library does not implement are
+ * refused with PEFTIO_EUNSUPPORTED and a message saying why.
  */
 struct peftio_adapter;
 

@@ -39,6 +39,19 @@ peftio_u2f(uint32_t u)
 	return f;
 }
 
+/*
+ * error.c: bytes from a file as shown in a message: control characters
+ * escaped as \xNN, cut after PEFTIO_SHOW_MAX bytes with "...".  len is
+ * SIZE_MAX for a NUL-terminated s; buf holds PEFTIO_SHOWBUF bytes.
+ */
+#define PEFTIO_SHOW_MAX	256
+#define PEFTIO_SHOWBUF	(4 * PEFTIO_SHOW_MAX + 4)
+const char *peftio_show(const char *s, size_t len, char *buf);
+
+/* safetensors.c: length of the valid UTF-8 prefix of s (n when all of
+ * it is), with Rust's rules: no overlong forms, no surrogates. */
+size_t	peftio_utf8_valid(const unsigned char *s, size_t n);
+
 /* The zlib-compressed GPU reciprocal table (lib/rcp_table.c, generated). */
 extern const unsigned char peftio_rcp_delta_gz[];
 extern const size_t peftio_rcp_delta_gz_len;
@@ -87,5 +100,111 @@ int	peftio_q4_impl_set(int impl);
 /* The 8-bit stage of peftio_dq_quantize() with a given offset. */
 void	peftio_dq_quantize_offset(const float *absmax, uint64_t nb,
 	    uint64_t nbs, float offset, uint8_t *qabsmax, float *nested);
+
+/*
+ * zip.c: the members of a zip archive in memory (a torch.save file).
+ * The buffer must outlive the handle.  Members are listed in central
+ * directory order.
+ */
+struct peftio_zip;
+
+#define PEFTIO_ZIP_STORED	0
+#define PEFTIO_ZIP_DEFLATED	8
+
+struct peftio_zip_member {
+	const char	*name;		/* NUL-terminated */
+	uint64_t	 csize;		/* bytes in the archive */
+	uint64_t	 usize;		/* bytes once inflated */
+	uint64_t	 offset;	/* of the data, in the buffer */
+	uint32_t	 crc;
+	unsigned	 method;	/* PEFTIO_ZIP_STORED or _DEFLATED */
+};
+
+int	peftio_zip_open(struct peftio_zip **out, const void *buf, size_t len,
+	    const char *label, struct peftio_error *err);
+void	peftio_zip_close(struct peftio_zip *z);
+size_t	peftio_zip_count(const struct peftio_zip *z);
+const struct peftio_zip_member *peftio_zip_member(const struct peftio_zip *z,
+	    size_t i);
+/* Index of the member with this name, or -1. */
+long	peftio_zip_find(const struct peftio_zip *z, const char *name);
+/*
+ * Member i's usize bytes, CRC-32 checked: a STORED member in place
+ * (*copy NULL), a DEFLATED one inflated into *copy (malloc'ed, the
+ * caller frees it; *data == *copy).  ctx, if not NULL, says in messages
+ * what the member is read for.
+ */
+int	peftio_zip_read(const struct peftio_zip *z, size_t i, const char *ctx,
+	    const unsigned char **data, unsigned char **copy,
+	    struct peftio_error *err);
+
+/*
+ * pickle.c: the state dict of a torch.save archive from its data.pkl,
+ * by a machine that knows only the pickle a state dict of tensors
+ * needs.  Tensors are in the dict's order; sizes, strides and offset
+ * are as the pickle gives them (in elements of the tensor's dtype),
+ * not yet checked against anything.
+ */
+struct peftio_pickle_storage {
+	const char	*key;		/* record "<archive>/data/<key>" */
+	enum peftio_dtype dtype;	/* of the storage class */
+	uint64_t	 nbytes;
+};
+
+struct peftio_pickle_tensor {
+	const char	*name;
+	size_t		 storage;	/* index in the storage list */
+	enum peftio_dtype dtype;
+	int		 ndim;
+	int64_t		 size[PEFTIO_MAX_DIMS];
+	int64_t		 stride[PEFTIO_MAX_DIMS];
+	int64_t		 offset;
+};
+
+struct peftio_state_dict {
+	struct peftio_pickle_storage *storage;
+	size_t		 nstorage;
+	struct peftio_pickle_tensor *tensor;
+	size_t		 ntensor;
+	char		*strings;	/* the names and keys */
+};
+
+/* label names the file, member the pickle, in messages. */
+int	peftio_pickle_load(struct peftio_state_dict *sd, const unsigned char *p,
+	    size_t len, const char *label, const char *member,
+	    struct peftio_error *err);
+void	peftio_state_dict_free(struct peftio_state_dict *sd);
+
+/*
+ * torchbin.c: a torch.save archive (pytorch_model.bin) as a list of
+ * tensors, for the safetensors reader, which hands such files over.
+ */
+struct peftio_torchbin;
+
+/*
+ * What the first len bytes of a file are: 1 a torch.save zip archive,
+ * 0 something else (a safetensors file, presumably), or a negative
+ * error for the torch formats that are refused (before 1.6).
+ */
+int	peftio_torchbin_sniff(const void *buf, size_t len, const char *label,
+	    struct peftio_error *err);
+/* buf must outlive the handle; mapped says it is an mmap of a file,
+ * whose pages may be dropped when tensors are released. */
+int	peftio_torchbin_open(struct peftio_torchbin **out, const void *buf,
+	    size_t len, int mapped, const char *label,
+	    struct peftio_error *err);
+void	peftio_torchbin_close(struct peftio_torchbin *tb);
+size_t	peftio_torchbin_count(const struct peftio_torchbin *tb);
+const struct peftio_tensor_info *peftio_torchbin_tensor(
+	    const struct peftio_torchbin *tb, size_t i);
+/* Tensor i's bytes, contiguous: in place when the archive holds them
+ * so, else a copy kept until peftio_torchbin_release(). */
+int	peftio_torchbin_data(struct peftio_torchbin *tb, size_t i,
+	    const void **data, struct peftio_error *err);
+void	peftio_torchbin_release(struct peftio_torchbin *tb, size_t i);
+
+/* safetensors.c: drop the whole pages inside [p, p + n) of a private
+ * file mapping (madvise MADV_DONTNEED); a hint, never fails. */
+void	peftio_drop_pages(const void *p, uint64_t n);
 
 #endif /* PEFTIO_PRIVATE_H */

@@ -31,6 +31,11 @@
  * names are at most PEFTIO_MAX_NAME bytes, ranks at most
  * PEFTIO_MAX_DIMS, and integers above 2^63 - 1 are refused (the JSON
  * parser cannot represent them; no real file has them).
+ *
+ * A file that starts as a zip archive is a torch.save checkpoint
+ * (pytorch_model.bin): torchbin.c reads it and this reader serves its
+ * tensors through the same interface.  The older torch formats are
+ * refused with a message saying what they are.
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -55,6 +60,7 @@
 #define MAX_DEPTH	127
 #define COPY_BUF	(4u << 20)
 #define SHOW_NAME	256		/* name bytes shown in messages */
+#define SNIFF_LEN	512		/* bytes read to tell formats apart */
 
 static const unsigned char empty_data[1];
 
@@ -131,8 +137,8 @@ fmt_shape(char *buf, size_t len, const uint64_t *shape, int ndim)
  * with Rust's rules: no overlong forms, no surrogates, nothing above
  * U+10FFFF.
  */
-static size_t
-utf8_valid(const unsigned char *s, size_t n)
+size_t
+peftio_utf8_valid(const unsigned char *s, size_t n)
 {
 	size_t i = 0, k, need;
 	unsigned char lo, hi, c;
@@ -328,6 +334,7 @@ struct peftio_st {
 	size_t		 nmeta;
 	size_t		*meta_order;	/* meta sorted by key */
 	struct nameidx	 ix;
+	struct peftio_torchbin *tb;	/* a torch.save archive, or NULL */
 };
 
 /* A tensor while the header is checked. */
@@ -614,7 +621,7 @@ parse_header(struct peftio_st *st, const unsigned char *hdr, size_t n,
 	char *np;
 	int negzero, rc = 0;
 
-	if ((bad = utf8_valid(hdr, n)) != n)
+	if ((bad = peftio_utf8_valid(hdr, n)) != n)
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: header is not valid UTF-8 (byte %zu of the header)",
 		    st->label, bad);
@@ -743,6 +750,30 @@ check_total(const char *label, uint64_t n, uint64_t datalen, uint64_t size,
 	return 0;
 }
 
+/* A torch.save archive in buf: its tensors become this reader's. */
+static int
+open_torchbin(struct peftio_st *st, const void *buf, size_t len, int mapped,
+    struct peftio_error *err)
+{
+	size_t i, n;
+	int rc;
+
+	if ((rc = peftio_torchbin_open(&st->tb, buf, len, mapped, st->label,
+	    err)) != 0)
+		return rc;
+	n = peftio_torchbin_count(st->tb);
+	if ((st->t = calloc(n + 1, sizeof(*st->t))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", st->label);
+	for (i = 0; i < n; i++)
+		st->t[i] = *peftio_torchbin_tensor(st->tb, i);
+	st->n = n;
+	if (nameidx_build(&st->ix, st->n, st_name_at, st) != 0)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", st->label);
+	return 0;
+}
+
 int
 peftio_st_open_mem(struct peftio_st **out, const void *buf, size_t len,
     const char *label, struct peftio_error *err)
@@ -758,6 +789,12 @@ peftio_st_open_mem(struct peftio_st **out, const void *buf, size_t len,
 	if ((st = st_new(label, label)) == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM,
 		    "%s: out of memory", label);
+	if ((rc = peftio_torchbin_sniff(buf, len, label, err)) != 0) {
+		if (rc < 0 || (rc = open_torchbin(st, buf, len, 0, err)) != 0)
+			goto fail;
+		*out = st;
+		return 0;
+	}
 	if (len < 8) {
 		rc = peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: %zu bytes is too small for a safetensors file",
@@ -789,25 +826,45 @@ keep_fd(struct peftio_st *st, int fd, struct peftio_error *err)
 	return 0;
 }
 
+/* A torch.save archive in a regular file: mapped whole. */
+static int
+open_zip_file(struct peftio_st *st, int fd, uint64_t size,
+    struct peftio_error *err)
+{
+	if (size > SIZE_MAX)
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: too large to map", st->label);
+	st->maplen = (size_t)size;
+	st->map = mmap(NULL, st->maplen, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (st->map == MAP_FAILED) {
+		st->map = NULL;
+		return peftio_error_sys(err, "%s: mmap", st->label);
+	}
+	return open_torchbin(st, st->map, st->maplen, 1, err);
+}
+
 static int
 open_regular(struct peftio_st *st, int fd, uint64_t size,
     struct peftio_error *err)
 {
-	unsigned char pfx[8], *hdr = NULL;
+	unsigned char pfx[SNIFF_LEN], *hdr = NULL;
 	uint64_t n, datalen, start, off;
+	size_t want = size < SNIFF_LEN ? (size_t)size : SNIFF_LEN;
 	long page;
 	ssize_t r;
 	int rc;
 
+	if (want > 0 && (r = pread(fd, pfx, want, 0)) != (ssize_t)want)
+		return r < 0 ? peftio_error_sys(err, "%s: read error",
+		    st->label) : peftio_error_set(err, PEFTIO_EIO,
+		    "%s: file shrank while being read", st->label);
+	if ((rc = peftio_torchbin_sniff(pfx, want, st->label, err)) != 0)
+		return rc < 0 ? rc : open_zip_file(st, fd, size, err);
 	if (size < 8) {
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: %" PRIu64 " bytes is too small for a safetensors "
 		    "file", st->label, size);
 	}
-	if ((r = pread(fd, pfx, 8, 0)) != 8)
-		return r < 0 ? peftio_error_sys(err, "%s: read error",
-		    st->label) : peftio_error_set(err, PEFTIO_EIO,
-		    "%s: file shrank while being read", st->label);
 	n = le64(pfx);
 	if ((rc = check_length(st->label, n, size - 8, 0, err)) != 0)
 		return rc;
@@ -855,6 +912,62 @@ open_regular(struct peftio_st *st, int fd, uint64_t size,
 	return keep_fd(st, fd, err);
 }
 
+/*
+ * A torch.save archive on a pipe: the npfx bytes already read and the
+ * rest of the input, spooled to an anonymous file and mapped.
+ */
+static int
+open_stream_zip(struct peftio_st *st, int fd, const unsigned char *pfx,
+    size_t npfx, struct peftio_error *err)
+{
+	unsigned char *buf = NULL;
+	uint64_t total = npfx;
+	long long r;
+	int rc = 0, sp;
+
+	if ((sp = peftio_anon_file()) < 0)
+		return peftio_error_sys(err, "%s: cannot create a spool file",
+		    st->label);
+	if ((buf = malloc(COPY_BUF)) == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
+		    st->label);
+		goto out;
+	}
+	if (peftio_write_all(sp, pfx, npfx) != 0) {
+		rc = peftio_error_sys(err, "%s: spool file", st->label);
+		goto out;
+	}
+	do {
+		if ((r = peftio_read_all(fd, buf, COPY_BUF)) < 0) {
+			rc = peftio_error_sys(err, "%s: read error", st->label);
+			goto out;
+		}
+		if (peftio_write_all(sp, buf, (size_t)r) != 0) {
+			rc = peftio_error_sys(err, "%s: spool file", st->label);
+			goto out;
+		}
+		total += (uint64_t)r;
+	} while (r == COPY_BUF);
+	if (total > SIZE_MAX) {
+		rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: too large to map", st->label);
+		goto out;
+	}
+	st->maplen = (size_t)total;
+	st->map = mmap(NULL, st->maplen, PROT_READ, MAP_PRIVATE, sp, 0);
+	if (st->map == MAP_FAILED) {
+		st->map = NULL;
+		rc = peftio_error_sys(err, "%s: mmap of the spool file",
+		    st->label);
+		goto out;
+	}
+	rc = open_torchbin(st, st->map, st->maplen, 1, err);
+out:
+	free(buf);
+	close(sp);
+	return rc;
+}
+
 /* Read a pipe: header in memory, data section spooled to a file. */
 static int
 open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
@@ -867,6 +980,9 @@ open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
 
 	if ((r = peftio_read_all(fd, pfx, 8)) < 0)
 		return peftio_error_sys(err, "%s: read error", st->label);
+	if ((rc = peftio_torchbin_sniff(pfx, (size_t)r, st->label, err)) != 0)
+		return rc < 0 ? rc : open_stream_zip(st, fd, pfx, (size_t)r,
+		    err);
 	if (r < 8)
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: %lld bytes is too small for a safetensors file",
@@ -1020,6 +1136,7 @@ peftio_st_close(struct peftio_st *st)
 
 	if (st == NULL)
 		return;
+	peftio_torchbin_close(st->tb);
 	if (st->map != NULL)
 		munmap(st->map, st->maplen);
 	if (st->fd >= 0)
@@ -1113,6 +1230,8 @@ peftio_st_data(struct peftio_st *st, size_t i, const void **data,
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: tensor index %zu out of range (%zu tensors)",
 		    st->label, i, st->n);
+	if (st->tb != NULL)
+		return peftio_torchbin_data(st->tb, i, data, err);
 	*data = st->data + st->t[i].offset;
 	return 0;
 }
@@ -1135,7 +1254,14 @@ peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
 		    "%s: tensor '%s': bytes %" PRIu64 "+%zu out of range",
 		    st->label, t->name, off, len);
 	if (st->fd < 0) {
-		memcpy(buf, st->data + t->offset + off, len);
+		/* In memory, or a torch archive (whose offsets are not
+		 * file positions, and whose views may be copies). */
+		const void *data;
+		int rc;
+
+		if ((rc = peftio_st_data(st, i, &data, err)) != 0)
+			return rc;
+		memcpy(buf, (const unsigned char *)data + off, len);
 		return 0;
 	}
 	off += st->fdoff + t->offset;
@@ -1157,21 +1283,31 @@ peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
 }
 
 void
-peftio_st_release(struct peftio_st *st, size_t i)
+peftio_drop_pages(const void *p, uint64_t n)
 {
 	uintptr_t a, b;
 	long page;
 
-	if (i >= st->n || st->map == NULL || st->t[i].nbytes == 0)
+	if (n == 0 || n > UINTPTR_MAX - (uintptr_t)p ||
+	    (page = sysconf(_SC_PAGESIZE)) <= 0)
 		return;
-	if ((page = sysconf(_SC_PAGESIZE)) <= 0)
-		return;
-	a = (uintptr_t)(st->data + st->t[i].offset);
-	b = a + (uintptr_t)st->t[i].nbytes;
+	a = (uintptr_t)p;
+	b = a + (uintptr_t)n;
 	a = (a + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
 	b &= ~((uintptr_t)page - 1);
 	if (a < b)
 		(void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+void
+peftio_st_release(struct peftio_st *st, size_t i)
+{
+	if (i >= st->n)
+		return;
+	if (st->tb != NULL)
+		peftio_torchbin_release(st->tb, i);
+	else if (st->map != NULL)
+		peftio_drop_pages(st->data + st->t[i].offset, st->t[i].nbytes);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1352,8 +1488,8 @@ peftio_stw_meta(struct peftio_stw *w, const char *key, const char *value,
 	if (key == NULL || value == NULL)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: metadata key or value missing", w->label);
-	if (utf8_valid((const unsigned char *)key, strlen(key)) !=
-	    strlen(key) || utf8_valid((const unsigned char *)value,
+	if (peftio_utf8_valid((const unsigned char *)key, strlen(key)) !=
+	    strlen(key) || peftio_utf8_valid((const unsigned char *)value,
 	    strlen(value)) != strlen(value))
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: metadata entry '%s' is not valid UTF-8", w->label,
@@ -1404,7 +1540,7 @@ peftio_stw_declare(struct peftio_stw *w, const char *name,
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: tensor '%s': name longer than %d bytes", w->label,
 		    show(name, nb), PEFTIO_MAX_NAME);
-	if (utf8_valid((const unsigned char *)name, len) != len)
+	if (peftio_utf8_valid((const unsigned char *)name, len) != len)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: tensor '%s': name is not valid UTF-8", w->label,
 		    show(name, nb));

@@ -5,15 +5,67 @@ Run from the repository root with PyTorch and safetensors installed:
     python3 tests/data/torchbin/make.py OUTDIR
 Every .bin is written by torch.save (zip format, pickle protocol 2); each
 twin holds the same tensors as contiguous safetensors.
+
+    python3 tests/data/torchbin/make.py --deflate OUTDIR
+only repacks OUTDIR/tensors.bin as tensors-deflated.bin, and
+
+    python3 tests/data/torchbin/make.py --fuzz-seeds OUTDIR CORPUS
+writes the pickles of the .bin files in OUTDIR to CORPUS as seeds for
+tests/fuzz/fuzz_torchbin.c; both need Python's zipfile and no torch.
 """
 import collections
 import json
 import os
 import shutil
 import sys
+import zipfile
 
-import torch
-from safetensors.torch import load_file, save_file
+
+def deflate(out):
+    """tensors.bin with every member DEFLATED, as a zip tool may rewrite
+    it; same names in the same order, so its twin is tensors.safetensors."""
+    src = os.path.join(out, "tensors.bin")
+    dst = os.path.join(out, "tensors-deflated.bin")
+    with zipfile.ZipFile(src) as zin, \
+            zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zi = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zout.writestr(zi, zin.read(info))
+
+
+def fuzz_seeds(out, corpus):
+    """Each archive's data.pkl with the sizes of its records, in the form
+    fuzz_torchbin.c wraps into an archive: flags (1: deflate), the number
+    of records, their sizes (16-bit little-endian), the pickle."""
+    for root, _, files in sorted(os.walk(out)):
+        for fn in sorted(files):
+            if not fn.endswith(".bin") or fn == "legacy.bin":
+                continue
+            with zipfile.ZipFile(os.path.join(root, fn)) as z:
+                names = z.namelist()
+                pre = names[0][:names[0].index("/") + 1]
+                pkl = z.read(pre + "data.pkl")
+                n = sum(1 for x in names if x.startswith(pre + "data/"))
+                sizes = [z.getinfo(pre + "data/%d" % i).file_size
+                         for i in range(n)]
+                deflated = z.getinfo(pre + "data.pkl").compress_type != 0
+            seed = bytes([int(deflated), n])
+            seed += b"".join(x.to_bytes(2, "little") for x in sizes) + pkl
+            with open(os.path.join(corpus, "pkl-" + fn[:-4]), "wb") as f:
+                f.write(seed)
+
+
+if len(sys.argv) == 3 and sys.argv[1] == "--deflate":
+    deflate(sys.argv[2])
+    sys.exit(0)
+if len(sys.argv) == 4 and sys.argv[1] == "--fuzz-seeds":
+    fuzz_seeds(sys.argv[2], sys.argv[3])
+    sys.exit(0)
+
+# Everything below needs torch.
+import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 out = sys.argv[1]
 os.makedirs(out, exist_ok=True)
@@ -96,6 +148,9 @@ torch.save({"w": torch.zeros(2), "x": Evil()}, os.path.join(out, "evil.bin"))
 # 6. the pre-1.6 (non-zip) format, which is refused.
 torch.save({"w": torch.zeros(2)}, os.path.join(out, "legacy.bin"),
            _use_new_zipfile_serialization=False)
+
+# 7. tensors.bin with deflated members.
+deflate(out)
 
 print(torch.__version__)
 for root, _, files in os.walk(out):
