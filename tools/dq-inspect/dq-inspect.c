@@ -558,16 +558,58 @@ st_cos(const struct stats *s)
 	return s->sxy / sqrt(s->sxx * s->syy);
 }
 
+/* Values compared at a time: memory holds this much of a tensor. */
+#define CMP_PART	(8u << 20)
+
+static struct peftio_scratch Xs, Ys, Raw;
+
+/*
+ * Statistics of 4-bit weight r against tensor k of the original, a part
+ * at a time: each part's NCHUNK partial sums are added in order, so the
+ * result does not depend on -j.
+ */
+static int
+compare_parts(struct report *rp, struct row *r, size_t k,
+    const struct peftio_tensor_info *ti, struct cjob *j)
+{
+	struct peftio_error err;
+	uint64_t al = peftio_bnb_part_align(&r->bw), e0, n, part;
+	size_t es = peftio_dtype_bits(ti->dtype) / 8, c;
+	float *x, *y;
+	void *raw;
+
+	part = CMP_PART > al ? CMP_PART / al * al : al;
+	for (e0 = 0; e0 < r->params; e0 += n) {
+		n = r->params - e0 < part ? r->params - e0 : part;
+		x = xscratch(&Xs, n * sizeof(float));
+		y = xscratch(&Ys, n * sizeof(float));
+		raw = xscratch(&Raw, n * es);
+		peftio_error_clear(&err);
+		if (peftio_bnb_dequantize_part(rp->c, &r->bw, PEFTIO_F32, y,
+		    e0, n, O.jobs, &err) != 0 ||
+		    peftio_ckpt_read(orig, k, e0 * es, raw, n * es, &err) != 0) {
+			cli_error(&err);
+			return -1;
+		}
+		peftio_to_f32(ti->dtype, raw, x, n);
+		memset(j, 0, sizeof(*j));
+		j->x = x;
+		j->y = y;
+		j->n = n;
+		peftio_parallel_for(O.jobs, NCHUNK, 1, stats_range, j);
+		for (c = 0; c < NCHUNK; c++)
+			stats_add(&r->st, &j->part[c]);
+	}
+	return 0;
+}
+
 static int
 compare(struct report *rp)
 {
-	struct peftio_error err;
 	const struct peftio_tensor_info *ti;
-	const void *data;
 	struct cjob *j;
-	float *x, *y;
 	const char *first = NULL;
-	size_t i, c, done = 0, missing = 0;
+	size_t i, done = 0, missing = 0;
 	long k;
 	int bad = 0;
 
@@ -603,33 +645,14 @@ compare(struct report *rp)
 			bad = 1;
 			continue;
 		}
-		x = malloc((size_t)r->params * sizeof(float) + 1);
-		y = malloc((size_t)r->params * sizeof(float) + 1);
-		peftio_error_clear(&err);
-		if (x == NULL || y == NULL) {
-			cli_warn("tensor '%s': out of memory", r->name);
+		memset(&r->st, 0, sizeof(r->st));
+		if (compare_parts(rp, r, (size_t)k, ti, j) != 0)
 			bad = 1;
-		} else if (peftio_bnb_dequantize(rp->c, &r->bw, PEFTIO_F32, y,
-		    O.jobs, &err) != 0 ||
-		    peftio_ckpt_data(orig, (size_t)k, &data, &err) != 0) {
-			cli_error(&err);
-			bad = 1;
-		} else {
-			peftio_to_f32(ti->dtype, data, x, r->params);
-			memset(j, 0, sizeof(*j));
-			j->x = x;
-			j->y = y;
-			j->n = r->params;
-			peftio_parallel_for(O.jobs, NCHUNK, 1, stats_range, j);
-			memset(&r->st, 0, sizeof(r->st));
-			for (c = 0; c < NCHUNK; c++)
-				stats_add(&r->st, &j->part[c]);
+		else {
 			stats_add(&rp->cmp, &r->st);
 			r->compared = 1;
 			rp->compared++;
 		}
-		free(x);
-		free(y);
 		peftio_ckpt_release(orig, (size_t)k);
 		peftio_ckpt_release(rp->c, r->bw.weight);
 	}
