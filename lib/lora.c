@@ -1150,6 +1150,36 @@ struct gemm_job {
 };
 
 /*
+ * w -/+= (d * s) * wt for an f32 adapter, in the order op_lora's steps
+ * take (the weight's multiply only when it is not 1).  Written as fixed
+ * runs of FOLD_RUN so that compilers vectorize it at -O2.
+ */
+#define FOLD_RUN	16
+
+static void
+fold_plain(float *restrict w, const float *restrict d, uint64_t n, float s,
+    float wt, int unmerge)
+{
+	uint64_t i = 0, k;
+	float sign = unmerge ? -1.0f : 1.0f;
+
+	/* w - x is w + (-x) exactly, so one loop serves both signs. */
+	if (wt == 1.0f) {
+		for (; n - i >= FOLD_RUN; i += FOLD_RUN)
+			for (k = 0; k < FOLD_RUN; k++)
+				w[i + k] += sign * (d[i + k] * s);
+		for (; i < n; i++)
+			w[i] += sign * (d[i] * s);
+		return;
+	}
+	for (; n - i >= FOLD_RUN; i += FOLD_RUN)
+		for (k = 0; k < FOLD_RUN; k++)
+			w[i + k] += sign * ((d[i + k] * s) * wt);
+	for (; i < n; i++)
+		w[i] += sign * ((d[i] * s) * wt);
+}
+
+/*
  * Fold n rows of a LoRA delta (from row r0) into w, which holds the
  * job's block of rows: scale, round through
  * the adapter's dtype, weight, then add (or subtract); with DoRA,
@@ -1162,6 +1192,10 @@ fold_rows(const struct gemm_job *j, uint64_t r0, uint64_t n, float *d)
 	float *w = j->w + (r0 - j->row0) * j->cols, f;
 	double ss;
 
+	if (j->adt == PEFTIO_F32 && j->mag == NULL) {
+		fold_plain(w, d, cnt, j->s, j->wt, j->m->o.unmerge);
+		return;
+	}
 	for (i = 0; i < cnt; i++)
 		d[i] *= j->s;
 	round_through(j->adt, d, cnt);
