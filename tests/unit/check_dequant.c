@@ -1,5 +1,5 @@
 /*
- * check_bnb.c - dequantizing a 4-bit weight stored as bitsandbytes
+ * check_dequant.c - dequantizing a 4-bit weight stored as bitsandbytes
  * stores it: the whole tensor, and part by part.
  */
 #include <stdio.h>
@@ -127,12 +127,12 @@ START_TEST(test_dequantize_parts)
 }
 END_TEST
 
-Suite *bnb_suite(void);
+Suite *dequant_suite(void);
 
-Suite *bnb_suite(void)
+Suite *dequant_suite(void)
 {
-	Suite *s = suite_create("bnb");
-	TCase *tc = tcase_create("bnb");
+	Suite *s = suite_create("dequant");
+	TCase *tc = tcase_create("dequant");
 
 	tcase_add_loop_test(tc, test_dequantize_parts, 0, 2);
 	suite_add_tcase(s, tc);
