@@ -10,8 +10,9 @@
  *  - Every name starts with peftio_ or PEFTIO_.
  *  - Functions that can fail return 0 on success or a negative
  *    PEFTIO_E* value, and fill a struct peftio_error whose message names
- *    the file and, where there is one, the tensor.  The library never
- *    prints and never exits.
+ *    the file and, where there is one, the tensor.  A message is one
+ *    line: control characters in the names it quotes are written as
+ *    \xNN.  The library never prints and never exits.
  *  - Handles are opaque; every *_free() and *_close() accepts NULL.
  *  - Sizes and offsets are uint64_t; all arithmetic on values read from a
  *    file is overflow-checked.
