@@ -117,28 +117,29 @@ read_index(struct peftio_ckpt *c, const char *ipath, json_t **mapp,
 	if (root == NULL)
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: line %d: %s", ipath, jerr.line, jerr.text);
+	/* The messages below quote the index: root is freed after them. */
 	map = json_object_get(root, "weight_map");
 	if (!json_is_object(root) || !json_is_object(map)) {
-		json_decref(root);
-		return peftio_error_set(err, PEFTIO_EFORMAT,
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: no \"weight_map\" object", ipath);
+		goto fail;
 	}
 	c->shard_names = calloc(json_object_size(map) + 1, sizeof(char *));
 	if (c->shard_names == NULL)
 		goto oom;
 	json_object_foreach(map, key, v) {
 		if (!json_is_string(v)) {
-			json_decref(root);
-			return peftio_error_set(err, PEFTIO_EFORMAT,
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: tensor '%s': shard name is not a string",
 			    ipath, key);
+			goto fail;
 		}
 		if (!shard_name_ok(json_string_value(v))) {
-			json_decref(root);
-			return peftio_error_set(err, PEFTIO_EFORMAT,
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: tensor '%s': bad shard file name \"%s\" "
 			    "(must be a relative .safetensors path without "
 			    "\"..\")", ipath, key, json_string_value(v));
+			goto fail;
 		}
 		c->shard_names[n] = (char *)json_string_value(v);
 		n++;
@@ -149,14 +150,19 @@ read_index(struct peftio_ckpt *c, const char *ipath, json_t **mapp,
 		    c->shard_names[i]) != 0)
 			c->shard_names[j++] = c->shard_names[i];
 	for (i = 0; i < j; i++)
-		if ((c->shard_names[i] = strdup(c->shard_names[i])) == NULL)
+		if ((c->shard_names[i] = strdup(c->shard_names[i])) == NULL) {
+			while (i > 0)
+				free(c->shard_names[--i]);
 			goto oom;
+		}
 	c->nshards = j;
 	*mapp = root;
 	return 0;
 oom:
+	rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory", ipath);
+fail:
 	json_decref(root);
-	return peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory", ipath);
+	return rc;
 }
 
 /* The one .safetensors file of a directory without an index, if any. */
