@@ -59,12 +59,10 @@ ent_info(const struct peftio_ckpt *c, size_t e)
 	return peftio_st_tensor(c->shards[c->ents[e].shard], c->ents[e].idx);
 }
 
-static const struct peftio_ckpt *sort_ckpt;
-
 static int
-cmp_byname(const void *a, const void *b)
+cmp_byname(const void *a, const void *b, void *ctx)
 {
-	const struct peftio_ckpt *c = sort_ckpt;
+	const struct peftio_ckpt *c = ctx;
 
 	return strcmp(ent_info(c, *(const size_t *)a)->name,
 	    ent_info(c, *(const size_t *)b)->name);
@@ -203,18 +201,64 @@ sole_safetensors(const char *dir)
 	return found;
 }
 
+/*
+ * Number the tensors of the open shards in listing order, sort them by
+ * name, refuse a name stored twice and, with an index, a tensor that is
+ * not in the shard the index names.
+ */
+static int
+list_tensors(struct peftio_ckpt *c, json_t *index, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti;
+	const char *key;
+	json_t *v;
+	size_t s, i, e;
+	long k;
+
+	c->ents = calloc(c->count + 1, sizeof(*c->ents));
+	c->byname = calloc(c->count + 1, sizeof(*c->byname));
+	if (c->ents == NULL || c->byname == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", c->path);
+	for (s = 0, e = 0; s < c->nshards; s++)
+		for (i = 0; i < peftio_st_count(c->shards[s]); i++, e++) {
+			c->ents[e].shard = s;
+			c->ents[e].idx = i;
+			c->byname[e] = e;
+		}
+	qsort_r(c->byname, c->count, sizeof(size_t), cmp_byname, c);
+	for (e = 1; e < c->count; e++) {
+		ti = ent_info(c, c->byname[e]);
+		if (strcmp(ti->name, ent_info(c, c->byname[e - 1])->name) == 0)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s' is stored in two shards (%s, %s)",
+			    c->path, ti->name,
+			    c->shard_names[c->ents[c->byname[e - 1]].shard],
+			    c->shard_names[c->ents[c->byname[e]].shard]);
+	}
+	if (index == NULL)
+		return 0;
+	/* Every tensor of the index must be in the shard it names. */
+	json_object_foreach(json_object_get(index, "weight_map"), key, v) {
+		k = peftio_ckpt_find(c, key);
+		if (k < 0 || strcmp(c->shard_names[c->ents[k].shard],
+		    json_string_value(v)) != 0)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s' is not in shard %s as %s says",
+			    c->path, key, json_string_value(v), INDEX_NAME);
+	}
+	return 0;
+}
+
 int
 peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
     struct peftio_error *err)
 {
 	struct peftio_ckpt *c;
-	const struct peftio_tensor_info *ti;
 	struct stat sb;
-	json_t *index = NULL, *map, *v;
-	const char *key;
+	json_t *index = NULL;
 	char *ipath = NULL, *sp, *sole;
-	size_t s, i, e;
-	long k;
+	size_t s;
 	int rc;
 
 	*out = NULL;
@@ -289,49 +333,9 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 		c->count += peftio_st_count(c->shards[s]);
 	}
 
-	c->ents = calloc(c->count + 1, sizeof(*c->ents));
-	c->byname = calloc(c->count + 1, sizeof(*c->byname));
-	if (c->ents == NULL || c->byname == NULL) {
-		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
-		    path);
+	if ((rc = list_tensors(c, index, err)) != 0)
 		goto fail;
-	}
-	for (s = 0, e = 0; s < c->nshards; s++)
-		for (i = 0; i < peftio_st_count(c->shards[s]); i++, e++) {
-			c->ents[e].shard = s;
-			c->ents[e].idx = i;
-			c->byname[e] = e;
-		}
-	sort_ckpt = c;
-	qsort(c->byname, c->count, sizeof(size_t), cmp_byname);
-	for (e = 1; e < c->count; e++) {
-		ti = ent_info(c, c->byname[e]);
-		if (strcmp(ti->name, ent_info(c, c->byname[e - 1])->name) == 0) {
-			rc = peftio_error_set(err, PEFTIO_EFORMAT,
-			    "%s: tensor '%s' is stored in two shards (%s, %s)",
-			    path, ti->name,
-			    c->shard_names[c->ents[c->byname[e - 1]].shard],
-			    c->shard_names[c->ents[c->byname[e]].shard]);
-			goto fail;
-		}
-	}
-	if (index != NULL) {
-		/* Every tensor of the index must be in the shard it names. */
-		map = json_object_get(index, "weight_map");
-		json_object_foreach(map, key, v) {
-			k = peftio_ckpt_find(c, key);
-			if (k < 0 || strcmp(c->shard_names[c->ents[k].shard],
-			    json_string_value(v)) != 0) {
-				rc = peftio_error_set(err, PEFTIO_EFORMAT,
-				    "%s: tensor '%s' is not in shard %s as %s "
-				    "says", path, key, json_string_value(v),
-				    INDEX_NAME);
-				goto fail;
-			}
-		}
-		json_decref(index);
-		index = NULL;
-	}
+	json_decref(index);
 	free(ipath);
 	*out = c;
 	return 0;
@@ -340,6 +344,42 @@ fail:
 	free(ipath);
 	peftio_ckpt_close(c);
 	return rc;
+}
+
+int
+peftio_ckpt_open_mem(struct peftio_ckpt **out, const void *buf, size_t len,
+    const char *label, struct peftio_error *err)
+{
+	struct peftio_ckpt *c;
+	int rc;
+
+	*out = NULL;
+	if (label == NULL)
+		label = "<memory>";
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->path = strdup(label)) == NULL ||
+	    (c->shard_names = calloc(2, sizeof(char *))) == NULL ||
+	    (c->shards = calloc(1, sizeof(*c->shards))) == NULL) {
+		peftio_ckpt_close(c);
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", label);
+	}
+	c->nshards = 1;
+	if ((c->shard_names[0] = strdup(label)) == NULL)
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
+		    label);
+	else
+		rc = peftio_st_open_mem(&c->shards[0], buf, len, label, err);
+	if (rc == 0) {
+		c->count = peftio_st_count(c->shards[0]);
+		rc = list_tensors(c, NULL, err);
+	}
+	if (rc != 0) {
+		peftio_ckpt_close(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
 }
 
 void

@@ -317,6 +317,10 @@ struct peftio_ckpt;
 
 int	peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 	    struct peftio_error *err);
+/* One safetensors file held in memory (not copied: buf must outlive
+ * the checkpoint); label names it in messages. */
+int	peftio_ckpt_open_mem(struct peftio_ckpt **out, const void *buf,
+	    size_t len, const char *label, struct peftio_error *err);
 void	peftio_ckpt_close(struct peftio_ckpt *c);
 
 const char *peftio_ckpt_path(const struct peftio_ckpt *c);

@@ -1,7 +1,7 @@
 /*
  * check_checkpoint.c - checkpoints as one stream of tensors: sharded
  * directories and their index (every malformed index refused with a
- * message naming it).
+ * message naming it), and a checkpoint held in memory.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +158,38 @@ START_TEST(test_sharded_twice)
 }
 END_TEST
 
+START_TEST(test_open_mem)
+{
+	struct peftio_error err;
+	struct peftio_ckpt *c;
+	unsigned char *buf;
+	const void *p;
+	size_t len;
+
+	buf = mkst("w", "v", &len);
+	ck_assert_int_eq(peftio_ckpt_open_mem(&c, buf, len, "mem", &err), 0);
+	ck_assert_str_eq(peftio_ckpt_path(c), "mem");
+	ck_assert_ptr_null(peftio_ckpt_dir(c));
+	ck_assert(!peftio_ckpt_sharded(c));
+	ck_assert_uint_eq(peftio_ckpt_count(c), 2);
+	ck_assert_int_eq(peftio_ckpt_find(c, "v"), 1);
+	ck_assert_int_eq(peftio_ckpt_find(c, "x"), -1);
+	ck_assert_int_eq(peftio_ckpt_data(c, 1, &p, &err), 0);
+	ck_assert_ptr_eq(p, buf + len - 8);
+	ck_assert_int_eq(peftio_ckpt_data(c, 2, &p, &err), PEFTIO_EINVAL);
+	peftio_ckpt_close(c);
+	ck_assert_int_eq(peftio_ckpt_open_mem(&c, buf, len - 1, "mem", &err),
+	    PEFTIO_EFORMAT);
+	ck_assert_ptr_null(c);
+	ck_assert_ptr_nonnull(strstr(err.msg, "mem: "));
+	ck_assert_ptr_nonnull(strstr(err.msg, "truncated"));
+	ck_assert_int_eq(peftio_ckpt_open_mem(&c, NULL, 0, NULL, &err),
+	    PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "<memory>"));
+	free(buf);
+}
+END_TEST
+
 Suite *checkpoint_suite(void);
 
 Suite *checkpoint_suite(void)
@@ -170,6 +202,9 @@ Suite *checkpoint_suite(void)
 	tcase_add_loop_test(tc, test_sharded_bad, 0,
 	    (int)(sizeof(bad) / sizeof(bad[0])));
 	tcase_add_test(tc, test_sharded_twice);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("memory");
+	tcase_add_test(tc, test_open_mem);
 	suite_add_tcase(s, tc);
 	return s;
 }
