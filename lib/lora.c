@@ -6,6 +6,7 @@
  * modules_to_save, lora_B.bias, and add_weighted_adapter's
  * combination types).
  */
+#include <errno.h>
 #include <math.h>
 #include <regex.h>
 #include <stdlib.h>
@@ -14,6 +15,10 @@
 #include "peftio_private.h"
 
 #define PEFT_PREFIX	"base_model.model."
+#define CONFIG_NAME	"adapter_config.json"
+#define MODEL_NAME	"adapter_model.safetensors"
+#define CONFIG_MAX	(16u << 20)	/* refuse larger adapter configs */
+#define MAX_RANK	4294967296.0	/* r above 2^32 is refused */
 
 enum mkind { M_LORA, M_IA3 };
 
@@ -466,46 +471,25 @@ check_module(struct peftio_adapter *a, struct lmod *m, json_t *cfg,
 	return 0;
 }
 
-int
-peftio_adapter_open(struct peftio_adapter **out, const char *path,
-    struct peftio_error *err)
+/*
+ * Read the adapter: adapter_config.json from cfgtext, then the tensors:
+ * with a modelname, the modellen bytes at model; without, from a->path.
+ */
+static int
+adapter_load(struct peftio_adapter *a, const char *cfgtext, size_t cfglen,
+    const char *cfgpath, const void *model, size_t modellen,
+    const char *modelname, struct peftio_error *err)
 {
-	struct peftio_adapter *a;
-	json_t *cfg = NULL, *v;
+	json_t *cfg, *v;
 	json_error_t je;
-	char *cfgpath = NULL, *dir = NULL, *s;
 	const char *type;
-	double r0, alpha0;
-	size_t i, n;
+	double r0 = 8, alpha0 = 8;
+	size_t i;
 	int rc = 0;
 
-	*out = NULL;
-	if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = strdup(path))
-	    == NULL) {
-		free(a);
-		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	}
-	n = strlen(path);
-	if (ends_with(path, n, ".safetensors")) {
-		dir = strdup(path);
-		if (dir != NULL) {
-			s = strrchr(dir, '/');
-			if (s != NULL)
-				*s = '\0';
-			else
-				strcpy(dir, ".");
-		}
-	} else
-		dir = strdup(path);
-	if (dir == NULL || (cfgpath = xstrcat(dir, "/adapter_config.json"))
-	    == NULL) {
-		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-		goto out;
-	}
-	cfg = json_load_file(cfgpath, 0, &je);
+	cfg = json_loadb(cfgtext, cfglen, 0, &je);
 	if (cfg == NULL || !json_is_object(cfg)) {
-		rc = peftio_error_set(err, cfg == NULL && je.line < 0 ?
-		    PEFTIO_ENOTFOUND : PEFTIO_EFORMAT, "%s: %s", cfgpath,
+		rc = peftio_error_set(err, PEFTIO_EFORMAT, "%s: %s", cfgpath,
 		    cfg == NULL ? je.text : "not a JSON object");
 		goto out;
 	}
@@ -537,18 +521,38 @@ peftio_adapter_open(struct peftio_adapter **out, const char *path,
 		goto out;
 	a->fifo = json_is_true(json_object_get(cfg, "fan_in_fan_out"));
 	a->rslora = json_is_true(json_object_get(cfg, "use_rslora"));
-	v = json_object_get(cfg, "r");
-	r0 = json_is_number(v) ? json_number_value(v) : 8;
-	v = json_object_get(cfg, "lora_alpha");
-	alpha0 = json_is_number(v) ? json_number_value(v) : 8;
-	if (r0 < 1 || r0 != floor(r0)) {
+	if ((v = json_object_get(cfg, "r")) != NULL && !json_is_null(v)) {
+		if (!json_is_number(v)) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: r is not a number", cfgpath);
+			goto out;
+		}
+		r0 = json_number_value(v);
+	}
+	if ((v = json_object_get(cfg, "lora_alpha")) != NULL &&
+	    !json_is_null(v)) {
+		if (!json_is_number(v)) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: lora_alpha is not a number", cfgpath);
+			goto out;
+		}
+		alpha0 = json_number_value(v);
+	}
+	/* Checked before the conversion to an integer type. */
+	if (!(r0 >= 1 && r0 <= MAX_RANK) || r0 != floor(r0)) {
 		rc = peftio_error_set(err, PEFTIO_EFORMAT,
-		    "%s: r = %g is not a positive integer", cfgpath, r0);
+		    "%s: r = %g is not an integer from 1 to %.0f", cfgpath, r0,
+		    MAX_RANK);
 		goto out;
 	}
 	a->r = (uint64_t)r0;
 
-	if ((rc = peftio_ckpt_open(&a->ck, path, err)) != 0)
+	if (modelname != NULL)
+		rc = peftio_ckpt_open_mem(&a->ck, model, modellen, modelname,
+		    err);
+	else
+		rc = peftio_ckpt_open(&a->ck, a->path, err);
+	if (rc != 0)
 		goto out;
 	for (i = 0; i < peftio_ckpt_count(a->ck) && rc == 0; i++)
 		rc = classify(a, (long)i, peftio_ckpt_tensor(a->ck, i)->name,
@@ -566,8 +570,94 @@ peftio_adapter_open(struct peftio_adapter **out, const char *path,
 		    "%s: the adapter holds no tensors", a->path);
 out:
 	json_decref(cfg);
+	return rc;
+}
+
+static struct peftio_adapter *
+adapter_new(const char *path)
+{
+	struct peftio_adapter *a;
+
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return NULL;
+	if ((a->path = strdup(path)) == NULL) {
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+int
+peftio_adapter_open(struct peftio_adapter **out, const char *path,
+    struct peftio_error *err)
+{
+	struct peftio_adapter *a;
+	char *cfgpath = NULL, *dir = NULL, *s, *text = NULL;
+	size_t n, len;
+	int rc;
+
+	*out = NULL;
+	if ((a = adapter_new(path)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	n = strlen(path);
+	if (ends_with(path, n, ".safetensors")) {
+		dir = strdup(path);
+		if (dir != NULL) {
+			s = strrchr(dir, '/');
+			if (s != NULL)
+				*s = '\0';
+			else
+				strcpy(dir, ".");
+		}
+	} else
+		dir = strdup(path);
+	if (dir == NULL || (cfgpath = xstrcat(dir, "/" CONFIG_NAME))
+	    == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = peftio_read_file(cfgpath, CONFIG_MAX, &text, &len,
+	    err)) != 0) {
+		if (err != NULL && err->sys_errno == ENOENT)
+			rc = err->code = PEFTIO_ENOTFOUND;
+		goto out;
+	}
+	rc = adapter_load(a, text, len, cfgpath, NULL, 0, NULL, err);
+out:
+	free(text);
 	free(cfgpath);
 	free(dir);
+	if (rc != 0) {
+		peftio_adapter_free(a);
+		return rc;
+	}
+	*out = a;
+	return 0;
+}
+
+int
+peftio_adapter_open_mem(struct peftio_adapter **out, const char *cfg,
+    size_t cfglen, const void *model, size_t modellen, const char *label,
+    struct peftio_error *err)
+{
+	struct peftio_adapter *a;
+	char *cfgpath = NULL, *modelname = NULL;
+	int rc;
+
+	*out = NULL;
+	if (label == NULL)
+		label = "<memory>";
+	if ((a = adapter_new(label)) == NULL ||
+	    (cfgpath = xstrcat(label, "/" CONFIG_NAME)) == NULL ||
+	    (modelname = xstrcat(label, "/" MODEL_NAME)) == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+		goto out;
+	}
+	rc = adapter_load(a, cfg, cfglen, cfgpath, model, modellen,
+	    modelname, err);
+out:
+	free(cfgpath);
+	free(modelname);
 	if (rc != 0) {
 		peftio_adapter_free(a);
 		return rc;

@@ -703,6 +703,12 @@ enum peftio_adapter_type { PEFTIO_ADAPTER_LORA = 0, PEFTIO_ADAPTER_IA3 = 1 };
 
 int	peftio_adapter_open(struct peftio_adapter **out, const char *path,
 	    struct peftio_error *err);
+/* The same from memory: the text of adapter_config.json and the bytes
+ * of adapter_model.safetensors (not copied: model must outlive the
+ * adapter).  label stands for the directory in messages. */
+int	peftio_adapter_open_mem(struct peftio_adapter **out, const char *cfg,
+	    size_t cfglen, const void *model, size_t modellen,
+	    const char *label, struct peftio_error *err);
 void	peftio_adapter_free(struct peftio_adapter *a);
 const char *peftio_adapter_path(const struct peftio_adapter *a);
 enum peftio_adapter_type peftio_adapter_type(const struct peftio_adapter *a);
