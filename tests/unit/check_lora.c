@@ -440,6 +440,43 @@ START_TEST(test_recipe)
 }
 END_TEST
 
+/* A seed is the number YAML writes, in any of its integer forms (it
+ * used to be re-read from the text in decimal: "1e3" gave 1). */
+START_TEST(test_recipe_seed)
+{
+	static const struct {
+		const char	*text;
+		uint64_t	 seed;
+	} ok[] = {
+		{ "seed: 1e3\n", 1000 }, { "seed: 0x10\n", 16 },
+		{ "seed: 9007199254740992\n", 9007199254740992ULL },
+		{ "seed: 7.0\n", 7 },
+	};
+	static const char *const bad[] = {
+		"seed: -1\n", "seed: 1.5\n", "seed: 1e300\n", "seed: x\n",
+		"seed: [1]\n",
+	};
+	struct peftio_error err;
+	struct peftio_recipe *r;
+	size_t i;
+
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		ck_assert_msg(peftio_recipe_parse(ok[i].text,
+		    strlen(ok[i].text), "r.yaml", &r, &err) == 0, "%s",
+		    err.msg);
+		ck_assert(r->has_seed);
+		ck_assert_uint_eq(r->seed, ok[i].seed);
+		peftio_recipe_free(r);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(peftio_recipe_parse(bad[i], strlen(bad[i]),
+		    "r.yaml", &r, &err), PEFTIO_EFORMAT);
+		ck_assert_ptr_nonnull(strstr(err.msg, "r.yaml: "));
+		ck_assert_ptr_nonnull(strstr(err.msg, "seed"));
+	}
+}
+END_TEST
+
 Suite *lora_suite(void);
 
 Suite *lora_suite(void)
@@ -460,6 +497,7 @@ Suite *lora_suite(void)
 	tcase_add_test(tc, test_combine_names);
 	tcase_add_test(tc, test_svd);
 	tcase_add_test(tc, test_recipe);
+	tcase_add_test(tc, test_recipe_seed);
 	suite_add_tcase(s, tc);
 	return s;
 }
