@@ -430,6 +430,44 @@ START_TEST(test_long_name)
 }
 END_TEST
 
+/*
+ * A name given twice is named in the message, however long (the JSON
+ * parser quotes only short tokens) and as it is written in the header.
+ */
+START_TEST(test_duplicate_named)
+{
+	static const struct {
+		const char	*hdr;
+		const char	*msg;
+	} c[] = {
+		{ "{\"model.layers.0.mlp.up_proj.weight\":{" U8_2 "},"
+		    "\"model.layers.0.mlp.up_proj.weight\":{" U8_2 "}}",
+		    "duplicate key 'model.layers.0.mlp.up_proj.weight'" },
+		{ "{\"a\\\"b\\\\\":{" U8_2 "},\"a\\\"b\\\\\":{" U8_2 "}}",
+		    "duplicate key 'a\\\"b\\\\'" },
+		{ "{\"t\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[2],"
+		    "\"data_offsets\":[0,2]}}", "duplicate key 'dtype'" },
+		{ "{\"__metadata__\":{\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\":\"1\","
+		    "\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\":\"2\"}}",
+		    "duplicate key 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkk'" },
+	};
+	struct peftio_error err;
+	struct peftio_st *st;
+	unsigned char *buf;
+	size_t i, len;
+
+	for (i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		buf = mkfile(c[i].hdr, strlen(c[i].hdr), 4, &len);
+		ck_assert_int_eq(peftio_st_open_mem(&st, buf, len, LABEL,
+		    &err), PEFTIO_EFORMAT);
+		ck_assert_msg(strstr(err.msg, c[i].msg) != NULL,
+		    "'%s' lacks '%s'", err.msg, c[i].msg);
+		ck_assert_ptr_nonnull(strstr(err.msg, LABEL ": "));
+		free(buf);
+	}
+}
+END_TEST
+
 /* What an accepted file looks like through the API. */
 START_TEST(test_accept_details)
 {
@@ -1565,6 +1603,7 @@ Suite *safetensors_suite(void)
 	tcase_add_test(tc, test_depth);
 	tcase_add_test(tc, test_long_name);
 	tcase_add_test(tc, test_accept_details);
+	tcase_add_test(tc, test_duplicate_named);
 	tcase_add_test(tc, test_mutations);
 	suite_add_tcase(s, tc);
 
