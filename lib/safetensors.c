@@ -938,7 +938,9 @@ open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
 		    st->label);
 		goto out;
 	}
-	if ((buf = malloc(COPY_BUF)) == NULL) {
+	/* No larger than the data (at least a byte, to look past it). */
+	if ((buf = malloc(datalen < COPY_BUF ? (size_t)datalen + 1 :
+	    COPY_BUF)) == NULL) {
 		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
 		    st->label);
 		goto out;
