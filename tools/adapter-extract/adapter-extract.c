@@ -221,9 +221,11 @@ extract_one(struct item *it)
 		if (tw[i] != 0.0f)
 			nz = 1;
 		if (!isfinite(tw[i])) {
+			/* run() puts the file name in front. */
 			it->rc = peftio_error_set(&it->err, PEFTIO_ENONFINITE,
-			    "%s: tensor %s.weight: delta is not finite",
-			    O.tuned, it->module);
+			    "tensor %s.weight: element %llu of the difference "
+			    "is not finite (NaN or Inf)", it->module,
+			    (unsigned long long)i);
 			goto out;
 		}
 	}
