@@ -7,6 +7,7 @@
 #   make bench      throughput and memory benchmarks (bench/RESULTS.md)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZE=1 build with AddressSanitizer and UBSan
+#   make fuzz       run every libFuzzer target for FUZZ_SECONDS (clang)
 
 PREFIX	?= /usr/local
 BINDIR	?= $(PREFIX)/bin
@@ -134,6 +135,33 @@ bench: deps
 	$(MAKE) all
 	sh bench/run.sh
 
+# Fuzzing: every tests/fuzz/fuzz_NAME.c is a libFuzzer target, built by
+# clang with ASan and UBSan from the library's sources (objects under
+# $(FUZZDIR), apart from the normal build) and run for FUZZ_SECONDS on
+# a copy of tests/fuzz/corpus/NAME.  Any crash fails.
+FUZZCC	?= clang
+FUZZ_SECONDS ?= 10
+FUZZDIR	 = tests/fuzz/build
+FUZZSAN	 = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	   -fno-omit-frame-pointer
+FUZZSRC	 = $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZBIN	 = $(FUZZSRC:tests/fuzz/%.c=$(FUZZDIR)/%)
+FUZZLIB	 = $(LIBOBJ:lib/%.o=$(FUZZDIR)/lib/%.o)
+
+$(FUZZDIR)/lib/%.o: lib/%.c lib/peftio.h lib/peftio_private.h Makefile
+	@mkdir -p $(@D)
+	$(FUZZCC) -O1 -g $(FUZZSAN) -fsanitize=fuzzer-no-link $(XCFLAGS) \
+	    -c -o $@ $<
+
+$(FUZZDIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZLIB)
+	$(FUZZCC) -O1 -g $(FUZZSAN) -fsanitize=fuzzer $(XCFLAGS) \
+	    -Itests/fuzz -o $@ $< $(FUZZLIB) $(XLIBS)
+
+fuzz: deps
+	@command -v $(FUZZCC) >/dev/null || sh scripts/install-deps
+	$(MAKE) $(FUZZBIN)
+	sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZBIN)
+
 # The reference checks against the real libraries' outputs (needs the
 # fixtures in ../shared).
 refcheck: all
@@ -170,5 +198,5 @@ clean:
 	    tools/*/*.o $(foreach t,$(TOOLS),tools/$(t)/$(t)) \
 	    tests/unit/*.o tests/unit/run-unit tests/unit/suites.h \
 	    tests/cli/*.o tests/cli/stdump \
-	    tests/fuzz/*.o peftio.pc $(FLAGSTAMP)
-	rm -rf tests/cli/tmp bench/tmp
+	    peftio.pc $(FLAGSTAMP)
+	rm -rf tests/cli/tmp bench/tmp $(FUZZDIR)
