@@ -1,7 +1,7 @@
 #!/bin/sh
-# Faults while writing: a full device, a full file system, a directory
-# that cannot be written, signals in the middle of a conversion, and a
-# reader that goes away.  Every failure must exit with its documented
+# Faults while writing: a full device, a full file system, a file size
+# limit, a directory that cannot be written, signals in the middle of a
+# conversion, and a reader that goes away.  Every failure must exit with its documented
 # status and leave the destination as it was, with no temporary file.
 # Cases that need what this system does not allow (mounting a file
 # system) are reported as "ok - ... # SKIP reason".
@@ -102,6 +102,24 @@ if mount -t tmpfs -o size=128k tmpfs small 2>/dev/null; then
 else
 	skip "a full file system" "cannot mount a tmpfs here"
 fi
+
+# --- a file size limit (ulimit -f): SIGXFSZ, or EFBIG when it is ignored ---
+cp old.bin limited.safetensors
+# (The inner shell's own "File size limit exceeded" goes to /dev/null.)
+st=$(sh -c 'ulimit -f 64; "$1" -f -o limited.safetensors "$2" 2>/dev/null
+    echo $?' sh "$NF4" "$M" 2>/dev/null)
+[ "$st" -eq 153 ] && ok "past the file size limit: SIGXFSZ (153)" ||
+    notok "past the file size limit: SIGXFSZ (exit $st, want 153)"
+( trap '' XFSZ; ulimit -f 64; "$NF4" -f -o limited.safetensors "$M" ) \
+    2>"$T/err"
+st=$?
+lines=$(wc -l < "$T/err")
+[ "$st" -eq 1 ] && [ "$lines" -eq 1 ] && grep -q "File too large" "$T/err" &&
+    ok "SIGXFSZ ignored: exit 1, one line saying why" ||
+    notok "SIGXFSZ ignored: exit $st, $lines lines: $(cat "$T/err")"
+same "the limited destination keeps its bytes" old.bin limited.safetensors
+! ls -A | grep -q '^\.limited\.' && ok "no temporary left past the limit" ||
+    notok "no temporary left past the limit"
 
 # --- a directory that cannot be written --------------------------------------
 # As root, a directory's permissions do not stop writes; a path under
