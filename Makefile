@@ -44,6 +44,8 @@ COMMON	 = tools/common/cli.o
 TOOLBIN	 = $(foreach t,$(TOOLS),$(if $(wildcard tools/$(t)/$(t).c),tools/$(t)/$(t)))
 UNITSRC	 = $(sort $(wildcard tests/unit/check_*.c))
 UNITOBJ	 = $(UNITSRC:.c=.o) tests/unit/main.o tests/unit/testutil.o
+FUZZSRC	 = $(sort $(wildcard tests/fuzz/fuzz_*.c))
+REPLAY	 = $(FUZZSRC:tests/fuzz/fuzz_%.c=tests/fuzz/replay-%)
 
 # Rebuild everything when the compiler flags change.
 FLAGSTAMP = .build-flags
@@ -56,7 +58,7 @@ $(shell test "`cat $(FLAGSTAMP) 2>/dev/null`" = "$(FLAGS_NOW)" || \
 $(FLAGSTAMP): ;
 
 .PHONY: all deps check test unit cli demo bench install uninstall clean \
-	fuzz refcheck
+	fuzz replay refcheck
 
 all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN)
 
@@ -108,6 +110,12 @@ tests/unit/run-unit: $(UNITOBJ) lib/libpeftio.a
 tests/cli/stdump: tests/cli/stdump.o lib/libpeftio.a
 	$(CC) $(LDFLAGS) $(LDSAN) -o $@ $< lib/libpeftio.a $(XLIBS)
 
+# Each fuzz target without libFuzzer, run once over its corpus.
+tests/fuzz/replay-%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c \
+    tests/fuzz/fuzz.h lib/peftio.h lib/libpeftio.a $(FLAGSTAMP)
+	$(CC) $(CFLAGS) $(XCFLAGS) $(LDFLAGS) $(LDSAN) -Itests/fuzz -o $@ \
+	    $< tests/fuzz/replay.c lib/libpeftio.a $(XLIBS)
+
 deps:
 	@$(PKG_CONFIG) --exists $(DEPS) $(TESTDEPS) 2>/dev/null || \
 	    sh scripts/install-deps
@@ -118,10 +126,15 @@ unit: all tests/unit/run-unit
 cli: all tests/cli/stdump
 	sh tests/cli/run.sh
 
-# Unit tests, then the CLI tests (sequentially, so their reports do not
-# interleave under make -j).
-test: all tests/unit/run-unit tests/cli/stdump
+replay: $(REPLAY)
+	for t in $(REPLAY); do \
+	    $$t tests/fuzz/corpus/$${t#tests/fuzz/replay-} || exit 1; done
+
+# Unit tests, the fuzz corpora, then the CLI tests (sequentially, so
+# their reports do not interleave under make -j).
+test: all tests/unit/run-unit tests/cli/stdump $(REPLAY)
 	cd tests/unit && ./run-unit
+	$(MAKE) replay
 	sh tests/cli/run.sh
 
 check: deps
@@ -144,7 +157,6 @@ FUZZ_SECONDS ?= 10
 FUZZDIR	 = tests/fuzz/build
 FUZZSAN	 = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	   -fno-omit-frame-pointer
-FUZZSRC	 = $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZBIN	 = $(FUZZSRC:tests/fuzz/%.c=$(FUZZDIR)/%)
 FUZZLIB	 = $(LIBOBJ:lib/%.o=$(FUZZDIR)/lib/%.o)
 
@@ -197,6 +209,6 @@ clean:
 	rm -f lib/*.o lib/rcp_table.c lib/libpeftio.a lib/libpeftio.so \
 	    tools/*/*.o $(foreach t,$(TOOLS),tools/$(t)/$(t)) \
 	    tests/unit/*.o tests/unit/run-unit tests/unit/suites.h \
-	    tests/cli/*.o tests/cli/stdump \
+	    tests/cli/*.o tests/cli/stdump tests/fuzz/replay-* \
 	    peftio.pc $(FLAGSTAMP)
 	rm -rf tests/cli/tmp bench/tmp $(FUZZDIR)
