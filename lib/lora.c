@@ -96,6 +96,176 @@ round_through(enum peftio_dtype dt, float *w, uint64_t n)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* Regular expressions from adapter_config.json                        */
+
+/*
+ * glibc's regcomp() copies a repeated subexpression once per repetition
+ * ("x+" becomes "xx*", "x{3}" "xxx"), so a pattern with nested
+ * repetitions, which a config file may hold, can make it allocate
+ * without bound.  rx_size() estimates the size of the compiled tree the
+ * same way; patterns larger than RX_MAX nodes are refused, and so is a
+ * repetition of a repetition ("a++", "a*?"), which POSIX leaves
+ * undefined and Python's re either refuses or reads as a lazy or
+ * possessive form that POSIX lacks.  Anything else is left to
+ * regcomp() to judge.
+ */
+#define RX_MAX		100000
+#define RX_DEPTH	256
+
+struct rx {
+	const char	*p;
+	int		 bad;
+};
+
+static uint64_t
+rx_add(uint64_t a, uint64_t b)
+{
+	return a + b > RX_MAX ? RX_MAX + 1 : a + b;
+}
+
+static uint64_t
+rx_mul(uint64_t a, uint64_t b)
+{
+	return b != 0 && a > (RX_MAX + 1) / b ? RX_MAX + 1 : a * b;
+}
+
+static uint64_t rx_alt(struct rx *r, int depth);
+
+/* A bracket expression, from its '['. */
+static void
+rx_bracket(struct rx *r)
+{
+	const char *p = r->p + 1;
+	char c;
+
+	if (*p == '^')
+		p++;
+	if (*p == ']')
+		p++;
+	while (*p != '\0' && *p != ']') {
+		if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+			c = p[1];
+			for (p += 2; *p != '\0' && !(p[0] == c && p[1] == ']');
+			    p++)
+				;
+			if (*p != '\0')
+				p += 2;
+		} else
+			p++;
+	}
+	r->p = *p == ']' ? p + 1 : p;
+}
+
+/* The copies a repetition makes, past it; 0 if r->p is none. */
+static uint64_t
+rx_repeat(struct rx *r)
+{
+	const char *p = r->p;
+	uint64_t m = 0, n;
+
+	switch (*p) {
+	case '*':
+	case '?':
+		r->p++;
+		return 1;
+	case '+':
+		r->p++;
+		return 2;
+	case '{':
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			m = rx_add(rx_mul(m, 10), (uint64_t)(*p - '0'));
+		n = m;
+		if (*p == ',') {
+			n = m + 1;
+			if (p[1] >= '0' && p[1] <= '9')
+				for (n = 0, p++; *p >= '0' && *p <= '9'; p++)
+					n = rx_add(rx_mul(n, 10),
+					    (uint64_t)(*p - '0'));
+			else
+				p++;
+		}
+		if (*p != '}' || p == r->p + 1)
+			return 0;	/* not an interval: a literal '{' */
+		r->p = p + 1;
+		return n > 0 ? n : 1;
+	}
+	return 0;
+}
+
+/* A sequence of atoms, each perhaps repeated. */
+static uint64_t
+rx_seq(struct rx *r, int depth)
+{
+	uint64_t total = 0, n, f;
+	int repeats;
+
+	while (*r->p != '\0' && *r->p != '|' && *r->p != ')') {
+		switch (*r->p) {
+		case '(':
+			if (depth >= RX_DEPTH) {
+				r->bad = 1;
+				return RX_MAX + 1;
+			}
+			r->p++;
+			n = rx_add(rx_alt(r, depth + 1), 1);
+			if (*r->p == ')')
+				r->p++;
+			break;
+		case '[':
+			rx_bracket(r);
+			n = 1;
+			break;
+		case '\\':
+			r->p += r->p[1] != '\0' ? 2 : 1;
+			n = 1;
+			break;
+		default:
+			r->p++;
+			n = 1;
+		}
+		for (repeats = 0; (f = rx_repeat(r)) != 0; repeats++) {
+			if (repeats > 0)
+				r->bad = 1;
+			n = rx_mul(n, f);
+		}
+		total = rx_add(total, n);
+	}
+	return total;
+}
+
+static uint64_t
+rx_alt(struct rx *r, int depth)
+{
+	uint64_t total = rx_seq(r, depth);
+
+	while (*r->p == '|') {
+		r->p++;
+		total = rx_add(total, rx_seq(r, depth));
+	}
+	return total;
+}
+
+/* Compile pattern: 0, PEFTIO_EINVAL (invalid) or PEFTIO_EUNSUPPORTED. */
+static int
+rx_compile(regex_t *re, const char *pattern)
+{
+	struct rx r;
+	uint64_t size = 0;
+
+	r.p = pattern;
+	r.bad = 0;
+	while (*r.p != '\0' && !r.bad && size <= RX_MAX) {
+		size = rx_add(size, rx_alt(&r, 0));
+		if (*r.p == ')')
+			r.p++;
+	}
+	if (r.bad || size > RX_MAX)
+		return PEFTIO_EUNSUPPORTED;
+	return regcomp(re, pattern, REG_EXTENDED | REG_NOSUB) == 0 ? 0 :
+	    PEFTIO_EINVAL;
+}
+
 int
 peftio_lora_pattern_match(const char *pattern, const char *p)
 {
@@ -107,10 +277,10 @@ peftio_lora_pattern_match(const char *pattern, const char *p)
 	if ((full = malloc(n)) == NULL)
 		return PEFTIO_ENOMEM;
 	snprintf(full, n, "^(.*\\.)?(%s)$", pattern);
-	rc = regcomp(&re, full, REG_EXTENDED | REG_NOSUB);
+	rc = rx_compile(&re, full);
 	free(full);
 	if (rc != 0)
-		return PEFTIO_EINVAL;
+		return rc;
 	rc = regexec(&re, p, 0, NULL, 0) == 0;
 	regfree(&re);
 	return rc;
@@ -204,6 +374,10 @@ pattern_value(const char *cfgpath, json_t *pat, const char *p, double dflt,
 		return 0;
 	json_object_foreach(pat, key, v) {
 		rc = peftio_lora_pattern_match(key, p);
+		if (rc == PEFTIO_EUNSUPPORTED)
+			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+			    "%s: pattern '%s' repeats too much, or repeats a "
+			    "repetition: not supported", cfgpath, key);
 		if (rc < 0)
 			return peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: pattern '%s' is not a valid regular "
@@ -236,7 +410,7 @@ ff_match(json_t *ffm, const char *p)
 		if ((full = malloc(strlen(t) + 8)) == NULL)
 			return 0;
 		sprintf(full, "^(%s)$", t);
-		rc = regcomp(&re, full, REG_EXTENDED | REG_NOSUB);
+		rc = rx_compile(&re, full);
 		free(full);
 		if (rc != 0)
 			return 0;

@@ -725,7 +725,9 @@ int	peftio_adapter_dora(const struct peftio_adapter *a);
  * PEFT's key matching for rank_pattern / alpha_pattern: 1 when pattern
  * (a POSIX extended regex) matches module path p as Python's
  * re.match(r"(.*\.)?(pattern)$", p) does, 0 when not, PEFTIO_EINVAL
- * for a pattern that does not compile.
+ * for a pattern that does not compile, PEFTIO_EUNSUPPORTED for one that
+ * repeats a repetition ("a++") or whose repetitions would make it too
+ * large to compile (glibc copies a repeated part once per repetition).
  */
 int	peftio_lora_pattern_match(const char *pattern, const char *p);
 

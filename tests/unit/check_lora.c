@@ -279,6 +279,9 @@ static const struct {
 	    "'layer_replication' is set" },
 	{ "{\"peft_type\": \"IA3\"}", 1, PEFTIO_EFORMAT,
 	    "IA3 adapter with LoRA tensors" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"alpha_pattern\": "
+	    "{\"l+++++++++++++++++++++++++++++++++++++++++++++ayer\": 3}}", 1,
+	    PEFTIO_EUNSUPPORTED, "ad/adapter_config.json: pattern 'l+++" },
 };
 
 START_TEST(test_adapter_bad)
@@ -358,6 +361,41 @@ START_TEST(test_patterns)
 	ck_assert_int_eq(peftio_lora_pattern_match("layers\\.1\\..*", p), 0);
 	ck_assert_int_eq(peftio_lora_pattern_match("(q|k)_proj", p), 1);
 	ck_assert_int_eq(peftio_lora_pattern_match("(", p), PEFTIO_EINVAL);
+	ck_assert_int_eq(peftio_lora_pattern_match(
+	    "layers\\.[0-9]+\\.self_attn\\.[qk]_proj", p), 1);
+	ck_assert_int_eq(peftio_lora_pattern_match("[+*?{]+|q_pro{1,2}j", p),
+	    1);
+	ck_assert_int_eq(peftio_lora_pattern_match("q\\++_proj", p), 0);
+	ck_assert_int_eq(peftio_lora_pattern_match("a{1000}", p), 0);
+}
+END_TEST
+
+/*
+ * Found by fuzz_adapter_config: glibc's regcomp() copies a repeated
+ * part once per repetition, so "l++++...ayer" (from an alpha_pattern)
+ * took gigabytes.  Such patterns are refused before compiling.
+ */
+START_TEST(test_patterns_too_large)
+{
+	static const char *const bad[] = {
+		"l++++++++++++++++++++++++++++++++++++++++++++++++++ayer",
+		"a*?", "a+*", "a{2}{3}", "(a{1000}){1000}",
+		"((((((((((((((((((((a)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+",
+	};
+	const char *p = "model.layers.0.self_attn.q_proj";
+	char deep[2 * 300 + 2];
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(peftio_lora_pattern_match(bad[i], p) ==
+		    PEFTIO_EUNSUPPORTED, "%s", bad[i]);
+	for (i = 0; i < 300; i++) {
+		deep[i] = '(';
+		deep[300 + i] = ')';
+	}
+	deep[600] = '\0';
+	ck_assert_int_eq(peftio_lora_pattern_match(deep, p),
+	    PEFTIO_EUNSUPPORTED);
 }
 END_TEST
 
@@ -494,6 +532,7 @@ Suite *lora_suite(void)
 	tcase_add_test(tc, test_adapter_no_config);
 	tcase_add_test(tc, test_unmergeable_types);
 	tcase_add_test(tc, test_patterns);
+	tcase_add_test(tc, test_patterns_too_large);
 	tcase_add_test(tc, test_combine_names);
 	tcase_add_test(tc, test_svd);
 	tcase_add_test(tc, test_recipe);
