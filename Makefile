@@ -7,6 +7,7 @@
 #   make bench      throughput and memory benchmarks (bench/RESULTS.md)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZE=1 build with AddressSanitizer and UBSan
+#   make valgrind   the unit tests under valgrind
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS (clang)
 
 PREFIX	?= /usr/local
@@ -58,7 +59,7 @@ $(shell test "`cat $(FLAGSTAMP) 2>/dev/null`" = "$(FLAGS_NOW)" || \
 $(FLAGSTAMP): ;
 
 .PHONY: all deps check test unit cli demo bench install uninstall clean \
-	fuzz replay refcheck
+	fuzz replay refcheck valgrind
 
 all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN)
 
@@ -139,6 +140,14 @@ test: all tests/unit/run-unit tests/cli/stdump $(REPLAY)
 
 check: deps
 	$(MAKE) test
+
+# The unit tests in one process under valgrind: any error, or a leak
+# that is certain, fails.
+VALGRIND	= valgrind --error-exitcode=1 --leak-check=full \
+		  --show-leak-kinds=definite \
+		  --errors-for-leak-kinds=definite --quiet
+valgrind: all tests/unit/run-unit
+	cd tests/unit && CK_FORK=no $(VALGRIND) ./run-unit
 
 demo: deps
 	$(MAKE) all
