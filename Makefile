@@ -169,6 +169,9 @@ FUZZSAN	 = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 FUZZBIN	 = $(FUZZSRC:tests/fuzz/%.c=$(FUZZDIR)/%)
 FUZZLIB	 = $(LIBOBJ:lib/%.o=$(FUZZDIR)/lib/%.o)
 
+# Kept between runs (make would delete them as intermediate files).
+.SECONDARY: $(FUZZLIB)
+
 $(FUZZDIR)/lib/%.o: lib/%.c lib/peftio.h lib/peftio_private.h Makefile
 	@mkdir -p $(@D)
 	$(FUZZCC) -O1 -g $(FUZZSAN) -fsanitize=fuzzer-no-link $(XCFLAGS) \
