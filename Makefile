@@ -7,6 +7,8 @@
 #   make bench      throughput and memory benchmarks (bench/RESULTS.md)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make SANITIZE=1 build with AddressSanitizer and UBSan
+#   make valgrind   the unit tests under valgrind
+#   make fuzz       run every libFuzzer target for FUZZ_SECONDS (clang)
 
 PREFIX	?= /usr/local
 BINDIR	?= $(PREFIX)/bin
@@ -43,6 +45,8 @@ COMMON	 = tools/common/cli.o
 TOOLBIN	 = $(foreach t,$(TOOLS),$(if $(wildcard tools/$(t)/$(t).c),tools/$(t)/$(t)))
 UNITSRC	 = $(sort $(wildcard tests/unit/check_*.c))
 UNITOBJ	 = $(UNITSRC:.c=.o) tests/unit/main.o tests/unit/testutil.o
+FUZZSRC	 = $(sort $(wildcard tests/fuzz/fuzz_*.c))
+REPLAY	 = $(FUZZSRC:tests/fuzz/fuzz_%.c=tests/fuzz/replay-%)
 
 # Rebuild everything when the compiler flags change.
 FLAGSTAMP = .build-flags
@@ -55,7 +59,7 @@ $(shell test "`cat $(FLAGSTAMP) 2>/dev/null`" = "$(FLAGS_NOW)" || \
 $(FLAGSTAMP): ;
 
 .PHONY: all deps check test unit cli demo bench install uninstall clean \
-	fuzz refcheck
+	fuzz replay refcheck valgrind
 
 all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN)
 
@@ -107,6 +111,12 @@ tests/unit/run-unit: $(UNITOBJ) lib/libpeftio.a
 tests/cli/stdump: tests/cli/stdump.o lib/libpeftio.a
 	$(CC) $(LDFLAGS) $(LDSAN) -o $@ $< lib/libpeftio.a $(XLIBS)
 
+# Each fuzz target without libFuzzer, run once over its corpus.
+tests/fuzz/replay-%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c \
+    tests/fuzz/fuzz.h lib/peftio.h lib/libpeftio.a $(FLAGSTAMP)
+	$(CC) $(CFLAGS) $(XCFLAGS) $(LDFLAGS) $(LDSAN) -Itests/fuzz -o $@ \
+	    $< tests/fuzz/replay.c lib/libpeftio.a $(XLIBS)
+
 deps:
 	@$(PKG_CONFIG) --exists $(DEPS) $(TESTDEPS) 2>/dev/null || \
 	    sh scripts/install-deps
@@ -117,14 +127,27 @@ unit: all tests/unit/run-unit
 cli: all tests/cli/stdump
 	sh tests/cli/run.sh
 
-# Unit tests, then the CLI tests (sequentially, so their reports do not
-# interleave under make -j).
-test: all tests/unit/run-unit tests/cli/stdump
+replay: $(REPLAY)
+	for t in $(REPLAY); do \
+	    $$t tests/fuzz/corpus/$${t#tests/fuzz/replay-} || exit 1; done
+
+# Unit tests, the fuzz corpora, then the CLI tests (sequentially, so
+# their reports do not interleave under make -j).
+test: all tests/unit/run-unit tests/cli/stdump $(REPLAY)
 	cd tests/unit && ./run-unit
+	$(MAKE) replay
 	sh tests/cli/run.sh
 
 check: deps
 	$(MAKE) test
+
+# The unit tests in one process under valgrind: any error, or a leak
+# that is certain, fails.
+VALGRIND	= valgrind --error-exitcode=1 --leak-check=full \
+		  --show-leak-kinds=definite \
+		  --errors-for-leak-kinds=definite --quiet
+valgrind: all tests/unit/run-unit
+	cd tests/unit && CK_FORK=no $(VALGRIND) ./run-unit
 
 demo: deps
 	$(MAKE) all
@@ -133,6 +156,35 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	sh bench/run.sh
+
+# Fuzzing: every tests/fuzz/fuzz_NAME.c is a libFuzzer target, built by
+# clang with ASan and UBSan from the library's sources (objects under
+# $(FUZZDIR), apart from the normal build) and run for FUZZ_SECONDS on
+# a copy of tests/fuzz/corpus/NAME.  Any crash fails.
+FUZZCC	?= clang
+FUZZ_SECONDS ?= 10
+FUZZDIR	 = tests/fuzz/build
+FUZZSAN	 = -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	   -fno-omit-frame-pointer
+FUZZBIN	 = $(FUZZSRC:tests/fuzz/%.c=$(FUZZDIR)/%)
+FUZZLIB	 = $(LIBOBJ:lib/%.o=$(FUZZDIR)/lib/%.o)
+
+# Kept between runs (make would delete them as intermediate files).
+.SECONDARY: $(FUZZLIB)
+
+$(FUZZDIR)/lib/%.o: lib/%.c lib/peftio.h lib/peftio_private.h Makefile
+	@mkdir -p $(@D)
+	$(FUZZCC) -O1 -g $(FUZZSAN) -fsanitize=fuzzer-no-link $(XCFLAGS) \
+	    -c -o $@ $<
+
+$(FUZZDIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZLIB)
+	$(FUZZCC) -O1 -g $(FUZZSAN) -fsanitize=fuzzer $(XCFLAGS) \
+	    -Itests/fuzz -o $@ $< $(FUZZLIB) $(XLIBS)
+
+fuzz: deps
+	@command -v $(FUZZCC) >/dev/null || sh scripts/install-deps
+	$(MAKE) $(FUZZBIN)
+	sh tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZBIN)
 
 # The reference checks against the real libraries' outputs (needs the
 # fixtures in ../shared).
@@ -169,6 +221,6 @@ clean:
 	rm -f lib/*.o lib/rcp_table.c lib/libpeftio.a lib/libpeftio.so \
 	    tools/*/*.o $(foreach t,$(TOOLS),tools/$(t)/$(t)) \
 	    tests/unit/*.o tests/unit/run-unit tests/unit/suites.h \
-	    tests/cli/*.o tests/cli/stdump \
-	    tests/fuzz/*.o peftio.pc $(FLAGSTAMP)
-	rm -rf tests/cli/tmp bench/tmp
+	    tests/cli/*.o tests/cli/stdump tests/fuzz/replay-* \
+	    peftio.pc $(FLAGSTAMP)
+	rm -rf tests/cli/tmp bench/tmp $(FUZZDIR)

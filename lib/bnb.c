@@ -4,6 +4,7 @@
  * (bnb-nf4.md sections 5 and 6).
  */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,10 +197,13 @@ peftio_quant_state_parse(const void *buf, size_t len,
 			goto out;
 		}
 		qs->nested_dtype = PEFTIO_F32;
+		/* A float32 on the GPU: a double beyond its range has no
+		 * conversion (and would make the offset infinite). */
 		j = json_object_get(o, "nested_offset");
-		if (!json_is_number(j) || !isfinite(json_number_value(j))) {
+		if (!json_is_number(j) || !(fabs(json_number_value(j)) <=
+		    FLT_MAX)) {
 			peftio_error_set(err, PEFTIO_EFORMAT, "quant_state: "
-			    "\"nested_offset\" must be a finite number");
+			    "\"nested_offset\" must be a finite float32");
 			goto out;
 		}
 		qs->nested_offset = (float)json_number_value(j);

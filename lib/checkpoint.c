@@ -86,12 +86,10 @@ ent_info(const struct peftio_ckpt *c, size_t e)
 	return peftio_st_tensor(c->shards[c->ents[e].shard], c->ents[e].idx);
 }
 
-static const struct peftio_ckpt *sort_ckpt;
-
 static int
-cmp_byname(const void *a, const void *b)
+cmp_byname(const void *a, const void *b, void *ctx)
 {
-	const struct peftio_ckpt *c = sort_ckpt;
+	const struct peftio_ckpt *c = ctx;
 
 	return strcmp(ent_info(c, *(const size_t *)a)->name,
 	    ent_info(c, *(const size_t *)b)->name);
@@ -144,11 +142,12 @@ read_index(struct peftio_ckpt *c, const char *ipath, const char *ext,
 	if (root == NULL)
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: line %d: %s", ipath, jerr.line, jerr.text);
+	/* The messages below quote the index: root is freed after them. */
 	map = json_object_get(root, "weight_map");
 	if (!json_is_object(root) || !json_is_object(map)) {
-		json_decref(root);
-		return peftio_error_set(err, PEFTIO_EFORMAT,
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: no \"weight_map\" object", ipath);
+		goto fail;
 	}
 	c->shard_names = calloc(json_object_size(map) + 1, sizeof(char *));
 	if (c->shard_names == NULL)
@@ -159,16 +158,14 @@ read_index(struct peftio_ckpt *c, const char *ipath, const char *ext,
 			rc = peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: tensor '%s': shard name is not a string",
 			    ipath, key);
-			json_decref(root);
-			return rc;
+			goto fail;
 		}
 		if (!shard_name_ok(json_string_value(v), ext)) {
 			rc = peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: tensor '%s': bad shard file name \"%s\" "
 			    "(must be a relative %s path without \"..\")",
 			    ipath, key, json_string_value(v), ext);
-			json_decref(root);
-			return rc;
+			goto fail;
 		}
 		c->shard_names[n] = (char *)json_string_value(v);
 		n++;
@@ -179,14 +176,19 @@ read_index(struct peftio_ckpt *c, const char *ipath, const char *ext,
 		    c->shard_names[i]) != 0)
 			c->shard_names[j++] = c->shard_names[i];
 	for (i = 0; i < j; i++)
-		if ((c->shard_names[i] = strdup(c->shard_names[i])) == NULL)
+		if ((c->shard_names[i] = strdup(c->shard_names[i])) == NULL) {
+			while (i > 0)
+				free(c->shard_names[--i]);
 			goto oom;
+		}
 	c->nshards = j;
 	*mapp = root;
 	return 0;
 oom:
+	rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory", ipath);
+fail:
 	json_decref(root);
-	return peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory", ipath);
+	return rc;
 }
 
 /*
@@ -229,18 +231,65 @@ sole_file(const char *dir, int torch)
 }
 
 /*
- * Open the shards c->shard_names (inside c->dir when it is set) and
- * list their tensors.  With listed_in (" listed in FILE", or "") a
- * shard that is not a regular file is reported as missing.
+ * Number the tensors of the open shards in listing order, sort them by
+ * name, refuse a name stored twice and, with an index, a tensor that is
+ * not in the shard the index names.
  */
-/* Open every shard; listed_in (when not NULL) names the index that lists
- * them, and a missing shard is reported as missing from it. */
 static int
-load_shards(struct peftio_ckpt *c, const char *listed_in,
-    struct peftio_error *err)
+list_tensors(struct peftio_ckpt *c, json_t *index, struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti;
+	const char *key;
+	json_t *v;
 	size_t s, i, e;
+	long k;
+
+	c->ents = calloc(c->count + 1, sizeof(*c->ents));
+	c->byname = calloc(c->count + 1, sizeof(*c->byname));
+	if (c->ents == NULL || c->byname == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", c->path);
+	for (s = 0, e = 0; s < c->nshards; s++)
+		for (i = 0; i < peftio_st_count(c->shards[s]); i++, e++) {
+			c->ents[e].shard = s;
+			c->ents[e].idx = i;
+			c->byname[e] = e;
+		}
+	qsort_r(c->byname, c->count, sizeof(size_t), cmp_byname, c);
+	for (e = 1; e < c->count; e++) {
+		ti = ent_info(c, c->byname[e]);
+		if (strcmp(ti->name, ent_info(c, c->byname[e - 1])->name) == 0)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s' is stored in two shards (%s, %s)",
+			    c->path, ti->name,
+			    c->shard_names[c->ents[c->byname[e - 1]].shard],
+			    c->shard_names[c->ents[c->byname[e]].shard]);
+	}
+	if (index == NULL)
+		return 0;
+	/* Every tensor of the index must be in the shard it names. */
+	json_object_foreach(json_object_get(index, "weight_map"), key, v) {
+		k = peftio_ckpt_find(c, key);
+		if (k < 0 || strcmp(c->shard_names[c->ents[k].shard],
+		    json_string_value(v)) != 0)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s' is not in shard %s as %s says",
+			    c->path, key, json_string_value(v), c->index_name);
+	}
+	return 0;
+}
+
+/*
+ * Open the shards c->shard_names (inside c->dir when it is set) and list
+ * their tensors.  With listed_in (the index's name, or "") a shard that
+ * is not a regular file is reported as missing; with index, every tensor
+ * must be in the shard it names.
+ */
+static int
+load_shards(struct peftio_ckpt *c, const char *listed_in, json_t *index,
+    struct peftio_error *err)
+{
+	size_t s;
 	char *sp;
 	int rc;
 
@@ -266,30 +315,7 @@ load_shards(struct peftio_ckpt *c, const char *listed_in,
 			return rc;
 		c->count += peftio_st_count(c->shards[s]);
 	}
-
-	c->ents = calloc(c->count + 1, sizeof(*c->ents));
-	c->byname = calloc(c->count + 1, sizeof(*c->byname));
-	if (c->ents == NULL || c->byname == NULL)
-		return peftio_error_set(err, PEFTIO_ENOMEM,
-		    "%s: out of memory", c->path);
-	for (s = 0, e = 0; s < c->nshards; s++)
-		for (i = 0; i < peftio_st_count(c->shards[s]); i++, e++) {
-			c->ents[e].shard = s;
-			c->ents[e].idx = i;
-			c->byname[e] = e;
-		}
-	sort_ckpt = c;
-	qsort(c->byname, c->count, sizeof(size_t), cmp_byname);
-	for (e = 1; e < c->count; e++) {
-		ti = ent_info(c, c->byname[e]);
-		if (strcmp(ti->name, ent_info(c, c->byname[e - 1])->name) == 0)
-			return peftio_error_set(err, PEFTIO_EFORMAT,
-			    "%s: tensor '%s' is stored in two shards (%s, %s)",
-			    c->path, ti->name,
-			    c->shard_names[c->ents[c->byname[e - 1]].shard],
-			    c->shard_names[c->ents[c->byname[e]].shard]);
-	}
-	return 0;
+	return list_tensors(c, index, err);
 }
 
 int
@@ -298,10 +324,8 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 {
 	struct peftio_ckpt *c;
 	struct stat sb;
-	json_t *index = NULL, *map, *v;
-	const char *key;
+	json_t *index = NULL;
 	char *ipath = NULL, *sole = NULL;
-	long k;
 	int rc;
 
 	*out = NULL;
@@ -364,26 +388,11 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 			goto fail;
 		}
 	}
-	if ((rc = load_shards(c, c->sharded ? c->index_name : NULL,
+	if ((rc = load_shards(c, c->sharded ? c->index_name : NULL, index,
 	    err)) != 0)
 		goto fail;
-	if (index != NULL) {
-		/* Every tensor of the index must be in the shard it names. */
-		map = json_object_get(index, "weight_map");
-		json_object_foreach(map, key, v) {
-			k = peftio_ckpt_find(c, key);
-			if (k < 0 || strcmp(c->shard_names[c->ents[k].shard],
-			    json_string_value(v)) != 0) {
-				rc = peftio_error_set(err, PEFTIO_EFORMAT,
-				    "%s: tensor '%s' is not in shard %s as %s "
-				    "says", path, key, json_string_value(v),
-				    c->index_name);
-				goto fail;
-			}
-		}
-		json_decref(index);
-		index = NULL;
-	}
+	json_decref(index);
+	index = NULL;
 	free(ipath);
 	*out = c;
 	return 0;
@@ -436,13 +445,49 @@ peftio_ckpt_open_shards(struct peftio_ckpt **out, const char *dir, size_t n,
 			goto fail;
 		}
 	}
-	if ((rc = load_shards(c, "", err)) != 0)
+	if ((rc = load_shards(c, "", NULL, err)) != 0)
 		goto fail;
 	*out = c;
 	return 0;
 fail:
 	peftio_ckpt_close(c);
 	return rc;
+}
+
+int
+peftio_ckpt_open_mem(struct peftio_ckpt **out, const void *buf, size_t len,
+    const char *label, struct peftio_error *err)
+{
+	struct peftio_ckpt *c;
+	int rc;
+
+	*out = NULL;
+	if (label == NULL)
+		label = "<memory>";
+	if ((c = calloc(1, sizeof(*c))) == NULL ||
+	    (c->path = strdup(label)) == NULL ||
+	    (c->shard_names = calloc(2, sizeof(char *))) == NULL ||
+	    (c->shards = calloc(1, sizeof(*c->shards))) == NULL) {
+		peftio_ckpt_close(c);
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", label);
+	}
+	c->nshards = 1;
+	if ((c->shard_names[0] = strdup(label)) == NULL)
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
+		    label);
+	else
+		rc = peftio_st_open_mem(&c->shards[0], buf, len, label, err);
+	if (rc == 0) {
+		c->count = peftio_st_count(c->shards[0]);
+		rc = list_tensors(c, NULL, err);
+	}
+	if (rc != 0) {
+		peftio_ckpt_close(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
 }
 
 void

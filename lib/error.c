@@ -13,12 +13,46 @@ peftio_version(void)
 	return PEFTIO_VERSION_STRING;
 }
 
+/*
+ * A message is one line whatever the names in it hold: control
+ * characters (a tensor name may contain a newline) become \xNN; the
+ * message is cut where the escapes no longer fit.
+ */
+static void
+one_line(char *msg)
+{
+	char tmp[PEFTIO_ERRMSG_MAX];
+	const unsigned char *p;
+	size_t o = 0;
+
+	for (p = (const unsigned char *)msg; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			break;
+	if (*p == '\0')
+		return;
+	for (p = (const unsigned char *)msg; *p != '\0'; p++) {
+		if (*p >= 0x20 && *p != 0x7f) {
+			if (o + 1 >= sizeof(tmp))
+				break;
+			tmp[o++] = (char)*p;
+		} else {
+			if (o + 4 >= sizeof(tmp))
+				break;
+			snprintf(tmp + o, 5, "\\x%02x", *p);
+			o += 4;
+		}
+	}
+	tmp[o] = '\0';
+	memcpy(msg, tmp, o + 1);
+}
+
 static void __attribute__((format(printf, 4, 0)))
 vset(struct peftio_error *err, int code, int sys, const char *fmt, va_list ap)
 {
 	err->code = code;
 	err->sys_errno = sys;
 	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	one_line(err->msg);
 }
 
 int
@@ -75,6 +109,7 @@ peftio_error_prefix(struct peftio_error *err, const char *fmt, ...)
 	memmove(err->msg + pl, err->msg, ml);
 	memcpy(err->msg, pre, pl);
 	err->msg[pl + ml] = '\0';
+	one_line(err->msg);
 }
 
 void

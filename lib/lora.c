@@ -6,6 +6,7 @@
  * modules_to_save, lora_B.bias, and add_weighted_adapter's
  * combination types).
  */
+#include <errno.h>
 #include <math.h>
 #include <regex.h>
 #include <stdlib.h>
@@ -14,6 +15,10 @@
 #include "peftio_private.h"
 
 #define PEFT_PREFIX	"base_model.model."
+#define CONFIG_NAME	"adapter_config.json"
+#define MODEL_NAME	"adapter_model.safetensors"
+#define CONFIG_MAX	(16u << 20)	/* refuse larger adapter configs */
+#define MAX_RANK	4294967296.0	/* r above 2^32 is refused */
 
 enum mkind { M_LORA, M_IA3 };
 
@@ -91,6 +96,176 @@ round_through(enum peftio_dtype dt, float *w, uint64_t n)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* Regular expressions from adapter_config.json                        */
+
+/*
+ * glibc's regcomp() copies a repeated subexpression once per repetition
+ * ("x+" becomes "xx*", "x{3}" "xxx"), so a pattern with nested
+ * repetitions, which a config file may hold, can make it allocate
+ * without bound.  rx_size() estimates the size of the compiled tree the
+ * same way; patterns larger than RX_MAX nodes are refused, and so is a
+ * repetition of a repetition ("a++", "a*?"), which POSIX leaves
+ * undefined and Python's re either refuses or reads as a lazy or
+ * possessive form that POSIX lacks.  Anything else is left to
+ * regcomp() to judge.
+ */
+#define RX_MAX		100000
+#define RX_DEPTH	256
+
+struct rx {
+	const char	*p;
+	int		 bad;
+};
+
+static uint64_t
+rx_add(uint64_t a, uint64_t b)
+{
+	return a + b > RX_MAX ? RX_MAX + 1 : a + b;
+}
+
+static uint64_t
+rx_mul(uint64_t a, uint64_t b)
+{
+	return b != 0 && a > (RX_MAX + 1) / b ? RX_MAX + 1 : a * b;
+}
+
+static uint64_t rx_alt(struct rx *r, int depth);
+
+/* A bracket expression, from its '['. */
+static void
+rx_bracket(struct rx *r)
+{
+	const char *p = r->p + 1;
+	char c;
+
+	if (*p == '^')
+		p++;
+	if (*p == ']')
+		p++;
+	while (*p != '\0' && *p != ']') {
+		if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+			c = p[1];
+			for (p += 2; *p != '\0' && !(p[0] == c && p[1] == ']');
+			    p++)
+				;
+			if (*p != '\0')
+				p += 2;
+		} else
+			p++;
+	}
+	r->p = *p == ']' ? p + 1 : p;
+}
+
+/* The copies a repetition makes, past it; 0 if r->p is none. */
+static uint64_t
+rx_repeat(struct rx *r)
+{
+	const char *p = r->p;
+	uint64_t m = 0, n;
+
+	switch (*p) {
+	case '*':
+	case '?':
+		r->p++;
+		return 1;
+	case '+':
+		r->p++;
+		return 2;
+	case '{':
+		for (p++; *p >= '0' && *p <= '9'; p++)
+			m = rx_add(rx_mul(m, 10), (uint64_t)(*p - '0'));
+		n = m;
+		if (*p == ',') {
+			n = m + 1;
+			if (p[1] >= '0' && p[1] <= '9')
+				for (n = 0, p++; *p >= '0' && *p <= '9'; p++)
+					n = rx_add(rx_mul(n, 10),
+					    (uint64_t)(*p - '0'));
+			else
+				p++;
+		}
+		if (*p != '}' || p == r->p + 1)
+			return 0;	/* not an interval: a literal '{' */
+		r->p = p + 1;
+		return n > 0 ? n : 1;
+	}
+	return 0;
+}
+
+/* A sequence of atoms, each perhaps repeated. */
+static uint64_t
+rx_seq(struct rx *r, int depth)
+{
+	uint64_t total = 0, n, f;
+	int repeats;
+
+	while (*r->p != '\0' && *r->p != '|' && *r->p != ')') {
+		switch (*r->p) {
+		case '(':
+			if (depth >= RX_DEPTH) {
+				r->bad = 1;
+				return RX_MAX + 1;
+			}
+			r->p++;
+			n = rx_add(rx_alt(r, depth + 1), 1);
+			if (*r->p == ')')
+				r->p++;
+			break;
+		case '[':
+			rx_bracket(r);
+			n = 1;
+			break;
+		case '\\':
+			r->p += r->p[1] != '\0' ? 2 : 1;
+			n = 1;
+			break;
+		default:
+			r->p++;
+			n = 1;
+		}
+		for (repeats = 0; (f = rx_repeat(r)) != 0; repeats++) {
+			if (repeats > 0)
+				r->bad = 1;
+			n = rx_mul(n, f);
+		}
+		total = rx_add(total, n);
+	}
+	return total;
+}
+
+static uint64_t
+rx_alt(struct rx *r, int depth)
+{
+	uint64_t total = rx_seq(r, depth);
+
+	while (*r->p == '|') {
+		r->p++;
+		total = rx_add(total, rx_seq(r, depth));
+	}
+	return total;
+}
+
+/* Compile pattern: 0, PEFTIO_EINVAL (invalid) or PEFTIO_EUNSUPPORTED. */
+static int
+rx_compile(regex_t *re, const char *pattern)
+{
+	struct rx r;
+	uint64_t size = 0;
+
+	r.p = pattern;
+	r.bad = 0;
+	while (*r.p != '\0' && !r.bad && size <= RX_MAX) {
+		size = rx_add(size, rx_alt(&r, 0));
+		if (*r.p == ')')
+			r.p++;
+	}
+	if (r.bad || size > RX_MAX)
+		return PEFTIO_EUNSUPPORTED;
+	return regcomp(re, pattern, REG_EXTENDED | REG_NOSUB) == 0 ? 0 :
+	    PEFTIO_EINVAL;
+}
+
 int
 peftio_lora_pattern_match(const char *pattern, const char *p)
 {
@@ -102,10 +277,10 @@ peftio_lora_pattern_match(const char *pattern, const char *p)
 	if ((full = malloc(n)) == NULL)
 		return PEFTIO_ENOMEM;
 	snprintf(full, n, "^(.*\\.)?(%s)$", pattern);
-	rc = regcomp(&re, full, REG_EXTENDED | REG_NOSUB);
+	rc = rx_compile(&re, full);
 	free(full);
 	if (rc != 0)
-		return PEFTIO_EINVAL;
+		return rc;
 	rc = regexec(&re, p, 0, NULL, 0) == 0;
 	regfree(&re);
 	return rc;
@@ -199,6 +374,10 @@ pattern_value(const char *cfgpath, json_t *pat, const char *p, double dflt,
 		return 0;
 	json_object_foreach(pat, key, v) {
 		rc = peftio_lora_pattern_match(key, p);
+		if (rc == PEFTIO_EUNSUPPORTED)
+			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+			    "%s: pattern '%s' repeats too much, or repeats a "
+			    "repetition: not supported", cfgpath, key);
 		if (rc < 0)
 			return peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: pattern '%s' is not a valid regular "
@@ -231,7 +410,7 @@ ff_match(json_t *ffm, const char *p)
 		if ((full = malloc(strlen(t) + 8)) == NULL)
 			return 0;
 		sprintf(full, "^(%s)$", t);
-		rc = regcomp(&re, full, REG_EXTENDED | REG_NOSUB);
+		rc = rx_compile(&re, full);
 		free(full);
 		if (rc != 0)
 			return 0;
@@ -466,46 +645,25 @@ check_module(struct peftio_adapter *a, struct lmod *m, json_t *cfg,
 	return 0;
 }
 
-int
-peftio_adapter_open(struct peftio_adapter **out, const char *path,
-    struct peftio_error *err)
+/*
+ * Read the adapter: adapter_config.json from cfgtext, then the tensors:
+ * with a modelname, the modellen bytes at model; without, from a->path.
+ */
+static int
+adapter_load(struct peftio_adapter *a, const char *cfgtext, size_t cfglen,
+    const char *cfgpath, const void *model, size_t modellen,
+    const char *modelname, struct peftio_error *err)
 {
-	struct peftio_adapter *a;
-	json_t *cfg = NULL, *v;
+	json_t *cfg, *v;
 	json_error_t je;
-	char *cfgpath = NULL, *dir = NULL, *s;
 	const char *type;
-	double r0, alpha0;
-	size_t i, n;
+	double r0 = 8, alpha0 = 8;
+	size_t i;
 	int rc = 0;
 
-	*out = NULL;
-	if ((a = calloc(1, sizeof(*a))) == NULL || (a->path = strdup(path))
-	    == NULL) {
-		free(a);
-		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	}
-	n = strlen(path);
-	if (ends_with(path, n, ".safetensors") || ends_with(path, n, ".bin")) {
-		dir = strdup(path);
-		if (dir != NULL) {
-			s = strrchr(dir, '/');
-			if (s != NULL)
-				*s = '\0';
-			else
-				strcpy(dir, ".");
-		}
-	} else
-		dir = strdup(path);
-	if (dir == NULL || (cfgpath = xstrcat(dir, "/adapter_config.json"))
-	    == NULL) {
-		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-		goto out;
-	}
-	cfg = json_load_file(cfgpath, 0, &je);
+	cfg = json_loadb(cfgtext, cfglen, 0, &je);
 	if (cfg == NULL || !json_is_object(cfg)) {
-		rc = peftio_error_set(err, cfg == NULL && je.line < 0 ?
-		    PEFTIO_ENOTFOUND : PEFTIO_EFORMAT, "%s: %s", cfgpath,
+		rc = peftio_error_set(err, PEFTIO_EFORMAT, "%s: %s", cfgpath,
 		    cfg == NULL ? je.text : "not a JSON object");
 		goto out;
 	}
@@ -537,18 +695,38 @@ peftio_adapter_open(struct peftio_adapter **out, const char *path,
 		goto out;
 	a->fifo = json_is_true(json_object_get(cfg, "fan_in_fan_out"));
 	a->rslora = json_is_true(json_object_get(cfg, "use_rslora"));
-	v = json_object_get(cfg, "r");
-	r0 = json_is_number(v) ? json_number_value(v) : 8;
-	v = json_object_get(cfg, "lora_alpha");
-	alpha0 = json_is_number(v) ? json_number_value(v) : 8;
-	if (r0 < 1 || r0 != floor(r0)) {
+	if ((v = json_object_get(cfg, "r")) != NULL && !json_is_null(v)) {
+		if (!json_is_number(v)) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: r is not a number", cfgpath);
+			goto out;
+		}
+		r0 = json_number_value(v);
+	}
+	if ((v = json_object_get(cfg, "lora_alpha")) != NULL &&
+	    !json_is_null(v)) {
+		if (!json_is_number(v)) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: lora_alpha is not a number", cfgpath);
+			goto out;
+		}
+		alpha0 = json_number_value(v);
+	}
+	/* Checked before the conversion to an integer type. */
+	if (!(r0 >= 1 && r0 <= MAX_RANK) || r0 != floor(r0)) {
 		rc = peftio_error_set(err, PEFTIO_EFORMAT,
-		    "%s: r = %g is not a positive integer", cfgpath, r0);
+		    "%s: r = %g is not an integer from 1 to %.0f", cfgpath, r0,
+		    MAX_RANK);
 		goto out;
 	}
 	a->r = (uint64_t)r0;
 
-	if ((rc = peftio_ckpt_open(&a->ck, path, err)) != 0)
+	if (modelname != NULL)
+		rc = peftio_ckpt_open_mem(&a->ck, model, modellen, modelname,
+		    err);
+	else
+		rc = peftio_ckpt_open(&a->ck, a->path, err);
+	if (rc != 0)
 		goto out;
 	for (i = 0; i < peftio_ckpt_count(a->ck) && rc == 0; i++)
 		rc = classify(a, (long)i, peftio_ckpt_tensor(a->ck, i)->name,
@@ -566,8 +744,94 @@ peftio_adapter_open(struct peftio_adapter **out, const char *path,
 		    "%s: the adapter holds no tensors", a->path);
 out:
 	json_decref(cfg);
+	return rc;
+}
+
+static struct peftio_adapter *
+adapter_new(const char *path)
+{
+	struct peftio_adapter *a;
+
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return NULL;
+	if ((a->path = strdup(path)) == NULL) {
+		free(a);
+		return NULL;
+	}
+	return a;
+}
+
+int
+peftio_adapter_open(struct peftio_adapter **out, const char *path,
+    struct peftio_error *err)
+{
+	struct peftio_adapter *a;
+	char *cfgpath = NULL, *dir = NULL, *s, *text = NULL;
+	size_t n, len;
+	int rc;
+
+	*out = NULL;
+	if ((a = adapter_new(path)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	n = strlen(path);
+	if (ends_with(path, n, ".safetensors") || ends_with(path, n, ".bin")) {
+		dir = strdup(path);
+		if (dir != NULL) {
+			s = strrchr(dir, '/');
+			if (s != NULL)
+				*s = '\0';
+			else
+				strcpy(dir, ".");
+		}
+	} else
+		dir = strdup(path);
+	if (dir == NULL || (cfgpath = xstrcat(dir, "/" CONFIG_NAME))
+	    == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = peftio_read_file(cfgpath, CONFIG_MAX, &text, &len,
+	    err)) != 0) {
+		if (err != NULL && err->sys_errno == ENOENT)
+			rc = err->code = PEFTIO_ENOTFOUND;
+		goto out;
+	}
+	rc = adapter_load(a, text, len, cfgpath, NULL, 0, NULL, err);
+out:
+	free(text);
 	free(cfgpath);
 	free(dir);
+	if (rc != 0) {
+		peftio_adapter_free(a);
+		return rc;
+	}
+	*out = a;
+	return 0;
+}
+
+int
+peftio_adapter_open_mem(struct peftio_adapter **out, const char *cfg,
+    size_t cfglen, const void *model, size_t modellen, const char *label,
+    struct peftio_error *err)
+{
+	struct peftio_adapter *a;
+	char *cfgpath = NULL, *modelname = NULL;
+	int rc;
+
+	*out = NULL;
+	if (label == NULL)
+		label = "<memory>";
+	if ((a = adapter_new(label)) == NULL ||
+	    (cfgpath = xstrcat(label, "/" CONFIG_NAME)) == NULL ||
+	    (modelname = xstrcat(label, "/" MODEL_NAME)) == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+		goto out;
+	}
+	rc = adapter_load(a, cfg, cfglen, cfgpath, model, modellen,
+	    modelname, err);
+out:
+	free(cfgpath);
+	free(modelname);
 	if (rc != 0) {
 		peftio_adapter_free(a);
 		return rc;

@@ -10,8 +10,9 @@
  *  - Every name starts with peftio_ or PEFTIO_.
  *  - Functions that can fail return 0 on success or a negative
  *    PEFTIO_E* value, and fill a struct peftio_error whose message names
- *    the file and, where there is one, the tensor.  The library never
- *    prints and never exits.
+ *    the file and, where there is one, the tensor.  A message is one
+ *    line: control characters in the names it quotes are written as
+ *    \xNN.  The library never prints and never exits.
  *  - Handles are opaque; every *_free() and *_close() accepts NULL.
  *  - Sizes and offsets are uint64_t; all arithmetic on values read from a
  *    file is overflow-checked.
@@ -364,6 +365,10 @@ int	peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
  */
 int	peftio_ckpt_open_shards(struct peftio_ckpt **out, const char *dir,
 	    size_t n, const char *const *names, struct peftio_error *err);
+/* One safetensors file held in memory (not copied: buf must outlive
+ * the checkpoint); label names it in messages. */
+int	peftio_ckpt_open_mem(struct peftio_ckpt **out, const void *buf,
+	    size_t len, const char *label, struct peftio_error *err);
 void	peftio_ckpt_close(struct peftio_ckpt *c);
 
 const char *peftio_ckpt_path(const struct peftio_ckpt *c);
@@ -801,6 +806,12 @@ enum peftio_adapter_type { PEFTIO_ADAPTER_LORA = 0, PEFTIO_ADAPTER_IA3 = 1 };
 
 int	peftio_adapter_open(struct peftio_adapter **out, const char *path,
 	    struct peftio_error *err);
+/* The same from memory: the text of adapter_config.json and the bytes
+ * of adapter_model.safetensors (not copied: model must outlive the
+ * adapter).  label stands for the directory in messages. */
+int	peftio_adapter_open_mem(struct peftio_adapter **out, const char *cfg,
+	    size_t cfglen, const void *model, size_t modellen,
+	    const char *label, struct peftio_error *err);
 void	peftio_adapter_free(struct peftio_adapter *a);
 const char *peftio_adapter_path(const struct peftio_adapter *a);
 enum peftio_adapter_type peftio_adapter_type(const struct peftio_adapter *a);
@@ -817,7 +828,9 @@ int	peftio_adapter_dora(const struct peftio_adapter *a);
  * PEFT's key matching for rank_pattern / alpha_pattern: 1 when pattern
  * (a POSIX extended regex) matches module path p as Python's
  * re.match(r"(.*\.)?(pattern)$", p) does, 0 when not, PEFTIO_EINVAL
- * for a pattern that does not compile.
+ * for a pattern that does not compile, PEFTIO_EUNSUPPORTED for one that
+ * repeats a repetition ("a++") or whose repetitions would make it too
+ * large to compile (glibc copies a repeated part once per repetition).
  */
 int	peftio_lora_pattern_match(const char *pattern, const char *p);
 

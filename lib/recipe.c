@@ -202,7 +202,7 @@ parse_doc(yaml_document_t *doc, struct peftio_recipe *r, const char *dir,
 				return peftio_error_set(err, PEFTIO_EFORMAT,
 				    "%s: seed '%s' is not a non-negative "
 				    "integer", label, s);
-			r->seed = strtoull(s, NULL, 10);
+			r->seed = (uint64_t)d;
 			r->has_seed = 1;
 		} else if (strcmp(k, "unmerge") == 0 ||
 		    strcmp(k, "requant") == 0) {

@@ -603,6 +603,37 @@ check_tensor(const char *label, struct pre *p, uint64_t start,
 }
 
 /*
+ * The key the JSON parser found twice: the string token that ends at
+ * byte pos, as written in the header (escapes kept), shown in buf (a
+ * SHOWBUF); NULL if there is no such token.
+ */
+static const char *
+dup_key(const unsigned char *hdr, size_t n, int pos, char *buf)
+{
+	char raw[SHOW_NAME + 2];
+	size_t end, i, k, len;
+
+	if (pos < 2 || (size_t)pos > n || hdr[pos - 1] != '"')
+		return NULL;
+	end = (size_t)pos - 1;
+	for (i = end; i-- > 0; ) {
+		if (hdr[i] != '"')
+			continue;
+		for (k = 0; k < i && hdr[i - 1 - k] == '\\'; k++)
+			;
+		if (k % 2 == 0)
+			break;
+	}
+	if (i >= end)
+		return NULL;
+	/* One byte more than show() keeps, so that it marks a cut. */
+	len = PEFTIO_MIN(end - i - 1, (size_t)SHOW_NAME + 1);
+	memcpy(raw, hdr + i + 1, len);
+	raw[len] = '\0';
+	return show(raw, buf);
+}
+
+/*
  * Steps 4 to 7 on the n header bytes.  Fills the tensor list and the
  * metadata of st and sets *datalen to the size the data section must
  * have.
@@ -611,7 +642,7 @@ static int
 parse_header(struct peftio_st *st, const unsigned char *hdr, size_t n,
     uint64_t *datalen, struct peftio_error *err)
 {
-	char msg[PEFTIO_ERRMSG_MAX / 2];
+	char msg[PEFTIO_ERRMSG_MAX / 2], nb[SHOWBUF];
 	json_error_t je;
 	json_t *root, *v;
 	const char *key;
@@ -637,6 +668,11 @@ parse_header(struct peftio_st *st, const unsigned char *hdr, size_t n,
 			return peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: header: integer above 2^63-1 is not supported"
 			    " (%s)", st->label, msg);
+		if (strncmp(je.text, "duplicate object key", 20) == 0 &&
+		    dup_key(hdr, n, je.position, nb) != NULL)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: duplicate key '%s' in the header (at byte %d)",
+			    st->label, nb, je.position);
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: invalid JSON header: %s (at byte %d)", st->label, msg,
 		    je.position);
@@ -1031,7 +1067,9 @@ open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
 		    st->label);
 		goto out;
 	}
-	if ((buf = malloc(COPY_BUF)) == NULL) {
+	/* No larger than the data (at least a byte, to look past it). */
+	if ((buf = malloc(datalen < COPY_BUF ? (size_t)datalen + 1 :
+	    COPY_BUF)) == NULL) {
 		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
 		    st->label);
 		goto out;

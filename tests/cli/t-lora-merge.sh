@@ -31,14 +31,14 @@ fi
 
 # --- output independent of -j; single file; stdout ---------------------
 for m in "" "-m cat -w 0.7,0.3" "-m svd -w 0.7,0.3"; do
-	# shellcheck disable=SC2086
-	check "f32 pair $m -j 1" "$MERGE" $m -j 1 -o j1.safetensors \
-	    "$L/llama-f32" "$L/pair/a" "$L/pair/b"
-	# shellcheck disable=SC2086
-	check "f32 pair $m -j 5" "$MERGE" $m -j 5 -o j5.safetensors \
-	    "$L/llama-f32" "$L/pair/a" "$L/pair/b"
-	same "same bytes with -j 1 and -j 5 ($m)" j1.safetensors j5.safetensors
-	rm -f j1.safetensors j5.safetensors
+	for j in 1 2 8; do
+		# shellcheck disable=SC2086
+		check "f32 pair $m -j $j" "$MERGE" $m -j $j \
+		    -o j$j.safetensors "$L/llama-f32" "$L/pair/a" "$L/pair/b"
+	done
+	same "same bytes with -j 1 and -j 2 ($m)" j1.safetensors j2.safetensors
+	same "same bytes with -j 1 and -j 8 ($m)" j1.safetensors j8.safetensors
+	rm -f j1.safetensors j2.safetensors j8.safetensors
 done
 "$MERGE" -o - "$L/llama-f32" "$L/dora-f32" > pipe.safetensors 2>/dev/null
 check "merge to a file" "$MERGE" -o file.safetensors "$L/llama-f32" \

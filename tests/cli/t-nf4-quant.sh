@@ -47,6 +47,11 @@ for j in 1 2 3 8; do
 	"$NF4" -j $j -o j$j.safetensors "$EXAMPLE/model.safetensors"
 	same "-j $j gives the same bytes" a.safetensors j$j.safetensors
 done
+for j in 1 2 8; do
+	"$NF4" -d -j $j -o d$j.safetensors a.safetensors
+done
+same "-d -j 2 gives the bytes of -d -j 1" d1.safetensors d2.safetensors
+same "-d -j 8 gives the bytes of -d -j 1" d1.safetensors d8.safetensors
 "$NF4" - < "$EXAMPLE/model.safetensors" | head -c 100 > /dev/null
 ok "a reader that closes early does not hang"
 

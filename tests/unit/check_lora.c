@@ -204,6 +204,152 @@ START_TEST(test_adapter_read)
 }
 END_TEST
 
+/* A two-module LoRA: q_proj rank 2 (A [2,4], B [3,2]), v_proj
+ * without its lora_B unless full. */
+static unsigned char *
+tiny_model(int full, size_t *len)
+{
+	static const char q[] = "base_model.model.model.layers.0.self_attn.";
+	char hdr[1024];
+	unsigned char *p;
+	size_t n, i, data = full ? 88 : 72;
+
+	n = (size_t)snprintf(hdr, sizeof(hdr), "{"
+	    "\"%sq_proj.lora_A.weight\":{\"dtype\":\"F32\",\"shape\":[2,4],"
+	    "\"data_offsets\":[0,32]},"
+	    "\"%sq_proj.lora_B.weight\":{\"dtype\":\"F32\",\"shape\":[3,2],"
+	    "\"data_offsets\":[32,56]},"
+	    "\"%sv_proj.lora_A.weight\":{\"dtype\":\"F16\",\"shape\":[2,4],"
+	    "\"data_offsets\":[56,72]}%s%s%s}", q, q, q,
+	    full ? ",\"" : "", full ? q : "", full ?
+	    "v_proj.lora_B.weight\":{\"dtype\":\"F16\",\"shape\":[4,2],"
+	    "\"data_offsets\":[72,88]}" : "");
+	*len = 8 + n + data;
+	p = calloc(1, *len);
+	ck_assert_ptr_nonnull(p);
+	for (i = 0; i < 8; i++)
+		p[i] = (unsigned char)((uint64_t)n >> (8 * i));
+	memcpy(p + 8, hdr, n);
+	return p;
+}
+
+START_TEST(test_adapter_mem)
+{
+	struct peftio_error err;
+	struct peftio_adapter *a, *b;
+	char *cfg;
+	void *model;
+	size_t clen, mlen, i;
+	uint64_t ra, rb;
+	double sa, sb;
+
+	cfg = tu_read_file(LORA_DATA "/rslora-f32/adapter_config.json", &clen);
+	model = tu_read_file(LORA_DATA "/rslora-f32/adapter_model.safetensors",
+	    &mlen);
+	ck_assert_int_eq(peftio_adapter_open(&a, LORA_DATA "/rslora-f32",
+	    &err), 0);
+	ck_assert_msg(peftio_adapter_open_mem(&b, cfg, clen, model, mlen,
+	    "mem", &err) == 0, "%s", err.msg);
+	ck_assert_str_eq(peftio_adapter_path(b), "mem");
+	ck_assert_uint_eq(peftio_adapter_nmodules(a),
+	    peftio_adapter_nmodules(b));
+	for (i = 0; i < peftio_adapter_nmodules(a); i++) {
+		ck_assert_str_eq(peftio_adapter_module(a, i, &ra, &sa),
+		    peftio_adapter_module(b, i, &rb, &sb));
+		ck_assert_uint_eq(ra, rb);
+		ck_assert_double_eq(sa, sb);
+	}
+	peftio_adapter_free(a);
+	peftio_adapter_free(b);
+	free(cfg);
+	free(model);
+}
+END_TEST
+
+static const struct {
+	const char	*cfg;
+	int		 full;		/* tiny_model(full) */
+	int		 code;
+	const char	*msg;
+} bad_adapters[] = {
+	{ "{\"peft_type\": \"LORA\", \"r\": 2}", 1, 0, NULL },
+	{ "[]", 1, PEFTIO_EFORMAT, "ad/adapter_config.json: not a JSON "
+	    "object" },
+	{ "{\"r\": 2}", 1, PEFTIO_EFORMAT, "ad/adapter_config.json: no "
+	    "\"peft_type\"" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 0}", 1, PEFTIO_EFORMAT,
+	    "ad/adapter_config.json: r = 0 is not an integer from 1 to" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2.5}", 1, PEFTIO_EFORMAT,
+	    "r = 2.5 is not an integer" },
+	/* Was converted to an integer type before any check (undefined
+	 * behaviour for a value past 2^64). */
+	{ "{\"peft_type\": \"LORA\", \"r\": 1e20}", 1, PEFTIO_EFORMAT,
+	    "r = 1e+20 is not an integer" },
+	{ "{\"peft_type\": \"LORA\", \"r\": -3}", 1, PEFTIO_EFORMAT,
+	    "r = -3 is not an integer" },
+	/* Was read as the default r = 8. */
+	{ "{\"peft_type\": \"LORA\", \"r\": \"2\"}", 1, PEFTIO_EFORMAT,
+	    "ad/adapter_config.json: r is not a number" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"lora_alpha\": [4]}", 1,
+	    PEFTIO_EFORMAT, "lora_alpha is not a number" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 4}", 1, PEFTIO_EFORMAT,
+	    "lora_A has rank 2 but the config gives r = 4" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2}", 0, PEFTIO_EFORMAT,
+	    "ad: module 'model.layers.0.self_attn.v_proj': lora_A without "
+	    "lora_B" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"rank_pattern\": "
+	    "{\"(\": 2}}", 1, PEFTIO_EFORMAT, "pattern '(' is not a valid" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"use_dora\": true, "
+	    "\"layer_replication\": [[0, 1]]}", 1, PEFTIO_EUNSUPPORTED,
+	    "'layer_replication' is set" },
+	{ "{\"peft_type\": \"IA3\"}", 1, PEFTIO_EFORMAT,
+	    "IA3 adapter with LoRA tensors" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"alpha_pattern\": "
+	    "{\"l+++++++++++++++++++++++++++++++++++++++++++++ayer\": 3}}", 1,
+	    PEFTIO_EUNSUPPORTED, "ad/adapter_config.json: pattern 'l+++" },
+};
+
+START_TEST(test_adapter_bad)
+{
+	struct peftio_error err;
+	struct peftio_adapter *a;
+	const char *cfg = bad_adapters[_i].cfg;
+	unsigned char *model;
+	size_t mlen;
+	int rc;
+
+	model = tiny_model(bad_adapters[_i].full, &mlen);
+	rc = peftio_adapter_open_mem(&a, cfg, strlen(cfg), model, mlen, "ad",
+	    &err);
+	ck_assert_msg(rc == bad_adapters[_i].code, "case %d: %d (%s)", _i, rc,
+	    rc != 0 ? err.msg : "");
+	if (rc == 0) {
+		ck_assert_uint_eq(peftio_adapter_nmodules(a), 2);
+		peftio_adapter_free(a);
+	} else {
+		ck_assert_ptr_null(a);
+		ck_assert_msg(strstr(err.msg, bad_adapters[_i].msg) != NULL,
+		    "case %d: '%s' lacks '%s'", _i, err.msg,
+		    bad_adapters[_i].msg);
+	}
+	free(model);
+}
+END_TEST
+
+/* No adapter_config.json: "not found", naming the file. */
+START_TEST(test_adapter_no_config)
+{
+	struct peftio_error err;
+	struct peftio_adapter *a;
+	const char *dir = tu_tmpdir();
+
+	ck_assert_int_eq(peftio_adapter_open(&a, dir, &err),
+	    PEFTIO_ENOTFOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "/adapter_config.json"));
+	tu_tmpdir_remove();
+}
+END_TEST
+
 START_TEST(test_unmergeable_types)
 {
 	static const char *const types[] = { "PROMPT_TUNING",
@@ -240,6 +386,41 @@ START_TEST(test_patterns)
 	ck_assert_int_eq(peftio_lora_pattern_match("layers\\.1\\..*", p), 0);
 	ck_assert_int_eq(peftio_lora_pattern_match("(q|k)_proj", p), 1);
 	ck_assert_int_eq(peftio_lora_pattern_match("(", p), PEFTIO_EINVAL);
+	ck_assert_int_eq(peftio_lora_pattern_match(
+	    "layers\\.[0-9]+\\.self_attn\\.[qk]_proj", p), 1);
+	ck_assert_int_eq(peftio_lora_pattern_match("[+*?{]+|q_pro{1,2}j", p),
+	    1);
+	ck_assert_int_eq(peftio_lora_pattern_match("q\\++_proj", p), 0);
+	ck_assert_int_eq(peftio_lora_pattern_match("a{1000}", p), 0);
+}
+END_TEST
+
+/*
+ * Found by fuzz_adapter_config: glibc's regcomp() copies a repeated
+ * part once per repetition, so "l++++...ayer" (from an alpha_pattern)
+ * took gigabytes.  Such patterns are refused before compiling.
+ */
+START_TEST(test_patterns_too_large)
+{
+	static const char *const bad[] = {
+		"l++++++++++++++++++++++++++++++++++++++++++++++++++ayer",
+		"a*?", "a+*", "a{2}{3}", "(a{1000}){1000}",
+		"((((((((((((((((((((a)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+",
+	};
+	const char *p = "model.layers.0.self_attn.q_proj";
+	char deep[2 * 300 + 2];
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(peftio_lora_pattern_match(bad[i], p) ==
+		    PEFTIO_EUNSUPPORTED, "%s", bad[i]);
+	for (i = 0; i < 300; i++) {
+		deep[i] = '(';
+		deep[300 + i] = ')';
+	}
+	deep[600] = '\0';
+	ck_assert_int_eq(peftio_lora_pattern_match(deep, p),
+	    PEFTIO_EUNSUPPORTED);
 }
 END_TEST
 
@@ -322,6 +503,43 @@ START_TEST(test_recipe)
 }
 END_TEST
 
+/* A seed is the number YAML writes, in any of its integer forms (it
+ * used to be re-read from the text in decimal: "1e3" gave 1). */
+START_TEST(test_recipe_seed)
+{
+	static const struct {
+		const char	*text;
+		uint64_t	 seed;
+	} ok[] = {
+		{ "seed: 1e3\n", 1000 }, { "seed: 0x10\n", 16 },
+		{ "seed: 9007199254740992\n", 9007199254740992ULL },
+		{ "seed: 7.0\n", 7 },
+	};
+	static const char *const bad[] = {
+		"seed: -1\n", "seed: 1.5\n", "seed: 1e300\n", "seed: x\n",
+		"seed: [1]\n",
+	};
+	struct peftio_error err;
+	struct peftio_recipe *r;
+	size_t i;
+
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		ck_assert_msg(peftio_recipe_parse(ok[i].text,
+		    strlen(ok[i].text), "r.yaml", &r, &err) == 0, "%s",
+		    err.msg);
+		ck_assert(r->has_seed);
+		ck_assert_uint_eq(r->seed, ok[i].seed);
+		peftio_recipe_free(r);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(peftio_recipe_parse(bad[i], strlen(bad[i]),
+		    "r.yaml", &r, &err), PEFTIO_EFORMAT);
+		ck_assert_ptr_nonnull(strstr(err.msg, "r.yaml: "));
+		ck_assert_ptr_nonnull(strstr(err.msg, "seed"));
+	}
+}
+END_TEST
+
 Suite *lora_suite(void);
 
 Suite *lora_suite(void)
@@ -333,11 +551,17 @@ Suite *lora_suite(void)
 	tcase_add_loop_test(tc, test_merge_vs_peft, 0,
 	    (int)(sizeof(cases) / sizeof(cases[0])));
 	tcase_add_test(tc, test_adapter_read);
+	tcase_add_test(tc, test_adapter_mem);
+	tcase_add_loop_test(tc, test_adapter_bad, 0,
+	    (int)(sizeof(bad_adapters) / sizeof(bad_adapters[0])));
+	tcase_add_test(tc, test_adapter_no_config);
 	tcase_add_test(tc, test_unmergeable_types);
 	tcase_add_test(tc, test_patterns);
+	tcase_add_test(tc, test_patterns_too_large);
 	tcase_add_test(tc, test_combine_names);
 	tcase_add_test(tc, test_svd);
 	tcase_add_test(tc, test_recipe);
+	tcase_add_test(tc, test_recipe_seed);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -30,8 +30,9 @@ mkfile_n(const char *hdr, size_t hlen, uint64_t n, size_t datalen,
 	unsigned char *p;
 	size_t i;
 
+	/* A byte more, zero, for the tests that write one too many. */
 	*len = 8 + hlen + datalen;
-	p = malloc(*len + 1);
+	p = calloc(1, *len + 1);
 	ck_assert_ptr_nonnull(p);
 	for (i = 0; i < 8; i++)
 		p[i] = (unsigned char)(n >> (8 * i));
@@ -426,6 +427,44 @@ START_TEST(test_long_name)
 		}
 		free(buf);
 		free(h);
+	}
+}
+END_TEST
+
+/*
+ * A name given twice is named in the message, however long (the JSON
+ * parser quotes only short tokens) and as it is written in the header.
+ */
+START_TEST(test_duplicate_named)
+{
+	static const struct {
+		const char	*hdr;
+		const char	*msg;
+	} c[] = {
+		{ "{\"model.layers.0.mlp.up_proj.weight\":{" U8_2 "},"
+		    "\"model.layers.0.mlp.up_proj.weight\":{" U8_2 "}}",
+		    "duplicate key 'model.layers.0.mlp.up_proj.weight'" },
+		{ "{\"a\\\"b\\\\\":{" U8_2 "},\"a\\\"b\\\\\":{" U8_2 "}}",
+		    "duplicate key 'a\\\"b\\\\'" },
+		{ "{\"t\":{\"dtype\":\"U8\",\"dtype\":\"U8\",\"shape\":[2],"
+		    "\"data_offsets\":[0,2]}}", "duplicate key 'dtype'" },
+		{ "{\"__metadata__\":{\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\":\"1\","
+		    "\"kkkkkkkkkkkkkkkkkkkkkkkkkkkkkk\":\"2\"}}",
+		    "duplicate key 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkk'" },
+	};
+	struct peftio_error err;
+	struct peftio_st *st;
+	unsigned char *buf;
+	size_t i, len;
+
+	for (i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		buf = mkfile(c[i].hdr, strlen(c[i].hdr), 4, &len);
+		ck_assert_int_eq(peftio_st_open_mem(&st, buf, len, LABEL,
+		    &err), PEFTIO_EFORMAT);
+		ck_assert_msg(strstr(err.msg, c[i].msg) != NULL,
+		    "'%s' lacks '%s'", err.msg, c[i].msg);
+		ck_assert_ptr_nonnull(strstr(err.msg, LABEL ": "));
+		free(buf);
 	}
 }
 END_TEST
@@ -1471,9 +1510,9 @@ START_TEST(test_read_fifo)
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		fd = open(tu_path("fifo"), O_WRONLY);
-		if (fd < 0)
-			_exit(1);
-		_exit(write(fd, buf, len) == (ssize_t)len ? 0 : 1);
+		len = fd >= 0 && write(fd, buf, len) == (ssize_t)len;
+		free(buf);
+		_exit(len ? 0 : 1);
 	}
 	ck_assert_msg(peftio_st_open(&st, tu_path("fifo"), &err) == 0, "%s",
 	    err.msg);
@@ -1579,6 +1618,7 @@ Suite *safetensors_suite(void)
 	tcase_add_test(tc, test_depth);
 	tcase_add_test(tc, test_long_name);
 	tcase_add_test(tc, test_accept_details);
+	tcase_add_test(tc, test_duplicate_named);
 	tcase_add_test(tc, test_mutations);
 	suite_add_tcase(s, tc);
 

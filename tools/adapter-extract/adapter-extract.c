@@ -219,9 +219,11 @@ load_delta(struct item *it, float *d, float *tmp)
 			if (d[j] != 0.0f)
 				nz = 1;
 			if (!isfinite(d[j])) {
+				/* run() puts the file name in front. */
 				peftio_error_set(&it->err, PEFTIO_ENONFINITE,
-				    "%s: tensor %s.weight: delta is not finite",
-				    O.tuned, it->module);
+				    "tensor %s.weight: element %llu of the "
+				    "difference is not finite (NaN or Inf)",
+				    it->module, (unsigned long long)j);
 				return -1;
 			}
 		}

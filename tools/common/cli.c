@@ -47,12 +47,24 @@ cli_init(const char *progname)
 	}
 }
 
+/*
+ * One diagnostic, one line: control characters that come from names in
+ * a file (a tensor called "a\nb") are printed as \xNN.
+ */
 static void __attribute__((format(printf, 1, 0)))
 vmsg(const char *fmt, va_list ap)
 {
+	char buf[4096];
+	const unsigned char *p;
+
 	cli_progress_end();
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	fprintf(stderr, "%s: ", cli_progname);
-	vfprintf(stderr, fmt, ap);
+	for (p = (const unsigned char *)buf; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			fprintf(stderr, "\\x%02x", *p);
+		else
+			fputc(*p, stderr);
 	fputc('\n', stderr);
 }
 
