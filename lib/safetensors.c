@@ -949,6 +949,33 @@ open_regular(struct peftio_st *st, int fd, uint64_t size,
 }
 
 /*
+ * Copy fd to the spool file sp through buf (len bytes), up to max bytes
+ * or the end of the input; *got says how many.
+ */
+static int
+spool(struct peftio_st *st, int fd, int sp, unsigned char *buf, size_t len,
+    uint64_t max, uint64_t *got, struct peftio_error *err)
+{
+	long long r;
+	size_t want;
+
+	for (*got = 0; *got < max; *got += (uint64_t)r) {
+		want = max - *got < len ? (size_t)(max - *got) : len;
+		if ((r = peftio_read_all(fd, buf, want)) < 0)
+			return peftio_error_sys(err, "%s: read error",
+			    st->label);
+		if (peftio_write_all(sp, buf, (size_t)r) != 0)
+			return peftio_error_sys(err, "%s: spool file",
+			    st->label);
+		if ((size_t)r < want) {
+			*got += (uint64_t)r;
+			break;
+		}
+	}
+	return 0;
+}
+
+/*
  * A torch.save archive on a pipe: the npfx bytes already read and the
  * rest of the input, spooled to an anonymous file and mapped.
  */
@@ -957,8 +984,7 @@ open_stream_zip(struct peftio_st *st, int fd, const unsigned char *pfx,
     size_t npfx, struct peftio_error *err)
 {
 	unsigned char *buf = NULL;
-	uint64_t total = npfx;
-	long long r;
+	uint64_t total = npfx, got;
 	int rc = 0, sp;
 
 	if ((sp = peftio_anon_file()) < 0)
@@ -973,17 +999,10 @@ open_stream_zip(struct peftio_st *st, int fd, const unsigned char *pfx,
 		rc = peftio_error_sys(err, "%s: spool file", st->label);
 		goto out;
 	}
-	do {
-		if ((r = peftio_read_all(fd, buf, COPY_BUF)) < 0) {
-			rc = peftio_error_sys(err, "%s: read error", st->label);
-			goto out;
-		}
-		if (peftio_write_all(sp, buf, (size_t)r) != 0) {
-			rc = peftio_error_sys(err, "%s: spool file", st->label);
-			goto out;
-		}
-		total += (uint64_t)r;
-	} while (r == COPY_BUF);
+	if ((rc = spool(st, fd, sp, buf, COPY_BUF, UINT64_MAX, &got,
+	    err)) != 0)
+		goto out;
+	total += got;
 	if (total > SIZE_MAX) {
 		rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
 		    "%s: too large to map", st->label);
@@ -1009,8 +1028,8 @@ static int
 open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
 {
 	unsigned char pfx[8], *hdr = NULL, *nh, *buf = NULL;
-	uint64_t n, datalen, left;
-	size_t cap = 0, have = 0, want;
+	uint64_t n, datalen, got;
+	size_t cap = 0, have = 0;
 	long long r;
 	int rc, sp = -1;
 
@@ -1074,23 +1093,14 @@ open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
 		    st->label);
 		goto out;
 	}
-	for (left = datalen; left > 0; left -= (uint64_t)r) {
-		want = left < COPY_BUF ? (size_t)left : COPY_BUF;
-		if ((r = peftio_read_all(fd, buf, want)) < 0) {
-			rc = peftio_error_sys(err, "%s: read error", st->label);
-			goto out;
-		}
-		if (peftio_write_all(sp, buf, (size_t)r) != 0) {
-			rc = peftio_error_sys(err, "%s: spool file", st->label);
-			goto out;
-		}
-		if ((size_t)r < want) {
-			rc = peftio_error_set(err, PEFTIO_EFORMAT,
-			    "%s: input ended after %" PRIu64 " of %" PRIu64
-			    " data bytes (truncated)", st->label,
-			    datalen - left + (uint64_t)r, datalen);
-			goto out;
-		}
+	if ((rc = spool(st, fd, sp, buf, datalen < COPY_BUF ?
+	    (size_t)datalen + 1 : COPY_BUF, datalen, &got, err)) != 0)
+		goto out;
+	if (got < datalen) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: input ended after %" PRIu64 " of %" PRIu64
+		    " data bytes (truncated)", st->label, got, datalen);
+		goto out;
 	}
 	if ((r = peftio_read_all(fd, buf, 1)) < 0) {
 		rc = peftio_error_sys(err, "%s: read error", st->label);
