@@ -454,6 +454,7 @@ f32_to_bf16_n(const float *s, unsigned char *d, uint64_t n)
  * payloads included, as long as MXCSR keeps subnormals (the default).
  */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_F16C_PATH	1
 #define F16C	__attribute__((target("avx,f16c")))
@@ -481,10 +482,15 @@ f32_to_f16_f16c(const float *s, unsigned char *d, uint64_t n)
 	return i;
 }
 
+/* F16C is CPUID.1:ECX bit 29 (not every compiler names it for
+ * __builtin_cpu_supports); AVX there includes the OS's YMM support. */
 static int
 have_f16c(void)
 {
-	return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+	unsigned a, b, c, d;
+
+	return __builtin_cpu_supports("avx") &&
+	    __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
 }
 #endif
 
