@@ -111,11 +111,13 @@ tests/unit/run-unit: $(UNITOBJ) lib/libpeftio.a
 tests/cli/stdump: tests/cli/stdump.o lib/libpeftio.a
 	$(CC) $(LDFLAGS) $(LDSAN) -o $@ $< lib/libpeftio.a $(XLIBS)
 
-# Each fuzz target without libFuzzer, run once over its corpus.
+# Each fuzz target without libFuzzer, run once over its corpus.  Like
+# main(), a target's LLVMFuzzer* functions need no prototype of its own.
+FUZZWARN = -Wno-missing-prototypes
 tests/fuzz/replay-%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c \
     tests/fuzz/fuzz.h lib/peftio.h lib/libpeftio.a $(FLAGSTAMP)
-	$(CC) $(CFLAGS) $(XCFLAGS) $(LDFLAGS) $(LDSAN) -Itests/fuzz -o $@ \
-	    $< tests/fuzz/replay.c lib/libpeftio.a $(XLIBS)
+	$(CC) $(CFLAGS) $(XCFLAGS) $(FUZZWARN) $(LDFLAGS) $(LDSAN) \
+	    -Itests/fuzz -o $@ $< tests/fuzz/replay.c lib/libpeftio.a $(XLIBS)
 
 deps:
 	@$(PKG_CONFIG) --exists $(DEPS) $(TESTDEPS) 2>/dev/null || \
@@ -178,7 +180,7 @@ $(FUZZDIR)/lib/%.o: lib/%.c lib/peftio.h lib/peftio_private.h Makefile
 	    -c -o $@ $<
 
 $(FUZZDIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZLIB)
-	$(FUZZCC) -O1 -g $(FUZZSAN) -fsanitize=fuzzer $(XCFLAGS) \
+	$(FUZZCC) -O1 -g $(FUZZSAN) -fsanitize=fuzzer $(XCFLAGS) $(FUZZWARN) \
 	    -Itests/fuzz -o $@ $< $(FUZZLIB) $(XLIBS)
 
 fuzz: deps
