@@ -113,10 +113,6 @@ peftio_torchbin_sniff(const void *buf, size_t len, const char *label,
 		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
 		    "%s: an archive of PyTorch's preview release (PYTORCH1) "
 		    "is not supported", label);
-	if (len >= 262 && memcmp(p + 257, "ustar", 5) == 0)
-		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-		    "%s: a tar archive (the oldest torch.save format) is not "
-		    "supported", label);
 	return 0;
 }
 
