@@ -6,6 +6,7 @@
 #                   small example model in examples/tiny-llama
 #   make bench      throughput and memory benchmarks (bench/RESULTS.md)
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make uninstall  the same PREFIX and DESTDIR: removes what install put
 #   make SANITIZE=1 build with AddressSanitizer and UBSan
 #   make valgrind   the unit tests under valgrind
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS (clang)
@@ -38,6 +39,11 @@ XCFLAGS	+= -fsanitize=address,undefined -fno-omit-frame-pointer \
 LDSAN	 = -fsanitize=address,undefined
 endif
 
+VERSION	:= $(shell sed -n 's/^\#define PEFTIO_VERSION_STRING[^"]*"\(.*\)"/\1/p' lib/peftio.h)
+SOMAJOR	 = 0
+SONAME	 = libpeftio.so.$(SOMAJOR)
+SOFILE	 = libpeftio.so.$(VERSION)
+
 TOOLS	 = nf4-quant lora-merge adapter-extract dq-inspect
 LIBSRC	 = $(sort $(filter-out lib/rcp_table.c,$(wildcard lib/*.c)))
 LIBOBJ	 = $(LIBSRC:.c=.o) lib/rcp_table.o
@@ -59,7 +65,7 @@ $(shell test "`cat $(FLAGSTAMP) 2>/dev/null`" = "$(FLAGS_NOW)" || \
 $(FLAGSTAMP): ;
 
 .PHONY: all deps check test unit cli demo bench install uninstall clean \
-	fuzz replay refcheck valgrind
+	fuzz replay refcheck valgrind installcheck FORCE
 
 all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN)
 
@@ -79,7 +85,7 @@ lib/libpeftio.a: $(LIBOBJ)
 	$(AR) rcs $@ $(LIBOBJ)
 
 lib/libpeftio.so: $(LIBOBJ)
-	$(CC) -shared -Wl,-soname,libpeftio.so.0 $(LDSAN) -o $@ $(LIBOBJ) $(XLIBS)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(LDSAN) -o $@ $(LIBOBJ) $(XLIBS)
 
 # tools/NAME/NAME from tools/NAME/NAME.c
 define tool_rule
@@ -139,6 +145,7 @@ test: all tests/unit/run-unit tests/cli/stdump $(REPLAY)
 	cd tests/unit && ./run-unit
 	$(MAKE) replay
 	sh tests/cli/run.sh
+	$(MAKE) installcheck
 
 check: deps
 	$(MAKE) test
@@ -195,29 +202,52 @@ refcheck: all
 
 # ---------------------------------------------------------------------
 
-peftio.pc: peftio.pc.in Makefile
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|0.1.0|' \
-	    -e 's|@DEPS@|$(DEPS)|' peftio.pc.in > $@
+# Paths under PREFIX are written relative to ${prefix}, so that
+# pkg-config --define-variable=prefix=... can relocate them.
+PCLIBDIR = $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
+PCINCDIR = $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCDIR))
+MAN1	 = $(sort $(wildcard man/*.1))
+MAN3	 = $(sort $(wildcard man/*.3))
+MAN5	 = $(sort $(wildcard man/*.5))
+
+peftio.pc: peftio.pc.in Makefile lib/peftio.h FORCE
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PCLIBDIR)|' \
+	    -e 's|@INCDIR@|$(PCINCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@DEPS@|$(DEPS)|' peftio.pc.in > $@.tmp
+	mv $@.tmp $@
+
+FORCE:
 
 install: all peftio.pc
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
 	    $(DESTDIR)$(INCDIR) $(DESTDIR)$(MANDIR)/man1 \
-	    $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(PKGDIR)
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(PKGDIR)
 	for t in $(TOOLBIN); do $(INSTALL) -m 755 $$t $(DESTDIR)$(BINDIR)/; done
 	$(INSTALL) -m 644 lib/libpeftio.a $(DESTDIR)$(LIBDIR)/
-	$(INSTALL) -m 755 lib/libpeftio.so $(DESTDIR)$(LIBDIR)/libpeftio.so.0
-	ln -sf libpeftio.so.0 $(DESTDIR)$(LIBDIR)/libpeftio.so
+	$(INSTALL) -m 755 lib/libpeftio.so $(DESTDIR)$(LIBDIR)/$(SOFILE)
+	ln -sf $(SOFILE) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libpeftio.so
 	$(INSTALL) -m 644 lib/peftio.h $(DESTDIR)$(INCDIR)/
 	$(INSTALL) -m 644 peftio.pc $(DESTDIR)$(PKGDIR)/
-	for m in man/*.1; do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man1/; done
-	for m in $(wildcard man/*.3); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man3/; done
-	for m in $(wildcard man/*.5); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man5/; done
+	for m in $(MAN1); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man1/; done
+	$(if $(MAN3),$(INSTALL) -d $(DESTDIR)$(MANDIR)/man3 && \
+	    $(INSTALL) -m 644 $(MAN3) $(DESTDIR)$(MANDIR)/man3/)
+	for m in $(MAN5); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man5/; done
 
 uninstall:
 	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
-	rm -f $(DESTDIR)$(LIBDIR)/libpeftio.a $(DESTDIR)$(LIBDIR)/libpeftio.so*
+	rm -f $(DESTDIR)$(LIBDIR)/libpeftio.a $(DESTDIR)$(LIBDIR)/libpeftio.so \
+	    $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SOFILE)
 	rm -f $(DESTDIR)$(INCDIR)/peftio.h $(DESTDIR)$(PKGDIR)/peftio.pc
+	for m in $(notdir $(MAN1)); do rm -f $(DESTDIR)$(MANDIR)/man1/$$m; done
+	for m in $(notdir $(MAN3)); do rm -f $(DESTDIR)$(MANDIR)/man3/$$m; done
+	for m in $(notdir $(MAN5)); do rm -f $(DESTDIR)$(MANDIR)/man5/$$m; done
+
+# Install into a temporary tree, build and run a program against it
+# through pkg-config, uninstall, and require that nothing is left.
+installcheck: all
+	MAKE="$(MAKE)" CC="$(CC)" LDSAN="$(LDSAN)" PKG_CONFIG="$(PKG_CONFIG)" \
+	    sh tests/install/run.sh
 
 clean:
 	rm -f lib/*.o lib/rcp_table.c lib/libpeftio.a lib/libpeftio.so \
