@@ -4,9 +4,11 @@
  * malformed inputs of formats.md section 4.3, built here from a small
  * zip writer and pickle assembler.
  */
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1663,6 +1665,47 @@ START_TEST(test_truncated)
 END_TEST
 
 /* Random damage (about 1 byte in 100) never crashes the reader. */
+/*
+ * The error contract of a reader: rc is 0 with no error set, or rc is a
+ * negative peftio_status, err->code is rc and err->msg is one line.
+ * NULL if it holds, else what broke.
+ */
+static const char *
+contract_broken(int rc, const struct peftio_error *err)
+{
+	if (rc == 0)
+		return err->code != 0 || err->msg[0] != '\0' ?
+		    "read, yet an error is set" : NULL;
+	if (rc > 0 || rc < PEFTIO_ECHECKSUM)
+		return "returned no peftio_status";
+	if (err->code != rc)
+		return "err.code differs from the value returned";
+	if (err->msg[0] == '\0')
+		return "failed with no message";
+	if (strchr(err->msg, '\n') != NULL)
+		return "message of more than one line";
+	return NULL;
+}
+
+/* Keep an input that broke the contract under REGRESS, for
+ * test_regressions (and as a fuzz seed). */
+#define REGRESS	TB "/regress"
+
+static void
+keep_failure(const unsigned char *buf, size_t len, const char *name)
+{
+	char path[512];
+
+	(void)mkdir(REGRESS, 0777);
+	snprintf(path, sizeof(path), "%s/%s", REGRESS, name);
+	tu_write_file(path, buf, len);
+}
+
+/*
+ * Random byte flips of each fixture archive: each mutant reads, or fails
+ * with an error value and a one-line message (a crash fails the test in
+ * its forked process; the seed below makes it reproducible).
+ */
 START_TEST(test_mutations)
 {
 	static const char *const files[] = {
@@ -1673,7 +1716,9 @@ START_TEST(test_mutations)
 	unsigned char *raw, *buf;
 	uint64_t s = 0x7423 + (uint64_t)_i;
 	size_t len, k, flips;
-	int iter;
+	const char *why;
+	char name[64];
+	int iter, rc, nread = 0, nfail = 0;
 
 	raw = tu_read_file(files[_i], &len);
 	for (iter = 0; iter < 400; iter++) {
@@ -1682,10 +1727,56 @@ START_TEST(test_mutations)
 		for (k = 0; k < flips; k++)
 			buf[tu_rand(&s) % len] ^= (unsigned char)(1 +
 			    tu_rand(&s) % 255);
-		(void)open_read_all(buf, len, &err);
+		rc = open_read_all(buf, len, &err);
+		if ((why = contract_broken(rc, &err)) != NULL) {
+			snprintf(name, sizeof(name), "mutation-%d-%d.bin", _i,
+			    iter);
+			keep_failure(buf, len, name);
+			ck_abort_msg("%s, mutant %d: %s (rc %d, \"%s\"); kept "
+			    "as %s/%s", files[_i], iter, why, rc, err.msg,
+			    REGRESS, name);
+		}
+		if (rc == 0)
+			nread++;
+		else
+			nfail++;
 		free(buf);
 	}
+	/* The flips reached the readers' checks. */
+	ck_assert_int_gt(nfail, 0);
+	ck_assert_int_eq(nread + nfail, 400);
 	free(raw);
+}
+END_TEST
+
+/* Every input kept under REGRESS still keeps the contract. */
+START_TEST(test_regressions)
+{
+	struct peftio_error err;
+	struct dirent *de;
+	unsigned char *buf;
+	const char *why;
+	char path[512];
+	size_t len;
+	DIR *d;
+	int rc, n = 0;
+
+	d = opendir(REGRESS);
+	ck_assert_msg(d != NULL, "%s: cannot open", REGRESS);
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", REGRESS, de->d_name);
+		buf = tu_read_file(path, &len);
+		rc = open_read_all(buf, len, &err);
+		why = contract_broken(rc, &err);
+		ck_assert_msg(why == NULL, "%s: %s (rc %d, \"%s\")", path,
+		    why != NULL ? why : "", rc, err.msg);
+		free(buf);
+		n++;
+	}
+	closedir(d);
+	ck_assert_int_gt(n, 0);
 }
 END_TEST
 
@@ -1895,6 +1986,7 @@ Suite *torchbin_suite(void)
 	tcase_add_loop_test(tc, test_deflate_lies, 0, 7);
 	tcase_add_loop_test(tc, test_truncated, 0, 2);
 	tcase_add_loop_test(tc, test_mutations, 0, 4);
+	tcase_add_test(tc, test_regressions);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("checkpoints");
