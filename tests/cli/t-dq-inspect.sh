@@ -219,15 +219,23 @@ cp "$T/out" ad.json
     notok "adapter: rank per module and size"
 
 # --- JSON and YAML carry the same content -------------------------------
-"$INSPECT" --json --plan lora q.safetensors > a.json
-"$INSPECT" --yaml --plan lora q.safetensors > a.yaml
+# agree WHAT JANCHOR YANCHOR KEY: a.json and a.yaml both hold KEY after
+# their anchors, with the same value.
+agree() {
+	j=$(val a.json "$2" "$4")
+	y=$(val a.yaml "$3" "$4")
+	if [ -n "$j" ] && [ "$j" = "$y" ]; then ok "json and yaml: $1.$4"
+	else notok "json and yaml: $1.$4 (json '$j', yaml '$y')"; fi
+}
+check "--json --plan lora" "$INSPECT" --json --plan lora q.safetensors
+cp "$T/out" a.json
+check "--yaml --plan lora" "$INSPECT" --yaml --plan lora q.safetensors
+cp "$T/out" a.yaml
 for k in params bytes quantized_params original_bytes saved_bytes; do
-	[ "$(val a.json '"totals"' $k)" = "$(val a.yaml 'totals:' $k)" ] ||
-	    notok "json and yaml: totals.$k"
+	agree totals '"totals"' 'totals:' $k
 done
-ok "json and yaml: the same totals"
-[ "$(val a.json '"plan"' all_params)" = "$(val a.yaml 'plan:' all_params)" ] &&
-    ok "json and yaml: the same plan" || notok "json and yaml: the same plan"
+agree plan '"plan"' 'plan:' all_params
+agree plan '"plan"' 'plan:' trainable_params
 
 # --- usage ----------------------------------------------------------------
 "$INSPECT" --plan foo q.safetensors > /dev/null 2>&1
