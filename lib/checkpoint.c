@@ -14,15 +14,19 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "peftio_private.h"
 
 #define INDEX_NAME	"model.safetensors.index.json"
 #define BIN_INDEX_NAME	"pytorch_model.bin.index.json"
 #define INDEX_MAX	(256u << 20)	/* refuse larger index files */
+#define COPY_BUF	(1u << 20)	/* bytes per step of an added file */
 
 struct ckpt_entry {
 	size_t	shard;
@@ -627,6 +631,7 @@ struct ckptw_file {
 	char	*name;
 	char	*data;
 	size_t	 len;
+	char	*src;	/* copied from this file at commit, else data */
 };
 
 struct peftio_ckptw {
@@ -644,6 +649,8 @@ struct peftio_ckptw {
 	size_t			 nfiles;
 	int			 laid_out;
 	const struct peftio_ckpt *done;	/* shards written already */
+	peftio_note_fn		 note;
+	void			*note_arg;
 };
 
 /* Shard s as the index names it, and its tensors. */
@@ -900,6 +907,7 @@ peftio_ckptw_file(struct peftio_ckptw *w, const char *name, const void *buf,
 	}
 	memcpy(nf->data, buf, len);
 	nf->len = len;
+	nf->src = NULL;
 	w->nfiles++;
 	return 0;
 }
@@ -915,14 +923,78 @@ is_checkpoint_file(const char *name)
 	    (n > 4 && strcmp(name + n - 4, ".bin") == 0);
 }
 
+/*
+ * The training state a Hugging Face Trainer saves beside the model in a
+ * checkpoint-N folder: of no use to a converted model.
+ */
+int
+peftio_is_training_state(const char *name)
+{
+	static const char *const names[] = {
+		"optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt",
+		"rng_state.pth", "trainer_state.json", "training_args.bin"
+	};
+	size_t i, n = strlen(name);
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(name, names[i]) == 0)
+			return 1;
+	/* rng_state_<rank>.pth of a run on several processes */
+	return n > 14 && strncmp(name, "rng_state_", 10) == 0 &&
+	    strcmp(name + n - 4, ".pth") == 0 &&
+	    strspn(name + 10, "0123456789") == n - 14;
+}
+
+void
+peftio_ckptw_set_note(struct peftio_ckptw *w, peftio_note_fn fn, void *arg)
+{
+	w->note = fn;
+	w->note_arg = arg;
+}
+
+static void
+note(const struct peftio_ckptw *w, const char *fmt, ...)
+{
+	char msg[PEFTIO_ERRMSG_MAX];
+	va_list ap;
+
+	if (w->note == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	w->note(w->note_arg, msg);
+}
+
+/* Add file p (a regular file) as name, to be copied at commit. */
+static int
+add_copy(struct peftio_ckptw *w, const char *name, char *p,
+    struct peftio_error *err)
+{
+	struct ckptw_file *nf;
+
+	nf = realloc(w->files, (w->nfiles + 1) * sizeof(*nf));
+	if (nf == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	w->files = nf;
+	nf = &w->files[w->nfiles];
+	if ((nf->name = strdup(name)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	nf->data = NULL;
+	nf->len = 0;
+	nf->src = p;
+	w->nfiles++;
+	return 0;
+}
+
 int
 peftio_ckptw_copy_aux(struct peftio_ckptw *w, const char *dir,
     struct peftio_error *err)
 {
 	struct dirent *de;
 	struct stat sb;
-	char *p, *data;
-	size_t i, len;
+	char *p;
+	size_t i;
 	DIR *d;
 	int rc = 0, have;
 
@@ -931,7 +1003,14 @@ peftio_ckptw_copy_aux(struct peftio_ckptw *w, const char *dir,
 	if ((d = opendir(dir)) == NULL)
 		return peftio_error_sys(err, "%s", dir);
 	while (rc == 0 && (de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.' || is_checkpoint_file(de->d_name))
+		if (de->d_name[0] == '.')
+			continue;
+		if (peftio_is_training_state(de->d_name)) {
+			note(w, "%s/%s: training state, not copied", dir,
+			    de->d_name);
+			continue;
+		}
+		if (is_checkpoint_file(de->d_name))
 			continue;
 		for (i = 0, have = 0; i < w->nfiles; i++)
 			if (strcmp(w->files[i].name, de->d_name) == 0)
@@ -943,18 +1022,82 @@ peftio_ckptw_copy_aux(struct peftio_ckptw *w, const char *dir,
 			    "out of memory");
 			break;
 		}
-		if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		/* Followed: a Hugging Face cache links each file to a blob. */
+		if (stat(p, &sb) != 0) {
+			if (errno == ENOENT && lstat(p, &sb) == 0)
+				rc = peftio_error_set(err, PEFTIO_ENOTFOUND,
+				    "%s: a symbolic link to a missing file "
+				    "(an incomplete download?)", p);
+			else
+				rc = peftio_error_sys(err, "%s", p);
+			free(p);
+			break;
+		}
+		if (S_ISDIR(sb.st_mode)) {
+			note(w, "%s/: a subfolder, not copied", p);
 			free(p);
 			continue;
 		}
-		rc = peftio_read_file(p, (size_t)1 << 30, &data, &len, err);
-		free(p);
-		if (rc == 0) {
-			rc = peftio_ckptw_file(w, de->d_name, data, len, err);
-			free(data);
+		if (!S_ISREG(sb.st_mode)) {
+			rc = peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: not a regular file (a device, pipe or "
+			    "socket), cannot be copied with the model", p);
+			free(p);
+			break;
 		}
+		if ((rc = add_copy(w, de->d_name, p, err)) != 0)
+			free(p);
 	}
 	closedir(d);
+	return rc;
+}
+
+/* Copy file src to dst a piece at a time, through a temporary file. */
+static int
+copy_file(const char *src, const char *dst, unsigned flags,
+    struct peftio_error *err)
+{
+	struct peftio_outfile of;
+	struct stat sb;
+	unsigned char *buf;
+	uint64_t off = 0;
+	ssize_t n;
+	int fd, rc;
+
+	if ((fd = open(src, O_RDONLY | O_CLOEXEC)) < 0)
+		return peftio_error_sys(err, "%s", src);
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		close(fd);
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: not a regular file", src);
+	}
+	if ((buf = malloc(COPY_BUF)) == NULL) {
+		close(fd);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	if ((rc = peftio_outfile_open(&of, dst, flags, err)) != 0)
+		goto out;
+	for (;;) {
+		if ((n = read(fd, buf, COPY_BUF)) < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = peftio_error_sys(err, "%s", src);
+			break;
+		}
+		if (n == 0)
+			break;
+		if ((rc = peftio_outfile_pwrite(&of, buf, (size_t)n, off,
+		    err)) != 0)
+			break;
+		off += (uint64_t)n;
+	}
+	if (rc != 0)
+		peftio_outfile_abort(&of);
+	else
+		rc = peftio_outfile_commit(&of, err);
+out:
+	free(buf);
+	close(fd);
 	return rc;
 }
 
@@ -1089,8 +1232,11 @@ write_files(struct peftio_ckptw *w, const char *dir, unsigned flags,
 		if ((p = join(dir, w->files[i].name)) == NULL)
 			return peftio_error_set(err, PEFTIO_ENOMEM,
 			    "out of memory");
-		rc = peftio_write_file(p, w->files[i].data, w->files[i].len,
-		    flags, err);
+		if (w->files[i].src != NULL)
+			rc = copy_file(w->files[i].src, p, flags, err);
+		else
+			rc = peftio_write_file(p, w->files[i].data,
+			    w->files[i].len, flags, err);
 		free(p);
 		if (rc != 0)
 			return rc;
@@ -1187,6 +1333,7 @@ peftio_ckptw_free(struct peftio_ckptw *w)
 	for (s = 0; s < w->nfiles; s++) {
 		free(w->files[s].name);
 		free(w->files[s].data);
+		free(w->files[s].src);
 	}
 	free(w->files);
 	free(w->w);

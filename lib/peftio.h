@@ -443,10 +443,21 @@ int	peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
 /* Add a file to the output directory (ignored for file output). */
 int	peftio_ckptw_file(struct peftio_ckptw *w, const char *name,
 	    const void *buf, size_t len, struct peftio_error *err);
-/* Copy every regular file of dir that is not a safetensors shard, an
- * index, or already added. */
+/* Copy (at commit, a piece at a time, whatever its size) every file of
+ * dir that is not a safetensors shard, a .bin, an index, training state
+ * (peftio_is_training_state()) or already added.  Symbolic links are
+ * followed.  Subfolders and training state are left out with a note; a
+ * dangling link or a file that is not regular (a device, a pipe) is an
+ * error naming it. */
 int	peftio_ckptw_copy_aux(struct peftio_ckptw *w, const char *dir,
 	    struct peftio_error *err);
+/* Called with one line for each thing the writer leaves out on purpose. */
+typedef void (*peftio_note_fn)(void *arg, const char *msg);
+void	peftio_ckptw_set_note(struct peftio_ckptw *w, peftio_note_fn fn,
+	    void *arg);
+/* 1 if name is a file of a Hugging Face Trainer's training state
+ * (optimizer.pt, scheduler.pt, rng_state.pth, trainer_state.json, ...). */
+int	peftio_is_training_state(const char *name);
 /* Bytes of all declared tensors (valid after layout): the index's
  * metadata.total_size. */
 uint64_t peftio_ckptw_tensor_bytes(const struct peftio_ckptw *w);

@@ -124,3 +124,59 @@ grep_err "message names the tensor" "$C"
 absent "no output for a Conv1D weight" out10.safetensors
 check "--exclude leaves it out" "$NF4" --exclude '*.c_attn.weight' \
     -o out10.safetensors conv1d.safetensors
+
+# --- a Hugging Face Trainer checkpoint folder ------------------------------
+# Training state is left out (named under -v), whatever its size; the
+# files a model needs are copied whatever their size; subfolders are left
+# out with a note.
+mkdir ck ck/runs
+cp "$EXAMPLE"/* ck/
+truncate -s 1100M ck/optimizer.pt
+for f in scheduler.pt scaler.pt rng_state.pth rng_state_1.pth \
+    trainer_state.json training_args.bin; do echo x > ck/$f; done
+echo '{"version": "1.0"}' > ck/tokenizer.json
+echo event > ck/runs/events
+# A file over 1 GiB (sparse here) with its last bytes marked.
+truncate -s 1100M ck/tokenizer.model
+printf 'END' | dd of=ck/tokenizer.model bs=1 seek=$((1100 * 1048576 - 3)) \
+    conv=notrunc 2>/dev/null
+check "trainer checkpoint folder: quantized" "$NF4" -v -o ckq ck
+grep_err "-v names the optimizer state left out" "optimizer.pt"
+grep_err "-v names the trainer state left out" "trainer_state.json"
+grep_err "-v names rng_state_1.pth left out" "rng_state_1.pth"
+grep_err "-v names the subfolder left out" "runs/"
+left=
+for f in optimizer.pt scheduler.pt scaler.pt rng_state.pth rng_state_1.pth \
+    trainer_state.json training_args.bin runs; do
+	[ -e ckq/$f ] && left="$left $f"
+done
+[ -z "$left" ] && ok "no training state in the output" ||
+    notok "no training state in the output (copied:$left)"
+same "tokenizer.json copied" ck/tokenizer.json ckq/tokenizer.json
+[ "$(stat -c %s ckq/tokenizer.model 2>/dev/null)" = $((1100 * 1048576)) ] &&
+    [ "$(tail -c 3 ckq/tokenizer.model)" = END ] &&
+    ok "a file over 1 GiB copied whole" || notok "a file over 1 GiB copied whole"
+rm -rf ckq ck/tokenizer.model
+check "without -v" "$NF4" -o ckq ck
+if grep -q "optimizer.pt\|runs/" "$T/err"; then
+	notok "no notes without -v"; else ok "no notes without -v"; fi
+rm -rf ckq ck/optimizer.pt
+
+# A partial Hugging Face cache: a dangling link among the extra files, or
+# something that is not a regular file, is an error naming it.
+mkdir pc
+cp "$EXAMPLE"/* pc/
+ln -s ../blobs/missing pc/tokenizer.json
+fails "dangling symbolic link refused" 1 "$NF4" -o pcq pc
+grep_err "message names the link" "pc/tokenizer.json"
+absent "no output for a dangling link" pcq
+rm pc/tokenizer.json
+ln -s /dev/null pc/tokenizer.json
+fails "a device refused" 1 "$NF4" -o pcq pc
+grep_err "message names the device" "pc/tokenizer.json"
+absent "no output for a device" pcq
+rm pc/tokenizer.json
+mkfifo pc/vocab.txt
+fails "a pipe refused" 1 "$NF4" -o pcq pc
+grep_err "message names the pipe" "pc/vocab.txt"
+absent "no output for a pipe" pcq

@@ -110,6 +110,13 @@ cli_debug(const char *fmt, ...)
 	va_end(ap);
 }
 
+void
+cli_note(void *arg, const char *msg)
+{
+	(void)arg;
+	cli_debug("%s", msg);
+}
+
 int
 cli_parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max,
     uint64_t *out)

@@ -31,6 +31,8 @@ int	cli_error(const struct peftio_error *err);
 void	cli_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Extra detail on stderr with -v. */
 void	cli_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A peftio_note_fn: the library's note as cli_debug(). */
+void	cli_note(void *arg, const char *msg);
 
 /* Parse a decimal integer in [min, max]; 0 or -1 with a message. */
 int	cli_parse_u64(const char *opt, const char *s, uint64_t min,

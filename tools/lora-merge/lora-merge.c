@@ -701,6 +701,7 @@ run(void)
 		rc = cli_writer_drain(&err);
 	if (rc == 0 && as_dir)
 		rc = output_config(&c, w, quantized, &err);
+	peftio_ckptw_set_note(w, cli_note, NULL);
 	if (rc == 0 && as_dir)
 		rc = peftio_ckptw_copy_aux(w, peftio_ckpt_dir(c.in), &err);
 	if (rc == 0)

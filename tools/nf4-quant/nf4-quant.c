@@ -781,6 +781,7 @@ run(const char *input)
 		rc = cli_writer_drain(&err);
 	if (rc == 0 && as_dir)
 		rc = output_config(in, w, items, n, &err);
+	peftio_ckptw_set_note(w, cli_note, NULL);
 	if (rc == 0 && as_dir)
 		rc = peftio_ckptw_copy_aux(w, peftio_ckpt_dir(in), &err);
 	if (rc == 0)
@@ -1049,6 +1050,7 @@ run_index(const char *input)
 	    O.force ? PEFTIO_W_FORCE : 0, &err)) != 0)
 		goto fail;
 	rc = output_config(in, w, items, n, &err);
+	peftio_ckptw_set_note(w, cli_note, NULL);
 	if (rc == 0)
 		rc = peftio_ckptw_copy_aux(w, peftio_ckpt_dir(in), &err);
 	if (rc == 0)
