@@ -284,6 +284,38 @@ peftio_config_add_quant(const char *in, size_t inlen, enum peftio_q4type type,
 }
 
 int
+peftio_config_quant(const char *in, size_t inlen, char *method, size_t cap,
+    int *bits, struct peftio_error *err)
+{
+	json_t *o, *q, *m;
+
+	if (cap > 0)
+		method[0] = '\0';
+	*bits = 0;
+	if ((o = load_object(in, inlen, err)) == NULL)
+		return err != NULL ? err->code : PEFTIO_EFORMAT;
+	if ((q = json_object_get(o, "quantization_config")) == NULL ||
+	    json_is_null(q)) {
+		json_decref(o);
+		return 0;
+	}
+	m = json_is_object(q) ? json_object_get(q, "quant_method") : NULL;
+	if (cap > 0)
+		snprintf(method, cap, "%s", json_is_string(m) ?
+		    json_string_value(m) : "unnamed");
+	if (json_is_object(q)) {
+		if (json_is_true(json_object_get(q, "load_in_4bit")) ||
+		    json_is_true(json_object_get(q, "_load_in_4bit")))
+			*bits = 4;
+		else if (json_is_true(json_object_get(q, "load_in_8bit")) ||
+		    json_is_true(json_object_get(q, "_load_in_8bit")))
+			*bits = 8;
+	}
+	json_decref(o);
+	return 1;
+}
+
+int
 peftio_config_remove_quant(const char *in, size_t inlen, int dt, char **out,
     size_t *outlen, struct peftio_error *err)
 {

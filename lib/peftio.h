@@ -652,6 +652,11 @@ int	peftio_config_add_quant(const char *in, size_t inlen,
 	    enum peftio_q4type type, int double_quant,
 	    enum peftio_dtype compute, char **out, size_t *outlen,
 	    struct peftio_error *err);
+/* 1 if config.json (in) has a "quantization_config": method gets its
+ * quant_method ("bitsandbytes", "gptq", ..., or "unnamed"), *bits 4 or 8
+ * when it says load_in_4bit or load_in_8bit, else 0.  0 if it has none. */
+int	peftio_config_quant(const char *in, size_t inlen, char *method,
+	    size_t cap, int *bits, struct peftio_error *err);
 /* The reverse: drop "quantization_config"; set "dtype" (and
  * "torch_dtype" where present) to dt unless dt is -1. */
 int	peftio_config_remove_quant(const char *in, size_t inlen, int dt,

@@ -180,3 +180,40 @@ mkfifo pc/vocab.txt
 fails "a pipe refused" 1 "$NF4" -o pcq pc
 grep_err "message names the pipe" "pc/vocab.txt"
 absent "no output for a pipe" pcq
+
+# --- inputs quantizing would make nonsense of ------------------------------
+fails "a PEFT adapter directory refused" 1 "$NF4" -o ad.out \
+    "$DATA/lora/lora-bf16"
+grep_err "message says it is an adapter" "PEFT adapter"
+grep_err "message says what to run" "lora-merge"
+absent "no output for an adapter" ad.out
+fails "a PEFT adapter file refused" 1 "$NF4" -o ad.safetensors \
+    "$DATA/lora/ia3-f32/adapter_model.safetensors"
+grep_err "message names the adapter tensor" "ia3_l"
+absent "no output for an adapter file" ad.safetensors
+mkst int8.safetensors "{\"$W\":{\"dtype\":\"I8\",\"shape\":[2,64],\"data_offsets\":[0,128]},\"${W%.weight}.SCB\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[128,136]}}" 136
+fails "an 8-bit checkpoint (SCB) refused" 1 "$NF4" -o int8.out.safetensors \
+    int8.safetensors
+grep_err "message says 8-bit" "already 8-bit quantized"
+absent "no output for an 8-bit checkpoint" int8.out.safetensors
+for m in gptq awq; do
+	mkdir q$m
+	cp "$EXAMPLE"/* q$m/
+	sed 's/^{/{"quantization_config": {"quant_method": "'$m'", "bits": 4},/' \
+	    "$EXAMPLE/config.json" > q$m/config.json
+	fails "a $m checkpoint refused" 1 "$NF4" -o q$m.out q$m
+	grep_err "message names the method $m" "quant_method $m"
+	grep_err "message names config.json" "q$m/config.json"
+	absent "no output for a $m checkpoint" q$m.out
+done
+mkdir q8
+cp "$EXAMPLE"/* q8/
+sed 's/^{/{"quantization_config": {"quant_method": "bitsandbytes", "load_in_8bit": true},/' \
+    "$EXAMPLE/config.json" > q8/config.json
+fails "a bitsandbytes 8-bit config refused" 1 "$NF4" -o q8.out q8
+grep_err "message says 8-bit" "bitsandbytes, 8-bit"
+sed 's/^{/{"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": true},/' \
+    "$EXAMPLE/config.json" > q8/config.json
+fails "a bitsandbytes 4-bit config refused" 1 "$NF4" -o q8.out q8
+grep_err "message says to use -d" "use -d"
+absent "no output for a quantized config" q8.out

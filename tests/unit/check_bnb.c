@@ -161,6 +161,43 @@ START_TEST(test_config)
 }
 END_TEST
 
+/* What a config.json's quantization_config says. */
+START_TEST(test_config_quant)
+{
+	static const struct {
+		const char	*in;
+		int		 rc;
+		const char	*method;
+		int		 bits;
+	} t[] = {
+		{ "{\"a\": 1}", 0, "", 0 },
+		{ "{\"quantization_config\": null}", 0, "", 0 },
+		{ "{\"quantization_config\": {\"quant_method\": \"gptq\", "
+		    "\"bits\": 4}}", 1, "gptq", 0 },
+		{ "{\"quantization_config\": {\"quant_method\": "
+		    "\"bitsandbytes\", \"load_in_8bit\": true}}", 1,
+		    "bitsandbytes", 8 },
+		{ "{\"quantization_config\": {\"quant_method\": "
+		    "\"bitsandbytes\", \"_load_in_4bit\": true}}", 1,
+		    "bitsandbytes", 4 },
+		{ "{\"quantization_config\": {}}", 1, "unnamed", 0 },
+		{ "[1]", PEFTIO_EFORMAT, "", 0 },
+	};
+	struct peftio_error err;
+	char method[32];
+	size_t i;
+	int bits;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		bits = -1;
+		ck_assert_int_eq(peftio_config_quant(t[i].in, strlen(t[i].in),
+		    method, sizeof(method), &bits, &err), t[i].rc);
+		ck_assert_str_eq(method, t[i].method);
+		ck_assert_int_eq(bits, t[i].bits);
+	}
+}
+END_TEST
+
 Suite *bnb_suite(void);
 
 Suite *bnb_suite(void)
@@ -175,6 +212,7 @@ Suite *bnb_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("config");
 	tcase_add_test(tc, test_config);
+	tcase_add_test(tc, test_config_quant);
 	suite_add_tcase(s, tc);
 	return s;
 }

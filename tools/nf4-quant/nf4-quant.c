@@ -385,6 +385,92 @@ plan_quant(struct peftio_ckpt *in, struct item *items, size_t *nquant,
 	return 0;
 }
 
+/* A tensor of a PEFT adapter, by the names PEFT gives them. */
+static int
+adapter_tensor(const char *name)
+{
+	return strstr(name, ".lora_A.") != NULL ||
+	    strstr(name, ".lora_B.") != NULL ||
+	    strstr(name, ".lora_embedding_A") != NULL ||
+	    strstr(name, ".lora_embedding_B") != NULL ||
+	    strstr(name, ".lora_magnitude_vector") != NULL ||
+	    strstr(name, ".ia3_l") != NULL;
+}
+
+/*
+ * Refuse what quantizing would make nonsense of: a PEFT adapter (its
+ * lora_A and lora_B are not a model's weights), or a checkpoint that is
+ * quantized already (by bitsandbytes, 4-bit or 8-bit, or any method its
+ * config.json names), whose tensors would be copied under a 4-bit
+ * quantization_config that contradicts them.
+ */
+static int
+check_input(struct peftio_ckpt *in, struct peftio_error *err)
+{
+	const char *dir = peftio_ckpt_dir(in), *name;
+	char *path, *text = NULL, method[64];
+	size_t i, len;
+	int rc, bits;
+
+	/* A folder with a model beside an adapter holds a model. */
+	if (dir != NULL && peftio_ckpt_nshards(in) > 0 && strncmp(base_name(
+	    peftio_ckpt_shard_name(in, 0)), "adapter_model", 13) == 0) {
+		path = str_cat(dir, "/adapter_config.json");
+		rc = access(path, F_OK);
+		free(path);
+		if (rc == 0)
+			return peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: a PEFT adapter (adapter_config.json), not a "
+			    "model: merge it into its base model with "
+			    "lora-merge, then quantize the result", dir);
+	}
+	for (i = 0; i < peftio_ckpt_count(in); i++) {
+		name = peftio_ckpt_tensor(in, i)->name;
+		if (adapter_tensor(name))
+			return peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: tensor '%s': a PEFT adapter, not a model: "
+			    "merge it into its base model with lora-merge, "
+			    "then quantize the result", peftio_ckpt_path(in),
+			    name);
+		if (strstr(name, PEFTIO_BNB_QUANT_STATE) != NULL)
+			return peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: tensor '%s': already 4-bit quantized "
+			    "(use -d to dequantize)", peftio_ckpt_path(in),
+			    name);
+		if (ends_with(name, ".SCB") || ends_with(name,
+		    ".weight_format"))
+			return peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: tensor '%s': already 8-bit quantized "
+			    "(bitsandbytes LLM.int8): quantize the unquantized "
+			    "model instead", peftio_ckpt_path(in), name);
+	}
+	if (dir == NULL)
+		return 0;
+	path = str_cat(dir, "/config.json");
+	if (access(path, F_OK) != 0) {
+		free(path);
+		return 0;
+	}
+	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
+	if (rc == 0)
+		rc = peftio_config_quant(text, len, method, sizeof(method),
+		    &bits, err);
+	free(text);
+	if (rc < 0)
+		peftio_error_prefix(err, "%s", path);
+	else if (rc > 0 && strcmp(method, "bitsandbytes") == 0 && bits == 4)
+		rc = peftio_error_set(err, PEFTIO_EINVAL, "%s: "
+		    "quantization_config: already 4-bit quantized "
+		    "(use -d to dequantize)", path);
+	else if (rc > 0)
+		rc = peftio_error_set(err, PEFTIO_EINVAL, "%s: "
+		    "quantization_config: already quantized (quant_method "
+		    "%s%s): quantize the unquantized model instead", path,
+		    method, bits == 8 ? ", 8-bit" : "");
+	free(path);
+	return rc;
+}
+
 /*
  * With double quantization the quant_state blob holds the mean of the
  * absmax values, and its length (which the header records) depends on
@@ -700,7 +786,9 @@ run(const char *input)
 		return CLI_EXIT_ERROR;
 	}
 	rc = O.decode ? plan_dequant(in, items, &nq, &err) :
-	    plan_quant(in, items, &nq, &err);
+	    check_input(in, &err);
+	if (rc == 0 && !O.decode)
+		rc = plan_quant(in, items, &nq, &err);
 	if (rc != 0)
 		goto fail;
 	if (!O.decode && O.dq && (rc = prepass_offsets(in, items, n, &err)) != 0)
@@ -1035,7 +1123,9 @@ run_index(const char *input)
 	items = xmalloc((n + 1) * sizeof(*items));
 	memset(items, 0, (n + 1) * sizeof(*items));
 	rc = O.decode ? plan_dequant(in, items, &nq, &err) :
-	    plan_quant(in, items, &nq, &err);
+	    check_input(in, &err);
+	if (rc == 0 && !O.decode)
+		rc = plan_quant(in, items, &nq, &err);
 	if (rc != 0)
 		goto fail;
 	names = xmalloc(peftio_ckpt_nshards(in) * sizeof(*names));
