@@ -714,6 +714,13 @@ struct peftio_plan_opts {
 	const char	*targets;	/* comma-separated; NULL: the default */
 	uint64_t	 virtual_tokens; /* prompt and prefix tuning */
 	enum peftio_optimizer optimizer;
+	/* From config.json (peftio_plan_config()); 0 where unknown.  Prefix
+	 * tuning sizes keys and values as PEFT does: head_dim (or hidden /
+	 * heads) x kv_heads when kv_heads is known; hidden when only heads
+	 * is; with neither, the width of the k_proj weights. */
+	uint64_t	 heads;		/* num_attention_heads */
+	uint64_t	 kv_heads;	/* num_key_value_heads */
+	uint64_t	 head_dim;
 };
 
 /*
@@ -737,6 +744,7 @@ struct peftio_plan {
 	uint64_t	 num_layers;
 	uint64_t	 lora_params;	/* LoRA with opts' r and targets */
 	struct peftio_plan_memory full, lora, qlora;
+	uint64_t	 prefix_dim;	/* width of a prefix key or value */
 };
 
 /* Default targets: "q_proj,v_proj" for LoRA, "k_proj,v_proj,down_proj"
@@ -757,6 +765,10 @@ uint64_t peftio_plan_nf4_bytes(uint64_t n);
 int	peftio_plan_compute(const struct peftio_plan_opts *o,
 	    const struct peftio_plan_tensor *t, size_t n, struct peftio_plan *p,
 	    struct peftio_error *err);
+/* Fill o's heads, kv_heads and head_dim from the text of a config.json
+ * (its text_config for a vision-language model), as PEFT reads them. */
+int	peftio_plan_config(const char *text, size_t len,
+	    struct peftio_plan_opts *o, struct peftio_error *err);
 /* v with thousands separators, as Python's "{:,}" writes it. */
 void	peftio_format_thousands(uint64_t v, char *buf, size_t len);
 /* PEFT's line: "trainable params: 4,194,304 || all params:

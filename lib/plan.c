@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "peftio_private.h"
 
 static const char *const method_names[] = {
@@ -278,6 +280,7 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 	const char *targets, *lora_targets;
 	uint64_t lora = 0, trained = 0, bias = 0, qbase = 0, frozen, v;
 	uint64_t lora_modules = 0, ia3_modules = 0, ia3 = 0, layers = 0;
+	uint64_t k_rows = 0;
 	unsigned state;
 	long long li;
 	size_t i, len;
@@ -318,6 +321,9 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 		}
 		if (t[i].ndim != 2 || (len = weight_module(t[i].name)) == 0)
 			continue;
+		if (k_rows == 0 && len >= 6 &&
+		    strncmp(t[i].name + len - 6, "k_proj", 6) == 0)
+			k_rows = t[i].shape[0];
 		if (peftio_plan_target_match(t[i].name, len, lora_targets)) {
 			/* A [r, in] and B [out, r] */
 			v = t[i].shape[0];
@@ -361,8 +367,20 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 		MUL(trained, o->virtual_tokens, p->hidden_size);
 		break;
 	case PEFTIO_PLAN_PREFIX:
-		/* keys and values of every layer: tokens x layers x 2 x hidden */
-		MUL(trained, o->virtual_tokens, p->hidden_size);
+		/*
+		 * Keys and values of every layer: tokens x layers x 2 x the
+		 * width of a key, which grouped-query attention makes
+		 * head_dim x kv_heads (PEFT's _prepare_prompt_learning_config).
+		 */
+		p->prefix_dim = p->hidden_size;
+		if (o->kv_heads > 0 && o->head_dim > 0)
+			MUL(p->prefix_dim, o->head_dim, o->kv_heads);
+		else if (o->kv_heads > 0 && o->heads > 0)
+			MUL(p->prefix_dim, p->hidden_size / o->heads,
+			    o->kv_heads);
+		else if (o->heads == 0 && k_rows > 0)
+			p->prefix_dim = k_rows;
+		MUL(trained, o->virtual_tokens, p->prefix_dim);
 		MUL(trained, trained, layers);
 		MUL(trained, trained, (uint64_t)2);
 		p->modules = layers;
@@ -422,4 +440,41 @@ peftio_plan_peft_line(uint64_t trainable, uint64_t all, char *buf,
 	peftio_format_thousands(all, b, sizeof(b));
 	snprintf(buf, len, "trainable params: %s || all params: %s || "
 	    "trainable%%: %.4f", a, b, pct);
+}
+
+/* A positive integer member of o, else 0. */
+static uint64_t
+config_uint(const json_t *o, const char *key)
+{
+	const json_t *v = json_object_get(o, key);
+
+	return json_is_integer(v) && json_integer_value(v) > 0 ?
+	    (uint64_t)json_integer_value(v) : 0;
+}
+
+int
+peftio_plan_config(const char *text, size_t len, struct peftio_plan_opts *o,
+    struct peftio_error *err)
+{
+	json_error_t jerr;
+	json_t *root, *c;
+
+	root = json_loadb(text, len, 0, &jerr);
+	if (root == NULL || !json_is_object(root)) {
+		json_decref(root);
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "config.json: line %d: %s", jerr.line, root == NULL ?
+		    jerr.text : "not a JSON object");
+	}
+	c = json_object_get(root, "text_config");
+	if (!json_is_object(c))
+		c = root;
+	if ((o->heads = config_uint(c, "num_attention_heads")) == 0 &&
+	    (o->heads = config_uint(c, "n_head")) == 0 &&
+	    (o->heads = config_uint(c, "num_heads")) == 0)
+		o->heads = config_uint(c, "encoder_attention_heads");
+	o->kv_heads = config_uint(c, "num_key_value_heads");
+	o->head_dim = config_uint(c, "head_dim");
+	json_decref(root);
+	return 0;
 }

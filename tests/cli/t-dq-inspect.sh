@@ -102,6 +102,20 @@ for m in "ia3 614400" "prompt 81920" "prefix 5242880" "bitfit 0"; do
 	    notok "7b: ${m% *} trains ${m#* } (got $got)"
 done
 
+# --- prefix tuning with grouped-query attention --------------------------
+# 4 heads, 2 kv heads, head_dim 16, 2 layers: 20 x 2 x 2 x (16 x 2).
+check "prefix: GQA checkpoint folder" "$INSPECT" --json --plan prefix \
+    --virtual-tokens 20 "$DATA/llama-sharded"
+got=$(val "$T/out" '"plan"' trainable_params)
+[ "$got" = 2560 ] && ok "prefix: head_dim x num_key_value_heads" ||
+    notok "prefix: head_dim x num_key_value_heads (got $got, want 2560)"
+# No config.json: the width of k_proj (2 kv heads of 32): 20 x 2 x 2 x 64.
+check "prefix: GQA file" "$INSPECT" --json --plan prefix \
+    --virtual-tokens 20 "$EXAMPLE/model.safetensors"
+got=$(val "$T/out" '"plan"' trainable_params)
+[ "$got" = 5120 ] && ok "prefix: without config.json, the keys' width" ||
+    notok "prefix: without config.json, the keys' width (got $got, want 5120)"
+
 # --- LLaMA-65B: the QLoRA paper's 780 GB for full fine-tuning ----------
 llama l65.safetensors 8192 22016 80 32000
 "$INSPECT" --json --plan full l65.safetensors > l65.json

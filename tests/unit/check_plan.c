@@ -166,6 +166,63 @@ START_TEST(test_other_methods)
 }
 END_TEST
 
+/* Prefix tuning with grouped-query attention sizes keys and values by
+ * head_dim x num_key_value_heads, as PEFT does. */
+START_TEST(test_prefix_gqa)
+{
+	static const char llama3[] = "{\"hidden_size\": 4096, "
+	    "\"num_attention_heads\": 32, \"num_key_value_heads\": 8}";
+	static const char gemma[] = "{\"text_config\": {\"hidden_size\": "
+	    "3072, \"num_attention_heads\": 16, \"num_key_value_heads\": 16, "
+	    "\"head_dim\": 256}}";
+	static const char mha[] = "{\"n_head\": 32}";
+	struct peftio_plan_opts o;
+	struct peftio_error err;
+	struct peftio_plan p;
+	struct model m;
+	size_t i;
+
+	/* Llama-3-8B-shaped: k_proj and v_proj are [1024, 4096]. */
+	llama(&m, 4096, 14336, 32, 128256);
+	for (i = 0; i < m.n; i++)
+		if (strstr(m.t[i].name, "k_proj") != NULL ||
+		    strstr(m.t[i].name, "v_proj") != NULL)
+			m.shapes[2 * i] = 1024;
+	memset(&o, 0, sizeof(o));
+	o.method = PEFTIO_PLAN_PREFIX;
+	o.virtual_tokens = 20;
+	o.optimizer = PEFTIO_OPT_ADAMW;
+	/* No config.json: the width of the keys. */
+	ck_assert_int_eq(peftio_plan_compute(&o, m.t, m.n, &p, &err), 0);
+	ck_assert_uint_eq(p.prefix_dim, 1024);
+	ck_assert_uint_eq(p.trainable_params, 20 * 32 * 2 * 1024);
+	ck_assert_int_eq(peftio_plan_config(llama3, strlen(llama3), &o, &err),
+	    0);
+	ck_assert_uint_eq(o.heads, 32);
+	ck_assert_uint_eq(o.kv_heads, 8);
+	ck_assert_uint_eq(o.head_dim, 0);
+	ck_assert_int_eq(peftio_plan_compute(&o, m.t, m.n, &p, &err), 0);
+	ck_assert_uint_eq(p.trainable_params, 20 * 32 * 2 * 1024);
+	/* head_dim where config.json gives it, not hidden / heads. */
+	ck_assert_int_eq(peftio_plan_config(gemma, strlen(gemma), &o, &err),
+	    0);
+	ck_assert_uint_eq(o.head_dim, 256);
+	ck_assert_int_eq(peftio_plan_compute(&o, m.t, m.n, &p, &err), 0);
+	ck_assert_uint_eq(p.prefix_dim, 256 * 16);
+	ck_assert_uint_eq(p.trainable_params, 20 * 32 * 2 * 4096);
+	/* Heads but no num_key_value_heads: PEFT keeps the hidden size. */
+	ck_assert_int_eq(peftio_plan_config(mha, strlen(mha), &o, &err), 0);
+	ck_assert_uint_eq(o.heads, 32);
+	ck_assert_uint_eq(o.kv_heads, 0);
+	ck_assert_int_eq(peftio_plan_compute(&o, m.t, m.n, &p, &err), 0);
+	ck_assert_uint_eq(p.prefix_dim, 4096);
+	ck_assert_int_eq(peftio_plan_config("[]", 2, &o, &err),
+	    PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "config.json"));
+	model_free(&m);
+}
+END_TEST
+
 /* QLoRA paper: 65B parameters need more than 780 GB to fine-tune in
  * 16 bits with Adam (2 + 2 + 8 bytes per parameter). */
 START_TEST(test_memory_65b)
@@ -298,6 +355,7 @@ Suite *plan_suite(void)
 
 	tcase_add_test(tc, test_peft_lines);
 	tcase_add_test(tc, test_other_methods);
+	tcase_add_test(tc, test_prefix_gqa);
 	tcase_add_test(tc, test_memory_65b);
 	tcase_add_test(tc, test_nf4_bytes);
 	tcase_add_test(tc, test_target_match);

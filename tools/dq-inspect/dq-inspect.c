@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <xxhash.h>
@@ -753,6 +754,29 @@ verify(struct report *rp)
 /* ------------------------------------------------------------------ */
 /* --plan                                                              */
 
+/* The attention heads of config.json beside the checkpoint, if any. */
+static int
+plan_config(struct report *rp, struct peftio_plan_opts *po,
+    struct peftio_error *err)
+{
+	const char *dir = peftio_ckpt_dir(rp->c);
+	char path[4096], *text;
+	size_t len;
+	int rc;
+
+	if (dir == NULL)
+		return 0;
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	if (access(path, F_OK) != 0)
+		return 0;
+	if ((rc = peftio_read_file(path, 64u << 20, &text, &len, err)) != 0)
+		return rc;
+	if ((rc = peftio_plan_config(text, len, po, err)) != 0)
+		peftio_error_prefix(err, "%s", dir);
+	free(text);
+	return rc;
+}
+
 static int
 plan(struct report *rp)
 {
@@ -778,6 +802,10 @@ plan(struct report *rp)
 	po.virtual_tokens = O.virtual_tokens;
 	po.optimizer = O.optimizer;
 	peftio_error_clear(&err);
+	if ((rc = plan_config(rp, &po, &err)) != 0) {
+		free(t);
+		return cli_error(&err) != 0;
+	}
 	if ((rc = peftio_plan_compute(&po, t, rp->nrows, &rp->plan, &err)) != 0)
 		cli_error(&err);
 	else
