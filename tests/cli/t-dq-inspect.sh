@@ -191,6 +191,70 @@ mkst other.safetensors '{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' 
 fails "compare with a model that lacks the tensors" 1 \
     "$INSPECT" --compare other.safetensors q.safetensors
 
+# --- --compare of two unquantized checkpoints -----------------------------
+# y and x are the dequantized 4-bit model and the original, both F32: the
+# same figures as the 4-bit compare, tensor by tensor.
+check "--compare unquantized" "$INSPECT" --json --compare x.safetensors \
+    y.safetensors
+cp "$T/out" plain.json
+w=model.layers.0.self_attn.q_proj.weight
+near "plain compare: RMSE" "$(val plain.json "\"$w\"" rmse)" "$rmse" 1e-8
+near "plain compare: max |error|" \
+    "$(val plain.json "\"$w\"" max_abs_error)" "$maxe" 1e-7
+near "plain compare: SNR dB" "$(val plain.json "\"$w\"" snr_db)" "$snr" 1e-4
+near "plain compare: cosine" "$(val plain.json "\"$w\"" cosine)" "$cosv" 1e-6
+near "plain compare: an unquantized norm is equal" \
+    "$(val plain.json '"model.norm.weight"' rmse)" 0 0
+n=$(grep -c '"compare": {' plain.json)
+[ "$n" -eq 22 ] && ok "plain compare: all 21 tensors and the totals" ||
+    notok "plain compare: all 21 tensors and the totals ($n)"
+# Totals over all compared elements: w [1,2,3,4] against [1,2,3,5] (F32)
+# and b [1,1,1,1] equal in both (BF16): 8 elements, one off by 1.
+f1='\000\000\200\077' f2='\000\000\000\100' f3='\000\000\100\100'
+f4='\000\000\200\100' f5='\000\000\240\100' b1='\200\077'
+printf "$f1$f2$f3$f4$b1$b1$b1$b1" > a.dat
+printf "$f1$f2$f3$f5$b1$b1$b1$b1" > b.dat
+H='{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"BF16","shape":[4],"data_offsets":[16,24]}}'
+mkst pa.safetensors "$H" 0 a.dat
+mkst pb.safetensors "$H" 0 b.dat
+check "--compare two small checkpoints" "$INSPECT" --json \
+    --compare pa.safetensors pb.safetensors
+cp "$T/out" small.json
+# the totals: from the last "compare" object on
+awk '/"compare": \{/ { buf = "" } { buf = buf $0 "\n" }
+    END { printf "%s", buf }' small.json > total.json
+near "small: w RMSE 0.5" "$(val small.json '"w"' rmse)" 0.5 1e-12
+near "small: w SNR 10 log10(30)" "$(val small.json '"w"' snr_db)" \
+    14.77121255 1e-6
+near "small: w cosine 34/sqrt(30 x 39)" "$(val small.json '"w"' cosine)" \
+    0.9939990885 1e-9
+near "small: total RMSE sqrt(1/8)" "$(val total.json '"compare": {' rmse)" \
+    0.3535533906 1e-9
+near "small: total max |d| 1" \
+    "$(val total.json '"compare": {' max_abs_error)" 1 0
+near "small: total SNR 10 log10(34)" \
+    "$(val total.json '"compare": {' snr_db)" 15.31478917 1e-6
+near "small: total cosine 38/sqrt(34 x 43)" \
+    "$(val total.json '"compare": {' cosine)" 0.9938249838 1e-9
+[ "$(val total.json '"compare": {' params)" = 8 ] &&
+    [ "$(val total.json '"compare": {' tensors)" = 2 ] &&
+    ok "small: totals over 2 tensors, 8 elements" ||
+    notok "small: totals over 2 tensors, 8 elements"
+check "--compare text" "$INSPECT" --compare pa.safetensors pb.safetensors
+grep -q '^total  *0.353553 *1 *15.315 *0.993825$' "$T/out" &&
+    ok "small: the text total line" || {
+	notok "small: the text total line"; grep total "$T/out" | sed 's/^/#   /'; }
+# Nothing at all to compare: exit 1, saying why.
+fails "compare: no tensor name in common" 1 \
+    "$INSPECT" --compare other.safetensors pb.safetensors
+grep_err "compare: the reason" "no tensor name in common"
+mkst int.safetensors '{"w":{"dtype":"I32","shape":[4],"data_offsets":[0,16]}}' 16
+fails "compare: no floating-point tensor" 1 \
+    "$INSPECT" --compare pa.safetensors int.safetensors
+grep_err "compare: the reason" "no floating-point"
+if grep -q nan "$T/out"; then notok "compare: no nan printed"
+else ok "compare: no nan printed"; fi
+
 # --- --verify ---------------------------------------------------------------
 check "--verify a file written by nf4-quant" "$INSPECT" --verify q.safetensors
 grep -q "0 mismatched" "$T/out" && ok "verify: no mismatch" ||

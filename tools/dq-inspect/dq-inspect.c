@@ -604,13 +604,65 @@ compare_parts(struct report *rp, struct row *r, size_t k,
 	return 0;
 }
 
+/*
+ * Statistics of tensor r of an unquantized checkpoint against tensor k of
+ * the original, both converted to 32 bits, a part at a time.
+ */
+static int
+compare_plain(struct report *rp, struct row *r, size_t k,
+    const struct peftio_tensor_info *ti, struct cjob *j)
+{
+	const struct peftio_tensor_info *mine = peftio_ckpt_tensor(rp->c,
+	    r->idx);
+	size_t es = peftio_dtype_bits(ti->dtype) / 8, c;
+	size_t ms = peftio_dtype_bits(mine->dtype) / 8;
+	struct peftio_error err;
+	uint64_t e0, n;
+	float *x, *y;
+	void *raw;
+
+	for (e0 = 0; e0 < r->params; e0 += n) {
+		n = r->params - e0 < CMP_PART ? r->params - e0 : CMP_PART;
+		x = xscratch(&Xs, n * sizeof(float));
+		y = xscratch(&Ys, n * sizeof(float));
+		raw = xscratch(&Raw, n * (es > ms ? es : ms));
+		peftio_error_clear(&err);
+		if (peftio_ckpt_read(rp->c, r->idx, e0 * ms, raw, n * ms,
+		    &err) != 0) {
+			cli_error(&err);
+			return -1;
+		}
+		peftio_to_f32(mine->dtype, raw, y, n);
+		if (peftio_ckpt_read(orig, k, e0 * es, raw, n * es, &err) != 0) {
+			cli_error(&err);
+			return -1;
+		}
+		peftio_to_f32(ti->dtype, raw, x, n);
+		memset(j, 0, sizeof(*j));
+		j->x = x;
+		j->y = y;
+		j->n = n;
+		peftio_parallel_for(O.jobs, NCHUNK, 1, stats_range, j);
+		for (c = 0; c < NCHUNK; c++)
+			stats_add(&r->st, &j->part[c]);
+	}
+	return 0;
+}
+
+/*
+ * The 4-bit weights of a quantized checkpoint against the original; or,
+ * when the checkpoint holds no 4-bit weight, each floating-point tensor
+ * against the tensor of the same name (a merge or an extraction against
+ * a reference).  Nothing to compare at all is an error.
+ */
 static int
 compare(struct report *rp)
 {
 	const struct peftio_tensor_info *ti;
 	struct cjob *j;
 	const char *first = NULL;
-	size_t i, done = 0, missing = 0;
+	size_t i, done = 0, missing = 0, candidates = 0;
+	int plain = rp->nquant == 0;
 	long k;
 	int bad = 0;
 
@@ -619,9 +671,12 @@ compare(struct report *rp)
 	for (i = 0; i < rp->nrows; i++) {
 		struct row *r = &rp->rows[i];
 
-		if (!r->quant)
+		if (plain ? !peftio_dtype_is_float(peftio_ckpt_tensor(rp->c,
+		    r->idx)->dtype) : !r->quant)
 			continue;
-		cli_progress(done++, rp->nquant, "comparing");
+		candidates++;
+		cli_progress(done++, plain ? rp->nrows : rp->nquant,
+		    "comparing");
 		if ((k = peftio_ckpt_find(orig, r->name)) < 0) {
 			if (missing++ == 0)
 				first = r->name;
@@ -632,10 +687,11 @@ compare(struct report *rp)
 		if (!peftio_dtype_is_float(ti->dtype) ||
 		    ti->numel != r->params) {
 			cli_warn("%s: tensor '%s': %s with %llu elements does "
-			    "not fit the 4-bit weight's %llu",
+			    "not fit the %s's %llu",
 			    peftio_ckpt_path(orig), r->name,
 			    peftio_dtype_name(ti->dtype),
 			    (unsigned long long)ti->numel,
+			    plain ? "tensor" : "4-bit weight",
 			    (unsigned long long)r->params);
 			bad = 1;
 			continue;
@@ -647,7 +703,8 @@ compare(struct report *rp)
 			continue;
 		}
 		memset(&r->st, 0, sizeof(r->st));
-		if (compare_parts(rp, r, (size_t)k, ti, j) != 0)
+		if ((plain ? compare_plain(rp, r, (size_t)k, ti, j) :
+		    compare_parts(rp, r, (size_t)k, ti, j)) != 0)
 			bad = 1;
 		else {
 			stats_add(&rp->cmp, &r->st);
@@ -655,17 +712,25 @@ compare(struct report *rp)
 			rp->compared++;
 		}
 		peftio_ckpt_release(orig, (size_t)k);
-		peftio_ckpt_release(rp->c, r->bw.weight);
+		peftio_ckpt_release(rp->c, plain ? r->idx : r->bw.weight);
 	}
 	cli_progress_end();
-	if (missing == 1)
+	if (candidates == 0)
+		cli_warn("%s: nothing to compare: no floating-point or 4-bit "
+		    "tensor", rp->path);
+	else if (rp->compared == 0 && missing == candidates)
+		cli_warn("%s: nothing to compare: no tensor name in common "
+		    "with %s", rp->path, peftio_ckpt_path(orig));
+	else if (missing == 1)
 		cli_warn("%s: no tensor '%s' to compare with",
 		    peftio_ckpt_path(orig), first);
 	else if (missing > 1)
 		cli_warn("%s: no tensor '%s' to compare with, nor %zu more",
 		    peftio_ckpt_path(orig), first, missing - 1);
+	if (rp->compared == 0 && candidates > 0 && missing < candidates)
+		cli_warn("%s: nothing compared", rp->path);
 	free(j);
-	return bad;
+	return bad || rp->compared == 0;
 }
 
 static json_t *
@@ -1101,7 +1166,7 @@ human_extra(const struct report *rp)
 			    "out_features")), (long long)json_integer_value(
 			    json_object_get(m, "params")));
 	}
-	if (O.compare != NULL) {
+	if (O.compare != NULL && rp->compared > 0) {
 		for (i = 0; i < rp->nrows; i++)
 			if (rp->rows[i].compared && strlen(rp->rows[i].name) > w)
 				w = strlen(rp->rows[i].name);
