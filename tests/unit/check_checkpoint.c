@@ -220,6 +220,28 @@ START_TEST(test_from_shards_single)
 }
 END_TEST
 
+/* The files of a Trainer's training state, and only those. */
+START_TEST(test_training_state)
+{
+	static const char *const yes[] = {
+		"optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt",
+		"rng_state.pth", "rng_state_0.pth", "rng_state_17.pth",
+		"trainer_state.json", "training_args.bin"
+	};
+	static const char *const no[] = {
+		"config.json", "tokenizer.json", "pytorch_model.bin",
+		"rng_state_.pth", "rng_state_x.pth", "rng_state_1.pt",
+		"optimizer.pt.bak", "my_optimizer.pt", "generation_config.json"
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		ck_assert_msg(peftio_is_training_state(yes[i]), "%s", yes[i]);
+	for (i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		ck_assert_msg(!peftio_is_training_state(no[i]), "%s", no[i]);
+}
+END_TEST
+
 Suite *checkpoint_suite(void);
 
 Suite *checkpoint_suite(void)
@@ -229,6 +251,7 @@ Suite *checkpoint_suite(void)
 
 	tcase_add_checked_fixture(tc, NULL, tu_tmpdir_remove);
 	tcase_add_test(tc, test_open_shards);
+	tcase_add_test(tc, test_training_state);
 	tcase_add_test(tc, test_open_shards_bad);
 	tcase_add_test(tc, test_from_shards);
 	tcase_add_test(tc, test_from_shards_exists);

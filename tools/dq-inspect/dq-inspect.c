@@ -8,12 +8,13 @@
  * Only headers and the small quant_state blobs are read unless
  * --compare or --verify asks for the data.
  */
+#include <sys/stat.h>
+
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <jansson.h>
 #include <xxhash.h>
@@ -826,13 +827,14 @@ plan_config(struct report *rp, struct peftio_plan_opts *po,
 {
 	const char *dir = peftio_ckpt_dir(rp->c);
 	char path[4096], *text;
+	struct stat sb;
 	size_t len;
 	int rc;
 
 	if (dir == NULL)
 		return 0;
 	snprintf(path, sizeof(path), "%s/config.json", dir);
-	if (access(path, F_OK) != 0)
+	if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
 		return 0;
 	if ((rc = peftio_read_file(path, 64u << 20, &text, &len, err)) != 0)
 		return rc;

@@ -7,6 +7,8 @@
  * names, dtypes, shapes and bytes, and a quantization_config block in
  * config.json.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <fnmatch.h>
 #include <getopt.h>
@@ -409,6 +411,7 @@ check_input(struct peftio_ckpt *in, struct peftio_error *err)
 {
 	const char *dir = peftio_ckpt_dir(in), *name;
 	char *path, *text = NULL, method[64];
+	struct stat sb;
 	size_t i, len;
 	int rc, bits;
 
@@ -446,8 +449,10 @@ check_input(struct peftio_ckpt *in, struct peftio_error *err)
 	}
 	if (dir == NULL)
 		return 0;
+	/* Read now only if it is a plain file: anything else is read (and
+	 * refused if need be) when the output is written. */
 	path = str_cat(dir, "/config.json");
-	if (access(path, F_OK) != 0) {
+	if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
 		free(path);
 		return 0;
 	}
