@@ -952,6 +952,9 @@ peftio_ckptw_set_note(struct peftio_ckptw *w, peftio_note_fn fn, void *arg)
 	w->note_arg = arg;
 }
 
+static void	note(const struct peftio_ckptw *w, const char *fmt, ...)
+		    __attribute__((format(printf, 2, 3)));
+
 static void
 note(const struct peftio_ckptw *w, const char *fmt, ...)
 {
