@@ -28,6 +28,14 @@
 extern "C" {
 #endif
 
+/*
+ * The library is built with hidden visibility: what this header
+ * declares is its whole interface, and all that libpeftio.so exports.
+ */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #define PEFTIO_VERSION_MAJOR	0
 #define PEFTIO_VERSION_MINOR	1
 #define PEFTIO_VERSION_PATCH	0
@@ -1165,6 +1173,10 @@ void	peftio_lora_factors_free(struct peftio_lora_factors *f);
 
 /* Format a double as Python's repr() does (shortest round trip). */
 void	peftio_py_repr_double(double v, char *buf, size_t len);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }
