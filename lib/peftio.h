@@ -335,6 +335,12 @@ int	peftio_outdir_open(struct peftio_outdir *od, const char *dest,
 int	peftio_outdir_commit(struct peftio_outdir *od, struct peftio_error *err);
 void	peftio_outdir_abort(struct peftio_outdir *od);
 
+/* Whether name is one a checkpoint directory holds (what -f may
+ * replace): not hidden, and LICENSE, NOTICE, README or ending in
+ * .safetensors, .bin, .json, .txt, .model, .jinja, .tiktoken, .md, .py
+ * or .vocab. */
+int	peftio_ckpt_dir_file(const char *name);
+
 /* Write a whole small file atomically (temp + rename). */
 int	peftio_write_file(const char *path, const void *buf, size_t len,
 	    unsigned flags, struct peftio_error *err);

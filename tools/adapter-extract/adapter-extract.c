@@ -901,9 +901,8 @@ main(int argc, char *argv[])
 		cli_warn("no output given: use -o ADAPTER_DIR");
 		usage(CLI_EXIT_USAGE);
 	}
-	if (strcmp(O.out, O.base) == 0 || strcmp(O.out, O.tuned) == 0) {
-		cli_warn("%s: the output would overwrite an input", O.out);
+	if (cli_check_clash(O.out, &O.base, 1) != 0 ||
+	    cli_check_clash(O.out, &O.tuned, 1) != 0)
 		return CLI_EXIT_ERROR;
-	}
 	return run();
 }

@@ -852,7 +852,7 @@ main(int argc, char *argv[])
 	};
 	const char *recipe = NULL;
 	uint64_t v;
-	int ch, set_method = 0, set_dtype = 0, rc, i;
+	int ch, set_method = 0, set_dtype = 0, rc;
 
 	cli_init("lora-merge");
 	O.jobs = peftio_ncpus();
@@ -963,12 +963,8 @@ main(int argc, char *argv[])
 		    "checkpoint there (use -f to force)");
 		return CLI_EXIT_ERROR;
 	}
-	for (i = 0; (size_t)i < O.nadapters; i++)
-		if (strcmp(O.adapters[i], O.out) == 0 ||
-		    strcmp(O.base, O.out) == 0) {
-			cli_warn("%s: the output would overwrite an input",
-			    O.out);
-			return CLI_EXIT_ERROR;
-		}
+	if (cli_check_clash(O.out, &O.base, 1) != 0 ||
+	    cli_check_clash(O.out, O.adapters, O.nadapters) != 0)
+		return CLI_EXIT_ERROR;
 	return run();
 }
