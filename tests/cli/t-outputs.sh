@@ -91,3 +91,19 @@ printf 'x\n' > home/tokenizer.model
 printf 'x\n' > home/README.md
 check "-f onto a checkpoint directory" "$NF4" -f -o home P
 check "replaces it" test ! -e home/tokenizer.model
+
+# --- two shards of one name in two subdirectories ---------------------------------
+mkdir -p sub/a sub/b
+mkst sub/a/model.safetensors \
+    '{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}' 8
+mkst sub/b/model.safetensors \
+    '{"y":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}' 8
+printf '{"weight_map":{"x":"a/model.safetensors","y":"b/model.safetensors"}}' \
+    > sub/model.safetensors.index.json
+fails "nf4-quant: two shards that would be written to one file" 1 \
+    "$NF4" -o subq sub
+grep_err "says which file" "both be written as model.safetensors"
+absent "nothing is written" subq
+printf '{"weight_map":{}}' > sub/model.safetensors.index.json
+fails "an empty weight_map" 1 "$NF4" -o subq sub
+grep_err "says the map is empty" '"weight_map" is empty'
