@@ -1497,8 +1497,9 @@ gemm_chunks(void *arg, unsigned slot, uint64_t b, uint64_t e)
 	uint64_t c, r0, n;
 	float *dst, *tmp = NULL;
 
-	if (j->c == NULL && (tmp = peftio_scratch(&j->m->slots[slot],
-	    ROW_CHUNK * j->cols * sizeof(float))) == NULL) {
+	if ((j->r != 0 && peftio_blas_ready(NULL) != 0) ||
+	    (j->c == NULL && (tmp = peftio_scratch(&j->m->slots[slot],
+	    ROW_CHUNK * j->cols * sizeof(float))) == NULL)) {
 		j->nomem = 1;
 		return;
 	}
@@ -1547,7 +1548,7 @@ gemm_setup(struct gemm_job *j, struct peftio_merge *m, int trans,
 }
 
 /* c[rows, cols] = B A (or A^T B^T when trans), unscaled. */
-static void
+static int
 factor_product(struct peftio_merge *m, int trans, const float *a,
     const float *b, uint64_t r, uint64_t rows, uint64_t cols, float *c)
 {
@@ -1555,7 +1556,7 @@ factor_product(struct peftio_merge *m, int trans, const float *a,
 
 	gemm_setup(&j, m, trans, a, b, r, rows, cols);
 	j.c = c;
-	(void)run_gemm(m, &j);
+	return run_gemm(m, &j);
 }
 
 /* PEFT's get_delta_weight: transpose(B @ A, fifo) * s, in f32, cast to
@@ -1571,11 +1572,15 @@ lora_delta(struct peftio_merge *m, struct peftio_adapter *a,
 
 	if ((rc = load_f32(a, md->a, &fa, err)) == 0 &&
 	    (rc = load_f32(a, md->b, &fb, err)) == 0) {
-		factor_product(m, md->embedding || a->fifo, fa, fb, md->r,
-		    t->rows, t->cols, d);
-		for (i = 0; i < n; i++)
-			d[i] *= s;
-		round_through(tinfo(a, md->b)->dtype, d, n);
+		if (factor_product(m, md->embedding || a->fifo, fa, fb, md->r,
+		    t->rows, t->cols, d) != 0)
+			rc = peftio_error_set(err, PEFTIO_ENOMEM,
+			    "%s: out of memory", t->name);
+		else {
+			for (i = 0; i < n; i++)
+				d[i] *= s;
+			round_through(tinfo(a, md->b)->dtype, d, n);
+		}
 	}
 	free(fa);
 	free(fb);

@@ -765,6 +765,9 @@ void	peftio_plan_peft_line(uint64_t trainable, uint64_t all, char *buf,
  * arguments: BLAS runs single-threaded inside the library (callers
  * split work into fixed pieces themselves).
  */
+/* Whether this thread may call BLAS: its work buffer fits in memory
+ * (checked once per thread; err may be NULL).  0 or PEFTIO_ENOMEM. */
+int	peftio_blas_ready(struct peftio_error *err);
 void	peftio_sgemm(int trans_a, int trans_b, uint64_t m, uint64_t n,
 	    uint64_t k, float alpha, const float *a, uint64_t lda,
 	    const float *b, uint64_t ldb, float beta, float *c, uint64_t ldc);

@@ -287,3 +287,25 @@ fi
     head -c 10 > /dev/null
 [ "$(cat pipe.st)" -eq 141 ] && ok "SIGPIPE ends lora-merge (status 141)" ||
     notok "SIGPIPE ends lora-merge (status $(cat pipe.st), want 141)"
+
+# --- a memory limit ---------------------------------------------------------
+# Out of memory anywhere (OpenBLAS's work buffers included) ends the run
+# with one line and status 1; it never hangs.  AddressSanitizer cannot
+# run under a limit on address space.
+if ! command -v timeout >/dev/null 2>&1; then
+	skip "a memory limit" "no timeout(1)"
+elif nm "$MERGE" 2>/dev/null | grep -q __asan_init; then
+	skip "a memory limit" "built with AddressSanitizer"
+else
+	check "a merge to extract from" "$MERGE" -o merged.safetensors \
+	    "$L/llama-f32" "$L/rslora-f32"
+	for v in 100000 150000 300000; do
+		status "lora-merge under ulimit -v $v" 1 sh -c \
+		    'ulimit -v $1; exec timeout 60 "$2" -o oom.st "$3" "$4"' \
+		    sh $v "$MERGE" "$L/llama-f32" "$L/rslora-f32"
+		status "adapter-extract under ulimit -v $v" 1 sh -c \
+		    'ulimit -v $1; exec timeout 60 "$2" -r 4 -o oomdir "$3" "$4"' \
+		    sh $v "$EXTRACT" "$L/llama-f32" merged.safetensors
+	done
+	absent "no output nor temporary is left" oom.st oomdir
+fi

@@ -21,6 +21,22 @@ int cli_verbose = 1;
 static int progress_shown;
 static double progress_last;
 
+/*
+ * The end of every run: remove what temporaries remain after a failure
+ * (xmalloc() exits from anywhere) and leave without running the shared
+ * libraries' destructors.  OpenBLAS's joins its thread pool, and a pool
+ * thread that found no memory for its buffer waits for it forever.
+ */
+static void
+at_exit(int status, void *arg)
+{
+	(void)arg;
+	if (status != 0)
+		peftio_cleanup_temps();
+	(void)fflush(NULL);
+	_exit(status);
+}
+
 static void
 on_signal(int sig)
 {
@@ -37,6 +53,7 @@ cli_init(const char *progname)
 	size_t i;
 
 	cli_progname = progname;
+	on_exit(at_exit, NULL);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
