@@ -166,10 +166,10 @@ else
 fi
 
 # --- signals -------------------------------------------------------------------
-# A background job starts with SIGINT ignored, and the tools keep an
+# A background job starts with SIGINT and SIGQUIT ignored, and the tools keep an
 # ignored signal ignored; run them with the default action instead.
-if env --default-signal=INT true 2>/dev/null; then
-	DFL="env --default-signal=INT"
+if env --default-signal=INT,QUIT true 2>/dev/null; then
+	DFL="env --default-signal=INT,QUIT"
 else
 	DFL=
 fi
@@ -204,13 +204,25 @@ cp "$M" slow/
 mkfifo slow/config.json
 mkdir dest
 cp old.bin dest/model.safetensors
-for sig in INT TERM; do
+# Batch schedulers send more than INT and TERM; no core files here.
+ulimit -c 0 2>/dev/null
+for sig in INT TERM HUP QUIT USR1 USR2 ALRM XCPU XFSZ VTALRM PROF BUS; do
 	case $sig in
+	HUP) n=1 ;;
 	INT) n=2 ;;
+	QUIT) n=3 ;;
+	BUS) n=7 ;;
+	USR1) n=10 ;;
+	USR2) n=12 ;;
+	ALRM) n=14 ;;
 	TERM) n=15 ;;
+	XCPU) n=24 ;;
+	XFSZ) n=25 ;;
+	VTALRM) n=26 ;;
+	PROF) n=27 ;;
 	esac
-	if [ $sig = INT ] && [ -z "$DFL" ]; then
-		skip "SIGINT" "env --default-signal is missing"
+	if { [ $sig = INT ] || [ $sig = QUIT ]; } && [ -z "$DFL" ]; then
+		skip "SIG$sig" "env --default-signal is missing"
 		continue
 	fi
 	$DFL "$NF4" -f -o dest slow 2>"$T/err" &
@@ -309,3 +321,33 @@ else
 	done
 	absent "no output nor temporary is left" oom.st oomdir
 fi
+
+# --- an input truncated while it is read ------------------------------------
+# The adapter is mapped, then lora-merge waits for its base on a FIFO;
+# the adapter file is emptied before the base comes.  Its pages are gone
+# (SIGBUS from the mapping): exit 1 with a line saying why, no temporary.
+check "a one-file base" "$MERGE" -o one.safetensors "$L/llama-f32" \
+    "$L/rslora-f32"
+cp -r "$L/rslora-f32" shrinking
+mkfifo base.fifo
+"$MERGE" -o shrunk.safetensors - shrinking < base.fifo 2>"$T/err" &
+pid=$!
+exec 3> base.fifo
+k=0
+until grep -q adapter_model /proc/$pid/maps 2>/dev/null || [ $k -ge 100 ]; do
+	sleep 0.1
+	k=$((k + 1))
+done
+: > shrinking/adapter_model.safetensors
+cat one.safetensors >&3
+exec 3>&-
+stop $pid
+st=$?
+[ "$st" -eq 1 ] && ok "an input truncated while mapped: exit 1" ||
+    notok "an input truncated while mapped: exit $st, want 1"
+if [ "$(wc -l < "$T/err")" -eq 1 ]; then
+	grep_err "says the input changed" "input changed while being read"
+else
+	notok "one line on stderr ($(cat "$T/err"))"
+fi
+absent "no output nor temporary" shrunk.safetensors

@@ -38,33 +38,71 @@ at_exit(int status, void *arg)
 }
 
 static void
-on_signal(int sig)
+on_signal(int sig, siginfo_t *si, void *uc)
 {
+	static const char msg[] = ": input changed while being read "
+	    "(truncated under a mapping)\n";
+
+	(void)uc;
 	peftio_cleanup_temps();
+	/* SIGBUS from the kernel: a page of a mapped input went away. */
+	if (sig == SIGBUS && si != NULL && si->si_code > 0) {
+		(void)write(STDERR_FILENO, cli_progname, strlen(cli_progname));
+		(void)write(STDERR_FILENO, msg, sizeof(msg) - 1);
+		_exit(CLI_EXIT_ERROR);
+	}
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
 
+/*
+ * Every signal whose default action ends the process, but for SIGKILL
+ * (and SIGSTOP, which only stops it).  A signal that already has a
+ * disposition stays as it is: one ignored by the parent (a background
+ * job's SIGINT), or a sanitizer's handler of a fault.
+ */
 void
 cli_init(const char *progname)
 {
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXFSZ };
+	static const int sigs[] = {
+		SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS,
+		SIGFPE, SIGUSR1, SIGSEGV, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM,
+#ifdef SIGSTKFLT
+		SIGSTKFLT,
+#endif
+		SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF,
+#ifdef SIGIO
+		SIGIO,
+#endif
+#ifdef SIGPWR
+		SIGPWR,
+#endif
+		SIGSYS
+	};
 	struct sigaction sa, old;
 	size_t i;
+	int sig;
 
 	cli_progname = progname;
 	on_exit(at_exit, NULL);
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
+	sa.sa_sigaction = on_signal;
+	sa.sa_flags = SA_SIGINFO;
 	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		/* A signal ignored by the parent (a background job) stays
-		 * ignored. */
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigaction(sigs[i], NULL, &old) == 0 &&
-		    old.sa_handler == SIG_IGN)
-			continue;
-		sigaction(sigs[i], &sa, NULL);
-	}
+		    !(old.sa_flags & SA_SIGINFO) &&
+		    old.sa_handler == SIG_DFL)
+			sigaction(sigs[i], &sa, NULL);
+#ifdef SIGRTMIN
+	for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+		if (sigaction(sig, NULL, &old) == 0 &&
+		    !(old.sa_flags & SA_SIGINFO) &&
+		    old.sa_handler == SIG_DFL)
+			sigaction(sig, &sa, NULL);
+#else
+	(void)sig;
+#endif
 }
 
 /*
