@@ -832,16 +832,28 @@ const char *peftio_adapter_module(const struct peftio_adapter *a, size_t i,
 	    uint64_t *rank, double *scale);
 /* 1 when a module uses DoRA. */
 int	peftio_adapter_dora(const struct peftio_adapter *a);
+/* 1 when the config sets fan_in_fan_out but modules are Linear layers:
+ * as PEFT does, the flag is ignored for them (only GPT-2 style Conv1D
+ * modules, .attn.c_attn, .attn.q_attn, .attn.c_proj, .mlp.c_fc and
+ * .mlp.c_proj, hold [in, out] weights, with or without the flag). */
+int	peftio_adapter_fifo_ignored(const struct peftio_adapter *a);
 
 /*
  * PEFT's key matching for rank_pattern / alpha_pattern: 1 when pattern
- * (a POSIX extended regex) matches module path p as Python's
+ * (in Python's re syntax) matches module path p as Python's
  * re.match(r"(.*\.)?(pattern)$", p) does, 0 when not, PEFTIO_EINVAL
- * for a pattern that does not compile, PEFTIO_EUNSUPPORTED for one that
- * repeats a repetition ("a++") or whose repetitions would make it too
- * large to compile (glibc copies a repeated part once per repetition).
+ * for a pattern Python's re refuses too, PEFTIO_EUNSUPPORTED for one
+ * that POSIX cannot match the same way or within bounded work:
+ * backreferences, lookarounds, inline flags, possessive repetitions,
+ * \b \A \Z \x and other such escapes, counts above 255, patterns
+ * whose repetitions would compile to more than 4000 nodes, patterns and
+ * module paths longer than 4096 bytes.
  */
 int	peftio_lora_pattern_match(const char *pattern, const char *p);
+/* The POSIX ERE for Python pattern py into o (16 bytes per byte of py
+ * and one): 0, PEFTIO_EINVAL or PEFTIO_EUNSUPPORTED, *why saying what
+ * is wrong. */
+int	peftio_rx_translate(const char *py, char *o, const char **why);
 
 /* How several adapters are combined (PEFT's add_weighted_adapter). */
 enum peftio_combine {

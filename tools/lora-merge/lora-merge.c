@@ -625,10 +625,15 @@ run(void)
 	ads = calloc(O.nadapters, sizeof(*ads));
 	if (ads == NULL)
 		return CLI_EXIT_ERROR;
-	for (i = 0; i < O.nadapters; i++)
+	for (i = 0; i < O.nadapters; i++) {
 		if ((rc = peftio_adapter_open(&ads[i], O.adapters[i], &err))
 		    != 0)
 			goto fail;
+		if (peftio_adapter_fifo_ignored(ads[i]))
+			cli_debug("%s: fan_in_fan_out is set, but the target "
+			    "modules are Linear layers: ignored, as PEFT "
+			    "does", O.adapters[i]);
+	}
 	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
 		goto fail;
 	if ((rc = peftio_ckpt_open(&c.in, O.base, &err)) != 0)
