@@ -273,6 +273,9 @@ bad "Inf weight (no double quantization)" "inf.safetensors|$W|element 127" \
 mkst w.safetensors "{\"$W\":{\"dtype\":\"F32\",\"shape\":[2,64],\"data_offsets\":[0,512]}}" 512
 bad "NaN in a tuned weight" "nan.safetensors: tensor $W: element 70" \
     "$EXTRACT" -r 1 -o "$O/ad" w.safetensors nan.safetensors
+# Was reported against the tuned file.
+bad "NaN in a base weight" "nan.safetensors: tensor $W: element 70" \
+    "$EXTRACT" -r 1 -o "$O/ad" nan.safetensors w.safetensors
 
 # --- 4-bit weights whose quant_state disagrees with the tensors --------------
 # mkq4 FILE BLOB: w.q_proj.weight as bitsandbytes stores it without
