@@ -351,3 +351,22 @@ else
 	notok "one line on stderr ($(cat "$T/err"))"
 fi
 absent "no output nor temporary" shrunk.safetensors
+
+# --- dq-inspect's report on a full device or a closed pipe ----------------------
+# One line with the reason (it printed two, without one).
+for f in "" --json --yaml; do
+	status "dq-inspect $f to /dev/full" 1 sh -c \
+	    '"$1" $2 "$3" "$4" "$3" > /dev/full' sh "$INSPECT" "$f" \
+	    "$L/llama-f32" "$DATA/llama-sharded"
+	grep_err "says why" "standard output: write error: No space left on device"
+	( trap '' PIPE; "$INSPECT" $f "$L/llama-f32" "$DATA/llama-sharded" \
+	    "$L/llama-f32" "$L/llama-f32" "$L/llama-f32" "$L/llama-f32" \
+	    2>"$T/err"; echo $? > pipe.st ) | head -c 1 > /dev/null
+	if [ "$(cat pipe.st)" -eq 1 ] && [ "$(wc -l < "$T/err")" -eq 1 ] &&
+	    grep -q 'write error: Broken pipe' "$T/err"; then
+		ok "dq-inspect $f, SIGPIPE ignored, reader gone: one line"
+	else
+		notok "dq-inspect $f, SIGPIPE ignored, reader gone: one line (exit $(cat pipe.st))"
+		sed 's/^/#   /' "$T/err" | head -3
+	fi
+done
