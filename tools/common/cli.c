@@ -15,6 +15,17 @@
 
 #include "cli.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define CLI_ASAN	1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CLI_ASAN	1
+#endif
+#endif
+#ifdef CLI_ASAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
 const char *cli_progname = "peftio";
 int cli_verbose = 1;
 
@@ -34,6 +45,10 @@ at_exit(int status, void *arg)
 	if (status != 0)
 		peftio_cleanup_temps();
 	(void)fflush(NULL);
+#ifdef CLI_ASAN
+	/* What exit() would have done before the destructors. */
+	__lsan_do_leak_check();
+#endif
 	_exit(status);
 }
 
