@@ -725,13 +725,16 @@ peftio_ckpt_dir_file(const char *name)
 {
 	static const char *const suffix[] = {
 		".safetensors", ".bin", ".json", ".txt", ".model", ".jinja",
-		".tiktoken", ".md", ".py", ".vocab"
+		".tiktoken", ".md", ".py", ".vocab", ".pt", ".pth", ".ckpt",
+		".msgpack", ".h5", ".onnx", ".gguf"
 	};
 	static const char *const whole[] = { "LICENSE", "NOTICE", "README" };
 	size_t i, n = strlen(name), m;
 
 	if (name[0] == '.' || n == 0)
 		return 0;
+	if (strncmp(name, "tokenizer.", 10) == 0)	/* tokenizer.model.v3 */
+		return 1;
 	for (i = 0; i < sizeof(whole) / sizeof(whole[0]); i++)
 		if (strcmp(name, whole[i]) == 0)
 			return 1;

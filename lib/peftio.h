@@ -336,9 +336,9 @@ int	peftio_outdir_commit(struct peftio_outdir *od, struct peftio_error *err);
 void	peftio_outdir_abort(struct peftio_outdir *od);
 
 /* Whether name is one a checkpoint directory holds (what -f may
- * replace): not hidden, and LICENSE, NOTICE, README or ending in
- * .safetensors, .bin, .json, .txt, .model, .jinja, .tiktoken, .md, .py
- * or .vocab. */
+ * replace): not hidden, and LICENSE, NOTICE, README, tokenizer.*, or
+ * ending in .safetensors, .bin, .json, .txt, .model, .jinja, .tiktoken,
+ * .md, .py, .vocab, .pt, .pth, .ckpt, .msgpack, .h5, .onnx or .gguf. */
 int	peftio_ckpt_dir_file(const char *name);
 
 /* Write a whole small file atomically (temp + rename). */

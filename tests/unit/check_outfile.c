@@ -570,6 +570,10 @@ START_TEST(test_outdir_replace)
 	ck_assert_int_eq(peftio_ckpt_dir_file("LICENSE"), 1);
 	ck_assert_int_eq(peftio_ckpt_dir_file(".bashrc"), 0);
 	ck_assert_int_eq(peftio_ckpt_dir_file("photo.jpg"), 0);
+	ck_assert_int_eq(peftio_ckpt_dir_file("tokenizer.model.v3"), 1);
+	ck_assert_int_eq(peftio_ckpt_dir_file("optimizer.pt"), 1);
+	ck_assert_int_eq(peftio_ckpt_dir_file(".safetensors"), 0);
+	ck_assert_int_eq(peftio_ckpt_dir_file("notes"), 0);
 }
 END_TEST
 
