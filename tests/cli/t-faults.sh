@@ -54,6 +54,10 @@ only() {
 	fi
 }
 
+# AddressSanitizer keeps its own handlers of SIGBUS, SIGSEGV and SIGFPE.
+ASAN=
+nm "$NF4" 2>/dev/null | grep -q __asan_init && ASAN=1
+
 printf 'the old output\n' > old.bin
 
 # --- /dev/full -------------------------------------------------------------
@@ -225,6 +229,10 @@ for sig in INT TERM HUP QUIT USR1 USR2 ALRM XCPU XFSZ VTALRM PROF BUS; do
 		skip "SIG$sig" "env --default-signal is missing"
 		continue
 	fi
+	if [ $sig = BUS ] && [ -n "$ASAN" ]; then
+		skip "SIG$sig" "AddressSanitizer handles it"
+		continue
+	fi
 	$DFL "$NF4" -f -o dest slow 2>"$T/err" &
 	pid=$!
 	if appears '^\.dest\.tmp\.'; then
@@ -326,31 +334,37 @@ fi
 # The adapter is mapped, then lora-merge waits for its base on a FIFO;
 # the adapter file is emptied before the base comes.  Its pages are gone
 # (SIGBUS from the mapping): exit 1 with a line saying why, no temporary.
-check "a one-file base" "$MERGE" -o one.safetensors "$L/llama-f32" \
-    "$L/rslora-f32"
-cp -r "$L/rslora-f32" shrinking
-mkfifo base.fifo
-"$MERGE" -o shrunk.safetensors - shrinking < base.fifo 2>"$T/err" &
-pid=$!
-exec 3> base.fifo
-k=0
-until grep -q adapter_model /proc/$pid/maps 2>/dev/null || [ $k -ge 100 ]; do
-	sleep 0.1
-	k=$((k + 1))
-done
-: > shrinking/adapter_model.safetensors
-cat one.safetensors >&3
-exec 3>&-
-stop $pid
-st=$?
-[ "$st" -eq 1 ] && ok "an input truncated while mapped: exit 1" ||
-    notok "an input truncated while mapped: exit $st, want 1"
-if [ "$(wc -l < "$T/err")" -eq 1 ]; then
-	grep_err "says the input changed" "input changed while being read"
+if [ -n "$ASAN" ]; then
+	skip "an input truncated while mapped" "AddressSanitizer handles SIGBUS"
+elif [ ! -r /proc/self/maps ]; then
+	skip "an input truncated while mapped" "no /proc/PID/maps"
 else
-	notok "one line on stderr ($(cat "$T/err"))"
+	check "a one-file base" "$MERGE" -o one.safetensors "$L/llama-f32" \
+	    "$L/rslora-f32"
+	cp -r "$L/rslora-f32" shrinking
+	mkfifo base.fifo
+	"$MERGE" -o shrunk.safetensors - shrinking < base.fifo 2>"$T/err" &
+	pid=$!
+	exec 3> base.fifo
+	k=0
+	until grep -q adapter_model /proc/$pid/maps 2>/dev/null || [ $k -ge 100 ]; do
+		sleep 0.1
+		k=$((k + 1))
+	done
+	: > shrinking/adapter_model.safetensors
+	cat one.safetensors >&3
+	exec 3>&-
+	stop $pid
+	st=$?
+	[ "$st" -eq 1 ] && ok "an input truncated while mapped: exit 1" ||
+	    notok "an input truncated while mapped: exit $st, want 1"
+	if [ "$(wc -l < "$T/err")" -eq 1 ]; then
+		grep_err "says the input changed" "input changed while being read"
+	else
+		notok "one line on stderr ($(cat "$T/err"))"
+	fi
+	absent "no output nor temporary" shrunk.safetensors
 fi
-absent "no output nor temporary" shrunk.safetensors
 
 # --- dq-inspect's report on a full device or a closed pipe ----------------------
 # One line with the reason (it printed two, without one).
