@@ -36,7 +36,9 @@ static _Thread_local int blas_checked;
 int
 peftio_blas_ready(struct peftio_error *err)
 {
-	void *p;
+	/* volatile: a compiler may drop a malloc() whose memory is not
+	 * used, and the check with it. */
+	void *volatile p;
 
 	pthread_once(&blas_once, blas_init);
 	if (blas_checked)
