@@ -153,6 +153,11 @@ read_index(struct peftio_ckpt *c, const char *ipath, const char *ext,
 		    "%s: no \"weight_map\" object", ipath);
 		goto fail;
 	}
+	if (json_object_size(map) == 0) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: \"weight_map\" is empty: it lists no tensor", ipath);
+		goto fail;
+	}
 	c->shard_names = calloc(json_object_size(map) + 1, sizeof(char *));
 	if (c->shard_names == NULL)
 		goto oom;
@@ -725,11 +730,14 @@ peftio_ckptw_create(struct peftio_ckptw **out, const char *path, int as_dir,
 {
 	struct peftio_ckptw *w;
 	char *p;
-	size_t s;
+	size_t s, i;
 	int rc;
 
 	*out = NULL;
-	if (nshards == 0 || (!as_dir && nshards != 1))
+	if (nshards == 0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: no shards to write", path);
+	if (!as_dir && nshards != 1)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: a file holds exactly one shard", path);
 	if ((w = calloc(1, sizeof(*w))) == NULL)
@@ -762,6 +770,15 @@ peftio_ckptw_create(struct peftio_ckptw **out, const char *path, int as_dir,
 			goto fail;
 		}
 		w->names[s] = p;
+		/* Two shards are never written to one file. */
+		for (i = 0; i < s; i++)
+			if (strcmp(w->names[i], p) == 0) {
+				rc = peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: two shards would both be written as "
+				    "%s", path, p + (as_dir ?
+				    strlen(w->od.tmp) + 1 : 0));
+				goto fail;
+			}
 		rc = peftio_stw_create(&w->w[s], p,
 		    as_dir ? (flags | PEFTIO_W_FORCE) : flags, err);
 		if (rc != 0)

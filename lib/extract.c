@@ -135,6 +135,10 @@ peftio_extract_lora(const float *delta, uint64_t m, uint64_t n,
 		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 		goto out;
 	}
+	if ((rc = peftio_blas_ready(err)) != 0) {
+		peftio_lora_factors_free(f);
+		goto out;
+	}
 	for (i = 0; i < m; i += RESID_ROWS) {
 		uint64_t nr = PEFTIO_MIN(RESID_ROWS, m - i);
 

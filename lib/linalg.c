@@ -23,6 +23,35 @@ blas_init(void)
 	openblas_set_num_threads(1);
 }
 
+/*
+ * OpenBLAS takes a work buffer of about BLAS_BUFFER bytes for each
+ * thread that calls it, the first time, and when memory is short it
+ * retries forever.  Each thread checks once that the memory is there
+ * before its first call; the buffer is kept from then on.
+ */
+#define BLAS_BUFFER	((size_t)160 << 20)
+
+static _Thread_local int blas_checked;
+
+int
+peftio_blas_ready(struct peftio_error *err)
+{
+	/* volatile: a compiler may drop a malloc() whose memory is not
+	 * used, and the check with it. */
+	void *volatile p;
+
+	pthread_once(&blas_once, blas_init);
+	if (blas_checked)
+		return 0;
+	if ((p = malloc(BLAS_BUFFER)) == NULL)
+		return err == NULL ? PEFTIO_ENOMEM : peftio_error_set(err,
+		    PEFTIO_ENOMEM, "out of memory (the BLAS library needs "
+		    "%zu MiB for each thread)", BLAS_BUFFER >> 20);
+	free(p);
+	blas_checked = 1;
+	return 0;
+}
+
 void
 peftio_sgemm(int trans_a, int trans_b, uint64_t m, uint64_t n, uint64_t k,
     float alpha, const float *a, uint64_t lda, const float *b, uint64_t ldb,
@@ -44,7 +73,8 @@ peftio_svd(float *a, uint64_t m, uint64_t n, float *u, float *s, float *vt,
 	uint64_t p = PEFTIO_MIN(m, n);
 	lapack_int info;
 
-	pthread_once(&blas_once, blas_init);
+	if (peftio_blas_ready(err) != 0)
+		return PEFTIO_ENOMEM;
 	if (m == 0 || n == 0)
 		return 0;
 	if (m > (uint64_t)INT32_MAX || n > (uint64_t)INT32_MAX)
@@ -69,7 +99,8 @@ peftio_orth(float *a, uint64_t m, uint64_t l, struct peftio_error *err)
 	float *tau;
 	lapack_int info;
 
-	pthread_once(&blas_once, blas_init);
+	if (peftio_blas_ready(err) != 0)
+		return PEFTIO_ENOMEM;
 	if (m == 0 || l == 0)
 		return 0;
 	if (l > m || m > (uint64_t)INT32_MAX)
@@ -130,7 +161,8 @@ peftio_rsvd(const float *a, uint64_t m, uint64_t n, uint64_t k, uint64_t p,
 	float *sb = NULL, *vb = NULL;
 	int rc;
 
-	pthread_once(&blas_once, blas_init);
+	if (peftio_blas_ready(err) != 0)
+		return PEFTIO_ENOMEM;
 	if (k == 0 || m == 0 || n == 0)
 		return 0;
 	if (k > mn)

@@ -29,6 +29,7 @@ struct lmod {
 	long		 a, b, bias, mag, ia3;	/* adapter tensor indices */
 	int		 embedding;
 	int		 ff;		/* IA3: feed-forward (input columns) */
+	int		 fifo;		/* a Conv1D: the weight is [in, out] */
 	uint64_t	 r;
 	double		 scale;
 };
@@ -38,11 +39,27 @@ struct repl {
 	long		 idx;
 };
 
+/* A compiled rank_pattern / alpha_pattern entry. */
+struct cpat {
+	const char	*key;		/* in the config, while it is loaded */
+	regex_t		 re;
+	double		 v;
+};
+
+struct pats {
+	struct cpat	*p;
+	size_t		 n;
+};
+
 struct peftio_adapter {
 	char		*path;
 	struct peftio_ckpt *ck;
 	enum peftio_adapter_type type;
 	int		 fifo, dora, rslora;
+	int		 fifo_ignored;	/* fan_in_fan_out on Linear layers */
+	struct pats	 rank, alpha;
+	int		 has_ff;	/* feedforward_modules is a regex */
+	regex_t		 ff;
 	uint64_t	 r;
 	struct lmod	*mods;
 	size_t		 nmods;
@@ -110,8 +127,9 @@ round_through(enum peftio_dtype dt, float *w, uint64_t n)
  * possessive form that POSIX lacks.  Anything else is left to
  * regcomp() to judge.
  */
-#define RX_MAX		100000
+#define RX_MAX		4000
 #define RX_DEPTH	256
+#define RX_LEN_MAX	4096
 
 struct rx {
 	const char	*p;
@@ -246,42 +264,400 @@ rx_alt(struct rx *r, int depth)
 	return total;
 }
 
-/* Compile pattern: 0, PEFTIO_EINVAL (invalid) or PEFTIO_EUNSUPPORTED. */
+/*
+ * Python's re syntax, as adapter configs are written for it, into POSIX
+ * ERE: \d \w \s (and their negations) become bracket expressions,
+ * (?:...) and (?P<name>...) plain groups, a lazy repetition ("*?")
+ * the greedy one (a whole-string match does not depend on which), and
+ * {m,n} is spelled out.  What ERE cannot say the same way is refused:
+ * backreferences (which also make matching exponential), lookarounds,
+ * inline flags, possessive repetitions, \b and the other anchors, and
+ * counts above RX_COUNT_MAX.  o has room for 16 bytes per byte of s.
+ */
+#define RX_COUNT_MAX	255
+
 static int
-rx_compile(regex_t *re, const char *pattern)
+rx_bracket_py(const char **sp, char **op, const char **why)
+{
+	const char *s = *sp + 1;
+	char *o = *op, body[4096];
+	size_t n = 0;
+	int neg = 0, rb = 0, dash = 0, caret = 0;
+
+#define BODY(str) do {							\
+	size_t l_ = strlen(str);					\
+	if (n + l_ >= sizeof(body)) {					\
+		*why = "bracket expression too long";			\
+		return PEFTIO_EUNSUPPORTED;				\
+	}								\
+	memcpy(body + n, str, l_);					\
+	n += l_;							\
+} while (0)
+	if (*s == '^') {
+		neg = 1;
+		s++;
+	}
+	if (*s == ']') {
+		rb = 1;
+		s++;
+	}
+	for (; *s != '\0' && *s != ']'; s++) {
+		char one[2] = { *s, '\0' };
+
+		if (*s == '[' && (s[1] == ':' || s[1] == '.' || s[1] == '=')) {
+			*why = "'[' followed by ':', '.' or '=' inside a class";
+			return PEFTIO_EUNSUPPORTED;
+		}
+		if (*s != '\\') {
+			BODY(one);
+			continue;
+		}
+		s++;
+		switch (*s) {
+		case '\0':
+			*why = "a class that is not closed";
+			return PEFTIO_EINVAL;
+		case 'd':
+			BODY("0-9");
+			break;
+		case 'w':
+			BODY("[:alnum:]_");
+			break;
+		case 's':
+			BODY("[:space:]");
+			break;
+		case ']':
+			rb = 1;
+			break;
+		case '-':
+			dash = 1;
+			break;
+		case '^':
+			caret = 1;
+			break;
+		case '\\':
+			BODY("\\");
+			break;
+		case 'n':
+			BODY("\n");
+			break;
+		case 't':
+			BODY("\t");
+			break;
+		default:
+			if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+			    (*s >= '0' && *s <= '9')) {
+				*why = "this escape inside a class";
+				return PEFTIO_EUNSUPPORTED;
+			}
+			one[0] = *s;
+			BODY(one);
+		}
+	}
+#undef BODY
+	if (*s != ']') {
+		*why = "a class that is not closed";
+		return PEFTIO_EINVAL;
+	}
+	if (n == 0 && !rb && !dash && !caret) {
+		*why = "an empty class";
+		return PEFTIO_EINVAL;
+	}
+	*o++ = '[';
+	if (neg)
+		*o++ = '^';
+	if (rb)
+		*o++ = ']';
+	if (caret && n == 0 && !rb) {
+		/* "[\^]" alone: a literal caret needs company in ERE. */
+		*o++ = '\\';
+		caret = 0;
+		*o++ = '^';
+	}
+	memcpy(o, body, n);
+	o += n;
+	if (caret)
+		*o++ = '^';
+	if (dash)
+		*o++ = '-';
+	*o++ = ']';
+	*sp = s + 1;
+	*op = o;
+	return 0;
+}
+
+/* A Python repetition "{m}", "{m,}", "{,n}", "{m,n}" at s: its length,
+ * or 0 when s does not start one (then '{' is a literal). */
+static size_t
+rx_interval_py(const char *s, uint64_t *lo, uint64_t *hi, int *comma)
+{
+	const char *p = s + 1;
+	uint64_t v;
+
+	*lo = 0;
+	*hi = UINT64_MAX;
+	*comma = 0;
+	for (v = 0; *p >= '0' && *p <= '9'; p++)
+		v = v > 1000000 ? v : v * 10 + (uint64_t)(*p - '0');
+	if (p != s + 1)
+		*lo = *hi = v;
+	if (*p == ',') {
+		*comma = 1;
+		*hi = UINT64_MAX;
+		p++;
+		if (*p >= '0' && *p <= '9') {
+			for (v = 0; *p >= '0' && *p <= '9'; p++)
+				v = v > 1000000 ? v : v * 10 +
+				    (uint64_t)(*p - '0');
+			*hi = v;
+		}
+	} else if (p == s + 1)
+		return 0;
+	if (*p != '}')
+		return 0;
+	return (size_t)(p - s) + 1;
+}
+
+int
+peftio_rx_translate(const char *s, char *o, const char **why)
+{
+	uint64_t lo = 0, hi = 0;
+	size_t len;
+	int atom = 0, rep = 0, lazy = 0, comma = 0, rc;
+
+	*why = "";
+	while (*s != '\0') {
+		switch (*s) {
+		case '\\':
+			s++;
+			atom = 1;
+			rep = lazy = 0;
+			switch (*s) {
+			case '\0':
+				*why = "a trailing backslash";
+				return PEFTIO_EINVAL;
+			case 'd':
+				o += sprintf(o, "[0-9]");
+				break;
+			case 'D':
+				o += sprintf(o, "[^0-9]");
+				break;
+			case 'w':
+				o += sprintf(o, "[[:alnum:]_]");
+				break;
+			case 'W':
+				o += sprintf(o, "[^[:alnum:]_]");
+				break;
+			case 's':
+				o += sprintf(o, "[[:space:]]");
+				break;
+			case 'S':
+				o += sprintf(o, "[^[:space:]]");
+				break;
+			case 'n':
+				*o++ = '\n';
+				break;
+			case 't':
+				*o++ = '\t';
+				break;
+			default:
+				if (*s >= '0' && *s <= '9') {
+					*why = "a backreference or octal "
+					    "escape";
+					return PEFTIO_EUNSUPPORTED;
+				}
+				if (strchr("AbBZxuUN", *s) != NULL) {
+					*why = "an anchor or escape that POSIX "
+					    "lacks (\\b, \\A, \\Z, \\x, ...)";
+					return PEFTIO_EUNSUPPORTED;
+				}
+				if ((*s >= 'a' && *s <= 'z') ||
+				    (*s >= 'A' && *s <= 'Z')) {
+					*why = "a bad escape";
+					return PEFTIO_EINVAL;
+				}
+				if (strchr(".[]()*+?{}|^$\\", *s) != NULL)
+					*o++ = '\\';
+				*o++ = *s;
+			}
+			s++;
+			break;
+		case '[':
+			if ((rc = rx_bracket_py(&s, &o, why)) != 0)
+				return rc;
+			atom = 1;
+			rep = lazy = 0;
+			break;
+		case '(':
+			if (s[1] == '?') {
+				if (s[2] == ':')
+					s += 3;
+				else if (s[2] == 'P' && s[3] == '<' &&
+				    (s = strchr(s, '>')) != NULL)
+					s++;
+				else {
+					*why = "a (?...) group other than "
+					    "(?:...) and (?P<name>...) "
+					    "(lookaround, flags, "
+					    "backreference)";
+					return PEFTIO_EUNSUPPORTED;
+				}
+			} else
+				s++;
+			*o++ = '(';
+			atom = rep = lazy = 0;
+			break;
+		case ')':
+			*o++ = *s++;
+			atom = 1;
+			rep = lazy = 0;
+			break;
+		case '*':
+		case '+':
+		case '?':
+		case '{':
+			len = 1;
+			if (*s == '{' &&
+			    (len = rx_interval_py(s, &lo, &hi, &comma)) == 0) {
+				o += sprintf(o, "[{]");
+				s++;
+				atom = 1;
+				rep = lazy = 0;
+				break;
+			}
+			if (rep && !lazy && *s == '?') {
+				lazy = 1;	/* the same whole match */
+				s++;
+				break;
+			}
+			if (rep && !lazy && *s == '+') {
+				*why = "a possessive repetition";
+				return PEFTIO_EUNSUPPORTED;
+			}
+			if (rep) {
+				*why = "a repetition of a repetition";
+				return PEFTIO_EINVAL;
+			}
+			if (!atom) {
+				*why = "nothing to repeat";
+				return PEFTIO_EINVAL;
+			}
+			if (*s != '{')
+				*o++ = *s;
+			else {
+				if ((hi != UINT64_MAX && hi > RX_COUNT_MAX) ||
+				    lo > RX_COUNT_MAX) {
+					*why = "a repetition count above 255";
+					return PEFTIO_EUNSUPPORTED;
+				}
+				if (hi < lo) {
+					*why = "a repetition whose minimum "
+					    "exceeds its maximum";
+					return PEFTIO_EINVAL;
+				}
+				if (hi == UINT64_MAX)
+					o += sprintf(o, "{%u,}",
+					    (unsigned)lo);
+				else if (comma)
+					o += sprintf(o, "{%u,%u}",
+					    (unsigned)lo, (unsigned)hi);
+				else
+					o += sprintf(o, "{%u}", (unsigned)lo);
+			}
+			s += len;
+			rep = 1;
+			atom = lazy = 0;
+			break;
+		case '}':
+			o += sprintf(o, "[}]");
+			s++;
+			atom = 1;
+			rep = lazy = 0;
+			break;
+		case '^':
+		case '$':
+		case '|':
+			*o++ = *s++;
+			atom = rep = lazy = 0;
+			break;
+		default:
+			*o++ = *s++;
+			atom = 1;
+			rep = lazy = 0;
+		}
+	}
+	*o = '\0';
+	return 0;
+}
+
+/*
+ * Compile the Python pattern py as PEFT applies it: the whole of a
+ * module path, or (suffix) a dotted suffix of it.  0, PEFTIO_EINVAL
+ * (Python's re would refuse it too) or PEFTIO_EUNSUPPORTED; *why says
+ * what is wrong.
+ */
+static int
+rx_compile(regex_t *re, const char *py, int suffix, const char **why)
 {
 	struct rx r;
 	uint64_t size = 0;
+	size_t n = strlen(py);
+	char *ere, *full;
+	int rc;
 
-	r.p = pattern;
-	r.bad = 0;
-	while (*r.p != '\0' && !r.bad && size <= RX_MAX) {
-		size = rx_add(size, rx_alt(&r, 0));
-		if (*r.p == ')')
-			r.p++;
-	}
-	if (r.bad || size > RX_MAX)
+	if (n > RX_LEN_MAX) {
+		*why = "longer than 4096 bytes";
 		return PEFTIO_EUNSUPPORTED;
-	return regcomp(re, pattern, REG_EXTENDED | REG_NOSUB) == 0 ? 0 :
-	    PEFTIO_EINVAL;
+	}
+	if ((ere = malloc(16 * n + 1)) == NULL ||
+	    (full = malloc(16 * n + 16)) == NULL) {
+		free(ere);
+		*why = "out of memory";
+		return PEFTIO_ENOMEM;
+	}
+	if ((rc = peftio_rx_translate(py, ere, why)) == 0) {
+		snprintf(full, 16 * n + 16, suffix ? "^(.*\\.)?(%s)$" :
+		    "^(%s)$", ere);
+		r.p = full;
+		r.bad = 0;
+		while (*r.p != '\0' && !r.bad && size <= RX_MAX) {
+			size = rx_add(size, rx_alt(&r, 0));
+			if (*r.p == ')')
+				r.p++;
+		}
+		if (r.bad || size > RX_MAX) {
+			*why = "its repetitions make it too large";
+			rc = PEFTIO_EUNSUPPORTED;
+		} else if (regcomp(re, full, REG_EXTENDED | REG_NOSUB) != 0) {
+			*why = "not a valid regular expression";
+			rc = PEFTIO_EINVAL;
+		}
+	}
+	free(ere);
+	free(full);
+	return rc;
+}
+
+/* Does the compiled re match module path p: 1, 0, or PEFTIO_EUNSUPPORTED
+ * for a path longer than RX_LEN_MAX (the work per match is bounded). */
+static int
+rx_match(const regex_t *re, const char *p)
+{
+	if (strlen(p) > RX_LEN_MAX)
+		return PEFTIO_EUNSUPPORTED;
+	return regexec(re, p, 0, NULL, 0) == 0;
 }
 
 int
 peftio_lora_pattern_match(const char *pattern, const char *p)
 {
+	const char *why;
 	regex_t re;
-	char *full;
-	size_t n = strlen(pattern) + 16;
 	int rc;
 
-	if ((full = malloc(n)) == NULL)
-		return PEFTIO_ENOMEM;
-	snprintf(full, n, "^(.*\\.)?(%s)$", pattern);
-	rc = rx_compile(&re, full);
-	free(full);
-	if (rc != 0)
+	if ((rc = rx_compile(&re, pattern, 1, &why)) != 0)
 		return rc;
-	rc = regexec(&re, p, 0, NULL, 0) == 0;
+	rc = rx_match(&re, p);
 	regfree(&re);
 	return rc;
 }
@@ -360,64 +736,128 @@ check_variants(const char *cfgpath, json_t *cfg, struct peftio_error *err)
 	return 0;
 }
 
-/* The value of the first pattern key matching module p, or dflt. */
-static int
-pattern_value(const char *cfgpath, json_t *pat, const char *p, double dflt,
-    double *out, struct peftio_error *err)
+static void
+pats_free(struct pats *ps)
 {
-	const char *key;
-	json_t *v;
+	size_t i;
+
+	for (i = 0; i < ps->n; i++)
+		regfree(&ps->p[i].re);
+	free(ps->p);
+	ps->p = NULL;
+	ps->n = 0;
+}
+
+/* Compile the patterns of the config's mapping key (rank_pattern,
+ * alpha_pattern) once, in their order. */
+static int
+pats_compile(struct pats *ps, json_t *cfg, const char *key,
+    const char *cfgpath, struct peftio_error *err)
+{
+	json_t *map = json_object_get(cfg, key), *v;
+	const char *k, *why;
+	int rc;
+
+	if (map == NULL || json_is_null(map))
+		return 0;
+	if (!json_is_object(map))
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: %s is not a mapping of patterns to numbers", cfgpath,
+		    key);
+	if ((ps->p = calloc(json_object_size(map) + 1, sizeof(*ps->p))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", cfgpath);
+	json_object_foreach(map, k, v) {
+		if (!json_is_number(v))
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: %s '%s': value is not a number", cfgpath, key,
+			    k);
+		rc = rx_compile(&ps->p[ps->n].re, k, 1, &why);
+		if (rc == PEFTIO_ENOMEM)
+			return peftio_error_set(err, rc, "%s: out of memory",
+			    cfgpath);
+		if (rc != 0)
+			return peftio_error_set(err, rc == PEFTIO_EINVAL ?
+			    PEFTIO_EFORMAT : rc, "%s: %s '%s': %s%s", cfgpath,
+			    key, k, rc == PEFTIO_EUNSUPPORTED ?
+			    "not supported: " : "", why);
+		ps->p[ps->n].key = k;
+		ps->p[ps->n].v = json_number_value(v);
+		ps->n++;
+	}
+	return 0;
+}
+
+/* The value of the first pattern matching module p, or dflt. */
+static int
+pattern_value(const char *cfgpath, const struct pats *ps, const char *p,
+    double dflt, double *out, struct peftio_error *err)
+{
+	size_t i;
 	int rc;
 
 	*out = dflt;
-	if (!json_is_object(pat))
-		return 0;
-	json_object_foreach(pat, key, v) {
-		rc = peftio_lora_pattern_match(key, p);
-		if (rc == PEFTIO_EUNSUPPORTED)
+	for (i = 0; i < ps->n; i++) {
+		if ((rc = rx_match(&ps->p[i].re, p)) < 0)
 			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-			    "%s: pattern '%s' repeats too much, or repeats a "
-			    "repetition: not supported", cfgpath, key);
-		if (rc < 0)
-			return peftio_error_set(err, PEFTIO_EFORMAT,
-			    "%s: pattern '%s' is not a valid regular "
-			    "expression", cfgpath, key);
+			    "%s: module name longer than %d bytes: patterns "
+			    "are not matched against it", cfgpath, RX_LEN_MAX);
 		if (rc == 1) {
-			if (!json_is_number(v))
-				return peftio_error_set(err, PEFTIO_EFORMAT,
-				    "%s: pattern '%s': value is not a number",
-				    cfgpath, key);
-			*out = json_number_value(v);
+			*out = ps->p[i].v;
 			return 0;
 		}
 	}
 	return 0;
 }
 
-/* feedforward_modules: a list (exact or "."-suffix match) or a regex. */
+/* feedforward_modules: a list of names (exact or "."-suffix match) or
+ * a regex (compiled once, a full match). */
 static int
-ff_match(json_t *ffm, const char *p)
+ff_compile(struct peftio_adapter *a, json_t *cfg, const char *cfgpath,
+    struct peftio_error *err)
+{
+	json_t *ffm = json_object_get(cfg, "feedforward_modules"), *v;
+	const char *why;
+	size_t i;
+	int rc;
+
+	if (ffm == NULL || json_is_null(ffm))
+		return 0;
+	if (json_is_string(ffm)) {
+		rc = rx_compile(&a->ff, json_string_value(ffm), 0, &why);
+		if (rc == PEFTIO_ENOMEM)
+			return peftio_error_set(err, rc, "%s: out of memory",
+			    cfgpath);
+		if (rc != 0)
+			return peftio_error_set(err, rc == PEFTIO_EINVAL ?
+			    PEFTIO_EFORMAT : rc, "%s: feedforward_modules "
+			    "'%s': %s%s", cfgpath, json_string_value(ffm),
+			    rc == PEFTIO_EUNSUPPORTED ? "not supported: " : "",
+			    why);
+		a->has_ff = 1;
+		return 0;
+	}
+	if (!json_is_array(ffm))
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: feedforward_modules is neither a list of names nor a "
+		    "pattern", cfgpath);
+	json_array_foreach(ffm, i, v)
+		if (!json_is_string(v))
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: feedforward_modules: entry %zu is not a "
+			    "string", cfgpath, i);
+	return 0;
+}
+
+static int
+ff_match(const struct peftio_adapter *a, json_t *ffm, const char *p)
 {
 	size_t i, n = strlen(p), m;
 	const char *t;
 	json_t *v;
-	regex_t re;
-	char *full;
-	int rc;
 
-	if (json_is_string(ffm)) {
-		t = json_string_value(ffm);
-		if ((full = malloc(strlen(t) + 8)) == NULL)
-			return 0;
-		sprintf(full, "^(%s)$", t);
-		rc = rx_compile(&re, full);
-		free(full);
-		if (rc != 0)
-			return 0;
-		rc = regexec(&re, p, 0, NULL, 0) == 0;
-		regfree(&re);
-		return rc;
-	}
+	if (a->has_ff)
+		return rx_match(&a->ff, p) == 1;
 	json_array_foreach(ffm, i, v) {
 		if (!json_is_string(v))
 			continue;
@@ -425,6 +865,29 @@ ff_match(json_t *ffm, const char *p)
 		m = strlen(t);
 		if (strcmp(p, t) == 0 || (n > m && p[n - m - 1] == '.' &&
 		    strcmp(p + n - m, t) == 0))
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Does module p hold a GPT-2 style Conv1D (weight [in, out])?  PEFT
+ * decides fan_in_fan_out by the layer's class: true for Conv1D, false
+ * (with a warning) for Linear, whatever the config says.  Conv1D layers
+ * are those of GPT-2 and the models built like it, by their names.
+ */
+static int
+conv1d_module(const char *p)
+{
+	static const char *const leaf[] = {
+		".attn.c_attn", ".attn.q_attn", ".attn.c_proj", ".mlp.c_fc",
+		".mlp.c_proj"
+	};
+	size_t n = strlen(p), i, k;
+
+	for (i = 0; i < sizeof(leaf) / sizeof(leaf[0]); i++) {
+		k = strlen(leaf[i]);
+		if (n >= k && strcmp(p + n - k, leaf[i]) == 0)
 			return 1;
 	}
 	return 0;
@@ -559,6 +1022,9 @@ check_module(struct peftio_adapter *a, struct lmod *m, json_t *cfg,
 	double r, alpha;
 	int rc;
 
+	m->fifo = conv1d_module(m->name);
+	if (a->fifo && !m->fifo && !m->embedding)
+		a->fifo_ignored = 1;
 	if (a->type == PEFTIO_ADAPTER_IA3) {
 		if (m->ia3 < 0 || m->a >= 0 || m->b >= 0)
 			return peftio_error_set(err, PEFTIO_EFORMAT,
@@ -571,7 +1037,7 @@ check_module(struct peftio_adapter *a, struct lmod *m, json_t *cfg,
 			    "[1, in]", a->path, t->name);
 		m->ff = t->shape[0] == 1 && t->shape[1] != 1;
 		if (t->shape[0] == 1 && t->shape[1] == 1)
-			m->ff = ff_match(json_object_get(cfg,
+			m->ff = ff_match(a, json_object_get(cfg,
 			    "feedforward_modules"), m->name);
 		return peftio_dtype_is_float(t->dtype) ? 0 :
 		    peftio_error_set(err, PEFTIO_EFORMAT,
@@ -607,10 +1073,9 @@ check_module(struct peftio_adapter *a, struct lmod *m, json_t *cfg,
 		    (unsigned long long)tb->shape[0],
 		    (unsigned long long)tb->shape[1]);
 	m->r = ta->shape[0];
-	if ((rc = pattern_value(cfgpath, json_object_get(cfg, "rank_pattern"),
-	    m->name, r0, &r, err)) != 0 ||
-	    (rc = pattern_value(cfgpath, json_object_get(cfg,
-	    "alpha_pattern"), m->name, alpha0, &alpha, err)) != 0)
+	if ((rc = pattern_value(cfgpath, &a->rank, m->name, r0, &r,
+	    err)) != 0 || (rc = pattern_value(cfgpath, &a->alpha, m->name,
+	    alpha0, &alpha, err)) != 0)
 		return rc;
 	if (r != (double)m->r)
 		return peftio_error_set(err, PEFTIO_EFORMAT,
@@ -720,6 +1185,14 @@ adapter_load(struct peftio_adapter *a, const char *cfgtext, size_t cfglen,
 		goto out;
 	}
 	a->r = (uint64_t)r0;
+	if (a->type == PEFTIO_ADAPTER_LORA &&
+	    ((rc = pats_compile(&a->rank, cfg, "rank_pattern", cfgpath,
+	    err)) != 0 || (rc = pats_compile(&a->alpha, cfg, "alpha_pattern",
+	    cfgpath, err)) != 0))
+		goto out;
+	if (a->type == PEFTIO_ADAPTER_IA3 &&
+	    (rc = ff_compile(a, cfg, cfgpath, err)) != 0)
+		goto out;
 
 	if (modelname != NULL)
 		rc = peftio_ckpt_open_mem(&a->ck, model, modellen, modelname,
@@ -739,6 +1212,15 @@ adapter_load(struct peftio_adapter *a, const char *cfgtext, size_t cfglen,
 			rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
 			    "%s: tensor '%s': not a float tensor", a->path,
 			    tinfo(a, a->repls[i].idx)->name);
+	/* PEFT saves a magnitude vector with every DoRA module. */
+	if (rc == 0 && a->type == PEFTIO_ADAPTER_LORA &&
+	    json_is_true(json_object_get(cfg, "use_dora")))
+		for (i = 0; i < a->nmods && rc == 0; i++)
+			if (a->mods[i].mag < 0)
+				rc = peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: use_dora is set, but module '%s' has "
+				    "no lora_magnitude_vector", a->path,
+				    a->mods[i].name);
 	if (rc == 0 && a->nmods == 0 && a->nrepls == 0)
 		rc = peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: the adapter holds no tensors", a->path);
@@ -856,9 +1338,19 @@ peftio_adapter_free(struct peftio_adapter *a)
 		free(a->repls[i].target);
 	free(a->mods);
 	free(a->repls);
+	pats_free(&a->rank);
+	pats_free(&a->alpha);
+	if (a->has_ff)
+		regfree(&a->ff);
 	peftio_ckpt_close(a->ck);
 	free(a->path);
 	free(a);
+}
+
+int
+peftio_adapter_fifo_ignored(const struct peftio_adapter *a)
+{
+	return a->fifo_ignored;
 }
 
 const char *
@@ -1087,13 +1579,13 @@ check_target(struct peftio_merge *m, struct target *t,
 		case OP_LORA:
 			ta = tinfo(a, md->a);
 			tb = tinfo(a, md->b);
-			trans = md->embedding || a->fifo;
+			trans = md->embedding || md->fifo;
 			if (ndim != 2 || (trans ? ta->shape[1] != t->rows ||
 			    tb->shape[0] != t->cols : tb->shape[0] != t->rows
 			    || ta->shape[1] != t->cols))
 				return shape_err(a, md->a, t, md->embedding ?
 				    "lora_embedding_A" : "lora_A", err);
-			if (md->mag >= 0 && a->fifo)
+			if (md->mag >= 0 && md->fifo)
 				return peftio_error_set(err,
 				    PEFTIO_EUNSUPPORTED, "%s: module '%s': "
 				    "DoRA with fan_in_fan_out is not "
@@ -1111,7 +1603,7 @@ check_target(struct peftio_merge *m, struct target *t,
 				return shape_err(a, md->ia3, t, "ia3_l", err);
 			/* After the fan_in_fan_out transpose: [n,1] scales
 			 * rows, [1,n] columns. */
-			if (a->fifo ? (md->ff ? ti->numel != t->rows :
+			if (md->fifo ? (md->ff ? ti->numel != t->rows :
 			    ti->numel != t->cols) : (md->ff ?
 			    ti->numel != t->cols : ti->numel != t->rows))
 				return shape_err(a, md->ia3, t, "ia3_l", err);
@@ -1286,14 +1778,6 @@ peftio_merge_create(struct peftio_merge **out,
 	m->newscale = 1.0f;
 	if (m->o.method != PEFTIO_COMBINE_NONE && ads[0]->rslora)
 		m->newscale = (float)((double)m->newr / sqrt((double)m->newr));
-	if (m->o.method != PEFTIO_COMBINE_NONE)
-		for (i = 1; i < nads; i++)
-			if (ads[i]->fifo != ads[0]->fifo) {
-				rc = peftio_error_set(err, PEFTIO_EINVAL,
-				    "%s: fan_in_fan_out differs from %s's",
-				    ads[i]->path, ads[0]->path);
-				goto fail;
-			}
 	for (i = 0; i < nads && rc == 0; i++)
 		rc = plan_adapter(m, i, shape_of, arg, err);
 	if (rc != 0)
@@ -1497,8 +1981,9 @@ gemm_chunks(void *arg, unsigned slot, uint64_t b, uint64_t e)
 	uint64_t c, r0, n;
 	float *dst, *tmp = NULL;
 
-	if (j->c == NULL && (tmp = peftio_scratch(&j->m->slots[slot],
-	    ROW_CHUNK * j->cols * sizeof(float))) == NULL) {
+	if ((j->r != 0 && peftio_blas_ready(NULL) != 0) ||
+	    (j->c == NULL && (tmp = peftio_scratch(&j->m->slots[slot],
+	    ROW_CHUNK * j->cols * sizeof(float))) == NULL)) {
 		j->nomem = 1;
 		return;
 	}
@@ -1547,7 +2032,7 @@ gemm_setup(struct gemm_job *j, struct peftio_merge *m, int trans,
 }
 
 /* c[rows, cols] = B A (or A^T B^T when trans), unscaled. */
-static void
+static int
 factor_product(struct peftio_merge *m, int trans, const float *a,
     const float *b, uint64_t r, uint64_t rows, uint64_t cols, float *c)
 {
@@ -1555,7 +2040,7 @@ factor_product(struct peftio_merge *m, int trans, const float *a,
 
 	gemm_setup(&j, m, trans, a, b, r, rows, cols);
 	j.c = c;
-	(void)run_gemm(m, &j);
+	return run_gemm(m, &j);
 }
 
 /* PEFT's get_delta_weight: transpose(B @ A, fifo) * s, in f32, cast to
@@ -1571,11 +2056,15 @@ lora_delta(struct peftio_merge *m, struct peftio_adapter *a,
 
 	if ((rc = load_f32(a, md->a, &fa, err)) == 0 &&
 	    (rc = load_f32(a, md->b, &fb, err)) == 0) {
-		factor_product(m, md->embedding || a->fifo, fa, fb, md->r,
-		    t->rows, t->cols, d);
-		for (i = 0; i < n; i++)
-			d[i] *= s;
-		round_through(tinfo(a, md->b)->dtype, d, n);
+		if (factor_product(m, md->embedding || md->fifo, fa, fb, md->r,
+		    t->rows, t->cols, d) != 0)
+			rc = peftio_error_set(err, PEFTIO_ENOMEM,
+			    "%s: out of memory", t->name);
+		else {
+			for (i = 0; i < n; i++)
+				d[i] *= s;
+			round_through(tinfo(a, md->b)->dtype, d, n);
+		}
 	}
 	free(fa);
 	free(fb);
@@ -1653,7 +2142,7 @@ op_rows(struct peftio_merge *m, const struct target *t, const struct op *op,
 
 	switch (op->kind) {
 	case OP_LORA:
-		return fold_block(m, t, md->embedding || a->fifo, p->a, p->b,
+		return fold_block(m, t, md->embedding || md->fifo, p->a, p->b,
 		    md->r, (float)md->scale, wt, tinfo(a, md->b)->dtype, p->mag,
 		    w, row0, nrows, err);
 	case OP_REPL:
@@ -1674,7 +2163,7 @@ op_rows(struct peftio_merge *m, const struct target *t, const struct op *op,
 		return 0;
 	case OP_IA3W:
 	case OP_IA3B:
-		rowwise = op->kind == OP_IA3B || (a->fifo ? md->ff : !md->ff);
+		rowwise = op->kind == OP_IA3B || (md->fifo ? md->ff : !md->ff);
 		for (i = 0; i < nrows; i++)
 			for (j = 0; j < t->cols; j++) {
 				float l = rowwise ? p->v[row0 + i] : p->v[j];
@@ -1852,7 +2341,7 @@ combined_factors(struct peftio_merge *m, const struct target *t,
 	for (j = 0; j < k && rc == 0; j++) {
 		a = m->ads[ops[j]->ad];
 		md = &a->mods[ops[j]->mod];
-		trans = md->embedding || a->fifo;
+		trans = md->embedding || md->fifo;
 		if (j == 0)
 			adt = tinfo(a, md->a)->dtype;
 		R += md->r;

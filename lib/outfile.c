@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -714,6 +715,83 @@ peftio_outfile_abort(struct peftio_outfile *of)
 /* Output directories                                                  */
 /* ------------------------------------------------------------------ */
 
+/*
+ * The names a checkpoint directory holds: what the tools write (shards,
+ * the index, configuration) and what they copy from a model folder
+ * (tokenizer files, chat templates, licences, model cards, code).
+ */
+int
+peftio_ckpt_dir_file(const char *name)
+{
+	static const char *const suffix[] = {
+		".safetensors", ".bin", ".json", ".txt", ".model", ".jinja",
+		".tiktoken", ".md", ".py", ".vocab", ".pt", ".pth", ".ckpt",
+		".msgpack", ".h5", ".onnx", ".gguf"
+	};
+	static const char *const whole[] = { "LICENSE", "NOTICE", "README" };
+	size_t i, n = strlen(name), m;
+
+	if (name[0] == '.' || n == 0)
+		return 0;
+	if (strncmp(name, "tokenizer.", 10) == 0)	/* tokenizer.model.v3 */
+		return 1;
+	for (i = 0; i < sizeof(whole) / sizeof(whole[0]); i++)
+		if (strcmp(name, whole[i]) == 0)
+			return 1;
+	for (i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		m = strlen(suffix[i]);
+		if (n > m && strcmp(name + n - m, suffix[i]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * May -f replace dest?  Only a directory whose entries are all regular
+ * files with checkpoint names: never a file, a link, a device, nor a
+ * directory that holds anything else (a mistyped -o ~ costs nothing).
+ */
+static int
+replaceable(const char *dest, struct peftio_error *err)
+{
+	struct dirent *de;
+	struct stat sb;
+	char *p;
+	size_t n;
+	int rc = 0;
+	DIR *d;
+
+	if (lstat(dest, &sb) != 0)
+		return errno == ENOENT ? 0 : peftio_error_sys(err, "%s", dest);
+	if (!S_ISDIR(sb.st_mode))
+		return peftio_error_set(err, PEFTIO_EEXIST,
+		    "%s: exists and is not a directory: not replacing it "
+		    "with one (remove it first)", dest);
+	if ((d = opendir(dest)) == NULL)
+		return peftio_error_sys(err, "%s", dest);
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		n = strlen(dest) + strlen(de->d_name) + 2;
+		if ((p = malloc(n)) == NULL) {
+			rc = peftio_error_set(err, PEFTIO_ENOMEM,
+			    "%s: out of memory", dest);
+			break;
+		}
+		snprintf(p, n, "%s/%s", dest, de->d_name);
+		if (lstat(p, &sb) != 0)
+			rc = errno == ENOENT ? 0 : peftio_error_sys(err, "%s", p);
+		else if (!S_ISREG(sb.st_mode) ||
+		    !peftio_ckpt_dir_file(de->d_name))
+			rc = peftio_error_set(err, PEFTIO_EEXIST,
+			    "%s: holds %s, which is no checkpoint file: not "
+			    "replacing it (remove it first)", dest, p);
+		free(p);
+	}
+	closedir(d);
+	return rc;
+}
+
 int
 peftio_outdir_open(struct peftio_outdir *od, const char *dest,
     unsigned flags, struct peftio_error *err)
@@ -749,6 +827,8 @@ peftio_outdir_open(struct peftio_outdir *od, const char *dest,
 			    od->dest);
 			goto fail;
 		}
+		if ((rc = replaceable(od->dest, err)) != 0)
+			goto fail;
 	} else if (errno != ENOENT) {
 		rc = peftio_error_sys(err, "%s", od->dest);
 		goto fail;
@@ -830,6 +910,9 @@ peftio_outdir_commit(struct peftio_outdir *od, struct peftio_error *err)
 		    "%s: already exists (use -f to overwrite)", od->dest);
 		goto fail;
 	}
+	/* Checked again: the directory may have changed since open. */
+	if (exists && (rc = replaceable(od->dest, err)) != 0)
+		goto fail;
 	if (!exists) {
 		if (rename_noreplace(od->tmp, od->dest, 1) != 0) {
 			if (errno == EEXIST)

@@ -343,6 +343,12 @@ int	peftio_outdir_open(struct peftio_outdir *od, const char *dest,
 int	peftio_outdir_commit(struct peftio_outdir *od, struct peftio_error *err);
 void	peftio_outdir_abort(struct peftio_outdir *od);
 
+/* Whether name is one a checkpoint directory holds (what -f may
+ * replace): not hidden, and LICENSE, NOTICE, README, tokenizer.*, or
+ * ending in .safetensors, .bin, .json, .txt, .model, .jinja, .tiktoken,
+ * .md, .py, .vocab, .pt, .pth, .ckpt, .msgpack, .h5, .onnx or .gguf. */
+int	peftio_ckpt_dir_file(const char *name);
+
 /* Write a whole small file atomically (temp + rename). */
 int	peftio_write_file(const char *path, const void *buf, size_t len,
 	    unsigned flags, struct peftio_error *err);
@@ -991,6 +997,9 @@ void	peftio_plan_peft_line(uint64_t trainable, uint64_t all, char *buf,
  * arguments: BLAS runs single-threaded inside the library (callers
  * split work into fixed pieces themselves).
  */
+/* Whether this thread may call BLAS: its work buffer fits in memory
+ * (checked once per thread; err may be NULL).  0 or PEFTIO_ENOMEM. */
+int	peftio_blas_ready(struct peftio_error *err);
 void	peftio_sgemm(int trans_a, int trans_b, uint64_t m, uint64_t n,
 	    uint64_t k, float alpha, const float *a, uint64_t lda,
 	    const float *b, uint64_t ldb, float beta, float *c, uint64_t ldc);
@@ -1055,16 +1064,28 @@ const char *peftio_adapter_module(const struct peftio_adapter *a, size_t i,
 	    uint64_t *rank, double *scale);
 /* 1 when a module uses DoRA. */
 int	peftio_adapter_dora(const struct peftio_adapter *a);
+/* 1 when the config sets fan_in_fan_out but modules are Linear layers:
+ * as PEFT does, the flag is ignored for them (only GPT-2 style Conv1D
+ * modules, .attn.c_attn, .attn.q_attn, .attn.c_proj, .mlp.c_fc and
+ * .mlp.c_proj, hold [in, out] weights, with or without the flag). */
+int	peftio_adapter_fifo_ignored(const struct peftio_adapter *a);
 
 /*
  * PEFT's key matching for rank_pattern / alpha_pattern: 1 when pattern
- * (a POSIX extended regex) matches module path p as Python's
+ * (in Python's re syntax) matches module path p as Python's
  * re.match(r"(.*\.)?(pattern)$", p) does, 0 when not, PEFTIO_EINVAL
- * for a pattern that does not compile, PEFTIO_EUNSUPPORTED for one that
- * repeats a repetition ("a++") or whose repetitions would make it too
- * large to compile (glibc copies a repeated part once per repetition).
+ * for a pattern Python's re refuses too, PEFTIO_EUNSUPPORTED for one
+ * that POSIX cannot match the same way or within bounded work:
+ * backreferences, lookarounds, inline flags, possessive repetitions,
+ * \b \A \Z \x and other such escapes, counts above 255, patterns
+ * whose repetitions would compile to more than 4000 nodes, patterns and
+ * module paths longer than 4096 bytes.
  */
 int	peftio_lora_pattern_match(const char *pattern, const char *p);
+/* The POSIX ERE for Python pattern py into o (16 bytes per byte of py
+ * and one): 0, PEFTIO_EINVAL or PEFTIO_EUNSUPPORTED, *why saying what
+ * is wrong. */
+int	peftio_rx_translate(const char *py, char *o, const char **why);
 
 /* How several adapters are combined (PEFT's add_weighted_adapter). */
 enum peftio_combine {

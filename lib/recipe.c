@@ -11,6 +11,7 @@
 #include "peftio_private.h"
 
 #define RECIPE_MAX	(1u << 20)
+#define RECIPE_DEPTH	16	/* nesting levels; a recipe needs 3 */
 
 static const char *
 scalar(yaml_node_t *n)
@@ -82,6 +83,86 @@ peftio_recipe_free(struct peftio_recipe *r)
 	free(r);
 }
 
+/* Is the key of pair p the same as that of an earlier pair? */
+static int
+dup_key(yaml_document_t *doc, yaml_node_pair_t *start, yaml_node_pair_t *p)
+{
+	const char *k = scalar(yaml_document_get_node(doc, p->key)), *o;
+	yaml_node_pair_t *q;
+
+	if (k == NULL)
+		return 0;
+	for (q = start; q < p; q++)
+		if ((o = scalar(yaml_document_get_node(doc, q->key))) != NULL &&
+		    strcmp(o, k) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * A first pass over the parser's events, before anything is built:
+ * libyaml's loader takes time quadratic in the nesting depth, so a
+ * recipe nested deeper than RECIPE_DEPTH stops here, as do a second
+ * document and aliases (a recipe has no use for them, and a value that
+ * is an alias would not be what it seems).
+ */
+static int
+check_events(const char *text, size_t len, const char *label,
+    struct peftio_error *err)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	int depth = 0, docs = 0, done = 0, rc = 0;
+
+	if (!yaml_parser_initialize(&parser))
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	while (!done && rc == 0) {
+		if (!yaml_parser_parse(&parser, &ev)) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: line %zu: %s", label,
+			    parser.problem_mark.line + 1,
+			    parser.problem != NULL ? parser.problem :
+			    "YAML error");
+			break;
+		}
+		switch (ev.type) {
+		case YAML_DOCUMENT_START_EVENT:
+			if (++docs > 1)
+				rc = peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: line %zu: a second YAML document "
+				    "(a recipe is one)", label,
+				    ev.start_mark.line + 1);
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			if (++depth > RECIPE_DEPTH)
+				rc = peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: line %zu: nested deeper than %d "
+				    "levels", label, ev.start_mark.line + 1,
+				    RECIPE_DEPTH);
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			depth--;
+			break;
+		case YAML_ALIAS_EVENT:
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: line %zu: aliases (*name) are not supported",
+			    label, ev.start_mark.line + 1);
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = 1;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	return rc;
+}
+
 static int
 parse_adapter(yaml_document_t *doc, yaml_node_t *n, struct peftio_recipe *r,
     const char *dir, const char *label, struct peftio_error *err)
@@ -97,13 +178,21 @@ parse_adapter(yaml_document_t *doc, yaml_node_t *n, struct peftio_recipe *r,
 		for (p = n->data.mapping.pairs.start;
 		    p < n->data.mapping.pairs.top; p++) {
 			k = scalar(yaml_document_get_node(doc, p->key));
+			if (dup_key(doc, n->data.mapping.pairs.start, p))
+				return peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: adapters[%zu]: key '%s' given twice",
+				    label, i, k);
 			if (k != NULL && strcmp(k, "path") == 0)
 				path = scalar(yaml_document_get_node(doc,
 				    p->value));
-			else if (k != NULL && strcmp(k, "weight") == 0)
+			else if (k != NULL && strcmp(k, "weight") == 0) {
 				wv = scalar(yaml_document_get_node(doc,
 				    p->value));
-			else
+				if (wv == NULL)
+					return peftio_error_set(err,
+					    PEFTIO_EFORMAT, "%s: adapters[%zu]: "
+					    "weight is not a number", label, i);
+			} else
 				return peftio_error_set(err, PEFTIO_EFORMAT,
 				    "%s: adapters[%zu]: unknown key '%s'",
 				    label, i, k != NULL ? k : "?");
@@ -149,6 +238,9 @@ parse_doc(yaml_document_t *doc, struct peftio_recipe *r, const char *dir,
 		if (k == NULL)
 			return peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: a key is not a string", label);
+		if (dup_key(doc, root->data.mapping.pairs.start, p))
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: key '%s' given twice", label, k);
 		if (strcmp(k, "adapters") == 0) {
 			if (v == NULL || v->type != YAML_SEQUENCE_NODE)
 				return peftio_error_set(err, PEFTIO_EFORMAT,
@@ -238,9 +330,12 @@ peftio_recipe_parse(const char *text, size_t len, const char *path,
 		free(r);
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	}
-	if (!yaml_parser_initialize(&parser)) {
+	if ((rc = check_events(text, len, label, err)) != 0 ||
+	    !yaml_parser_initialize(&parser)) {
 		free(r);
 		free(dir);
+		if (rc != 0)
+			return rc;
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);

@@ -273,6 +273,9 @@ bad "Inf weight (no double quantization)" "inf.safetensors|$W|element 127" \
 mkst w.safetensors "{\"$W\":{\"dtype\":\"F32\",\"shape\":[2,64],\"data_offsets\":[0,512]}}" 512
 bad "NaN in a tuned weight" "nan.safetensors: tensor $W: element 70" \
     "$EXTRACT" -r 1 -o "$O/ad" w.safetensors nan.safetensors
+# Was reported against the tuned file.
+bad "NaN in a base weight" "nan.safetensors: tensor $W: element 70" \
+    "$EXTRACT" -r 1 -o "$O/ad" nan.safetensors w.safetensors
 
 # --- 4-bit weights whose quant_state disagrees with the tensors --------------
 # mkq4 FILE BLOB: w.q_proj.weight as bitsandbytes stores it without
@@ -317,6 +320,41 @@ printf 'base: %s\nadapters: [%s]\nweights: 1\n' "$BASE" "$L/rslora-f32" \
     > r2.yaml
 bad "recipe with an unknown key" "r2.yaml|weights" \
     "$MERGE" -o "$O/m" --recipe r2.yaml
+
+# Each was silently ignored, or taken as weight 1.0.
+printf 'base: %s\nadapters:\n  - path: %s\n    weight: [0.5]\n' "$BASE" \
+    "$L/rslora-f32" > r3.yaml
+bad "recipe weight that is a list" "r3.yaml|weight is not a number" \
+    "$MERGE" -o "$O/m" --recipe r3.yaml
+printf 'base: %s\nadapters:\n  - path: %s\n    weight: {a: 1}\n' "$BASE" \
+    "$L/rslora-f32" > r4.yaml
+bad "recipe weight that is a mapping" "r4.yaml|weight is not a number" \
+    "$MERGE" -o "$O/m" --recipe r4.yaml
+printf 'w: &w 0.5\nbase: %s\nadapters:\n  - path: %s\n    weight: *w\n' \
+    "$BASE" "$L/rslora-f32" > r5.yaml
+bad "recipe weight that is an alias" "r5.yaml|line 5: aliases" \
+    "$MERGE" -o "$O/m" --recipe r5.yaml
+printf 'base: %s\nadapters: [%s]\nmethod: ties\nmethod: linear\n' "$BASE" \
+    "$L/rslora-f32" > r6.yaml
+bad "recipe with a key given twice" "r6.yaml|key 'method' given twice" \
+    "$MERGE" -o "$O/m" --recipe r6.yaml
+printf 'base: %s\nadapters:\n  - {path: %s, weight: 2, weight: 1}\n' \
+    "$BASE" "$L/rslora-f32" > r7.yaml
+bad "recipe adapter with a key given twice" "r7.yaml|key 'weight' given twice" \
+    "$MERGE" -o "$O/m" --recipe r7.yaml
+printf 'base: %s\nadapters: [%s]\n---\nmethod: ties\n' "$BASE" \
+    "$L/rslora-f32" > r8.yaml
+bad "recipe with a second document" "r8.yaml|line 3: a second YAML document" \
+    "$MERGE" -o "$O/m" --recipe r8.yaml
+# 200,000 levels (400 KB): libyaml's loader would take minutes.
+awk 'BEGIN { for (i = 0; i < 200000; i++) printf "["; for (i = 0; i < 200000; i++) printf "]"; print "" }' > r9.yaml
+if command -v timeout >/dev/null 2>&1; then
+	bad "recipe nested 200,000 deep" "r9.yaml|nested deeper than 16 levels" \
+	    timeout 20 "$MERGE" -o "$O/m" --recipe r9.yaml
+else
+	bad "recipe nested 200,000 deep" "r9.yaml|nested deeper than 16 levels" \
+	    "$MERGE" -o "$O/m" --recipe r9.yaml
+fi
 
 [ "$ncase" -ge 40 ] && ok "$ncase bad inputs" ||
     notok "only $ncase bad inputs"

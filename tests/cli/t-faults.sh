@@ -54,6 +54,10 @@ only() {
 	fi
 }
 
+# AddressSanitizer keeps its own handlers of SIGBUS, SIGSEGV and SIGFPE.
+ASAN=
+nm "$NF4" 2>/dev/null | grep -q __asan_init && ASAN=1
+
 printf 'the old output\n' > old.bin
 
 # --- /dev/full -------------------------------------------------------------
@@ -166,10 +170,10 @@ else
 fi
 
 # --- signals -------------------------------------------------------------------
-# A background job starts with SIGINT ignored, and the tools keep an
+# A background job starts with SIGINT and SIGQUIT ignored, and the tools keep an
 # ignored signal ignored; run them with the default action instead.
-if env --default-signal=INT true 2>/dev/null; then
-	DFL="env --default-signal=INT"
+if env --default-signal=INT,QUIT true 2>/dev/null; then
+	DFL="env --default-signal=INT,QUIT"
 else
 	DFL=
 fi
@@ -204,13 +208,29 @@ cp "$M" slow/
 mkfifo slow/config.json
 mkdir dest
 cp old.bin dest/model.safetensors
-for sig in INT TERM; do
+# Batch schedulers send more than INT and TERM; no core files here.
+ulimit -c 0 2>/dev/null
+for sig in INT TERM HUP QUIT USR1 USR2 ALRM XCPU XFSZ VTALRM PROF BUS; do
 	case $sig in
+	HUP) n=1 ;;
 	INT) n=2 ;;
+	QUIT) n=3 ;;
+	BUS) n=7 ;;
+	USR1) n=10 ;;
+	USR2) n=12 ;;
+	ALRM) n=14 ;;
 	TERM) n=15 ;;
+	XCPU) n=24 ;;
+	XFSZ) n=25 ;;
+	VTALRM) n=26 ;;
+	PROF) n=27 ;;
 	esac
-	if [ $sig = INT ] && [ -z "$DFL" ]; then
-		skip "SIGINT" "env --default-signal is missing"
+	if { [ $sig = INT ] || [ $sig = QUIT ]; } && [ -z "$DFL" ]; then
+		skip "SIG$sig" "env --default-signal is missing"
+		continue
+	fi
+	if [ $sig = BUS ] && [ -n "$ASAN" ]; then
+		skip "SIG$sig" "AddressSanitizer handles it"
 		continue
 	fi
 	$DFL "$NF4" -f -o dest slow 2>"$T/err" &
@@ -287,3 +307,86 @@ fi
     head -c 10 > /dev/null
 [ "$(cat pipe.st)" -eq 141 ] && ok "SIGPIPE ends lora-merge (status 141)" ||
     notok "SIGPIPE ends lora-merge (status $(cat pipe.st), want 141)"
+
+# --- a memory limit ---------------------------------------------------------
+# Out of memory anywhere (OpenBLAS's work buffers included) ends the run
+# with one line and status 1; it never hangs.  AddressSanitizer cannot
+# run under a limit on address space.
+if ! command -v timeout >/dev/null 2>&1; then
+	skip "a memory limit" "no timeout(1)"
+elif nm "$MERGE" 2>/dev/null | grep -q __asan_init; then
+	skip "a memory limit" "built with AddressSanitizer"
+else
+	check "a merge to extract from" "$MERGE" -o merged.safetensors \
+	    "$L/llama-f32" "$L/rslora-f32"
+	for v in 100000 150000 300000; do
+		status "lora-merge under ulimit -v $v" 1 sh -c \
+		    'ulimit -v $1; exec timeout 60 "$2" -o oom.st "$3" "$4"' \
+		    sh $v "$MERGE" "$L/llama-f32" "$L/rslora-f32"
+		status "adapter-extract under ulimit -v $v" 1 sh -c \
+		    'ulimit -v $1; exec timeout 60 "$2" -r 4 -o oomdir "$3" "$4"' \
+		    sh $v "$EXTRACT" "$L/llama-f32" merged.safetensors
+	done
+	absent "no output nor temporary is left" oom.st oomdir
+fi
+
+# --- an input truncated while it is read ------------------------------------
+# The adapter is mapped, then lora-merge waits for its base on a FIFO;
+# the adapter file is emptied before the base comes.  Its pages are gone
+# (SIGBUS from the mapping): exit 1 with a line saying why, no temporary.
+if [ -n "$ASAN" ]; then
+	skip "an input truncated while mapped" "AddressSanitizer handles SIGBUS"
+elif [ ! -r /proc/self/maps ]; then
+	skip "an input truncated while mapped" "no /proc/PID/maps"
+else
+	check "a one-file base" "$MERGE" -o one.safetensors "$L/llama-f32" \
+	    "$L/rslora-f32"
+	cp -r "$L/rslora-f32" shrinking
+	mkfifo base.fifo
+	"$MERGE" -o shrunk.safetensors - shrinking < base.fifo 2>"$T/err" &
+	pid=$!
+	exec 3> base.fifo
+	k=0
+	until grep -q adapter_model /proc/$pid/maps 2>/dev/null || [ $k -ge 100 ]; do
+		sleep 0.1
+		k=$((k + 1))
+	done
+	: > shrinking/adapter_model.safetensors
+	cat one.safetensors >&3
+	exec 3>&-
+	stop $pid
+	st=$?
+	[ "$st" -eq 1 ] && ok "an input truncated while mapped: exit 1" ||
+	    notok "an input truncated while mapped: exit $st, want 1"
+	if [ "$(wc -l < "$T/err")" -eq 1 ]; then
+		grep_err "says the input changed" "input changed while being read"
+	else
+		notok "one line on stderr ($(cat "$T/err"))"
+	fi
+	absent "no output nor temporary" shrunk.safetensors
+fi
+
+# --- dq-inspect's report on a full device or a closed pipe ----------------------
+# One line with the reason (it printed two, without one).
+for f in "" --json --yaml; do
+	status "dq-inspect $f to /dev/full" 1 sh -c \
+	    '"$1" $2 "$3" "$4" "$3" > /dev/full' sh "$INSPECT" "$f" \
+	    "$L/llama-f32" "$DATA/llama-sharded"
+	grep_err "says why" "standard output: write error: No space left on device"
+	# A pipe whose only reader is gone before anything is written
+	# (a FIFO opened for reading and writing, then the reader closed).
+	[ -p gone.fifo ] || mkfifo gone.fifo
+	exec 4<> gone.fifo
+	exec 5> gone.fifo
+	exec 4<&-
+	( trap '' PIPE; "$INSPECT" $f "$L/llama-f32" "$DATA/llama-sharded" \
+	    >&5 2>"$T/err"; echo $? > pipe.st )
+	exec 5>&-
+	if [ "$(cat pipe.st)" -eq 1 ] && [ "$(wc -l < "$T/err")" -eq 1 ] &&
+	    grep -q 'write error: Broken pipe' "$T/err"; then
+		ok "dq-inspect $f, SIGPIPE ignored, reader gone: one line"
+	else
+		notok "dq-inspect $f, SIGPIPE ignored, reader gone: one line (exit $(cat pipe.st))"
+		sed 's/^/#   /' "$T/err" | head -3
+	fi
+done

@@ -13,6 +13,7 @@
 #include "testutil.h"
 
 #define LORA_DATA	TEST_DATA "/lora"
+#define RX_LONG		4096	/* the longest module path matched */
 
 static int
 base_shape(void *arg, const char *name, int *ndim, uint64_t *shape)
@@ -298,7 +299,25 @@ static const struct {
 	    "ad: module 'model.layers.0.self_attn.v_proj': lora_A without "
 	    "lora_B" },
 	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"rank_pattern\": "
-	    "{\"(\": 2}}", 1, PEFTIO_EFORMAT, "pattern '(' is not a valid" },
+	    "{\"(\": 2}}", 1, PEFTIO_EFORMAT,
+	    "rank_pattern '(': not a valid regular expression" },
+	/* Were ignored: a list, a value that is no number, an invalid
+	 * feedforward_modules regex, use_dora without magnitudes. */
+	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"rank_pattern\": "
+	    "[\"q_proj\"]}", 1, PEFTIO_EFORMAT,
+	    "rank_pattern is not a mapping of patterns to numbers" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"rank_pattern\": "
+	    "{\"k_proj\": \"4\"}}", 1, PEFTIO_EFORMAT,
+	    "rank_pattern 'k_proj': value is not a number" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"alpha_pattern\": "
+	    "{\"(a)\\\\1\": 4}}", 1, PEFTIO_EUNSUPPORTED,
+	    "alpha_pattern '(a)\\1': not supported: a backreference" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"alpha_pattern\": "
+	    "{\"(.?){8000}x\": 4}}", 1, PEFTIO_EUNSUPPORTED,
+	    "a repetition count above 255" },
+	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"use_dora\": true}", 1,
+	    PEFTIO_EFORMAT, "use_dora is set, but module "
+	    "'model.layers.0.self_attn.q_proj' has no lora_magnitude_vector" },
 	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"use_dora\": true, "
 	    "\"layer_replication\": [[0, 1]]}", 1, PEFTIO_EUNSUPPORTED,
 	    "'layer_replication' is set" },
@@ -306,7 +325,8 @@ static const struct {
 	    "IA3 adapter with LoRA tensors" },
 	{ "{\"peft_type\": \"LORA\", \"r\": 2, \"alpha_pattern\": "
 	    "{\"l+++++++++++++++++++++++++++++++++++++++++++++ayer\": 3}}", 1,
-	    PEFTIO_EUNSUPPORTED, "ad/adapter_config.json: pattern 'l+++" },
+	    PEFTIO_EUNSUPPORTED,
+	    "ad/adapter_config.json: alpha_pattern 'l+++" },
 };
 
 START_TEST(test_adapter_bad)
@@ -391,7 +411,68 @@ START_TEST(test_patterns)
 	ck_assert_int_eq(peftio_lora_pattern_match("[+*?{]+|q_pro{1,2}j", p),
 	    1);
 	ck_assert_int_eq(peftio_lora_pattern_match("q\\++_proj", p), 0);
-	ck_assert_int_eq(peftio_lora_pattern_match("a{1000}", p), 0);
+	ck_assert_int_eq(peftio_lora_pattern_match("a{1000}", p),
+	    PEFTIO_EUNSUPPORTED);
+}
+END_TEST
+
+/*
+ * Python's re syntax, as PEFT's configs use it: the same answers as
+ * re.match(r"(.*\.)?(pattern)$", p) (checked with Python 3.12).
+ */
+START_TEST(test_patterns_python)
+{
+	static const struct {
+		const char	*pat;
+		int		 want;
+	} tab[] = {
+		{ "layers\\.\\d+\\.self_attn\\.q_proj", 1 },
+		{ "layers\\.\\d\\d\\..*", 0 },
+		{ "(?:q|k)_proj", 1 },
+		{ "(?P<which>q)_proj", 1 },
+		{ ".*?q_proj", 1 },
+		{ "model\\.layers\\.0\\.self_attn\\.\\w+", 1 },
+		{ "\\w+\\s", 0 },
+		{ "[\\d]\\.self_attn\\.q_proj", 1 },
+		{ "[^\\d]\\.self_attn\\.q_proj", 0 },
+		{ "\\D+\\.0\\..*", 1 },
+		{ "q_pro{,1}j", 1 },
+		{ "q_proj{1,}", 1 },
+		{ "q_proj}", 0 },
+		{ "q_proj{", 0 },
+		{ "q_proj{x}", 0 },
+		{ "[\\w]*_proj", 1 },
+		{ "[-\\w.]+", 1 },
+		{ "[\\]]", 0 },
+	};
+	static const char *const unsupported[] = {
+		"(a)\\1", "(?=q)q_proj", "(?i)Q_PROJ", "q_proj\\b", "\\Aq",
+		"a++", "a*+", "(.?){8000}x", "a{256}", "\\x41", "(?P=x)",
+		"[[:alpha:]]",
+	};
+	static const char *const invalid[] = {
+		"a**", "*a", "(|*)", "a{3,2}", "[q", "q\\", "\\q", "a*??",
+	};
+	const char *p = "model.layers.0.self_attn.q_proj";
+	char longname[RX_LONG + 2];
+	size_t i;
+
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
+		ck_assert_msg(peftio_lora_pattern_match(tab[i].pat, p) ==
+		    tab[i].want, "%s", tab[i].pat);
+	for (i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++)
+		ck_assert_msg(peftio_lora_pattern_match(unsupported[i], p) ==
+		    PEFTIO_EUNSUPPORTED, "%s", unsupported[i]);
+	for (i = 0; i < sizeof(invalid) / sizeof(invalid[0]); i++)
+		ck_assert_msg(peftio_lora_pattern_match(invalid[i], p) ==
+		    PEFTIO_EINVAL, "%s", invalid[i]);
+	/* Bounded work: a long module name is not matched at all. */
+	memset(longname, 'a', RX_LONG + 1);
+	longname[RX_LONG + 1] = '\0';
+	ck_assert_int_eq(peftio_lora_pattern_match("(.?){255}a*", longname),
+	    PEFTIO_EUNSUPPORTED);
+	ck_assert_int_eq(peftio_lora_pattern_match("(.?){255}a*",
+	    longname + 1), 1);
 }
 END_TEST
 
@@ -404,7 +485,7 @@ START_TEST(test_patterns_too_large)
 {
 	static const char *const bad[] = {
 		"l++++++++++++++++++++++++++++++++++++++++++++++++++ayer",
-		"a*?", "a+*", "a{2}{3}", "(a{1000}){1000}",
+		"a*+", "(a{200}){200}", "(a{1000}){1000}",
 		"((((((((((((((((((((a)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)+",
 	};
 	const char *p = "model.layers.0.self_attn.q_proj";
@@ -557,6 +638,7 @@ Suite *lora_suite(void)
 	tcase_add_test(tc, test_adapter_no_config);
 	tcase_add_test(tc, test_unmergeable_types);
 	tcase_add_test(tc, test_patterns);
+	tcase_add_test(tc, test_patterns_python);
 	tcase_add_test(tc, test_patterns_too_large);
 	tcase_add_test(tc, test_combine_names);
 	tcase_add_test(tc, test_svd);

@@ -513,8 +513,20 @@ START_TEST(test_outdir_replace)
 
 	ck_assert_int_eq(mkdir(tu_path("out"), 0755), 0);
 	ck_assert_int_eq(mkdir(tu_path("out/sub"), 0755), 0);
-	tu_write_file(tu_path("out/old"), "o", 1);
+	tu_write_file(tu_path("out/old.safetensors"), "o", 1);
 	tu_write_file(tu_path("out/sub/x"), "x", 1);
+	/* -f replaces only what holds nothing but checkpoint files. */
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out"),
+	    W_TEST | PEFTIO_W_FORCE, &err), PEFTIO_EEXIST);
+	ck_assert_ptr_nonnull(strstr(err.msg, "out/sub, which is no "
+	    "checkpoint file"));
+	unlink(tu_path("out/sub/x"));
+	rmdir(tu_path("out/sub"));
+	tu_write_file(tu_path("out/notes.tex"), "n", 1);
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out"),
+	    W_TEST | PEFTIO_W_FORCE, &err), PEFTIO_EEXIST);
+	unlink(tu_path("out/notes.tex"));
+	tu_write_file(tu_path("out/config.json"), "{}", 2);
 	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("out"),
 	    W_TEST | PEFTIO_W_FORCE, &err), 0);
 	ck_assert_int_eq(peftio_write_file(child_path(&od, "new"), "N", 1,
@@ -524,15 +536,25 @@ START_TEST(test_outdir_replace)
 	ck_assert_int_eq(dir_entries(tu_path("out")), 1);
 	expect_file(tu_path("out/new"), "N");
 
-	/* A file replaced by a directory. */
+	/* A file is never replaced by a directory, even with -f. */
 	tu_write_file(tu_path("file"), "f", 1);
 	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("file"),
-	    W_TEST | PEFTIO_W_FORCE, &err), 0);
-	ck_assert_int_eq(peftio_write_file(child_path(&od, "in"), "I", 1,
-	    W_TEST, &err), 0);
-	ck_assert_int_eq(peftio_outdir_commit(&od, &err), 0);
-	expect_file(tu_path("file/in"), "I");
+	    W_TEST | PEFTIO_W_FORCE, &err), PEFTIO_EEXIST);
+	ck_assert_ptr_nonnull(strstr(err.msg, "is not a directory"));
+	expect_file(tu_path("file"), "f");
 	ck_assert_int_eq(dir_entries(dir), 2);
+
+	/* Nor is a directory that gained a foreign file since open. */
+	ck_assert_int_eq(mkdir(tu_path("ck"), 0755), 0);
+	tu_write_file(tu_path("ck/config.json"), "{}", 2);
+	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("ck"),
+	    W_TEST | PEFTIO_W_FORCE, &err), 0);
+	tu_write_file(tu_path("ck/thesis.tex"), "t", 1);
+	ck_assert_int_eq(peftio_outdir_commit(&od, &err), PEFTIO_EEXIST);
+	expect_file(tu_path("ck/thesis.tex"), "t");
+	unlink(tu_path("ck/thesis.tex"));
+	unlink(tu_path("ck/config.json"));
+	rmdir(tu_path("ck"));
 
 	/* The destination appears before commit, without -f. */
 	ck_assert_int_eq(peftio_outdir_open(&od, tu_path("late"), W_TEST,
@@ -544,6 +566,14 @@ START_TEST(test_outdir_replace)
 	ck_assert_ptr_nonnull(strstr(err.msg, "already exists"));
 	ck_assert_int_eq(dir_entries(tu_path("late")), 0);
 	ck_assert_int_eq(dir_entries(dir), 3);
+	ck_assert_int_eq(peftio_ckpt_dir_file("model.safetensors"), 1);
+	ck_assert_int_eq(peftio_ckpt_dir_file("LICENSE"), 1);
+	ck_assert_int_eq(peftio_ckpt_dir_file(".bashrc"), 0);
+	ck_assert_int_eq(peftio_ckpt_dir_file("photo.jpg"), 0);
+	ck_assert_int_eq(peftio_ckpt_dir_file("tokenizer.model.v3"), 1);
+	ck_assert_int_eq(peftio_ckpt_dir_file("optimizer.pt"), 1);
+	ck_assert_int_eq(peftio_ckpt_dir_file(".safetensors"), 0);
+	ck_assert_int_eq(peftio_ckpt_dir_file("notes"), 0);
 }
 END_TEST
 

@@ -27,6 +27,7 @@ struct item {
 	int			 zero;		/* delta is zero: skipped */
 	struct peftio_lora_factors f;
 	struct peftio_error	 err;
+	const char		*errfile;	/* err's file, or NULL: tuned */
 	int			 rc;
 };
 
@@ -202,11 +203,22 @@ load_delta(struct item *it, float *d, float *tmp)
 	uint64_t n = it->cols, i, j, r, nr;
 	const void *bd, *td;
 	size_t bes = peftio_dtype_bits(it->bdt) / 8;
+	int64_t bad;
 	int nz = 0;
 
 	if (peftio_ckpt_data(Tuned, it->ti, &td, &it->err) != 0 ||
 	    peftio_ckpt_data(Base, it->bi, &bd, &it->err) != 0)
 		return -1;
+	/* A value that is not finite is reported against its file. */
+	if ((bad = peftio_first_nonfinite(it->tdt, td, it->rows * n)) >= 0 ||
+	    (bad = peftio_first_nonfinite(it->bdt, bd, it->rows * n)) >= 0) {
+		it->errfile = peftio_first_nonfinite(it->tdt, td,
+		    it->rows * n) >= 0 ? O.tuned : O.base;
+		peftio_error_set(&it->err, PEFTIO_ENONFINITE,
+		    "tensor %s.weight: element %lld is not finite (NaN or "
+		    "Inf)", it->module, (long long)bad);
+		return -1;
+	}
 	peftio_to_f32(it->tdt, td, d, it->rows * n);
 	peftio_ckpt_release(Tuned, it->ti);
 	for (r = 0; r < it->rows; r += SUB_ROWS) {
@@ -222,8 +234,8 @@ load_delta(struct item *it, float *d, float *tmp)
 				/* run() puts the file name in front. */
 				peftio_error_set(&it->err, PEFTIO_ENONFINITE,
 				    "tensor %s.weight: element %llu of the "
-				    "difference is not finite (NaN or Inf)",
-				    it->module, (unsigned long long)j);
+				    "difference from %s overflows", it->module,
+				    (unsigned long long)j, O.base);
 				return -1;
 			}
 		}
@@ -615,7 +627,9 @@ run(void)
 	peftio_parallel_for(O.jobs, n, 1, extract_range, items);
 	for (i = 0; i < n; i++)
 		if (items[i].rc != 0) {
-			peftio_error_prefix(&items[i].err, "%s", O.tuned);
+			peftio_error_prefix(&items[i].err, "%s",
+			    items[i].errfile != NULL ? items[i].errfile :
+			    O.tuned);
 			rc = cli_error(&items[i].err);
 			goto out;
 		}
@@ -901,9 +915,8 @@ main(int argc, char *argv[])
 		cli_warn("no output given: use -o ADAPTER_DIR");
 		usage(CLI_EXIT_USAGE);
 	}
-	if (strcmp(O.out, O.base) == 0 || strcmp(O.out, O.tuned) == 0) {
-		cli_warn("%s: the output would overwrite an input", O.out);
+	if (cli_check_clash(O.out, &O.base, 1) != 0 ||
+	    cli_check_clash(O.out, &O.tuned, 1) != 0)
 		return CLI_EXIT_ERROR;
-	}
 	return run();
 }

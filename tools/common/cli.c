@@ -1,7 +1,10 @@
 /*
  * cli.c - command-line helpers shared by the peftio tools.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,39 +15,109 @@
 
 #include "cli.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define CLI_ASAN	1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CLI_ASAN	1
+#endif
+#endif
+#ifdef CLI_ASAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
 const char *cli_progname = "peftio";
 int cli_verbose = 1;
 
 static int progress_shown;
 static double progress_last;
 
+/*
+ * The end of every run: remove what temporaries remain after a failure
+ * (xmalloc() exits from anywhere) and leave without running the shared
+ * libraries' destructors.  OpenBLAS's joins its thread pool, and a pool
+ * thread that found no memory for its buffer waits for it forever.
+ */
 static void
-on_signal(int sig)
+at_exit(int status, void *arg)
 {
+	(void)arg;
+	if (status != 0)
+		peftio_cleanup_temps();
+	(void)fflush(NULL);
+#ifdef CLI_ASAN
+	/* What exit() would have done before the destructors. */
+	__lsan_do_leak_check();
+#endif
+	_exit(status);
+}
+
+static void
+on_signal(int sig, siginfo_t *si, void *uc)
+{
+	static const char msg[] = ": input changed while being read "
+	    "(truncated under a mapping)\n";
+
+	(void)uc;
 	peftio_cleanup_temps();
+	/* SIGBUS from the kernel: a page of a mapped input went away. */
+	if (sig == SIGBUS && si != NULL && si->si_code > 0) {
+		(void)write(STDERR_FILENO, cli_progname, strlen(cli_progname));
+		(void)write(STDERR_FILENO, msg, sizeof(msg) - 1);
+		_exit(CLI_EXIT_ERROR);
+	}
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
 
+/*
+ * Every signal whose default action ends the process, but for SIGKILL
+ * (and SIGSTOP, which only stops it).  A signal that already has a
+ * disposition stays as it is: one ignored by the parent (a background
+ * job's SIGINT), or a sanitizer's handler of a fault.
+ */
 void
 cli_init(const char *progname)
 {
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXFSZ };
+	static const int sigs[] = {
+		SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS,
+		SIGFPE, SIGUSR1, SIGSEGV, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM,
+#ifdef SIGSTKFLT
+		SIGSTKFLT,
+#endif
+		SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF,
+#ifdef SIGIO
+		SIGIO,
+#endif
+#ifdef SIGPWR
+		SIGPWR,
+#endif
+		SIGSYS
+	};
 	struct sigaction sa, old;
 	size_t i;
+	int sig;
 
 	cli_progname = progname;
+	on_exit(at_exit, NULL);
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
+	sa.sa_sigaction = on_signal;
+	sa.sa_flags = SA_SIGINFO;
 	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
-		/* A signal ignored by the parent (a background job) stays
-		 * ignored. */
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		if (sigaction(sigs[i], NULL, &old) == 0 &&
-		    old.sa_handler == SIG_IGN)
-			continue;
-		sigaction(sigs[i], &sa, NULL);
-	}
+		    !(old.sa_flags & SA_SIGINFO) &&
+		    old.sa_handler == SIG_DFL)
+			sigaction(sigs[i], &sa, NULL);
+#ifdef SIGRTMIN
+	for (sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+		if (sigaction(sig, NULL, &old) == 0 &&
+		    !(old.sa_flags & SA_SIGINFO) &&
+		    old.sa_handler == SIG_DFL)
+			sigaction(sig, &sa, NULL);
+#else
+	(void)sig;
+#endif
 }
 
 /*
@@ -320,4 +393,111 @@ int
 cli_job_copy(struct cli_wjob *j)
 {
 	return peftio_ckptw_copy(j->w, j->name, j->in, j->idx, j->dt, &j->err);
+}
+
+/* ------------------------------------------------------------------ */
+/* Outputs that would destroy an input                                 */
+
+#define CHAIN_MAX	256
+
+struct fid {
+	dev_t	dev;
+	ino_t	ino;
+};
+
+/*
+ * The identities of path and of every directory above it, path first
+ * (*self: whether path itself exists).  A path that does not exist
+ * starts at its nearest existing ancestor.  Returns the count.
+ */
+static size_t
+chain(const char *path, struct fid *ids, int *self)
+{
+	char buf[PATH_MAX], real[PATH_MAX], *slash;
+	struct stat sb;
+	size_t n = 0;
+
+	*self = 1;
+	if (strlen(path) >= sizeof(buf))
+		return 0;
+	strcpy(buf, path);
+	while (realpath(buf, real) == NULL) {
+		*self = 0;
+		if ((slash = strrchr(buf, '/')) == NULL) {
+			strcpy(buf, ".");
+			if (realpath(buf, real) == NULL)
+				return 0;
+			break;
+		}
+		while (slash > buf && slash[-1] == '/')
+			slash--;
+		if (slash == buf)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	for (;;) {
+		if (stat(real, &sb) == 0 && n < CHAIN_MAX) {
+			ids[n].dev = sb.st_dev;
+			ids[n].ino = sb.st_ino;
+			n++;
+		}
+		if ((slash = strrchr(real, '/')) == NULL || strcmp(real, "/") == 0)
+			break;
+		if (slash == real)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+	}
+	return n;
+}
+
+static int
+in_chain(const struct fid *id, const struct fid *ids, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (ids[i].dev == id->dev && ids[i].ino == id->ino)
+			return 1;
+	return 0;
+}
+
+int
+cli_check_clash(const char *out, const char *const *in, size_t nin)
+{
+	static struct fid ochain[CHAIN_MAX], ichain[CHAIN_MAX];
+	struct stat sb;
+	size_t on, inn, i;
+	int oself, iself;
+
+	/* Standard output, or a device or FIFO written in place. */
+	if (strcmp(out, "-") == 0 || (stat(out, &sb) == 0 &&
+	    !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode)))
+		return 0;
+	on = chain(out, ochain, &oself);
+	for (i = 0; i < nin; i++) {
+		if (in[i] == NULL || strcmp(in[i], "-") == 0)
+			continue;
+		inn = chain(in[i], ichain, &iself);
+		if (!iself || inn == 0)
+			continue;
+		if (oself && ochain[0].dev == ichain[0].dev &&
+		    ochain[0].ino == ichain[0].ino) {
+			cli_warn("%s: the output would overwrite the input %s",
+			    out, in[i]);
+			return CLI_EXIT_ERROR;
+		}
+		if (oself && in_chain(&ochain[0], ichain, inn)) {
+			cli_warn("%s: the output would replace a directory "
+			    "that holds the input %s", out, in[i]);
+			return CLI_EXIT_ERROR;
+		}
+		if (in_chain(&ichain[0], ochain, on)) {
+			cli_warn("%s: the output would lie inside the input %s",
+			    out, in[i]);
+			return CLI_EXIT_ERROR;
+		}
+	}
+	return 0;
 }

@@ -86,6 +86,11 @@ void	cli_writer_stop(void);
 int	cli_job_write(struct cli_wjob *j);
 int	cli_job_copy(struct cli_wjob *j);
 
+/* Refuse (a message and CLI_EXIT_ERROR) an output that is, holds or
+ * lies inside one of the nin inputs, compared by device and inode
+ * along the path up to the root; "-" on either side is a stream. */
+int	cli_check_clash(const char *out, const char *const *in, size_t nin);
+
 /* Progress on stderr, only when stderr is a terminal and not -q;
  * at most a few updates a second.  cli_progress_end() clears it. */
 void	cli_progress(uint64_t done, uint64_t total, const char *what);

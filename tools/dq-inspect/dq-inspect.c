@@ -10,6 +10,7 @@
  */
 #include <sys/stat.h>
 
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -269,6 +270,8 @@ ynode(yaml_emitter_t *e, json_t *v)
 	}
 }
 
+static int out_errno;		/* why writing standard output failed */
+
 /* Every document of docs, one YAML document each. */
 static int
 emit_yaml(json_t *docs)
@@ -300,7 +303,10 @@ emit_yaml(json_t *docs)
 		goto out;
 	rc = 0;
 out:
-	if (rc != 0)
+	/* A failed write is reported with the others, by main(). */
+	if (rc != 0 && ferror(stdout) && out_errno == 0)
+		out_errno = errno != 0 ? errno : EIO;
+	else if (rc != 0)
 		cli_warn("writing YAML: %s", e.problem != NULL ? e.problem :
 		    "emitter error");
 	yaml_emitter_delete(&e);
@@ -1385,24 +1391,30 @@ main(int argc, char *argv[])
 		if (O.fmt == HUMAN && i > 0)
 			printf("\n");
 		bad |= inspect(argv[i], docs);
+		/* The reason of the first failed write, before it is lost. */
+		if (ferror(stdout) && out_errno == 0)
+			out_errno = errno != 0 ? errno : EIO;
 	}
 	if (O.fmt == JSON && argc == 1 && json_array_size(docs) == 0)
 		;	/* the one checkpoint failed: nothing to print */
 	else if (O.fmt == JSON) {
 		if (json_dumpf(argc == 1 ?
 		    json_array_get(docs, 0) : docs, stdout, JSON_INDENT(2) |
-		    JSON_PRESERVE_ORDER) != 0) {
-			cli_warn("writing JSON failed");
-			bad = 1;
-		}
+		    JSON_PRESERVE_ORDER) != 0 && out_errno == 0)
+			out_errno = errno != 0 ? errno : EIO;
 		printf("\n");
 	} else if (O.fmt == YAML && json_array_size(docs) > 0 &&
 	    emit_yaml(docs) != 0)
 		bad = 1;
 	json_decref(docs);
 	peftio_ckpt_close(orig);
-	if (fflush(stdout) != 0 || ferror(stdout)) {
-		cli_warn("standard output: write error");
+	/* One line, with the reason, however the output failed. */
+	errno = 0;
+	if (fflush(stdout) != 0 && out_errno == 0)
+		out_errno = errno != 0 ? errno : EIO;
+	if (ferror(stdout) || out_errno != 0) {
+		cli_warn("standard output: write error: %s",
+		    strerror(out_errno != 0 ? out_errno : EIO));
 		bad = 1;
 	}
 	return bad ? CLI_EXIT_ERROR : CLI_EXIT_OK;

@@ -41,6 +41,7 @@ struct opts {
 	int			 unmerge;
 	int			 dtype;		/* -1: keep */
 	int			 requant;
+	int			 allow_nonfinite;
 	unsigned		 jobs;
 	const char		*out;
 	int			 force;
@@ -56,7 +57,8 @@ usage(int status)
 	    "dare_linear|dare_ties|magnitude_prune]\n"
 	    "                  [--density d] [--seed n] [--unmerge] "
 	    "[--dtype f16|bf16|f32] [--requant]\n"
-	    "                  [--recipe file.yaml] [-j jobs] [-o output] "
+	    "                  [--allow-nonfinite] [--recipe file.yaml] "
+	    "[-j jobs] [-o output]\n                  "
 	    "base adapter ...\n", cli_progname);
 	exit(status);
 }
@@ -208,6 +210,7 @@ compute(struct ctx *c, size_t i, enum peftio_dtype dt, struct peftio_ckptw *w,
 	uint64_t n = it->is_bnb ? it->bw.qs.numel : ti->numel, nb, rows, cols;
 	uint64_t r0, nr, brows;
 	size_t des = peftio_dtype_bits(dt) / 8;
+	int64_t bad;
 	struct cli_wjob *j;
 	struct conv cv;
 	int rc = 0;
@@ -268,6 +271,17 @@ compute(struct ctx *c, size_t i, enum peftio_dtype dt, struct peftio_ckptw *w,
 		}
 		peftio_parallel_for(O.jobs, (cv.n + CONV_CHUNK - 1) /
 		    CONV_CHUNK, 1, from_f32_range, &cv);
+		/* A merge that overflows dt, or NaN from the adapter. */
+		if (it->touched && !O.allow_nonfinite &&
+		    (bad = peftio_first_nonfinite(dt, cv.dst, cv.n)) >= 0) {
+			rc = peftio_error_set(err, PEFTIO_ENONFINITE,
+			    "%s: tensor '%s': element %llu of the merged "
+			    "result is not finite (NaN or Inf); "
+			    "--allow-nonfinite writes it anyway", O.base,
+			    ti->name, (unsigned long long)(cv.e0 +
+			    (uint64_t)bad));
+			break;
+		}
 		if (whole == NULL)
 			rc = cli_writer_submit(cli_job_write, err);
 	}
@@ -611,10 +625,15 @@ run(void)
 	ads = calloc(O.nadapters, sizeof(*ads));
 	if (ads == NULL)
 		return CLI_EXIT_ERROR;
-	for (i = 0; i < O.nadapters; i++)
+	for (i = 0; i < O.nadapters; i++) {
 		if ((rc = peftio_adapter_open(&ads[i], O.adapters[i], &err))
 		    != 0)
 			goto fail;
+		if (peftio_adapter_fifo_ignored(ads[i]))
+			cli_debug("%s: fan_in_fan_out is set, but the target "
+			    "modules are Linear layers: ignored, as PEFT "
+			    "does", O.adapters[i]);
+	}
 	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
 		goto fail;
 	if ((rc = peftio_ckpt_open(&c.in, O.base, &err)) != 0)
@@ -832,7 +851,7 @@ int
 main(int argc, char *argv[])
 {
 	enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE,
-	    OPT_REQUANT, OPT_RECIPE, OPT_HELP, OPT_VERSION };
+	    OPT_REQUANT, OPT_NONFINITE, OPT_RECIPE, OPT_HELP, OPT_VERSION };
 	static const struct option longopts[] = {
 		{ "weights", required_argument, NULL, 'w' },
 		{ "method", required_argument, NULL, 'm' },
@@ -841,6 +860,7 @@ main(int argc, char *argv[])
 		{ "unmerge", no_argument, NULL, OPT_UNMERGE },
 		{ "dtype", required_argument, NULL, OPT_DTYPE },
 		{ "requant", no_argument, NULL, OPT_REQUANT },
+		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
 		{ "recipe", required_argument, NULL, OPT_RECIPE },
 		{ "jobs", required_argument, NULL, 'j' },
 		{ "output", required_argument, NULL, 'o' },
@@ -853,7 +873,7 @@ main(int argc, char *argv[])
 	};
 	const char *recipe = NULL;
 	uint64_t v;
-	int ch, set_method = 0, set_dtype = 0, rc, i;
+	int ch, set_method = 0, set_dtype = 0, rc;
 
 	cli_init("lora-merge");
 	O.jobs = peftio_ncpus();
@@ -911,6 +931,9 @@ main(int argc, char *argv[])
 		case OPT_REQUANT:
 			O.requant = 1;
 			break;
+		case OPT_NONFINITE:
+			O.allow_nonfinite = 1;
+			break;
 		case OPT_RECIPE:
 			recipe = optarg;
 			break;
@@ -964,12 +987,8 @@ main(int argc, char *argv[])
 		    "checkpoint there (use -f to force)");
 		return CLI_EXIT_ERROR;
 	}
-	for (i = 0; (size_t)i < O.nadapters; i++)
-		if (strcmp(O.adapters[i], O.out) == 0 ||
-		    strcmp(O.base, O.out) == 0) {
-			cli_warn("%s: the output would overwrite an input",
-			    O.out);
-			return CLI_EXIT_ERROR;
-		}
+	if (cli_check_clash(O.out, &O.base, 1) != 0 ||
+	    cli_check_clash(O.out, O.adapters, O.nadapters) != 0)
+		return CLI_EXIT_ERROR;
 	return run();
 }

@@ -626,5 +626,7 @@ main(int argc, char *argv[])
 		    "checkpoint there (use -f to force)");
 		return CLI_EXIT_ERROR;
 	}
+	if (cli_check_clash(O.out, (const char *const *)argv, 1) != 0)
+		return CLI_EXIT_ERROR;
 	return run(argv[0]);
 }
