@@ -802,7 +802,11 @@ int	peftio_rsvd(const float *a, uint64_t m, uint64_t n, uint64_t k,
  */
 struct peftio_adapter;
 
-enum peftio_adapter_type { PEFTIO_ADAPTER_LORA = 0, PEFTIO_ADAPTER_IA3 = 1 };
+enum peftio_adapter_type {
+	PEFTIO_ADAPTER_LORA = 0,
+	PEFTIO_ADAPTER_IA3 = 1,
+	PEFTIO_ADAPTER_TUNER = 2	/* another PEFT tuner (lora-merge(1)) */
+};
 
 int	peftio_adapter_open(struct peftio_adapter **out, const char *path,
 	    struct peftio_error *err);
