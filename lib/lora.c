@@ -902,13 +902,18 @@ peftio_adapter_type(const struct peftio_adapter *a)
 size_t
 peftio_adapter_nmodules(const struct peftio_adapter *a)
 {
-	return a->nmods;
+	return a->tuner != NULL ? peftio_tuner_nmodules(a->tuner) : a->nmods;
 }
 
 const char *
 peftio_adapter_module(const struct peftio_adapter *a, size_t i,
     uint64_t *rank, double *scale)
 {
+	if (a->tuner != NULL) {
+		if (scale != NULL)
+			*scale = 1.0;
+		return peftio_tuner_module(a->tuner, i, rank);
+	}
 	if (i >= a->nmods)
 		return NULL;
 	if (rank != NULL)

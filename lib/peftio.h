@@ -795,7 +795,9 @@ int	peftio_rsvd(const float *a, uint64_t m, uint64_t n, uint64_t k,
  * and adapter_model.safetensors (or the older adapter_model.bin).
  * LoRA (with rsLoRA, rank_pattern and alpha_pattern, fan_in_fan_out,
  * embeddings, DoRA, lora_B.bias, modules_to_save and base_layer
- * tensors) and IA3 are read; adapter types that cannot be folded into
+ * tensors), IA3 and PEFT's other weight tuners (AdaLoRA, LoHa, LoKr,
+ * VeRA, OFT, BOFT, HRA, MiSS, VB-LoRA, RandLoRA, SHiRA, C3A, DeLoRA:
+ * tuners.c, lora-merge(1)) are read; adapter types that cannot be folded into
  * weights (prompt, prefix and p-tuning, adaption prompts, bottleneck
  * adapters) and LoRA variants this library does not implement are
  * refused with PEFTIO_EUNSUPPORTED and a message saying why.
@@ -819,7 +821,9 @@ int	peftio_adapter_open_mem(struct peftio_adapter **out, const char *cfg,
 void	peftio_adapter_free(struct peftio_adapter *a);
 const char *peftio_adapter_path(const struct peftio_adapter *a);
 enum peftio_adapter_type peftio_adapter_type(const struct peftio_adapter *a);
-/* Number of adapted modules (LoRA pairs or IA3 vectors). */
+/* Number of adapted modules (LoRA pairs, IA3 vectors or the modules
+ * of another tuner; for those, the rank where the tuner has one, else 0,
+ * and scale 1). */
 size_t	peftio_adapter_nmodules(const struct peftio_adapter *a);
 /* Module i's path without "base_model.model." (e.g.
  * "model.layers.0.self_attn.q_proj"), its rank (0 for IA3) and scale. */

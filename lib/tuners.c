@@ -423,13 +423,14 @@ classify(struct peftio_tuner *t, long idx,
 
 /* Every tensor the merge reads: float and finite. */
 static int
-check_values(struct peftio_tuner *t, long idx, struct peftio_error *err)
+check_values(struct peftio_tuner *t, long idx, int ints,
+    struct peftio_error *err)
 {
 	const struct peftio_tensor_info *x = ti(t, idx);
 	const void *data;
 	int rc;
 
-	if (x->dtype == PEFTIO_I32 || x->dtype == PEFTIO_I64)
+	if (ints)	/* SHiRA's indices, checked by check_shapes() */
 		return 0;
 	if (!peftio_dtype_is_float(x->dtype))
 		return peftio_error_set(err, PEFTIO_EFORMAT,
@@ -766,7 +767,8 @@ check_module(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 	if ((rc = check_shapes(t, m, cfg, cfgpath, err)) != 0)
 		return rc;
 	for (s = 0; s < MAX_SLOTS; s++)
-		if (m->t[s] >= 0 && (rc = check_values(t, m->t[s], err)) != 0)
+		if (m->t[s] >= 0 && (rc = check_values(t, m->t[s],
+		    t->type == T_SHIRA && s == 1, err)) != 0)
 			return rc;
 	return 0;
 }
@@ -949,6 +951,15 @@ peftio_tuner_target(const struct peftio_tuner *t, size_t i)
 /* ------------------------------------------------------------------ */
 /* The plan: the module against its base tensor                        */
 
+/* a b == want, without overflow. */
+static int
+mul_is(uint64_t a, uint64_t b, uint64_t want)
+{
+	uint64_t p;
+
+	return !PEFTIO_MUL_OVERFLOW(a, b, &p) && p == want;
+}
+
 static int
 fit_err(const struct peftio_tuner *t, const struct tmod *m, int slot,
     struct peftio_error *err)
@@ -995,10 +1006,10 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 		x = slot_info(t, m, m->t[0] >= 0 ? 0 : 2);
 		b = x->shape[1];
 		y = slot_info(t, m, m->t[3] >= 0 ? 3 : 4);
-		if (a * y->shape[0] != m->out)
+		if (!mul_is(a, y->shape[0], m->out))
 			return fit_err(t, m, m->t[3] >= 0 ? 3 : 4, err);
 		y = slot_info(t, m, m->t[3] >= 0 ? 3 : 5);
-		if (b * y->shape[1] != m->in)
+		if (!mul_is(b, y->shape[1], m->in))
 			return fit_err(t, m, m->t[3] >= 0 ? 3 : 5, err);
 		return 0;
 	case T_VERA:
@@ -1012,8 +1023,8 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 	case T_OFT:
 		x = slot_info(t, m, 0);
 		b = oft_block(x->shape[1]);
-		if (m->in % b != 0 || (!t->block_share && x->shape[0] * b !=
-		    m->in))
+		if (m->in % b != 0 || (!t->block_share &&
+		    !mul_is(x->shape[0], b, m->in)))
 			return peftio_error_set(err, PEFTIO_EMISMATCH,
 			    "%s: tensor '%s': %llu blocks of %llu do not "
 			    "cover the %llu inputs of '%s'", t->path, x->name,
@@ -1023,7 +1034,7 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 		return 0;
 	case T_BOFT:
 		x = slot_info(t, m, 0);
-		if (x->shape[1] * x->shape[2] != m->in)
+		if (!mul_is(x->shape[1], x->shape[2], m->in))
 			return peftio_error_set(err, PEFTIO_EMISMATCH,
 			    "%s: tensor '%s': %llu blocks of %llu do not "
 			    "cover the %llu inputs of '%s'", t->path, x->name,
@@ -1046,9 +1057,9 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 		x = slot_info(t, m, 0);
 		y = slot_info(t, m, 1);
 		nb = slot_info(t, m, 2)->shape[1];	/* vector length */
-		if (x->shape[1] * nb != m->in)
+		if (!mul_is(x->shape[1], nb, m->in))
 			return fit_err(t, m, 0, err);
-		if (y->shape[0] * nb != m->out)
+		if (!mul_is(y->shape[0], nb, m->out))
 			return fit_err(t, m, 1, err);
 		return 0;
 	case T_RANDLORA:
@@ -1069,8 +1080,8 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 		return 0;	/* indices are checked when loaded */
 	case T_C3A:
 		x = slot_info(t, m, 0);
-		if (x->shape[0] * x->shape[2] != m->out ||
-		    x->shape[1] * x->shape[2] != m->in)
+		if (!mul_is(x->shape[0], x->shape[2], m->out) ||
+		    !mul_is(x->shape[1], x->shape[2], m->in))
 			return peftio_error_set(err, PEFTIO_EMISMATCH,
 			    "%s: tensor '%s': blocks of %llu do not tile "
 			    "base tensor '%s' [%llu, %llu]", t->path, x->name,
