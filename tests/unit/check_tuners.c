@@ -433,6 +433,141 @@ START_TEST(test_combine_refused)
 }
 END_TEST
 
+/* fan_in_fan_out (GPT-2 Conv1D): the base stored [in, out] gets the
+ * transpose of the change, bit for bit. */
+static int fifo_on;
+
+static int
+tshape(void *arg, const char *name, int *ndim, uint64_t *shape)
+{
+	int rc = base_shape(arg, name, ndim, shape);
+	uint64_t x;
+
+	if (rc == 0 && fifo_on && *ndim == 2) {
+		x = shape[0];
+		shape[0] = shape[1];
+		shape[1] = x;
+	}
+	return rc;
+}
+
+static const char *const fifo_dirs[] = { "adalora", "vera", "vblora",
+    "randlora" };
+
+START_TEST(test_fan_in_fan_out)
+{
+	struct peftio_adapter *a, *af;
+	struct peftio_merge_opts o;
+	struct peftio_merge *m;
+	struct peftio_error err;
+	struct peftio_ckpt *base;
+	const char *name = "model.layers.0.self_attn.v_proj.weight";
+	char dir[256], path[300], *cfg, *p;
+	unsigned char *model;
+	size_t cfglen, modellen;
+	float *w, *wt;
+	uint64_t n, i, j, rows = 32, cols = 64;
+
+	snprintf(dir, sizeof(dir), TDATA "/%s", fifo_dirs[_i]);
+	ck_assert_int_eq(peftio_adapter_open(&a, dir, &err), 0);
+	snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+	cfg = tu_read_file(path, &cfglen);
+	p = strstr(cfg, "\"fan_in_fan_out\": false");
+	ck_assert_ptr_nonnull(p);
+	memcpy(p, "\"fan_in_fan_out\":  true", 23);
+	snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+	model = tu_read_file(path, &modellen);
+	ck_assert_msg(peftio_adapter_open_mem(&af, cfg, cfglen, model,
+	    modellen, "fifo", &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(peftio_ckpt_open(&base, TDATA "/base.safetensors",
+	    &err), 0);
+	w = tensor_f32(base, name, &n);
+	ck_assert_uint_eq(n, rows * cols);
+	wt = malloc(n * sizeof(float));
+	ck_assert_ptr_nonnull(wt);
+	for (i = 0; i < rows; i++)
+		for (j = 0; j < cols; j++)
+			wt[j * rows + i] = w[i * cols + j];
+	memset(&o, 0, sizeof(o));
+	o.nthreads = 1;
+	fifo_on = 0;
+	ck_assert_int_eq(peftio_merge_create(&m, &a, 1, &o, tshape, base,
+	    &err), 0);
+	ck_assert_int_eq(peftio_merge_apply(m, name, w, n, PEFTIO_F32, &err),
+	    0);
+	peftio_merge_free(m);
+	fifo_on = 1;
+	ck_assert_msg(peftio_merge_create(&m, &af, 1, &o, tshape, base,
+	    &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(peftio_merge_apply(m, name, wt, n, PEFTIO_F32, &err),
+	    0);
+	peftio_merge_free(m);
+	for (i = 0; i < rows; i++)
+		for (j = 0; j < cols; j++)
+			ck_assert_msg(wt[j * rows + i] == w[i * cols + j],
+			    "%s: [%llu, %llu] differs", fifo_dirs[_i],
+			    (unsigned long long)i, (unsigned long long)j);
+	fifo_on = 0;
+	free(w);
+	free(wt);
+	free(cfg);
+	free(model);
+	peftio_ckpt_close(base);
+	peftio_adapter_free(a);
+	peftio_adapter_free(af);
+}
+END_TEST
+
+/* modules_to_save: a full tensor in a tuner adapter replaces the base's;
+ * a replacement cannot be unmerged. */
+static int
+lm_shape(void *arg, const char *name, int *ndim, uint64_t *shape)
+{
+	if (strcmp(name, "lm_head.weight") == 0) {
+		*ndim = 2;
+		shape[0] = 4;
+		shape[1] = 8;
+		return 0;
+	}
+	return vshape(arg, name, ndim, shape);
+}
+
+START_TEST(test_modules_to_save)
+{
+	static const char cfg[] = "{\"peft_type\":\"HRA\",\"r\":2}";
+	struct peftio_adapter *a;
+	struct peftio_merge_opts o;
+	struct peftio_merge *m;
+	struct peftio_error err;
+	unsigned char *st;
+	float w[32];
+	size_t len, i;
+
+	st = mkst("@base_model.model.lm_head.weight 4 8;hra_u 64 2", -1,
+	    &len);
+	ck_assert_msg(peftio_adapter_open_mem(&a, cfg, strlen(cfg), st, len,
+	    "mts", &err) == 0, "%s", err.msg);
+	memset(&o, 0, sizeof(o));
+	o.nthreads = 1;
+	ck_assert_int_eq(peftio_merge_create(&m, &a, 1, &o, lm_shape, NULL,
+	    &err), 0);
+	ck_assert_int_eq(peftio_merge_count(m), 2);
+	ck_assert_int_eq(peftio_merge_touches(m, "lm_head.weight"), 1);
+	memset(w, 0, sizeof(w));
+	ck_assert_int_eq(peftio_merge_apply(m, "lm_head.weight", w, 32,
+	    PEFTIO_F32, &err), 0);
+	for (i = 0; i < 32; i++)
+		ck_assert_float_eq(w[i], 0.01f * (float)(i % 7 + 1));
+	peftio_merge_free(m);
+	o.unmerge = 1;
+	ck_assert_int_eq(peftio_merge_create(&m, &a, 1, &o, lm_shape, NULL,
+	    &err), PEFTIO_EUNSUPPORTED);
+	ck_assert_ptr_nonnull(strstr(err.msg, "modules_to_save"));
+	peftio_adapter_free(a);
+	free(st);
+}
+END_TEST
+
 Suite *tuners_suite(void);
 
 Suite *tuners_suite(void)
@@ -448,6 +583,9 @@ Suite *tuners_suite(void)
 	tcase_add_loop_test(tc, test_plan_bad, 0,
 	    (int)(sizeof(plan_bads) / sizeof(plan_bads[0])));
 	tcase_add_test(tc, test_combine_refused);
+	tcase_add_loop_test(tc, test_fan_in_fan_out, 0,
+	    (int)(sizeof(fifo_dirs) / sizeof(fifo_dirs[0])));
+	tcase_add_test(tc, test_modules_to_save);
 	suite_add_tcase(s, tc);
 	return s;
 }
