@@ -109,7 +109,7 @@ struct peftio_tuner {
 	/* HRA */
 	int		 apply_gs;
 	/* MiSS */
-	int		 mini;
+	int		 mini, bat;
 	uint64_t	 mini_r;
 	/* VB-LoRA */
 	uint64_t	 topk;
@@ -118,7 +118,9 @@ struct peftio_tuner {
 };
 
 /* One step of a rotation, applied to each row x of the weight. */
-enum skind { S_BLOCKS, S_GATHER, S_SCATTER, S_HOUSE, S_GS, S_ROWSCALE };
+enum skind {
+	S_BLOCKS, S_GATHER, S_SCATTER, S_HOUSE, S_GS, S_ROWSCALE, S_BAT
+};
 
 struct stage {
 	enum skind	 kind;
@@ -127,7 +129,9 @@ struct stage {
 					 * vectors */
 	double		*m;		/* blocks, vectors or row scales */
 	uint64_t	*perm;
-	int		 reverse;	/* S_HOUSE: last vector first */
+	int		 reverse;	/* S_HOUSE: last vector first;
+					 * S_BAT: unmerge (m holds B, then
+					 * the inverses of I + B) */
 };
 
 struct peftio_tuner_prep {
@@ -658,6 +662,16 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 			return tensor_err(t, m, 0, "rank 0", err);
 		return 0;
 	case T_MISS:
+		if (t->bat) {	/* [out / r, r, r] */
+			if ((rc = want(t, m, 0, 3, 0, 0, 0, err)) != 0)
+				return rc;
+			x = slot_info(t, m, 0);
+			m->r = x->shape[2];
+			if (m->r == 0 || x->shape[1] != m->r)
+				return tensor_err(t, m, 0, "not [out / r, r, "
+				    "r] for \"bat\"", err);
+			return 0;
+		}
 		if ((rc = want(t, m, 0, 2, 0, 0, 0, err)) != 0)
 			return rc;
 		m->r = slot_info(t, m, 0)->shape[0];
@@ -829,12 +843,8 @@ load_config(struct peftio_tuner *t, json_t *cfg, const char *cfgpath,
 		return 0;
 	case T_MISS:
 		j = json_object_get(cfg, "init_weights");
-		if (json_is_string(j) && strcmp(json_string_value(j), "bat")
-		    == 0)
-			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-			    "%s: MiSS with init_weights \"bat\" (a delta that "
-			    "depends on the weight) is not supported",
-			    cfgpath);
+		t->bat = json_is_string(j) &&
+		    strcmp(json_string_value(j), "bat") == 0;
 		t->mini = json_is_string(j) &&
 		    strcmp(json_string_value(j), "mini") == 0;
 		return cfg_int(cfgpath, cfg, "mini_r", 1, 1, &t->mini_r, err);
@@ -1050,6 +1060,10 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 		return 0;
 	case T_MISS:
 		x = slot_info(t, m, 0);
+		if (t->bat)
+			return m->out % m->r != 0 || m->in % m->r != 0 ||
+			    !mul_is(x->shape[0], m->r, m->out) ?
+			    fit_err(t, m, 0, err) : 0;
 		if (t->mini ? m->out % t->mini_r != 0 : x->shape[1] != m->out)
 			return fit_err(t, m, 0, err);
 		return 0;
@@ -1706,6 +1720,51 @@ out:
 	return rc;
 }
 
+/* MiSS "bat": W' = W + W_blk B_a + B_a for each r x r block of row
+ * block a; unmerged by W = (W' - B_a) (I + B_a)^-1. */
+static int
+bat_stage(const struct peftio_tuner *t, const struct tmod *m, int unmerge,
+    struct peftio_tuner_prep *p, struct peftio_error *err)
+{
+	uint64_t r = m->r, nb = m->out / r, a, i, k;
+	double *v = NULL, *e;
+	struct stage *s;
+	int rc;
+
+	if ((rc = load(t, m->t[0], &v, err)) != 0)
+		return rc;
+	if ((s = add_stage(p, S_BAT)) == NULL ||
+	    (s->m = malloc(2 * nb * r * r * sizeof(double))) == NULL ||
+	    (e = malloc(r * r * sizeof(double))) == NULL) {
+		free(v);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	s->n = nb;
+	s->b = r;
+	s->reverse = unmerge;
+	memcpy(s->m, v, nb * r * r * sizeof(double));
+	for (a = 0; unmerge && a < nb; a++) {
+		double *inv = s->m + (nb + a) * r * r;
+
+		for (k = 0; k < r * r; k++)
+			e[k] = v[a * r * r + k] + (k % (r + 1) == 0 ? 1 : 0);
+		memset(inv, 0, r * r * sizeof(double));
+		for (i = 0; i < r; i++)
+			inv[i * r + i] = 1;
+		if (solve(e, inv, r) != 0) {
+			free(e);
+			free(v);
+			return peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: tensor '%s': I + block is singular: it "
+			    "cannot be unmerged", t->path,
+			    ti(t, m->t[0])->name);
+		}
+	}
+	free(e);
+	free(v);
+	return 0;
+}
+
 /* HRA: normalized columns of hra_u, or Gram-Schmidt with apply_GS. */
 static int
 hra_stages(const struct peftio_tuner *t, const struct tmod *m, int unmerge,
@@ -1818,6 +1877,34 @@ apply_stages(const struct peftio_tuner_prep *p, double *x, double *y,
 			for (i = 0; i < n; i++)
 				x[i] *= s->m[row];
 			break;
+		case S_BAT: {
+			uint64_t b = s->b, a = row / b, ri = row % b;
+			const double *bm = s->m + a * b * b;
+			const double *inv = s->m + (s->n + a) * b * b;
+
+			for (blk = 0; blk < n / b; blk++) {
+				const double *xb = x + blk * b;
+
+				for (j = 0; j < b; j++) {
+					double acc = 0;
+
+					if (s->reverse) {
+						for (k = 0; k < b; k++)
+							acc += (xb[k] -
+							    bm[ri * b + k]) *
+							    inv[k * b + j];
+					} else {
+						for (k = 0; k < b; k++)
+							acc += xb[k] *
+							    bm[k * b + j];
+						acc += xb[j] + bm[ri * b + j];
+					}
+					y[blk * b + j] = acc;
+				}
+			}
+			memcpy(x, y, n * sizeof(double));
+			break;
+		}
 		}
 	}
 }
@@ -1861,7 +1948,7 @@ peftio_tuner_prepare(const struct peftio_tuner *t, size_t i, uint64_t rows,
 	p->rows = rows;
 	p->cols = cols;
 	p->unmerge = unmerge;
-	if (tdescs[t->type].rotation) {
+	if (tdescs[t->type].rotation || (t->type == T_MISS && t->bat)) {
 		if ((p->x = malloc(cols * sizeof(double))) == NULL ||
 		    (p->y = malloc(cols * sizeof(double))) == NULL) {
 			rc = peftio_error_set(err, PEFTIO_ENOMEM,
@@ -1879,6 +1966,9 @@ peftio_tuner_prepare(const struct peftio_tuner *t, size_t i, uint64_t rows,
 			break;
 		case T_BOFT:
 			rc = boft_stages(t, m, unmerge, p, err);
+			break;
+		case T_MISS:
+			rc = bat_stage(t, m, unmerge, p, err);
 			break;
 		default:
 			rc = hra_stages(t, m, unmerge, p, err);

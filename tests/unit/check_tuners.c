@@ -292,7 +292,7 @@ static const struct bad {
 	{ "{\"peft_type\":\"ROAD\"}", "road_theta 32", -1,
 	  PEFTIO_EUNSUPPORTED, "ROAD" },
 	{ "{\"peft_type\":\"MISS\",\"init_weights\":\"bat\"}",
-	  "miss_block 4 8 8", -1, PEFTIO_EUNSUPPORTED, "bat" },
+	  "miss_block 4 8 4", -1, PEFTIO_EFORMAT, "for \"bat\"" },
 	{ "{\"peft_type\":\"OFT\",\"fan_in_fan_out\":true}",
 	  "oft_R.weight 4 120", -1, PEFTIO_EUNSUPPORTED, "fan_in_fan_out" },
 	{ "{\"peft_type\":\"LOHA\",\"r\":2}",
@@ -568,6 +568,66 @@ START_TEST(test_modules_to_save)
 }
 END_TEST
 
+/* MiSS "bat": W' = W + W_blk B_a + B_a per 8 x 8 block (a the block
+ * row), computed here directly; the unmerge inverts it. */
+START_TEST(test_miss_bat)
+{
+	static const char cfg[] = "{\"peft_type\":\"MISS\",\"r\":8,"
+	    "\"init_weights\":\"bat\"}";
+	const char *name = "model.layers.0.self_attn.v_proj.weight";
+	struct peftio_adapter *a;
+	struct peftio_merge_opts o;
+	struct peftio_merge *m;
+	struct peftio_error err;
+	unsigned char *st;
+	float w[32 * 64], w0[32 * 64], bl[4 * 8 * 8];
+	double want, e = 0, ref = 0;
+	size_t len, i, j, k, hn;
+	uint64_t seed = 7;
+
+	st = mkst("miss_block 4 8 8", -1, &len);
+	memcpy(&hn, st, 8);
+	for (i = 0; i < 4 * 8 * 8; i++) {
+		bl[i] = 0.1f * tu_randn(&seed);
+		memcpy(st + 8 + hn + 4 * i, &bl[i], 4);
+	}
+	for (i = 0; i < 32 * 64; i++)
+		w[i] = w0[i] = tu_randn(&seed);
+	ck_assert_msg(peftio_adapter_open_mem(&a, cfg, strlen(cfg), st, len,
+	    "bat", &err) == 0, "%s", err.msg);
+	memset(&o, 0, sizeof(o));
+	o.nthreads = 1;
+	ck_assert_int_eq(peftio_merge_create(&m, &a, 1, &o, vshape, NULL,
+	    &err), 0);
+	ck_assert_int_eq(peftio_merge_apply(m, name, w, 32 * 64, PEFTIO_F32,
+	    &err), 0);
+	peftio_merge_free(m);
+	for (i = 0; i < 32; i++)
+		for (j = 0; j < 64; j++) {
+			const float *b = bl + (i / 8) * 64;
+
+			want = (double)w0[i * 64 + j] + b[(i % 8) * 8 + j % 8];
+			for (k = 0; k < 8; k++)
+				want += (double)w0[i * 64 + (j / 8) * 8 + k] *
+				    b[k * 8 + j % 8];
+			e += (w[i * 64 + j] - want) * (w[i * 64 + j] - want);
+			ref += want * want;
+		}
+	ck_assert_msg(sqrt(e) <= 1e-6 * sqrt(ref), "bat: error %g",
+	    sqrt(e / ref));
+	o.unmerge = 1;
+	ck_assert_int_eq(peftio_merge_create(&m, &a, 1, &o, vshape, NULL,
+	    &err), 0);
+	ck_assert_int_eq(peftio_merge_apply(m, name, w, 32 * 64, PEFTIO_F32,
+	    &err), 0);
+	peftio_merge_free(m);
+	ck_assert_msg(dist(w, w0, 32 * 64) <= 1e-5 * norm(w0, 32 * 64),
+	    "bat unmerge: %g", dist(w, w0, 32 * 64));
+	peftio_adapter_free(a);
+	free(st);
+}
+END_TEST
+
 Suite *tuners_suite(void);
 
 Suite *tuners_suite(void)
@@ -586,6 +646,7 @@ Suite *tuners_suite(void)
 	tcase_add_loop_test(tc, test_fan_in_fan_out, 0,
 	    (int)(sizeof(fifo_dirs) / sizeof(fifo_dirs[0])));
 	tcase_add_test(tc, test_modules_to_save);
+	tcase_add_test(tc, test_miss_bat);
 	suite_add_tcase(s, tc);
 	return s;
 }
