@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
 #include <lapacke.h>
 
 #include "peftio_private.h"
@@ -1130,18 +1131,14 @@ static void
 matmul(const double *a, const double *b, double *c, uint64_t m, uint64_t k,
     uint64_t n)
 {
-	uint64_t i, j, l;
-
-	memset(c, 0, m * n * sizeof(double));
-	for (i = 0; i < m; i++)
-		for (l = 0; l < k; l++) {
-			double x = a[i * k + l];
-
-			if (x == 0)
-				continue;
-			for (j = 0; j < n; j++)
-				c[i * n + j] += x * b[l * n + j];
-		}
+	if (m == 0 || n == 0)
+		return;
+	if (k == 0) {
+		memset(c, 0, m * n * sizeof(double));
+		return;
+	}
+	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n,
+	    (int)k, 1.0, a, (int)k, b, (int)n, 0.0, c, (int)n);
 }
 
 /* Load up to 4 slots; the pointers of absent ones stay NULL. */
@@ -1227,7 +1224,7 @@ delta(const struct peftio_tuner *t, const struct tmod *m, double *d,
 {
 	const struct peftio_tensor_info *x, *y;
 	uint64_t out = m->out, in = m->in, r = m->r, i, j, k, a, b, c, e;
-	double *v[MAX_SLOTS] = { NULL }, *p = NULL, *q = NULL, s;
+	double *v[MAX_SLOTS] = { NULL }, *p = NULL, *q = NULL;
 	int rc;
 
 	if ((rc = load_slots(t, m, v, MAX_SLOTS, err)) != 0)
@@ -1275,14 +1272,16 @@ delta(const struct peftio_tuner *t, const struct tmod *m, double *d,
 	case T_VERA:	/* (lambda_b B[:out]) (lambda_d A[:, :in]) */
 		x = slot_info(t, m, 2);
 		y = slot_info(t, m, 3);
+		if ((p = malloc(out * r * sizeof(double))) == NULL ||
+		    (q = malloc(r * in * sizeof(double))) == NULL)
+			goto nomem;
 		for (i = 0; i < out; i++)
-			for (j = 0; j < in; j++) {
-				s = 0;
-				for (k = 0; k < r; k++)
-					s += v[3][i * y->shape[1] + k] *
-					    v[1][k] * v[2][k * x->shape[1] + j];
-				d[i * in + j] = v[0][i] * s;
-			}
+			for (k = 0; k < r; k++)
+				p[i * r + k] = v[0][i] * v[3][i * y->shape[1] + k];
+		for (k = 0; k < r; k++)
+			for (j = 0; j < in; j++)
+				q[k * in + j] = v[1][k] * v[2][k * x->shape[1] + j];
+		matmul(p, q, d, out, r, in);
 		break;
 	case T_RANDLORA: {
 		/* B' [max, nb r] with column b r + i = B[:, b, i]; A'
@@ -1290,31 +1289,41 @@ delta(const struct peftio_tuner *t, const struct tmod *m, double *d,
 		 * :] gamma[b, :]; M = B' A' [max, min]; the delta is M or
 		 * its transpose, times randlora_alpha / r. */
 		uint64_t mn = PEFTIO_MIN(in, out), mx = PEFTIO_MAX(in, out);
-		uint64_t nb = slot_info(t, m, 0)->shape[1], kk;
+		uint64_t nb = slot_info(t, m, 0)->shape[1], kk, nk;
 		const struct peftio_tensor_info *ta = slot_info(t, m, 2);
 		const struct peftio_tensor_info *tb = slot_info(t, m, 3);
+		double *mm;
 
+		nk = nb * r;
+		if ((p = malloc(mx * nk * sizeof(double))) == NULL ||
+		    (q = malloc(nk * mn * sizeof(double))) == NULL)
+			goto nomem;
 		for (i = 0; i < mx; i++)
-			for (j = 0; j < mn; j++) {
-				s = 0;
-				for (kk = 0; kk < nb * r; kk++) {
-					uint64_t bb = kk / r, ib = kk % r;
-					uint64_t ia = kk / nb, ba = kk % nb;
-					double bv = v[3][(i * tb->shape[1] +
-					    bb) * tb->shape[2] + ib];
-					double av = v[0][ia * nb + ba] *
-					    v[2][(ia * ta->shape[1] +
-					    (ta->shape[1] == 1 ? 0 : ba)) *
-					    ta->shape[2] + j] *
-					    v[1][ba * mn + j];
+			for (kk = 0; kk < nk; kk++)
+				p[i * nk + kk] = v[3][(i * tb->shape[1] +
+				    kk / r) * tb->shape[2] + kk % r];
+		for (kk = 0; kk < nk; kk++) {
+			uint64_t ia = kk / nb, ba = kk % nb;
+			const double *arow = v[2] + (ia * ta->shape[1] +
+			    (ta->shape[1] == 1 ? 0 : ba)) * ta->shape[2];
 
-					s += bv * av;
-				}
-				if (mn == in)
-					d[i * in + j] = s * m->scale;
-				else
-					d[j * in + i] = s * m->scale;
-			}
+			for (j = 0; j < mn; j++)
+				q[kk * mn + j] = v[0][ia * nb + ba] * arow[j] *
+				    v[1][ba * mn + j];
+		}
+		if (mn == in) {
+			matmul(p, q, d, mx, nk, in);
+			for (i = 0; i < out * in; i++)
+				d[i] *= m->scale;
+			break;
+		}
+		if ((mm = malloc(mx * mn * sizeof(double))) == NULL)
+			goto nomem;
+		matmul(p, q, mm, mx, nk, mn);
+		for (i = 0; i < mx; i++)	/* M [in, out] */
+			for (j = 0; j < mn; j++)
+				d[j * in + i] = mm[i * mn + j] * m->scale;
+		free(mm);
 		break;
 	}
 	case T_VBLORA: {
@@ -1330,14 +1339,18 @@ delta(const struct peftio_tuner *t, const struct tmod *m, double *d,
 		    vb_mix(v[1], to * r, v[2], nv, len, t->topk, q) != 0)
 			goto nomem;
 		/* B [out, r]: B[t L + l, k] = q[(t r + k) L + l] */
-		for (i = 0; i < out; i++)
-			for (j = 0; j < in; j++) {
-				s = 0;
+		{
+			double *bm = malloc(out * r * sizeof(double));
+
+			if (bm == NULL)
+				goto nomem;
+			for (i = 0; i < out; i++)
 				for (k = 0; k < r; k++)
-					s += q[((i / len) * r + k) * len +
-					    i % len] * p[k * in + j];
-				d[i * in + j] = s;
-			}
+					bm[i * r + k] = q[((i / len) * r + k) *
+					    len + i % len];
+			matmul(bm, p, d, out, r, in);
+			free(bm);
+		}
 		break;
 	}
 	case T_SHIRA: {
@@ -1411,13 +1424,12 @@ delta(const struct peftio_tuner *t, const struct tmod *m, double *d,
 			dg[k] = v[2][0] / (double)r / (an * bn);
 		}
 		for (i = 0; i < out; i++)
-			for (j = 0; j < in; j++) {
-				s = 0;
-				for (k = 0; k < r; k++)
-					s += v[1][i * r + k] * dg[k] *
-					    v[0][k * in + j];
-				d[i * in + j] = s * v[3][j];
-			}
+			for (k = 0; k < r; k++)
+				v[1][i * r + k] *= dg[k];
+		matmul(v[1], v[0], d, out, r, in);
+		for (i = 0; i < out; i++)
+			for (j = 0; j < in; j++)
+				d[i * in + j] *= v[3][j];
 		free(dg);
 		break;
 	}
