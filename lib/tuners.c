@@ -91,7 +91,10 @@ struct tmod {
 	long		 t[MAX_SLOTS];	/* adapter tensor indices, or -1 */
 	uint64_t	 r;
 	double		 scale;
-	uint64_t	 out, in;	/* set by the plan */
+	uint64_t	 out, in;	/* set by the plan; in: all but the
+					 * first dimension of the weight */
+	uint64_t	 inch, kk;	/* a convolution's input channels and
+					 * kernel size */
 };
 
 struct peftio_tuner {
@@ -493,12 +496,31 @@ check_loha(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 	const struct peftio_tensor_info *x;
 	int rc, s;
 
-	if (m->t[4] >= 0 || m->t[5] >= 0)
-		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-		    "%s: module '%s': the effective Conv2d form (hada_t1, "
-		    "hada_t2) is not supported", t->path, m->name);
 	if ((rc = module_scale(t, m, cfg, cfgpath, r0, a0, err)) != 0)
 		return rc;
+	if (m->t[4] >= 0 || m->t[5] >= 0) {
+		/* the effective Conv2d form: t [r, r, kh, kw], a [r, out],
+		 * b [r, in] */
+		if ((rc = want(t, m, 4, 4, 0, 0, 0, err)) != 0)
+			return rc;
+		x = slot_info(t, m, 4);
+		if ((rc = rank_is(t, m, 4, x->shape[0], err)) != 0 ||
+		    (rc = rank_is(t, m, 4, x->shape[1], err)) != 0 ||
+		    (rc = want(t, m, 5, 4, m->r, m->r, x->shape[2], err)) != 0)
+			return rc;
+		if (slot_info(t, m, 5)->shape[3] != x->shape[3])
+			return tensor_err(t, m, 5, "its kernel differs from "
+			    "hada_t1's", err);
+		for (s = 0; s < 4; s++)
+			if ((rc = want(t, m, s, 2, m->r, 0, 0, err)) != 0)
+				return rc;
+		if ((rc = want(t, m, 2, 2, m->r, slot_info(t, m, 0)->shape[1],
+		    0, err)) != 0 ||
+		    (rc = want(t, m, 3, 2, m->r, slot_info(t, m, 1)->shape[1],
+		    0, err)) != 0)
+			return rc;
+		return 0;
+	}
 	for (s = 0; s < 4; s++)
 		if ((rc = want(t, m, s, 2, 0, 0, 0, err)) != 0)
 			return rc;
@@ -516,15 +538,21 @@ static int
 check_lokr(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
     const char *cfgpath, double r0, double a0, struct peftio_error *err)
 {
-	const struct peftio_tensor_info *a, *b;
+	const struct peftio_tensor_info *a, *b, *x;
 	int rc, s;
 
-	if (m->t[6] >= 0)
-		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-		    "%s: module '%s': the effective Conv2d form (lokr_t2) is "
-		    "not supported", t->path, m->name);
 	if ((rc = module_scale(t, m, cfg, cfgpath, r0, a0, err)) != 0)
 		return rc;
+	if (m->t[6] >= 0) {
+		/* the effective Conv2d form of w2: t2 [r, r, kh, kw],
+		 * w2_a [r, out_k], w2_b [r, in_n] */
+		if (m->t[3] >= 0)
+			return tensor_err(t, m, 6, "with a full lokr_w2", err);
+		if ((rc = want(t, m, 6, 4, m->r, m->r, 0, err)) != 0 ||
+		    (rc = want(t, m, 4, 2, m->r, 0, 0, err)) != 0 ||
+		    (rc = want(t, m, 5, 2, m->r, 0, 0, err)) != 0)
+			return rc;
+	}
 	for (s = 0; s < 2; s++) {	/* w1, then w2 */
 		int full = 3 * s, fa = full + 1, fb = full + 2;
 
@@ -533,14 +561,20 @@ check_lokr(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 				return tensor_err(t, m, full, "a full factor "
 				    "and a low-rank pair for the same factor",
 				    err);
-			if ((rc = want(t, m, full, 2, 0, 0, 0, err)) != 0)
-				return rc;
+			x = slot_info(t, m, full);
+			/* w2 of a convolution: [b, d, k...] */
+			if (x->ndim < 2 || x->ndim > (s ? 4 : 2) ||
+			    x->shape[0] == 0)
+				return tensor_err(t, m, full, "not a matrix "
+				    "(or, for lokr_w2, a kernel)", err);
 			continue;
 		}
 		if (m->t[fa] < 0 || m->t[fb] < 0)
 			return peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: module '%s': no %s tensor", t->path, m->name,
 			    tdescs[T_LOKR].slot[m->t[fa] < 0 ? fa : fb]);
+		if (s == 1 && m->t[6] >= 0)
+			continue;	/* checked above */
 		if ((rc = want(t, m, fa, 2, 0, 0, 0, err)) != 0 ||
 		    (rc = want(t, m, fb, 2, 0, 0, 0, err)) != 0)
 			return rc;
@@ -990,13 +1024,23 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 	const struct peftio_tensor_info *x, *y;
 	uint64_t a, b, nb;
 
-	if (ndim != 2)
+	int conv = t->type == T_LOHA || t->type == T_LOKR ||
+	    t->type == T_OFT || t->type == T_HRA, d;
+
+	if (ndim != 2 && !(conv && (ndim == 3 || ndim == 4)))
 		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
 		    "%s: module '%s': base tensor '%s' is %d-D; only Linear "
-		    "(2-D) weights are supported for %s", t->path, m->name,
-		    m->target, ndim, tdescs[t->type].type);
+		    "(2-D) weights%s are supported for %s", t->path, m->name,
+		    m->target, ndim, conv ? " and convolutions" : "",
+		    tdescs[t->type].type);
 	m->out = t->fifo ? shape[1] : shape[0];
 	m->in = t->fifo ? shape[0] : shape[1];
+	m->inch = m->in;
+	m->kk = 1;
+	for (d = 2; d < ndim; d++)
+		if (PEFTIO_MUL_OVERFLOW(m->kk, shape[d], &m->kk) ||
+		    PEFTIO_MUL_OVERFLOW(m->in, shape[d], &m->in))
+			return fit_err(t, m, 0, err);
 	switch (t->type) {
 	case T_ADALORA:
 		if (slot_info(t, m, 0)->shape[1] != m->in)
@@ -1005,6 +1049,16 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 			return fit_err(t, m, 1, err);
 		return 0;
 	case T_LOHA:
+		if (m->t[4] >= 0) {	/* a [r, out], b [r, in], t's kernel */
+			x = slot_info(t, m, 4);
+			if (slot_info(t, m, 0)->shape[1] != m->out)
+				return fit_err(t, m, 0, err);
+			if (slot_info(t, m, 1)->shape[1] != m->inch)
+				return fit_err(t, m, 1, err);
+			if (!mul_is(x->shape[2], x->shape[3], m->kk))
+				return fit_err(t, m, 4, err);
+			return 0;
+		}
 		if (slot_info(t, m, 0)->shape[0] != m->out)
 			return fit_err(t, m, 0, err);
 		if (slot_info(t, m, 1)->shape[1] != m->in)
@@ -1016,11 +1070,20 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 		a = x->shape[0];
 		x = slot_info(t, m, m->t[0] >= 0 ? 0 : 2);
 		b = x->shape[1];
+		if (m->t[6] >= 0) {	/* t2 [r, r, kh, kw] */
+			x = slot_info(t, m, 6);
+			if (!mul_is(a, slot_info(t, m, 4)->shape[1], m->out))
+				return fit_err(t, m, 4, err);
+			if (!mul_is(x->shape[2], x->shape[3], m->kk) ||
+			    !mul_is(b, slot_info(t, m, 5)->shape[1], m->inch))
+				return fit_err(t, m, 6, err);
+			return 0;
+		}
 		y = slot_info(t, m, m->t[3] >= 0 ? 3 : 4);
 		if (!mul_is(a, y->shape[0], m->out))
 			return fit_err(t, m, m->t[3] >= 0 ? 3 : 4, err);
 		y = slot_info(t, m, m->t[3] >= 0 ? 3 : 5);
-		if (!mul_is(b, y->shape[1], m->in))
+		if (!mul_is(b, y->numel / y->shape[0], m->in))
 			return fit_err(t, m, m->t[3] >= 0 ? 3 : 5, err);
 		return 0;
 	case T_VERA:
@@ -1141,6 +1204,47 @@ matmul(const double *a, const double *b, double *c, uint64_t m, uint64_t k,
 	    (int)k, 1.0, a, (int)k, b, (int)n, 0.0, c, (int)n);
 }
 
+/*
+ * LyCORIS's CP rebuild, einsum("i j k l, i p, j r -> p r k l", t, a, b):
+ * t [r1, r2, kk], a [r1, np], b [r2, nq] give out [np, nq kk].
+ */
+static int
+cp_rebuild(const double *t, const double *a, const double *b, uint64_t r1,
+    uint64_t r2, uint64_t kk, uint64_t np, uint64_t nq, double *out)
+{
+	double *at, *tk, *tmp, *o;
+	uint64_t i, j, k, q;
+	int rc = 0;
+
+	at = malloc(np * r1 * sizeof(double));
+	tk = malloc(r1 * r2 * sizeof(double));
+	tmp = malloc(r1 * nq * sizeof(double));
+	o = malloc(np * nq * sizeof(double));
+	if (at == NULL || tk == NULL || tmp == NULL || o == NULL) {
+		rc = PEFTIO_ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < r1; i++)
+		for (j = 0; j < np; j++)
+			at[j * r1 + i] = a[i * np + j];
+	for (k = 0; k < kk; k++) {
+		for (i = 0; i < r1; i++)
+			for (j = 0; j < r2; j++)
+				tk[i * r2 + j] = t[(i * r2 + j) * kk + k];
+		matmul(tk, b, tmp, r1, r2, nq);
+		matmul(at, tmp, o, np, r1, nq);
+		for (i = 0; i < np; i++)
+			for (q = 0; q < nq; q++)
+				out[(i * nq + q) * kk + k] = o[i * nq + q];
+	}
+out:
+	free(at);
+	free(tk);
+	free(tmp);
+	free(o);
+	return rc;
+}
+
 /* Load up to 4 slots; the pointers of absent ones stay NULL. */
 static int
 load_slots(const struct peftio_tuner *t, const struct tmod *m, double **v,
@@ -1241,8 +1345,15 @@ delta(const struct peftio_tuner *t, const struct tmod *m, double *d,
 	case T_LOHA:	/* (w1a w1b) * (w2a w2b) * alpha / r */
 		if ((p = malloc(out * in * sizeof(double))) == NULL)
 			goto nomem;
-		matmul(v[0], v[1], d, out, r, in);
-		matmul(v[2], v[3], p, out, r, in);
+		if (m->t[4] >= 0) {	/* cp(t1, w1a, w1b) * cp(t2, ...) */
+			if (cp_rebuild(v[4], v[0], v[1], r, r, m->kk, out,
+			    m->inch, d) != 0 || cp_rebuild(v[5], v[2], v[3],
+			    r, r, m->kk, out, m->inch, p) != 0)
+				goto nomem;
+		} else {
+			matmul(v[0], v[1], d, out, r, in);
+			matmul(v[2], v[3], p, out, r, in);
+		}
 		for (i = 0; i < out * in; i++)
 			d[i] = d[i] * p[i] * m->scale;
 		break;
@@ -1262,7 +1373,11 @@ delta(const struct peftio_tuner *t, const struct tmod *m, double *d,
 			matmul(v[1], v[2], p, a, r, e);
 		if (m->t[3] >= 0)
 			memcpy(q, v[3], c * b * sizeof(double));
-		else
+		else if (m->t[6] >= 0) {
+			if (cp_rebuild(v[6], v[4], v[5], r, r, m->kk, c,
+			    b / m->kk, q) != 0)
+				goto nomem;
+		} else
 			matmul(v[4], v[5], q, c, r, b);
 		for (i = 0; i < out; i++)
 			for (j = 0; j < in; j++)

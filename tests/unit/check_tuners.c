@@ -297,7 +297,7 @@ static const struct bad {
 	  "oft_R.weight 4 120", -1, PEFTIO_EUNSUPPORTED, "fan_in_fan_out" },
 	{ "{\"peft_type\":\"LOHA\",\"r\":2}",
 	  "hada_w1_a 32 2;hada_w1_b 2 64;hada_w2_a 32 2;hada_w2_b 2 64;"
-	  "hada_t1 2 2 3 3", -1, PEFTIO_EUNSUPPORTED, "effective Conv2d" },
+	  "hada_t1 2 2 3 3", -1, PEFTIO_EFORMAT, "no hada_t2 tensor" },
 	{ "{\"peft_type\":\"HRA\"}", "hra_u 64 2;hra_v 64 2", -1,
 	  PEFTIO_EUNSUPPORTED, VP "hra_v" },
 	{ "{\"peft_type\":\"VBLORA\",\"save_only_topk_weights\":true}",
@@ -628,6 +628,113 @@ START_TEST(test_miss_bat)
 }
 END_TEST
 
+/* Convolutions: LoHa's and LoKr's effective Conv2d forms (CP rebuilds,
+ * einsum "i j k l, i p, j r -> p r k l") against the formula computed
+ * here, on a base [8, 4, 3, 3]. */
+static int
+cshape(void *arg, const char *name, int *ndim, uint64_t *shape)
+{
+	(void)arg;
+	if (strcmp(name, "model.layers.0.self_attn.v_proj.weight") != 0)
+		return -1;
+	*ndim = 4;
+	shape[0] = 8;
+	shape[1] = 4;
+	shape[2] = shape[3] = 3;
+	return 0;
+}
+
+/* Random values in st's tensors; their floats are returned. */
+static float *
+st_random(unsigned char *st, size_t len, uint64_t seed)
+{
+	size_t hn, i, n;
+	float *f;
+
+	memcpy(&hn, st, 8);
+	n = (len - 8 - hn) / 4;
+	f = malloc(n * sizeof(float));
+	ck_assert_ptr_nonnull(f);
+	for (i = 0; i < n; i++) {
+		f[i] = 0.3f * tu_randn(&seed);
+		memcpy(st + 8 + hn + 4 * i, &f[i], 4);
+	}
+	return f;
+}
+
+/* cp[p, q, k] = sum t[i, j, k] a[i, p] b[j, q], t [2, 2, 9] */
+static double
+cp(const float *t, const float *a, const float *b, size_t np, size_t nq,
+    size_t p, size_t q, size_t k)
+{
+	double x = 0;
+	size_t i, j;
+
+	for (i = 0; i < 2; i++)
+		for (j = 0; j < 2; j++)
+			x += (double)t[(i * 2 + j) * 9 + k] * a[i * np + p] *
+			    b[j * nq + q];
+	return x;
+}
+
+START_TEST(test_conv_cp)
+{
+	static const char *const cfgs[] = {
+		"{\"peft_type\":\"LOHA\",\"r\":2,\"alpha\":3}",
+		"{\"peft_type\":\"LOKR\",\"r\":2,\"alpha\":3}",
+	};
+	/* tensors sorted by name, as mkst lays them out */
+	static const char *const specs[] = {
+		"hada_t1 2 2 3 3;hada_t2 2 2 3 3;hada_w1_a 2 8;hada_w1_b 2 4;"
+		"hada_w2_a 2 8;hada_w2_b 2 4",
+		"lokr_t2 2 2 3 3;lokr_w1 2 2;lokr_w2_a 2 4;lokr_w2_b 2 2",
+	};
+	const char *name = "model.layers.0.self_attn.v_proj.weight";
+	struct peftio_adapter *a;
+	struct peftio_merge_opts o;
+	struct peftio_merge *m;
+	struct peftio_error err;
+	unsigned char *st;
+	float *f, w[8 * 36];
+	size_t len, p, q, k;
+	double want, e = 0, nrm = 0;
+
+	st = mkst(specs[_i], -1, &len);
+	f = st_random(st, len, 11 + (uint64_t)_i);
+	ck_assert_msg(peftio_adapter_open_mem(&a, cfgs[_i], strlen(cfgs[_i]),
+	    st, len, "conv", &err) == 0, "%s", err.msg);
+	memset(&o, 0, sizeof(o));
+	o.nthreads = 1;
+	ck_assert_msg(peftio_merge_create(&m, &a, 1, &o, cshape, NULL,
+	    &err) == 0, "%s", err.msg);
+	memset(w, 0, sizeof(w));
+	ck_assert_int_eq(peftio_merge_apply(m, name, w, 8 * 36, PEFTIO_F32,
+	    &err), 0);
+	peftio_merge_free(m);
+	for (p = 0; p < 8; p++)
+		for (q = 0; q < 4; q++)
+			for (k = 0; k < 9; k++) {
+				if (_i == 0) {	/* t1 t2 w1a w1b w2a w2b */
+					want = cp(f, f + 72, f + 88, 8, 4, p,
+					    q, k) * cp(f + 36, f + 96, f + 112,
+					    8, 4, p, q, k) * 1.5;
+				} else {	/* t2 w1 [2,2] w2a [2,4] w2b [2,2] */
+					want = f[36 + (p / 4) * 2 + q / 2] *
+					    cp(f, f + 40, f + 48, 4, 2, p % 4,
+					    q % 2, k) * 1.5;
+				}
+				e += (w[p * 36 + q * 9 + k] - want) *
+				    (w[p * 36 + q * 9 + k] - want);
+				nrm += want * want;
+			}
+	ck_assert_msg(nrm > 0 && sqrt(e) <= 1e-6 * sqrt(nrm), "case %d: "
+	    "error %g", _i, sqrt(e / nrm));
+	peftio_adapter_free(a);
+	free(f);
+	free(st);
+}
+END_TEST
+
 Suite *tuners_suite(void);
 
 Suite *tuners_suite(void)
@@ -647,6 +754,7 @@ Suite *tuners_suite(void)
 	    (int)(sizeof(fifo_dirs) / sizeof(fifo_dirs[0])));
 	tcase_add_test(tc, test_modules_to_save);
 	tcase_add_test(tc, test_miss_bat);
+	tcase_add_loop_test(tc, test_conv_cp, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }
