@@ -663,7 +663,16 @@ enum peftio_plan_method {
 	PEFTIO_PLAN_IA3,
 	PEFTIO_PLAN_PROMPT,
 	PEFTIO_PLAN_PREFIX,
-	PEFTIO_PLAN_BITFIT
+	PEFTIO_PLAN_BITFIT,
+	/* PEFT's other tuners on the targeted linear weights, with rank r
+	 * (tuners.c) */
+	PEFTIO_PLAN_LOHA,
+	PEFTIO_PLAN_LOKR,
+	PEFTIO_PLAN_ADALORA,
+	PEFTIO_PLAN_VERA,
+	PEFTIO_PLAN_HRA,
+	PEFTIO_PLAN_MISS,
+	PEFTIO_PLAN_DELORA
 };
 
 enum peftio_optimizer {
@@ -723,8 +732,9 @@ struct peftio_plan {
 	struct peftio_plan_memory full, lora, qlora;
 };
 
-/* Default targets: "q_proj,v_proj" for LoRA, "k_proj,v_proj,down_proj"
- * for IA3 (PEFT's for Llama); NULL for the other methods. */
+/* Default targets: "q_proj,v_proj" for LoRA and the other tuners,
+ * "k_proj,v_proj,down_proj" for IA3 (PEFT's for Llama); NULL for the
+ * other methods. */
 const char *peftio_plan_default_targets(enum peftio_plan_method m);
 /*
  * 1 when the module path matches one of the comma-separated names as

@@ -2153,3 +2153,65 @@ peftio_tuner_rows(struct peftio_tuner_prep *p, float *w, uint64_t row0,
 			row[j] = (float)p->x[j];
 	}
 }
+
+/* ------------------------------------------------------------------ */
+/* Trainable parameters (dq-inspect --plan)                            */
+
+/* LyCORIS's factorization of a dimension with decompose_factor -1:
+ * m <= n, m n = dim, m + n smallest. */
+static void
+factorization(uint64_t dim, uint64_t *m, uint64_t *n)
+{
+	uint64_t a = 1, b = dim, na, nb;
+
+	while (a < b) {
+		for (na = a + 1; dim % na != 0; na++)
+			;
+		nb = dim / na;
+		if (na + nb > 1 + dim)
+			break;
+		a = na;
+		b = nb;
+	}
+	*m = PEFTIO_MIN(a, b);
+	*n = PEFTIO_MAX(a, b);
+}
+
+int
+peftio_tuner_plan_params(const char *method, uint64_t out, uint64_t in,
+    uint64_t r, uint64_t *n)
+{
+	uint64_t x, y, ol, ok, im, inn;
+	int bad = 0;
+
+	*n = 0;
+	bad |= PEFTIO_ADD_OVERFLOW(out, in, &x);
+	if (strcmp(method, "loha") == 0) {	/* w1a, w1b, w2a, w2b */
+		bad |= PEFTIO_MUL_OVERFLOW(x, 2 * r, n);
+	} else if (strcmp(method, "lokr") == 0) {
+		/* w1 [out_l, in_m] full; w2 full when r >= max / 2, else
+		 * a pair of rank r */
+		factorization(out, &ol, &ok);
+		factorization(in, &im, &inn);
+		bad |= PEFTIO_MUL_OVERFLOW(ol, im, &x);
+		if (2 * r >= PEFTIO_MAX(ok, inn))
+			bad |= PEFTIO_MUL_OVERFLOW(ok, inn, &y);
+		else
+			bad |= PEFTIO_MUL_OVERFLOW(ok + inn, r, &y);
+		bad |= PEFTIO_ADD_OVERFLOW(x, y, n);
+	} else if (strcmp(method, "adalora") == 0) {	/* A, B, E */
+		bad |= PEFTIO_ADD_OVERFLOW(x, 1, &x);
+		bad |= PEFTIO_MUL_OVERFLOW(x, r, n);
+	} else if (strcmp(method, "vera") == 0) {	/* lambda_b, lambda_d */
+		bad |= PEFTIO_ADD_OVERFLOW(out, r, n);
+	} else if (strcmp(method, "hra") == 0) {	/* u [in, r] */
+		bad |= PEFTIO_MUL_OVERFLOW(in, r, n);
+	} else if (strcmp(method, "miss") == 0) {	/* block [r, out] */
+		bad |= PEFTIO_MUL_OVERFLOW(out, r, n);
+	} else if (strcmp(method, "delora") == 0) {	/* A, B, lambda */
+		bad |= PEFTIO_MUL_OVERFLOW(x, r, &y);
+		bad |= PEFTIO_ADD_OVERFLOW(y, 1, n);
+	} else
+		return PEFTIO_EINVAL;
+	return bad ? PEFTIO_EFORMAT : 0;
+}

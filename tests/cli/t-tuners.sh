@@ -98,3 +98,20 @@ for c in "loha-missing:no hada_w2_b" "loha-shape:$P.hada_w2_b" \
 	grep_err "$d: names the adapter" "$d"
 	absent "$d: nothing written" "o-$d.safetensors"
 done
+
+# --- dq-inspect --plan: PEFT's trainable parameters per tuner, as many
+# as the PEFT-made adapters of tests/data/tuners hold (their module) ----
+for c in adalora:8:v_proj:776 loha:4:v_proj:768 lokr:4:down_proj:236 \
+    vera:16:v_proj:48 hra:4:v_proj:256 miss:8:v_proj:256 \
+    delora:4:v_proj:385; do
+	IFS=: read -r m r tg n <<-X
+	$c
+	X
+	check "plan $m" "$INSPECT" --plan "$m" -r "$r" --target "$tg" "$BASE"
+	if grep -q "trainable params: $n ||" "$T/out"; then
+		ok "plan $m: $n trainable, as PEFT's adapter holds"
+	else
+		notok "plan $m: want $n"; grep trainable "$T/out" |
+		    sed 's/^/#   /'
+	fi
+done
