@@ -699,6 +699,12 @@ adapter_load(struct peftio_adapter *a, const char *cfgtext, size_t cfglen,
 			    a->path, a->ck, tuner_repl, a, err);
 		if (rc == PEFTIO_ENOMEM)
 			rc = peftio_error_set(err, rc, "out of memory");
+		for (i = 0; i < a->nrepls && rc == 0; i++)
+			if (!peftio_dtype_is_float(tinfo(a,
+			    a->repls[i].idx)->dtype))
+				rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+				    "%s: tensor '%s': not a float tensor",
+				    a->path, tinfo(a, a->repls[i].idx)->name);
 		if (rc == 0 && peftio_tuner_nmodules(a->tuner) == 0 &&
 		    a->nrepls == 0)
 			rc = peftio_error_set(err, PEFTIO_EFORMAT,
