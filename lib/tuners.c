@@ -2065,6 +2065,7 @@ peftio_tuner_prepare(const struct peftio_tuner *t, size_t i, uint64_t rows,
 	const struct tmod *m = &t->mods[i];
 	struct peftio_tuner_prep *p;
 	struct stage *s;
+	enum peftio_dtype adt;
 	double *d = NULL;
 	uint64_t n = rows * cols, r, c;
 	int rc = 0;
@@ -2111,11 +2112,20 @@ peftio_tuner_prepare(const struct peftio_tuner *t, size_t i, uint64_t rows,
 	}
 	if ((rc = delta(t, m, d, err)) != 0)
 		goto out;
-	/* PEFT: transpose(delta, fan_in_fan_out), in float32 */
+	/* PEFT: transpose(delta, fan_in_fan_out), in float32, or in the
+	 * adapter's dtype when that is 16-bit */
 	for (r = 0; r < m->out; r++)
 		for (c = 0; c < m->in; c++)
 			p->d[t->fifo ? c * m->out + r : r * m->in + c] =
 			    (float)d[r * m->in + c];
+	adt = ti(t, m->t[0] >= 0 ? m->t[0] : m->t[1])->dtype;
+	if (adt == PEFTIO_F16 || adt == PEFTIO_BF16)
+		for (r = 0; r < n; r++) {
+			uint16_t h;
+
+			peftio_from_f32(adt, &p->d[r], &h, 1);
+			peftio_to_f32(adt, &h, &p->d[r], 1);
+		}
 out:
 	free(d);
 	if (rc != 0) {
