@@ -65,6 +65,7 @@ struct peftio_adapter {
 	size_t		 nmods;
 	struct repl	*repls;
 	size_t		 nrepls;
+	struct peftio_tuner *tuner;	/* other PEFT tuners (tuners.c) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -938,6 +939,12 @@ add_repl(struct peftio_adapter *a, const char *target, size_t len, long idx)
 }
 
 static int
+tuner_repl(void *arg, const char *target, size_t len, long idx)
+{
+	return add_repl(arg, target, len, idx);
+}
+
+static int
 classify(struct peftio_adapter *a, long idx, const char *full,
     struct peftio_error *err)
 {
@@ -1145,6 +1152,30 @@ adapter_load(struct peftio_adapter *a, const char *cfgtext, size_t cfglen,
 		    cfgpath, type, unmergeable(type));
 		goto out;
 	}
+	if (peftio_tuner_handles(type)) {
+		a->type = PEFTIO_ADAPTER_TUNER;
+		if (modelname != NULL)
+			rc = peftio_ckpt_open_mem(&a->ck, model, modellen,
+			    modelname, err);
+		else
+			rc = peftio_ckpt_open(&a->ck, a->path, err);
+		if (rc == 0)
+			rc = peftio_tuner_load(&a->tuner, type, cfg, cfgpath,
+			    a->path, a->ck, tuner_repl, a, err);
+		if (rc == PEFTIO_ENOMEM)
+			rc = peftio_error_set(err, rc, "out of memory");
+		for (i = 0; i < a->nrepls && rc == 0; i++)
+			if (!peftio_dtype_is_float(tinfo(a,
+			    a->repls[i].idx)->dtype))
+				rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+				    "%s: tensor '%s': not a float tensor",
+				    a->path, tinfo(a, a->repls[i].idx)->name);
+		if (rc == 0 && peftio_tuner_nmodules(a->tuner) == 0 &&
+		    a->nrepls == 0)
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: the adapter holds no tensors", a->path);
+		goto out;
+	}
 	if (strcmp(type, "LORA") == 0)
 		a->type = PEFTIO_ADAPTER_LORA;
 	else if (strcmp(type, "IA3") == 0)
@@ -1342,6 +1373,7 @@ peftio_adapter_free(struct peftio_adapter *a)
 	pats_free(&a->alpha);
 	if (a->has_ff)
 		regfree(&a->ff);
+	peftio_tuner_free(a->tuner);
 	peftio_ckpt_close(a->ck);
 	free(a->path);
 	free(a);
@@ -1368,13 +1400,18 @@ peftio_adapter_type(const struct peftio_adapter *a)
 size_t
 peftio_adapter_nmodules(const struct peftio_adapter *a)
 {
-	return a->nmods;
+	return a->tuner != NULL ? peftio_tuner_nmodules(a->tuner) : a->nmods;
 }
 
 const char *
 peftio_adapter_module(const struct peftio_adapter *a, size_t i,
     uint64_t *rank, double *scale)
 {
+	if (a->tuner != NULL) {
+		if (scale != NULL)
+			*scale = 1.0;
+		return peftio_tuner_module(a->tuner, i, rank);
+	}
 	if (i >= a->nmods)
 		return NULL;
 	if (rank != NULL)
@@ -1420,7 +1457,7 @@ peftio_combine_name(enum peftio_combine c)
 /* ------------------------------------------------------------------ */
 /* The merge plan                                                      */
 
-enum opkind { OP_REPL, OP_LORA, OP_BIAS, OP_IA3W, OP_IA3B };
+enum opkind { OP_REPL, OP_LORA, OP_BIAS, OP_IA3W, OP_IA3B, OP_TUNER };
 
 struct op {
 	enum opkind	 kind;
@@ -1445,6 +1482,7 @@ struct pop {
 	float		*a, *b;		/* OP_LORA factors */
 	float		*mag;		/* DoRA magnitudes */
 	float		*v;		/* OP_BIAS, OP_IA3* vector */
+	struct peftio_tuner_prep *tp;	/* OP_TUNER */
 };
 
 struct prep {
@@ -1551,8 +1589,9 @@ check_target(struct peftio_merge *m, struct target *t,
 		op = &t->ops[0];
 		return peftio_error_set(err, PEFTIO_ENOTFOUND,
 		    "%s: module '%s': the base has no tensor '%s'", a->path,
-		    op->kind == OP_REPL ? t->name : a->mods[op->mod].name,
-		    t->name);
+		    op->kind == OP_REPL ? t->name : op->kind == OP_TUNER ?
+		    peftio_tuner_module(a->tuner, op->mod, NULL) :
+		    a->mods[op->mod].name, t->name);
 	}
 	t->ndim = ndim;
 	t->numel = 1;
@@ -1563,8 +1602,14 @@ check_target(struct peftio_merge *m, struct target *t,
 	for (i = 0; i < t->nops; i++) {
 		op = &t->ops[i];
 		a = m->ads[op->ad];
-		md = op->kind == OP_REPL ? NULL : &a->mods[op->mod];
+		md = op->kind == OP_REPL || op->kind == OP_TUNER ? NULL :
+		    &a->mods[op->mod];
 		switch (op->kind) {
+		case OP_TUNER:
+			if (peftio_tuner_check(a->tuner, op->mod, ndim, shape,
+			    err) != 0)
+				return err->code;
+			break;
 		case OP_REPL:
 			ti = tinfo(a, op->idx);
 			if (ti->ndim != ndim)
@@ -1654,12 +1699,25 @@ plan_adapter(struct peftio_merge *m, size_t ai,
 		    "%s: tensor '%s' replaces a base tensor "
 		    "(modules_to_save): it cannot be unmerged", a->path,
 		    tinfo(a, a->repls[0].idx)->name);
+	if (a->tuner != NULL && m->w[ai] != 1.0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: a %s adapter cannot be weighted (weights are for "
+		    "LoRA combinations)", a->path,
+		    peftio_tuner_type(a->tuner));
 	for (i = 0; i < a->nrepls && rc == 0; i++) {
 		op.kind = OP_REPL;
 		op.ad = ai;
 		op.mod = 0;
 		op.idx = a->repls[i].idx;
 		rc = add_op(m, a->repls[i].target, op);
+	}
+	for (i = 0; a->tuner != NULL && rc == 0 &&
+	    i < peftio_tuner_nmodules(a->tuner); i++) {
+		op.kind = OP_TUNER;
+		op.ad = ai;
+		op.mod = i;
+		op.idx = -1;
+		rc = add_op(m, peftio_tuner_target(a->tuner, i), op);
 	}
 	for (i = 0; i < a->nmods && rc == 0; i++) {
 		op.ad = ai;
@@ -1731,6 +1789,15 @@ peftio_merge_create(struct peftio_merge **out,
 	/* PEFT: a single adapter always combines as "linear". */
 	if (nads == 1 && m->o.method != PEFTIO_COMBINE_NONE)
 		m->o.method = PEFTIO_COMBINE_LINEAR;
+	for (i = 0; i < nads && m->o.method != PEFTIO_COMBINE_NONE; i++)
+		if (ads[i]->tuner != NULL) {
+			rc = peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: a %s adapter cannot be combined with -m "
+			    "(PEFT's add_weighted_adapter combines LoRA "
+			    "adapters only)", ads[i]->path,
+			    peftio_tuner_type(ads[i]->tuner));
+			goto fail;
+		}
 	if ((unsigned)m->o.method > PEFTIO_COMBINE_MAGNITUDE_PRUNE) {
 		rc = peftio_error_set(err, PEFTIO_EINVAL,
 		    "unknown combination type");
@@ -2100,11 +2167,18 @@ prep_op(struct peftio_merge *m, const struct op *op, struct pop *p,
     struct peftio_error *err)
 {
 	struct peftio_adapter *a = m->ads[op->ad];
-	const struct lmod *md = op->kind == OP_REPL ? NULL : &a->mods[op->mod];
+	const struct lmod *md = op->kind == OP_REPL || op->kind == OP_TUNER ?
+	    NULL : &a->mods[op->mod];
+	const struct target *t;
 	uint64_t i;
 	int rc = 0;
 
 	switch (op->kind) {
+	case OP_TUNER:
+		t = m->prep->t;
+		rc = peftio_tuner_prepare(a->tuner, op->mod, t->rows, t->cols,
+		    m->o.unmerge, &p->tp, err);
+		break;
 	case OP_LORA:
 		if ((rc = load_f32(a, md->a, &p->a, err)) == 0 &&
 		    (rc = load_f32(a, md->b, &p->b, err)) == 0 && md->mag >= 0)
@@ -2133,7 +2207,8 @@ op_rows(struct peftio_merge *m, const struct target *t, const struct op *op,
     struct peftio_error *err)
 {
 	struct peftio_adapter *a = m->ads[op->ad];
-	const struct lmod *md = op->kind == OP_REPL ? NULL : &a->mods[op->mod];
+	const struct lmod *md = op->kind == OP_REPL || op->kind == OP_TUNER ?
+	    NULL : &a->mods[op->mod];
 	const struct peftio_tensor_info *ti;
 	uint64_t i, j, k0 = row0 * t->cols, n = nrows * t->cols;
 	const void *data;
@@ -2141,6 +2216,9 @@ op_rows(struct peftio_merge *m, const struct target *t, const struct op *op,
 	int rc, rowwise;
 
 	switch (op->kind) {
+	case OP_TUNER:
+		peftio_tuner_rows(p->tp, w, row0, nrows);
+		return 0;
 	case OP_LORA:
 		return fold_block(m, t, md->embedding || md->fifo, p->a, p->b,
 		    md->r, (float)md->scale, wt, tinfo(a, md->b)->dtype, p->mag,
@@ -2468,6 +2546,7 @@ prep_free(struct prep *pr)
 			free(pr->pops[j].b);
 			free(pr->pops[j].mag);
 			free(pr->pops[j].v);
+			peftio_tuner_prep_free(pr->pops[j].tp);
 		}
 	free(pr->pops);
 	free(pr->ca);

@@ -889,7 +889,16 @@ enum peftio_plan_method {
 	PEFTIO_PLAN_IA3,
 	PEFTIO_PLAN_PROMPT,
 	PEFTIO_PLAN_PREFIX,
-	PEFTIO_PLAN_BITFIT
+	PEFTIO_PLAN_BITFIT,
+	/* PEFT's other tuners on the targeted linear weights, with rank r
+	 * (tuners.c) */
+	PEFTIO_PLAN_LOHA,
+	PEFTIO_PLAN_LOKR,
+	PEFTIO_PLAN_ADALORA,
+	PEFTIO_PLAN_VERA,
+	PEFTIO_PLAN_HRA,
+	PEFTIO_PLAN_MISS,
+	PEFTIO_PLAN_DELORA
 };
 
 enum peftio_optimizer {
@@ -957,8 +966,9 @@ struct peftio_plan {
 	uint64_t	 prefix_dim;	/* width of a prefix key or value */
 };
 
-/* Default targets: "q_proj,v_proj" for LoRA, "k_proj,v_proj,down_proj"
- * for IA3 (PEFT's for Llama); NULL for the other methods. */
+/* Default targets: "q_proj,v_proj" for LoRA and the other tuners,
+ * "k_proj,v_proj,down_proj" for IA3 (PEFT's for Llama); NULL for the
+ * other methods. */
 const char *peftio_plan_default_targets(enum peftio_plan_method m);
 /*
  * 1 when the module path matches one of the comma-separated names as
@@ -1036,14 +1046,20 @@ int	peftio_rsvd(const float *a, uint64_t m, uint64_t n, uint64_t k,
  * and adapter_model.safetensors (or the older adapter_model.bin).
  * LoRA (with rsLoRA, rank_pattern and alpha_pattern, fan_in_fan_out,
  * embeddings, DoRA, lora_B.bias, modules_to_save and base_layer
- * tensors) and IA3 are read; adapter types that cannot be folded into
+ * tensors), IA3 and PEFT's other weight tuners (AdaLoRA, LoHa, LoKr,
+ * VeRA, OFT, BOFT, HRA, MiSS, VB-LoRA, RandLoRA, SHiRA, C3A, DeLoRA:
+ * tuners.c, lora-merge(1)) are read; adapter types that cannot be folded into
  * weights (prompt, prefix and p-tuning, adaption prompts, bottleneck
  * adapters) and LoRA variants this library does not implement are
  * refused with PEFTIO_EUNSUPPORTED and a message saying why.
  */
 struct peftio_adapter;
 
-enum peftio_adapter_type { PEFTIO_ADAPTER_LORA = 0, PEFTIO_ADAPTER_IA3 = 1 };
+enum peftio_adapter_type {
+	PEFTIO_ADAPTER_LORA = 0,
+	PEFTIO_ADAPTER_IA3 = 1,
+	PEFTIO_ADAPTER_TUNER = 2	/* another PEFT tuner (lora-merge(1)) */
+};
 
 int	peftio_adapter_open(struct peftio_adapter **out, const char *path,
 	    struct peftio_error *err);
@@ -1056,7 +1072,9 @@ int	peftio_adapter_open_mem(struct peftio_adapter **out, const char *cfg,
 void	peftio_adapter_free(struct peftio_adapter *a);
 const char *peftio_adapter_path(const struct peftio_adapter *a);
 enum peftio_adapter_type peftio_adapter_type(const struct peftio_adapter *a);
-/* Number of adapted modules (LoRA pairs or IA3 vectors). */
+/* Number of adapted modules (LoRA pairs, IA3 vectors or the modules
+ * of another tuner; for those, the rank where the tuner has one, else 0,
+ * and scale 1). */
 size_t	peftio_adapter_nmodules(const struct peftio_adapter *a);
 /* Module i's path without "base_model.model." (e.g.
  * "model.layers.0.self_attn.q_proj"), its rank (0 for IA3) and scale. */

@@ -207,4 +207,46 @@ void	peftio_torchbin_release(struct peftio_torchbin *tb, size_t i);
  * file mapping (madvise MADV_DONTNEED); a hint, never fails. */
 void	peftio_drop_pages(const void *p, uint64_t n);
 
+
+/*
+ * tuners.c: PEFT's tuners other than LoRA and IA3, read by lora.c's
+ * adapter and merged through its plan.  peftio_tuner_handles() is 1 for
+ * a peft_type that tuners.c reads or refuses; load() classifies the
+ * adapter's tensors (the others go to repl as modules_to_save) and
+ * checks them; check() fits module i to its base tensor's shape;
+ * prepare() computes its merge (or unmerge) for a rows x cols tensor,
+ * rows() applies it to a block of rows.
+ */
+struct peftio_ckpt;
+struct peftio_tuner;
+struct peftio_tuner_prep;
+
+int	peftio_tuner_handles(const char *type);
+int	peftio_tuner_load(struct peftio_tuner **out, const char *type,
+	    json_t *cfg, const char *cfgpath, const char *path,
+	    struct peftio_ckpt *ck,
+	    int (*repl)(void *arg, const char *target, size_t len, long idx),
+	    void *arg, struct peftio_error *err);
+void	peftio_tuner_free(struct peftio_tuner *t);
+const char *peftio_tuner_type(const struct peftio_tuner *t);
+size_t	peftio_tuner_nmodules(const struct peftio_tuner *t);
+const char *peftio_tuner_module(const struct peftio_tuner *t, size_t i,
+	    uint64_t *rank);
+const char *peftio_tuner_target(const struct peftio_tuner *t, size_t i);
+int	peftio_tuner_invertible(const struct peftio_tuner *t);
+int	peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
+	    const uint64_t *shape, struct peftio_error *err);
+int	peftio_tuner_prepare(const struct peftio_tuner *t, size_t i,
+	    uint64_t rows, uint64_t cols, int unmerge,
+	    struct peftio_tuner_prep **out, struct peftio_error *err);
+void	peftio_tuner_rows(struct peftio_tuner_prep *p, float *w,
+	    uint64_t row0, uint64_t nrows);
+void	peftio_tuner_prep_free(struct peftio_tuner_prep *p);
+/* The parameters PEFT trains for tuner method ("loha", "lokr",
+ * "adalora", "vera", "hra", "miss", "delora") with rank r on a Linear
+ * weight [out, in]; PEFTIO_EINVAL for another method, PEFTIO_EFORMAT on
+ * overflow. */
+int	peftio_tuner_plan_params(const char *method, uint64_t out,
+	    uint64_t in, uint64_t r, uint64_t *n);
+
 #endif /* PEFTIO_PRIVATE_H */

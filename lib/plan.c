@@ -13,7 +13,8 @@
 #include "peftio_private.h"
 
 static const char *const method_names[] = {
-	"full", "lora", "qlora", "ia3", "prompt", "prefix", "bitfit"
+	"full", "lora", "qlora", "ia3", "prompt", "prefix", "bitfit",
+	"loha", "lokr", "adalora", "vera", "hra", "miss", "delora"
 };
 
 static const char *const optimizer_names[] = { "adamw", "adamw8bit", "sgd" };
@@ -85,6 +86,13 @@ peftio_plan_default_targets(enum peftio_plan_method m)
 	switch (m) {
 	case PEFTIO_PLAN_LORA:
 	case PEFTIO_PLAN_QLORA:
+	case PEFTIO_PLAN_LOHA:
+	case PEFTIO_PLAN_LOKR:
+	case PEFTIO_PLAN_ADALORA:
+	case PEFTIO_PLAN_VERA:
+	case PEFTIO_PLAN_HRA:
+	case PEFTIO_PLAN_MISS:
+	case PEFTIO_PLAN_DELORA:
 		return "q_proj,v_proj";
 	case PEFTIO_PLAN_IA3:
 		return "k_proj,v_proj,down_proj";
@@ -281,6 +289,8 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 	uint64_t lora = 0, trained = 0, bias = 0, qbase = 0, frozen, v;
 	uint64_t lora_modules = 0, ia3_modules = 0, ia3 = 0, layers = 0;
 	uint64_t k_rows = 0;
+	uint64_t tuner = 0, tuner_modules = 0;
+	int tuned = o->method >= PEFTIO_PLAN_LOHA;
 	unsigned state;
 	long long li;
 	size_t i, len;
@@ -290,8 +300,8 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 	    (unsigned)o->optimizer >= NELEM(optimizer_names))
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "unknown fine-tuning method or optimizer");
-	if ((o->method == PEFTIO_PLAN_LORA || o->method == PEFTIO_PLAN_QLORA) &&
-	    o->r == 0)
+	if ((o->method == PEFTIO_PLAN_LORA || o->method == PEFTIO_PLAN_QLORA ||
+	    tuned) && o->r == 0)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "the LoRA rank must be at least 1");
 	targets = o->targets != NULL ? o->targets :
@@ -331,6 +341,14 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 			MUL(v, v, o->r == 0 ? 8 : o->r);
 			ADD(lora, v);
 			lora_modules++;
+		}
+		if (tuned && peftio_plan_target_match(t[i].name, len,
+		    targets)) {
+			if (peftio_tuner_plan_params(method_names[o->method],
+			    t[i].shape[0], t[i].shape[1], o->r, &v) != 0)
+				goto overflow;
+			ADD(tuner, v);
+			tuner_modules++;
 		}
 		if (targets != NULL && o->method == PEFTIO_PLAN_IA3 &&
 		    peftio_plan_target_match(t[i].name, len, targets)) {
@@ -387,6 +405,10 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 		break;
 	case PEFTIO_PLAN_BITFIT:
 		trained = bias;
+		break;
+	default:
+		trained = tuner;
+		p->modules = tuner_modules;
 		break;
 	}
 	p->trainable_params = trained;

@@ -226,7 +226,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	for (i = 0; i < peftio_adapter_nmodules(a); i++) {
 		FUZZ_ASSERT(peftio_adapter_module(a, i, &r, &scale) != NULL);
-		FUZZ_ASSERT(peftio_adapter_type(a) == PEFTIO_ADAPTER_IA3 ||
+		FUZZ_ASSERT(peftio_adapter_type(a) != PEFTIO_ADAPTER_LORA ||
 		    r > 0);
 	}
 	FUZZ_ASSERT(peftio_adapter_module(a, i, &r, &scale) == NULL);

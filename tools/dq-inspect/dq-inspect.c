@@ -101,8 +101,9 @@ usage(int status)
 	fprintf(status ? stderr : stdout,
 	    "usage: %s [--json | --yaml] [-qv] [--compare original] "
 	    "[--verify]\n"
-	    "                  [--plan full|lora|qlora|ia3|prompt|prefix|bitfit]"
-	    " [-r rank]\n"
+	    "                  [--plan full|lora|qlora|ia3|prompt|prefix|bitfit|"
+	    "loha|lokr|\n"
+	    "                          adalora|vera|hra|miss|delora] [-r rank]\n"
 	    "                  [--alpha alpha] [--target list] "
 	    "[--virtual-tokens n]\n"
 	    "                  [--optimizer adamw|adamw8bit|sgd] [-j jobs] "
@@ -1333,8 +1334,9 @@ main(int argc, char *argv[])
 		case OPT_PLAN:
 			if ((O.plan = peftio_plan_method_parse(optarg)) < 0) {
 				cli_warn("--plan: unknown method %s (use full, "
-				    "lora, qlora, ia3, prompt, prefix or "
-				    "bitfit)", optarg);
+				    "lora, qlora, ia3, prompt, prefix, bitfit, "
+				    "loha, lokr, adalora, vera, hra, miss or "
+				    "delora)", optarg);
 				usage(CLI_EXIT_USAGE);
 			}
 			break;
