@@ -17,6 +17,9 @@
 #define PREFIX		"base_model.model."
 #define ADAPTER_FILE	"adapter_model.safetensors"
 #define CONFIG_FILE	"adapter_config.json"
+/* The randomized SVD's defaults for --init. */
+#define INIT_OVERSAMPLE		16
+#define INIT_POWER_ITERS	4
 
 struct item {
 	size_t			 bi, ti;	/* index in base, in tuned */
@@ -884,7 +887,7 @@ main(int argc, char *argv[])
 	};
 	uint64_t v;
 	int ch, has_rank = 0, has_energy = 0, has_max = 0, has_min = 0;
-	int has_init_only = 0, modes;
+	int has_init_only = 0, modes, has_svd = 0;
 
 	cli_init("adapter-extract");
 	peftio_extract_opts_init(&O.x);
@@ -956,12 +959,14 @@ main(int argc, char *argv[])
 			if (cli_parse_u64("--oversample", optarg, 0, 4096,
 			    &O.x.oversample) != 0)
 				usage(CLI_EXIT_USAGE);
+			has_svd |= 1;
 			break;
 		case OPT_POWER:
 			if (cli_parse_u64("--power-iters", optarg, 0, 64,
 			    &v) != 0)
 				usage(CLI_EXIT_USAGE);
 			O.x.power_iters = (unsigned)v;
+			has_svd |= 2;
 			break;
 		case OPT_EXACT:
 			O.x.exact = 1;
@@ -1015,6 +1020,7 @@ main(int argc, char *argv[])
 			if (cli_parse_u64("--niter", optarg, 0, 64, &v) != 0)
 				usage(CLI_EXIT_USAGE);
 			O.x.power_iters = (unsigned)v;
+			has_svd |= 2;
 			break;
 		case OPT_HELP:
 			usage(CLI_EXIT_OK);
@@ -1050,6 +1056,12 @@ main(int argc, char *argv[])
 			usage(CLI_EXIT_USAGE);
 		}
 		O.base = argv[0];
+		/* A weight's spectrum is flatter than a fine-tuning
+		 * delta's: more test vectors and power iterations. */
+		if (!(has_svd & 1))
+			O.x.oversample = INIT_OVERSAMPLE;
+		if (!(has_svd & 2))
+			O.x.power_iters = INIT_POWER_ITERS;
 		if (strcmp(O.out, O.residual) == 0 ||
 		    strcmp(O.out, O.base) == 0 ||
 		    strcmp(O.residual, O.base) == 0) {
