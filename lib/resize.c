@@ -504,9 +504,9 @@ out:
 	return rc;
 }
 
-/* A copy of the pattern object v with every number doubled. */
+/* A copy of the pattern object v with every number times c. */
 static json_t *
-doubled(json_t *v)
+doubled(json_t *v, double c)
 {
 	json_t *o = json_object(), *x;
 	const char *key;
@@ -515,7 +515,7 @@ doubled(json_t *v)
 		json_object_foreach(v, key, x)
 			if (json_is_number(x))
 				json_object_set_new(o, key,
-				    json_num(2.0 * json_number_value(x)));
+				    json_num(c * json_number_value(x)));
 	return o;
 }
 
@@ -531,6 +531,7 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 	float *b = NULL;
 	uint64_t sh[2], i, j;
 	json_t *v;
+	double c;
 	size_t mi;
 	int rc;
 
@@ -594,7 +595,7 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 		struct lmod *m = &p1.mods[mi], *m0 = NULL;
 		uint64_t r = m->r;
 		size_t k;
-		float c;
+		float c0;
 
 		for (k = 0; k < p0.nmods; k++)
 			if (strcmp(p0.mods[k].name, m->name) == 0)
@@ -611,14 +612,14 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 			    "out of memory");
 			break;
 		}
-		c = (float)(m0->scale / m->scale);
+		c0 = (float)(m0->scale / m->scale);
 		memcpy(a, a1, r * m->n * sizeof(float));
 		memcpy(a + r * m->n, a0, r * m->n * sizeof(float));
 		for (i = 0; i < m->m; i++)
 			for (j = 0; j < r; j++) {
 				b[i * 2 * r + j] = b1[i * r + j];
-				b[i * 2 * r + r + j] = c == 1.0f ?
-				    -b0[i * r + j] : -c * b0[i * r + j];
+				b[i * 2 * r + r + j] = c0 == 1.0f ?
+				    -b0[i * r + j] : -c0 * b0[i * r + j];
 			}
 		snprintf(ka, sizeof(ka), PREFIX "%s.lora_A.weight", m->name);
 		snprintf(kb, sizeof(kb), PREFIX "%s.lora_B.weight", m->name);
@@ -639,14 +640,15 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 	v = json_object_get(p1.cfg, "r");
 	json_object_set_new(p1.cfg, "r", json_num(2.0 * (json_is_number(v) ?
 	    json_number_value(v) : 8.0)));
+	c = json_is_true(json_object_get(p1.cfg, "use_rslora")) ? sqrt(2.0) :
+	    2.0;
 	v = json_object_get(p1.cfg, "lora_alpha");
-	json_object_set_new(p1.cfg, "lora_alpha", json_num((json_is_true(
-	    json_object_get(p1.cfg, "use_rslora")) ? sqrt(2.0) : 2.0) *
+	json_object_set_new(p1.cfg, "lora_alpha", json_num(c *
 	    (json_is_number(v) ? json_number_value(v) : 8.0)));
 	json_object_set_new(p1.cfg, "rank_pattern",
-	    doubled(json_object_get(p1.cfg, "rank_pattern")));
+	    doubled(json_object_get(p1.cfg, "rank_pattern"), 2.0));
 	json_object_set_new(p1.cfg, "alpha_pattern",
-	    doubled(json_object_get(p1.cfg, "alpha_pattern")));
+	    doubled(json_object_get(p1.cfg, "alpha_pattern"), c));
 	json_object_set_new(p1.cfg, "init_lora_weights", json_true());
 	if ((rc = add_config(w, p1.cfg, err)) == 0)
 		rc = peftio_ckptw_commit(w, err);
