@@ -360,62 +360,34 @@ out:
 	return rc;
 }
 
-/* OLoRA: b = Q_k, a = R_k of x = Q R, R's diagonal made non-negative. */
+/*
+ * OLoRA: b = Q_k, a = R_k of x = Q R, R's diagonal made non-negative.
+ * Householder QR's first k columns of Q are those of the QR of x's
+ * first k columns, and R_k = Q_k^T x: no QR of the whole weight.
+ */
 static int
 olora(const float *x, uint64_t m, uint64_t n, uint64_t k, float *b, float *a,
     struct peftio_error *err)
 {
-	uint64_t p = PEFTIO_MIN(m, n), i, j;
-	float *qr, *tau;
-	lapack_int info;
-	int rc = 0;
+	uint64_t i, j;
+	int rc;
 
-	if (m > (uint64_t)INT32_MAX || n > (uint64_t)INT32_MAX)
-		return peftio_error_set(err, PEFTIO_EINVAL,
-		    "QR: matrix of %llu x %llu is too large",
-		    (unsigned long long)m, (unsigned long long)n);
-	qr = malloc(m * n * sizeof(float));
-	tau = malloc(p * sizeof(float));
-	if (qr == NULL || tau == NULL) {
-		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-		goto out;
-	}
-	memcpy(qr, x, m * n * sizeof(float));
-	info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n,
-	    qr, (lapack_int)n, tau);
-	if (info != 0) {
-		rc = peftio_error_set(err, info == LAPACK_WORK_MEMORY_ERROR ?
-		    PEFTIO_ENOMEM : PEFTIO_EINVAL,
-		    "QR: LAPACK sgeqrf failed (info %d)", (int)info);
-		goto out;
-	}
-	for (j = 0; j < k; j++)
-		for (i = 0; i < n; i++)
-			a[j * n + i] = i >= j ? qr[j * n + i] : 0.0f;
 	for (i = 0; i < m; i++)
-		memcpy(b + i * k, qr + i * n, k * sizeof(float));
-	info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)k,
-	    (lapack_int)k, b, (lapack_int)k, tau);
-	if (info != 0) {
-		rc = peftio_error_set(err, info == LAPACK_WORK_MEMORY_ERROR ?
-		    PEFTIO_ENOMEM : PEFTIO_EINVAL,
-		    "QR: LAPACK sorgqr failed (info %d)", (int)info);
-		goto out;
-	}
-	/* The QR with a non-negative diagonal is unique (for full rank):
-	 * the factors do not depend on the LAPACK build. */
+		memcpy(b + i * k, x + i * n, k * sizeof(float));
+	if ((rc = peftio_orth(b, m, k, err)) != 0)
+		return rc;
+	peftio_sgemm(1, 0, k, n, m, 1.0f, b, k, x, n, 0.0f, a, n);
 	for (j = 0; j < k; j++) {
+		for (i = 0; i < j; i++)
+			a[j * n + i] = 0.0f;	/* R is upper triangular */
 		if (!(a[j * n + j] < 0.0f))
 			continue;
-		for (i = 0; i < n; i++)
+		for (i = j; i < n; i++)
 			a[j * n + i] = -a[j * n + i];
 		for (i = 0; i < m; i++)
 			b[i * k + j] = -b[i * k + j];
 	}
-out:
-	free(qr);
-	free(tau);
-	return rc;
+	return 0;
 }
 
 int
