@@ -8,6 +8,7 @@
  * an unlinked spool file; memory holds one weight and its work space.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,26 +33,79 @@ struct tgt {
 	int		 q4;
 	struct peftio_q4_weight qm;	/* sizes only, no buffers */
 	struct peftio_quant_state qs;
+	struct peftio_lora_factors st;	/* the figures, no factors */
+	int		 rc;
+	struct peftio_error err;
 };
 
 struct job {
 	const struct peftio_init_model_opts *o;
 	struct peftio_ckpt *ck;
 	int		 spool;
-	uint64_t	 spool_end;
 	struct tgt	*t;
 	size_t		 nt;
 };
 
+/* len bytes at off of the spool: every result has its place, known
+ * before any is computed, so weights may be done in any order. */
 static int
-spool_put(struct job *j, const void *buf, uint64_t len, uint64_t *off,
+spool_put(struct job *j, const void *buf, uint64_t len, uint64_t off,
     struct peftio_error *err)
 {
-	*off = j->spool_end;
-	if (len > 0 && peftio_pwrite_all(j->spool, buf, len, j->spool_end) != 0)
+	if (len > 0 && peftio_pwrite_all(j->spool, buf, len, off) != 0)
 		return peftio_error_sys(err, "spool file");
-	j->spool_end += len;
 	return 0;
+}
+
+/* An unlinked file beside path (the output's file system has room for
+ * it), else in TMPDIR. */
+static int
+spool_open(const char *path)
+{
+	char *dir, *tmp;
+	const char *sl = strrchr(path, '/');
+	size_t n = sl == NULL ? 1 : sl == path ? 1 : (size_t)(sl - path);
+	int fd = -1;
+
+	if ((dir = malloc(n + sizeof("/.peftio-spool.XXXXXX"))) == NULL)
+		return peftio_anon_file();
+	if (sl == NULL)
+		strcpy(dir, ".");
+	else {
+		memcpy(dir, path, n);
+		dir[n] = '\0';
+	}
+#ifdef O_TMPFILE
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+#endif
+	if (fd < 0) {
+		tmp = dir + strlen(dir);
+		strcpy(tmp, "/.peftio-spool.XXXXXX");
+		if ((fd = mkostemp(dir, O_CLOEXEC)) >= 0)
+			unlink(dir);
+	}
+	free(dir);
+	return fd >= 0 ? fd : peftio_anon_file();
+}
+
+static uint64_t
+ceil_div(uint64_t a, uint64_t b)
+{
+	return a / b + (a % b != 0);
+}
+
+/* Bytes of t's new base weight in the spool. */
+static uint64_t
+weight_bytes(const struct tgt *t, int dq)
+{
+	uint64_t mn = t->m * t->n, nb = ceil_div(mn, 64), len;
+
+	if (t->q4)
+		return (mn + 1) / 2 + (dq ? nb + ceil_div(nb, 256) * 4 :
+		    nb * 4);
+	if (peftio_dtype_nbytes(t->dt, mn, &len) != 0)
+		return 0;
+	return len;
 }
 
 static int
@@ -134,6 +188,7 @@ init_one(struct job *j, struct tgt *t, struct peftio_error *err)
 	struct peftio_init_opts io = o->init;
 	uint64_t mn = t->m * t->n, len, off;
 	float *w;
+
 	void *buf = NULL;
 	int rc;
 
@@ -157,11 +212,11 @@ init_one(struct job *j, struct tgt *t, struct peftio_error *err)
 		    peftio_ckpt_path(j->ck), ti->name);
 		goto out;
 	}
-	if (o->report != NULL)
-		o->report(o->report_arg, t->module, &f);
-	if ((rc = spool_put(j, f.a, f.rank * t->n * sizeof(float), &t->off_a,
+	t->st = f;
+	t->st.a = t->st.b = NULL;
+	if ((rc = spool_put(j, f.a, f.rank * t->n * sizeof(float), t->off_a,
 	    err)) != 0 || (rc = spool_put(j, f.b, t->m * f.rank *
-	    sizeof(float), &t->off_b, err)) != 0)
+	    sizeof(float), t->off_b, err)) != 0)
 		goto out;
 	if (t->q4 && o->init.method != PEFTIO_INIT_LOFTQ) {
 		/* What a model saved in the base's dtype and then quantized
@@ -179,15 +234,18 @@ init_one(struct job *j, struct tgt *t, struct peftio_error *err)
 			goto out;
 	}
 	if (t->q4) {
-		rc = spool_put(j, q.packed, (mn + 1) / 2, &t->off_w, err);
-		if (rc == 0 && q.double_quant)
-			rc = spool_put(j, q.qabsmax, q.nb, &off, err);
-		else if (rc == 0)
-			rc = spool_put(j, q.absmax, q.nb * sizeof(float), &off,
+		off = t->off_w;
+		rc = spool_put(j, q.packed, (mn + 1) / 2, off, err);
+		off += (mn + 1) / 2;
+		if (rc == 0 && q.double_quant) {
+			rc = spool_put(j, q.qabsmax, q.nb, off, err);
+			off += q.nb;
+		} else if (rc == 0)
+			rc = spool_put(j, q.absmax, q.nb * sizeof(float), off,
 			    err);
 		if (rc == 0 && q.double_quant)
 			rc = spool_put(j, q.nested, (q.nb + 255) / 256 *
-			    sizeof(float), &off, err);
+			    sizeof(float), off, err);
 		if (rc != 0)
 			goto out;
 		t->qm = q;
@@ -196,10 +254,9 @@ init_one(struct job *j, struct tgt *t, struct peftio_error *err)
 		peftio_q4_weight_state(&q, t->dt, 2, ti->shape, &t->qs);
 	} else {
 		if ((rc = as_dtype(w, mn, t->dt, &buf, &len, err)) != 0 ||
-		    (rc = spool_put(j, buf, len, &t->off_w, err)) != 0)
+		    (rc = spool_put(j, buf, len, t->off_w, err)) != 0)
 			goto out;
 	}
-	t->k = f.rank;
 out:
 	if (buf != w)
 		free(buf);
@@ -207,6 +264,15 @@ out:
 	peftio_lora_factors_free(&f);
 	peftio_q4_weight_free(&q);
 	return rc;
+}
+
+static void
+init_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct job *j = arg;
+
+	for (; b < e; b++)
+		j->t[b].rc = init_one(j, &j->t[b], &j->t[b].err);
 }
 
 /* Tensor t's new base weight from the spool into w. */
@@ -410,7 +476,7 @@ peftio_init_model(const char *base, const char *adapter_dir,
 	char kb[PEFTIO_MAX_NAME];
 	long *map = NULL;
 	size_t i, n, s, nshards, cfglen;
-	uint64_t sh[2];
+	uint64_t sh[2], off;
 	int rc, q4;
 
 	memset(&j, 0, sizeof(j));
@@ -485,13 +551,30 @@ peftio_init_model(const char *base, const char *adapter_dir,
 		    "%s: no 2-D float weight is selected", base);
 		goto out;
 	}
-	if ((j.spool = peftio_anon_file()) < 0) {
-		rc = peftio_error_sys(err, "spool file");
+	if ((j.spool = spool_open(residual_dir)) < 0) {
+		rc = peftio_error_sys(err, "%s: cannot create a spool file",
+		    residual_dir);
 		goto out;
 	}
+	for (i = 0, off = 0; i < j.nt; i++) {
+		j.t[i].k = o->init.rank;
+		j.t[i].off_a = off;
+		off += j.t[i].k * j.t[i].n * sizeof(float);
+		j.t[i].off_b = off;
+		off += j.t[i].m * j.t[i].k * sizeof(float);
+		j.t[i].off_w = off;
+		off += weight_bytes(&j.t[i], o->init.double_quant);
+	}
+	peftio_parallel_for(o->jobs > 0 ? o->jobs : 1, j.nt, 1, init_range,
+	    &j);
 	for (i = 0; i < j.nt; i++)
-		if ((rc = init_one(&j, &j.t[i], err)) != 0)
+		if ((rc = j.t[i].rc) != 0) {
+			*err = j.t[i].err;
 			goto out;
+		}
+	if (o->report != NULL)
+		for (i = 0; i < j.nt; i++)
+			o->report(o->report_arg, j.t[i].module, &j.t[i].st);
 
 	/* The new base, shard for shard as the old one. */
 	nshards = peftio_ckpt_dir(j.ck) != NULL ? peftio_ckpt_nshards(j.ck) : 1;

@@ -1058,9 +1058,11 @@ int	peftio_ckptw_write_q4(struct peftio_ckptw *w, const char *name,
 /*
  * Initialise one m x n weight w (f32, row-major).  On return w holds
  * the new base (pissa, olora: the residual; loftq: deq(Q)), f the
- * factors (f->rel_err: |new base + scale B A - W| / |W| for loftq,
- * f->kept the fraction of |W|^2 in scale B A) and, for loftq, q the 4-bit
- * weight (q may be NULL otherwise).  PEFTIO_EINVAL when the rank exceeds
+ * factors (f->energy: |W|^2; f->rel_err: |W - scale B A| / |W| for
+ * pissa and olora, the share of W left in the residual, and
+ * |W - deq(Q) - scale B A| / |W| for loftq; f->kept: the fraction of
+ * |W|^2 in scale B A) and, for loftq, q the 4-bit weight (q may be
+ * NULL otherwise).  PEFTIO_EINVAL when the rank exceeds
  * min(m, n); PEFTIO_ENONFINITE for NaN or Inf.
  */
 int	peftio_init_lora(const struct peftio_init_opts *o, float *w,
@@ -1074,9 +1076,11 @@ int	peftio_init_lora(const struct peftio_init_opts *o, float *w,
  * and the new base to residual_dir: the base's shards, index and
  * auxiliary files, the initialised weights in the base's dtype or, with
  * quantize (and always for loftq), as bitsandbytes 4-bit weights with a
- * quantization_config in config.json.  One weight is held at a time;
+ * quantization_config in config.json.  One weight is held per job;
  * results wait in an unlinked spool file beside residual_dir until
- * both outputs are laid out.  Nothing is written on failure.
+ * both outputs are laid out.  Nothing is written on failure (the two
+ * directories are renamed into place one after the other, the base
+ * first).
  */
 struct peftio_init_model_opts {
 	struct peftio_init_opts init;
@@ -1091,6 +1095,8 @@ struct peftio_init_model_opts {
 			    const struct peftio_lora_factors *f);
 	void		*report_arg;
 	unsigned	 flags;		/* PEFTIO_W_FORCE */
+	unsigned	 jobs;		/* weights at a time (0: 1); the
+					 * output does not depend on it */
 };
 
 int	peftio_init_model(const char *base, const char *adapter_dir,

@@ -85,6 +85,16 @@ check "nf4-quant --no-double-quant of the residual" "$NF4" \
 same "without double quantization too" nq0/model-00002-of-00010.safetensors \
     qp0-base/model-00002-of-00010.safetensors
 
+# --- -j: the same bytes -----------------------------------------------------
+check "pissa -j 3" "$EXTRACT" -j 3 --init pissa -r 8 --quantize nf4 -o qj \
+    --residual qj-base base
+same "-j 3: same adapter" qpissa/adapter_model.safetensors \
+    qj/adapter_model.safetensors
+same "-j 3: same base" qpissa-base/model-00005-of-00010.safetensors \
+    qj-base/model-00005-of-00010.safetensors
+[ -z "$(ls -a | grep spool)" ] && ok "no spool file left" ||
+    notok "no spool file left"
+
 # --- OLoRA on two projections --------------------------------------------
 "$STDUMP" olora > olora.lst
 [ "$(grep -c 'lora_[AB].weight' olora.lst)" -eq 8 ] &&

@@ -76,7 +76,8 @@ usage(int status)
 	    "[-t nf4|fp4]\n"
 	    "                       [--quantize nf4|fp4] [--target glob]... "
 	    "[--exclude glob]...\n"
-	    "                       -o adapter_dir --residual model_dir base\n"
+	    "                       [-j jobs] -o adapter_dir --residual "
+	    "model_dir base\n"
 	    "       %s --convert -o adapter_dir init_adapter "
 	    "trained_adapter\n"
 	    "       %s --resize (-r rank | --energy f [--max-rank r]) "
@@ -798,6 +799,7 @@ run_init(void)
 	io.select = init_select;
 	io.report = report;
 	io.flags = O.force ? PEFTIO_W_FORCE : 0;
+	io.jobs = O.jobs;
 	if (peftio_init_model(O.base, O.out, O.residual, &io, &err) != 0)
 		return cli_error(&err);
 	return CLI_EXIT_OK;
@@ -887,7 +889,7 @@ main(int argc, char *argv[])
 	};
 	uint64_t v;
 	int ch, has_rank = 0, has_energy = 0, has_max = 0, has_min = 0;
-	int has_init_only = 0, modes, has_svd = 0;
+	int has_init_only = 0, modes, has_svd = 0, has_jobs = 0;
 
 	cli_init("adapter-extract");
 	peftio_extract_opts_init(&O.x);
@@ -909,6 +911,7 @@ main(int argc, char *argv[])
 			if (cli_parse_u64("-j", optarg, 0, 256, &v) != 0)
 				usage(CLI_EXIT_USAGE);
 			O.jobs = v == 0 ? peftio_ncpus() : (unsigned)v;
+			has_jobs = 1;
 			break;
 		case 'o':
 			O.out = optarg;
@@ -1062,6 +1065,9 @@ main(int argc, char *argv[])
 			O.x.oversample = INIT_OVERSAMPLE;
 		if (!(has_svd & 2))
 			O.x.power_iters = INIT_POWER_ITERS;
+		/* One weight at a time unless asked: memory is per job. */
+		if (!has_jobs)
+			O.jobs = 1;
 		if (strcmp(O.out, O.residual) == 0 ||
 		    strcmp(O.out, O.base) == 0 ||
 		    strcmp(O.residual, O.base) == 0) {
