@@ -168,6 +168,70 @@ for l in $layers; do
 	rm -rf "$T.out" "$T.best"
 done
 
+# QLoRA starting points and rank surgery (adapter-extract --init,
+# --resize): wall time, peak memory and the total error
+# sqrt(sum |W - base' - s B A|^2) over the adapted weights, from the -v
+# tables.  The full SVD of --exact is measured on one decoder layer of
+# the shape (QLORA_EXACT_LAYERS), against the randomized SVD on the same.
+# qerr FILE: the total error of a -v table.
+qerr() {
+	awk '$1 ~ /^model\./ && NF == 5 { e += ($4 * $5) ^ 2 }
+	    END { printf "%.6g", sqrt(e) }' "$1"
+}
+# qrun NAME OUT COMMAND...: one timed run with a -v table; prints a row.
+qrun() {
+	name=$1 out=$2
+	shift 2
+	rm -rf "$out" "$out.res"
+	bench/runstat "$@" 2> "$T.q" > /dev/null || {
+		cat "$T.q"; echo "bench: $name failed"; exit 1; }
+	set -- $(grep '^runstat:' "$T.q")
+	printf '| `%s` | %.2f | %.1f | %s |\n' "$name" "$2" \
+	    "$(awk "BEGIN { print $5 / 1024 }")" "$(qerr "$T.q")" |
+	    tee -a "$OUTMD"
+	rm -rf "$out" "$out.res"
+}
+if [ "${QLORA:-1}" != 0 ]; then
+	T=$DIR/qrun
+	qb=$DIR/qlora-$BENCH-$DTYPE-1
+	if [ ! -d "$qb" ]; then
+		rm -rf "$qb.lora"
+		bench/gen -s "$BENCH" -l "${QLORA_EXACT_LAYERS:-1}" -t "$DTYPE" \
+		    -a "$qb.lora" -r 64 -o "$qb" > /dev/null
+	fi
+	ax=tools/adapter-extract/adapter-extract
+	{
+		echo
+		echo "## QLoRA initialisations and resizing ($BENCH shape," \
+		    "$DTYPE, rank 16 on every linear layer; one run each)"
+		echo
+		echo "error: sqrt of the sum over the adapted weights of" \
+		    "|W - new base - s B A|^2 (for resize: of the change of" \
+		    "each delta)."
+		echo
+		echo "| command | wall s | peak RSS MiB | error |"
+		echo "|---|---|---|---|"
+	} | tee -a "$OUTMD"
+	qrun "--init pissa -r 16" "$T.o" $ax -v --init pissa -r 16 \
+	    -o "$T.o" --residual "$T.o.res" "$base"
+	qrun "--init loftq -r 16 --loftq-iter 1" "$T.o" $ax -v --init loftq \
+	    -r 16 -o "$T.o" --residual "$T.o.res" "$base"
+	qrun "--init loftq -r 16 --loftq-iter 5" "$T.o" $ax -v --init loftq \
+	    -r 16 --loftq-iter 5 -o "$T.o" --residual "$T.o.res" "$base"
+	qrun "--resize -r 16 (from 64)" "$T.o" $ax -v --resize -r 16 \
+	    -o "$T.o" "$qb.lora"
+	qrun "--resize -r 16 --exact (from 64)" "$T.o" $ax -v --resize -r 16 \
+	    --exact -o "$T.o" "$qb.lora"
+	for m in pissa loftq; do
+		qrun "--init $m -r 16, ${QLORA_EXACT_LAYERS:-1} layer" "$T.o" \
+		    $ax -v --init $m -r 16 -o "$T.o" --residual "$T.o.res" "$qb"
+		qrun "--init $m -r 16 --exact, ${QLORA_EXACT_LAYERS:-1} layer" \
+		    "$T.o" $ax -v --init $m -r 16 --exact -o "$T.o" \
+		    --residual "$T.o.res" "$qb"
+	done
+	rm -f "$T.q"
+fi
+
 # The codec on one core, and extraction: randomized against exact SVD.
 {
 	echo

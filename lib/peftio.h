@@ -1244,6 +1244,177 @@ void	peftio_lora_factors_free(struct peftio_lora_factors *f);
 /* Format a double as Python's repr() does (shortest round trip). */
 void	peftio_py_repr_double(double v, char *buf, size_t len);
 
+/* ------------------------------------------------------------------ */
+/* LoRA initialisations that change the base (loinit.c)                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * PEFT's init_lora_weights "pissa" (and "pissa_niter_K"), "olora" and
+ * LoftQ, one weight at a time.  Each splits the weight W into an
+ * adapter B A, applied with PEFT's scale (alpha / r), and a new base:
+ *   pissa: scale B A is the best rank-r approximation of W (exact SVD,
+ *          or the randomized one); B = U_r (S_r / scale)^1/2,
+ *          A = (S_r / scale)^1/2 V_r^T; the base keeps W - scale B A.
+ *   olora: W = Q R (Householder QR, signs normalised so that R's
+ *          diagonal is not negative); B = Q_r, A = R_r (PEFT's
+ *          factors, before its scale), the base keeps W - scale B A.
+ *   loftq: alternate Q = q4(W - scale B A) and scale B A = the best
+ *          rank-r approximation of W - deq(Q); the base is Q itself.
+ */
+enum peftio_init_method {
+	PEFTIO_INIT_PISSA = 0,
+	PEFTIO_INIT_OLORA,
+	PEFTIO_INIT_LOFTQ
+};
+
+/* "pissa", "olora", "loftq"; -1 if unknown.  The name, or NULL. */
+int	peftio_init_method_parse(const char *s);
+const char *peftio_init_method_name(enum peftio_init_method m);
+
+struct peftio_init_opts {
+	enum peftio_init_method method;
+	uint64_t	 rank;
+	double		 scale;		/* PEFT's alpha / r */
+	int		 exact;		/* pissa, loftq: full LAPACK SVD */
+	uint64_t	 oversample;	/* randomized SVD */
+	unsigned	 power_iters;	/* randomized SVD (pissa_niter_K) */
+	uint64_t	 seed;
+	unsigned	 loftq_iter;	/* loftq: alternations, >= 1 */
+	enum peftio_q4type qtype;	/* loftq: the 4-bit codec */
+	uint64_t	 blocksize;	/* loftq: 64 */
+	int		 double_quant;	/* loftq */
+};
+
+/* pissa, rank 16, scale 1, randomized with extraction's defaults,
+ * 1 LoftQ iteration, NF4 with blocksize 64 and double quantization. */
+void	peftio_init_opts_init(struct peftio_init_opts *o);
+
+/*
+ * One weight in bitsandbytes' 4-bit form: the codes, the absmax of each
+ * block (as decoded: after double quantization, the dequantized
+ * values), and with double quantization the 8-bit absmax codes, the
+ * nested absmax and offset.
+ */
+struct peftio_q4_weight {
+	enum peftio_q4type type;
+	uint64_t	 n, bs, nb;
+	int		 double_quant;
+	uint8_t		*packed;	/* (n + 1) / 2 */
+	float		*absmax;	/* nb */
+	uint8_t		*qabsmax;	/* nb, double quantization */
+	float		*nested;	/* ceil(nb / 256), double quantization */
+	float		 offset;
+};
+
+/*
+ * Quantize the n f32 values x as bitsandbytes does (nf4-quant's bytes);
+ * deq, when not NULL, receives the values a 4-bit load decodes.
+ */
+int	peftio_q4_weight_quantize(struct peftio_q4_weight *q,
+	    enum peftio_q4type t, uint64_t bs, int double_quant,
+	    const float *x, uint64_t n, float *deq, struct peftio_error *err);
+void	peftio_q4_weight_free(struct peftio_q4_weight *q);
+/* The quant_state of q for a weight of the given dtype and shape. */
+void	peftio_q4_weight_state(const struct peftio_q4_weight *q,
+	    enum peftio_dtype dt, int ndim, const uint64_t *shape,
+	    struct peftio_quant_state *qs);
+/* Declare and write q's tensors as weight name, as nf4-quant does. */
+int	peftio_ckptw_declare_q4(struct peftio_ckptw *w, size_t shard,
+	    const char *name, const struct peftio_quant_state *qs,
+	    struct peftio_error *err);
+int	peftio_ckptw_write_q4(struct peftio_ckptw *w, const char *name,
+	    const struct peftio_q4_weight *q,
+	    const struct peftio_quant_state *qs, struct peftio_error *err);
+
+/*
+ * Initialise one m x n weight w (f32, row-major).  On return w holds
+ * the new base (pissa, olora: the residual; loftq: deq(Q)), f the
+ * factors (f->energy: |W|^2; f->rel_err: |W - scale B A| / |W| for
+ * pissa and olora, the share of W left in the residual, and
+ * |W - deq(Q) - scale B A| / |W| for loftq; f->kept: the fraction of
+ * |W|^2 in scale B A) and, for loftq, q the 4-bit weight (q may be
+ * NULL otherwise).  PEFTIO_EINVAL when the rank exceeds
+ * min(m, n); PEFTIO_ENONFINITE for NaN or Inf.
+ */
+int	peftio_init_lora(const struct peftio_init_opts *o, float *w,
+	    uint64_t m, uint64_t n, struct peftio_lora_factors *f,
+	    struct peftio_q4_weight *q, struct peftio_error *err);
+
+/*
+ * A whole model: every selected Linear weight of base is initialised,
+ * the adapter (adapter_config.json with init_lora_weights true, r,
+ * lora_alpha, target_modules; tensors in f32) written to adapter_dir
+ * and the new base to residual_dir: the base's shards, index and
+ * auxiliary files, the initialised weights in the base's dtype or, with
+ * quantize (and always for loftq), as bitsandbytes 4-bit weights with a
+ * quantization_config in config.json.  One weight is held per job;
+ * results wait in an unlinked spool file beside residual_dir until
+ * both outputs are laid out.  Nothing is written on failure (the two
+ * directories are renamed into place one after the other, the base
+ * first).
+ */
+struct peftio_init_model_opts {
+	struct peftio_init_opts init;
+	double		 alpha;		/* lora_alpha; scale = alpha / rank */
+	int		 quantize;	/* -1, or enum peftio_q4type */
+	/* 1 when module (a weight's name without ".weight") is adapted;
+	 * NULL: every 2-D float weight. */
+	int		(*select)(void *arg, const char *module);
+	void		*select_arg;
+	/* Called once per module after it is initialised (may be NULL). */
+	void		(*report)(void *arg, const char *module,
+			    const struct peftio_lora_factors *f);
+	void		*report_arg;
+	unsigned	 flags;		/* PEFTIO_W_FORCE */
+	unsigned	 jobs;		/* weights at a time (0: 1); the
+					 * output does not depend on it */
+};
+
+int	peftio_init_model(const char *base, const char *adapter_dir,
+	    const char *residual_dir, const struct peftio_init_model_opts *o,
+	    struct peftio_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Rank surgery on LoRA adapters (resize.c)                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The best approximation of rank k of delta = scale b a (b m x r, a r x n)
+ * without forming delta: b = Qb Rb and a^T = Qa Ra (QR), the SVD of the
+ * r x r core scale Rb Ra^T = Uc S Vc^T, and b' = Qb Uc_k S_k^1/2,
+ * a' = S_k^1/2 Vc_k^T Qa^T.  The rank comes from o as in
+ * peftio_extract_lora() (o->rank, or by energy); the core is always
+ * decomposed exactly.  f gets b' (m x k), a' (k x n), the energy of
+ * delta, the fraction kept and the relative error.
+ */
+int	peftio_lora_resize(const float *b, const float *a, uint64_t m,
+	    uint64_t n, uint64_t r, double scale,
+	    const struct peftio_extract_opts *o, struct peftio_lora_factors *f,
+	    struct peftio_error *err);
+
+/*
+ * An adapter directory resized module by module (scale folded into the
+ * factors: lora_alpha = r' per module unless alpha > 0 is given), or
+ * converted: given the adapter written by an initialisation that
+ * changed the base (init) and the same adapter after training, the
+ * plain LoRA of rank 2r with delta = scale (B1 A1 - B0 A0), as PEFT's
+ * path_initial_model_for_weight_conversion writes it, for the original
+ * base.  Only plain LoRA (no DoRA, no bias, no embeddings) is taken.
+ */
+struct peftio_resize_opts {
+	struct peftio_extract_opts x;
+	double		 alpha;		/* 0: alpha = rank (scale 1) */
+	void		(*report)(void *arg, const char *module,
+			    const struct peftio_lora_factors *f);
+	void		*report_arg;
+	unsigned	 flags;		/* PEFTIO_W_FORCE */
+};
+
+int	peftio_resize_adapter(const char *in, const char *out,
+	    const struct peftio_resize_opts *o, struct peftio_error *err);
+int	peftio_convert_adapter(const char *init, const char *trained,
+	    const char *out, unsigned flags, struct peftio_error *err);
+
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif

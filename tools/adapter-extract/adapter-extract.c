@@ -17,6 +17,9 @@
 #define PREFIX		"base_model.model."
 #define ADAPTER_FILE	"adapter_model.safetensors"
 #define CONFIG_FILE	"adapter_config.json"
+/* The randomized SVD's defaults for --init. */
+#define INIT_OVERSAMPLE		16
+#define INIT_POWER_ITERS	4
 
 struct item {
 	size_t			 bi, ti;	/* index in base, in tuned */
@@ -45,6 +48,14 @@ struct opts {
 	unsigned		 jobs;
 	const char		*out;
 	int			 force;
+	/* --init, --convert, --resize */
+	int			 init;		/* method, or -1 */
+	int			 convert, resize;
+	const char		*residual;
+	unsigned		 loftq_iter;
+	int			 double_quant;
+	int			 qtype;		/* -t */
+	int			 quantize;	/* --quantize, or -1 */
 };
 
 static struct opts O;
@@ -59,8 +70,21 @@ usage(int status)
 	    "[--oversample p]\n"
 	    "                       [--power-iters q] [--exact] [--seed n] "
 	    "[-j jobs] [-o adapter_dir]\n"
-	    "                       [-f] [-q | -v] base tuned\n",
-	    cli_progname);
+	    "                       [-f] [-q | -v] base tuned\n"
+	    "       %s --init pissa|olora|loftq -r rank [--alpha a] "
+	    "[--exact] [--niter k]\n"
+	    "                       [--loftq-iter n] [--no-double-quant] "
+	    "[-t nf4|fp4]\n"
+	    "                       [--quantize nf4|fp4] [--target glob]... "
+	    "[--exclude glob]...\n"
+	    "                       [-j jobs] -o adapter_dir --residual "
+	    "model_dir base\n"
+	    "       %s --convert -o adapter_dir init_adapter "
+	    "trained_adapter\n"
+	    "       %s --resize (-r rank | --energy f [--max-rank r]) "
+	    "[--alpha a] [--exact]\n"
+	    "                       -o adapter_dir adapter\n",
+	    cli_progname, cli_progname, cli_progname, cli_progname);
 	exit(status);
 }
 
@@ -740,6 +764,88 @@ out:
 	return rc;
 }
 
+/* ------------------------------------------------------------------ */
+/* --init, --convert, --resize: the library does the work              */
+
+static int
+init_select(void *arg, const char *module)
+{
+	return selected(module);
+}
+
+/* With -v, the table extraction prints: one line per module. */
+static void
+report(void *arg, const char *module, const struct peftio_lora_factors *f)
+{
+	static int header;
+
+	if (cli_verbose < 2)
+		return;
+	if (!header++)
+		fprintf(stderr, "%-48s %5s %10s %10s %12s\n", "module",
+		    "rank", "energy", "rel.err", "norm");
+	fprintf(stderr, "%-48s %5llu %10.6f %10.3e %12.6e\n", module,
+	    (unsigned long long)f->rank, f->kept, f->rel_err,
+	    sqrt(f->energy));
+}
+
+static int
+run_init(void)
+{
+	struct peftio_init_model_opts io;
+	struct peftio_error err;
+
+	memset(&io, 0, sizeof(io));
+	peftio_init_opts_init(&io.init);
+	io.init.method = (enum peftio_init_method)O.init;
+	io.init.rank = O.x.rank;
+	io.alpha = O.has_alpha ? O.alpha : (double)O.x.rank;
+	io.init.scale = io.alpha / (double)O.x.rank;
+	io.init.exact = O.x.exact;
+	io.init.oversample = O.x.oversample;
+	io.init.power_iters = O.x.power_iters;
+	io.init.seed = O.x.seed;
+	io.init.loftq_iter = O.loftq_iter;
+	io.init.double_quant = O.double_quant;
+	io.init.qtype = (enum peftio_q4type)(O.quantize >= 0 ? O.quantize :
+	    O.qtype);
+	io.quantize = O.init == PEFTIO_INIT_LOFTQ ? -1 : O.quantize;
+	io.select = init_select;
+	io.report = report;
+	io.flags = O.force ? PEFTIO_W_FORCE : 0;
+	io.jobs = O.jobs;
+	if (peftio_init_model(O.base, O.out, O.residual, &io, &err) != 0)
+		return cli_error(&err);
+	return CLI_EXIT_OK;
+}
+
+static int
+run_resize(void)
+{
+	struct peftio_resize_opts ro;
+	struct peftio_error err;
+
+	memset(&ro, 0, sizeof(ro));
+	ro.x = O.x;
+	ro.alpha = O.has_alpha ? O.alpha : 0.0;
+	ro.report = report;
+	ro.flags = O.force ? PEFTIO_W_FORCE : 0;
+	if (peftio_resize_adapter(O.base, O.out, &ro, &err) != 0)
+		return cli_error(&err);
+	return CLI_EXIT_OK;
+}
+
+static int
+run_convert(void)
+{
+	struct peftio_error err;
+
+	if (peftio_convert_adapter(O.base, O.tuned, O.out,
+	    O.force ? PEFTIO_W_FORCE : 0, &err) != 0)
+		return cli_error(&err);
+	return CLI_EXIT_OK;
+}
+
 static int
 parse_double(const char *opt, const char *s, double lo, double hi,
     double *out)
@@ -762,7 +868,9 @@ main(int argc, char *argv[])
 {
 	enum { OPT_ENERGY = 256, OPT_MAXRANK, OPT_MINRANK, OPT_ALPHA,
 	    OPT_TARGET, OPT_EXCLUDE, OPT_OVERSAMPLE, OPT_POWER, OPT_EXACT,
-	    OPT_SEED, OPT_HELP, OPT_VERSION };
+	    OPT_SEED, OPT_HELP, OPT_VERSION, OPT_INIT, OPT_RESIDUAL,
+	    OPT_CONVERT, OPT_RESIZE, OPT_LOFTQ_ITER, OPT_NO_DQ, OPT_QUANTIZE,
+	    OPT_NITER };
 	static const struct option longopts[] = {
 		{ "rank", required_argument, NULL, 'r' },
 		{ "energy", required_argument, NULL, OPT_ENERGY },
@@ -780,19 +888,34 @@ main(int argc, char *argv[])
 		{ "force", no_argument, NULL, 'f' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "init", required_argument, NULL, OPT_INIT },
+		{ "residual", required_argument, NULL, OPT_RESIDUAL },
+		{ "convert", no_argument, NULL, OPT_CONVERT },
+		{ "resize", no_argument, NULL, OPT_RESIZE },
+		{ "loftq-iter", required_argument, NULL, OPT_LOFTQ_ITER },
+		{ "no-double-quant", no_argument, NULL, OPT_NO_DQ },
+		{ "type", required_argument, NULL, 't' },
+		{ "quantize", required_argument, NULL, OPT_QUANTIZE },
+		{ "niter", required_argument, NULL, OPT_NITER },
 		{ "help", no_argument, NULL, OPT_HELP },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{ NULL, 0, NULL, 0 }
 	};
 	uint64_t v;
 	int ch, has_rank = 0, has_energy = 0, has_max = 0, has_min = 0;
+	int has_init_only = 0, modes, has_svd = 0, has_jobs = 0;
 
 	cli_init("adapter-extract");
 	peftio_extract_opts_init(&O.x);
 	O.jobs = peftio_ncpus();
 	O.targets = xmalloc((size_t)argc * sizeof(*O.targets));
 	O.excludes = xmalloc((size_t)argc * sizeof(*O.excludes));
-	while ((ch = getopt_long(argc, argv, "fj:o:qr:v", longopts,
+	O.init = -1;
+	O.loftq_iter = 1;
+	O.double_quant = 1;
+	O.qtype = PEFTIO_Q4_NF4;
+	O.quantize = -1;
+	while ((ch = getopt_long(argc, argv, "fj:o:qr:t:v", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 'f':
@@ -802,6 +925,7 @@ main(int argc, char *argv[])
 			if (cli_parse_u64("-j", optarg, 0, 256, &v) != 0)
 				usage(CLI_EXIT_USAGE);
 			O.jobs = v == 0 ? peftio_ncpus() : (unsigned)v;
+			has_jobs = 1;
 			break;
 		case 'o':
 			O.out = optarg;
@@ -852,12 +976,14 @@ main(int argc, char *argv[])
 			if (cli_parse_u64("--oversample", optarg, 0, 4096,
 			    &O.x.oversample) != 0)
 				usage(CLI_EXIT_USAGE);
+			has_svd |= 1;
 			break;
 		case OPT_POWER:
 			if (cli_parse_u64("--power-iters", optarg, 0, 64,
 			    &v) != 0)
 				usage(CLI_EXIT_USAGE);
 			O.x.power_iters = (unsigned)v;
+			has_svd |= 2;
 			break;
 		case OPT_EXACT:
 			O.x.exact = 1;
@@ -866,6 +992,52 @@ main(int argc, char *argv[])
 			if (cli_parse_u64("--seed", optarg, 0, UINT64_MAX,
 			    &O.x.seed) != 0)
 				usage(CLI_EXIT_USAGE);
+			break;
+		case OPT_INIT:
+			if ((O.init = peftio_init_method_parse(optarg)) < 0) {
+				cli_warn("--init: '%s' is not pissa, olora or "
+				    "loftq", optarg);
+				usage(CLI_EXIT_USAGE);
+			}
+			break;
+		case OPT_RESIDUAL:
+			O.residual = optarg;
+			break;
+		case OPT_CONVERT:
+			O.convert = 1;
+			break;
+		case OPT_RESIZE:
+			O.resize = 1;
+			break;
+		case OPT_LOFTQ_ITER:
+			if (cli_parse_u64("--loftq-iter", optarg, 1, 1000,
+			    &v) != 0)
+				usage(CLI_EXIT_USAGE);
+			O.loftq_iter = (unsigned)v;
+			has_init_only = 1;
+			break;
+		case OPT_NO_DQ:
+			O.double_quant = 0;
+			has_init_only = 1;
+			break;
+		case 't':
+		case OPT_QUANTIZE:
+			if (peftio_q4type_parse(optarg) < 0) {
+				cli_warn("%s: '%s' is not nf4 or fp4",
+				    ch == 't' ? "-t" : "--quantize", optarg);
+				usage(CLI_EXIT_USAGE);
+			}
+			if (ch == 't')
+				O.qtype = peftio_q4type_parse(optarg);
+			else
+				O.quantize = peftio_q4type_parse(optarg);
+			has_init_only = 1;
+			break;
+		case OPT_NITER:
+			if (cli_parse_u64("--niter", optarg, 0, 64, &v) != 0)
+				usage(CLI_EXIT_USAGE);
+			O.x.power_iters = (unsigned)v;
+			has_svd |= 2;
 			break;
 		case OPT_HELP:
 			usage(CLI_EXIT_OK);
@@ -879,6 +1051,81 @@ main(int argc, char *argv[])
 	}
 	argc -= optind;
 	argv += optind;
+	modes = (O.init >= 0) + O.convert + O.resize;
+	if (modes > 1) {
+		cli_warn("--init, --convert and --resize exclude each other");
+		usage(CLI_EXIT_USAGE);
+	}
+	if ((has_init_only || O.residual != NULL) && O.init < 0) {
+		cli_warn("--residual, --loftq-iter, --no-double-quant, -t and "
+		    "--quantize go with --init");
+		usage(CLI_EXIT_USAGE);
+	}
+	if (modes == 1 && O.out == NULL) {
+		cli_warn("no output given: use -o ADAPTER_DIR");
+		usage(CLI_EXIT_USAGE);
+	}
+	if (O.init >= 0) {
+		if (argc != 1 || !has_rank || O.residual == NULL ||
+		    has_energy || has_max || has_min) {
+			cli_warn("--init needs -r RANK, -o ADAPTER_DIR, "
+			    "--residual MODEL_DIR and one base model");
+			usage(CLI_EXIT_USAGE);
+		}
+		O.base = argv[0];
+		/* A weight's spectrum is flatter than a fine-tuning
+		 * delta's: more test vectors and power iterations. */
+		if (!(has_svd & 1))
+			O.x.oversample = INIT_OVERSAMPLE;
+		if (!(has_svd & 2))
+			O.x.power_iters = INIT_POWER_ITERS;
+		/* One weight at a time unless asked: memory is per job. */
+		if (!has_jobs)
+			O.jobs = 1;
+		if (strcmp(O.out, O.residual) == 0 ||
+		    strcmp(O.out, O.base) == 0 ||
+		    strcmp(O.residual, O.base) == 0) {
+			cli_warn("%s: the outputs and the base must differ",
+			    O.out);
+			return CLI_EXIT_ERROR;
+		}
+		return run_init();
+	}
+	if (O.convert) {
+		if (argc != 2 || has_rank || has_energy || has_max ||
+		    has_min || O.has_alpha) {
+			cli_warn("--convert takes two adapters and no rank "
+			    "options");
+			usage(CLI_EXIT_USAGE);
+		}
+		O.base = argv[0];
+		O.tuned = argv[1];
+		if (strcmp(O.out, O.base) == 0 || strcmp(O.out, O.tuned) == 0) {
+			cli_warn("%s: the output would overwrite an input",
+			    O.out);
+			return CLI_EXIT_ERROR;
+		}
+		return run_convert();
+	}
+	if (O.resize) {
+		if (argc != 1 || has_rank == (has_energy || has_max)) {
+			cli_warn("--resize needs one adapter and either -r "
+			    "or --energy/--max-rank");
+			usage(CLI_EXIT_USAGE);
+		}
+		O.base = argv[0];
+		if (!has_rank) {
+			O.x.rank = 0;
+			if (!has_energy)
+				O.x.energy = 0.99;
+		}
+		if (strcmp(O.out, O.base) == 0) {
+			cli_warn("%s: the output would overwrite an input",
+			    O.out);
+			return CLI_EXIT_ERROR;
+		}
+		return run_resize();
+	}
 	if (argc != 2) {
 		if (argc > 2)
 			cli_warn("too many arguments");
