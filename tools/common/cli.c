@@ -212,6 +212,67 @@ cli_parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max,
 	return 0;
 }
 
+void
+cli_common_init(struct cli_common *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->jobs = peftio_ncpus();
+}
+
+int
+cli_common_opt(struct cli_common *c, int ch, const char *arg,
+    void (*usage)(int))
+{
+	uint64_t v;
+
+	switch (ch) {
+	case 'f':
+		c->force = 1;
+		return 1;
+	case 'h':
+		usage(CLI_EXIT_OK);
+		return 1;
+	case 'j':
+		if (cli_parse_u64("-j", arg, 0, PEFTIO_MAX_JOBS, &v) != 0)
+			usage(CLI_EXIT_USAGE);
+		c->jobs = v == 0 ? peftio_ncpus() : (unsigned)v;
+		return 1;
+	case 'o':
+		c->out = arg;
+		return 1;
+	case 'q':
+		cli_verbose = 0;
+		return 1;
+	case 'v':
+		cli_verbose = cli_verbose < 1 ? 2 : cli_verbose + 1;
+		return 1;
+	case CLI_OPT_VERSION:
+		printf("%s (peftio) %s\n", cli_progname, peftio_version());
+		exit(CLI_EXIT_OK);
+	}
+	return 0;
+}
+
+int
+cli_common_output(struct cli_common *c, const char *const *in, size_t nin,
+    void (*usage)(int))
+{
+	if (c->out == NULL) {
+		if (nin == 0 || strcmp(in[0], "-") != 0) {
+			cli_warn("no output given: use -o FILE, -o DIR or "
+			    "-o - for standard output");
+			usage(CLI_EXIT_USAGE);
+		}
+		c->out = "-";
+	}
+	if (strcmp(c->out, "-") == 0 && isatty(STDOUT_FILENO) && !c->force) {
+		cli_warn("standard output is a terminal; not writing a "
+		    "checkpoint there (use -f to force)");
+		return CLI_EXIT_ERROR;
+	}
+	return cli_check_clash(c->out, in, nin);
+}
+
 int
 cli_parse_float_dtype(const char *opt, const char *s)
 {

@@ -34,6 +34,56 @@ void	cli_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A peftio_note_fn: the library's note as cli_debug(). */
 void	cli_note(void *arg, const char *msg);
 
+/*
+ * The options every tool shares: -f/--force, -j/--jobs N (0: one per
+ * CPU, at most PEFTIO_MAX_JOBS), -o/--output PATH, -q/--quiet,
+ * -v/--verbose, -h/--help and --version.  A tool puts CLI_COMMON_SHORT
+ * in its getopt string and CLI_COMMON_LONG in its option table, and
+ * hands every option to cli_common_opt() first.
+ */
+struct cli_common {
+	const char	*out;		/* NULL until -o */
+	int		 force;
+	unsigned	 jobs;
+};
+
+#define CLI_OPT_VERSION	0x7ff0
+#define CLI_COMMON_SHORT	"fhj:o:qv"
+#define CLI_COMMON_LONG							\
+	{ "force", no_argument, NULL, 'f' },				\
+	{ "help", no_argument, NULL, 'h' },				\
+	{ "jobs", required_argument, NULL, 'j' },			\
+	{ "output", required_argument, NULL, 'o' },			\
+	{ "quiet", no_argument, NULL, 'q' },				\
+	{ "verbose", no_argument, NULL, 'v' },				\
+	{ "version", no_argument, NULL, CLI_OPT_VERSION }
+
+/* The same without -f and -o, for a tool that only reads. */
+#define CLI_READER_SHORT	"hj:qv"
+#define CLI_READER_LONG							\
+	{ "help", no_argument, NULL, 'h' },				\
+	{ "jobs", required_argument, NULL, 'j' },			\
+	{ "quiet", no_argument, NULL, 'q' },				\
+	{ "verbose", no_argument, NULL, 'v' },				\
+	{ "version", no_argument, NULL, CLI_OPT_VERSION }
+
+/* Set the defaults (jobs: one per CPU). */
+void	cli_common_init(struct cli_common *c);
+/* 1 when ch was a common option (handled), 0 when it is the tool's;
+ * --help and --version exit 0, a bad -j calls usage(CLI_EXIT_USAGE). */
+int	cli_common_opt(struct cli_common *c, int ch, const char *arg,
+	    void (*usage)(int));
+
+/*
+ * The output of a tool that writes a checkpoint, checked before any
+ * work: without -o, standard output when the first input is "-" (else
+ * usage); never a checkpoint on a terminal without -f; never an output
+ * that is, holds or lies inside one of the inputs.  0, or the exit
+ * status after a message.
+ */
+int	cli_common_output(struct cli_common *c, const char *const *in,
+	    size_t nin, void (*usage)(int));
+
 /* Parse a decimal integer in [min, max]; 0 or -1 with a message. */
 int	cli_parse_u64(const char *opt, const char *s, uint64_t min,
 	    uint64_t max, uint64_t *out);

@@ -34,15 +34,13 @@ struct opts {
 	int			 dtype;		/* -1: keep */
 	const char		**incl, **excl;
 	size_t			 nincl, nexcl;
-	unsigned		 jobs;
-	const char		*out;
-	int			 force;
 	int			 allow_nonfinite;
 	int			 index_only;
 };
 
 static struct opts O = { PEFTIO_Q4_NF4, 64, 1, 0, -1, NULL, NULL, 0, 0, 0,
-	NULL, 0, 0, 0 };
+	0 };
+static struct cli_common C;
 
 struct run {
 	struct peftio_ckpt	*in;
@@ -242,7 +240,7 @@ prepass_offsets(struct run *r, struct peftio_error *err)
 		if (r->xi[i].act != PEFTIO_XF_CUSTOM)
 			continue;
 		if ((rc = peftio_bnb_prepass(r->in, i, &r->items[i].bo,
-		    !O.allow_nonfinite, O.jobs, err)) != 0)
+		    !O.allow_nonfinite, C.jobs, err)) != 0)
 			return rc;
 		peftio_ckpt_release(r->in, i);
 		cli_progress(i, r->n, "scanning");
@@ -277,7 +275,7 @@ quantize_one(struct peftio_xf *x, struct run *r, size_t i,
 	if ((rc = peftio_bnb_quantize_tensor(r->in, i, &it->bo.qs,
 	    xscratch(&j->buf[B_PACKED], (n + 1) / 2),
 	    xscratch(&j->buf[B_ABSMAX], nb * sizeof(float)),
-	    !O.dq && !O.allow_nonfinite, O.jobs, err)) != 0)
+	    !O.dq && !O.allow_nonfinite, C.jobs, err)) != 0)
 		return rc;
 	return peftio_xf_submit(x, write_quant, err);
 }
@@ -339,7 +337,7 @@ dequantize_one(struct peftio_xf *x, struct run *r, size_t i,
 		j->name = peftio_ckpt_tensor(r->in, i)->name;
 		peftio_dtype_nbytes(it->dt, n, &j->len);
 		if ((rc = peftio_bnb_dequantize_part(r->in, &it->bw, it->dt,
-		    xscratch(&j->buf[0], j->len), e0, n, O.jobs, err)) == 0)
+		    xscratch(&j->buf[0], j->len), e0, n, C.jobs, err)) == 0)
 			rc = peftio_xf_submit(x, peftio_xf_job_write, err);
 	}
 	peftio_ckpt_release(r->in, i);
@@ -461,7 +459,7 @@ run(const char *input)
 {
 	struct peftio_error err = { 0, 0, "" };
 	struct run r;
-	unsigned flags = O.force ? PEFTIO_W_FORCE : 0;
+	unsigned flags = C.force ? PEFTIO_W_FORCE : 0;
 	size_t i;
 	int rc;
 
@@ -477,13 +475,13 @@ run(const char *input)
 	if (rc == 0 && !O.decode)
 		rc = plan_quant(&r, &err);
 	if (rc == 0 && O.index_only)
-		rc = peftio_transform_index(r.in, r.xi, &Ops, &r, O.out, flags,
+		rc = peftio_transform_index(r.in, r.xi, &Ops, &r, C.out, flags,
 		    &err);
 	else if (rc == 0) {
 		if (!O.decode && O.dq)
 			rc = prepass_offsets(&r, &err);
 		if (rc == 0)
-			rc = peftio_transform(r.in, r.xi, &Ops, &r, O.out,
+			rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
 			    flags, &err);
 	}
 	if (rc != 0)
@@ -500,7 +498,7 @@ int
 main(int argc, char *argv[])
 {
 	enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
-	    OPT_INDEX, OPT_HELP, OPT_VERSION };
+	    OPT_INDEX };
 	static const struct option longopts[] = {
 		{ "type", required_argument, NULL, 't' },
 		{ "blocksize", required_argument, NULL, 'b' },
@@ -512,26 +510,20 @@ main(int argc, char *argv[])
 		{ "exclude", required_argument, NULL, OPT_EXCL },
 		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
 		{ "index-only", no_argument, NULL, OPT_INDEX },
-		{ "jobs", required_argument, NULL, 'j' },
-		{ "output", required_argument, NULL, 'o' },
-		{ "force", no_argument, NULL, 'f' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, OPT_HELP },
-		{ "version", no_argument, NULL, OPT_VERSION },
+		CLI_COMMON_LONG,
 		{ NULL, 0, NULL, 0 }
 	};
 	uint64_t v;
-	int ch, t;
+	int ch, t, rc;
 
 	cli_init("nf4-quant");
-	O.jobs = peftio_ncpus();
-	O.incl = calloc((size_t)argc + 1, sizeof(char *));
-	O.excl = calloc((size_t)argc + 1, sizeof(char *));
-	if (O.incl == NULL || O.excl == NULL)
-		return CLI_EXIT_ERROR;
-	while ((ch = getopt_long(argc, argv, "b:dfj:o:qt:v", longopts,
-	    NULL)) != -1) {
+	cli_common_init(&C);
+	O.incl = xcalloc((size_t)argc + 1, sizeof(char *));
+	O.excl = xcalloc((size_t)argc + 1, sizeof(char *));
+	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "b:dt:",
+	    longopts, NULL)) != -1) {
+		if (cli_common_opt(&C, ch, optarg, usage))
+			continue;
 		switch (ch) {
 		case 'b':
 			if (cli_parse_u64("-b", optarg, 32, 4096, &v) != 0)
@@ -546,20 +538,6 @@ main(int argc, char *argv[])
 		case 'd':
 			O.decode = 1;
 			break;
-		case 'f':
-			O.force = 1;
-			break;
-		case 'j':
-			if (cli_parse_u64("-j", optarg, 0, 256, &v) != 0)
-				usage(CLI_EXIT_USAGE);
-			O.jobs = v == 0 ? peftio_ncpus() : (unsigned)v;
-			break;
-		case 'o':
-			O.out = optarg;
-			break;
-		case 'q':
-			cli_verbose = 0;
-			break;
 		case 't':
 			if ((t = peftio_q4type_parse(optarg)) < 0) {
 				cli_warn("-t: unknown type %s (use nf4 or fp4)",
@@ -567,9 +545,6 @@ main(int argc, char *argv[])
 				usage(CLI_EXIT_USAGE);
 			}
 			O.type = (enum peftio_q4type)t;
-			break;
-		case 'v':
-			cli_verbose = cli_verbose < 1 ? 2 : cli_verbose + 1;
 			break;
 		case OPT_NODQ:
 			O.dq = 0;
@@ -591,11 +566,6 @@ main(int argc, char *argv[])
 		case OPT_INDEX:
 			O.index_only = 1;
 			break;
-		case OPT_HELP:
-			usage(CLI_EXIT_OK);
-		case OPT_VERSION:
-			printf("nf4-quant (peftio) %s\n", peftio_version());
-			return CLI_EXIT_OK;
 		default:
 			usage(CLI_EXIT_USAGE);
 		}
@@ -604,29 +574,17 @@ main(int argc, char *argv[])
 	argv += optind;
 	if (argc != 1)
 		usage(CLI_EXIT_USAGE);
-	if (O.out == NULL) {
-		if (strcmp(argv[0], "-") != 0) {
-			cli_warn("no output given: use -o FILE, -o DIR or "
-			    "-o - for standard output");
-			usage(CLI_EXIT_USAGE);
-		}
-		O.out = "-";
-	}
 	if (O.index_only) {
-		if (strcmp(O.out, "-") == 0 ||
-		    cli_ends_with(O.out, ".safetensors")) {
+		if (C.out == NULL || strcmp(C.out, "-") == 0 ||
+		    cli_ends_with(C.out, ".safetensors")) {
 			cli_warn("--index-only writes into the directory of "
 			    "the shards: use -o DIR");
 			usage(CLI_EXIT_USAGE);
 		}
 		return run(argv[0]);
 	}
-	if (strcmp(O.out, "-") == 0 && isatty(STDOUT_FILENO) && !O.force) {
-		cli_warn("standard output is a terminal; not writing a "
-		    "checkpoint there (use -f to force)");
-		return CLI_EXIT_ERROR;
-	}
-	if (cli_check_clash(O.out, (const char *const *)argv, 1) != 0)
-		return CLI_EXIT_ERROR;
+	if ((rc = cli_common_output(&C, (const char *const *)argv, 1,
+	    usage)) != 0)
+		return rc;
 	return run(argv[0]);
 }
