@@ -1173,6 +1173,35 @@ int	peftio_merge_rows(struct peftio_merge *m, float *w, uint64_t row0,
 	    struct peftio_error *err);
 void	peftio_merge_end(struct peftio_merge *m);
 
+/*
+ * A base checkpoint's tensor merged a block of rows at a time
+ * (merge_stream.c): tensor i of c (or the 4-bit weight bw, dequantized
+ * as bitsandbytes does, when bw is not NULL) is read, converted to f32,
+ * given the change of the tensors m touches (none when m is NULL),
+ * converted to dt and handed out: out->buffer() gives the memory for
+ * the next block (nbytes of output at byte offset of the tensor), and
+ * out->put(), when not NULL, takes it once it is filled.  Without
+ * allow_nonfinite a merged value that is NaN or Inf is
+ * PEFTIO_ENONFINITE naming the element.  The stream keeps its buffers
+ * from one tensor to the next.
+ */
+struct peftio_merge_stream;
+
+struct peftio_merge_out {
+	void	*(*buffer)(void *arg, uint64_t offset, uint64_t nbytes);
+	int	 (*put)(void *arg, struct peftio_error *err);
+	void	*arg;
+};
+
+int	peftio_merge_stream_new(struct peftio_merge_stream **out,
+	    struct peftio_merge *m, unsigned nthreads, int allow_nonfinite,
+	    struct peftio_error *err);
+int	peftio_merge_stream_tensor(struct peftio_merge_stream *s,
+	    struct peftio_ckpt *c, size_t i, const struct peftio_bnb_weight *bw,
+	    enum peftio_dtype dt, const struct peftio_merge_out *out,
+	    struct peftio_error *err);
+void	peftio_merge_stream_free(struct peftio_merge_stream *s);
+
 /* ------------------------------------------------------------------ */
 /* Merge recipes (recipe.c)                                            */
 /* ------------------------------------------------------------------ */
