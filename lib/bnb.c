@@ -553,3 +553,33 @@ peftio_bnb_dequantize_part(struct peftio_ckpt *c,
 	free(absmax);
 	return 0;
 }
+
+long
+peftio_bnb_group(struct peftio_ckpt *c, struct peftio_xf_item *xi,
+    struct peftio_bnb_weight *bw, struct peftio_error *err)
+{
+	struct peftio_bnb_weight w;
+	size_t i, n = peftio_ckpt_count(c);
+	long nw = 0;
+	int rc;
+
+	for (i = 0; i < n; i++)
+		xi[i].act = PEFTIO_XF_COPY;
+	for (i = 0; i < n; i++) {
+		if ((rc = peftio_bnb_lookup(c, i, &w, err)) < 0)
+			return rc;
+		if (rc == 0)
+			continue;
+		bw[w.weight] = w;
+		xi[w.weight].act = PEFTIO_XF_CUSTOM;
+		xi[w.quant_state].act = PEFTIO_XF_SKIP;
+		xi[w.absmax].act = PEFTIO_XF_SKIP;
+		xi[w.quant_map].act = PEFTIO_XF_SKIP;
+		if (w.qs.double_quant) {
+			xi[w.nested_absmax].act = PEFTIO_XF_SKIP;
+			xi[w.nested_quant_map].act = PEFTIO_XF_SKIP;
+		}
+		nw++;
+	}
+	return nw;
+}

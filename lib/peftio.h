@@ -782,6 +782,16 @@ int	peftio_bnb_lookup(struct peftio_ckpt *c, size_t i,
 int	peftio_bnb_dequantize(struct peftio_ckpt *c,
 	    const struct peftio_bnb_weight *bw, enum peftio_dtype dt, void *out,
 	    unsigned nthreads, struct peftio_error *err);
+/*
+ * Plan a transform of c's 4-bit weights: for each, xi[W] is
+ * PEFTIO_XF_CUSTOM and bw[W] describes it, its companion tensors are
+ * PEFTIO_XF_SKIP; every other tensor is PEFTIO_XF_COPY (bw's other
+ * entries are left alone).  The number of 4-bit weights, or a negative
+ * PEFTIO_E* value.
+ */
+struct peftio_xf_item;
+long	peftio_bnb_group(struct peftio_ckpt *c, struct peftio_xf_item *xi,
+	    struct peftio_bnb_weight *bw, struct peftio_error *err);
 /* Only elements [e0, e0 + n) into out; e0 is a multiple of
  * peftio_bnb_part_align(bw) (a whole number of blocks, and of nested
  * blocks with double quantization). */

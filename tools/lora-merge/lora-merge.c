@@ -23,7 +23,6 @@ struct item {
 	enum peftio_dtype	 dt;		/* output dtype */
 	int			 touched;	/* changed by the merge */
 	int			 is_bnb;
-	struct peftio_bnb_weight bw;
 	struct peftio_bnb_out	 bo;		/* REQUANT: the new weight */
 };
 
@@ -50,6 +49,7 @@ struct run {
 	struct peftio_ckpt	*in;
 	struct peftio_xf_item	*xi;
 	struct item		*items;
+	struct peftio_bnb_weight *bw;	/* the base's 4-bit weights */
 	size_t			 n;
 	struct peftio_merge	*m;
 	struct peftio_merge_stream *ms;
@@ -90,9 +90,9 @@ shape_of(void *arg, const char *name, int *ndim, uint64_t *shape)
 	if (i < 0 || r->xi[i].act == PEFTIO_XF_SKIP)
 		return -1;
 	if (r->items[i].is_bnb) {
-		*ndim = r->items[i].bw.qs.ndim;
+		*ndim = r->bw[i].qs.ndim;
 		for (d = 0; d < *ndim; d++)
-			shape[d] = r->items[i].bw.qs.shape[d];
+			shape[d] = r->bw[i].qs.shape[d];
 		return 0;
 	}
 	ti = peftio_ckpt_tensor(r->in, (size_t)i);
@@ -109,33 +109,19 @@ shape_of(void *arg, const char *name, int *ndim, uint64_t *shape)
 static int
 plan_base(struct run *r, struct peftio_error *err)
 {
-	struct peftio_bnb_weight bw;
-	struct item *it;
 	size_t i;
-	int rc;
+	long nw;
 
+	if ((nw = peftio_bnb_group(r->in, r->xi, r->bw, err)) < 0)
+		return (int)nw;
 	for (i = 0; i < r->n; i++)
-		r->xi[i].act = PEFTIO_XF_COPY;
-	for (i = 0; i < r->n; i++) {
-		if ((rc = peftio_bnb_lookup(r->in, i, &bw, err)) < 0)
-			return rc;
-		if (rc == 0)
-			continue;
-		it = &r->items[bw.weight];
-		it->is_bnb = 1;
-		it->bw = bw;
-		it->act = DEQUANT;
-		it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype : bw.qs.dtype;
-		r->xi[bw.weight].act = PEFTIO_XF_CUSTOM;
-		r->xi[bw.quant_state].act = PEFTIO_XF_SKIP;
-		r->xi[bw.absmax].act = PEFTIO_XF_SKIP;
-		r->xi[bw.quant_map].act = PEFTIO_XF_SKIP;
-		if (bw.qs.double_quant) {
-			r->xi[bw.nested_absmax].act = PEFTIO_XF_SKIP;
-			r->xi[bw.nested_quant_map].act = PEFTIO_XF_SKIP;
+		if (r->xi[i].act == PEFTIO_XF_CUSTOM) {
+			r->items[i].is_bnb = 1;
+			r->items[i].act = DEQUANT;
+			r->items[i].dt = O.dtype >= 0 ?
+			    (enum peftio_dtype)O.dtype : r->bw[i].qs.dtype;
 		}
-		r->quantized = 1;
-	}
+	r->quantized = nw > 0;
 	return 0;
 }
 
@@ -169,10 +155,10 @@ plan_merge(struct run *r, struct peftio_error *err)
 		r->nmerged += it->touched;
 		if (it->is_bnb) {
 			if (O.requant && !it->touched)
-				keep_bnb(r, &it->bw);
+				keep_bnb(r, &r->bw[i]);
 			else if (O.requant) {
 				it->act = REQUANT;
-				it->bo.qs = it->bw.qs;
+				it->bo.qs = r->bw[i].qs;
 				if (O.dtype >= 0)
 					it->bo.qs.dtype =
 					    (enum peftio_dtype)O.dtype;
@@ -248,7 +234,7 @@ merge_whole(struct run *r, size_t i, struct peftio_error *err)
 
 	peftio_dtype_nbytes(it->bo.qs.dtype, it->bo.qs.numel, &nbytes);
 	xscratch(&r->whole, nbytes);
-	return peftio_merge_stream_tensor(r->ms, r->in, i, &it->bw,
+	return peftio_merge_stream_tensor(r->ms, r->in, i, &r->bw[i],
 	    it->bo.qs.dtype, &out, err);
 }
 
@@ -332,7 +318,7 @@ declare(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 		    ti->name, &it->bo, err);
 	case DEQUANT:
 		return peftio_xf_declare(x, i, ti->name, it->dt,
-		    it->bw.qs.ndim, it->bw.qs.shape, err);
+		    r->bw[i].qs.ndim, r->bw[i].qs.shape, err);
 	case MERGE:
 		break;
 	}
@@ -355,7 +341,7 @@ compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 		return requant_one(x, r, i, err);
 	}
 	if ((rc = peftio_merge_stream_tensor(r->ms, r->in, i,
-	    it->is_bnb ? &it->bw : NULL, it->dt, &out, err)) != 0)
+	    it->is_bnb ? &r->bw[i] : NULL, it->dt, &out, err)) != 0)
 		return rc;
 	if (it->touched)
 		cli_debug("%s: merged (%s)", ti->name,
@@ -428,6 +414,7 @@ run(void)
 		r.n = peftio_ckpt_count(r.in);
 		r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
 		r.items = xcalloc(r.n + 1, sizeof(*r.items));
+		r.bw = xcalloc(r.n + 1, sizeof(*r.bw));
 		rc = plan_base(&r, &err);
 	}
 	memset(&mo, 0, sizeof(mo));
@@ -462,6 +449,7 @@ run(void)
 		peftio_bnb_out_free(&r.items[i].bo);
 	peftio_scratch_free(&r.whole);
 	free(r.items);
+	free(r.bw);
 	free(r.xi);
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }

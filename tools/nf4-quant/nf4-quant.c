@@ -22,7 +22,6 @@
 struct item {
 	int			 quant;	/* else dequantized */
 	struct peftio_bnb_out	 bo;	/* quantized: the plan */
-	struct peftio_bnb_weight bw;	/* dequantized: the input weight */
 	enum peftio_dtype	 dt;	/* dequantized: the output dtype */
 };
 
@@ -46,6 +45,7 @@ struct run {
 	struct peftio_ckpt	*in;
 	struct peftio_xf_item	*xi;
 	struct item		*items;
+	struct peftio_bnb_weight *bw;	/* dequantized: the input weights */
 	size_t			 n, nq;
 	uint64_t		 in_bytes;
 };
@@ -286,34 +286,18 @@ quantize_one(struct peftio_xf *x, struct run *r, size_t i,
 static int
 plan_dequant(struct run *r, struct peftio_error *err)
 {
-	struct peftio_bnb_weight bw;
-	struct item *it;
 	size_t i;
-	int rc;
+	long nw;
 
-	for (i = 0; i < r->n; i++)
-		r->xi[i].act = PEFTIO_XF_COPY;
-	for (i = 0; i < r->n; i++) {
-		if ((rc = peftio_bnb_lookup(r->in, i, &bw, err)) < 0)
-			return rc;
-		if (rc == 0)
-			continue;
-		it = &r->items[bw.weight];
-		it->bw = bw;
-		it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype : bw.qs.dtype;
-		r->xi[bw.weight].act = PEFTIO_XF_CUSTOM;
-		r->xi[bw.quant_state].act = PEFTIO_XF_SKIP;
-		r->xi[bw.absmax].act = PEFTIO_XF_SKIP;
-		r->xi[bw.quant_map].act = PEFTIO_XF_SKIP;
-		if (bw.qs.double_quant) {
-			r->xi[bw.nested_absmax].act = PEFTIO_XF_SKIP;
-			r->xi[bw.nested_quant_map].act = PEFTIO_XF_SKIP;
-		}
-		r->nq++;
-	}
+	if ((nw = peftio_bnb_group(r->in, r->xi, r->bw, err)) < 0)
+		return (int)nw;
+	r->nq = (size_t)nw;
 	for (i = 0; i < r->n; i++)
 		if (r->xi[i].act == PEFTIO_XF_COPY)
 			plan_plain(r, i);
+		else if (r->xi[i].act == PEFTIO_XF_CUSTOM)
+			r->items[i].dt = O.dtype >= 0 ?
+			    (enum peftio_dtype)O.dtype : r->bw[i].qs.dtype;
 	return 0;
 }
 
@@ -326,17 +310,17 @@ dequantize_one(struct peftio_xf *x, struct run *r, size_t i,
     struct peftio_error *err)
 {
 	struct item *it = &r->items[i];
-	uint64_t al = peftio_bnb_part_align(&it->bw), e0, n;
+	uint64_t al = peftio_bnb_part_align(&r->bw[i]), e0, n;
 	uint64_t piece = DEQ_PIECE > al ? DEQ_PIECE / al * al : al;
 	struct peftio_xf_job *j;
 	int rc = 0;
 
-	for (e0 = 0; e0 < it->bw.qs.numel && rc == 0; e0 += n) {
-		n = min_u64(piece, it->bw.qs.numel - e0);
+	for (e0 = 0; e0 < r->bw[i].qs.numel && rc == 0; e0 += n) {
+		n = min_u64(piece, r->bw[i].qs.numel - e0);
 		j = peftio_xf_slot(x);
 		j->name = peftio_ckpt_tensor(r->in, i)->name;
 		peftio_dtype_nbytes(it->dt, n, &j->len);
-		if ((rc = peftio_bnb_dequantize_part(r->in, &it->bw, it->dt,
+		if ((rc = peftio_bnb_dequantize_part(r->in, &r->bw[i], it->dt,
 		    xscratch(&j->buf[0], j->len), e0, n, C.jobs, err)) == 0)
 			rc = peftio_xf_submit(x, peftio_xf_job_write, err);
 	}
@@ -357,8 +341,8 @@ declare(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 	if (it->quant)
 		return peftio_bnb_declare(peftio_xf_writer(x),
 		    r->xi[i].shard, name, &it->bo, err);
-	return peftio_xf_declare(x, i, name, it->dt, it->bw.qs.ndim,
-	    it->bw.qs.shape, err);
+	return peftio_xf_declare(x, i, name, it->dt, r->bw[i].qs.ndim,
+	    r->bw[i].qs.shape, err);
 }
 
 static int
@@ -379,7 +363,7 @@ compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 	} else {
 		rc = dequantize_one(x, r, i, err);
 		cli_debug("%s: %s -> %s", ti->name,
-		    peftio_q4type_name(it->bw.qs.type),
+		    peftio_q4type_name(r->bw[i].qs.type),
 		    peftio_dtype_name(it->dt));
 	}
 	r->in_bytes += ti->nbytes;
@@ -396,8 +380,8 @@ expect(struct peftio_xf_check *chk, size_t i, void *ctx,
 
 	if (it->quant)
 		return peftio_bnb_expect(chk, i, name, &it->bo.qs, err);
-	return peftio_xf_expect(chk, i, name, it->dt, it->bw.qs.ndim,
-	    it->bw.qs.shape, err);
+	return peftio_xf_expect(chk, i, name, it->dt, r->bw[i].qs.ndim,
+	    r->bw[i].qs.shape, err);
 }
 
 /* config.json: the quantization_config added, or removed with -d. */
@@ -471,6 +455,7 @@ run(const char *input)
 	r.n = peftio_ckpt_count(r.in);
 	r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
 	r.items = xcalloc(r.n + 1, sizeof(*r.items));
+	r.bw = xcalloc(r.n + 1, sizeof(*r.bw));
 	rc = O.decode ? plan_dequant(&r, &err) : check_input(r.in, &err);
 	if (rc == 0 && !O.decode)
 		rc = plan_quant(&r, &err);
@@ -489,6 +474,7 @@ run(const char *input)
 	for (i = 0; i < r.n; i++)
 		peftio_bnb_out_free(&r.items[i].bo);
 	free(r.items);
+	free(r.bw);
 	free(r.xi);
 	peftio_ckpt_close(r.in);
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
