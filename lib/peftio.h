@@ -480,6 +480,16 @@ void	peftio_ckptw_free(struct peftio_ckptw *w);
 /* Shard file name as transformers writes it: model-00001-of-00003.safetensors */
 void	peftio_shard_name(char *buf, size_t len, size_t i, size_t n);
 
+/*
+ * kind.c: refuse what quantizing would make nonsense of (0 for a plain
+ * model): a PEFT adapter, or a checkpoint quantized already by
+ * bitsandbytes (4-bit or 8-bit) or by any method its config.json's
+ * quantization_config names.  The message says what it is and what to
+ * do instead.
+ */
+int	peftio_check_unquantized(struct peftio_ckpt *c,
+	    struct peftio_error *err);
+
 /* ------------------------------------------------------------------ */
 /* Which tensors the tools touch (select.c)                            */
 /* ------------------------------------------------------------------ */
