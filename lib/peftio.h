@@ -560,6 +560,32 @@ void	peftio_dq_dequantize(const float *code, const uint8_t *qabsmax,
 	    float *absmax);
 
 /* ------------------------------------------------------------------ */
+/* LLM.int8 row-wise quantization (int8.c)                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * bitsandbytes' int8_vectorwise_quant as its CUDA kernel computes it
+ * (bnb-nf4.md section 12): each value rounded to float16 first, SCB[r]
+ * = max |x| of row r, code = rint(x * (127 * gpu_rcp(SCB[r]))); a row
+ * of zeros codes to zeros.  Rows [r0, r1) of the row-major tensor in
+ * (F32, F16 or BF16, cols values a row) are quantized into codes and
+ * scb, both indexed from row 0.  PEFTIO_EINVAL for another dtype.
+ */
+int	peftio_int8_quantize(enum peftio_dtype dt, const void *in,
+	    uint64_t cols, uint64_t r0, uint64_t r1, int8_t *codes,
+	    float *scb);
+/* The scale of a row: __fdividef(127.0f, absmax) on the GPU. */
+float	peftio_int8_scale(float absmax);
+/* int8_vectorwise_dequant: (code * SCB[r]) * (float)(1/127), rounded
+ * after each product, then to dt.  Rows [r0, r1); codes and scb are
+ * indexed from row 0, out from row r0. */
+int	peftio_int8_dequantize(const int8_t *codes, const float *scb,
+	    uint64_t cols, uint64_t r0, uint64_t r1, enum peftio_dtype dt,
+	    void *out);
+/* Bits per parameter of an 8-bit weight: 8 + 32 / cols. */
+double	peftio_int8_bits_per_param(uint64_t cols);
+
+/* ------------------------------------------------------------------ */
 /* The bitsandbytes on-disk form (bnb.c)                               */
 /* ------------------------------------------------------------------ */
 
@@ -606,6 +632,7 @@ struct peftio_bnb_weight {
 	size_t		 nested_quant_map;	/* W.nested_quant_map (DQ) */
 	size_t		 quant_state;		/* W.quant_state.bitsandbytes__* */
 	struct peftio_quant_state qs;
+	enum peftio_dtype storage;		/* W's dtype: U8, BF16, F16, F32 */
 };
 
 /*
@@ -629,6 +656,95 @@ int	peftio_bnb_dequantize_part(struct peftio_ckpt *c,
 	    uint64_t e0, uint64_t n, unsigned nthreads,
 	    struct peftio_error *err);
 uint64_t peftio_bnb_part_align(const struct peftio_bnb_weight *bw);
+
+/*
+ * bnb_4bit_quant_storage: the packed codes stored as elements of U8,
+ * BF16, F16 or F32 (the same bytes).  parse: "u8", "bf16", "f16", "f32"
+ * or the torch names; the dtype, or -1.  shape: the [k, 1] shape of an
+ * n-element weight's codes in that storage; PEFTIO_EINVAL when the
+ * packed bytes are not a whole number of elements.
+ */
+int	peftio_bnb_storage_parse(const char *s);
+int	peftio_bnb_storage_shape(enum peftio_dtype storage, uint64_t numel,
+	    uint64_t shape[2], struct peftio_error *err);
+
+/*
+ * GPT-2's Conv1D layers store their weight [in, out]; transformers
+ * transposes it to [out, in] before quantizing it in 4 or 8 bit.  1
+ * when name is such a weight (c_attn, q_attn, c_proj, c_fc).
+ */
+int	peftio_bnb_conv1d_weight(const char *name);
+/* out[c][r] = in[r][c] for a rows x cols matrix of es-byte elements. */
+void	peftio_transpose(const void *in, void *out, uint64_t rows,
+	    uint64_t cols, size_t es);
+
+/*
+ * An 8-bit weight as transformers' save_pretrained writes a
+ * load_in_8bit model: "X.weight" (I8 [rows, cols]), "X.SCB" (F32
+ * [rows], each row's absmax) and "X.weight_format" (U8, 0-d, 0 for
+ * row-major).
+ */
+#define PEFTIO_BNB_SCB			".SCB"
+
+struct peftio_bnb8_weight {
+	size_t		 weight;	/* X.weight, I8 */
+	size_t		 scb;		/* X.SCB, F32 */
+	long		 format;	/* X.weight_format, or -1 */
+	uint64_t	 rows, cols;
+};
+
+/*
+ * If tensor i of c is the SCB of an 8-bit weight, check the weight
+ * (2-D I8, not empty), the SCB (F32, one finite non-negative value a
+ * row) and weight_format (0), fill *bw and return 1.  Return 0 when
+ * tensor i is something else, and a negative PEFTIO_E* value naming
+ * the tensor when the weight is malformed, or when tensor i is an I8
+ * "X.weight" without "X.SCB".
+ */
+int	peftio_bnb8_lookup(struct peftio_ckpt *c, size_t i,
+	    struct peftio_bnb8_weight *bw, struct peftio_error *err);
+/* Dequantize all rows, or rows [r0, r0 + nrows), into out (F32, F16 or
+ * BF16) as int8_vectorwise_dequant does. */
+int	peftio_bnb8_dequantize(struct peftio_ckpt *c,
+	    const struct peftio_bnb8_weight *bw, enum peftio_dtype dt, void *out,
+	    unsigned nthreads, struct peftio_error *err);
+int	peftio_bnb8_dequantize_part(struct peftio_ckpt *c,
+	    const struct peftio_bnb8_weight *bw, enum peftio_dtype dt, void *out,
+	    uint64_t r0, uint64_t nrows, unsigned nthreads,
+	    struct peftio_error *err);
+/* peftio_int8_quantize over all rows on up to nthreads threads. */
+int	peftio_bnb8_quantize(enum peftio_dtype dt, const void *in,
+	    uint64_t rows, uint64_t cols, int8_t *codes, float *scb,
+	    unsigned nthreads, struct peftio_error *err);
+/* Declare weight name ("X.weight") with its SCB and weight_format in
+ * shard; then write all three. */
+int	peftio_bnb8_declare(struct peftio_ckptw *w, size_t shard,
+	    const char *name, uint64_t rows, uint64_t cols,
+	    struct peftio_error *err);
+int	peftio_bnb8_write(struct peftio_ckptw *w, const char *name,
+	    const int8_t *codes, const float *scb, uint64_t rows,
+	    uint64_t cols, struct peftio_error *err);
+
+/* What transformers' BitsAndBytesConfig says. */
+struct peftio_bnb_config {
+	int		 bits;		/* 4 or 8 */
+	enum peftio_q4type type;	/* 4-bit */
+	int		 double_quant;	/* 4-bit */
+	enum peftio_dtype compute;	/* 4-bit: bnb_4bit_compute_dtype */
+	enum peftio_dtype storage;	/* 4-bit: bnb_4bit_quant_storage */
+};
+
+/* config.json with c's "quantization_config" (see below). */
+int	peftio_config_add_bnb(const char *in, size_t inlen,
+	    const struct peftio_bnb_config *c, char **out, size_t *outlen,
+	    struct peftio_error *err);
+/*
+ * 1 and the method of config.json's "quantization_config" in buf
+ * ("gptq", "awq", "fp8", ..., "bitsandbytes 4-bit" or "bitsandbytes
+ * 8-bit"), 0 when it has none, or a negative PEFTIO_E* value.
+ */
+int	peftio_config_quant_method(const char *in, size_t inlen, char *buf,
+	    size_t len, struct peftio_error *err);
 
 /*
  * config.json: return a copy of the JSON text in with a
