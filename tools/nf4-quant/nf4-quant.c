@@ -18,7 +18,7 @@
 
 #include "cli.h"
 
-enum action { COPY, CONVERT, QUANT, DEQUANT, SKIP };
+enum action { COPY, CONVERT, QUANT, DEQUANT, QUANT8, DEQUANT8, SKIP };
 
 struct item {
 	size_t			 in;		/* input tensor */
@@ -29,10 +29,14 @@ struct item {
 	char			*qs_json;	/* QUANT */
 	size_t			 qs_len;
 	struct peftio_bnb_weight bw;		/* DEQUANT */
+	struct peftio_bnb8_weight bw8;		/* QUANT8 (rows, cols), DEQUANT8 */
+	int			 transpose;	/* a Conv1D weight, [in, out] */
 };
 
 struct opts {
 	enum peftio_q4type	 type;
+	int			 int8;		/* -t int8 */
+	enum peftio_dtype	 storage;	/* bnb_4bit_quant_storage */
 	uint64_t		 bs;
 	int			 dq;
 	int			 decode;
@@ -46,15 +50,18 @@ struct opts {
 	int			 index_only;
 };
 
-static struct opts O = { PEFTIO_Q4_NF4, 64, 1, 0, -1, NULL, NULL, 0, 0, 0,
-	NULL, 0, 0, 0 };
+static struct opts O = { PEFTIO_Q4_NF4, 0, PEFTIO_U8, 64, 1, 0, -1, NULL,
+	NULL, 0, 0, 0, NULL, 0, 0, 0 };
 
 static void __attribute__((noreturn))
 usage(int status)
 {
 	fprintf(status ? stderr : stdout,
-	    "usage: %s [-dfqv] [-t nf4|fp4] [-b blocksize] [--no-double-quant]\n"
-	    "                 [--dtype f16|bf16|f32] [--include glob] "
+	    "usage: %s [-dfqv] [-t nf4|fp4|int8] [-b blocksize] "
+	    "[--no-double-quant]\n"
+	    "                 [--storage u8|bf16|f16|f32] "
+	    "[--dtype f16|bf16|f32]\n"
+	    "                 [--include glob] "
 	    "[--exclude glob]\n"
 	    "                 [--allow-nonfinite] [-j jobs] [-o output] "
 	    "input\n"
@@ -108,28 +115,6 @@ linear_weight(const struct peftio_tensor_info *ti)
 	return 1;
 }
 
-/*
- * GPT-2's Conv1D layers store their weight [in, out]; transformers
- * transposes it before quantizing, which is not done here yet.  Such a
- * weight is refused rather than written in a layout that would not load.
- */
-static int
-conv1d_weight(const char *name)
-{
-	static const char *const leaf[] = {
-		".attn.c_attn.weight", ".attn.q_attn.weight",
-		".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"
-	};
-	size_t n = strlen(name), i, k;
-
-	for (i = 0; i < sizeof(leaf) / sizeof(leaf[0]); i++) {
-		k = strlen(leaf[i]);
-		if (n >= k && strcmp(name + n - k, leaf[i]) == 0)
-			return 1;
-	}
-	return 0;
-}
-
 static int
 float_dtype(enum peftio_dtype dt)
 {
@@ -158,6 +143,7 @@ selected(const struct peftio_tensor_info *ti)
  */
 struct qjob {
 	struct peftio_ckpt	*ck;
+	const unsigned char	*src;	/* the values in memory, or NULL */
 	size_t			 idx;
 	enum peftio_dtype	 sdt;	/* stored dtype */
 	enum peftio_dtype	 dt;	/* what the codec sees */
@@ -172,6 +158,10 @@ struct qjob {
 };
 
 #define SUB_BLOCKS	1024
+
+/* Values dequantized and written at a time (then rounded to the part
+ * alignment): two pieces are held, not two tensors. */
+#define DEQ_PIECE	(8u << 20)
 
 static struct peftio_scratch Raw[PEFTIO_MAX_JOBS], Conv[PEFTIO_MAX_JOBS];
 static struct peftio_scratch Vals[PEFTIO_MAX_JOBS];
@@ -207,9 +197,10 @@ code_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 		nbk = min_u64(SUB_BLOCKS, e - c);
 		lo = c * O.bs;
 		n = min_u64(nbk * O.bs, j->n - lo);
-		p = xscratch(&Raw[slot], n * es);
-		if (peftio_ckpt_read(j->ck, j->idx, lo * es, (void *)p,
-		    n * es, &err) != 0) {
+		if (j->src != NULL)
+			p = j->src + lo * es;
+		else if ((p = xscratch(&Raw[slot], n * es)), peftio_ckpt_read(
+		    j->ck, j->idx, lo * es, (void *)p, n * es, &err) != 0) {
 			if (!__atomic_exchange_n(&j->failed, 1,
 			    __ATOMIC_RELAXED))
 				j->err = err;
@@ -310,6 +301,29 @@ pass_result(struct peftio_ckpt *in, size_t idx, const struct qjob *j,
  * One pass over weight it: the absmax of every block (and the codes
  * into packed, when not NULL), looking for NaN and Inf if check.
  */
+static struct peftio_scratch Trans;	/* a transposed Conv1D weight */
+
+/*
+ * A Conv1D weight [in, out] as transformers quantizes it: transposed to
+ * [out, in], whole in memory.
+ */
+static const void *
+transposed(struct peftio_ckpt *in, const struct item *it,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(in, it->in);
+	size_t es = peftio_dtype_bits(ti->dtype) / 8;
+	const void *data;
+	void *t;
+
+	if (peftio_ckpt_data(in, it->in, &data, err) != 0)
+		return NULL;
+	t = xscratch(&Trans, ti->numel * es);
+	peftio_transpose(data, t, ti->shape[0], ti->shape[1], es);
+	peftio_ckpt_release(in, it->in);
+	return t;
+}
+
 static int
 run_pass(struct peftio_ckpt *in, const struct item *it, uint8_t *packed,
     float *absmax, int check, struct peftio_error *err)
@@ -318,6 +332,8 @@ run_pass(struct peftio_ckpt *in, const struct item *it, uint8_t *packed,
 	struct qjob j;
 
 	memset(&j, 0, sizeof(j));
+	if (it->transpose && (j.src = transposed(in, it, err)) == NULL)
+		return err->code;
 	j.ck = in;
 	j.idx = it->in;
 	j.sdt = ti->dtype;
@@ -336,14 +352,49 @@ run_pass(struct peftio_ckpt *in, const struct item *it, uint8_t *packed,
 /* ------------------------------------------------------------------ */
 /* Quantize                                                            */
 
+/* A config.json whose quantization_config says the model is already
+ * quantized (bitsandbytes, GPTQ, AWQ, FP8, ...). */
+static int
+config_quantized(struct peftio_ckpt *in, struct peftio_error *err)
+{
+	const char *dir = peftio_ckpt_dir(in);
+	char *path, *text = NULL, method[64];
+	size_t len;
+	int rc;
+
+	if (dir == NULL)
+		return 0;
+	path = str_cat(dir, "/config.json");
+	if (access(path, F_OK) != 0) {
+		free(path);
+		return 0;
+	}
+	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
+	if (rc == 0)
+		rc = peftio_config_quant_method(text, len, method,
+		    sizeof(method), err);
+	if (rc < 0)
+		peftio_error_prefix(err, "%s", path);
+	else if (rc > 0)
+		rc = peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: the model is already quantized (%s)%s", path, method,
+		    strncmp(method, "bitsandbytes", 12) == 0 ?
+		    "; use -d to dequantize" : "");
+	free(path);
+	free(text);
+	return rc;
+}
+
 static int
 plan_quant(struct peftio_ckpt *in, struct item *items, size_t *nquant,
     struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti;
+	struct peftio_bnb8_weight bw8;
 	struct item *it;
+	uint64_t shape[2];
 	size_t i, nq = 0;
-	int d;
+	int d, rc;
 
 	for (i = 0; i < peftio_ckpt_count(in); i++) {
 		ti = peftio_ckpt_tensor(in, i);
@@ -352,28 +403,55 @@ plan_quant(struct peftio_ckpt *in, struct item *items, size_t *nquant,
 			    "%s: tensor '%s': already 4-bit quantized "
 			    "(use -d to dequantize)", peftio_ckpt_path(in),
 			    ti->name);
+		if ((rc = peftio_bnb8_lookup(in, i, &bw8, err)) < 0)
+			return rc;
+		if (rc > 0 || (ti->dtype == PEFTIO_I8 && ends_with(ti->name,
+		    ".weight")))
+			return peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: tensor '%s': already 8-bit quantized "
+			    "(use -d to dequantize)", peftio_ckpt_path(in),
+			    ti->name);
+	}
+	if ((rc = config_quantized(in, err)) != 0)
+		return rc;
+	for (i = 0; i < peftio_ckpt_count(in); i++) {
+		ti = peftio_ckpt_tensor(in, i);
 		it = &items[i];
 		it->in = i;
 		it->dt = ti->dtype;
 		it->act = COPY;
-		if (selected(ti) && conv1d_weight(ti->name))
-			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-			    "%s: tensor '%s': a GPT-2 Conv1D weight ([in, out]) "
-			    "cannot be quantized yet; leave it out with "
-			    "--exclude", peftio_ckpt_path(in), ti->name);
 		if (selected(ti)) {
-			it->act = QUANT;
+			/* transformers transposes GPT-2's Conv1D weights
+			 * to [out, in] when it quantizes them. */
+			it->transpose = ti->ndim == 2 &&
+			    peftio_bnb_conv1d_weight(ti->name);
+			it->act = O.int8 ? QUANT8 : QUANT;
 			it->qs.type = O.type;
 			it->qs.blocksize = O.bs;
 			it->qs.dtype = O.dtype >= 0 ?
 			    (enum peftio_dtype)O.dtype : ti->dtype;
 			it->qs.ndim = ti->ndim;
 			for (d = 0; d < ti->ndim; d++)
-				it->qs.shape[d] = ti->shape[d];
+				it->qs.shape[d] = ti->shape[it->transpose ?
+				    ti->ndim - 1 - d : d];
 			it->qs.numel = ti->numel;
 			it->qs.double_quant = O.dq;
 			it->qs.nested_blocksize = 256;
 			it->qs.nested_dtype = PEFTIO_F32;
+			if (O.int8 && ti->ndim != 2)
+				return peftio_error_set(err, PEFTIO_EINVAL,
+				    "%s: tensor '%s': 8-bit quantization "
+				    "needs a 2-D weight, not %d-D",
+				    peftio_ckpt_path(in), ti->name, ti->ndim);
+			if (O.int8) {
+				it->bw8.rows = it->qs.shape[0];
+				it->bw8.cols = ti->numel / it->qs.shape[0];
+			} else if (peftio_bnb_storage_shape(O.storage,
+			    ti->numel, shape, err) != 0) {
+				peftio_error_prefix(err, "%s: tensor '%s'",
+				    peftio_ckpt_path(in), ti->name);
+				return err->code;
+			}
 			nq++;
 		} else if (O.dtype >= 0 && float_dtype(ti->dtype) &&
 		    ti->dtype != (enum peftio_dtype)O.dtype) {
@@ -426,9 +504,10 @@ declare_quant(struct peftio_ckptw *w, const char *name, struct item *it,
 	if ((rc = peftio_quant_state_json(&it->qs, &it->qs_json, &it->qs_len,
 	    err)) != 0)
 		return rc;
-	shape[0] = (n + 1) / 2;
-	shape[1] = 1;
-	rc = peftio_ckptw_declare(w, it->shard, name, PEFTIO_U8, 2, shape, err);
+	if ((rc = peftio_bnb_storage_shape(O.storage, n, shape, err)) != 0)
+		return rc;
+	rc = peftio_ckptw_declare(w, it->shard, name, O.storage, 2, shape,
+	    err);
 	shape[0] = nb;
 	k = str_cat(name, PEFTIO_BNB_ABSMAX);
 	if (rc == 0)
@@ -538,7 +617,138 @@ quantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
 }
 
 /* ------------------------------------------------------------------ */
+/* 8-bit                                                               */
+
+/* The slot's buffers for an 8-bit weight: codes, SCB, converted values. */
+enum { B8_CODES, B8_SCB, B8_VALS };
+
+static int
+write_quant8(struct cli_wjob *j)
+{
+	struct item *it = j->ctx;
+
+	return peftio_bnb8_write(j->w, j->name, j->buf[B8_CODES].p,
+	    j->buf[B8_SCB].p, it->bw8.rows, it->bw8.cols, &j->err);
+}
+
+/*
+ * bitsandbytes' Int8Params: the weight (at --dtype, as transformers
+ * loads it with that torch_dtype) cast to float16, row-wise absmax.
+ */
+static int
+quantize_one8(struct peftio_ckpt *in, struct peftio_ckptw *w, struct item *it,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(in, it->in);
+	struct cli_wjob *j = cli_writer_slot();
+	enum peftio_dtype dt = ti->dtype;
+	uint64_t n = ti->numel;
+	const void *data;
+	int64_t bad;
+	float *f;
+	int rc;
+
+	if (it->transpose)
+		data = transposed(in, it, err);
+	else if (peftio_ckpt_data(in, it->in, &data, err) != 0)
+		data = NULL;
+	if (data == NULL)
+		return err->code;
+	if (O.dtype >= 0 && (enum peftio_dtype)O.dtype != dt) {
+		f = xscratch(&Vals[0], n * sizeof(float));
+		peftio_to_f32(dt, data, f, n);
+		dt = (enum peftio_dtype)O.dtype;
+		data = xscratch(&j->buf[B8_VALS], n * (peftio_dtype_bits(dt) /
+		    8));
+		peftio_from_f32(dt, f, (void *)data, n);
+	}
+	if (!O.allow_nonfinite && (bad = peftio_first_nonfinite(dt, data,
+	    n)) >= 0)
+		rc = peftio_error_set(err, PEFTIO_ENONFINITE,
+		    "%s: tensor '%s': element %lld is not finite (NaN or "
+		    "Inf); --allow-nonfinite quantizes it as bitsandbytes "
+		    "does", peftio_ckpt_path(in), ti->name, (long long)bad);
+	else
+		rc = peftio_bnb8_quantize(dt, data, it->bw8.rows, it->bw8.cols,
+		    xscratch(&j->buf[B8_CODES], n), xscratch(&j->buf[B8_SCB],
+		    it->bw8.rows * sizeof(float)), O.jobs, err);
+	if (!it->transpose)
+		peftio_ckpt_release(in, it->in);
+	if (rc != 0)
+		return rc;
+	j->w = w;
+	j->ctx = it;
+	j->name = ti->name;
+	return cli_writer_submit(write_quant8, err);
+}
+
+/* Rows of an 8-bit weight dequantized and written at a time. */
+static int
+dequantize_one8(struct peftio_ckpt *in, struct peftio_ckptw *w,
+    struct item *it, struct peftio_error *err)
+{
+	const struct peftio_bnb8_weight *bw = &it->bw8;
+	size_t es = peftio_dtype_bits(it->dt) / 8;
+	uint64_t piece = DEQ_PIECE / bw->cols + 1, r0, nr;
+	struct cli_wjob *j;
+	void *buf;
+	int rc = 0;
+
+	if (it->transpose) {
+		/* Back to GPT-2's [in, out]: the whole weight at once. */
+		j = cli_writer_slot();
+		j->w = w;
+		j->name = peftio_ckpt_tensor(in, it->in)->name;
+		j->len = bw->rows * bw->cols * es;
+		buf = xscratch(&Trans, j->len);
+		if ((rc = peftio_bnb8_dequantize(in, bw, it->dt, buf, O.jobs,
+		    err)) == 0) {
+			peftio_transpose(buf, xscratch(&j->buf[0], j->len),
+			    bw->rows, bw->cols, es);
+			rc = cli_writer_submit(cli_job_write, err);
+		}
+		peftio_ckpt_release(in, it->in);
+		return rc;
+	}
+	for (r0 = 0; r0 < bw->rows && rc == 0; r0 += nr) {
+		nr = min_u64(piece, bw->rows - r0);
+		j = cli_writer_slot();
+		j->w = w;
+		j->name = peftio_ckpt_tensor(in, it->in)->name;
+		j->len = nr * bw->cols * es;
+		if ((rc = peftio_bnb8_dequantize_part(in, bw, it->dt,
+		    xscratch(&j->buf[0], j->len), r0, nr, O.jobs, err)) == 0)
+			rc = cli_writer_submit(cli_job_write, err);
+	}
+	peftio_ckpt_release(in, it->in);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* Dequantize                                                          */
+
+/*
+ * An 8-bit weight does not record its dtype: by default it is
+ * dequantized to that of the model's first float tensor that is not
+ * quantized (the embeddings), or to float16, bitsandbytes' compute
+ * dtype for 8-bit layers.
+ */
+static enum peftio_dtype
+model_dtype(struct peftio_ckpt *in)
+{
+	const struct peftio_tensor_info *ti;
+	size_t i;
+
+	for (i = 0; i < peftio_ckpt_count(in); i++) {
+		ti = peftio_ckpt_tensor(in, i);
+		if (float_dtype(ti->dtype) && ti->ndim == 2 &&
+		    !ends_with(ti->name, PEFTIO_BNB_SCB) &&
+		    strstr(ti->name, "absmax") == NULL &&
+		    strstr(ti->name, "quant_map") == NULL)
+			return ti->dtype;
+	}
+	return PEFTIO_F16;
+}
 
 static int
 plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
@@ -546,6 +756,7 @@ plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
 {
 	const struct peftio_tensor_info *ti;
 	struct peftio_bnb_weight bw;
+	struct peftio_bnb8_weight bw8;
 	struct item *it;
 	size_t i, n = peftio_ckpt_count(in);
 	int rc;
@@ -557,6 +768,26 @@ plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
 		items[i].dt = peftio_ckpt_tensor(in, i)->dtype;
 	}
 	for (i = 0; i < n; i++) {
+		if ((rc = peftio_bnb8_lookup(in, i, &bw8, err)) < 0)
+			return rc;
+		if (rc > 0) {
+			it = &items[bw8.weight];
+			it->bw8 = bw8;
+			it->act = DEQUANT8;
+			it->transpose = peftio_bnb_conv1d_weight(
+			    peftio_ckpt_tensor(in, bw8.weight)->name);
+			it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
+			    model_dtype(in);
+			it->qs.ndim = 2;
+			it->qs.shape[0] = it->transpose ? bw8.cols : bw8.rows;
+			it->qs.shape[1] = it->transpose ? bw8.rows : bw8.cols;
+			it->qs.numel = bw8.rows * bw8.cols;
+			items[bw8.scb].act = SKIP;
+			if (bw8.format >= 0)
+				items[bw8.format].act = SKIP;
+			(*nq)++;
+			continue;
+		}
 		if ((rc = peftio_bnb_lookup(in, i, &bw, err)) < 0)
 			return rc;
 		if (rc == 0)
@@ -564,6 +795,12 @@ plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
 		it = &items[bw.weight];
 		it->bw = bw;
 		it->qs = bw.qs;
+		it->transpose = bw.qs.ndim == 2 && peftio_bnb_conv1d_weight(
+		    peftio_ckpt_tensor(in, bw.weight)->name);
+		if (it->transpose) {
+			it->qs.shape[0] = bw.qs.shape[1];
+			it->qs.shape[1] = bw.qs.shape[0];
+		}
 		it->act = DEQUANT;
 		it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype : bw.qs.dtype;
 		items[bw.quant_state].act = SKIP;
@@ -587,9 +824,6 @@ plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
 	return 0;
 }
 
-/* Values dequantized and written at a time (then rounded to the part
- * alignment): two pieces are held, not two tensors. */
-#define DEQ_PIECE	(8u << 20)
 
 static int
 dequantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w,
@@ -597,8 +831,27 @@ dequantize_one(struct peftio_ckpt *in, struct peftio_ckptw *w,
 {
 	uint64_t al = peftio_bnb_part_align(&it->bw), e0, n;
 	uint64_t piece = DEQ_PIECE > al ? DEQ_PIECE / al * al : al;
+	size_t es = peftio_dtype_bits(it->dt) / 8;
 	struct cli_wjob *j;
+	void *buf;
 	int rc = 0;
+
+	if (it->transpose) {
+		/* Back to GPT-2's [in, out]: the whole weight at once. */
+		j = cli_writer_slot();
+		j->w = w;
+		j->name = peftio_ckpt_tensor(in, it->in)->name;
+		j->len = it->qs.numel * es;
+		buf = xscratch(&Trans, j->len);
+		if ((rc = peftio_bnb_dequantize(in, &it->bw, it->dt, buf,
+		    O.jobs, err)) == 0) {
+			peftio_transpose(buf, xscratch(&j->buf[0], j->len),
+			    it->bw.qs.shape[0], it->bw.qs.shape[1], es);
+			rc = cli_writer_submit(cli_job_write, err);
+		}
+		peftio_ckpt_release(in, it->in);
+		return rc;
+	}
 
 	for (e0 = 0; e0 < it->qs.numel && rc == 0; e0 += n) {
 		n = min_u64(piece, it->qs.numel - e0);
@@ -637,7 +890,7 @@ output_config(struct peftio_ckpt *in, struct peftio_ckptw *w,
     struct item *items, size_t n, struct peftio_error *err)
 {
 	const char *dir = peftio_ckpt_dir(in);
-	enum peftio_dtype compute = PEFTIO_F32;
+	struct peftio_bnb_config qc;
 	char *path, *text = NULL, *out = NULL;
 	size_t len, outlen, i;
 	int rc;
@@ -657,13 +910,17 @@ output_config(struct peftio_ckpt *in, struct peftio_ckptw *w,
 		rc = peftio_config_remove_quant(text, len, O.dtype, &out,
 		    &outlen, err);
 	else {
+		qc.bits = O.int8 ? 8 : 4;
+		qc.type = O.type;
+		qc.double_quant = O.dq;
+		qc.compute = PEFTIO_F32;
+		qc.storage = O.storage;
 		for (i = 0; i < n; i++)
 			if (items[i].act == QUANT) {
-				compute = items[i].qs.dtype;
+				qc.compute = items[i].qs.dtype;
 				break;
 			}
-		rc = peftio_config_add_quant(text, len, O.type, O.dq, compute,
-		    &out, &outlen, err);
+		rc = peftio_config_add_bnb(text, len, &qc, &out, &outlen, err);
 	}
 	if (rc != 0)
 		peftio_error_prefix(err, "%s/config.json", dir);
@@ -730,7 +987,12 @@ run(const char *input)
 		case QUANT:
 			rc = declare_quant(w, ti->name, &items[i], &err);
 			break;
+		case QUANT8:
+			rc = peftio_bnb8_declare(w, items[i].shard, ti->name,
+			    items[i].bw8.rows, items[i].bw8.cols, &err);
+			break;
 		case DEQUANT:
+		case DEQUANT8:
 			rc = peftio_ckptw_declare(w, items[i].shard, ti->name,
 			    items[i].dt, items[i].qs.ndim, items[i].qs.shape,
 			    &err);
@@ -764,6 +1026,16 @@ run(const char *input)
 			rc = dequantize_one(in, w, &items[i], &err);
 			cli_debug("%s: %s -> %s", ti->name,
 			    peftio_q4type_name(items[i].qs.type),
+			    peftio_dtype_name(items[i].dt));
+			break;
+		case QUANT8:
+			rc = quantize_one8(in, w, &items[i], &err);
+			cli_debug("%s: %s -> int8", ti->name,
+			    peftio_dtype_name(ti->dtype));
+			break;
+		case DEQUANT8:
+			rc = dequantize_one8(in, w, &items[i], &err);
+			cli_debug("%s: int8 -> %s", ti->name,
 			    peftio_dtype_name(items[i].dt));
 			break;
 		case COPY:
@@ -934,7 +1206,13 @@ expect_quant(struct peftio_ckpt *out, size_t s, const char *name,
 	}
 	if ((rc = peftio_bnb_lookup(out, (size_t)q, &bw, err)) < 0)
 		return rc;
-	if ((why = qs_differs(&bw.qs, want, buf, sizeof(buf))) != NULL)
+	if ((why = qs_differs(&bw.qs, want, buf, sizeof(buf))) == NULL &&
+	    bw.storage != O.storage) {
+		snprintf(buf, sizeof(buf), "storage %s, not %s",
+		    peftio_dtype_name(bw.storage), peftio_dtype_name(O.storage));
+		why = buf;
+	}
+	if (why != NULL)
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: tensor '%s' was quantized with other options (%s)",
 		    shard_path(out, s), name, why);
@@ -953,6 +1231,35 @@ expect_quant(struct peftio_ckpt *out, size_t s, const char *name,
 		seen[k] = 1;
 	}
 	return 0;
+}
+
+static int
+expect_quant8(struct peftio_ckpt *out, size_t s, const char *name,
+    const struct item *it, unsigned char *seen, struct peftio_error *err)
+{
+	uint64_t shape[2] = { it->bw8.rows, it->bw8.cols };
+	char *k;
+	int rc;
+
+	rc = expect_plain(out, s, name, PEFTIO_I8, 2, shape, seen, err);
+	k = str_cat(name, "");
+	k[strlen(k) - strlen(".weight")] = '\0';
+	if (rc == 0) {
+		char *scb = str_cat(k, PEFTIO_BNB_SCB);
+
+		rc = expect_plain(out, s, scb, PEFTIO_F32, 1, shape, seen,
+		    err);
+		free(scb);
+	}
+	if (rc == 0) {
+		char *fmt = str_cat(name, "_format");
+
+		rc = expect_plain(out, s, fmt, PEFTIO_U8, 0, shape, seen,
+		    err);
+		free(fmt);
+	}
+	free(k);
+	return rc;
 }
 
 /*
@@ -982,7 +1289,11 @@ check_shards(struct peftio_ckpt *in, struct peftio_ckpt *out,
 		case QUANT:
 			rc = expect_quant(out, s, ti->name, &it->qs, seen, err);
 			break;
+		case QUANT8:
+			rc = expect_quant8(out, s, ti->name, it, seen, err);
+			break;
 		case DEQUANT:
+		case DEQUANT8:
 			rc = expect_plain(out, s, ti->name, it->dt,
 			    it->qs.ndim, it->qs.shape, seen, err);
 			break;
@@ -1075,7 +1386,7 @@ int
 main(int argc, char *argv[])
 {
 	enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
-	    OPT_INDEX, OPT_HELP, OPT_VERSION };
+	    OPT_INDEX, OPT_STORAGE, OPT_HELP, OPT_VERSION };
 	static const struct option longopts[] = {
 		{ "type", required_argument, NULL, 't' },
 		{ "blocksize", required_argument, NULL, 'b' },
@@ -1083,6 +1394,7 @@ main(int argc, char *argv[])
 		{ "decompress", no_argument, NULL, 'd' },
 		{ "dequantize", no_argument, NULL, 'd' },
 		{ "dtype", required_argument, NULL, OPT_DTYPE },
+		{ "storage", required_argument, NULL, OPT_STORAGE },
 		{ "include", required_argument, NULL, OPT_INCL },
 		{ "exclude", required_argument, NULL, OPT_EXCL },
 		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
@@ -1136,9 +1448,12 @@ main(int argc, char *argv[])
 			cli_verbose = 0;
 			break;
 		case 't':
+			O.int8 = strcmp(optarg, "int8") == 0;
+			if (O.int8)
+				break;
 			if ((t = peftio_q4type_parse(optarg)) < 0) {
-				cli_warn("-t: unknown type %s (use nf4 or fp4)",
-				    optarg);
+				cli_warn("-t: unknown type %s (use nf4, fp4 or "
+				    "int8)", optarg);
 				usage(CLI_EXIT_USAGE);
 			}
 			O.type = (enum peftio_q4type)t;
@@ -1153,6 +1468,14 @@ main(int argc, char *argv[])
 			if ((O.dtype = cli_parse_float_dtype("--dtype",
 			    optarg)) < 0)
 				usage(CLI_EXIT_USAGE);
+			break;
+		case OPT_STORAGE:
+			if ((t = peftio_bnb_storage_parse(optarg)) < 0) {
+				cli_warn("--storage: unknown dtype %s (use u8, "
+				    "bf16, f16 or f32)", optarg);
+				usage(CLI_EXIT_USAGE);
+			}
+			O.storage = (enum peftio_dtype)t;
 			break;
 		case OPT_INCL:
 			O.incl[O.nincl++] = optarg;
@@ -1179,6 +1502,11 @@ main(int argc, char *argv[])
 	argv += optind;
 	if (argc != 1)
 		usage(CLI_EXIT_USAGE);
+	if (O.int8 && (O.storage != PEFTIO_U8 || !O.dq || O.bs != 64)) {
+		cli_warn("-t int8: --storage, -b and --no-double-quant are "
+		    "for 4-bit types");
+		usage(CLI_EXIT_USAGE);
+	}
 	if (O.out == NULL) {
 		if (strcmp(argv[0], "-") != 0) {
 			cli_warn("no output given: use -o FILE, -o DIR or "
