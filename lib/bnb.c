@@ -782,6 +782,21 @@ out:
 	return rc == 0 ? 1 : rc;
 }
 
+enum peftio_dtype
+peftio_bnb8_dtype(struct peftio_ckpt *c)
+{
+	const struct peftio_tensor_info *ti;
+	size_t i;
+
+	for (i = 0; i < peftio_ckpt_count(c); i++) {
+		ti = peftio_ckpt_tensor(c, i);
+		if ((ti->dtype == PEFTIO_F32 || ti->dtype == PEFTIO_F16 ||
+		    ti->dtype == PEFTIO_BF16) && ti->ndim == 2)
+			return ti->dtype;
+	}
+	return PEFTIO_F16;
+}
+
 struct deq8_job {
 	const int8_t	*codes;
 	const float	*scb;

@@ -703,6 +703,13 @@ struct peftio_bnb8_weight {
  */
 int	peftio_bnb8_lookup(struct peftio_ckpt *c, size_t i,
 	    struct peftio_bnb8_weight *bw, struct peftio_error *err);
+/*
+ * An 8-bit weight does not record its dtype: the one to dequantize it
+ * to by default is that of the checkpoint's first 2-D float tensor (the
+ * embeddings, which stay unquantized), or F16, bitsandbytes' compute
+ * dtype for 8-bit layers.
+ */
+enum peftio_dtype peftio_bnb8_dtype(struct peftio_ckpt *c);
 /* Dequantize all rows, or rows [r0, r0 + nrows), into out (F32, F16 or
  * BF16) as int8_vectorwise_dequant does. */
 int	peftio_bnb8_dequantize(struct peftio_ckpt *c,

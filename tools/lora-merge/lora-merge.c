@@ -14,7 +14,7 @@
 
 #include "cli.h"
 
-enum action { COPY, CONVERT, MERGE, DEQUANT, REQUANT, SKIP };
+enum action { COPY, CONVERT, MERGE, DEQUANT, REQUANT, REQUANT8, SKIP };
 
 struct item {
 	enum action		 act;
@@ -23,6 +23,8 @@ struct item {
 	int			 touched;	/* changed by the merge */
 	int			 is_bnb;
 	struct peftio_bnb_weight bw;
+	int			 is_bnb8;
+	struct peftio_bnb8_weight bw8;
 	struct peftio_quant_state qs;		/* REQUANT: the new one */
 	char			*qs_json;
 	size_t			 qs_len;
@@ -227,6 +229,14 @@ compute(struct ctx *c, size_t i, enum peftio_dtype dt, struct peftio_ckptw *w,
 		if ((rc = peftio_bnb_dequantize(c->in, &it->bw, dt,
 		    (void *)cv.src, O.jobs, err)) != 0)
 			return rc;
+	} else if (it->is_bnb8) {
+		/* int8_vectorwise_dequant, in the dtype of the result. */
+		peftio_dtype_nbytes(dt, n, &nb);
+		cv.src = xscratch(&Deq, nb);
+		cv.sdt = dt;
+		if ((rc = peftio_bnb8_dequantize(c->in, &it->bw8, dt,
+		    (void *)cv.src, O.jobs, err)) != 0)
+			return rc;
 	}
 	if (it->touched &&
 	    (rc = peftio_merge_begin(c->m, ti->name, n, err)) != 0)
@@ -429,12 +439,40 @@ write_requant(struct ctx *c, struct peftio_ckptw *w, size_t i,
 	return rc;
 }
 
+/* 8-bit output: the merged weight in f32 quantized as Int8Params does
+ * (PEFT re-quantizes a merged Linear8bitLt that way). */
+static int
+write_requant8(struct ctx *c, struct peftio_ckptw *w, size_t i,
+    struct peftio_error *err)
+{
+	struct item *it = &c->items[i];
+	const struct peftio_bnb8_weight *bw = &it->bw8;
+	uint64_t nbytes;
+	int8_t *codes;
+	float *scb;
+	int rc;
+
+	if ((rc = compute(c, i, PEFTIO_F32, NULL, &ReqIn, &nbytes, err)) != 0)
+		return rc;
+	codes = xmalloc(bw->rows * bw->cols);
+	scb = xmalloc(bw->rows * sizeof(float));
+	rc = peftio_bnb8_quantize(PEFTIO_F32, ReqIn.p, bw->rows, bw->cols,
+	    codes, scb, O.jobs, err);
+	if (rc == 0)
+		rc = peftio_bnb8_write(w, peftio_ckpt_tensor(c->in,
+		    bw->weight)->name, codes, scb, bw->rows, bw->cols, err);
+	free(codes);
+	free(scb);
+	return rc;
+}
+
 /* ------------------------------------------------------------------ */
 
 static int
 plan(struct ctx *c, size_t n, struct peftio_error *err)
 {
 	struct peftio_bnb_weight bw;
+	struct peftio_bnb8_weight bw8;
 	struct item *it;
 	size_t i;
 	int rc;
@@ -444,6 +482,20 @@ plan(struct ctx *c, size_t n, struct peftio_error *err)
 		c->items[i].dt = peftio_ckpt_tensor(c->in, i)->dtype;
 	}
 	for (i = 0; i < n; i++) {
+		if ((rc = peftio_bnb8_lookup(c->in, i, &bw8, err)) < 0)
+			return rc;
+		if (rc > 0) {
+			it = &c->items[bw8.weight];
+			it->is_bnb8 = 1;
+			it->bw8 = bw8;
+			it->act = DEQUANT;
+			it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
+			    peftio_bnb8_dtype(c->in);
+			c->items[bw8.scb].act = SKIP;
+			if (bw8.format >= 0)
+				c->items[bw8.format].act = SKIP;
+			continue;
+		}
 		if ((rc = peftio_bnb_lookup(c->in, i, &bw, err)) < 0)
 			return rc;
 		if (rc == 0)
@@ -503,6 +555,20 @@ plan_merge(struct ctx *c, size_t n, struct peftio_error *err)
 			}
 			continue;
 		}
+		if (it->is_bnb8) {
+			hasq = 1;
+			if (O.requant) {
+				it->act = it->touched ? REQUANT8 : COPY;
+				if (it->act == COPY) {
+					it->dt = ti->dtype;
+					c->items[it->bw8.scb].act = COPY;
+					if (it->bw8.format >= 0)
+						c->items[it->bw8.format].act =
+						    COPY;
+				}
+			}
+			continue;
+		}
 		if (it->touched) {
 			if (!float_dtype(ti->dtype))
 				return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
@@ -520,7 +586,8 @@ plan_merge(struct ctx *c, size_t n, struct peftio_error *err)
 	}
 	if (O.requant && !hasq)
 		return peftio_error_set(err, PEFTIO_EINVAL,
-		    "%s: --requant needs a 4-bit base", peftio_ckpt_path(c->in));
+		    "%s: --requant needs a 4-bit or 8-bit base",
+		    peftio_ckpt_path(c->in));
 	return 0;
 }
 
@@ -588,6 +655,11 @@ write_one(struct ctx *c, struct peftio_ckptw *w, size_t i,
 		if ((rc = cli_writer_drain(err)) != 0)
 			return rc;
 		return write_requant(c, w, i, err);
+	case REQUANT8:
+		cli_debug("%s: merged and re-quantized to 8 bit", ti->name);
+		if ((rc = cli_writer_drain(err)) != 0)
+			return rc;
+		return write_requant8(c, w, i, err);
 	case SKIP:
 		break;
 	}
@@ -640,7 +712,7 @@ run(void)
 	if ((rc = plan_merge(&c, n, &err)) != 0)
 		goto fail;
 	for (i = 0; i < n; i++) {
-		quantized |= c.items[i].is_bnb;
+		quantized |= c.items[i].is_bnb | c.items[i].is_bnb8;
 		nmerged += c.items[i].touched;
 	}
 	if (O.requant && (rc = prepass_requant(&c, n, &err)) != 0)
@@ -682,6 +754,10 @@ run(void)
 			break;
 		case REQUANT:
 			rc = declare_requant(&c, w, i, &err);
+			break;
+		case REQUANT8:
+			rc = peftio_bnb8_declare(w, it->shard, ti->name,
+			    it->bw8.rows, it->bw8.cols, &err);
 			break;
 		case SKIP:
 			break;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -355,24 +356,14 @@ run_pass(struct peftio_ckpt *in, const struct item *it, uint8_t *packed,
 /* A config.json whose quantization_config says the model is already
  * quantized (bitsandbytes, GPTQ, AWQ, FP8, ...). */
 static int
-config_quantized(struct peftio_ckpt *in, struct peftio_error *err)
+text_quantized(const char *path, const char *text, size_t len,
+    struct peftio_error *err)
 {
-	const char *dir = peftio_ckpt_dir(in);
-	char *path, *text = NULL, method[64];
-	size_t len;
+	char method[64];
 	int rc;
 
-	if (dir == NULL)
-		return 0;
-	path = str_cat(dir, "/config.json");
-	if (access(path, F_OK) != 0) {
-		free(path);
-		return 0;
-	}
-	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
-	if (rc == 0)
-		rc = peftio_config_quant_method(text, len, method,
-		    sizeof(method), err);
+	rc = peftio_config_quant_method(text, len, method, sizeof(method),
+	    err);
 	if (rc < 0)
 		peftio_error_prefix(err, "%s", path);
 	else if (rc > 0)
@@ -380,6 +371,32 @@ config_quantized(struct peftio_ckpt *in, struct peftio_error *err)
 		    "%s: the model is already quantized (%s)%s", path, method,
 		    strncmp(method, "bitsandbytes", 12) == 0 ?
 		    "; use -d to dequantize" : "");
+	return rc;
+}
+
+/*
+ * The same before anything is written, when config.json is a plain
+ * file (output_config() checks again whatever it is).
+ */
+static int
+config_quantized(struct peftio_ckpt *in, struct peftio_error *err)
+{
+	const char *dir = peftio_ckpt_dir(in);
+	char *path, *text = NULL;
+	struct stat st;
+	size_t len;
+	int rc;
+
+	if (dir == NULL)
+		return 0;
+	path = str_cat(dir, "/config.json");
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+		free(path);
+		return 0;
+	}
+	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
+	if (rc == 0)
+		rc = text_quantized(path, text, len, err);
 	free(path);
 	free(text);
 	return rc;
@@ -727,29 +744,6 @@ dequantize_one8(struct peftio_ckpt *in, struct peftio_ckptw *w,
 /* ------------------------------------------------------------------ */
 /* Dequantize                                                          */
 
-/*
- * An 8-bit weight does not record its dtype: by default it is
- * dequantized to that of the model's first float tensor that is not
- * quantized (the embeddings), or to float16, bitsandbytes' compute
- * dtype for 8-bit layers.
- */
-static enum peftio_dtype
-model_dtype(struct peftio_ckpt *in)
-{
-	const struct peftio_tensor_info *ti;
-	size_t i;
-
-	for (i = 0; i < peftio_ckpt_count(in); i++) {
-		ti = peftio_ckpt_tensor(in, i);
-		if (float_dtype(ti->dtype) && ti->ndim == 2 &&
-		    !ends_with(ti->name, PEFTIO_BNB_SCB) &&
-		    strstr(ti->name, "absmax") == NULL &&
-		    strstr(ti->name, "quant_map") == NULL)
-			return ti->dtype;
-	}
-	return PEFTIO_F16;
-}
-
 static int
 plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
     struct peftio_error *err)
@@ -777,7 +771,7 @@ plan_dequant(struct peftio_ckpt *in, struct item *items, size_t *nq,
 			it->transpose = peftio_bnb_conv1d_weight(
 			    peftio_ckpt_tensor(in, bw8.weight)->name);
 			it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
-			    model_dtype(in);
+			    peftio_bnb8_dtype(in);
 			it->qs.ndim = 2;
 			it->qs.shape[0] = it->transpose ? bw8.cols : bw8.rows;
 			it->qs.shape[1] = it->transpose ? bw8.rows : bw8.cols;
@@ -903,9 +897,13 @@ output_config(struct peftio_ckpt *in, struct peftio_ckptw *w,
 		return 0;
 	}
 	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
+	if (rc == 0 && !O.decode)
+		rc = text_quantized(path, text, len, err);
 	free(path);
-	if (rc != 0)
+	if (rc != 0) {
+		free(text);
 		return rc;
+	}
 	if (O.decode)
 		rc = peftio_config_remove_quant(text, len, O.dtype, &out,
 		    &outlen, err);
