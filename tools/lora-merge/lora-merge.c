@@ -439,8 +439,11 @@ write_requant(struct ctx *c, struct peftio_ckptw *w, size_t i,
 	return rc;
 }
 
-/* 8-bit output: the merged weight in f32 quantized as Int8Params does
- * (PEFT re-quantizes a merged Linear8bitLt that way). */
+/*
+ * 8-bit output: the merged weight, in the dtype a plain merge writes
+ * (--dtype, else the model's), quantized as Int8Params does (PEFT
+ * re-quantizes a merged Linear8bitLt that way).
+ */
 static int
 write_requant8(struct ctx *c, struct peftio_ckptw *w, size_t i,
     struct peftio_error *err)
@@ -452,11 +455,11 @@ write_requant8(struct ctx *c, struct peftio_ckptw *w, size_t i,
 	float *scb;
 	int rc;
 
-	if ((rc = compute(c, i, PEFTIO_F32, NULL, &ReqIn, &nbytes, err)) != 0)
+	if ((rc = compute(c, i, it->dt, NULL, &ReqIn, &nbytes, err)) != 0)
 		return rc;
 	codes = xmalloc(bw->rows * bw->cols);
 	scb = xmalloc(bw->rows * sizeof(float));
-	rc = peftio_bnb8_quantize(PEFTIO_F32, ReqIn.p, bw->rows, bw->cols,
+	rc = peftio_bnb8_quantize(it->dt, ReqIn.p, bw->rows, bw->cols,
 	    codes, scb, O.jobs, err);
 	if (rc == 0)
 		rc = peftio_bnb8_write(w, peftio_ckpt_tensor(c->in,
@@ -749,7 +752,10 @@ run(void)
 			    it->dt, ti->ndim, ti->shape, &err);
 			break;
 		case DEQUANT:
-			rc = peftio_ckptw_declare(w, it->shard, ti->name,
+			/* an 8-bit weight's shape is its stored one */
+			rc = it->is_bnb8 ? peftio_ckptw_declare(w, it->shard,
+			    ti->name, it->dt, ti->ndim, ti->shape, &err) :
+			    peftio_ckptw_declare(w, it->shard, ti->name,
 			    it->dt, it->bw.qs.ndim, it->bw.qs.shape, &err);
 			break;
 		case REQUANT:
