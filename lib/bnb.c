@@ -737,11 +737,13 @@ peftio_bnb8_lookup(struct peftio_ckpt *c, size_t i,
 	}
 	for (r = 0; r < bw->rows; r++) {
 		memcpy(&v, data + r * 4, 4);
-		if (!(v >= 0.0f && v <= FLT_MAX)) {
+		/* the absmax of float16 values: at most 65504 */
+		if (!(v >= 0.0f && v <= 65504.0f)) {
 			peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: tensor '%s': row %llu's scale is %s", path,
-			    ti->name, (unsigned long long)r,
-			    v < 0.0f ? "negative" : "not finite");
+			    ti->name, (unsigned long long)r, v < 0.0f ?
+			    "negative" : v > 65504.0f && v <= FLT_MAX ?
+			    "beyond float16" : "not finite");
 			goto out;
 		}
 	}

@@ -695,8 +695,9 @@ struct peftio_bnb8_weight {
 
 /*
  * If tensor i of c is the SCB of an 8-bit weight, check the weight
- * (2-D I8, not empty), the SCB (F32, one finite non-negative value a
- * row) and weight_format (0), fill *bw and return 1.  Return 0 when
+ * (2-D I8, not empty), the SCB (F32, one value a row in [0, 65504], the
+ * absmax of float16 values) and weight_format (0), fill *bw and return
+ * 1.  Return 0 when
  * tensor i is something else, and a negative PEFTIO_E* value naming
  * the tensor when the weight is malformed, or when tensor i is an I8
  * "X.weight" without "X.SCB".

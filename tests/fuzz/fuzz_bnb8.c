@@ -2,9 +2,10 @@
  * fuzz_bnb8.c - 8-bit (LLM.int8) weights in a safetensors file: the
  * weight, its SCB and weight_format as transformers writes them.
  *
- * Every weight the lookup accepts has one finite, non-negative scale a
- * row, so its dequantized values are finite and at most the row's
- * scale in magnitude.
+ * Every weight the lookup accepts has one scale a row in [0, 65504],
+ * so its dequantized values are finite and at most 128/127 of the
+ * row's scale in magnitude (bitsandbytes writes codes -127..127, but a
+ * file may hold -128).
  */
 #include <math.h>
 
@@ -53,7 +54,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (k = 0; k < bw.cols; k++)
 				FUZZ_ASSERT(isfinite(y[r * bw.cols + k]) &&
 				    fabsf(y[r * bw.cols + k]) <=
-				    scale * 1.0001f);
+				    scale * (128.0f / 127.0f) * 1.0001f);
 		}
 		free(y);
 	}
