@@ -139,6 +139,7 @@ L=$DATA/lora
 BASE16=$DATA/llama-sharded
 check "quantize the bf16 base to 8 bit" "$NF4" -t int8 -o q8 "$BASE16"
 check "dequantize it" "$NF4" -d -o dq8 q8
+"$STDUMP" q8 > q8.lst
 check "merge into the dequantized base" "$MERGE" -o mdq8 dq8 "$L/lora-bf16"
 check "merge into the 8-bit base" "$MERGE" -o mq8 q8 "$L/lora-bf16"
 "$STDUMP" mdq8 > mdq8.lst
@@ -157,6 +158,19 @@ check "quantize the plain merge" "$NF4" -t int8 -o mdq8q mdq8
 "$STDUMP" rq8 > rq8.lst
 "$STDUMP" mdq8q > mdq8q.lst
 same "--requant equals merge then quantize" mdq8q.lst rq8.lst
+
+# --- shard by shard ---------------------------------------------------------
+mkdir sh8
+for f in "$BASE16"/model-*.safetensors; do
+	"$NF4" -q -t int8 -o "sh8/${f##*/}" "$f"
+done
+check "--index-only over 8-bit shards" "$NF4" -t int8 --index-only -o sh8 \
+    "$BASE16"
+"$STDUMP" sh8 > sh8.lst
+same "shard by shard equals the whole directory" q8.lst sh8.lst
+same "shard by shard: the same config.json" q8/config.json sh8/config.json
+fails "--index-only: 8-bit shards are not NF4" 1 "$NF4" -f --index-only \
+    -o sh8 "$BASE16"
 
 # --- dq-inspect: 8 + 32 / columns bits per parameter ----------------------
 "$INSPECT" --json int8 > i.json
