@@ -67,6 +67,8 @@ all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN)
 	$(CC) $(CFLAGS) $(XCFLAGS) -c -o $@ $<
 
 $(LIBOBJ) $(COMMON): lib/peftio_private.h
+# libpeftio.so exports what peftio.h declares and nothing else.
+$(LIBOBJ): XCFLAGS += -fvisibility=hidden
 tools/%.o: tools/common/cli.h
 
 # The GPU reciprocal table ships zlib-compressed inside the library.

@@ -610,23 +610,6 @@ peftio_bnb_storage_shape(enum peftio_dtype storage, uint64_t numel,
 /* ------------------------------------------------------------------ */
 /* GPT-2's Conv1D                                                      */
 
-int
-peftio_bnb_conv1d_weight(const char *name)
-{
-	static const char *const leaf[] = {
-		".attn.c_attn.weight", ".attn.q_attn.weight",
-		".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight"
-	};
-	size_t n = strlen(name), i, k;
-
-	for (i = 0; i < sizeof(leaf) / sizeof(leaf[0]); i++) {
-		k = strlen(leaf[i]);
-		if (n >= k && strcmp(name + n - k, leaf[i]) == 0)
-			return 1;
-	}
-	return 0;
-}
-
 void
 peftio_transpose(const void *in, void *out, uint64_t rows, uint64_t cols,
     size_t es)
@@ -952,6 +935,29 @@ peftio_bnb8_write(struct peftio_ckptw *w, const char *name,
 	if (rc == 0)
 		rc = peftio_ckptw_write(w, fmt, &row_format, 1, err);
 	free(s);
+	free(fmt);
+	return rc;
+}
+
+int
+peftio_bnb8_expect(struct peftio_xf_check *chk, size_t i, const char *name,
+    uint64_t rows, uint64_t cols, struct peftio_error *err)
+{
+	uint64_t shape[2] = { rows, cols };
+	char *scb, *fmt;
+	int rc;
+
+	scb = sibling(name, ".weight", PEFTIO_BNB_SCB);
+	fmt = sibling(name, ".weight", ".weight_format");
+	if (scb == NULL || fmt == NULL)
+		rc = peftio_error_set(err, PEFTIO_EINVAL,
+		    "tensor '%s': an 8-bit weight's name ends in .weight",
+		    name);
+	else if ((rc = peftio_xf_expect(chk, i, name, PEFTIO_I8, 2, shape,
+	    err)) == 0 && (rc = peftio_xf_expect(chk, i, scb, PEFTIO_F32, 1,
+	    shape, err)) == 0)
+		rc = peftio_xf_expect(chk, i, fmt, PEFTIO_U8, 0, shape, err);
+	free(scb);
 	free(fmt);
 	return rc;
 }

@@ -28,6 +28,14 @@
 extern "C" {
 #endif
 
+/*
+ * The library is built with hidden visibility: what this header
+ * declares is its whole interface, and all that libpeftio.so exports.
+ */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #define PEFTIO_VERSION_MAJOR	0
 #define PEFTIO_VERSION_MINOR	1
 #define PEFTIO_VERSION_PATCH	0
@@ -456,6 +464,139 @@ void	peftio_ckptw_free(struct peftio_ckptw *w);
 void	peftio_shard_name(char *buf, size_t len, size_t i, size_t n);
 
 /* ------------------------------------------------------------------ */
+/* Which tensors the tools touch (select.c)                            */
+/* ------------------------------------------------------------------ */
+
+/* The module path (the first len bytes of module) is a Linear layer
+ * that transformers quantizes and PEFT adapts by default: not an
+ * embedding, an output head or a norm. */
+int	peftio_linear_module(const char *module, size_t len);
+/* name is the 2-D "MODULE.weight" of such a layer (ndim its rank). */
+int	peftio_linear_weight(const char *name, int ndim);
+/* name is the weight of one of GPT-2's Conv1D layers (stored [in, out]). */
+int	peftio_conv1d_weight(const char *name);
+/* PEFT's target rule: module equals pattern or ends with "." pattern;
+ * or pattern is a shell glob matching module. */
+int	peftio_module_match(const char *module, const char *pattern);
+/* Some glob of globs[0..n) matches name (fnmatch(3), no flags). */
+int	peftio_glob_any(const char *const *globs, size_t n, const char *name);
+
+/* ------------------------------------------------------------------ */
+/* Transforms: a checkpoint rewritten tensor by tensor (transform.c)   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * What every tool that rewrites a checkpoint does.  The caller plans
+ * what becomes of each input tensor (an item each); peftio_transform()
+ * then writes a directory mirroring the input's shards when the input
+ * is a directory and the output is neither "-" nor a *.safetensors name
+ * (one file otherwise), declares every output tensor, computes them in
+ * input order while a background thread writes the previous result,
+ * gives config.json to the caller's hook, copies the model's other
+ * files, and commits: the output appears whole or not at all.
+ */
+enum peftio_xf_action {
+	PEFTIO_XF_COPY = 0,	/* written as read */
+	PEFTIO_XF_CONVERT,	/* converted to the item's float dtype */
+	PEFTIO_XF_SKIP,		/* not written (a companion of another) */
+	PEFTIO_XF_CUSTOM	/* declared and computed by the caller */
+};
+
+struct peftio_xf_item {
+	enum peftio_xf_action	 act;
+	enum peftio_dtype	 dt;	/* PEFTIO_XF_CONVERT: the target */
+	size_t			 shard;	/* of the output; set by the driver */
+};
+
+struct peftio_xf;
+struct peftio_xf_check;
+
+#define PEFTIO_XF_NBUF	4
+
+/* A write queued behind the computation.  The caller fills the slot it
+ * gets from peftio_xf_slot() and submits a function that writes it. */
+struct peftio_xf_job {
+	struct peftio_ckptw	*w;
+	const char		*name;
+	struct peftio_scratch	 buf[PEFTIO_XF_NBUF];
+	uint64_t		 len;	/* of buf[0], for peftio_xf_job_write */
+	void			*ctx;	/* the caller's */
+	size_t			 idx;	/* an input tensor, for copies */
+	enum peftio_dtype	 dt;
+	struct peftio_error	 err;	/* set by a job that fails */
+	struct peftio_xf	*xf;
+};
+
+struct peftio_xf_ops {
+	/* PEFTIO_XF_CUSTOM tensor i: declare its outputs. */
+	int	(*declare)(struct peftio_xf *x, size_t i, void *ctx,
+		    struct peftio_error *err);
+	/* PEFTIO_XF_CUSTOM tensor i: compute and submit its outputs. */
+	int	(*compute)(struct peftio_xf *x, size_t i, void *ctx,
+		    struct peftio_error *err);
+	/* config.json of a directory output: text in, a malloc'ed
+	 * replacement in *out, or *out NULL to copy it unchanged. */
+	int	(*config)(void *ctx, const char *text, size_t len, char **out,
+		    size_t *outlen, struct peftio_error *err);
+	/* Before each input tensor, and once at the end (what NULL). */
+	void	(*progress)(void *ctx, uint64_t done, uint64_t total,
+		    const char *what);
+	/* After a successful commit, for the caller's report. */
+	void	(*done)(void *ctx, const struct peftio_ckptw *w);
+	/* peftio_transform_index(): PEFTIO_XF_CUSTOM tensor i as the
+	 * shards must hold it (peftio_xf_expect() and the like). */
+	int	(*expect)(struct peftio_xf_check *chk, size_t i, void *ctx,
+		    struct peftio_error *err);
+};
+
+/* Whether peftio_transform() of in writes a directory at output. */
+int	peftio_output_is_dir(const struct peftio_ckpt *in, const char *output);
+/* items has one entry per tensor of in; flags as for
+ * peftio_ckptw_create(). */
+int	peftio_transform(struct peftio_ckpt *in, struct peftio_xf_item *items,
+	    const struct peftio_xf_ops *ops, void *ctx, const char *output,
+	    unsigned flags, struct peftio_error *err);
+
+/* For the hooks. */
+struct peftio_ckpt *peftio_xf_input(const struct peftio_xf *x);
+struct peftio_ckptw *peftio_xf_writer(const struct peftio_xf *x);
+/* Declare an output tensor in the shard of input tensor i. */
+int	peftio_xf_declare(struct peftio_xf *x, size_t i, const char *name,
+	    enum peftio_dtype dt, int ndim, const uint64_t *shape,
+	    struct peftio_error *err);
+struct peftio_xf_job *peftio_xf_slot(struct peftio_xf *x);
+/* Start fn on the filled slot once the job before has finished (that
+ * job's failure is returned instead). */
+int	peftio_xf_submit(struct peftio_xf *x,
+	    int (*fn)(struct peftio_xf_job *), struct peftio_error *err);
+/* Wait for the queued job. */
+int	peftio_xf_drain(struct peftio_xf *x, struct peftio_error *err);
+/* A job: write buf[0] (len bytes) as name. */
+int	peftio_xf_job_write(struct peftio_xf_job *j);
+
+/*
+ * The last step of a directory whose shards were written one at a time
+ * (each by peftio_transform() of one input shard, as separate jobs):
+ * check that the shards in outdir hold what peftio_transform() of the
+ * whole input would have written there, reading headers only, then
+ * write the index, config.json and the other files beside them.
+ */
+int	peftio_transform_index(struct peftio_ckpt *in,
+	    struct peftio_xf_item *items, const struct peftio_xf_ops *ops,
+	    void *ctx, const char *outdir, unsigned flags,
+	    struct peftio_error *err);
+/* For the expect hook: output tensor name must be in the shard of input
+ * tensor i (*k its index in the output, when k is not NULL); with a
+ * dtype and shape too. */
+int	peftio_xf_expect_name(struct peftio_xf_check *chk, size_t i,
+	    const char *name, size_t *k, struct peftio_error *err);
+int	peftio_xf_expect(struct peftio_xf_check *chk, size_t i,
+	    const char *name, enum peftio_dtype dt, int ndim,
+	    const uint64_t *shape, struct peftio_error *err);
+struct peftio_ckpt *peftio_xf_check_input(const struct peftio_xf_check *chk);
+struct peftio_ckpt *peftio_xf_check_output(const struct peftio_xf_check *chk);
+
+/* ------------------------------------------------------------------ */
 /* Threads (parallel.c)                                                */
 /* ------------------------------------------------------------------ */
 
@@ -658,6 +799,78 @@ int	peftio_bnb_dequantize_part(struct peftio_ckpt *c,
 uint64_t peftio_bnb_part_align(const struct peftio_bnb_weight *bw);
 
 /*
+ * Writing the 4-bit form (bnb_quantize.c).  A weight to be written is
+ * planned as a quant_state: peftio_bnb_plan() gives tensor ti quantized
+ * as type in blocks of blocksize, its values seen as dt (rounded to it
+ * first when stored otherwise), with or without double quantization.
+ */
+void	peftio_bnb_plan(struct peftio_quant_state *qs,
+	    const struct peftio_tensor_info *ti, enum peftio_q4type type,
+	    uint64_t blocksize, int double_quant, enum peftio_dtype dt);
+/*
+ * One threaded pass over tensor i of c, read a piece at a time: the
+ * absmax of every block, and the packed codes too unless packed is
+ * NULL.  With check, a NaN or Inf is PEFTIO_ENONFINITE naming the
+ * first such element.  The double-quantization offset qs.nested_offset
+ * is peftio_dq_offset() of the absmax values such a pass gives.
+ */
+int	peftio_bnb_quantize_tensor(struct peftio_ckpt *c, size_t i,
+	    const struct peftio_quant_state *qs, uint8_t *packed,
+	    float *absmax, int check, unsigned nthreads,
+	    struct peftio_error *err);
+/* The same for qs->numel values of qs->dtype in memory. */
+void	peftio_bnb_quantize_mem(const struct peftio_quant_state *qs,
+	    const void *vals, uint8_t *packed, float *absmax,
+	    unsigned nthreads);
+
+/* A weight being written: its quant_state and that state's JSON blob
+ * (set by peftio_bnb_declare(); peftio_bnb_out_free() frees it). */
+struct peftio_bnb_out {
+	struct peftio_quant_state qs;
+	enum peftio_dtype storage;	/* of the packed codes: U8, BF16,
+					 * F16, F32 (PEFTIO_BOOL, 0: U8) */
+	char		*qs_json;
+	size_t		 qs_len;
+};
+
+/* Declare weight name and its companions (absmax, quant_map, nested
+ * absmax and map, quant_state blob) in shard; with double quantization
+ * bo->qs.nested_offset must be set, the blob records it. */
+int	peftio_bnb_declare(struct peftio_ckptw *w, size_t shard,
+	    const char *name, struct peftio_bnb_out *bo,
+	    struct peftio_error *err);
+/* Write them from the packed codes and the f32 absmax of every block
+ * (double-quantized here, in the two buffers of tmp). */
+int	peftio_bnb_write(struct peftio_ckptw *w, const char *name,
+	    const struct peftio_bnb_out *bo, const uint8_t *packed,
+	    const float *absmax, struct peftio_scratch tmp[2],
+	    struct peftio_error *err);
+/*
+ * Tensor i of c whole in memory as it is quantized: rounded to dt when
+ * stored otherwise, and transposed from [in, out] to [out, in] when
+ * transpose (GPT-2's Conv1D).  *vals is c's own data, or in buf.  With
+ * check, a NaN or Inf is PEFTIO_ENONFINITE naming the first.  The
+ * caller releases tensor i.
+ */
+int	peftio_bnb_values(struct peftio_ckpt *c, size_t i, int transpose,
+	    enum peftio_dtype dt, int check, struct peftio_scratch buf[2],
+	    const void **vals, struct peftio_error *err);
+/* The double-quantization offset of tensor i quantized as bo->qs, into
+ * bo->qs.nested_offset: a pass that reads the tensor and keeps only its
+ * absmax values (looking for NaN and Inf with check). */
+int	peftio_bnb_prepass(struct peftio_ckpt *c, size_t i,
+	    struct peftio_bnb_out *bo, int check, unsigned nthreads,
+	    struct peftio_error *err);
+void	peftio_bnb_out_free(struct peftio_bnb_out *bo);
+/* For peftio_transform_index(): weight name, of input tensor i, must be
+ * in the shards as a 4-bit weight quantized as want says, with all its
+ * companions. */
+struct peftio_xf_check;
+int	peftio_bnb_expect(struct peftio_xf_check *chk, size_t i,
+	    const char *name, const struct peftio_quant_state *want,
+	    struct peftio_error *err);
+
+/*
  * bnb_4bit_quant_storage: the packed codes stored as elements of U8,
  * BF16, F16 or F32 (the same bytes).  parse: "u8", "bf16", "f16", "f32"
  * or the torch names; the dtype, or -1.  shape: the [k, 1] shape of an
@@ -669,12 +882,11 @@ int	peftio_bnb_storage_shape(enum peftio_dtype storage, uint64_t numel,
 	    uint64_t shape[2], struct peftio_error *err);
 
 /*
- * GPT-2's Conv1D layers store their weight [in, out]; transformers
- * transposes it to [out, in] before quantizing it in 4 or 8 bit.  1
- * when name is such a weight (c_attn, q_attn, c_proj, c_fc).
+ * GPT-2's Conv1D weights (peftio_conv1d_weight()) are stored [in, out];
+ * transformers transposes them to [out, in] before quantizing them in 4
+ * or 8 bit.  out[c][r] = in[r][c] for a rows x cols matrix of es-byte
+ * elements.
  */
-int	peftio_bnb_conv1d_weight(const char *name);
-/* out[c][r] = in[r][c] for a rows x cols matrix of es-byte elements. */
 void	peftio_transpose(const void *in, void *out, uint64_t rows,
 	    uint64_t cols, size_t es);
 
@@ -732,6 +944,12 @@ int	peftio_bnb8_declare(struct peftio_ckptw *w, size_t shard,
 int	peftio_bnb8_write(struct peftio_ckptw *w, const char *name,
 	    const int8_t *codes, const float *scb, uint64_t rows,
 	    uint64_t cols, struct peftio_error *err);
+/* For peftio_transform_index(): weight name, of input tensor i, must be
+ * in the shards as an 8-bit weight of rows x cols with its SCB and
+ * weight_format. */
+int	peftio_bnb8_expect(struct peftio_xf_check *chk, size_t i,
+	    const char *name, uint64_t rows, uint64_t cols,
+	    struct peftio_error *err);
 
 /* What transformers' BitsAndBytesConfig says. */
 struct peftio_bnb_config {
@@ -1096,6 +1314,10 @@ void	peftio_lora_factors_free(struct peftio_lora_factors *f);
 
 /* Format a double as Python's repr() does (shortest round trip). */
 void	peftio_py_repr_double(double v, char *buf, size_t len);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #ifdef __cplusplus
 }

@@ -325,10 +325,10 @@ START_TEST(test_conv1d)
 	const uint16_t want[6] = { 1, 4, 2, 5, 3, 6 };
 	uint16_t out[6];
 
-	ck_assert(peftio_bnb_conv1d_weight("transformer.h.0.attn.c_attn.weight"));
-	ck_assert(peftio_bnb_conv1d_weight("transformer.h.11.mlp.c_proj.weight"));
-	ck_assert(!peftio_bnb_conv1d_weight("transformer.h.0.attn.c_attn.bias"));
-	ck_assert(!peftio_bnb_conv1d_weight("model.layers.0.mlp.up_proj.weight"));
+	ck_assert(peftio_conv1d_weight("transformer.h.0.attn.c_attn.weight"));
+	ck_assert(peftio_conv1d_weight("transformer.h.11.mlp.c_proj.weight"));
+	ck_assert(!peftio_conv1d_weight("transformer.h.0.attn.c_attn.bias"));
+	ck_assert(!peftio_conv1d_weight("model.layers.0.mlp.up_proj.weight"));
 	peftio_transpose(in, out, 2, 3, sizeof(in[0]));
 	ck_assert(memcmp(out, want, sizeof(out)) == 0);
 }

@@ -204,6 +204,26 @@ xmalloc(size_t n)
 }
 
 void *
+xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (p == NULL) {
+		cli_warn("out of memory (%zu bytes)", n * size);
+		exit(CLI_EXIT_ERROR);
+	}
+	return p;
+}
+
+int
+cli_ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+void *
 xscratch(struct peftio_scratch *s, size_t n)
 {
 	void *p = peftio_scratch(s, n);

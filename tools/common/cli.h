@@ -45,9 +45,13 @@ min_u64(uint64_t a, uint64_t b)
 	return a < b ? a : b;
 }
 
-/* malloc() and peftio_scratch() that exit with a message when memory
- * runs out. */
+/* s ends with suffix. */
+int	cli_ends_with(const char *s, const char *suffix);
+
+/* malloc(), calloc() and peftio_scratch() that exit with a message when
+ * memory runs out. */
 void	*xmalloc(size_t n);
+void	*xcalloc(size_t n, size_t size);
 void	*xscratch(struct peftio_scratch *s, size_t n);
 
 /*

@@ -110,18 +110,6 @@ usage(int status)
 	exit(status);
 }
 
-static void *
-xcalloc(size_t n, size_t size)
-{
-	void *p = calloc(n ? n : 1, size ? size : 1);
-
-	if (p == NULL) {
-		cli_warn("out of memory");
-		exit(CLI_EXIT_ERROR);
-	}
-	return p;
-}
-
 static uint64_t
 ceil_div(uint64_t a, uint64_t b)
 {
