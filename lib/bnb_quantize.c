@@ -437,8 +437,11 @@ qs_differs(const struct peftio_quant_state *got,
 
 int
 peftio_bnb_expect(struct peftio_xf_check *chk, size_t i, const char *name,
-    const struct peftio_quant_state *want, struct peftio_error *err)
+    const struct peftio_bnb_out *bo, struct peftio_error *err)
 {
+	const struct peftio_quant_state *want = &bo->qs;
+	enum peftio_dtype storage = bo->storage == PEFTIO_BOOL ? PEFTIO_U8 :
+	    bo->storage;
 	struct peftio_ckpt *out = peftio_xf_check_output(chk);
 	struct peftio_bnb_weight bw;
 	const char *why;
@@ -463,7 +466,13 @@ peftio_bnb_expect(struct peftio_xf_check *chk, size_t i, const char *name,
 	}
 	if ((rc = peftio_bnb_lookup(out, (size_t)q, &bw, err)) < 0)
 		return rc;
-	if ((why = qs_differs(&bw.qs, want, buf, sizeof(buf))) != NULL)
+	if ((why = qs_differs(&bw.qs, want, buf, sizeof(buf))) == NULL &&
+	    bw.storage != storage) {
+		snprintf(buf, sizeof(buf), "storage %s, not %s",
+		    peftio_dtype_name(bw.storage), peftio_dtype_name(storage));
+		why = buf;
+	}
+	if (why != NULL)
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: tensor '%s' was quantized with other options (%s)",
 		    peftio_st_path(peftio_ckpt_shard(out, peftio_ckpt_shard_of(

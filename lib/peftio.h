@@ -863,11 +863,11 @@ int	peftio_bnb_prepass(struct peftio_ckpt *c, size_t i,
 	    struct peftio_error *err);
 void	peftio_bnb_out_free(struct peftio_bnb_out *bo);
 /* For peftio_transform_index(): weight name, of input tensor i, must be
- * in the shards as a 4-bit weight quantized as want says, with all its
- * companions. */
+ * in the shards as a 4-bit weight quantized and stored as bo says, with
+ * all its companions. */
 struct peftio_xf_check;
 int	peftio_bnb_expect(struct peftio_xf_check *chk, size_t i,
-	    const char *name, const struct peftio_quant_state *want,
+	    const char *name, const struct peftio_bnb_out *bo,
 	    struct peftio_error *err);
 
 /*

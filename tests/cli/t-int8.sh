@@ -172,6 +172,16 @@ same "shard by shard: the same config.json" q8/config.json sh8/config.json
 fails "--index-only: 8-bit shards are not NF4" 1 "$NF4" -f --index-only \
     -o sh8 "$BASE16"
 
+mkdir shb
+for f in "$BASE16"/model-*.safetensors; do
+	"$NF4" -q --storage bf16 -o "shb/${f##*/}" "$f"
+done
+check "--index-only over bf16-storage shards" "$NF4" --storage bf16 \
+    --index-only -o shb "$BASE16"
+fails "--index-only: the storage must match" 1 "$NF4" -f --index-only \
+    -o shb "$BASE16"
+grep_err "says why" "storage BF16, not U8"
+
 # --- dq-inspect: 8 + 32 / columns bits per parameter ----------------------
 "$INSPECT" --json int8 > i.json
 check "dq-inspect an 8-bit checkpoint" "$INSPECT" int8

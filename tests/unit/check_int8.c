@@ -334,6 +334,41 @@ START_TEST(test_conv1d)
 }
 END_TEST
 
+/* A [2, 3] f32 Conv1D weight as it is quantized: [3, 2] in bf16. */
+START_TEST(test_values)
+{
+	static const float w[6] = { 1, 2, 3, 4, 5, 6.0039062f };
+	struct peftio_scratch buf[2];
+	struct peftio_error err;
+	struct peftio_ckpt *c;
+	unsigned char *st;
+	const uint16_t *v;
+	const void *p;
+	size_t len;
+	uint16_t got[6];
+	int k;
+
+	memset(buf, 0, sizeof(buf));
+	st = mkst("{\"h.0.attn.c_attn.weight\":{\"dtype\":\"F32\","
+	    "\"shape\":[2,3],\"data_offsets\":[0,24]}}", w, sizeof(w), &len);
+	ck_assert_int_eq(peftio_ckpt_open_mem(&c, st, len, "v.safetensors",
+	    &err), 0);
+	ck_assert_int_eq(peftio_bnb_values(c, 0, 1, PEFTIO_BF16, 1, buf, &p,
+	    &err), 0);
+	v = p;
+	memcpy(got, v, sizeof(got));
+	/* column-major of w, rounded to bf16 (6.0039 -> 6) */
+	ck_assert_float_eq(peftio_bf16_to_f32(got[0]), 1.0f);
+	ck_assert_float_eq(peftio_bf16_to_f32(got[1]), 4.0f);
+	ck_assert_float_eq(peftio_bf16_to_f32(got[2]), 2.0f);
+	ck_assert_float_eq(peftio_bf16_to_f32(got[5]), 6.0f);
+	for (k = 0; k < 2; k++)
+		peftio_scratch_free(&buf[k]);
+	peftio_ckpt_close(c);
+	free(st);
+}
+END_TEST
+
 /* config.json of examples/tiny-llama gets transformers' own block. */
 static void
 config_equals(const struct peftio_bnb_config *qc, const char *ref)
@@ -401,6 +436,7 @@ Suite *int8_suite(void)
 	    (int)(sizeof(forms) / sizeof(forms[0])));
 	tcase_add_test(tc, test_storage);
 	tcase_add_test(tc, test_conv1d);
+	tcase_add_test(tc, test_values);
 	tcase_add_test(tc, test_config);
 	suite_add_tcase(s, tc);
 	return s;

@@ -553,7 +553,7 @@ expect(struct peftio_xf_check *chk, size_t i, void *ctx,
 		return peftio_bnb8_expect(chk, i, name, it->bw8.rows,
 		    it->bw8.cols, err);
 	if (it->quant)
-		return peftio_bnb_expect(chk, i, name, &it->bo.qs, err);
+		return peftio_bnb_expect(chk, i, name, &it->bo, err);
 	return peftio_xf_expect(chk, i, name, it->dt, it->ndim, it->shape,
 	    err);
 }
