@@ -247,37 +247,45 @@ dump_config(json_t *o, char **out, size_t *outlen, struct peftio_error *err)
 }
 
 int
-peftio_config_add_quant(const char *in, size_t inlen, enum peftio_q4type type,
-    int double_quant, enum peftio_dtype compute, char **out, size_t *outlen,
+peftio_config_add_bnb(const char *in, size_t inlen,
+    const struct peftio_bnb_config *c, char **out, size_t *outlen,
     struct peftio_error *err)
 {
-	const char *cname = peftio_dtype_torch_name(compute);
+	int eight = c->bits == 8;
+	const char *cname = peftio_dtype_torch_name(eight ? PEFTIO_F32 :
+	    c->compute);
+	const char *sname = peftio_dtype_torch_name(eight ? PEFTIO_U8 :
+	    c->storage);
 	json_t *o, *q;
 
+	if (c->bits != 4 && c->bits != 8)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "quantization_config: %d bits", c->bits);
 	if ((o = load_object(in, inlen, err)) == NULL)
 		return err != NULL ? err->code : PEFTIO_EFORMAT;
-	if ((q = json_object()) == NULL || cname == NULL) {
+	if ((q = json_object()) == NULL || cname == NULL || sname == NULL) {
 		json_decref(q);
 		json_decref(o);
 		return peftio_error_set(err, PEFTIO_ENOMEM,
 		    "config.json: out of memory");
 	}
-	/* BitsAndBytesConfig.to_dict() in transformers 5.17 (13 keys). */
-	json_object_set_new(q, "_load_in_4bit", json_true());
-	json_object_set_new(q, "_load_in_8bit", json_false());
+	/* BitsAndBytesConfig.to_dict() in transformers 5.17 (13 keys);
+	 * with load_in_8bit the 4-bit keys keep their defaults. */
+	json_object_set_new(q, "_load_in_4bit", json_boolean(!eight));
+	json_object_set_new(q, "_load_in_8bit", json_boolean(eight));
 	json_object_set_new(q, "bnb_4bit_compute_dtype", json_string(cname));
-	json_object_set_new(q, "bnb_4bit_quant_storage", json_string("uint8"));
-	json_object_set_new(q, "bnb_4bit_quant_type",
-	    json_string(peftio_q4type_name(type)));
+	json_object_set_new(q, "bnb_4bit_quant_storage", json_string(sname));
+	json_object_set_new(q, "bnb_4bit_quant_type", json_string(eight ?
+	    "fp4" : peftio_q4type_name(c->type)));
 	json_object_set_new(q, "bnb_4bit_use_double_quant",
-	    json_boolean(double_quant));
+	    json_boolean(!eight && c->double_quant));
 	json_object_set_new(q, "llm_int8_enable_fp32_cpu_offload",
 	    json_false());
 	json_object_set_new(q, "llm_int8_has_fp16_weight", json_false());
 	json_object_set_new(q, "llm_int8_skip_modules", json_null());
 	json_object_set_new(q, "llm_int8_threshold", json_real(6.0));
-	json_object_set_new(q, "load_in_4bit", json_true());
-	json_object_set_new(q, "load_in_8bit", json_false());
+	json_object_set_new(q, "load_in_4bit", json_boolean(!eight));
+	json_object_set_new(q, "load_in_8bit", json_boolean(eight));
 	json_object_set_new(q, "quant_method", json_string("bitsandbytes"));
 	json_object_set_new(o, "quantization_config", q);
 	return dump_config(o, out, outlen, err);
@@ -316,6 +324,21 @@ peftio_config_quant(const char *in, size_t inlen, char *method, size_t cap,
 }
 
 int
+peftio_config_add_quant(const char *in, size_t inlen, enum peftio_q4type type,
+    int double_quant, enum peftio_dtype compute, char **out, size_t *outlen,
+    struct peftio_error *err)
+{
+	struct peftio_bnb_config c;
+
+	c.bits = 4;
+	c.type = type;
+	c.double_quant = double_quant;
+	c.compute = compute;
+	c.storage = PEFTIO_U8;
+	return peftio_config_add_bnb(in, inlen, &c, out, outlen, err);
+}
+
+int
 peftio_config_remove_quant(const char *in, size_t inlen, int dt, char **out,
     size_t *outlen, struct peftio_error *err)
 {
@@ -337,6 +360,8 @@ peftio_config_remove_quant(const char *in, size_t inlen, int dt, char **out,
 
 /* ------------------------------------------------------------------ */
 /* 4-bit weights inside a checkpoint                                   */
+
+static int	storage_ok(enum peftio_dtype dt);
 
 static uint64_t
 ceil_div(uint64_t a, uint64_t b)
@@ -424,15 +449,18 @@ peftio_bnb_lookup(struct peftio_ckpt *c, size_t i,
 	}
 	bw->weight = (size_t)wi;
 	ti = peftio_ckpt_tensor(c, bw->weight);
-	if (ti->dtype != PEFTIO_U8 || ti->numel != (bw->qs.numel + 1) / 2) {
+	/* U8, or the same bytes as bnb_4bit_quant_storage elements. */
+	if (!storage_ok(ti->dtype) || ti->nbytes != (bw->qs.numel + 1) / 2) {
 		rc = peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: tensor '%s': %s with %llu elements, but its "
-		    "quant_state's shape needs U8 with %llu",
+		    "quant_state's shape needs %llu bytes of U8 (or of BF16, "
+		    "F16 or F32 storage)",
 		    peftio_ckpt_path(c), w, peftio_dtype_name(ti->dtype),
 		    (unsigned long long)ti->numel,
 		    (unsigned long long)((bw->qs.numel + 1) / 2));
 		goto out;
 	}
+	bw->storage = ti->dtype;
 	nb = ceil_div(bw->qs.numel, bw->qs.blocksize);
 	rc = companion(c, w, PEFTIO_BNB_ABSMAX,
 	    bw->qs.double_quant ? PEFTIO_U8 : PEFTIO_F32, nb, &bw->absmax, err);
@@ -556,15 +584,29 @@ peftio_bnb_dequantize_part(struct peftio_ckpt *c,
 
 long
 peftio_bnb_group(struct peftio_ckpt *c, struct peftio_xf_item *xi,
-    struct peftio_bnb_weight *bw, struct peftio_error *err)
+    struct peftio_bnb_weight *bw, struct peftio_bnb8_weight *bw8,
+    struct peftio_error *err)
 {
 	struct peftio_bnb_weight w;
+	struct peftio_bnb8_weight w8;
 	size_t i, n = peftio_ckpt_count(c);
 	long nw = 0;
 	int rc;
 
 	for (i = 0; i < n; i++)
 		xi[i].act = PEFTIO_XF_COPY;
+	for (i = 0; i < n && bw8 != NULL; i++) {
+		if ((rc = peftio_bnb8_lookup(c, i, &w8, err)) < 0)
+			return rc;
+		if (rc == 0)
+			continue;
+		bw8[w8.weight] = w8;
+		xi[w8.weight].act = PEFTIO_XF_CUSTOM;
+		xi[w8.scb].act = PEFTIO_XF_SKIP;
+		if (w8.format >= 0)
+			xi[w8.format].act = PEFTIO_XF_SKIP;
+		nw++;
+	}
 	for (i = 0; i < n; i++) {
 		if ((rc = peftio_bnb_lookup(c, i, &w, err)) < 0)
 			return rc;
@@ -582,4 +624,449 @@ peftio_bnb_group(struct peftio_ckpt *c, struct peftio_xf_item *xi,
 		nw++;
 	}
 	return nw;
+}
+
+/* ------------------------------------------------------------------ */
+/* bnb_4bit_quant_storage: the packed codes as elements of another     */
+/* dtype                                                               */
+
+int
+peftio_bnb_storage_parse(const char *s)
+{
+	static const struct {
+		const char *name;
+		enum peftio_dtype dt;
+	} t[] = {
+		{ "u8", PEFTIO_U8 }, { "uint8", PEFTIO_U8 },
+		{ "bf16", PEFTIO_BF16 }, { "bfloat16", PEFTIO_BF16 },
+		{ "f16", PEFTIO_F16 }, { "float16", PEFTIO_F16 },
+		{ "f32", PEFTIO_F32 }, { "float32", PEFTIO_F32 }
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (strcmp(s, t[i].name) == 0)
+			return t[i].dt;
+	return -1;
+}
+
+static int
+storage_ok(enum peftio_dtype dt)
+{
+	return dt == PEFTIO_U8 || dt == PEFTIO_BF16 || dt == PEFTIO_F16 ||
+	    dt == PEFTIO_F32;
+}
+
+/*
+ * bitsandbytes allocates ((n + 1) // (2 * itemsize), 1) elements of the
+ * storage dtype; when that is less than the (n + 1) / 2 packed bytes the
+ * last codes are lost, which is refused here.
+ */
+int
+peftio_bnb_storage_shape(enum peftio_dtype storage, uint64_t numel,
+    uint64_t shape[2], struct peftio_error *err)
+{
+	uint64_t bytes = numel / 2 + (numel & 1), es;
+
+	if (!storage_ok(storage))
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "4-bit storage must be U8, BF16, F16 or F32, not %s",
+		    peftio_dtype_name(storage));
+	es = peftio_dtype_bits(storage) / 8;
+	if (bytes % es != 0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%llu packed bytes are not a whole number of %s "
+		    "elements (bitsandbytes would drop the last codes)",
+		    (unsigned long long)bytes, peftio_dtype_name(storage));
+	shape[0] = bytes / es;
+	shape[1] = 1;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* GPT-2's Conv1D                                                      */
+
+void
+peftio_transpose(const void *in, void *out, uint64_t rows, uint64_t cols,
+    size_t es)
+{
+	const unsigned char *s = in;
+	unsigned char *d = out;
+	uint64_t r, c, r0, c0, r1, c1;
+
+	/* Tiles of 32 x 32 keep both sides in cache. */
+	for (r0 = 0; r0 < rows; r0 += 32) {
+		r1 = PEFTIO_MIN(rows, r0 + 32);
+		for (c0 = 0; c0 < cols; c0 += 32) {
+			c1 = PEFTIO_MIN(cols, c0 + 32);
+			for (r = r0; r < r1; r++)
+				for (c = c0; c < c1; c++)
+					memcpy(d + (c * rows + r) * es,
+					    s + (r * cols + c) * es, es);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* 8-bit (LLM.int8) weights inside a checkpoint                        */
+
+/* "W.weight" -> "W" + suffix; NULL when name does not end in .weight. */
+static char *
+sibling(const char *name, const char *from, const char *to)
+{
+	size_t n = strlen(name), k = strlen(from), m;
+	char *s;
+
+	if (n < k || strcmp(name + n - k, from) != 0)
+		return NULL;
+	m = n - k + strlen(to) + 1;
+	if ((s = malloc(m)) == NULL)
+		return NULL;
+	memcpy(s, name, n - k);
+	strcpy(s + n - k, to);
+	return s;
+}
+
+int
+peftio_bnb8_lookup(struct peftio_ckpt *c, size_t i,
+    struct peftio_bnb8_weight *bw, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c, i), *wi;
+	const char *path = peftio_ckpt_path(c);
+	const unsigned char *data;
+	char *w = NULL, *f = NULL;
+	uint64_t r, fv;
+	long k;
+	float v;
+	int rc = PEFTIO_EFORMAT;
+
+	if (ti->dtype == PEFTIO_I8) {
+		/* An int8 weight is read through its SCB. */
+		if ((w = sibling(ti->name, ".weight", PEFTIO_BNB_SCB)) == NULL)
+			return 0;
+		k = peftio_ckpt_find(c, w);
+		free(w);
+		if (k >= 0)
+			return 0;
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s': 8-bit weight without its SCB (row "
+		    "scales)", path, ti->name);
+	}
+	if ((w = sibling(ti->name, PEFTIO_BNB_SCB, ".weight")) == NULL)
+		return 0;
+	memset(bw, 0, sizeof(*bw));
+	bw->scb = i;
+	bw->format = -1;
+	if ((k = peftio_ckpt_find(c, w)) < 0) {
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s' has no 8-bit weight %s", path, ti->name,
+		    w);
+		goto out;
+	}
+	bw->weight = (size_t)k;
+	wi = peftio_ckpt_tensor(c, bw->weight);
+	if (wi->dtype != PEFTIO_I8 || wi->ndim != 2) {
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s': an 8-bit weight (beside %s) must be 2-D "
+		    "I8, not %d-D %s", path, w, ti->name, wi->ndim,
+		    peftio_dtype_name(wi->dtype));
+		goto out;
+	}
+	bw->rows = wi->shape[0];
+	bw->cols = wi->shape[1];
+	if (bw->rows == 0 || bw->cols == 0) {
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s': 8-bit weight of shape [%llu, %llu] has "
+		    "no values", path, w, (unsigned long long)bw->rows,
+		    (unsigned long long)bw->cols);
+		goto out;
+	}
+	if (ti->dtype != PEFTIO_F32 || ti->numel != bw->rows) {
+		peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: tensor '%s' is %s with %llu elements, but its weight "
+		    "needs F32 with %llu (one per row)", path, ti->name,
+		    peftio_dtype_name(ti->dtype),
+		    (unsigned long long)ti->numel,
+		    (unsigned long long)bw->rows);
+		goto out;
+	}
+	if (peftio_ckpt_data(c, i, (const void **)&data, err) != 0) {
+		rc = err != NULL ? err->code : PEFTIO_EIO;
+		goto out;
+	}
+	for (r = 0; r < bw->rows; r++) {
+		memcpy(&v, data + r * 4, 4);
+		/* the absmax of float16 values: at most 65504 */
+		if (!(v >= 0.0f && v <= 65504.0f)) {
+			peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s': row %llu's scale is %s", path,
+			    ti->name, (unsigned long long)r, v < 0.0f ?
+			    "negative" : v > 65504.0f && v <= FLT_MAX ?
+			    "beyond float16" : "not finite");
+			goto out;
+		}
+	}
+	if ((f = sibling(w, ".weight", ".weight_format")) == NULL) {
+		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((k = peftio_ckpt_find(c, f)) >= 0) {
+		wi = peftio_ckpt_tensor(c, (size_t)k);
+		if (wi->numel != 1 || (wi->dtype != PEFTIO_U8 &&
+		    wi->dtype != PEFTIO_I8 && wi->dtype != PEFTIO_I64 &&
+		    wi->dtype != PEFTIO_I32)) {
+			peftio_error_set(err, PEFTIO_EFORMAT,
+			    "%s: tensor '%s' must be one integer", path, f);
+			goto out;
+		}
+		if (peftio_ckpt_data(c, (size_t)k, (const void **)&data,
+		    err) != 0) {
+			rc = err != NULL ? err->code : PEFTIO_EIO;
+			goto out;
+		}
+		/* 0 is "row"; col32 and the Turing and Ampere tile
+		 * layouts are not written by any current release. */
+		fv = 0;
+		memcpy(&fv, data, peftio_dtype_bits(wi->dtype) / 8);
+		if (fv != 0) {
+			rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+			    "%s: tensor '%s': weight format %llu is not "
+			    "row-major (0)", path, f, (unsigned long long)fv);
+			goto out;
+		}
+		bw->format = k;
+	}
+	rc = 0;
+out:
+	free(w);
+	free(f);
+	return rc == 0 ? 1 : rc;
+}
+
+enum peftio_dtype
+peftio_bnb8_dtype(struct peftio_ckpt *c)
+{
+	const struct peftio_tensor_info *ti;
+	size_t i;
+
+	for (i = 0; i < peftio_ckpt_count(c); i++) {
+		ti = peftio_ckpt_tensor(c, i);
+		if ((ti->dtype == PEFTIO_F32 || ti->dtype == PEFTIO_F16 ||
+		    ti->dtype == PEFTIO_BF16) && ti->ndim == 2)
+			return ti->dtype;
+	}
+	return PEFTIO_F16;
+}
+
+struct deq8_job {
+	const int8_t	*codes;
+	const float	*scb;
+	uint64_t	 cols, r0;
+	enum peftio_dtype dt;
+	unsigned char	*out;
+};
+
+static void
+deq8_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct deq8_job *j = arg;
+	size_t es = peftio_dtype_bits(j->dt) / 8;
+
+	peftio_int8_dequantize(j->codes, j->scb, j->cols, j->r0 + b, j->r0 + e,
+	    j->dt, j->out + b * j->cols * es);
+}
+
+int
+peftio_bnb8_dequantize_part(struct peftio_ckpt *c,
+    const struct peftio_bnb8_weight *bw, enum peftio_dtype dt, void *out,
+    uint64_t r0, uint64_t nrows, unsigned nthreads, struct peftio_error *err)
+{
+	const void *codes, *scb;
+	struct deq8_job j;
+	float *s;
+	int rc;
+
+	if (dt != PEFTIO_F32 && dt != PEFTIO_F16 && dt != PEFTIO_BF16)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "dequantize: output dtype must be F32, F16 or BF16");
+	if (r0 > bw->rows || nrows > bw->rows - r0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "dequantize: rows %llu+%llu are not a part of %llu",
+		    (unsigned long long)r0, (unsigned long long)nrows,
+		    (unsigned long long)bw->rows);
+	if ((rc = peftio_ckpt_data(c, bw->weight, &codes, err)) != 0 ||
+	    (rc = peftio_ckpt_data(c, bw->scb, &scb, err)) != 0)
+		return rc;
+	/* Tensors in a file need not be aligned: copy the scales. */
+	if ((s = malloc(bw->rows * sizeof(float))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	memcpy(s, scb, bw->rows * sizeof(float));
+	j.codes = codes;
+	j.scb = s;
+	j.cols = bw->cols;
+	j.r0 = r0;
+	j.dt = dt;
+	j.out = out;
+	peftio_parallel_for(nthreads, nrows, PEFTIO_MAX(1, 65536 / bw->cols),
+	    deq8_range, &j);
+	free(s);
+	return 0;
+}
+
+int
+peftio_bnb8_dequantize(struct peftio_ckpt *c,
+    const struct peftio_bnb8_weight *bw, enum peftio_dtype dt, void *out,
+    unsigned nthreads, struct peftio_error *err)
+{
+	return peftio_bnb8_dequantize_part(c, bw, dt, out, 0, bw->rows,
+	    nthreads, err);
+}
+
+struct q8_job {
+	enum peftio_dtype dt;
+	const void	*in;
+	uint64_t	 cols;
+	int8_t		*codes;
+	float		*scb;
+};
+
+static void
+q8_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct q8_job *j = arg;
+
+	peftio_int8_quantize(j->dt, j->in, j->cols, b, e, j->codes, j->scb);
+}
+
+int
+peftio_bnb8_quantize(enum peftio_dtype dt, const void *in, uint64_t rows,
+    uint64_t cols, int8_t *codes, float *scb, unsigned nthreads,
+    struct peftio_error *err)
+{
+	struct q8_job j;
+
+	if (dt != PEFTIO_F32 && dt != PEFTIO_F16 && dt != PEFTIO_BF16)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "8-bit quantization: input must be F32, F16 or BF16");
+	j.dt = dt;
+	j.in = in;
+	j.cols = cols;
+	j.codes = codes;
+	j.scb = scb;
+	peftio_parallel_for(nthreads, rows, PEFTIO_MAX(1, 65536 / PEFTIO_MAX(
+	    cols, 1)), q8_range, &j);
+	return 0;
+}
+
+int
+peftio_bnb8_declare(struct peftio_ckptw *w, size_t shard, const char *name,
+    uint64_t rows, uint64_t cols, struct peftio_error *err)
+{
+	uint64_t shape[2] = { rows, cols };
+	char *scb, *fmt;
+	int rc;
+
+	scb = sibling(name, ".weight", PEFTIO_BNB_SCB);
+	fmt = sibling(name, ".weight", ".weight_format");
+	if (scb == NULL || fmt == NULL) {
+		free(scb);
+		free(fmt);
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "tensor '%s': an 8-bit weight's name ends in .weight",
+		    name);
+	}
+	rc = peftio_ckptw_declare(w, shard, name, PEFTIO_I8, 2, shape, err);
+	if (rc == 0)
+		rc = peftio_ckptw_declare(w, shard, scb, PEFTIO_F32, 1, shape,
+		    err);
+	if (rc == 0)
+		rc = peftio_ckptw_declare(w, shard, fmt, PEFTIO_U8, 0, shape,
+		    err);
+	free(scb);
+	free(fmt);
+	return rc;
+}
+
+int
+peftio_bnb8_write(struct peftio_ckptw *w, const char *name,
+    const int8_t *codes, const float *scb, uint64_t rows, uint64_t cols,
+    struct peftio_error *err)
+{
+	static const unsigned char row_format = 0;
+	char *s, *fmt;
+	int rc;
+
+	s = sibling(name, ".weight", PEFTIO_BNB_SCB);
+	fmt = sibling(name, ".weight", ".weight_format");
+	if (s == NULL || fmt == NULL) {
+		free(s);
+		free(fmt);
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "tensor '%s': an 8-bit weight's name ends in .weight",
+		    name);
+	}
+	rc = peftio_ckptw_write(w, name, codes, rows * cols, err);
+	if (rc == 0)
+		rc = peftio_ckptw_write(w, s, scb, rows * sizeof(float), err);
+	if (rc == 0)
+		rc = peftio_ckptw_write(w, fmt, &row_format, 1, err);
+	free(s);
+	free(fmt);
+	return rc;
+}
+
+int
+peftio_bnb8_expect(struct peftio_xf_check *chk, size_t i, const char *name,
+    uint64_t rows, uint64_t cols, struct peftio_error *err)
+{
+	uint64_t shape[2] = { rows, cols };
+	char *scb, *fmt;
+	int rc;
+
+	scb = sibling(name, ".weight", PEFTIO_BNB_SCB);
+	fmt = sibling(name, ".weight", ".weight_format");
+	if (scb == NULL || fmt == NULL)
+		rc = peftio_error_set(err, PEFTIO_EINVAL,
+		    "tensor '%s': an 8-bit weight's name ends in .weight",
+		    name);
+	else if ((rc = peftio_xf_expect(chk, i, name, PEFTIO_I8, 2, shape,
+	    err)) == 0 && (rc = peftio_xf_expect(chk, i, scb, PEFTIO_F32, 1,
+	    shape, err)) == 0)
+		rc = peftio_xf_expect(chk, i, fmt, PEFTIO_U8, 0, shape, err);
+	free(scb);
+	free(fmt);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* What a checkpoint already is                                        */
+
+int
+peftio_config_quant_method(const char *in, size_t inlen, char *buf,
+    size_t len, struct peftio_error *err)
+{
+	json_t *o, *q, *m;
+	int rc = 0;
+
+	buf[0] = '\0';
+	if ((o = load_object(in, inlen, err)) == NULL)
+		return err != NULL ? err->code : PEFTIO_EFORMAT;
+	q = json_object_get(o, "quantization_config");
+	if (json_is_object(q)) {
+		m = json_object_get(q, "quant_method");
+		if (json_is_string(m))
+			snprintf(buf, len, "%s", json_string_value(m));
+		else
+			snprintf(buf, len, "unknown");
+		if (strcmp(buf, "bitsandbytes") == 0) {
+			if (json_is_true(json_object_get(q, "load_in_8bit")))
+				snprintf(buf, len, "bitsandbytes 8-bit");
+			else if (json_is_true(json_object_get(q,
+			    "load_in_4bit")))
+				snprintf(buf, len, "bitsandbytes 4-bit");
+		}
+		rc = 1;
+	}
+	json_decref(o);
+	return rc;
 }

@@ -130,11 +130,12 @@ row_count(int ndim, const uint64_t *shape)
 int
 peftio_merge_stream_tensor(struct peftio_merge_stream *s,
     struct peftio_ckpt *c, size_t i, const struct peftio_bnb_weight *bw,
-    enum peftio_dtype dt, const struct peftio_merge_out *out,
-    struct peftio_error *err)
+    const struct peftio_bnb8_weight *bw8, enum peftio_dtype dt,
+    const struct peftio_merge_out *out, struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c, i);
 	uint64_t n = bw != NULL ? bw->qs.numel : ti->numel, nb, rows, cols;
+	int quantized = bw != NULL || bw8 != NULL;
 	uint64_t r0, nr, brows;
 	size_t des = peftio_dtype_bits(dt) / 8;
 	int touched = s->m != NULL && peftio_merge_touches(s->m, ti->name);
@@ -148,7 +149,7 @@ peftio_merge_stream_tensor(struct peftio_merge_stream *s,
 	cv.idx = i;
 	cv.sdt = ti->dtype;
 	cv.ddt = dt;
-	if (bw != NULL) {
+	if (quantized) {
 		/* Dequantize as bitsandbytes does, into the dtype the
 		 * values will be stored in (what nf4-quant -d writes). */
 		peftio_dtype_nbytes(dt, n, &nb);
@@ -156,8 +157,11 @@ peftio_merge_stream_tensor(struct peftio_merge_stream *s,
 			return peftio_error_set(err, PEFTIO_ENOMEM,
 			    "out of memory");
 		cv.sdt = dt;
-		if ((rc = peftio_bnb_dequantize(c, bw, dt, (void *)cv.src,
-		    s->nthreads, err)) != 0)
+		rc = bw != NULL ? peftio_bnb_dequantize(c, bw, dt,
+		    (void *)cv.src, s->nthreads, err) :
+		    peftio_bnb8_dequantize(c, bw8, dt, (void *)cv.src,
+		    s->nthreads, err);
+		if (rc != 0)
 			return rc;
 	}
 	if (touched && (rc = peftio_merge_begin(s->m, ti->name, n, err)) != 0)

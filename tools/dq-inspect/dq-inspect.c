@@ -61,6 +61,8 @@ struct row {
 	const char	*name;
 	int		 quant;
 	struct peftio_bnb_weight bw;
+	int		 q8;		/* an 8-bit weight: bw8, not bw */
+	struct peftio_bnb8_weight bw8;
 	int		 ndim;
 	const uint64_t	*shape;
 	uint64_t	 params;
@@ -81,6 +83,7 @@ struct report {
 					 * the 1 KiB nested map outweighs it */
 	size_t		 nquant, ndq;
 	int		 qtype, mixed_types;
+	size_t		 nq8;		/* 8-bit weights among nquant */
 	/* --compare */
 	int		 compared;
 	struct stats	 cmp;
@@ -146,9 +149,27 @@ shape_str(int ndim, const uint64_t *shape, char *buf, size_t len)
 	return buf;
 }
 
+/* The quantization types, as rp->qtype counts them. */
+#define QTYPE_INT8	2
+
+static const char *
+qtype_name(int t)
+{
+	return t == QTYPE_INT8 ? "int8" :
+	    peftio_q4type_name((enum peftio_q4type)t);
+}
+
+static int
+row_qtype(const struct row *r)
+{
+	return r->q8 ? QTYPE_INT8 : (int)r->bw.qs.type;
+}
+
 static const char *
 row_dtype(const struct report *rp, const struct row *r)
 {
+	if (r->q8)
+		return "INT8";
 	if (r->quant)
 		return r->bw.qs.type == PEFTIO_Q4_FP4 ? "FP4" : "NF4";
 	return peftio_dtype_name(peftio_ckpt_tensor(rp->c, r->idx)->dtype);
@@ -322,6 +343,7 @@ collect(struct report *rp)
 {
 	struct peftio_error err;
 	struct peftio_bnb_weight bw;
+	struct peftio_bnb8_weight bw8, *bw8s;
 	const struct peftio_tensor_info *ti;
 	size_t n = peftio_ckpt_count(rp->c), i, k;
 	struct row *r;
@@ -332,8 +354,22 @@ collect(struct report *rp)
 	role = xcalloc(n, sizeof(*role));
 	wq = xcalloc(n, sizeof(*wq));
 	bws = xcalloc(n, sizeof(*bws));
+	bw8s = xcalloc(n, sizeof(*bw8s));
 	for (i = 0; i < n; i++) {
 		peftio_error_clear(&err);
+		if ((rc = peftio_bnb8_lookup(rp->c, i, &bw8, &err)) < 0) {
+			cli_error(&err);
+			goto out;
+		}
+		if (rc > 0) {
+			rc = 0;
+			bw8s[bw8.weight] = bw8;
+			role[bw8.weight] = 3;
+			role[bw8.scb] = 1;
+			if (bw8.format >= 0)
+				role[bw8.format] = 1;
+			continue;
+		}
 		if ((rc = peftio_bnb_lookup(rp->c, i, &bw, &err)) < 0) {
 			cli_error(&err);
 			goto out;
@@ -367,6 +403,31 @@ collect(struct report *rp)
 			continue;
 		}
 		r->quant = 1;
+		if (role[i] == 3) {
+			/* 8 + 32 / cols bits: the codes and one f32 scale a
+			 * row (the 1-byte weight_format counts in the file's
+			 * totals only). */
+			r->q8 = 1;
+			r->bw8 = bw8s[i];
+			r->ndim = ti->ndim;
+			r->shape = ti->shape;
+			r->params = ti->numel;
+			r->part[P_CODES] = ti->nbytes;
+			r->part[P_ABSMAX] = peftio_ckpt_tensor(rp->c,
+			    r->bw8.scb)->nbytes;
+			r->bytes = r->part[P_CODES] + r->part[P_ABSMAX];
+			rp->params += r->params;
+			rp->qparams += r->params;
+			rp->qbytes += r->bytes;
+			rp->orig_bytes += r->params *
+			    (peftio_dtype_bits(peftio_bnb8_dtype(rp->c)) / 8);
+			if (rp->qtype >= 0 && rp->qtype != QTYPE_INT8)
+				rp->mixed_types = 1;
+			rp->qtype = QTYPE_INT8;
+			rp->nquant++;
+			rp->nq8++;
+			continue;
+		}
 		r->bw = bws[i];
 		r->ndim = r->bw.qs.ndim;
 		r->shape = r->bw.qs.shape;
@@ -397,15 +458,16 @@ collect(struct report *rp)
 		rp->qbytes += r->bytes;
 		rp->orig_bytes += r->params *
 		    (peftio_dtype_bits(r->bw.qs.dtype) / 8);
-		if (rp->qtype >= 0 && rp->qtype != (int)r->bw.qs.type)
+		if (rp->qtype >= 0 && rp->qtype != row_qtype(r))
 			rp->mixed_types = 1;
-		rp->qtype = (int)r->bw.qs.type;
+		rp->qtype = row_qtype(r);
 		rp->nquant++;
 	}
 out:
 	free(role);
 	free(wq);
 	free(bws);
+	free(bw8s);
 	return rc;
 }
 
@@ -570,11 +632,13 @@ compare_parts(struct report *rp, struct row *r, size_t k,
     const struct peftio_tensor_info *ti, struct cjob *j)
 {
 	struct peftio_error err;
-	uint64_t al = peftio_bnb_part_align(&r->bw), e0, n, part;
+	uint64_t al = r->q8 ? r->bw8.cols : peftio_bnb_part_align(&r->bw);
+	uint64_t e0, n, part;
 	size_t es = peftio_dtype_bits(ti->dtype) / 8, c;
 	float *x, *y;
 	void *raw;
 
+	/* whole blocks, or whole rows of an 8-bit weight */
 	part = CMP_PART > al ? CMP_PART / al * al : al;
 	for (e0 = 0; e0 < r->params; e0 += n) {
 		n = r->params - e0 < part ? r->params - e0 : part;
@@ -582,8 +646,10 @@ compare_parts(struct report *rp, struct row *r, size_t k,
 		y = xscratch(&Ys, n * sizeof(float));
 		raw = xscratch(&Raw, n * es);
 		peftio_error_clear(&err);
-		if (peftio_bnb_dequantize_part(rp->c, &r->bw, PEFTIO_F32, y,
-		    e0, n, O.jobs, &err) != 0 ||
+		if ((r->q8 ? peftio_bnb8_dequantize_part(rp->c, &r->bw8,
+		    PEFTIO_F32, y, e0 / r->bw8.cols, n / r->bw8.cols, O.jobs,
+		    &err) : peftio_bnb_dequantize_part(rp->c, &r->bw,
+		    PEFTIO_F32, y, e0, n, O.jobs, &err)) != 0 ||
 		    peftio_ckpt_read(orig, k, e0 * es, raw, n * es, &err) != 0) {
 			cli_error(&err);
 			return -1;
@@ -687,7 +753,7 @@ compare(struct report *rp)
 			    peftio_ckpt_path(orig), r->name,
 			    peftio_dtype_name(ti->dtype),
 			    (unsigned long long)ti->numel,
-			    plain ? "tensor" : "4-bit weight",
+			    plain ? "tensor" : "quantized weight",
 			    (unsigned long long)r->params);
 			bad = 1;
 			continue;
@@ -708,7 +774,8 @@ compare(struct report *rp)
 			rp->compared++;
 		}
 		peftio_ckpt_release(orig, (size_t)k);
-		peftio_ckpt_release(rp->c, plain ? r->idx : r->bw.weight);
+		peftio_ckpt_release(rp->c, plain ? r->idx : r->q8 ?
+		    r->bw8.weight : r->bw.weight);
 	}
 	cli_progress_end();
 	if (candidates == 0)
@@ -991,7 +1058,17 @@ jreport(const struct report *rp)
 		json_object_set_new(t, "bytes", jint(r->bytes));
 		json_object_set_new(t, "bits_per_param",
 		    jreal(bits_per(r->bytes, r->params)));
-		if (r->quant) {
+		if (r->q8) {
+			q = json_object();
+			json_object_set_new(q, "type", json_string("int8"));
+			json_object_set_new(q, "rows", jint(r->bw8.rows));
+			json_object_set_new(q, "columns", jint(r->bw8.cols));
+			b = json_object();
+			json_object_set_new(b, "codes", jint(r->part[P_CODES]));
+			json_object_set_new(b, "scb", jint(r->part[P_ABSMAX]));
+			json_object_set_new(q, "bytes", b);
+			json_object_set_new(t, "quant", q);
+		} else if (r->quant) {
 			q = json_object();
 			json_object_set_new(q, "type",
 			    json_string(peftio_q4type_name(r->bw.qs.type)));
@@ -1088,6 +1165,13 @@ human(const struct report *rp)
 		    bits_per(r->bytes, r->params));
 		if (!r->quant)
 			continue;
+		if (r->q8) {
+			printf("%*s  int8 row-wise: codes %s, SCB %s\n",
+			    (int)w, "", thousands(r->part[P_CODES], a,
+			    sizeof(a)), thousands(r->part[P_ABSMAX], b,
+			    sizeof(b)));
+			continue;
+		}
 		printf("%*s  %s blocksize %llu%s: codes %s, %s %s",
 		    (int)w, "", peftio_q4type_name(r->bw.qs.type),
 		    (unsigned long long)r->bw.qs.blocksize,
@@ -1105,8 +1189,8 @@ human(const struct report *rp)
 	printf("\n%-16s%zu (%zu quantized", "tensors", rp->nrows, rp->nquant);
 	if (rp->nquant)
 		printf(": %s, %zu with double quantization", rp->mixed_types ?
-		    "nf4 and fp4" : peftio_q4type_name(
-		    (enum peftio_q4type)rp->qtype), rp->ndq);
+		    rp->nq8 ? "int8 and 4-bit" : "nf4 and fp4" :
+		    qtype_name(rp->qtype), rp->ndq);
 	printf(")\n");
 	printf("%-16s%s (%s quantized)\n", "parameters",
 	    thousands(rp->params, a, sizeof(a)),

@@ -16,13 +16,14 @@
 #include "cli.h"
 
 /* What becomes of a tensor planned PEFTIO_XF_CUSTOM. */
-enum action { MERGE, DEQUANT, REQUANT };
+enum action { MERGE, DEQUANT, REQUANT, REQUANT8 };
 
 struct item {
 	enum action		 act;
 	enum peftio_dtype	 dt;		/* output dtype */
 	int			 touched;	/* changed by the merge */
-	int			 is_bnb;
+	int			 is_bnb;	/* 4-bit */
+	int			 is_bnb8;	/* 8-bit */
 	struct peftio_bnb_out	 bo;		/* REQUANT: the new weight */
 };
 
@@ -50,6 +51,7 @@ struct run {
 	struct peftio_xf_item	*xi;
 	struct item		*items;
 	struct peftio_bnb_weight *bw;	/* the base's 4-bit weights */
+	struct peftio_bnb8_weight *bw8;	/* and 8-bit ones */
 	size_t			 n;
 	struct peftio_merge	*m;
 	struct peftio_merge_stream *ms;
@@ -112,15 +114,20 @@ plan_base(struct run *r, struct peftio_error *err)
 	size_t i;
 	long nw;
 
-	if ((nw = peftio_bnb_group(r->in, r->xi, r->bw, err)) < 0)
+	if ((nw = peftio_bnb_group(r->in, r->xi, r->bw, r->bw8, err)) < 0)
 		return (int)nw;
-	for (i = 0; i < r->n; i++)
-		if (r->xi[i].act == PEFTIO_XF_CUSTOM) {
-			r->items[i].is_bnb = 1;
-			r->items[i].act = DEQUANT;
-			r->items[i].dt = O.dtype >= 0 ?
-			    (enum peftio_dtype)O.dtype : r->bw[i].qs.dtype;
-		}
+	for (i = 0; i < r->n; i++) {
+		if (r->xi[i].act != PEFTIO_XF_CUSTOM)
+			continue;
+		/* An 8-bit base does not record its dtype. */
+		r->items[i].is_bnb8 = peftio_ckpt_tensor(r->in, i)->dtype ==
+		    PEFTIO_I8;
+		r->items[i].is_bnb = !r->items[i].is_bnb8;
+		r->items[i].act = DEQUANT;
+		r->items[i].dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
+		    r->items[i].is_bnb8 ? peftio_bnb8_dtype(r->in) :
+		    r->bw[i].qs.dtype;
+	}
 	r->quantized = nw > 0;
 	return 0;
 }
@@ -137,6 +144,15 @@ keep_bnb(struct run *r, const struct peftio_bnb_weight *bw)
 		r->xi[bw->nested_absmax].act = PEFTIO_XF_COPY;
 		r->xi[bw->nested_quant_map].act = PEFTIO_XF_COPY;
 	}
+}
+
+static void
+keep_bnb8(struct run *r, const struct peftio_bnb8_weight *bw)
+{
+	r->xi[bw->weight].act = PEFTIO_XF_COPY;
+	r->xi[bw->scb].act = PEFTIO_XF_COPY;
+	if (bw->format >= 0)
+		r->xi[bw->format].act = PEFTIO_XF_COPY;
 }
 
 static int
@@ -165,6 +181,13 @@ plan_merge(struct run *r, struct peftio_error *err)
 			}
 			continue;
 		}
+		if (it->is_bnb8) {
+			if (O.requant && !it->touched)
+				keep_bnb8(r, &r->bw8[i]);
+			else if (O.requant)
+				it->act = REQUANT8;
+			continue;
+		}
 		if (it->touched) {
 			if (!float_dtype(ti->dtype))
 				return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
@@ -183,7 +206,8 @@ plan_merge(struct run *r, struct peftio_error *err)
 	}
 	if (O.requant && !r->quantized)
 		return peftio_error_set(err, PEFTIO_EINVAL,
-		    "%s: --requant needs a 4-bit base", peftio_ckpt_path(r->in));
+		    "%s: --requant needs a 4-bit or 8-bit base",
+		    peftio_ckpt_path(r->in));
 	return 0;
 }
 
@@ -225,17 +249,21 @@ whole_buffer(void *arg, uint64_t offset, uint64_t nbytes)
 	return (char *)r->whole.p + offset;
 }
 
+/* The whole merged tensor i, in dt, into r->whole. */
 static int
-merge_whole(struct run *r, size_t i, struct peftio_error *err)
+merge_whole(struct run *r, size_t i, enum peftio_dtype dt,
+    struct peftio_error *err)
 {
 	struct item *it = &r->items[i];
 	struct peftio_merge_out out = { whole_buffer, NULL, r };
 	uint64_t nbytes;
 
-	peftio_dtype_nbytes(it->bo.qs.dtype, it->bo.qs.numel, &nbytes);
+	peftio_dtype_nbytes(dt, it->is_bnb8 ? peftio_ckpt_tensor(r->in,
+	    i)->numel : r->bw[i].qs.numel, &nbytes);
 	xscratch(&r->whole, nbytes);
-	return peftio_merge_stream_tensor(r->ms, r->in, i, &r->bw[i],
-	    it->bo.qs.dtype, &out, err);
+	return peftio_merge_stream_tensor(r->ms, r->in, i,
+	    it->is_bnb ? &r->bw[i] : NULL, it->is_bnb8 ? &r->bw8[i] : NULL,
+	    dt, &out, err);
 }
 
 /* With double quantization the quant_state blob records the offset of
@@ -254,7 +282,7 @@ prepass_requant(struct run *r, struct peftio_error *err)
 		it = &r->items[i];
 		if (it->act != REQUANT || !it->bo.qs.double_quant)
 			continue;
-		if ((rc = merge_whole(r, i, err)) != 0)
+		if ((rc = merge_whole(r, i, it->bo.qs.dtype, err)) != 0)
 			return rc;
 		nb = (it->bo.qs.numel + it->bo.qs.blocksize - 1) /
 		    it->bo.qs.blocksize;
@@ -291,7 +319,7 @@ requant_one(struct peftio_xf *x, struct run *r, size_t i,
 	struct peftio_xf_job *j;
 	int rc;
 
-	if ((rc = merge_whole(r, i, err)) != 0)
+	if ((rc = merge_whole(r, i, it->bo.qs.dtype, err)) != 0)
 		return rc;
 	j = peftio_xf_slot(x);
 	j->ctx = it;
@@ -300,6 +328,44 @@ requant_one(struct peftio_xf *x, struct run *r, size_t i,
 	    xscratch(&j->buf[B_PACKED], (n + 1) / 2),
 	    xscratch(&j->buf[B_ABSMAX], nb * sizeof(float)), C.jobs);
 	return peftio_xf_submit(x, write_requant, err);
+}
+
+/* The slot's buffers for an 8-bit weight: codes and SCB. */
+enum { B8_CODES, B8_SCB };
+
+static int
+write_requant8(struct peftio_xf_job *j)
+{
+	const struct peftio_bnb8_weight *bw = j->ctx;
+
+	return peftio_bnb8_write(j->w, j->name, j->buf[B8_CODES].p,
+	    j->buf[B8_SCB].p, bw->rows, bw->cols, &j->err);
+}
+
+/*
+ * 8-bit output: the merged weight, in the dtype a plain merge writes
+ * (--dtype, else the model's), quantized as Int8Params does (PEFT
+ * re-quantizes a merged Linear8bitLt that way).
+ */
+static int
+requant8_one(struct peftio_xf *x, struct run *r, size_t i,
+    struct peftio_error *err)
+{
+	const struct peftio_bnb8_weight *bw = &r->bw8[i];
+	struct peftio_xf_job *j;
+	int rc;
+
+	if ((rc = merge_whole(r, i, r->items[i].dt, err)) != 0)
+		return rc;
+	j = peftio_xf_slot(x);
+	j->ctx = (void *)bw;
+	j->name = peftio_ckpt_tensor(r->in, i)->name;
+	if ((rc = peftio_bnb8_quantize(r->items[i].dt, r->whole.p, bw->rows,
+	    bw->cols, xscratch(&j->buf[B8_CODES], bw->rows * bw->cols),
+	    xscratch(&j->buf[B8_SCB], bw->rows * sizeof(float)), C.jobs,
+	    err)) != 0)
+		return rc;
+	return peftio_xf_submit(x, write_requant8, err);
 }
 
 /* ------------------------------------------------------------------ */
@@ -316,9 +382,15 @@ declare(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 	case REQUANT:
 		return peftio_bnb_declare(peftio_xf_writer(x), r->xi[i].shard,
 		    ti->name, &it->bo, err);
+	case REQUANT8:
+		return peftio_bnb8_declare(peftio_xf_writer(x), r->xi[i].shard,
+		    ti->name, r->bw8[i].rows, r->bw8[i].cols, err);
 	case DEQUANT:
-		return peftio_xf_declare(x, i, ti->name, it->dt,
-		    r->bw[i].qs.ndim, r->bw[i].qs.shape, err);
+		/* an 8-bit weight's shape is its stored one */
+		if (it->is_bnb)
+			return peftio_xf_declare(x, i, ti->name, it->dt,
+			    r->bw[i].qs.ndim, r->bw[i].qs.shape, err);
+		break;
 	case MERGE:
 		break;
 	}
@@ -340,8 +412,13 @@ compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 		cli_debug("%s: merged and re-quantized", ti->name);
 		return requant_one(x, r, i, err);
 	}
+	if (it->act == REQUANT8) {
+		cli_debug("%s: merged and re-quantized to 8 bit", ti->name);
+		return requant8_one(x, r, i, err);
+	}
 	if ((rc = peftio_merge_stream_tensor(r->ms, r->in, i,
-	    it->is_bnb ? &r->bw[i] : NULL, it->dt, &out, err)) != 0)
+	    it->is_bnb ? &r->bw[i] : NULL, it->is_bnb8 ? &r->bw8[i] : NULL,
+	    it->dt, &out, err)) != 0)
 		return rc;
 	if (it->touched)
 		cli_debug("%s: merged (%s)", ti->name,
@@ -415,6 +492,7 @@ run(void)
 		r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
 		r.items = xcalloc(r.n + 1, sizeof(*r.items));
 		r.bw = xcalloc(r.n + 1, sizeof(*r.bw));
+		r.bw8 = xcalloc(r.n + 1, sizeof(*r.bw8));
 		rc = plan_base(&r, &err);
 	}
 	memset(&mo, 0, sizeof(mo));
@@ -450,6 +528,7 @@ run(void)
 	peftio_scratch_free(&r.whole);
 	free(r.items);
 	free(r.bw);
+	free(r.bw8);
 	free(r.xi);
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
