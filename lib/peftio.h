@@ -1007,13 +1007,6 @@ struct peftio_bnb_config {
 int	peftio_config_add_bnb(const char *in, size_t inlen,
 	    const struct peftio_bnb_config *c, char **out, size_t *outlen,
 	    struct peftio_error *err);
-/*
- * 1 and the method of config.json's "quantization_config" in buf
- * ("gptq", "awq", "fp8", ..., "bitsandbytes 4-bit" or "bitsandbytes
- * 8-bit"), 0 when it has none, or a negative PEFTIO_E* value.
- */
-int	peftio_config_quant_method(const char *in, size_t inlen, char *buf,
-	    size_t len, struct peftio_error *err);
 
 /*
  * config.json: return a copy of the JSON text in with a

@@ -393,6 +393,7 @@ START_TEST(test_config)
 	struct peftio_bnb_config qc;
 	struct peftio_error err;
 	char m[64];
+	int bits;
 	const char *gptq = "{\"quantization_config\": {\"bits\": 4, "
 	    "\"quant_method\": \"gptq\"}}";
 	const char *b8 = "{\"quantization_config\": {\"load_in_8bit\": true, "
@@ -407,15 +408,16 @@ START_TEST(test_config)
 	qc.compute = PEFTIO_BF16;
 	qc.storage = PEFTIO_BF16;
 	config_equals(&qc, TEST_DATA "/bnb-ref/nf4-dq1-bf16.config.json");
-	ck_assert_int_eq(peftio_config_quant_method(gptq, strlen(gptq), m,
-	    sizeof(m), &err), 1);
+	ck_assert_int_eq(peftio_config_quant(gptq, strlen(gptq), m,
+	    sizeof(m), &bits, &err), 1);
 	ck_assert_str_eq(m, "gptq");
-	ck_assert_int_eq(peftio_config_quant_method(b8, strlen(b8), m,
-	    sizeof(m), &err), 1);
-	ck_assert_str_eq(m, "bitsandbytes 8-bit");
-	ck_assert_int_eq(peftio_config_quant_method("{}", 2, m, sizeof(m),
+	ck_assert_int_eq(peftio_config_quant(b8, strlen(b8), m,
+	    sizeof(m), &bits, &err), 1);
+	ck_assert_str_eq(m, "bitsandbytes");
+	ck_assert_int_eq(bits, 8);
+	ck_assert_int_eq(peftio_config_quant("{}", 2, m, sizeof(m), &bits,
 	    &err), 0);
-	ck_assert_int_eq(peftio_config_quant_method("[", 1, m, sizeof(m),
+	ck_assert_int_eq(peftio_config_quant("[", 1, m, sizeof(m), &bits,
 	    &err), PEFTIO_EFORMAT);
 }
 END_TEST

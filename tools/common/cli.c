@@ -332,6 +332,15 @@ cli_progress_end(void)
 	}
 }
 
+void
+cli_xf_progress(void *ctx, uint64_t done, uint64_t total, const char *what)
+{
+	if (what != NULL)
+		cli_progress(done, total, what);
+	else
+		cli_progress_end();
+}
+
 void *
 xmalloc(size_t n)
 {

@@ -115,5 +115,8 @@ int	cli_check_clash(const char *out, const char *const *in, size_t nin);
  * at most a few updates a second.  cli_progress_end() clears it. */
 void	cli_progress(uint64_t done, uint64_t total, const char *what);
 void	cli_progress_end(void);
+/* The progress hook of a transform (struct peftio_xf_ops). */
+void	cli_xf_progress(void *ctx, uint64_t done, uint64_t total,
+	    const char *what);
 
 #endif

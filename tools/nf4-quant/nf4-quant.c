@@ -514,15 +514,6 @@ config(void *ctx, const char *text, size_t len, char **out, size_t *outlen,
 }
 
 static void
-progress(void *ctx, uint64_t done, uint64_t total, const char *what)
-{
-	if (what != NULL)
-		cli_progress(done, total, what);
-	else
-		cli_progress_end();
-}
-
-static void
 report(void *ctx, const struct peftio_ckptw *w)
 {
 	struct run *r = ctx;
@@ -543,7 +534,7 @@ report(void *ctx, const struct peftio_ckptw *w)
 }
 
 static const struct peftio_xf_ops Ops = {
-	declare, compute, config, progress, report, expect, cli_note
+	declare, compute, config, cli_xf_progress, report, expect, cli_note
 };
 
 static int
