@@ -404,6 +404,15 @@ int	peftio_ckpt_data(struct peftio_ckpt *c, size_t i, const void **data,
 int	peftio_ckpt_read(struct peftio_ckpt *c, size_t i, uint64_t off,
 	    void *buf, size_t len, struct peftio_error *err);
 void	peftio_ckpt_release(struct peftio_ckpt *c, size_t i);
+/*
+ * Check tensor i against the XXH3 checksum stored for it ("xxh3.NAME"
+ * in its shard's __metadata__): 0 when it matches, PEFTIO_ECHECKSUM
+ * when it does not (the message names file, tensor, stored and computed
+ * values), 1 when no checksum is stored for it, another error when its
+ * data cannot be read (verify.c).
+ */
+int	peftio_ckpt_verify(struct peftio_ckpt *c, size_t i,
+	    struct peftio_error *err);
 
 /*
  * Writer mirroring an input layout: to a file (or "-"), one

@@ -745,6 +745,61 @@ START_TEST(test_writer_serialization_vector)
 }
 END_TEST
 
+/* Stored checksums are checked per tensor; a changed byte is caught. */
+START_TEST(test_verify)
+{
+	const struct peftio_tensor_info *t;
+	struct peftio_error err;
+	struct peftio_ckpt *c;
+	unsigned char *f;
+	size_t len, i;
+	uint64_t end;
+	long x;
+
+	tu_tmpdir();
+	ck_assert_int_eq(write_example(tu_path("v.safetensors"), W_TEST, 5,
+	    &err), 0);
+	ck_assert_msg(peftio_ckpt_open(&c, tu_path("v.safetensors"), &err)
+	    == 0, "%s", err.msg);
+	for (i = 0; i < peftio_ckpt_count(c); i++)
+		ck_assert_msg(peftio_ckpt_verify(c, i, &err) == 0, "%s",
+		    err.msg);
+	ck_assert_int_eq(peftio_ckpt_verify(c, peftio_ckpt_count(c), &err),
+	    PEFTIO_EINVAL);
+	x = peftio_ckpt_find(c, "d");
+	ck_assert_int_ge(x, 0);
+	t = peftio_ckpt_tensor(c, (size_t)x);
+	ck_assert_uint_gt(t->nbytes, 0);
+	end = t->offset + t->nbytes;
+	peftio_ckpt_close(c);
+
+	/* flip the last byte of tensor d's data */
+	f = tu_read_file(tu_path("v.safetensors"), &len);
+	f[8 + get_le64(f) + end - 1] ^= 0x40;
+	tu_write_file(tu_path("v.safetensors"), f, len);
+	free(f);
+	ck_assert_int_eq(peftio_ckpt_open(&c, tu_path("v.safetensors"), &err),
+	    0);
+	x = peftio_ckpt_find(c, "d");
+	ck_assert_int_eq(peftio_ckpt_verify(c, (size_t)x, &err),
+	    PEFTIO_ECHECKSUM);
+	ck_assert_int_eq(err.code, PEFTIO_ECHECKSUM);
+	ck_assert_ptr_nonnull(strstr(err.msg, "tensor 'd': checksum mismatch"));
+	ck_assert_int_eq(peftio_ckpt_verify(c, (size_t)peftio_ckpt_find(c,
+	    "c"), &err), 0);
+	peftio_ckpt_close(c);
+
+	/* no stored checksums: 1 */
+	ck_assert_int_eq(write_example(tu_path("n.safetensors"),
+	    W_TEST | PEFTIO_W_NOCHECKSUM, 5, &err), 0);
+	ck_assert_int_eq(peftio_ckpt_open(&c, tu_path("n.safetensors"), &err),
+	    0);
+	for (i = 0; i < peftio_ckpt_count(c); i++)
+		ck_assert_int_eq(peftio_ckpt_verify(c, i, &err), 1);
+	peftio_ckpt_close(c);
+}
+END_TEST
+
 START_TEST(test_writer_roundtrip)
 {
 	const struct peftio_tensor_info *t;
@@ -1628,6 +1683,7 @@ Suite *safetensors_suite(void)
 	tcase_add_test(tc, test_writer_example_bytes);
 	tcase_add_test(tc, test_writer_serialization_vector);
 	tcase_add_test(tc, test_writer_roundtrip);
+	tcase_add_test(tc, test_verify);
 	tcase_add_test(tc, test_writer_incomplete);
 	tcase_add_test(tc, test_writer_past_end);
 	tcase_add_test(tc, test_writer_exists);
