@@ -1,0 +1,117 @@
+/*
+ * reader_private.h - what the reader's files share: the safetensors
+ * handle, the header parser (safetensors.c) the reader (reader.c) calls,
+ * the name index (text.c) and the source layer (source.c).  Not
+ * installed.
+ */
+#ifndef PEFTIO_READER_PRIVATE_H
+#define PEFTIO_READER_PRIVATE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "peftio.h"
+
+#define PEFTIO_ST_MAX_HEADER	100000000ULL /* reference's MAX_HEADER_SIZE */
+
+/* ------------------------------------------------------------------ */
+/* text.c                                                              */
+
+/* Shape as "[d0, d1, ...]" in buf (len bytes). */
+const char *peftio_fmt_shape(char *buf, size_t len, const uint64_t *shape,
+	    int ndim);
+
+/* The hash of a name for the index below (FNV-1a, folded). */
+uint64_t peftio_name_hash(const char *s);
+
+/* Names looked up by open addressing over indices 0..n-1; get(ctx, i)
+ * gives name i. */
+struct peftio_nameidx {
+	size_t	*slot;		/* index + 1; 0 is empty */
+	size_t	 cap;		/* power of 2 */
+	size_t	 count;
+};
+
+long	peftio_nameidx_find(const struct peftio_nameidx *ix, const char *name,
+	    const char *(*get)(const void *, size_t), const void *ctx);
+void	peftio_nameidx_put(struct peftio_nameidx *ix, size_t i,
+	    const char *name);
+/* Rebuild for n entries; -1 when out of memory. */
+int	peftio_nameidx_build(struct peftio_nameidx *ix, size_t n,
+	    const char *(*get)(const void *, size_t), const void *ctx);
+
+/* ------------------------------------------------------------------ */
+/* The safetensors reader's handle (reader.c, safetensors.c)           */
+
+struct st_meta {
+	char	*key;
+	char	*value;
+};
+
+struct peftio_st {
+	char		*path;
+	char		*label;		/* name used in messages */
+	const unsigned char *data;	/* the data section */
+	uint64_t	 datalen;
+	void		*map;
+	size_t		 maplen;
+	int		 fd;		/* the file (or spool), for pread; or -1 */
+	uint64_t	 fdoff;		/* where the data section starts in it */
+	struct peftio_tensor_info *t;
+	size_t		 n;
+	char		*names;		/* NUL-separated names */
+	struct st_meta	*meta;
+	size_t		 nmeta;
+	size_t		*meta_order;	/* meta sorted by key */
+	struct peftio_nameidx ix;
+	struct peftio_torchbin *tb;	/* a torch.save archive, or NULL */
+};
+
+/* A valid address for empty data. */
+extern const unsigned char peftio_st_empty[1];
+
+static inline uint64_t
+peftio_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static inline const char *
+peftio_st_name_at(const void *ctx, size_t i)
+{
+	const struct peftio_st *st = ctx;
+
+	return st->t[i].name;
+}
+
+/*
+ * safetensors.c: steps 4 to 7 on the n header bytes: fills the tensor
+ * list, the metadata and the name index of st, and sets *datalen to the
+ * size the data section must have.
+ */
+int	peftio_st_parse_header(struct peftio_st *st, const unsigned char *hdr,
+	    size_t n, uint64_t *datalen, struct peftio_error *err);
+/* Steps 2 and 3 on the 8-byte prefix; avail is what follows it. */
+int	peftio_st_check_length(const char *label, uint64_t n, uint64_t avail,
+	    int stream, struct peftio_error *err);
+/* Step 8: the file size against header and data. */
+int	peftio_st_check_total(const char *label, uint64_t n, uint64_t datalen,
+	    uint64_t size, struct peftio_error *err);
+
+/* ------------------------------------------------------------------ */
+/* source.c: the bytes under the parsers                               */
+
+/*
+ * What the first len bytes of an input are: 1 a torch.save zip
+ * archive, 0 anything else (read as safetensors), or PEFTIO_EUNSUPPORTED
+ * for torch's formats before 1.6, named in the message.
+ */
+int	peftio_sniff(const void *buf, size_t len, const char *label,
+	    struct peftio_error *err);
+
+#endif /* PEFTIO_READER_PRIVATE_H */
