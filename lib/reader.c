@@ -6,10 +6,7 @@
  * mapping, spooling and format sniffing.
  */
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/types.h>
 
-#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -126,9 +123,8 @@ open_zip_file(struct peftio_st *st, int fd, uint64_t size,
 		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
 		    "%s: too large to map", st->label);
 	st->maplen = (size_t)size;
-	st->map = mmap(NULL, st->maplen, PROT_READ, MAP_PRIVATE, fd, 0);
-	if (st->map == MAP_FAILED) {
-		st->map = NULL;
+	st->map = peftio_src_map(fd, 0, st->maplen);
+	if (st->map == NULL) {
 		return peftio_error_sys(err, "%s: mmap", st->label);
 	}
 	return open_torchbin(st, st->map, st->maplen, 1, err);
@@ -138,15 +134,14 @@ static int
 open_regular(struct peftio_st *st, int fd, uint64_t size,
     struct peftio_error *err)
 {
-	unsigned char pfx[SNIFF_LEN], *hdr = NULL;
-	uint64_t n, datalen, start, off;
+	unsigned char pfx[SNIFF_LEN] = { 0 }, *hdr = NULL;
+	uint64_t n, datalen, start;
 	size_t want = size < SNIFF_LEN ? (size_t)size : SNIFF_LEN;
 	long page;
-	ssize_t r;
 	int rc;
 
-	if (want > 0 && (r = pread(fd, pfx, want, 0)) != (ssize_t)want)
-		return r < 0 ? peftio_error_sys(err, "%s: read error",
+	if (want > 0 && (rc = peftio_src_pread(fd, pfx, want, 0)) != 0)
+		return rc < 0 ? peftio_error_sys(err, "%s: read error",
 		    st->label) : peftio_error_set(err, PEFTIO_EIO,
 		    "%s: file shrank while being read", st->label);
 	if ((rc = peftio_sniff(pfx, want, st->label, err)) != 0)
@@ -162,19 +157,12 @@ open_regular(struct peftio_st *st, int fd, uint64_t size,
 	if ((hdr = malloc(n + 1)) == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM,
 		    "%s: out of memory", st->label);
-	for (off = 0; off < n; off += (uint64_t)r) {
-		r = pread(fd, hdr + off, n - off, (off_t)(8 + off));
-		if (r < 0 && errno == EINTR) {
-			r = 0;
-			continue;
-		}
-		if (r <= 0) {
-			rc = r < 0 ? peftio_error_sys(err, "%s: read error",
-			    st->label) : peftio_error_set(err, PEFTIO_EIO,
-			    "%s: file shrank while being read", st->label);
-			free(hdr);
-			return rc;
-		}
+	if ((rc = peftio_src_pread(fd, hdr, (size_t)n, 8)) != 0) {
+		rc = rc < 0 ? peftio_error_sys(err, "%s: read error",
+		    st->label) : peftio_error_set(err, PEFTIO_EIO,
+		    "%s: file shrank while being read", st->label);
+		free(hdr);
+		return rc;
 	}
 	rc = peftio_st_parse_header(st, hdr, (size_t)n, &datalen, err);
 	free(hdr);
@@ -191,10 +179,8 @@ open_regular(struct peftio_st *st, int fd, uint64_t size,
 		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
 		    "%s: too large to map", st->label);
 	st->maplen = (size_t)(size - start);
-	st->map = mmap(NULL, st->maplen, PROT_READ, MAP_PRIVATE, fd,
-	    (off_t)start);
-	if (st->map == MAP_FAILED) {
-		st->map = NULL;
+	st->map = peftio_src_map(fd, start, st->maplen);
+	if (st->map == NULL) {
 		return peftio_error_sys(err, "%s: mmap", st->label);
 	}
 	(void)madvise(st->map, st->maplen, MADV_SEQUENTIAL);
@@ -211,23 +197,12 @@ static int
 spool(struct peftio_st *st, int fd, int sp, unsigned char *buf, size_t len,
     uint64_t max, uint64_t *got, struct peftio_error *err)
 {
-	long long r;
-	size_t want;
+	int rc;
 
-	for (*got = 0; *got < max; *got += (uint64_t)r) {
-		want = max - *got < len ? (size_t)(max - *got) : len;
-		if ((r = peftio_read_all(fd, buf, want)) < 0)
-			return peftio_error_sys(err, "%s: read error",
-			    st->label);
-		if (peftio_write_all(sp, buf, (size_t)r) != 0)
-			return peftio_error_sys(err, "%s: spool file",
-			    st->label);
-		if ((size_t)r < want) {
-			*got += (uint64_t)r;
-			break;
-		}
-	}
-	return 0;
+	if ((rc = peftio_src_spool(fd, sp, buf, len, max, got)) == 0)
+		return 0;
+	return peftio_error_sys(err, rc == -1 ? "%s: read error" :
+	    "%s: spool file", st->label);
 }
 
 /*
@@ -264,9 +239,8 @@ open_stream_zip(struct peftio_st *st, int fd, const unsigned char *pfx,
 		goto out;
 	}
 	st->maplen = (size_t)total;
-	st->map = mmap(NULL, st->maplen, PROT_READ, MAP_PRIVATE, sp, 0);
-	if (st->map == MAP_FAILED) {
-		st->map = NULL;
+	st->map = peftio_src_map(sp, 0, st->maplen);
+	if (st->map == NULL) {
 		rc = peftio_error_sys(err, "%s: mmap of the spool file",
 		    st->label);
 		goto out;
@@ -369,9 +343,8 @@ open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
 	st->datalen = datalen;
 	if (datalen > 0) {
 		st->maplen = (size_t)datalen;
-		st->map = mmap(NULL, st->maplen, PROT_READ, MAP_PRIVATE, sp, 0);
-		if (st->map == MAP_FAILED) {
-			st->map = NULL;
+		st->map = peftio_src_map(sp, 0, st->maplen);
+		if (st->map == NULL) {
 			rc = peftio_error_sys(err, "%s: mmap of the spool file",
 			    st->label);
 			goto out;
@@ -393,8 +366,8 @@ peftio_st_open(struct peftio_st **out, const char *path,
     struct peftio_error *err)
 {
 	struct peftio_st *st;
-	struct stat sb;
-	int fd, rc, is_stdin;
+	uint64_t size;
+	int fd, rc, is_stdin, regular;
 
 	*out = NULL;
 	if (path == NULL || *path == '\0')
@@ -404,23 +377,12 @@ peftio_st_open(struct peftio_st **out, const char *path,
 	if ((st = st_new(path, is_stdin ? "<stdin>" : path)) == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM,
 		    "%s: out of memory", path);
-	if (is_stdin)
-		fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
-	else
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		rc = peftio_error_sys(err, "%s", st->label);
+	if ((rc = peftio_src_open(path, st->label, &fd, &regular, &size,
+	    err)) != 0)
 		goto fail;
-	}
-	if (fstat(fd, &sb) != 0) {
-		rc = peftio_error_sys(err, "%s", st->label);
-	} else if (S_ISDIR(sb.st_mode)) {
-		rc = peftio_error_set(err, PEFTIO_EINVAL,
-		    "%s: is a directory", st->label);
-	} else if (S_ISREG(sb.st_mode) &&
-	    (!is_stdin || lseek(fd, 0, SEEK_CUR) == 0)) {
-		rc = open_regular(st, fd, (uint64_t)sb.st_size, err);
-	} else
+	if (regular)
+		rc = open_regular(st, fd, size, err);
+	else
 		rc = open_stream(st, fd, err);
 	close(fd);
 	if (rc != 0)
@@ -544,8 +506,7 @@ peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
     size_t len, struct peftio_error *err)
 {
 	const struct peftio_tensor_info *t;
-	unsigned char *p = buf;
-	ssize_t r;
+	int rc;
 
 	if (i >= st->n)
 		return peftio_error_set(err, PEFTIO_EINVAL,
@@ -560,28 +521,19 @@ peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
 		/* In memory, or a torch archive (whose offsets are not
 		 * file positions, and whose views may be copies). */
 		const void *data;
-		int rc;
 
 		if ((rc = peftio_st_data(st, i, &data, err)) != 0)
 			return rc;
 		memcpy(buf, (const unsigned char *)data + off, len);
 		return 0;
 	}
-	off += st->fdoff + t->offset;
-	while (len > 0) {
-		r = pread(st->fd, p, len, (off_t)off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r < 0 ? peftio_error_sys(err,
-			    "%s: tensor '%s': read error", st->label,
-			    t->name) : peftio_error_set(err, PEFTIO_EIO,
-			    "%s: tensor '%s': file shrank while being read",
-			    st->label, t->name);
-		p += r;
-		off += (uint64_t)r;
-		len -= (size_t)r;
-	}
+	if ((rc = peftio_src_pread(st->fd, buf, len, st->fdoff + t->offset +
+	    off)) != 0)
+		return rc < 0 ? peftio_error_sys(err,
+		    "%s: tensor '%s': read error", st->label,
+		    t->name) : peftio_error_set(err, PEFTIO_EIO,
+		    "%s: tensor '%s': file shrank while being read",
+		    st->label, t->name);
 	return 0;
 }
 

@@ -114,4 +114,26 @@ int	peftio_st_check_total(const char *label, uint64_t n, uint64_t datalen,
 int	peftio_sniff(const void *buf, size_t len, const char *label,
 	    struct peftio_error *err);
 
+/*
+ * Open path ("-" is standard input) for reading.  *regular: a regular
+ * file read from its start, *size bytes long, to be mapped; else a
+ * stream (pipe, FIFO, terminal, socket, standard input not at 0).  A
+ * directory is PEFTIO_EINVAL.  label names the input in messages.
+ */
+int	peftio_src_open(const char *path, const char *label, int *fd,
+	    int *regular, uint64_t *size, struct peftio_error *err);
+/* Exactly len bytes at off: 0, -1 with errno, 1 at an early end of
+ * file (the file shrank). */
+int	peftio_src_pread(int fd, void *buf, size_t len, uint64_t off);
+/* A private read-only mapping of len bytes of fd from off (a multiple
+ * of the page size); NULL with errno on failure. */
+void	*peftio_src_map(int fd, uint64_t off, size_t len);
+/*
+ * Copy fd to the spool file sp through buf (len bytes), up to max bytes
+ * or the end of the input; *got says how many.  0, -1 on a read error,
+ * -2 on a write error (errno kept).
+ */
+int	peftio_src_spool(int fd, int sp, unsigned char *buf, size_t len,
+	    uint64_t max, uint64_t *got);
+
 #endif /* PEFTIO_READER_PRIVATE_H */

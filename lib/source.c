@@ -1,9 +1,14 @@
 /*
- * source.c - the bytes under the parsers: what kind of file an input
+ * source.c - the bytes under the parsers: an input opened as a regular
+ * file (to be mapped and read with pread, which never faults) or as a
+ * stream (to be spooled into an anonymous file), what kind of file it
  * is, and the pages of a mapped input given back once read.
  */
 #include <sys/mman.h>
+#include <sys/stat.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -58,4 +63,84 @@ peftio_drop_pages(const void *p, uint64_t n)
 	b &= ~((uintptr_t)page - 1);
 	if (a < b)
 		(void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+int
+peftio_src_open(const char *path, const char *label, int *fdp, int *regular,
+    uint64_t *size, struct peftio_error *err)
+{
+	struct stat sb;
+	int fd, rc, is_stdin = strcmp(path, "-") == 0;
+
+	if (is_stdin)
+		fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+	else
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return peftio_error_sys(err, "%s", label);
+	if (fstat(fd, &sb) != 0)
+		rc = peftio_error_sys(err, "%s", label);
+	else if (S_ISDIR(sb.st_mode))
+		rc = peftio_error_set(err, PEFTIO_EINVAL, "%s: is a directory",
+		    label);
+	else {
+		*regular = S_ISREG(sb.st_mode) &&
+		    (!is_stdin || lseek(fd, 0, SEEK_CUR) == 0);
+		*size = *regular ? (uint64_t)sb.st_size : 0;
+		*fdp = fd;
+		return 0;
+	}
+	close(fd);
+	return rc;
+}
+
+int
+peftio_src_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+	unsigned char *p = buf;
+	ssize_t r;
+
+	while (len > 0) {
+		r = pread(fd, p, len, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			return 1;
+		p += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+void *
+peftio_src_map(int fd, uint64_t off, size_t len)
+{
+	void *p;
+
+	p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, (off_t)off);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+int
+peftio_src_spool(int fd, int sp, unsigned char *buf, size_t len,
+    uint64_t max, uint64_t *got)
+{
+	long long r;
+	size_t want;
+
+	for (*got = 0; *got < max; *got += (uint64_t)r) {
+		want = max - *got < len ? (size_t)(max - *got) : len;
+		if ((r = peftio_read_all(fd, buf, want)) < 0)
+			return -1;
+		if (peftio_write_all(sp, buf, (size_t)r) != 0)
+			return -2;
+		if ((size_t)r < want) {
+			*got += (uint64_t)r;
+			break;
+		}
+	}
+	return 0;
 }
