@@ -330,6 +330,17 @@ int	peftio_outfile_commit(struct peftio_outfile *of,
 /* Remove the temporary file; harmless after commit. */
 void	peftio_outfile_abort(struct peftio_outfile *of);
 
+/*
+ * Whether writing out would destroy one of the nin inputs in[]: out is
+ * an input, an existing directory that holds one, or lies inside an
+ * input directory; compared by device and inode along the paths up to
+ * the root.  "-" (a stream) or NULL on either side never clashes, nor
+ * does an output that is a device or FIFO.  0, or PEFTIO_EINVAL naming
+ * both paths (clash.c).
+ */
+int	peftio_output_clash(const char *out, const char *const *in,
+	    size_t nin, struct peftio_error *err);
+
 /* Create a temporary directory beside dest; commit renames it over
  * dest (moving an existing dest aside first, removed afterwards). */
 struct peftio_outdir {
