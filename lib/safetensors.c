@@ -97,23 +97,6 @@ prescan(const unsigned char *s, size_t n, int *negzero)
 	return maxdepth;
 }
 
-/* JSON parser message, made one printable line. */
-static void
-json_msg(char *out, size_t len, const json_error_t *je)
-{
-	const unsigned char *p = (const unsigned char *)je->text;
-	size_t o = 0;
-
-	for (; *p != '\0' && o + 5 < len; p++) {
-		if (*p < 0x20 || *p == 0x7f) {
-			snprintf(out + o, 5, "\\x%02x", *p);
-			o += 4;
-		} else
-			out[o++] = (char)*p;
-	}
-	out[o] = '\0';
-}
-
 /* A tensor while the header is checked. */
 struct pre {
 	struct peftio_tensor_info info;
@@ -411,7 +394,7 @@ int
 peftio_st_parse_header(struct peftio_st *st, const unsigned char *hdr, size_t n,
     uint64_t *datalen, struct peftio_error *err)
 {
-	char msg[PEFTIO_ERRMSG_MAX / 2], nb[PEFTIO_SHOWBUF];
+	char msg[PEFTIO_SHOWBUF], nb[PEFTIO_SHOWBUF];
 	json_error_t je;
 	json_t *root, *v;
 	const char *key;
@@ -432,7 +415,8 @@ peftio_st_parse_header(struct peftio_st *st, const unsigned char *hdr, size_t n,
 	root = json_loadb((const char *)hdr, n, JSON_REJECT_DUPLICATES |
 	    JSON_ALLOW_NUL, &je);
 	if (root == NULL) {
-		json_msg(msg, sizeof(msg), &je);
+		/* the parser's message, made one printable line */
+		peftio_show(je.text, SIZE_MAX, msg);
 		if (strncmp(je.text, "too big", 7) == 0)
 			return peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: header: integer above 2^63-1 is not supported"
