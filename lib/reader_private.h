@@ -1,7 +1,7 @@
 /*
  * reader_private.h - what the reader's files share: the safetensors
  * handle, the header parser (safetensors.c) the reader (reader.c) calls,
- * the name index (text.c) and the source layer (source.c).  Not
+ * and the source layer (source.c).  Not
  * installed.
  */
 #ifndef PEFTIO_READER_PRIVATE_H
@@ -11,34 +11,9 @@
 #include <stddef.h>
 
 #include "peftio.h"
+#include "text.h"
 
 #define PEFTIO_ST_MAX_HEADER	100000000ULL /* reference's MAX_HEADER_SIZE */
-
-/* ------------------------------------------------------------------ */
-/* text.c                                                              */
-
-/* Shape as "[d0, d1, ...]" in buf (len bytes). */
-const char *peftio_fmt_shape(char *buf, size_t len, const uint64_t *shape,
-	    int ndim);
-
-/* The hash of a name for the index below (FNV-1a, folded). */
-uint64_t peftio_name_hash(const char *s);
-
-/* Names looked up by open addressing over indices 0..n-1; get(ctx, i)
- * gives name i. */
-struct peftio_nameidx {
-	size_t	*slot;		/* index + 1; 0 is empty */
-	size_t	 cap;		/* power of 2 */
-	size_t	 count;
-};
-
-long	peftio_nameidx_find(const struct peftio_nameidx *ix, const char *name,
-	    const char *(*get)(const void *, size_t), const void *ctx);
-void	peftio_nameidx_put(struct peftio_nameidx *ix, size_t i,
-	    const char *name);
-/* Rebuild for n entries; -1 when out of memory. */
-int	peftio_nameidx_build(struct peftio_nameidx *ix, size_t n,
-	    const char *(*get)(const void *, size_t), const void *ctx);
 
 /* ------------------------------------------------------------------ */
 /* The safetensors reader's handle (reader.c, safetensors.c)           */

@@ -55,98 +55,20 @@ struct peftio_stw {
 	uint64_t	 datalen;
 };
 
-/* A growing byte buffer; oom is sticky. */
-struct sbuf {
-	char	*p;
-	size_t	 len, cap;
-	int	 oom;
-};
-
 static void
-sb_add(struct sbuf *b, const void *s, size_t n)
-{
-	size_t ncap;
-	char *np;
-
-	if (b->oom)
-		return;
-	if (b->len + n > b->cap) {
-		ncap = b->cap == 0 ? 4096 : b->cap;
-		while (ncap < b->len + n)
-			ncap *= 2;
-		if ((np = realloc(b->p, ncap)) == NULL) {
-			b->oom = 1;
-			return;
-		}
-		b->p = np;
-		b->cap = ncap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-}
-
-static void
-sb_cstr(struct sbuf *b, const char *s)
-{
-	sb_add(b, s, strlen(s));
-}
-
-static void
-sb_u64(struct sbuf *b, uint64_t v)
+sb_u64(struct peftio_sbuf *b, uint64_t v)
 {
 	char t[24];
 
 	snprintf(t, sizeof(t), "%" PRIu64, v);
-	sb_cstr(b, t);
+	peftio_sb_str(b, t);
 }
 
 /* A JSON string as serde_json writes it. */
 static void
-sb_json(struct sbuf *b, const char *s)
+sb_json(struct peftio_sbuf *b, const char *s)
 {
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)s;
-	const unsigned char *run = p;
-	char esc[7];
-
-	sb_add(b, "\"", 1);
-	for (; *p != '\0'; p++) {
-		if (*p >= 0x20 && *p != '"' && *p != '\\')
-			continue;
-		sb_add(b, run, (size_t)(p - run));
-		run = p + 1;
-		esc[0] = '\\';
-		switch (*p) {
-		case '"':
-		case '\\':
-			esc[1] = (char)*p;
-			break;
-		case '\b':
-			esc[1] = 'b';
-			break;
-		case '\t':
-			esc[1] = 't';
-			break;
-		case '\n':
-			esc[1] = 'n';
-			break;
-		case '\f':
-			esc[1] = 'f';
-			break;
-		case '\r':
-			esc[1] = 'r';
-			break;
-		default:
-			memcpy(esc + 1, "u00", 3);
-			esc[4] = hex[*p >> 4];
-			esc[5] = hex[*p & 15];
-			sb_add(b, esc, 6);
-			continue;
-		}
-		sb_add(b, esc, 2);
-	}
-	sb_add(b, run, (size_t)(p - run));
-	sb_add(b, "\"", 1);
+	peftio_sb_json(b, s, strlen(s), 0);
 }
 
 static const char *
@@ -349,7 +271,7 @@ peftio_stw_layout(struct peftio_stw *w, struct peftio_error *err)
 	static const char zeros[] = "0000000000000000";
 	char nb[PEFTIO_SHOWBUF];
 	struct hent *h = NULL;
-	struct sbuf b = { 0 };
+	struct peftio_sbuf b = { 0 };
 	size_t nh = 0, i, k, len;
 	uint64_t off = 0;
 	int rc = 0, own_format = 0, sum = !(w->flags & PEFTIO_W_NOCHECKSUM);
@@ -403,45 +325,45 @@ peftio_stw_layout(struct peftio_stw *w, struct peftio_error *err)
 			goto out;
 		}
 
-	sb_add(&b, "\0\0\0\0\0\0\0\0", 8);
-	sb_cstr(&b, "{\"__metadata__\":{");
+	peftio_sb_add(&b, "\0\0\0\0\0\0\0\0", 8);
+	peftio_sb_str(&b, "{\"__metadata__\":{");
 	for (i = 0; i < nh; i++) {
 		if (i > 0)
-			sb_add(&b, ",", 1);
+			peftio_sb_add(&b, ",", 1);
 		sb_json(&b, h[i].key);
-		sb_add(&b, ":", 1);
+		peftio_sb_add(&b, ":", 1);
 		if (h[i].value != NULL) {
 			sb_json(&b, h[i].value);
 			continue;
 		}
-		sb_add(&b, "\"", 1);
+		peftio_sb_add(&b, "\"", 1);
 		w->t[h[i].tensor].hexpos = b.len;
-		sb_add(&b, zeros, 16);
-		sb_add(&b, "\"", 1);
+		peftio_sb_add(&b, zeros, 16);
+		peftio_sb_add(&b, "\"", 1);
 	}
-	sb_add(&b, "}", 1);
+	peftio_sb_add(&b, "}", 1);
 	for (i = 0; i < w->n; i++) {
 		struct peftio_tensor_info *t = &w->t[i].info;
 
-		sb_add(&b, ",", 1);
+		peftio_sb_add(&b, ",", 1);
 		sb_json(&b, t->name);
-		sb_cstr(&b, ":{\"dtype\":\"");
-		sb_cstr(&b, peftio_dtype_name(t->dtype));
-		sb_cstr(&b, "\",\"shape\":[");
+		peftio_sb_str(&b, ":{\"dtype\":\"");
+		peftio_sb_str(&b, peftio_dtype_name(t->dtype));
+		peftio_sb_str(&b, "\",\"shape\":[");
 		for (k = 0; k < (size_t)t->ndim; k++) {
 			if (k > 0)
-				sb_add(&b, ",", 1);
+				peftio_sb_add(&b, ",", 1);
 			sb_u64(&b, t->shape[k]);
 		}
-		sb_cstr(&b, "],\"data_offsets\":[");
+		peftio_sb_str(&b, "],\"data_offsets\":[");
 		sb_u64(&b, t->offset);
-		sb_add(&b, ",", 1);
+		peftio_sb_add(&b, ",", 1);
 		sb_u64(&b, t->offset + t->nbytes);
-		sb_cstr(&b, "]}");
+		peftio_sb_str(&b, "]}");
 	}
-	sb_add(&b, "}", 1);
+	peftio_sb_add(&b, "}", 1);
 	while ((b.len - 8) % 8 != 0)
-		sb_add(&b, " ", 1);
+		peftio_sb_add(&b, " ", 1);
 	if (b.oom)
 		goto oom;
 	if (b.len - 8 > PEFTIO_ST_MAX_HEADER) {

@@ -1,8 +1,9 @@
 /*
  * text.c - names and bytes from files as the library shows and indexes
  * them: the one escaper for messages, the UTF-8 check, shapes as
- * "[d0, d1]", and the hash table of names the readers and the writer
- * look tensors up in.
+ * "[d0, d1]", the hash table of names the readers and the writer
+ * look tensors up in, and a growing buffer with the JSON string writer
+ * both JSON dialects (serde_json's, Python's ensure_ascii) use.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -10,7 +11,7 @@
 #include <string.h>
 
 #include "peftio_private.h"
-#include "reader_private.h"
+#include "text.h"
 
 const char *
 peftio_show(const char *s, size_t len, char *buf)
@@ -151,4 +152,88 @@ peftio_nameidx_build(struct peftio_nameidx *ix, size_t n,
 	for (i = 0; i < n; i++)
 		peftio_nameidx_put(ix, i, get(ctx, i));
 	return 0;
+}
+
+void
+peftio_sb_add(struct peftio_sbuf *b, const void *s, size_t n)
+{
+	size_t ncap;
+	char *np;
+
+	if (b->oom)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		ncap = b->cap == 0 ? 256 : b->cap;
+		while (ncap < b->len + n + 1)
+			ncap *= 2;
+		if ((np = realloc(b->p, ncap)) == NULL) {
+			b->oom = 1;
+			return;
+		}
+		b->p = np;
+		b->cap = ncap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+void
+peftio_sb_str(struct peftio_sbuf *b, const char *s)
+{
+	peftio_sb_add(b, s, strlen(s));
+}
+
+void
+peftio_sb_json(struct peftio_sbuf *b, const char *s, size_t n, int ascii)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	char esc[16];
+	uint32_t cp, hi, lo;
+	size_t i = 0, run = 0;
+	int k, more;
+
+	peftio_sb_add(b, "\"", 1);
+	while (i < n) {
+		cp = u[i];
+		if (cp >= 0x20 && cp != '"' && cp != '\\' &&
+		    (!ascii || cp < 0x7f)) {
+			i++;
+			continue;
+		}
+		peftio_sb_add(b, u + run, i - run);
+		if (cp < 0x80) {
+			i++;
+			switch (cp) {
+			case '"': peftio_sb_add(b, "\\\"", 2); break;
+			case '\\': peftio_sb_add(b, "\\\\", 2); break;
+			case '\n': peftio_sb_add(b, "\\n", 2); break;
+			case '\r': peftio_sb_add(b, "\\r", 2); break;
+			case '\t': peftio_sb_add(b, "\\t", 2); break;
+			case '\b': peftio_sb_add(b, "\\b", 2); break;
+			case '\f': peftio_sb_add(b, "\\f", 2); break;
+			default:
+				snprintf(esc, sizeof(esc), "\\u%04x", cp);
+				peftio_sb_str(b, esc);
+			}
+			run = i;
+			continue;
+		}
+		/* Decode one UTF-8 sequence (validated by the caller). */
+		more = cp >= 0xf0 ? 3 : cp >= 0xe0 ? 2 : 1;
+		cp &= more == 3 ? 0x07 : more == 2 ? 0x0f : 0x1f;
+		for (k = 0, i++; k < more && i < n; k++, i++)
+			cp = (cp << 6) | (u[i] & 0x3f);
+		if (cp >= 0x10000) {
+			cp -= 0x10000;
+			hi = 0xd800 | (cp >> 10);
+			lo = 0xdc00 | (cp & 0x3ff);
+			snprintf(esc, sizeof(esc), "\\u%04x\\u%04x", hi, lo);
+		} else
+			snprintf(esc, sizeof(esc), "\\u%04x", cp);
+		peftio_sb_str(b, esc);
+		run = i;
+	}
+	peftio_sb_add(b, u + run, i - run);
+	peftio_sb_add(b, "\"", 1);
 }

@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "peftio.h"
+#include "text.h"
 #include "testutil.h"
 
 #define LABEL	"case.safetensors"
@@ -742,6 +743,27 @@ START_TEST(test_writer_serialization_vector)
 	ck_assert_mem_eq(f + 8, want, n);
 	ck_assert_mem_eq(f + 8 + n, zero, 24);
 	free(f);
+}
+END_TEST
+
+/* JSON strings as serde_json writes them and as Python's json.dumps. */
+START_TEST(test_json_string)
+{
+	static const char in[] = "a\"\\\n\x01\x7f\xc3\xa9\xf0\x9f\x98\x80z";
+	static const char serde[] = "\"a\\\"\\\\\\n\\u0001\x7f\xc3\xa9"
+	    "\xf0\x9f\x98\x80z\"";
+	static const char python[] = "\"a\\\"\\\\\\n\\u0001\\u007f\\u00e9"
+	    "\\ud83d\\ude00z\"";
+	struct peftio_sbuf b = { 0 };
+
+	peftio_sb_json(&b, in, sizeof(in) - 1, 0);
+	ck_assert_int_eq(b.oom, 0);
+	ck_assert_str_eq(b.p, serde);
+	b.len = 0;
+	peftio_sb_json(&b, in, sizeof(in) - 1, 1);
+	ck_assert_str_eq(b.p, python);
+	ck_assert_uint_eq(b.len, sizeof(python) - 1);
+	free(b.p);
 }
 END_TEST
 
@@ -1684,6 +1706,7 @@ Suite *safetensors_suite(void)
 	tcase_add_test(tc, test_writer_serialization_vector);
 	tcase_add_test(tc, test_writer_roundtrip);
 	tcase_add_test(tc, test_verify);
+	tcase_add_test(tc, test_json_string);
 	tcase_add_test(tc, test_writer_incomplete);
 	tcase_add_test(tc, test_writer_past_end);
 	tcase_add_test(tc, test_writer_exists);
