@@ -123,28 +123,6 @@ peftio_error_clear(struct peftio_error *err)
 }
 
 const char *
-peftio_show(const char *s, size_t len, char *buf)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i, o = 0;
-
-	for (i = 0; i < len && (len != SIZE_MAX || p[i] != '\0'); i++) {
-		if (i == PEFTIO_SHOW_MAX) {
-			memcpy(buf + o, "...", 3);
-			o += 3;
-			break;
-		}
-		if (p[i] < 0x20 || p[i] == 0x7f) {
-			snprintf(buf + o, 5, "\\x%02x", p[i]);
-			o += 4;
-		} else
-			buf[o++] = (char)p[i];
-	}
-	buf[o] = '\0';
-	return buf;
-}
-
-const char *
 peftio_status_name(int code)
 {
 	static const char *const names[] = {

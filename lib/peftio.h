@@ -330,6 +330,17 @@ int	peftio_outfile_commit(struct peftio_outfile *of,
 /* Remove the temporary file; harmless after commit. */
 void	peftio_outfile_abort(struct peftio_outfile *of);
 
+/*
+ * Whether writing out would destroy one of the nin inputs in[]: out is
+ * an input, an existing directory that holds one, or lies inside an
+ * input directory; compared by device and inode along the paths up to
+ * the root.  "-" (a stream) or NULL on either side never clashes, nor
+ * does an output that is a device or FIFO.  0, or PEFTIO_EINVAL naming
+ * both paths (clash.c).
+ */
+int	peftio_output_clash(const char *out, const char *const *in,
+	    size_t nin, struct peftio_error *err);
+
 /* Create a temporary directory beside dest; commit renames it over
  * dest (moving an existing dest aside first, removed afterwards). */
 struct peftio_outdir {
@@ -404,6 +415,15 @@ int	peftio_ckpt_data(struct peftio_ckpt *c, size_t i, const void **data,
 int	peftio_ckpt_read(struct peftio_ckpt *c, size_t i, uint64_t off,
 	    void *buf, size_t len, struct peftio_error *err);
 void	peftio_ckpt_release(struct peftio_ckpt *c, size_t i);
+/*
+ * Check tensor i against the XXH3 checksum stored for it ("xxh3.NAME"
+ * in its shard's __metadata__): 0 when it matches, PEFTIO_ECHECKSUM
+ * when it does not (the message names file, tensor, stored and computed
+ * values), 1 when no checksum is stored for it, another error when its
+ * data cannot be read (verify.c).
+ */
+int	peftio_ckpt_verify(struct peftio_ckpt *c, size_t i,
+	    struct peftio_error *err);
 
 /*
  * Writer mirroring an input layout: to a file (or "-"), one

@@ -40,7 +40,7 @@ peftio_u2f(uint32_t u)
 }
 
 /*
- * error.c: bytes from a file as shown in a message: control characters
+ * text.c: bytes from a file as shown in a message: control characters
  * escaped as \xNN, cut after PEFTIO_SHOW_MAX bytes with "...".  len is
  * SIZE_MAX for a NUL-terminated s; buf holds PEFTIO_SHOWBUF bytes.
  */
@@ -48,7 +48,7 @@ peftio_u2f(uint32_t u)
 #define PEFTIO_SHOWBUF	(4 * PEFTIO_SHOW_MAX + 4)
 const char *peftio_show(const char *s, size_t len, char *buf);
 
-/* safetensors.c: length of the valid UTF-8 prefix of s (n when all of
+/* text.c: length of the valid UTF-8 prefix of s (n when all of
  * it is), with Rust's rules: no overlong forms, no surrogates. */
 size_t	peftio_utf8_valid(const unsigned char *s, size_t n);
 
@@ -181,13 +181,6 @@ void	peftio_state_dict_free(struct peftio_state_dict *sd);
  */
 struct peftio_torchbin;
 
-/*
- * What the first len bytes of a file are: 1 a torch.save zip archive,
- * 0 something else (a safetensors file, presumably), or a negative
- * error for the torch formats that are refused (before 1.6).
- */
-int	peftio_torchbin_sniff(const void *buf, size_t len, const char *label,
-	    struct peftio_error *err);
 /* buf must outlive the handle; mapped says it is an mmap of a file,
  * whose pages may be dropped when tensors are released. */
 int	peftio_torchbin_open(struct peftio_torchbin **out, const void *buf,
@@ -203,7 +196,7 @@ int	peftio_torchbin_data(struct peftio_torchbin *tb, size_t i,
 	    const void **data, struct peftio_error *err);
 void	peftio_torchbin_release(struct peftio_torchbin *tb, size_t i);
 
-/* safetensors.c: drop the whole pages inside [p, p + n) of a private
+/* source.c: drop the whole pages inside [p, p + n) of a private
  * file mapping (madvise MADV_DONTNEED); a hint, never fails. */
 void	peftio_drop_pages(const void *p, uint64_t n);
 

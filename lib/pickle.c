@@ -28,539 +28,12 @@
 #include <string.h>
 
 #include "peftio_private.h"
+#include "pickle_vm.h"
 
 /* Memory the machine may use: BUDGET_PER_BYTE per pickle byte, plus
  * BUDGET_BASE.  A state dict needs about 5 bytes per pickle byte. */
 #define BUDGET_PER_BYTE	32
 #define BUDGET_BASE	(1u << 20)
-
-#define KEY_MAX		256	/* bytes in a storage key */
-
-enum kind {
-	V_UNSET = 0,		/* an empty memo slot */
-	V_NONE,
-	V_BOOL,
-	V_INT,
-	V_FLOAT,
-	V_STR,
-	V_TUPLE,
-	V_LIST,
-	V_DICT,
-	V_ODICT,		/* collections.OrderedDict */
-	V_SET,
-	V_GLOBAL,
-	V_STORAGE,
-	V_TENSOR
-};
-
-/* As said in messages: "REDUCE on a tuple". */
-static const char *const kind_name[] = {
-	"nothing", "None", "a bool", "an int", "a float", "a str", "a tuple",
-	"a list", "a dict", "an OrderedDict", "a set", "a global",
-	"a storage", "a tensor"
-};
-
-enum gkind {
-	G_ODICT,		/* collections.OrderedDict */
-	G_REBUILD_V2,		/* torch._utils._rebuild_tensor_v2 */
-	G_REBUILD_V3,		/* torch._utils._rebuild_tensor_v3 */
-	G_PARAMETER,		/* torch._utils._rebuild_parameter */
-	G_STORAGE,		/* torch.FloatStorage, ... */
-	G_DTYPE			/* torch.float32, ... */
-};
-
-struct global {
-	const char	*module;
-	const char	*name;
-	enum gkind	 kind;
-	enum peftio_dtype dtype;	/* G_STORAGE, G_DTYPE */
-};
-
-/*
- * The allowed globals.  The storage classes are those of torch's
- * _dtype_to_storage_type_map that have a safetensors dtype (quantized
- * and complex128 storages are left out, so they are refused);
- * UntypedStorage counts bytes.  The dtypes are those that
- * _rebuild_tensor_v3 is written with, and the classic ones.
- */
-static const struct global globals[] = {
-	{ "collections", "OrderedDict", G_ODICT, PEFTIO_U8 },
-	{ "torch._utils", "_rebuild_tensor_v2", G_REBUILD_V2, PEFTIO_U8 },
-	{ "torch._utils", "_rebuild_tensor_v3", G_REBUILD_V3, PEFTIO_U8 },
-	{ "torch._utils", "_rebuild_parameter", G_PARAMETER, PEFTIO_U8 },
-	{ "torch", "DoubleStorage", G_STORAGE, PEFTIO_F64 },
-	{ "torch", "FloatStorage", G_STORAGE, PEFTIO_F32 },
-	{ "torch", "HalfStorage", G_STORAGE, PEFTIO_F16 },
-	{ "torch", "BFloat16Storage", G_STORAGE, PEFTIO_BF16 },
-	{ "torch", "LongStorage", G_STORAGE, PEFTIO_I64 },
-	{ "torch", "IntStorage", G_STORAGE, PEFTIO_I32 },
-	{ "torch", "ShortStorage", G_STORAGE, PEFTIO_I16 },
-	{ "torch", "CharStorage", G_STORAGE, PEFTIO_I8 },
-	{ "torch", "ByteStorage", G_STORAGE, PEFTIO_U8 },
-	{ "torch", "BoolStorage", G_STORAGE, PEFTIO_BOOL },
-	{ "torch", "ComplexFloatStorage", G_STORAGE, PEFTIO_C64 },
-	{ "torch", "UntypedStorage", G_STORAGE, PEFTIO_U8 },
-	{ "torch", "float64", G_DTYPE, PEFTIO_F64 },
-	{ "torch", "float32", G_DTYPE, PEFTIO_F32 },
-	{ "torch", "float16", G_DTYPE, PEFTIO_F16 },
-	{ "torch", "bfloat16", G_DTYPE, PEFTIO_BF16 },
-	{ "torch", "int64", G_DTYPE, PEFTIO_I64 },
-	{ "torch", "int32", G_DTYPE, PEFTIO_I32 },
-	{ "torch", "int16", G_DTYPE, PEFTIO_I16 },
-	{ "torch", "int8", G_DTYPE, PEFTIO_I8 },
-	{ "torch", "uint64", G_DTYPE, PEFTIO_U64 },
-	{ "torch", "uint32", G_DTYPE, PEFTIO_U32 },
-	{ "torch", "uint16", G_DTYPE, PEFTIO_U16 },
-	{ "torch", "uint8", G_DTYPE, PEFTIO_U8 },
-	{ "torch", "bool", G_DTYPE, PEFTIO_BOOL },
-	{ "torch", "complex64", G_DTYPE, PEFTIO_C64 },
-	{ "torch", "float8_e5m2", G_DTYPE, PEFTIO_F8_E5M2 },
-	{ "torch", "float8_e4m3fn", G_DTYPE, PEFTIO_F8_E4M3 },
-	{ "torch", "float8_e8m0fnu", G_DTYPE, PEFTIO_F8_E8M0 },
-	{ "torch", "float8_e4m3fnuz", G_DTYPE, PEFTIO_F8_E4M3FNUZ },
-	{ "torch", "float8_e5m2fnuz", G_DTYPE, PEFTIO_F8_E5M2FNUZ }
-};
-
-/* Opcode names, for messages (protocols 0 to 5). */
-static const char *const opname[256] = {
-	['('] = "MARK", ['.'] = "STOP", ['0'] = "POP", ['1'] = "POP_MARK",
-	['2'] = "DUP", ['F'] = "FLOAT", ['I'] = "INT", ['J'] = "BININT",
-	['K'] = "BININT1", ['L'] = "LONG", ['M'] = "BININT2",
-	['N'] = "NONE", ['P'] = "PERSID", ['Q'] = "BINPERSID",
-	['R'] = "REDUCE", ['S'] = "STRING", ['T'] = "BINSTRING",
-	['U'] = "SHORT_BINSTRING", ['V'] = "UNICODE", ['X'] = "BINUNICODE",
-	['a'] = "APPEND", ['b'] = "BUILD", ['c'] = "GLOBAL", ['d'] = "DICT",
-	['}'] = "EMPTY_DICT", ['e'] = "APPENDS", ['g'] = "GET",
-	['h'] = "BINGET", ['i'] = "INST", ['j'] = "LONG_BINGET",
-	['l'] = "LIST", [']'] = "EMPTY_LIST", ['o'] = "OBJ", ['p'] = "PUT",
-	['q'] = "BINPUT", ['r'] = "LONG_BINPUT", ['s'] = "SETITEM",
-	['t'] = "TUPLE", [')'] = "EMPTY_TUPLE", ['u'] = "SETITEMS",
-	['G'] = "BINFLOAT", ['B'] = "BINBYTES", ['C'] = "SHORT_BINBYTES",
-	[0x80] = "PROTO", [0x81] = "NEWOBJ", [0x82] = "EXT1",
-	[0x83] = "EXT2", [0x84] = "EXT4", [0x85] = "TUPLE1",
-	[0x86] = "TUPLE2", [0x87] = "TUPLE3", [0x88] = "NEWTRUE",
-	[0x89] = "NEWFALSE", [0x8a] = "LONG1", [0x8b] = "LONG4",
-	[0x8c] = "SHORT_BINUNICODE", [0x8d] = "BINUNICODE8",
-	[0x8e] = "BINBYTES8", [0x8f] = "EMPTY_SET", [0x90] = "ADDITEMS",
-	[0x91] = "FROZENSET", [0x92] = "NEWOBJ_EX", [0x93] = "STACK_GLOBAL",
-	[0x94] = "MEMOIZE", [0x95] = "FRAME", [0x96] = "BYTEARRAY8",
-	[0x97] = "NEXT_BUFFER", [0x98] = "READONLY_BUFFER"
-};
-
-struct obj;
-
-struct val {
-	uint8_t		 kind;		/* enum kind */
-	uint32_t	 len;		/* V_STR */
-	union {
-		int64_t		 i;	/* V_BOOL, V_INT */
-		const unsigned char *s;	/* V_STR, inside the pickle */
-		struct obj	*o;	/* V_TUPLE ... V_SET */
-		const struct global *g;	/* V_GLOBAL */
-		size_t		 rec;	/* V_STORAGE, V_TENSOR */
-	} u;
-};
-
-/* A tuple, list, set or dict (whose items are key, value pairs). */
-struct obj {
-	struct val	*v;
-	size_t		 n, cap;
-	struct obj	*next;		/* every object, to free them */
-};
-
-struct srec {
-	const unsigned char *key;
-	uint32_t	 keylen;
-	enum peftio_dtype dtype;
-	uint64_t	 nbytes;
-	size_t		 canon;		/* first record with this key */
-	size_t		 out;		/* index in the result, or SIZE_MAX */
-};
-
-struct vm {
-	const unsigned char *start, *p, *end;
-	size_t		 op;		/* offset of the current opcode */
-	const char	*label;
-	const char	*member;
-	struct peftio_error *err;
-	uint64_t	 budget;
-	struct val	*stack;
-	size_t		 sp, scap;
-	size_t		*marks;
-	size_t		 nmarks, mcap;
-	struct val	*memo;
-	size_t		 mcount;
-	struct obj	*objs;
-	struct srec	*st;
-	size_t		 nst, stcap;
-	struct peftio_pickle_tensor *t;
-	size_t		 nt, tcap;
-};
-
-/* ------------------------------------------------------------------ */
-/* Errors                                                              */
-
-static void __attribute__((format(printf, 3, 4)))
-fail(struct vm *vm, int code, const char *fmt, ...)
-{
-	char what[PEFTIO_ERRMSG_MAX];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(what, sizeof(what), fmt, ap);
-	va_end(ap);
-	if (code == PEFTIO_EUNSUPPORTED)
-		peftio_error_set(vm->err, code, "%s: unsupported pickle "
-		    "content: %s (%s, byte %zu)", vm->label, what, vm->member,
-		    vm->op);
-	else
-		peftio_error_set(vm->err, code, "%s: %s, byte %zu: %s",
-		    vm->label, vm->member, vm->op, what);
-}
-
-/* Set the error; evaluate to its code (which the compiler can see). */
-#define CORRUPT(vm, ...)	\
-	(fail((vm), PEFTIO_EFORMAT, __VA_ARGS__), PEFTIO_EFORMAT)
-#define UNSUPPORTED(vm, ...)	\
-	(fail((vm), PEFTIO_EUNSUPPORTED, __VA_ARGS__), PEFTIO_EUNSUPPORTED)
-
-static const char *
-show_global(const struct global *g, char *buf, size_t len)
-{
-	snprintf(buf, len, "%s.%s", g->module, g->name);
-	return buf;
-}
-
-/* ------------------------------------------------------------------ */
-/* Memory                                                              */
-
-/*
- * p with room for need elements of size bytes (capacity *cap), within
- * the budget.  On failure *rc is set and p is returned unchanged.
- */
-static void *
-grow(struct vm *vm, void *p, size_t *cap, size_t need, size_t size, int *rc)
-{
-	size_t ncap;
-	void *np;
-
-	*rc = 0;
-	if (need <= *cap)
-		return p;
-	ncap = *cap < 8 ? 8 : *cap;
-	while (ncap < need) {
-		if (ncap > SIZE_MAX / 2 / size)
-			goto toomuch;
-		ncap *= 2;
-	}
-	if ((uint64_t)(ncap - *cap) * size > vm->budget)
-		goto toomuch;
-	if ((np = realloc(p, ncap * size)) == NULL) {
-		*rc = peftio_error_set(vm->err, PEFTIO_ENOMEM,
-		    "%s: %s: out of memory", vm->label, vm->member);
-		return p;
-	}
-	vm->budget -= (uint64_t)(ncap - *cap) * size;
-	*cap = ncap;
-	return np;
-toomuch:
-	*rc = CORRUPT(vm, "needs more memory than a pickle of %zu bytes "
-	    "can describe", (size_t)(vm->end - vm->start));
-	return p;
-}
-
-/* Charge n bytes allocated outside grow() to the budget. */
-static int
-charge(struct vm *vm, uint64_t n)
-{
-	if (n > vm->budget)
-		return CORRUPT(vm, "needs more memory than a pickle of %zu "
-		    "bytes can describe", (size_t)(vm->end - vm->start));
-	vm->budget -= n;
-	return 0;
-}
-
-static int
-new_obj(struct vm *vm, enum kind kind, struct val *out)
-{
-	struct obj *o;
-	int rc;
-
-	if ((rc = charge(vm, sizeof(*o))) != 0)
-		return rc;
-	if ((o = calloc(1, sizeof(*o))) == NULL)
-		return peftio_error_set(vm->err, PEFTIO_ENOMEM,
-		    "%s: %s: out of memory", vm->label, vm->member);
-	o->next = vm->objs;
-	vm->objs = o;
-	memset(out, 0, sizeof(*out));
-	out->kind = (uint8_t)kind;
-	out->u.o = o;
-	return 0;
-}
-
-/* Move the values stack[first..sp) to the end of o's items. */
-static int
-obj_take(struct vm *vm, struct obj *o, size_t first)
-{
-	size_t n = vm->sp - first;
-	int rc;
-
-	/* Nothing to move (an empty tuple): no arithmetic on NULL. */
-	if (n == 0)
-		return 0;
-	o->v = grow(vm, o->v, &o->cap, o->n + n, sizeof(*o->v), &rc);
-	if (rc != 0)
-		return rc;
-	memcpy(o->v + o->n, vm->stack + first, n * sizeof(*o->v));
-	o->n += n;
-	vm->sp = first;
-	return 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* Stack, marks and memo                                               */
-
-static int
-push(struct vm *vm, const struct val *v)
-{
-	int rc;
-
-	vm->stack = grow(vm, vm->stack, &vm->scap, vm->sp + 1, sizeof(*v),
-	    &rc);
-	if (rc != 0)
-		return rc;
-	vm->stack[vm->sp++] = *v;
-	return 0;
-}
-
-static int
-push_int(struct vm *vm, enum kind kind, int64_t i)
-{
-	struct val v;
-
-	memset(&v, 0, sizeof(v));
-	v.kind = (uint8_t)kind;
-	v.u.i = i;
-	return push(vm, &v);
-}
-
-/* The stack above the last MARK may not be popped into. */
-static size_t
-fence(const struct vm *vm)
-{
-	return vm->nmarks > 0 ? vm->marks[vm->nmarks - 1] : 0;
-}
-
-static int
-pop(struct vm *vm, struct val *v)
-{
-	if (vm->sp <= fence(vm))
-		return CORRUPT(vm, "stack underflow");
-	*v = vm->stack[--vm->sp];
-	return 0;
-}
-
-static struct val *
-top(struct vm *vm)
-{
-	return vm->sp > fence(vm) ? &vm->stack[vm->sp - 1] : NULL;
-}
-
-/* Remove the last MARK: its items are stack[*first .. sp). */
-static int
-pop_mark(struct vm *vm, size_t *first)
-{
-	if (vm->nmarks == 0)
-		return CORRUPT(vm, "no MARK for this opcode");
-	*first = vm->marks[--vm->nmarks];
-	return 0;
-}
-
-static int
-memo_put(struct vm *vm, uint64_t idx)
-{
-	size_t old = vm->mcount;
-	struct val *t = top(vm);
-	int rc;
-
-	if (t == NULL)
-		return CORRUPT(vm, "stack underflow");
-	/* A pickler numbers its memo from 0; an index beyond the size
-	 * of the pickle is not one a pickler wrote. */
-	if (idx >= (uint64_t)(vm->end - vm->start))
-		return CORRUPT(vm, "memo index %" PRIu64 " is too large",
-		    idx);
-	vm->memo = grow(vm, vm->memo, &vm->mcount, (size_t)idx + 1,
-	    sizeof(*vm->memo), &rc);
-	if (rc != 0)
-		return rc;
-	memset(vm->memo + old, 0, (vm->mcount - old) * sizeof(*vm->memo));
-	vm->memo[idx] = *t;
-	return 0;
-}
-
-static int
-memo_get(struct vm *vm, uint64_t idx)
-{
-	if (idx >= vm->mcount || vm->memo[idx].kind == V_UNSET)
-		return CORRUPT(vm, "memo entry %" PRIu64 " is not set", idx);
-	return push(vm, &vm->memo[idx]);
-}
-
-/* ------------------------------------------------------------------ */
-/* Reading the stream                                                  */
-
-static int
-need(struct vm *vm, size_t n)
-{
-	if ((size_t)(vm->end - vm->p) < n)
-		return CORRUPT(vm, "%s ends early (truncated pickle)",
-		    opname[vm->start[vm->op]]);
-	return 0;
-}
-
-static uint32_t
-rd_le(struct vm *vm, int n)
-{
-	uint32_t v = 0;
-	int i;
-
-	for (i = n - 1; i >= 0; i--)
-		v = v << 8 | vm->p[i];
-	vm->p += n;
-	return v;
-}
-
-/* One "text\n" argument of GLOBAL. */
-static int
-rd_line(struct vm *vm, const unsigned char **s, size_t *len)
-{
-	const unsigned char *nl;
-
-	nl = memchr(vm->p, '\n', (size_t)(vm->end - vm->p));
-	if (nl == NULL)
-		return CORRUPT(vm, "GLOBAL ends early (truncated pickle)");
-	*s = vm->p;
-	*len = (size_t)(nl - vm->p);
-	vm->p = nl + 1;
-	return 0;
-}
-
-static int
-op_global(struct vm *vm)
-{
-	char mb[PEFTIO_SHOWBUF], nb[PEFTIO_SHOWBUF];
-	const unsigned char *mod, *name;
-	size_t mlen, nlen, i;
-	struct val v;
-	int rc;
-
-	if ((rc = rd_line(vm, &mod, &mlen)) != 0 ||
-	    (rc = rd_line(vm, &name, &nlen)) != 0)
-		return rc;
-	for (i = 0; i < sizeof(globals) / sizeof(globals[0]); i++)
-		if (strlen(globals[i].module) == mlen &&
-		    memcmp(globals[i].module, mod, mlen) == 0 &&
-		    strlen(globals[i].name) == nlen &&
-		    memcmp(globals[i].name, name, nlen) == 0)
-			break;
-	if (i == sizeof(globals) / sizeof(globals[0]))
-		return UNSUPPORTED(vm, "global %s.%s",
-		    peftio_show((const char *)mod, mlen, mb),
-		    peftio_show((const char *)name, nlen, nb));
-	memset(&v, 0, sizeof(v));
-	v.kind = V_GLOBAL;
-	v.u.g = &globals[i];
-	return push(vm, &v);
-}
-
-/* LONG1: a little-endian two's complement integer of n <= 8 bytes. */
-static int
-op_long1(struct vm *vm)
-{
-	uint64_t u = 0;
-	unsigned n, i;
-	int rc;
-
-	if ((rc = need(vm, 1)) != 0)
-		return rc;
-	n = *vm->p++;
-	if ((rc = need(vm, n)) != 0)
-		return rc;
-	if (n > 8)
-		return UNSUPPORTED(vm, "integer of %u bytes", n);
-	for (i = n; i > 0; i--)
-		u = u << 8 | vm->p[i - 1];
-	if (n > 0 && n < 8 && (vm->p[n - 1] & 0x80))
-		u |= UINT64_MAX << (8 * n);
-	vm->p += n;
-	/* Two's complement back to a signed value, without overflow. */
-	return push_int(vm, V_INT, u <= INT64_MAX ? (int64_t)u :
-	    -(int64_t)(UINT64_MAX - u) - 1);
-}
-
-static int
-op_string(struct vm *vm, size_t lenbytes)
-{
-	struct val v;
-	uint32_t len;
-	int rc;
-
-	if ((rc = need(vm, lenbytes)) != 0)
-		return rc;
-	len = rd_le(vm, (int)lenbytes);
-	if ((rc = need(vm, len)) != 0)
-		return rc;
-	memset(&v, 0, sizeof(v));
-	v.kind = V_STR;
-	v.len = len;
-	v.u.s = vm->p;
-	vm->p += len;
-	return push(vm, &v);
-}
-
-/* TUPLE, TUPLE1-3: the last n values (or those above the MARK). */
-static int
-op_tuple(struct vm *vm, int n)
-{
-	struct val v;
-	size_t first;
-	int rc;
-
-	if (n < 0) {
-		if ((rc = pop_mark(vm, &first)) != 0)
-			return rc;
-	} else {
-		if (vm->sp - fence(vm) < (size_t)n)
-			return CORRUPT(vm, "stack underflow");
-		first = vm->sp - (size_t)n;
-	}
-	if ((rc = new_obj(vm, V_TUPLE, &v)) != 0 ||
-	    (rc = obj_take(vm, v.u.o, first)) != 0)
-		return rc;
-	return push(vm, &v);
-}
-
-/* APPEND(S) to a list, SETITEM(S) to a dict: the values from first. */
-static int
-add_items(struct vm *vm, size_t first, int dict)
-{
-	struct val *c;
-	size_t n = vm->sp - first;
-
-	/* The container is below the values, above the last MARK. */
-	if (first <= fence(vm))
-		return CORRUPT(vm, "stack underflow");
-	c = &vm->stack[first - 1];
-	if (dict && c->kind != V_DICT && c->kind != V_ODICT)
-		return UNSUPPORTED(vm, "SETITEM on %s", kind_name[c->kind]);
-	if (!dict && c->kind != V_LIST)
-		return UNSUPPORTED(vm, "APPEND to %s", kind_name[c->kind]);
-	if (dict && n % 2 != 0)
-		return CORRUPT(vm, "SETITEMS with an odd number of values");
-	return obj_take(vm, c->u.o, first);
-}
 
 /* ------------------------------------------------------------------ */
 /* What the allowed globals do                                         */
@@ -576,18 +49,18 @@ op_persid(struct vm *vm)
 	uint64_t nbytes;
 	int rc;
 
-	if ((rc = pop(vm, &pid)) != 0)
+	if ((rc = pk_pop(vm, &pid)) != 0)
 		return rc;
 	if (pid.kind != V_TUPLE || pid.u.o->n != 5)
 		return UNSUPPORTED(vm, "persistent id that is %s, not a "
-		    "5-tuple", kind_name[pid.kind]);
+		    "5-tuple", pk_kind_name[pid.kind]);
 	a = pid.u.o->v;
 	if (a[0].kind != V_STR || a[0].len != 7 ||
 	    memcmp(a[0].u.s, "storage", 7) != 0)
 		return UNSUPPORTED(vm, "persistent id that is not a storage");
 	if (a[1].kind != V_GLOBAL || a[1].u.g->kind != G_STORAGE)
 		return UNSUPPORTED(vm, "storage of %s, not a storage class",
-		    kind_name[a[1].kind]);
+		    pk_kind_name[a[1].kind]);
 	g = a[1].u.g;
 	if (a[2].kind != V_STR || a[2].len == 0 || a[2].len > KEY_MAX ||
 	    memchr(a[2].u.s, '\0', a[2].len) != NULL)
@@ -595,7 +68,7 @@ op_persid(struct vm *vm)
 		    "bytes", KEY_MAX);
 	if (a[3].kind != V_STR)
 		return CORRUPT(vm, "storage location is %s, not a string",
-		    kind_name[a[3].kind]);
+		    pk_kind_name[a[3].kind]);
 	if (a[4].kind != V_INT || a[4].u.i < 0)
 		return CORRUPT(vm, "storage '%s': size is not a non-negative "
 		    "integer", peftio_show((const char *)a[2].u.s, a[2].len,
@@ -605,7 +78,7 @@ op_persid(struct vm *vm)
 		return CORRUPT(vm, "storage '%s': %" PRId64 " elements of %s "
 		    "overflow 64 bits", peftio_show((const char *)a[2].u.s,
 		    a[2].len, kb), a[4].u.i, g->name);
-	vm->st = grow(vm, vm->st, &vm->stcap, vm->nst + 1, sizeof(*vm->st),
+	vm->st = pk_grow(vm, vm->st, &vm->stcap, vm->nst + 1, sizeof(*vm->st),
 	    &rc);
 	if (rc != 0)
 		return rc;
@@ -617,7 +90,7 @@ op_persid(struct vm *vm)
 	memset(&pid, 0, sizeof(pid));
 	pid.kind = V_STORAGE;
 	pid.u.rec = vm->nst++;
-	return push(vm, &pid);
+	return pk_push(vm, &pid);
 }
 
 static int
@@ -663,25 +136,25 @@ rebuild(struct vm *vm, const struct global *g, const struct obj *args,
 	int64_t stride[PEFTIO_MAX_DIMS];
 	int nstride, rc;
 
-	show_global(g, gb, sizeof(gb));
+	pk_show_global(g, gb, sizeof(gb));
 	if (args->n != fixed && args->n != fixed + 1)
 		return UNSUPPORTED(vm, "%s with %zu arguments", gb, args->n);
 	if (a[0].kind != V_STORAGE)
 		return UNSUPPORTED(vm, "%s of %s, not a storage", gb,
-		    kind_name[a[0].kind]);
+		    pk_kind_name[a[0].kind]);
 	if (a[1].kind != V_INT)
 		return UNSUPPORTED(vm, "%s with a storage offset that is %s",
-		    gb, kind_name[a[1].kind]);
+		    gb, pk_kind_name[a[1].kind]);
 	if (a[4].kind != V_BOOL)
 		return UNSUPPORTED(vm, "%s with requires_grad that is %s", gb,
-		    kind_name[a[4].kind]);
+		    pk_kind_name[a[4].kind]);
 	if (!is_dict(&a[5]))
 		return UNSUPPORTED(vm, "%s with backward hooks that are %s", gb,
-		    kind_name[a[5].kind]);
+		    pk_kind_name[a[5].kind]);
 	if (g->kind == G_REBUILD_V3 && (a[6].kind != V_GLOBAL ||
 	    a[6].u.g->kind != G_DTYPE))
 		return UNSUPPORTED(vm, "%s with a dtype that is %s", gb,
-		    kind_name[a[6].kind]);
+		    pk_kind_name[a[6].kind]);
 	/* Metadata would carry conjugate or negative bits: none here. */
 	if (args->n > fixed)
 		meta = &a[fixed];
@@ -689,7 +162,7 @@ rebuild(struct vm *vm, const struct global *g, const struct obj *args,
 	    !(is_dict(meta) && meta->u.o->n == 0))
 		return UNSUPPORTED(vm, "%s with tensor metadata", gb);
 
-	vm->t = grow(vm, vm->t, &vm->tcap, vm->nt + 1, sizeof(*vm->t), &rc);
+	vm->t = pk_grow(vm, vm->t, &vm->tcap, vm->nt + 1, sizeof(*vm->t), &rc);
 	if (rc != 0)
 		return rc;
 	t = &vm->t[vm->nt];
@@ -724,20 +197,20 @@ op_reduce(struct vm *vm)
 	const struct obj *a;
 	int rc;
 
-	if ((rc = pop(vm, &args)) != 0 || (rc = pop(vm, &fn)) != 0)
+	if ((rc = pk_pop(vm, &args)) != 0 || (rc = pk_pop(vm, &fn)) != 0)
 		return rc;
 	if (fn.kind != V_GLOBAL)
-		return UNSUPPORTED(vm, "REDUCE on %s", kind_name[fn.kind]);
+		return UNSUPPORTED(vm, "REDUCE on %s", pk_kind_name[fn.kind]);
 	if (args.kind != V_TUPLE)
 		return UNSUPPORTED(vm, "REDUCE with arguments that are %s",
-		    kind_name[args.kind]);
+		    pk_kind_name[args.kind]);
 	a = args.u.o;
 	switch (fn.u.g->kind) {
 	case G_ODICT:
 		if (a->n != 0)
 			return UNSUPPORTED(vm, "collections.OrderedDict called "
 			    "with arguments");
-		rc = new_obj(vm, V_ODICT, &res);
+		rc = pk_new_obj(vm, V_ODICT, &res);
 		break;
 	case G_REBUILD_V2:
 	case G_REBUILD_V3:
@@ -755,9 +228,9 @@ op_reduce(struct vm *vm)
 		break;
 	default:
 		return UNSUPPORTED(vm, "call of %s",
-		    show_global(fn.u.g, gb, sizeof(gb)));
+		    pk_show_global(fn.u.g, gb, sizeof(gb)));
 	}
-	return rc != 0 ? rc : push(vm, &res);
+	return rc != 0 ? rc : pk_push(vm, &res);
 }
 
 /* NEWOBJ: cls.__new__(cls, *args), for OrderedDict only. */
@@ -768,19 +241,19 @@ op_newobj(struct vm *vm)
 	struct val args, cls, res;
 	int rc;
 
-	if ((rc = pop(vm, &args)) != 0 || (rc = pop(vm, &cls)) != 0)
+	if ((rc = pk_pop(vm, &args)) != 0 || (rc = pk_pop(vm, &cls)) != 0)
 		return rc;
 	if (cls.kind != V_GLOBAL)
-		return UNSUPPORTED(vm, "NEWOBJ of %s", kind_name[cls.kind]);
+		return UNSUPPORTED(vm, "NEWOBJ of %s", pk_kind_name[cls.kind]);
 	if (cls.u.g->kind != G_ODICT)
 		return UNSUPPORTED(vm, "NEWOBJ of %s",
-		    show_global(cls.u.g, gb, sizeof(gb)));
+		    pk_show_global(cls.u.g, gb, sizeof(gb)));
 	if (args.kind != V_TUPLE || args.u.o->n != 0)
 		return UNSUPPORTED(vm, "NEWOBJ of collections.OrderedDict "
 		    "with arguments");
-	if ((rc = new_obj(vm, V_ODICT, &res)) != 0)
+	if ((rc = pk_new_obj(vm, V_ODICT, &res)) != 0)
 		return rc;
-	return push(vm, &res);
+	return pk_push(vm, &res);
 }
 
 /* BUILD: only {'_metadata': ...} on an OrderedDict, ignored. */
@@ -791,12 +264,12 @@ op_build(struct vm *vm)
 	const struct val *k;
 	int rc;
 
-	if ((rc = pop(vm, &state)) != 0)
+	if ((rc = pk_pop(vm, &state)) != 0)
 		return rc;
-	if ((o = top(vm)) == NULL)
+	if ((o = pk_top(vm)) == NULL)
 		return CORRUPT(vm, "stack underflow");
 	if (o->kind != V_ODICT)
-		return UNSUPPORTED(vm, "BUILD of %s", kind_name[o->kind]);
+		return UNSUPPORTED(vm, "BUILD of %s", pk_kind_name[o->kind]);
 	if (!is_dict(&state) || state.u.o->n != 2)
 		return UNSUPPORTED(vm, "BUILD of an OrderedDict with a state "
 		    "other than its _metadata");
@@ -826,14 +299,14 @@ run(struct vm *vm, struct val *result)
 		op = *vm->p++;
 		switch (op) {
 		case 0x80:			/* PROTO */
-			if ((rc = need(vm, 1)) != 0)
+			if ((rc = pk_need(vm, 1)) != 0)
 				return rc;
 			if (*vm->p < 2 || *vm->p > 5)
 				return UNSUPPORTED(vm, "protocol %u", *vm->p);
 			vm->p++;
 			break;
 		case 'c':			/* GLOBAL */
-			rc = op_global(vm);
+			rc = pk_op_global(vm);
 			break;
 		case 'Q':			/* BINPERSID */
 			rc = op_persid(vm);
@@ -848,85 +321,85 @@ run(struct vm *vm, struct val *result)
 			rc = op_build(vm);
 			break;
 		case '(':			/* MARK */
-			vm->marks = grow(vm, vm->marks, &vm->mcap,
+			vm->marks = pk_grow(vm, vm->marks, &vm->mcap,
 			    vm->nmarks + 1, sizeof(*vm->marks), &rc);
 			if (rc == 0)
 				vm->marks[vm->nmarks++] = vm->sp;
 			break;
 		case 't':			/* TUPLE */
-			rc = op_tuple(vm, -1);
+			rc = pk_op_tuple(vm, -1);
 			break;
 		case ')':			/* EMPTY_TUPLE */
 		case 0x85:			/* TUPLE1 */
 		case 0x86:			/* TUPLE2 */
 		case 0x87:			/* TUPLE3 */
-			rc = op_tuple(vm, op == ')' ? 0 : (int)op - 0x84);
+			rc = pk_op_tuple(vm, op == ')' ? 0 : (int)op - 0x84);
 			break;
 		case ']':			/* EMPTY_LIST */
 		case '}':			/* EMPTY_DICT */
 		case 0x8f:			/* EMPTY_SET */
-			rc = new_obj(vm, op == ']' ? V_LIST : op == '}' ?
+			rc = pk_new_obj(vm, op == ']' ? V_LIST : op == '}' ?
 			    V_DICT : V_SET, &v);
 			if (rc == 0)
-				rc = push(vm, &v);
+				rc = pk_push(vm, &v);
 			break;
 		case 'a':			/* APPEND */
 		case 's':			/* SETITEM */
-			if (vm->sp - fence(vm) < (op == 's' ? 3u : 2u))
+			if (vm->sp - pk_fence(vm) < (op == 's' ? 3u : 2u))
 				return CORRUPT(vm, "stack underflow");
-			rc = add_items(vm, vm->sp - (op == 's' ? 2 : 1),
+			rc = pk_add_items(vm, vm->sp - (op == 's' ? 2 : 1),
 			    op == 's');
 			break;
 		case 'e':			/* APPENDS */
 		case 'u':			/* SETITEMS */
-			if ((rc = pop_mark(vm, &first)) == 0)
-				rc = add_items(vm, first, op == 'u');
+			if ((rc = pk_pop_mark(vm, &first)) == 0)
+				rc = pk_add_items(vm, first, op == 'u');
 			break;
 		case 'h':			/* BINGET */
 		case 'j':			/* LONG_BINGET */
-			if ((rc = need(vm, op == 'h' ? 1 : 4)) == 0)
-				rc = memo_get(vm, rd_le(vm, op == 'h' ? 1 : 4));
+			if ((rc = pk_need(vm, op == 'h' ? 1 : 4)) == 0)
+				rc = pk_memo_get(vm, pk_rd_le(vm, op == 'h' ? 1 : 4));
 			break;
 		case 'q':			/* BINPUT */
 		case 'r':			/* LONG_BINPUT */
-			if ((rc = need(vm, op == 'q' ? 1 : 4)) == 0)
-				rc = memo_put(vm, rd_le(vm, op == 'q' ? 1 : 4));
+			if ((rc = pk_need(vm, op == 'q' ? 1 : 4)) == 0)
+				rc = pk_memo_put(vm, pk_rd_le(vm, op == 'q' ? 1 : 4));
 			break;
 		case 'K':			/* BININT1 */
 		case 'M':			/* BININT2 */
-			if ((rc = need(vm, op == 'K' ? 1 : 2)) == 0)
-				rc = push_int(vm, V_INT,
-				    rd_le(vm, op == 'K' ? 1 : 2));
+			if ((rc = pk_need(vm, op == 'K' ? 1 : 2)) == 0)
+				rc = pk_push_int(vm, V_INT,
+				    pk_rd_le(vm, op == 'K' ? 1 : 2));
 			break;
 		case 'J':			/* BININT */
-			if ((rc = need(vm, 4)) == 0) {
-				uint32_t u = rd_le(vm, 4);
+			if ((rc = pk_need(vm, 4)) == 0) {
+				uint32_t u = pk_rd_le(vm, 4);
 
-				rc = push_int(vm, V_INT, u <= INT32_MAX ?
+				rc = pk_push_int(vm, V_INT, u <= INT32_MAX ?
 				    (int64_t)u : (int64_t)u - 0x100000000LL);
 			}
 			break;
 		case 0x8a:			/* LONG1 */
-			rc = op_long1(vm);
+			rc = pk_op_long1(vm);
 			break;
 		case 'G':			/* BINFLOAT: never used */
-			if ((rc = need(vm, 8)) == 0) {
+			if ((rc = pk_need(vm, 8)) == 0) {
 				vm->p += 8;
-				rc = push_int(vm, V_FLOAT, 0);
+				rc = pk_push_int(vm, V_FLOAT, 0);
 			}
 			break;
 		case 'X':			/* BINUNICODE */
-			rc = op_string(vm, 4);
+			rc = pk_op_string(vm, 4);
 			break;
 		case 'U':			/* SHORT_BINSTRING */
-			rc = op_string(vm, 1);
+			rc = pk_op_string(vm, 1);
 			break;
 		case 'N':			/* NONE */
-			rc = push_int(vm, V_NONE, 0);
+			rc = pk_push_int(vm, V_NONE, 0);
 			break;
 		case 0x88:			/* NEWTRUE */
 		case 0x89:			/* NEWFALSE */
-			rc = push_int(vm, V_BOOL, op == 0x88);
+			rc = pk_push_int(vm, V_BOOL, op == 0x88);
 			break;
 		case '.':			/* STOP */
 			if (vm->nmarks != 0 || vm->sp != 1)
@@ -939,9 +412,9 @@ run(struct vm *vm, struct val *result)
 			*result = vm->stack[0];
 			return 0;
 		default:
-			if (opname[op] != NULL)
+			if (pk_opname[op] != NULL)
 				return UNSUPPORTED(vm, "opcode %s (0x%02x)",
-				    opname[op], op);
+				    pk_opname[op], op);
 			return CORRUPT(vm, "unknown opcode 0x%02x", op);
 		}
 		if (rc != 0)
@@ -1035,19 +508,19 @@ collect(struct vm *vm, const struct val *root, struct peftio_state_dict *sd)
 	vm->op = (size_t)(vm->end - vm->start);
 	if (!is_dict(root))
 		return UNSUPPORTED(vm, "the archive holds %s, not a state "
-		    "dict", kind_name[root->kind]);
+		    "dict", pk_kind_name[root->kind]);
 	n = root->u.o->n / 2;
 	for (i = 0; i < n; i++) {
 		k = &root->u.o->v[2 * i];
 		v = &root->u.o->v[2 * i + 1];
 		if (k->kind != V_STR)
 			return UNSUPPORTED(vm, "a state dict key that is %s",
-			    kind_name[k->kind]);
+			    pk_kind_name[k->kind]);
 		if (v->kind != V_TENSOR)
 			return UNSUPPORTED(vm, "'%s' is %s, not a tensor "
 			    "(only a flat dict of tensors is read)",
 			    peftio_show((const char *)k->u.s, k->len, nb),
-			    kind_name[v->kind]);
+			    pk_kind_name[v->kind]);
 		if (k->len > PEFTIO_MAX_NAME ||
 		    memchr(k->u.s, '\0', k->len) != NULL ||
 		    peftio_utf8_valid(k->u.s, k->len) != k->len)
@@ -1063,7 +536,7 @@ collect(struct vm *vm, const struct val *root, struct peftio_state_dict *sd)
 		}
 	}
 	/* A name may be repeated through the memo: bound the copies. */
-	if ((rc = charge(vm, bytes + (uint64_t)n * sizeof(*sd->tensor))) != 0)
+	if ((rc = pk_charge(vm, bytes + (uint64_t)n * sizeof(*sd->tensor))) != 0)
 		return rc;
 	sd->storage = calloc(sd->nstorage + 1, sizeof(*sd->storage));
 	sd->tensor = calloc(n + 1, sizeof(*sd->tensor));

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "peftio_private.h"
+#include "text.h"
 
 void
 peftio_py_repr_double(double v, char *buf, size_t len)
@@ -90,92 +91,6 @@ peftio_py_repr_double(double v, char *buf, size_t len)
 #undef PUT
 }
 
-struct sbuf {
-	char	*p;
-	size_t	 len, cap;
-	int	 oom;
-};
-
-static void
-sb_add(struct sbuf *sb, const char *s, size_t n)
-{
-	char *np;
-	size_t ncap;
-
-	if (sb->oom)
-		return;
-	if (sb->len + n + 1 > sb->cap) {
-		ncap = sb->cap ? sb->cap : 256;
-		while (sb->len + n + 1 > ncap)
-			ncap *= 2;
-		if ((np = realloc(sb->p, ncap)) == NULL) {
-			sb->oom = 1;
-			return;
-		}
-		sb->p = np;
-		sb->cap = ncap;
-	}
-	memcpy(sb->p + sb->len, s, n);
-	sb->len += n;
-	sb->p[sb->len] = '\0';
-}
-
-static void
-sb_str(struct sbuf *sb, const char *s)
-{
-	sb_add(sb, s, strlen(s));
-}
-
-/* A JSON string with ensure_ascii=True escaping, from UTF-8. */
-static void
-dump_string(struct sbuf *sb, const char *s, size_t n)
-{
-	const unsigned char *u = (const unsigned char *)s;
-	char esc[16];
-	uint32_t cp, hi, lo;
-	size_t i = 0;
-	int k, more;
-
-	sb_add(sb, "\"", 1);
-	while (i < n) {
-		cp = u[i];
-		if (cp < 0x80) {
-			i++;
-			switch (cp) {
-			case '"': sb_add(sb, "\\\"", 2); continue;
-			case '\\': sb_add(sb, "\\\\", 2); continue;
-			case '\n': sb_add(sb, "\\n", 2); continue;
-			case '\r': sb_add(sb, "\\r", 2); continue;
-			case '\t': sb_add(sb, "\\t", 2); continue;
-			case '\b': sb_add(sb, "\\b", 2); continue;
-			case '\f': sb_add(sb, "\\f", 2); continue;
-			}
-			if (cp < 0x20 || cp == 0x7f) {
-				snprintf(esc, sizeof(esc), "\\u%04x", cp);
-				sb_str(sb, esc);
-			} else {
-				esc[0] = (char)cp;
-				sb_add(sb, esc, 1);
-			}
-			continue;
-		}
-		/* Decode one UTF-8 sequence (jansson has validated it). */
-		more = cp >= 0xf0 ? 3 : cp >= 0xe0 ? 2 : 1;
-		cp &= more == 3 ? 0x07 : more == 2 ? 0x0f : 0x1f;
-		for (k = 0, i++; k < more && i < n; k++, i++)
-			cp = (cp << 6) | (u[i] & 0x3f);
-		if (cp >= 0x10000) {
-			cp -= 0x10000;
-			hi = 0xd800 | (cp >> 10);
-			lo = 0xdc00 | (cp & 0x3ff);
-			snprintf(esc, sizeof(esc), "\\u%04x\\u%04x", hi, lo);
-		} else
-			snprintf(esc, sizeof(esc), "\\u%04x", cp);
-		sb_str(sb, esc);
-	}
-	sb_add(sb, "\"", 1);
-}
-
 static int
 cmp_keys(const void *a, const void *b)
 {
@@ -183,19 +98,19 @@ cmp_keys(const void *a, const void *b)
 }
 
 static void
-newline(struct sbuf *sb, int indent, int depth)
+newline(struct peftio_sbuf *sb, int indent, int depth)
 {
 	int i;
 
 	if (indent < 0)
 		return;
-	sb_add(sb, "\n", 1);
+	peftio_sb_add(sb, "\n", 1);
 	for (i = 0; i < indent * depth; i++)
-		sb_add(sb, " ", 1);
+		peftio_sb_add(sb, " ", 1);
 }
 
 static void
-dump(struct sbuf *sb, const json_t *v, int indent, int sort, int depth)
+dump(struct peftio_sbuf *sb, const json_t *v, int indent, int sort, int depth)
 {
 	const char *sep = indent >= 0 ? "," : ", ";
 	const char **keys;
@@ -208,7 +123,7 @@ dump(struct sbuf *sb, const json_t *v, int indent, int sort, int depth)
 	case JSON_OBJECT:
 		n = json_object_size(v);
 		if (n == 0) {
-			sb_str(sb, "{}");
+			peftio_sb_str(sb, "{}");
 			return;
 		}
 		if ((keys = calloc(n, sizeof(*keys))) == NULL) {
@@ -220,56 +135,57 @@ dump(struct sbuf *sb, const json_t *v, int indent, int sort, int depth)
 			keys[i++] = key;
 		if (sort)
 			qsort(keys, n, sizeof(*keys), cmp_keys);
-		sb_str(sb, "{");
+		peftio_sb_str(sb, "{");
 		for (i = 0; i < n; i++) {
 			if (i > 0)
-				sb_str(sb, sep);
+				peftio_sb_str(sb, sep);
 			newline(sb, indent, depth + 1);
-			dump_string(sb, keys[i], strlen(keys[i]));
-			sb_str(sb, ": ");
+			peftio_sb_json(sb, keys[i], strlen(keys[i]), 1);
+			peftio_sb_str(sb, ": ");
 			dump(sb, json_object_get(v, keys[i]), indent, sort,
 			    depth + 1);
 		}
 		free(keys);
 		newline(sb, indent, depth);
-		sb_str(sb, "}");
+		peftio_sb_str(sb, "}");
 		return;
 	case JSON_ARRAY:
 		n = json_array_size(v);
 		if (n == 0) {
-			sb_str(sb, "[]");
+			peftio_sb_str(sb, "[]");
 			return;
 		}
-		sb_str(sb, "[");
+		peftio_sb_str(sb, "[");
 		for (i = 0; i < n; i++) {
 			if (i > 0)
-				sb_str(sb, sep);
+				peftio_sb_str(sb, sep);
 			newline(sb, indent, depth + 1);
 			dump(sb, json_array_get(v, i), indent, sort, depth + 1);
 		}
 		newline(sb, indent, depth);
-		sb_str(sb, "]");
+		peftio_sb_str(sb, "]");
 		return;
 	case JSON_STRING:
-		dump_string(sb, json_string_value(v), json_string_length(v));
+		peftio_sb_json(sb, json_string_value(v), json_string_length(v),
+		    1);
 		return;
 	case JSON_INTEGER:
 		snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
 		    json_integer_value(v));
-		sb_str(sb, num);
+		peftio_sb_str(sb, num);
 		return;
 	case JSON_REAL:
 		peftio_py_repr_double(json_real_value(v), num, sizeof(num));
-		sb_str(sb, num);
+		peftio_sb_str(sb, num);
 		return;
 	case JSON_TRUE:
-		sb_str(sb, "true");
+		peftio_sb_str(sb, "true");
 		return;
 	case JSON_FALSE:
-		sb_str(sb, "false");
+		peftio_sb_str(sb, "false");
 		return;
 	case JSON_NULL:
-		sb_str(sb, "null");
+		peftio_sb_str(sb, "null");
 		return;
 	}
 }
@@ -277,11 +193,11 @@ dump(struct sbuf *sb, const json_t *v, int indent, int sort, int depth)
 char *
 peftio_json_pydumps(const json_t *v, int indent, int sort_keys, size_t *len)
 {
-	struct sbuf sb = { NULL, 0, 0, 0 };
+	struct peftio_sbuf sb = { NULL, 0, 0, 0 };
 
 	dump(&sb, v, indent, sort_keys, 0);
 	if (indent >= 0)
-		sb_add(&sb, "\n", 1);
+		peftio_sb_add(&sb, "\n", 1);
 	if (sb.oom || sb.p == NULL) {
 		free(sb.p);
 		return NULL;

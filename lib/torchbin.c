@@ -31,7 +31,7 @@
  * Refused: big-endian archives (torch would swap bytes; nothing here
  * does), a version outside 1 to 10 (torch's own range), members outside
  * the archive's directory, and the formats of torch before 1.6, which
- * peftio_torchbin_sniff() recognizes.
+ * peftio_sniff() (source.c) recognizes.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -83,38 +83,6 @@ struct peftio_torchbin {
 	pthread_mutex_t	 lock;
 	int		 lock_ok;
 };
-
-/* The first 6 bytes of LONG1 0x1950a86a20f9469cfc6c, torch's magic
- * number, which the legacy format pickles first. */
-static const unsigned char legacy_magic[] = {
-	0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46
-};
-
-int
-peftio_torchbin_sniff(const void *buf, size_t len, const char *label,
-    struct peftio_error *err)
-{
-	const unsigned char *p = buf;
-
-	/* A member first, as torch checks; or the end record of an empty
-	 * archive, which no safetensors file can start with (its header
-	 * would be over 100 MB), so that it is reported as what it is. */
-	if (len >= 4 && (memcmp(p, "PK\3\4", 4) == 0 ||
-	    memcmp(p, "PK\5\6", 4) == 0))
-		return 1;
-	if (len >= 8 && p[0] == 0x80 && p[1] >= 2 && p[1] <= 5 &&
-	    memcmp(p + 2, legacy_magic, sizeof(legacy_magic)) == 0)
-		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-		    "%s: the legacy PyTorch format (torch.save before 1.6, or "
-		    "with _use_new_zipfile_serialization=False) is not "
-		    "supported: save it again with a current torch.save, or "
-		    "as safetensors", label);
-	if (len >= 8 && memcmp(p, "PYTORCH1", 8) == 0)
-		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-		    "%s: an archive of PyTorch's preview release (PYTORCH1) "
-		    "is not supported", label);
-	return 0;
-}
 
 /* "[d0, d1, ...]" */
 static const char *

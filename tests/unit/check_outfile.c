@@ -639,6 +639,47 @@ START_TEST(test_signal_handler)
 }
 END_TEST
 
+/* An output that is, holds or lies inside an input is refused. */
+START_TEST(test_output_clash)
+{
+	struct peftio_error err;
+	char in[4096], dir[4096], inner[4096], link[4096], other[4096];
+	const char *ins[2];
+
+	tu_tmpdir();
+	snprintf(in, sizeof(in), "%s", tu_path("in.safetensors"));
+	snprintf(dir, sizeof(dir), "%s", tu_path("model"));
+	snprintf(inner, sizeof(inner), "%s", tu_path("model/x.safetensors"));
+	snprintf(link, sizeof(link), "%s", tu_path("alias"));
+	snprintf(other, sizeof(other), "%s", tu_path("out.safetensors"));
+	tu_write_file(in, "x", 1);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	tu_write_file(inner, "y", 1);
+	ck_assert_int_eq(symlink(in, link), 0);
+
+	ins[0] = in;
+	ins[1] = NULL;
+	ck_assert_int_eq(peftio_output_clash(other, ins, 2, &err), 0);
+	ck_assert_int_eq(peftio_output_clash("-", ins, 1, &err), 0);
+	ck_assert_int_eq(peftio_output_clash(in, ins, 1, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "would overwrite the input"));
+	ck_assert_int_eq(peftio_output_clash(link, ins, 1, &err),
+	    PEFTIO_EINVAL);
+	ins[0] = inner;
+	ck_assert_int_eq(peftio_output_clash(dir, ins, 1, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "holds the input"));
+	ins[0] = dir;
+	snprintf(other, sizeof(other), "%s", tu_path("model/new/out"));
+	ck_assert_int_eq(peftio_output_clash(other, ins, 1, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "lie inside the input"));
+	ins[0] = "-";
+	ck_assert_int_eq(peftio_output_clash(in, ins, 1, &err), 0);
+}
+END_TEST
+
 Suite *outfile_suite(void);
 
 Suite *outfile_suite(void)
@@ -661,6 +702,7 @@ Suite *outfile_suite(void)
 	tcase_add_test(tc, test_outdir_abort);
 	tcase_add_test(tc, test_outdir_replace);
 	tcase_add_test(tc, test_outdir_signal);
+	tcase_add_test(tc, test_output_clash);
 	tcase_add_test(tc, test_signal_handler);
 	suite_add_tcase(s, tc);
 	return s;

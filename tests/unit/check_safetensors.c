@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "peftio.h"
+#include "text.h"
 #include "testutil.h"
 
 #define LABEL	"case.safetensors"
@@ -742,6 +743,82 @@ START_TEST(test_writer_serialization_vector)
 	ck_assert_mem_eq(f + 8, want, n);
 	ck_assert_mem_eq(f + 8 + n, zero, 24);
 	free(f);
+}
+END_TEST
+
+/* JSON strings as serde_json writes them and as Python's json.dumps. */
+START_TEST(test_json_string)
+{
+	static const char in[] = "a\"\\\n\x01\x7f\xc3\xa9\xf0\x9f\x98\x80z";
+	static const char serde[] = "\"a\\\"\\\\\\n\\u0001\x7f\xc3\xa9"
+	    "\xf0\x9f\x98\x80z\"";
+	static const char python[] = "\"a\\\"\\\\\\n\\u0001\\u007f\\u00e9"
+	    "\\ud83d\\ude00z\"";
+	struct peftio_sbuf b = { 0 };
+
+	peftio_sb_json(&b, in, sizeof(in) - 1, 0);
+	ck_assert_int_eq(b.oom, 0);
+	ck_assert_str_eq(b.p, serde);
+	b.len = 0;
+	peftio_sb_json(&b, in, sizeof(in) - 1, 1);
+	ck_assert_str_eq(b.p, python);
+	ck_assert_uint_eq(b.len, sizeof(python) - 1);
+	free(b.p);
+}
+END_TEST
+
+/* Stored checksums are checked per tensor; a changed byte is caught. */
+START_TEST(test_verify)
+{
+	const struct peftio_tensor_info *t;
+	struct peftio_error err;
+	struct peftio_ckpt *c;
+	unsigned char *f;
+	size_t len, i;
+	uint64_t end;
+	long x;
+
+	tu_tmpdir();
+	ck_assert_int_eq(write_example(tu_path("v.safetensors"), W_TEST, 5,
+	    &err), 0);
+	ck_assert_msg(peftio_ckpt_open(&c, tu_path("v.safetensors"), &err)
+	    == 0, "%s", err.msg);
+	for (i = 0; i < peftio_ckpt_count(c); i++)
+		ck_assert_msg(peftio_ckpt_verify(c, i, &err) == 0, "%s",
+		    err.msg);
+	ck_assert_int_eq(peftio_ckpt_verify(c, peftio_ckpt_count(c), &err),
+	    PEFTIO_EINVAL);
+	x = peftio_ckpt_find(c, "d");
+	ck_assert_int_ge(x, 0);
+	t = peftio_ckpt_tensor(c, (size_t)x);
+	ck_assert_uint_gt(t->nbytes, 0);
+	end = t->offset + t->nbytes;
+	peftio_ckpt_close(c);
+
+	/* flip the last byte of tensor d's data */
+	f = tu_read_file(tu_path("v.safetensors"), &len);
+	f[8 + get_le64(f) + end - 1] ^= 0x40;
+	tu_write_file(tu_path("v.safetensors"), f, len);
+	free(f);
+	ck_assert_int_eq(peftio_ckpt_open(&c, tu_path("v.safetensors"), &err),
+	    0);
+	x = peftio_ckpt_find(c, "d");
+	ck_assert_int_eq(peftio_ckpt_verify(c, (size_t)x, &err),
+	    PEFTIO_ECHECKSUM);
+	ck_assert_int_eq(err.code, PEFTIO_ECHECKSUM);
+	ck_assert_ptr_nonnull(strstr(err.msg, "tensor 'd': checksum mismatch"));
+	ck_assert_int_eq(peftio_ckpt_verify(c, (size_t)peftio_ckpt_find(c,
+	    "c"), &err), 0);
+	peftio_ckpt_close(c);
+
+	/* no stored checksums: 1 */
+	ck_assert_int_eq(write_example(tu_path("n.safetensors"),
+	    W_TEST | PEFTIO_W_NOCHECKSUM, 5, &err), 0);
+	ck_assert_int_eq(peftio_ckpt_open(&c, tu_path("n.safetensors"), &err),
+	    0);
+	for (i = 0; i < peftio_ckpt_count(c); i++)
+		ck_assert_int_eq(peftio_ckpt_verify(c, i, &err), 1);
+	peftio_ckpt_close(c);
 }
 END_TEST
 
@@ -1628,6 +1705,8 @@ Suite *safetensors_suite(void)
 	tcase_add_test(tc, test_writer_example_bytes);
 	tcase_add_test(tc, test_writer_serialization_vector);
 	tcase_add_test(tc, test_writer_roundtrip);
+	tcase_add_test(tc, test_verify);
+	tcase_add_test(tc, test_json_string);
 	tcase_add_test(tc, test_writer_incomplete);
 	tcase_add_test(tc, test_writer_past_end);
 	tcase_add_test(tc, test_writer_exists);

@@ -1,0 +1,146 @@
+/*
+ * source.c - the bytes under the parsers: an input opened as a regular
+ * file (to be mapped and read with pread, which never faults) or as a
+ * stream (to be spooled into an anonymous file), what kind of file it
+ * is, and the pages of a mapped input given back once read.
+ */
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "peftio_private.h"
+#include "reader_private.h"
+
+/* The first 6 bytes of LONG1 0x1950a86a20f9469cfc6c, torch's magic
+ * number, which the legacy format pickles first. */
+static const unsigned char legacy_magic[] = {
+	0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46
+};
+
+int
+peftio_sniff(const void *buf, size_t len, const char *label,
+    struct peftio_error *err)
+{
+	const unsigned char *p = buf;
+
+	/* A member first, as torch checks; or the end record of an empty
+	 * archive, which no safetensors file can start with (its header
+	 * would be over 100 MB), so that it is reported as what it is. */
+	if (len >= 4 && (memcmp(p, "PK\3\4", 4) == 0 ||
+	    memcmp(p, "PK\5\6", 4) == 0))
+		return 1;
+	if (len >= 8 && p[0] == 0x80 && p[1] >= 2 && p[1] <= 5 &&
+	    memcmp(p + 2, legacy_magic, sizeof(legacy_magic)) == 0)
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: the legacy PyTorch format (torch.save before 1.6, or "
+		    "with _use_new_zipfile_serialization=False) is not "
+		    "supported: save it again with a current torch.save, or "
+		    "as safetensors", label);
+	if (len >= 8 && memcmp(p, "PYTORCH1", 8) == 0)
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: an archive of PyTorch's preview release (PYTORCH1) "
+		    "is not supported", label);
+	return 0;
+}
+
+void
+peftio_drop_pages(const void *p, uint64_t n)
+{
+	uintptr_t a, b;
+	long page;
+
+	if (n == 0 || n > UINTPTR_MAX - (uintptr_t)p ||
+	    (page = sysconf(_SC_PAGESIZE)) <= 0)
+		return;
+	a = (uintptr_t)p;
+	b = a + (uintptr_t)n;
+	a = (a + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+	b &= ~((uintptr_t)page - 1);
+	if (a < b)
+		(void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+int
+peftio_src_open(const char *path, const char *label, int *fdp, int *regular,
+    uint64_t *size, struct peftio_error *err)
+{
+	struct stat sb;
+	int fd, rc, is_stdin = strcmp(path, "-") == 0;
+
+	if (is_stdin)
+		fd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+	else
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return peftio_error_sys(err, "%s", label);
+	if (fstat(fd, &sb) != 0)
+		rc = peftio_error_sys(err, "%s", label);
+	else if (S_ISDIR(sb.st_mode))
+		rc = peftio_error_set(err, PEFTIO_EINVAL, "%s: is a directory",
+		    label);
+	else {
+		*regular = S_ISREG(sb.st_mode) &&
+		    (!is_stdin || lseek(fd, 0, SEEK_CUR) == 0);
+		*size = *regular ? (uint64_t)sb.st_size : 0;
+		*fdp = fd;
+		return 0;
+	}
+	close(fd);
+	return rc;
+}
+
+int
+peftio_src_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+	unsigned char *p = buf;
+	ssize_t r;
+
+	while (len > 0) {
+		r = pread(fd, p, len, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			return 1;
+		p += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+void *
+peftio_src_map(int fd, uint64_t off, size_t len)
+{
+	void *p;
+
+	p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, (off_t)off);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+int
+peftio_src_spool(int fd, int sp, unsigned char *buf, size_t len,
+    uint64_t max, uint64_t *got)
+{
+	long long r;
+	size_t want;
+
+	for (*got = 0; *got < max; *got += (uint64_t)r) {
+		want = max - *got < len ? (size_t)(max - *got) : len;
+		if ((r = peftio_read_all(fd, buf, want)) < 0)
+			return -1;
+		if (peftio_write_all(sp, buf, (size_t)r) != 0)
+			return -2;
+		if ((size_t)r < want) {
+			*got += (uint64_t)r;
+			break;
+		}
+	}
+	return 0;
+}
