@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "peftio_private.h"
+#include "text.h"
 
 /* Two job slots: one being written by the background thread while the
  * caller fills the other. */
@@ -340,22 +341,6 @@ peftio_xf_expect_name(struct peftio_xf_check *chk, size_t i,
 	return 0;
 }
 
-/* "[4096, 11008]" */
-static const char *
-shape_str(int ndim, const uint64_t *shape, char *buf, size_t len)
-{
-	size_t n = 0;
-	int d;
-
-	buf[0] = '\0';
-	for (d = 0; d < ndim && n < len; d++)
-		n += (size_t)snprintf(buf + n, len - n, "%s%llu",
-		    d ? ", " : "[", (unsigned long long)shape[d]);
-	if (n < len)
-		snprintf(buf + n, len - n, "%s", ndim ? "]" : "[]");
-	return buf;
-}
-
 int
 peftio_xf_expect(struct peftio_xf_check *chk, size_t i, const char *name,
     enum peftio_dtype dt, int ndim, const uint64_t *shape,
@@ -375,9 +360,9 @@ peftio_xf_expect(struct peftio_xf_check *chk, size_t i, const char *name,
 		    "%s: tensor '%s' is %s %s, not %s %s",
 		    shard_path(chk->out, peftio_ckpt_shard_of(chk->in, i)),
 		    name, peftio_dtype_name(ti->dtype),
-		    shape_str(ti->ndim, ti->shape, got, sizeof(got)),
+		    peftio_fmt_shape(got, sizeof(got), ti->shape, ti->ndim),
 		    peftio_dtype_name(dt),
-		    shape_str(ndim, shape, want, sizeof(want)));
+		    peftio_fmt_shape(want, sizeof(want), shape, ndim));
 	return 0;
 }
 
