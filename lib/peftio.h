@@ -997,6 +997,99 @@ void	peftio_plan_peft_line(uint64_t trainable, uint64_t all, char *buf,
 	    size_t len);
 
 /* ------------------------------------------------------------------ */
+/* What a checkpoint holds and what quantization did (inspect.c,       */
+/* compare.c)                                                          */
+/* ------------------------------------------------------------------ */
+
+/* The pieces of a 4-bit weight, in the order reports list them. */
+enum peftio_inspect_part {
+	PEFTIO_PART_CODES = 0,
+	PEFTIO_PART_ABSMAX,
+	PEFTIO_PART_NESTED_ABSMAX,
+	PEFTIO_PART_QUANT_MAP,
+	PEFTIO_PART_NESTED_QUANT_MAP,
+	PEFTIO_PART_QUANT_STATE,
+	PEFTIO_NPARTS
+};
+/* "codes", "absmax", "nested_absmax", "quant_map", "nested_quant_map",
+ * "quant_state". */
+const char *peftio_inspect_part_name(enum peftio_inspect_part p);
+
+/* Sums for the error of values y against reference values x. */
+struct peftio_stats {
+	double		 sxx, syy, sxy, sdd;
+	double		 max_abs_error;	/* NaN when a difference is NaN */
+	uint64_t	 n;
+};
+
+void	peftio_stats_add(struct peftio_stats *a, const struct peftio_stats *b);
+/* Root mean square of y - x (0 for no values), signal-to-noise ratio
+ * 10 log10(sum x^2 / sum (x - y)^2) in dB, cosine similarity. */
+double	peftio_stats_rmse(const struct peftio_stats *s);
+double	peftio_stats_snr_db(const struct peftio_stats *s);
+double	peftio_stats_cosine(const struct peftio_stats *s);
+
+/* One tensor as the model sees it: a plain tensor, or a 4-bit weight
+ * with its companion tensors counted in. */
+struct peftio_inspect_row {
+	size_t		 idx;		/* the tensor (W for a 4-bit weight) */
+	const char	*name;
+	int		 quantized;
+	struct peftio_bnb_weight bw;	/* when quantized */
+	int		 ndim;
+	const uint64_t	*shape;		/* the weight's, not the codes' */
+	uint64_t	 params;
+	uint64_t	 bytes;		/* all pieces together */
+	uint64_t	 part[PEFTIO_NPARTS];	/* bytes of each piece */
+	int		 compared;	/* st is set (peftio_compare_tensor) */
+	struct peftio_stats st;
+};
+
+/* The account of a whole checkpoint. */
+struct peftio_inspect {
+	struct peftio_ckpt *c;
+	struct peftio_inspect_row *rows;
+	size_t		 nrows;
+	uint64_t	 params, bytes;		/* bytes: every tensor stored */
+	uint64_t	 qparams, qbytes;	/* of the 4-bit weights */
+	uint64_t	 orig_bytes;	/* with 4-bit weights in their dtype */
+	int64_t		 dq_saved_bits;	/* negative for small tensors, where
+					 * the 1 KiB nested map outweighs it */
+	size_t		 nquant, ndq;	/* 4-bit weights, with DQ */
+	int		 qtype;		/* enum peftio_q4type; -1: none */
+	int		 mixed_types;	/* both NF4 and FP4 */
+	size_t		 compared;	/* rows compared */
+	struct peftio_stats cmp;	/* over all rows compared */
+};
+
+/* Account for every tensor of c (which must outlive *r): one row a
+ * plain tensor or 4-bit weight, in checkpoint order.  Reads headers and
+ * quant_state blobs only.  Free with peftio_inspect_free(). */
+int	peftio_inspect_ckpt(struct peftio_inspect *r, struct peftio_ckpt *c,
+	    struct peftio_error *err);
+void	peftio_inspect_free(struct peftio_inspect *r);
+/* Bits per parameter: 8 bytes / params, 0 for no parameters. */
+double	peftio_bits_per_param(uint64_t bytes, uint64_t params);
+/* Bits per quantized parameter that double quantization saves. */
+double	peftio_inspect_dq_saving(const struct peftio_inspect *r);
+/* "NF4", "FP4" or the stored dtype's name. */
+const char *peftio_inspect_dtype(const struct peftio_inspect *r,
+	    const struct peftio_inspect_row *row);
+
+/*
+ * The error of a row of checkpoint c against tensor k of orig, a
+ * floating-point tensor with as many elements: a 4-bit weight is
+ * dequantized, another tensor converted, both to 32 bits, a part at a
+ * time (tmp: scratch kept between calls).  Sums are taken in a fixed
+ * number of pieces and added in order, so *st does not depend on
+ * nthreads.
+ */
+int	peftio_compare_tensor(struct peftio_ckpt *c,
+	    const struct peftio_inspect_row *row, struct peftio_ckpt *orig,
+	    size_t k, unsigned nthreads, struct peftio_scratch tmp[3],
+	    struct peftio_stats *st, struct peftio_error *err);
+
+/* ------------------------------------------------------------------ */
 /* Dense linear algebra (linalg.c)                                     */
 /* ------------------------------------------------------------------ */
 

@@ -41,55 +41,12 @@ struct opts {
 static struct opts O = { HUMAN, NULL, 0, -1, 8, 8.0, NULL, 20,
 	PEFTIO_OPT_ADAMW, 1 };
 
-/* The pieces of a 4-bit weight. */
-enum part { P_CODES, P_ABSMAX, P_NESTED, P_MAP, P_NESTED_MAP, P_QSTATE,
-	NPARTS };
-static const char *const part_key[NPARTS] = {
-	"codes", "absmax", "nested_absmax", "quant_map", "nested_quant_map",
-	"quant_state"
-};
-
-/* Sums for the error of a dequantized tensor y against the original x. */
-struct stats {
-	double		 sxx, syy, sxy, sdd, maxerr;
-	uint64_t	 n;
-};
-
-/* One tensor as the model sees it: a 4-bit weight with its pieces. */
-struct row {
-	size_t		 idx;		/* the tensor (W for a 4-bit weight) */
-	const char	*name;
-	int		 quant;
-	struct peftio_bnb_weight bw;
-	int		 ndim;
-	const uint64_t	*shape;
-	uint64_t	 params;
-	uint64_t	 bytes;
-	uint64_t	 part[NPARTS];
-	int		 compared;
-	struct stats	 st;
-};
-
 struct report {
 	const char	*path;
-	struct peftio_ckpt *c;
-	struct row	*rows;
-	size_t		 nrows;
-	/* totals */
-	uint64_t	 params, bytes, qparams, qbytes, orig_bytes;
-	int64_t		 dq_saved_bits;	/* negative for small tensors, where
-					 * the 1 KiB nested map outweighs it */
-	size_t		 nquant, ndq;
-	int		 qtype, mixed_types;
-	/* --compare */
-	int		 compared;
-	struct stats	 cmp;
-	/* --verify */
-	json_t		*verify;
-	/* --plan */
-	int		 planned;
+	struct peftio_inspect in;
+	json_t		*verify;	/* --verify */
+	int		 planned;	/* --plan */
 	struct peftio_plan plan;
-	/* adapter */
 	json_t		*adapter;
 };
 
@@ -109,18 +66,6 @@ usage(int status)
 	    "                  [--optimizer adamw|adamw8bit|sgd] [-j jobs] "
 	    "checkpoint ...\n", cli_progname);
 	exit(status);
-}
-
-static uint64_t
-ceil_div(uint64_t a, uint64_t b)
-{
-	return a / b + (a % b != 0);
-}
-
-static double
-bits_per(uint64_t bytes, uint64_t params)
-{
-	return params ? (double)bytes * 8.0 / (double)params : 0.0;
 }
 
 static const char *
@@ -144,14 +89,6 @@ shape_str(int ndim, const uint64_t *shape, char *buf, size_t len)
 		o += (size_t)snprintf(buf + o, len - o, "%s%llu", i ? "x" : "",
 		    (unsigned long long)shape[i]);
 	return buf;
-}
-
-static const char *
-row_dtype(const struct report *rp, const struct row *r)
-{
-	if (r->quant)
-		return r->bw.qs.type == PEFTIO_Q4_FP4 ? "FP4" : "NF4";
-	return peftio_dtype_name(peftio_ckpt_tensor(rp->c, r->idx)->dtype);
 }
 
 /* ------------------------------------------------------------------ */
@@ -317,98 +254,6 @@ out:
 /* ------------------------------------------------------------------ */
 /* Reading the checkpoint                                              */
 
-static int
-collect(struct report *rp)
-{
-	struct peftio_error err;
-	struct peftio_bnb_weight bw;
-	const struct peftio_tensor_info *ti;
-	size_t n = peftio_ckpt_count(rp->c), i, k;
-	struct row *r;
-	int *role, *wq, rc = 0;
-	struct peftio_bnb_weight *bws;
-
-	/* role: 0 a plain tensor, 1 a piece of a 4-bit weight, 2 its W */
-	role = xcalloc(n, sizeof(*role));
-	wq = xcalloc(n, sizeof(*wq));
-	bws = xcalloc(n, sizeof(*bws));
-	for (i = 0; i < n; i++) {
-		peftio_error_clear(&err);
-		if ((rc = peftio_bnb_lookup(rp->c, i, &bw, &err)) < 0) {
-			cli_error(&err);
-			goto out;
-		}
-		if (rc == 0)
-			continue;
-		rc = 0;
-		bws[bw.weight] = bw;
-		role[bw.weight] = 2;
-		role[bw.absmax] = role[bw.quant_map] = role[bw.quant_state] = 1;
-		if (bw.qs.double_quant)
-			role[bw.nested_absmax] = role[bw.nested_quant_map] = 1;
-	}
-	rp->rows = xcalloc(n, sizeof(*rp->rows));
-	rp->qtype = -1;
-	for (i = 0; i < n; i++) {
-		ti = peftio_ckpt_tensor(rp->c, i);
-		rp->bytes += ti->nbytes;
-		if (role[i] == 1)
-			continue;
-		r = &rp->rows[rp->nrows++];
-		r->idx = i;
-		r->name = ti->name;
-		if (role[i] == 0) {
-			r->ndim = ti->ndim;
-			r->shape = ti->shape;
-			r->params = ti->numel;
-			r->bytes = ti->nbytes;
-			rp->params += r->params;
-			rp->orig_bytes += r->bytes;
-			continue;
-		}
-		r->quant = 1;
-		r->bw = bws[i];
-		r->ndim = r->bw.qs.ndim;
-		r->shape = r->bw.qs.shape;
-		r->params = r->bw.qs.numel;
-		r->part[P_CODES] = ti->nbytes;
-		r->part[P_ABSMAX] = peftio_ckpt_tensor(rp->c,
-		    r->bw.absmax)->nbytes;
-		r->part[P_MAP] = peftio_ckpt_tensor(rp->c,
-		    r->bw.quant_map)->nbytes;
-		r->part[P_QSTATE] = peftio_ckpt_tensor(rp->c,
-		    r->bw.quant_state)->nbytes;
-		if (r->bw.qs.double_quant) {
-			r->part[P_NESTED] = peftio_ckpt_tensor(rp->c,
-			    r->bw.nested_absmax)->nbytes;
-			r->part[P_NESTED_MAP] = peftio_ckpt_tensor(rp->c,
-			    r->bw.nested_quant_map)->nbytes;
-			/* the f32 absmax this replaces, less what replaces it */
-			rp->dq_saved_bits += 8 * ((int64_t)(4 * ceil_div(
-			    r->params, r->bw.qs.blocksize)) -
-			    (int64_t)(r->part[P_ABSMAX] + r->part[P_NESTED] +
-			    r->part[P_NESTED_MAP]));
-			rp->ndq++;
-		}
-		for (k = 0; k < NPARTS; k++)
-			r->bytes += r->part[k];
-		rp->params += r->params;
-		rp->qparams += r->params;
-		rp->qbytes += r->bytes;
-		rp->orig_bytes += r->params *
-		    (peftio_dtype_bits(r->bw.qs.dtype) / 8);
-		if (rp->qtype >= 0 && rp->qtype != (int)r->bw.qs.type)
-			rp->mixed_types = 1;
-		rp->qtype = (int)r->bw.qs.type;
-		rp->nquant++;
-	}
-out:
-	free(role);
-	free(wq);
-	free(bws);
-	return rc;
-}
-
 /* ------------------------------------------------------------------ */
 /* Adapters: rank and size per module                                  */
 
@@ -418,7 +263,7 @@ adapter_info(struct report *rp)
 	struct peftio_error err;
 	const struct peftio_tensor_info *ti, *tb;
 	json_t *a, *mods, *cfg = NULL, *m, *v;
-	size_t n = peftio_ckpt_count(rp->c), i, len;
+	size_t n = peftio_ckpt_count(rp->in.c), i, len;
 	uint64_t params = 0, bytes = 0;
 	char *bname, *buf = NULL, path[4096];
 	const char *p, *dir;
@@ -426,7 +271,7 @@ adapter_info(struct report *rp)
 
 	mods = json_array();
 	for (i = 0; i < n; i++) {
-		ti = peftio_ckpt_tensor(rp->c, i);
+		ti = peftio_ckpt_tensor(rp->in.c, i);
 		bytes += ti->nbytes;
 		params += ti->numel;
 		if ((p = strstr(ti->name, ".lora_A.")) == NULL ||
@@ -443,8 +288,8 @@ adapter_info(struct report *rp)
 		json_object_set_new(m, "name", json_stringn(ti->name, len));
 		json_object_set_new(m, "rank", jint(ti->shape[0]));
 		json_object_set_new(m, "in_features", jint(ti->shape[1]));
-		if ((j = peftio_ckpt_find(rp->c, bname)) >= 0 &&
-		    (tb = peftio_ckpt_tensor(rp->c, (size_t)j))->ndim == 2) {
+		if ((j = peftio_ckpt_find(rp->in.c, bname)) >= 0 &&
+		    (tb = peftio_ckpt_tensor(rp->in.c, (size_t)j))->ndim == 2) {
 			json_object_set_new(m, "out_features",
 			    jint(tb->shape[0]));
 			json_object_set_new(m, "params",
@@ -456,7 +301,7 @@ adapter_info(struct report *rp)
 		free(bname);
 		json_array_append_new(mods, m);
 	}
-	dir = peftio_ckpt_dir(rp->c);
+	dir = peftio_ckpt_dir(rp->in.c);
 	if (dir != NULL) {
 		snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
 		peftio_error_clear(&err);
@@ -490,160 +335,7 @@ adapter_info(struct report *rp)
 /* ------------------------------------------------------------------ */
 /* --compare                                                           */
 
-#define NCHUNK	64
-
-struct cjob {
-	const float	*x, *y;
-	uint64_t	 n;
-	struct stats	 part[NCHUNK];
-};
-
-static void
-stats_range(void *arg, uint64_t b, uint64_t e)
-{
-	struct cjob *j = arg;
-	uint64_t c, i, lo, hi;
-	struct stats *s;
-	double x, y, d;
-
-	for (c = b; c < e; c++) {
-		s = &j->part[c];
-		lo = j->n * c / NCHUNK;
-		hi = j->n * (c + 1) / NCHUNK;
-		for (i = lo; i < hi; i++) {
-			x = j->x[i];
-			y = j->y[i];
-			d = x - y;
-			s->sxx += x * x;
-			s->syy += y * y;
-			s->sxy += x * y;
-			s->sdd += d * d;
-			if (fabs(d) > s->maxerr || isnan(d))
-				s->maxerr = isnan(d) ? NAN : fabs(d);
-		}
-		s->n = hi - lo;
-	}
-}
-
-static void
-stats_add(struct stats *a, const struct stats *b)
-{
-	a->sxx += b->sxx;
-	a->syy += b->syy;
-	a->sxy += b->sxy;
-	a->sdd += b->sdd;
-	if (b->maxerr > a->maxerr || isnan(b->maxerr))
-		a->maxerr = isnan(a->maxerr) ? a->maxerr : b->maxerr;
-	a->n += b->n;
-}
-
-static double
-st_rmse(const struct stats *s)
-{
-	return s->n ? sqrt(s->sdd / (double)s->n) : 0.0;
-}
-
-static double
-st_snr(const struct stats *s)
-{
-	return 10.0 * log10(s->sxx / s->sdd);
-}
-
-static double
-st_cos(const struct stats *s)
-{
-	return s->sxy / sqrt(s->sxx * s->syy);
-}
-
-/* Values compared at a time: memory holds this much of a tensor. */
-#define CMP_PART	(8u << 20)
-
-static struct peftio_scratch Xs, Ys, Raw;
-
-/*
- * Statistics of 4-bit weight r against tensor k of the original, a part
- * at a time: each part's NCHUNK partial sums are added in order, so the
- * result does not depend on -j.
- */
-static int
-compare_parts(struct report *rp, struct row *r, size_t k,
-    const struct peftio_tensor_info *ti, struct cjob *j)
-{
-	struct peftio_error err;
-	uint64_t al = peftio_bnb_part_align(&r->bw), e0, n, part;
-	size_t es = peftio_dtype_bits(ti->dtype) / 8, c;
-	float *x, *y;
-	void *raw;
-
-	part = CMP_PART > al ? CMP_PART / al * al : al;
-	for (e0 = 0; e0 < r->params; e0 += n) {
-		n = r->params - e0 < part ? r->params - e0 : part;
-		x = xscratch(&Xs, n * sizeof(float));
-		y = xscratch(&Ys, n * sizeof(float));
-		raw = xscratch(&Raw, n * es);
-		peftio_error_clear(&err);
-		if (peftio_bnb_dequantize_part(rp->c, &r->bw, PEFTIO_F32, y,
-		    e0, n, O.jobs, &err) != 0 ||
-		    peftio_ckpt_read(orig, k, e0 * es, raw, n * es, &err) != 0) {
-			cli_error(&err);
-			return -1;
-		}
-		peftio_to_f32(ti->dtype, raw, x, n);
-		memset(j, 0, sizeof(*j));
-		j->x = x;
-		j->y = y;
-		j->n = n;
-		peftio_parallel_for(O.jobs, NCHUNK, 1, stats_range, j);
-		for (c = 0; c < NCHUNK; c++)
-			stats_add(&r->st, &j->part[c]);
-	}
-	return 0;
-}
-
-/*
- * Statistics of tensor r of an unquantized checkpoint against tensor k of
- * the original, both converted to 32 bits, a part at a time.
- */
-static int
-compare_plain(struct report *rp, struct row *r, size_t k,
-    const struct peftio_tensor_info *ti, struct cjob *j)
-{
-	const struct peftio_tensor_info *mine = peftio_ckpt_tensor(rp->c,
-	    r->idx);
-	size_t es = peftio_dtype_bits(ti->dtype) / 8, c;
-	size_t ms = peftio_dtype_bits(mine->dtype) / 8;
-	struct peftio_error err;
-	uint64_t e0, n;
-	float *x, *y;
-	void *raw;
-
-	for (e0 = 0; e0 < r->params; e0 += n) {
-		n = r->params - e0 < CMP_PART ? r->params - e0 : CMP_PART;
-		x = xscratch(&Xs, n * sizeof(float));
-		y = xscratch(&Ys, n * sizeof(float));
-		raw = xscratch(&Raw, n * (es > ms ? es : ms));
-		peftio_error_clear(&err);
-		if (peftio_ckpt_read(rp->c, r->idx, e0 * ms, raw, n * ms,
-		    &err) != 0) {
-			cli_error(&err);
-			return -1;
-		}
-		peftio_to_f32(mine->dtype, raw, y, n);
-		if (peftio_ckpt_read(orig, k, e0 * es, raw, n * es, &err) != 0) {
-			cli_error(&err);
-			return -1;
-		}
-		peftio_to_f32(ti->dtype, raw, x, n);
-		memset(j, 0, sizeof(*j));
-		j->x = x;
-		j->y = y;
-		j->n = n;
-		peftio_parallel_for(O.jobs, NCHUNK, 1, stats_range, j);
-		for (c = 0; c < NCHUNK; c++)
-			stats_add(&r->st, &j->part[c]);
-	}
-	return 0;
-}
+static struct peftio_scratch cmp_tmp[3];
 
 /*
  * The 4-bit weights of a quantized checkpoint against the original; or,
@@ -654,24 +346,22 @@ compare_plain(struct report *rp, struct row *r, size_t k,
 static int
 compare(struct report *rp)
 {
-	const struct peftio_tensor_info *ti;
-	struct cjob *j;
+	struct peftio_error err;
 	const char *first = NULL;
 	size_t i, done = 0, missing = 0, candidates = 0;
-	int plain = rp->nquant == 0;
+	int plain = rp->in.nquant == 0;
 	long k;
 	int bad = 0;
 
-	memset(&rp->cmp, 0, sizeof(rp->cmp));
-	j = xcalloc(1, sizeof(*j));
-	for (i = 0; i < rp->nrows; i++) {
-		struct row *r = &rp->rows[i];
+	memset(&rp->in.cmp, 0, sizeof(rp->in.cmp));
+	for (i = 0; i < rp->in.nrows; i++) {
+		struct peftio_inspect_row *r = &rp->in.rows[i];
 
-		if (plain ? !peftio_dtype_is_float(peftio_ckpt_tensor(rp->c,
-		    r->idx)->dtype) : !r->quant)
+		if (plain ? !peftio_dtype_is_float(peftio_ckpt_tensor(rp->in.c,
+		    r->idx)->dtype) : !r->quantized)
 			continue;
 		candidates++;
-		cli_progress(done++, plain ? rp->nrows : rp->nquant,
+		cli_progress(done++, plain ? rp->in.nrows : rp->in.nquant,
 		    "comparing");
 		if ((k = peftio_ckpt_find(orig, r->name)) < 0) {
 			if (missing++ == 0)
@@ -679,42 +369,24 @@ compare(struct report *rp)
 			bad = 1;
 			continue;
 		}
-		ti = peftio_ckpt_tensor(orig, (size_t)k);
-		if (!peftio_dtype_is_float(ti->dtype) ||
-		    ti->numel != r->params) {
-			cli_warn("%s: tensor '%s': %s with %llu elements does "
-			    "not fit the %s's %llu",
-			    peftio_ckpt_path(orig), r->name,
-			    peftio_dtype_name(ti->dtype),
-			    (unsigned long long)ti->numel,
-			    plain ? "tensor" : "4-bit weight",
-			    (unsigned long long)r->params);
+		peftio_error_clear(&err);
+		if (peftio_compare_tensor(rp->in.c, r, orig, (size_t)k, O.jobs,
+		    cmp_tmp, &r->st, &err) != 0) {
+			cli_error(&err);
 			bad = 1;
-			continue;
-		}
-		if (r->params > SIZE_MAX / sizeof(float)) {
-			cli_warn("%s: tensor '%s' is too large", rp->path,
-			    r->name);
-			bad = 1;
-			continue;
-		}
-		memset(&r->st, 0, sizeof(r->st));
-		if ((plain ? compare_plain(rp, r, (size_t)k, ti, j) :
-		    compare_parts(rp, r, (size_t)k, ti, j)) != 0)
-			bad = 1;
-		else {
-			stats_add(&rp->cmp, &r->st);
+		} else {
+			peftio_stats_add(&rp->in.cmp, &r->st);
 			r->compared = 1;
-			rp->compared++;
+			rp->in.compared++;
 		}
 		peftio_ckpt_release(orig, (size_t)k);
-		peftio_ckpt_release(rp->c, plain ? r->idx : r->bw.weight);
+		peftio_ckpt_release(rp->in.c, plain ? r->idx : r->bw.weight);
 	}
 	cli_progress_end();
 	if (candidates == 0)
 		cli_warn("%s: nothing to compare: no floating-point or 4-bit "
 		    "tensor", rp->path);
-	else if (rp->compared == 0 && missing == candidates)
+	else if (rp->in.compared == 0 && missing == candidates)
 		cli_warn("%s: nothing to compare: no tensor name in common "
 		    "with %s", rp->path, peftio_ckpt_path(orig));
 	else if (missing == 1)
@@ -723,21 +395,20 @@ compare(struct report *rp)
 	else if (missing > 1)
 		cli_warn("%s: no tensor '%s' to compare with, nor %zu more",
 		    peftio_ckpt_path(orig), first, missing - 1);
-	if (rp->compared == 0 && candidates > 0 && missing < candidates)
+	if (rp->in.compared == 0 && candidates > 0 && missing < candidates)
 		cli_warn("%s: nothing compared", rp->path);
-	free(j);
-	return bad || rp->compared == 0;
+	return bad || rp->in.compared == 0;
 }
 
 static json_t *
-jstats(const struct stats *s)
+jstats(const struct peftio_stats *s)
 {
 	json_t *o = json_object();
 
-	json_object_set_new(o, "rmse", jreal(st_rmse(s)));
-	json_object_set_new(o, "max_abs_error", jreal(s->maxerr));
-	json_object_set_new(o, "snr_db", jreal(st_snr(s)));
-	json_object_set_new(o, "cosine", jreal(st_cos(s)));
+	json_object_set_new(o, "rmse", jreal(peftio_stats_rmse(s)));
+	json_object_set_new(o, "max_abs_error", jreal(s->max_abs_error));
+	json_object_set_new(o, "snr_db", jreal(peftio_stats_snr_db(s)));
+	json_object_set_new(o, "cosine", jreal(peftio_stats_cosine(s)));
 	return o;
 }
 
@@ -760,8 +431,8 @@ verify(struct report *rp)
 	mism = json_array();
 	none = json_array();
 	unlisted = json_array();
-	for (s = 0; s < peftio_ckpt_nshards(rp->c); s++) {
-		st = peftio_ckpt_shard(rp->c, s);
+	for (s = 0; s < peftio_ckpt_nshards(rp->in.c); s++) {
+		st = peftio_ckpt_shard(rp->in.c, s);
 		any = 0;
 		nk = peftio_st_meta_count(st);
 		for (k = 0; k < nk && !any; k++)
@@ -820,7 +491,7 @@ static int
 plan_config(struct report *rp, struct peftio_plan_opts *po,
     struct peftio_error *err)
 {
-	const char *dir = peftio_ckpt_dir(rp->c);
+	const char *dir = peftio_ckpt_dir(rp->in.c);
 	char path[4096], *text;
 	struct stat sb;
 	size_t len;
@@ -848,14 +519,14 @@ plan(struct report *rp)
 	size_t i;
 	int rc;
 
-	t = xcalloc(rp->nrows, sizeof(*t));
-	for (i = 0; i < rp->nrows; i++) {
-		t[i].name = rp->rows[i].name;
-		t[i].ndim = rp->rows[i].ndim;
-		t[i].shape = rp->rows[i].shape;
-		t[i].numel = rp->rows[i].params;
-		t[i].nbytes = rp->rows[i].bytes;
-		t[i].quantized = rp->rows[i].quant;
+	t = xcalloc(rp->in.nrows, sizeof(*t));
+	for (i = 0; i < rp->in.nrows; i++) {
+		t[i].name = rp->in.rows[i].name;
+		t[i].ndim = rp->in.rows[i].ndim;
+		t[i].shape = rp->in.rows[i].shape;
+		t[i].numel = rp->in.rows[i].params;
+		t[i].nbytes = rp->in.rows[i].bytes;
+		t[i].quantized = rp->in.rows[i].quantized;
 	}
 	memset(&po, 0, sizeof(po));
 	po.method = (enum peftio_plan_method)O.plan;
@@ -868,7 +539,7 @@ plan(struct report *rp)
 		free(t);
 		return cli_error(&err) != 0;
 	}
-	if ((rc = peftio_plan_compute(&po, t, rp->nrows, &rp->plan, &err)) != 0)
+	if ((rc = peftio_plan_compute(&po, t, rp->in.nrows, &rp->plan, &err)) != 0)
 		cli_error(&err);
 	else
 		rp->planned = 1;
@@ -966,32 +637,25 @@ jplan(const struct report *rp)
 /* ------------------------------------------------------------------ */
 /* Reports                                                             */
 
-static double
-dq_saving(const struct report *rp)
-{
-	return rp->qparams ? (double)rp->dq_saved_bits / (double)rp->qparams :
-	    0.0;
-}
-
 static json_t *
 jreport(const struct report *rp)
 {
 	json_t *doc = json_object(), *ts = json_array(), *t, *q, *b, *tot;
-	const struct row *r;
+	const struct peftio_inspect_row *r;
 	size_t i, k;
 
 	json_object_set_new(doc, "checkpoint", json_string(rp->path));
-	for (i = 0; i < rp->nrows; i++) {
-		r = &rp->rows[i];
+	for (i = 0; i < rp->in.nrows; i++) {
+		r = &rp->in.rows[i];
 		t = json_object();
 		json_object_set_new(t, "name", json_string(r->name));
-		json_object_set_new(t, "dtype", json_string(row_dtype(rp, r)));
+		json_object_set_new(t, "dtype", json_string(peftio_inspect_dtype(&rp->in, r)));
 		json_object_set_new(t, "shape", jshape(r->ndim, r->shape));
 		json_object_set_new(t, "params", jint(r->params));
 		json_object_set_new(t, "bytes", jint(r->bytes));
 		json_object_set_new(t, "bits_per_param",
-		    jreal(bits_per(r->bytes, r->params)));
-		if (r->quant) {
+		    jreal(peftio_bits_per_param(r->bytes, r->params)));
+		if (r->quantized) {
 			q = json_object();
 			json_object_set_new(q, "type",
 			    json_string(peftio_q4type_name(r->bw.qs.type)));
@@ -1005,8 +669,8 @@ jreport(const struct report *rp)
 			json_object_set_new(q, "original_dtype", json_string(
 			    peftio_dtype_name(r->bw.qs.dtype)));
 			b = json_object();
-			for (k = 0; k < NPARTS; k++)
-				json_object_set_new(b, part_key[k],
+			for (k = 0; k < PEFTIO_NPARTS; k++)
+				json_object_set_new(b, peftio_inspect_part_name((enum peftio_inspect_part)k),
 				    jint(r->part[k]));
 			json_object_set_new(q, "bytes", b);
 			json_object_set_new(t, "quant", q);
@@ -1018,28 +682,28 @@ jreport(const struct report *rp)
 	}
 	json_object_set_new(doc, "tensors", ts);
 	tot = json_object();
-	json_object_set_new(tot, "tensors", jint(rp->nrows));
-	json_object_set_new(tot, "params", jint(rp->params));
-	json_object_set_new(tot, "bytes", jint(rp->bytes));
+	json_object_set_new(tot, "tensors", jint(rp->in.nrows));
+	json_object_set_new(tot, "params", jint(rp->in.params));
+	json_object_set_new(tot, "bytes", jint(rp->in.bytes));
 	json_object_set_new(tot, "bits_per_param",
-	    jreal(bits_per(rp->bytes, rp->params)));
-	json_object_set_new(tot, "quantized_tensors", jint(rp->nquant));
-	json_object_set_new(tot, "quantized_params", jint(rp->qparams));
-	json_object_set_new(tot, "quantized_bytes", jint(rp->qbytes));
+	    jreal(peftio_bits_per_param(rp->in.bytes, rp->in.params)));
+	json_object_set_new(tot, "quantized_tensors", jint(rp->in.nquant));
+	json_object_set_new(tot, "quantized_params", jint(rp->in.qparams));
+	json_object_set_new(tot, "quantized_bytes", jint(rp->in.qbytes));
 	json_object_set_new(tot, "quantized_bits_per_param",
-	    jreal(bits_per(rp->qbytes, rp->qparams)));
-	json_object_set_new(tot, "original_bytes", jint(rp->orig_bytes));
+	    jreal(peftio_bits_per_param(rp->in.qbytes, rp->in.qparams)));
+	json_object_set_new(tot, "original_bytes", jint(rp->in.orig_bytes));
 	json_object_set_new(tot, "saved_bytes", json_integer(
-	    (json_int_t)rp->orig_bytes - (json_int_t)rp->bytes));
+	    (json_int_t)rp->in.orig_bytes - (json_int_t)rp->in.bytes));
 	json_object_set_new(tot, "dq_saved_bits_per_param",
-	    jreal(dq_saving(rp)));
+	    jreal(peftio_inspect_dq_saving(&rp->in)));
 	json_object_set_new(doc, "totals", tot);
 	if (rp->adapter != NULL)
 		json_object_set(doc, "adapter", rp->adapter);
 	if (O.compare != NULL) {
-		t = jstats(&rp->cmp);
-		json_object_set_new(t, "tensors", jint(rp->compared));
-		json_object_set_new(t, "params", jint(rp->cmp.n));
+		t = jstats(&rp->in.cmp);
+		json_object_set_new(t, "tensors", jint(rp->in.compared));
+		json_object_set_new(t, "params", jint(rp->in.cmp.n));
 		json_object_set_new(doc, "compare", t);
 	}
 	if (rp->verify != NULL)
@@ -1062,14 +726,14 @@ print_size(const char *label, uint64_t v)
 static void
 human(const struct report *rp)
 {
-	const struct row *r;
+	const struct peftio_inspect_row *r;
 	size_t i, w = 4;
 	char sh[256], a[48], b[48], c[48], d[48], e[48];
 	int sw = 5;
 
 	printf("checkpoint %s\n", rp->path);
-	for (i = 0; i < rp->nrows; i++) {
-		r = &rp->rows[i];
+	for (i = 0; i < rp->in.nrows; i++) {
+		r = &rp->in.rows[i];
 		if (strlen(r->name) > w)
 			w = strlen(r->name);
 		shape_str(r->ndim, r->shape, sh, sizeof(sh));
@@ -1078,60 +742,60 @@ human(const struct report *rp)
 	}
 	printf("%-*s  %-7s %-*s %15s %15s %10s\n", (int)w, "NAME", "DTYPE",
 	    sw, "SHAPE", "PARAMS", "BYTES", "BITS/PARAM");
-	for (i = 0; i < rp->nrows; i++) {
-		r = &rp->rows[i];
+	for (i = 0; i < rp->in.nrows; i++) {
+		r = &rp->in.rows[i];
 		printf("%-*s  %-7s %-*s %15s %15s %10.3f\n", (int)w, r->name,
-		    row_dtype(rp, r), sw,
+		    peftio_inspect_dtype(&rp->in, r), sw,
 		    shape_str(r->ndim, r->shape, sh, sizeof(sh)),
 		    thousands(r->params, a, sizeof(a)),
 		    thousands(r->bytes, b, sizeof(b)),
-		    bits_per(r->bytes, r->params));
-		if (!r->quant)
+		    peftio_bits_per_param(r->bytes, r->params));
+		if (!r->quantized)
 			continue;
 		printf("%*s  %s blocksize %llu%s: codes %s, %s %s",
 		    (int)w, "", peftio_q4type_name(r->bw.qs.type),
 		    (unsigned long long)r->bw.qs.blocksize,
 		    r->bw.qs.double_quant ? " DQ" : "",
-		    thousands(r->part[P_CODES], a, sizeof(a)),
+		    thousands(r->part[PEFTIO_PART_CODES], a, sizeof(a)),
 		    r->bw.qs.double_quant ? "absmax codes" : "absmax",
-		    thousands(r->part[P_ABSMAX], b, sizeof(b)));
+		    thousands(r->part[PEFTIO_PART_ABSMAX], b, sizeof(b)));
 		if (r->bw.qs.double_quant)
 			printf(", nested absmax %s",
-			    thousands(r->part[P_NESTED], c, sizeof(c)));
+			    thousands(r->part[PEFTIO_PART_NESTED_ABSMAX], c, sizeof(c)));
 		printf(", maps %s, quant_state %s\n",
-		    thousands(r->part[P_MAP] + r->part[P_NESTED_MAP], d,
-		    sizeof(d)), thousands(r->part[P_QSTATE], e, sizeof(e)));
+		    thousands(r->part[PEFTIO_PART_QUANT_MAP] + r->part[PEFTIO_PART_NESTED_QUANT_MAP], d,
+		    sizeof(d)), thousands(r->part[PEFTIO_PART_QUANT_STATE], e, sizeof(e)));
 	}
-	printf("\n%-16s%zu (%zu quantized", "tensors", rp->nrows, rp->nquant);
-	if (rp->nquant)
-		printf(": %s, %zu with double quantization", rp->mixed_types ?
+	printf("\n%-16s%zu (%zu quantized", "tensors", rp->in.nrows, rp->in.nquant);
+	if (rp->in.nquant)
+		printf(": %s, %zu with double quantization", rp->in.mixed_types ?
 		    "nf4 and fp4" : peftio_q4type_name(
-		    (enum peftio_q4type)rp->qtype), rp->ndq);
+		    (enum peftio_q4type)rp->in.qtype), rp->in.ndq);
 	printf(")\n");
 	printf("%-16s%s (%s quantized)\n", "parameters",
-	    thousands(rp->params, a, sizeof(a)),
-	    thousands(rp->qparams, b, sizeof(b)));
-	print_size("bytes", rp->bytes);
+	    thousands(rp->in.params, a, sizeof(a)),
+	    thousands(rp->in.qparams, b, sizeof(b)));
+	print_size("bytes", rp->in.bytes);
 	printf("%-16s%.3f overall", "bits/param",
-	    bits_per(rp->bytes, rp->params));
-	if (rp->nquant)
+	    peftio_bits_per_param(rp->in.bytes, rp->in.params));
+	if (rp->in.nquant)
 		printf(", %.3f over quantized tensors",
-		    bits_per(rp->qbytes, rp->qparams));
+		    peftio_bits_per_param(rp->in.qbytes, rp->in.qparams));
 	printf("\n");
-	print_size("original size", rp->orig_bytes);
+	print_size("original size", rp->in.orig_bytes);
 	printf("%-16s%s%s bytes (%.1f%%)\n", "saved",
-	    rp->orig_bytes < rp->bytes ? "-" : "",
-	    thousands(rp->orig_bytes < rp->bytes ? rp->bytes - rp->orig_bytes :
-	    rp->orig_bytes - rp->bytes, a, sizeof(a)),
-	    rp->orig_bytes ? 100.0 * ((double)rp->orig_bytes -
-	    (double)rp->bytes) / (double)rp->orig_bytes : 0.0);
-	printf("%-16s%.3f bits/param\n", "DQ saving", dq_saving(rp));
+	    rp->in.orig_bytes < rp->in.bytes ? "-" : "",
+	    thousands(rp->in.orig_bytes < rp->in.bytes ? rp->in.bytes - rp->in.orig_bytes :
+	    rp->in.orig_bytes - rp->in.bytes, a, sizeof(a)),
+	    rp->in.orig_bytes ? 100.0 * ((double)rp->in.orig_bytes -
+	    (double)rp->in.bytes) / (double)rp->in.orig_bytes : 0.0);
+	printf("%-16s%.3f bits/param\n", "DQ saving", peftio_inspect_dq_saving(&rp->in));
 }
 
 static void
 human_extra(const struct report *rp)
 {
-	const struct row *r;
+	const struct peftio_inspect_row *r;
 	const struct peftio_plan *p = &rp->plan;
 	json_t *m, *v;
 	size_t i, w = 4;
@@ -1163,24 +827,24 @@ human_extra(const struct report *rp)
 			    "out_features")), (long long)json_integer_value(
 			    json_object_get(m, "params")));
 	}
-	if (O.compare != NULL && rp->compared > 0) {
-		for (i = 0; i < rp->nrows; i++)
-			if (rp->rows[i].compared && strlen(rp->rows[i].name) > w)
-				w = strlen(rp->rows[i].name);
+	if (O.compare != NULL && rp->in.compared > 0) {
+		for (i = 0; i < rp->in.nrows; i++)
+			if (rp->in.rows[i].compared && strlen(rp->in.rows[i].name) > w)
+				w = strlen(rp->in.rows[i].name);
 		printf("\ncompared with %s\n", O.compare);
 		printf("%-*s  %12s %12s %9s %10s\n", (int)w, "NAME", "RMSE",
 		    "MAX|ERR|", "SNR(dB)", "COSINE");
-		for (i = 0; i < rp->nrows; i++) {
-			r = &rp->rows[i];
+		for (i = 0; i < rp->in.nrows; i++) {
+			r = &rp->in.rows[i];
 			if (!r->compared)
 				continue;
 			printf("%-*s  %12.6g %12.6g %9.3f %10.6f\n", (int)w,
-			    r->name, st_rmse(&r->st), r->st.maxerr,
-			    st_snr(&r->st), st_cos(&r->st));
+			    r->name, peftio_stats_rmse(&r->st), r->st.max_abs_error,
+			    peftio_stats_snr_db(&r->st), peftio_stats_cosine(&r->st));
 		}
 		printf("%-*s  %12.6g %12.6g %9.3f %10.6f\n", (int)w, "total",
-		    st_rmse(&rp->cmp), rp->cmp.maxerr, st_snr(&rp->cmp),
-		    st_cos(&rp->cmp));
+		    peftio_stats_rmse(&rp->in.cmp), rp->in.cmp.max_abs_error, peftio_stats_snr_db(&rp->in.cmp),
+		    peftio_stats_cosine(&rp->in.cmp));
 	}
 	if (rp->verify != NULL) {
 		v = json_object_get(rp->verify, "files_without_checksums");
@@ -1235,18 +899,19 @@ inspect(const char *path, json_t *docs)
 {
 	struct report rp;
 	struct peftio_error err;
+	struct peftio_ckpt *c;
 	int bad = 0;
 
 	memset(&rp, 0, sizeof(rp));
 	rp.path = path;
 	peftio_error_clear(&err);
-	if (peftio_ckpt_open(&rp.c, path, &err) != 0)
+	if (peftio_ckpt_open(&c, path, &err) != 0)
 		return cli_error(&err);
 	cli_debug("%s: %zu tensors in %zu file(s)", path,
-	    peftio_ckpt_count(rp.c), peftio_ckpt_nshards(rp.c));
-	if (collect(&rp) != 0) {
-		bad = 1;
-		goto out;
+	    peftio_ckpt_count(c), peftio_ckpt_nshards(c));
+	if (peftio_inspect_ckpt(&rp.in, c, &err) != 0) {
+		peftio_ckpt_close(c);
+		return cli_error(&err);
 	}
 	rp.adapter = adapter_info(&rp);
 	if (O.compare != NULL)
@@ -1261,11 +926,10 @@ inspect(const char *path, json_t *docs)
 		human(&rp);
 		human_extra(&rp);
 	}
-out:
 	json_decref(rp.adapter);
 	json_decref(rp.verify);
-	free(rp.rows);
-	peftio_ckpt_close(rp.c);
+	peftio_inspect_free(&rp.in);
+	peftio_ckpt_close(c);
 	return bad;
 }
 
