@@ -38,7 +38,7 @@ struct opts {
 	unsigned		 jobs;
 };
 
-static struct opts O = { HUMAN, NULL, 0, -1, 8, 8.0, NULL, 20,
+static struct opts options = { HUMAN, NULL, 0, -1, 8, 8.0, NULL, 20,
 	PEFTIO_OPT_ADAMW, 1 };
 
 struct report {
@@ -370,7 +370,7 @@ compare(struct report *rp)
 			continue;
 		}
 		peftio_error_clear(&err);
-		if (peftio_compare_tensor(rp->in.c, r, orig, (size_t)k, O.jobs,
+		if (peftio_compare_tensor(rp->in.c, r, orig, (size_t)k, options.jobs,
 		    cmp_tmp, &r->st, &err) != 0) {
 			cli_error(&err);
 			bad = 1;
@@ -415,61 +415,85 @@ jstats(const struct peftio_stats *s)
 /* ------------------------------------------------------------------ */
 /* --verify                                                            */
 
+/*
+ * Tensor i of c against the xxh3 checksum stored for it in its shard's
+ * metadata: 0 when it matches, PEFTIO_ECHECKSUM when not, 1 when none is
+ * stored, another error when the data cannot be read.  The contract of
+ * the library's peftio_ckpt_verify(), which it stands for.
+ */
+static int
+verify_tensor(struct peftio_ckpt *c, size_t i, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c, i);
+	struct peftio_st *st = peftio_ckpt_shard(c, peftio_ckpt_shard_of(c, i));
+	char key[PEFTIO_MAX_NAME + 8], got[32];
+	const void *data;
+	const char *want;
+	int rc;
+
+	snprintf(key, sizeof(key), "xxh3.%s", ti->name);
+	if ((want = peftio_st_meta_get(st, key)) == NULL)
+		return 1;
+	if ((rc = peftio_ckpt_data(c, i, &data, err)) != 0)
+		return rc;
+	snprintf(got, sizeof(got), "%016llx",
+	    (unsigned long long)XXH3_64bits(data, (size_t)ti->nbytes));
+	peftio_ckpt_release(c, i);
+	if (strcmp(got, want) != 0)
+		return peftio_error_set(err, PEFTIO_ECHECKSUM, "%s: tensor '%s': "
+		    "checksum mismatch (stored %s, computed %s)",
+		    peftio_st_path(st), ti->name, want, got);
+	return 0;
+}
+
+/* 1 when shard st stores checksums at all. */
+static int
+has_checksums(struct peftio_st *st)
+{
+	size_t k, nk = peftio_st_meta_count(st);
+
+	for (k = 0; k < nk; k++)
+		if (strncmp(peftio_st_meta_key(st, k), "xxh3.", 5) == 0)
+			return 1;
+	return 0;
+}
+
 static int
 verify(struct report *rp)
 {
+	struct peftio_ckpt *c = rp->in.c;
 	struct peftio_error err;
-	const struct peftio_tensor_info *ti;
 	struct peftio_st *st;
-	const void *data;
-	const char *want;
 	json_t *mism, *none, *unlisted;
-	char key[PEFTIO_MAX_NAME + 8], got[32];
-	size_t s, i, k, nk, checked = 0;
-	int bad = 0, any;
+	size_t s, i, checked = 0, last = SIZE_MAX;
+	int bad = 0, rc, skip = 0;
 
 	mism = json_array();
 	none = json_array();
 	unlisted = json_array();
-	for (s = 0; s < peftio_ckpt_nshards(rp->in.c); s++) {
-		st = peftio_ckpt_shard(rp->in.c, s);
-		any = 0;
-		nk = peftio_st_meta_count(st);
-		for (k = 0; k < nk && !any; k++)
-			any = strncmp(peftio_st_meta_key(st, k), "xxh3.", 5) == 0;
-		if (!any) {
-			json_array_append_new(none,
-			    json_string(peftio_st_path(st)));
+	for (i = 0; i < peftio_ckpt_count(c); i++) {
+		if ((s = peftio_ckpt_shard_of(c, i)) != last) {
+			last = s;
+			st = peftio_ckpt_shard(c, s);
+			if ((skip = !has_checksums(st)) != 0)
+				json_array_append_new(none,
+				    json_string(peftio_st_path(st)));
+		}
+		if (skip)
 			continue;
+		peftio_error_clear(&err);
+		if ((rc = verify_tensor(c, i, &err)) == 1)
+			json_array_append_new(unlisted,
+			    json_string(peftio_ckpt_tensor(c, i)->name));
+		else if (rc != 0) {
+			cli_error(&err);
+			bad = 1;
 		}
-		for (i = 0; i < peftio_st_count(st); i++) {
-			ti = peftio_st_tensor(st, i);
-			snprintf(key, sizeof(key), "xxh3.%s", ti->name);
-			if ((want = peftio_st_meta_get(st, key)) == NULL) {
-				json_array_append_new(unlisted,
-				    json_string(ti->name));
-				continue;
-			}
-			peftio_error_clear(&err);
-			if (peftio_st_data(st, i, &data, &err) != 0) {
-				cli_error(&err);
-				bad = 1;
-				continue;
-			}
-			snprintf(got, sizeof(got), "%016llx",
-			    (unsigned long long)XXH3_64bits(data,
-			    (size_t)ti->nbytes));
-			peftio_st_release(st, i);
+		if (rc == 0 || rc == PEFTIO_ECHECKSUM)
 			checked++;
-			if (strcmp(got, want) != 0) {
-				cli_warn("%s: tensor '%s': checksum mismatch "
-				    "(stored %s, computed %s)",
-				    peftio_st_path(st), ti->name, want, got);
-				json_array_append_new(mism,
-				    json_string(ti->name));
-				bad = 1;
-			}
-		}
+		if (rc == PEFTIO_ECHECKSUM)
+			json_array_append_new(mism,
+			    json_string(peftio_ckpt_tensor(c, i)->name));
 	}
 	rp->verify = json_object();
 	json_object_set_new(rp->verify, "status", json_string(
@@ -529,11 +553,11 @@ plan(struct report *rp)
 		t[i].quantized = rp->in.rows[i].quantized;
 	}
 	memset(&po, 0, sizeof(po));
-	po.method = (enum peftio_plan_method)O.plan;
-	po.r = O.r;
-	po.targets = O.targets;
-	po.virtual_tokens = O.virtual_tokens;
-	po.optimizer = O.optimizer;
+	po.method = (enum peftio_plan_method)options.plan;
+	po.r = options.r;
+	po.targets = options.targets;
+	po.virtual_tokens = options.virtual_tokens;
+	po.optimizer = options.optimizer;
 	peftio_error_clear(&err);
 	if ((rc = plan_config(rp, &po, &err)) != 0) {
 		free(t);
@@ -550,16 +574,16 @@ plan(struct report *rp)
 static const char *
 plan_targets(void)
 {
-	if (O.targets != NULL)
-		return O.targets;
-	return peftio_plan_default_targets((enum peftio_plan_method)O.plan);
+	if (options.targets != NULL)
+		return options.targets;
+	return peftio_plan_default_targets((enum peftio_plan_method)options.plan);
 }
 
 static const char *
 lora_targets(void)
 {
-	if (O.targets != NULL && O.plan != PEFTIO_PLAN_IA3)
-		return O.targets;
+	if (options.targets != NULL && options.plan != PEFTIO_PLAN_IA3)
+		return options.targets;
 	return peftio_plan_default_targets(PEFTIO_PLAN_LORA);
 }
 
@@ -573,9 +597,9 @@ assumptions(char *buf, size_t len)
 	    "16 bits (LoRA) or NF4 with double quantization at blocksize "
 	    "64 for Linear weights and 16 bits for the rest (QLoRA); "
 	    "activations and framework overhead not counted",
-	    peftio_optimizer_name(O.optimizer),
-	    peftio_optimizer_state_bytes(O.optimizer),
-	    (unsigned long long)O.r, lora_targets());
+	    peftio_optimizer_name(options.optimizer),
+	    peftio_optimizer_state_bytes(options.optimizer),
+	    (unsigned long long)options.r, lora_targets());
 	return buf;
 }
 
@@ -602,14 +626,14 @@ jplan(const struct report *rp)
 	peftio_plan_peft_line(p->trainable_params, p->all_params, line,
 	    sizeof(line));
 	json_object_set_new(o, "method", json_string(
-	    peftio_plan_method_name((enum peftio_plan_method)O.plan)));
-	json_object_set_new(o, "r", jint(O.r));
-	json_object_set_new(o, "lora_alpha", jreal(O.alpha));
+	    peftio_plan_method_name((enum peftio_plan_method)options.plan)));
+	json_object_set_new(o, "r", jint(options.r));
+	json_object_set_new(o, "lora_alpha", jreal(options.alpha));
 	json_object_set_new(o, "target_modules", tg != NULL ?
 	    json_string(tg) : json_null());
-	json_object_set_new(o, "virtual_tokens", jint(O.virtual_tokens));
+	json_object_set_new(o, "virtual_tokens", jint(options.virtual_tokens));
 	json_object_set_new(o, "optimizer",
-	    json_string(peftio_optimizer_name(O.optimizer)));
+	    json_string(peftio_optimizer_name(options.optimizer)));
 	json_object_set_new(o, "modules", jint(p->modules));
 	json_object_set_new(o, "hidden_size", jint(p->hidden_size));
 	json_object_set_new(o, "num_layers", jint(p->num_layers));
@@ -700,7 +724,7 @@ jreport(const struct report *rp)
 	json_object_set_new(doc, "totals", tot);
 	if (rp->adapter != NULL)
 		json_object_set(doc, "adapter", rp->adapter);
-	if (O.compare != NULL) {
+	if (options.compare != NULL) {
 		t = jstats(&rp->in.cmp);
 		json_object_set_new(t, "tensors", jint(rp->in.compared));
 		json_object_set_new(t, "params", jint(rp->in.cmp.n));
@@ -827,11 +851,11 @@ human_extra(const struct report *rp)
 			    "out_features")), (long long)json_integer_value(
 			    json_object_get(m, "params")));
 	}
-	if (O.compare != NULL && rp->in.compared > 0) {
+	if (options.compare != NULL && rp->in.compared > 0) {
 		for (i = 0; i < rp->in.nrows; i++)
 			if (rp->in.rows[i].compared && strlen(rp->in.rows[i].name) > w)
 				w = strlen(rp->in.rows[i].name);
-		printf("\ncompared with %s\n", O.compare);
+		printf("\ncompared with %s\n", options.compare);
 		printf("%-*s  %12s %12s %9s %10s\n", (int)w, "NAME", "RMSE",
 		    "MAX|ERR|", "SNR(dB)", "COSINE");
 		for (i = 0; i < rp->in.nrows; i++) {
@@ -863,13 +887,13 @@ human_extra(const struct report *rp)
 		return;
 	tg = plan_targets();
 	printf("\nplan            %s", peftio_plan_method_name(
-	    (enum peftio_plan_method)O.plan));
-	if (O.plan == PEFTIO_PLAN_LORA || O.plan == PEFTIO_PLAN_QLORA)
+	    (enum peftio_plan_method)options.plan));
+	if (options.plan == PEFTIO_PLAN_LORA || options.plan == PEFTIO_PLAN_QLORA)
 		printf(", r %llu, alpha %g",
-		    (unsigned long long)O.r, O.alpha);
-	if (O.plan == PEFTIO_PLAN_PROMPT || O.plan == PEFTIO_PLAN_PREFIX)
+		    (unsigned long long)options.r, options.alpha);
+	if (options.plan == PEFTIO_PLAN_PROMPT || options.plan == PEFTIO_PLAN_PREFIX)
 		printf(", %llu virtual tokens, hidden size %llu, %llu layers",
-		    (unsigned long long)O.virtual_tokens,
+		    (unsigned long long)options.virtual_tokens,
 		    (unsigned long long)p->hidden_size,
 		    (unsigned long long)p->num_layers);
 	if (tg != NULL)
@@ -914,11 +938,11 @@ inspect(const char *path, json_t *docs)
 		return cli_error(&err);
 	}
 	rp.adapter = adapter_info(&rp);
-	if (O.compare != NULL)
+	if (options.compare != NULL)
 		bad |= compare(&rp);
-	if (O.verify)
+	if (options.verify)
 		bad |= verify(&rp);
-	if (O.plan >= 0)
+	if (options.plan >= 0)
 		bad |= plan(&rp);
 	if (docs != NULL)
 		json_array_append_new(docs, jreport(&rp));
@@ -937,9 +961,9 @@ int
 main(int argc, char *argv[])
 {
 	enum { OPT_JSON = 256, OPT_YAML, OPT_COMPARE, OPT_VERIFY, OPT_PLAN,
-	    OPT_ALPHA, OPT_TARGET, OPT_VTOKENS, OPT_OPTIMIZER, OPT_HELP,
-	    OPT_VERSION };
+	    OPT_ALPHA, OPT_TARGET, OPT_VTOKENS, OPT_OPTIMIZER };
 	static const struct option longopts[] = {
+		CLI_READER_LONG,
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "yaml", no_argument, NULL, OPT_YAML },
 		{ "compare", required_argument, NULL, OPT_COMPARE },
@@ -950,53 +974,39 @@ main(int argc, char *argv[])
 		{ "target", required_argument, NULL, OPT_TARGET },
 		{ "virtual-tokens", required_argument, NULL, OPT_VTOKENS },
 		{ "optimizer", required_argument, NULL, OPT_OPTIMIZER },
-		{ "jobs", required_argument, NULL, 'j' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, OPT_HELP },
-		{ "version", no_argument, NULL, OPT_VERSION },
 		{ NULL, 0, NULL, 0 }
 	};
+	struct cli_common cc;
 	struct peftio_error err;
 	json_t *docs = NULL;
-	uint64_t v;
 	char *end;
 	int ch, t, i, bad = 0;
 
 	cli_init("dq-inspect");
-	O.jobs = peftio_ncpus();
-	while ((ch = getopt_long(argc, argv, "j:qr:v", longopts,
+	cli_common_init(&cc);
+	while ((ch = getopt_long(argc, argv, CLI_READER_SHORT "r:", longopts,
 	    NULL)) != -1) {
+		if (cli_common_opt(&cc, ch, optarg, usage))
+			continue;
 		switch (ch) {
-		case 'j':
-			if (cli_parse_u64("-j", optarg, 0, 256, &v) != 0)
-				usage(CLI_EXIT_USAGE);
-			O.jobs = v == 0 ? peftio_ncpus() : (unsigned)v;
-			break;
-		case 'q':
-			cli_verbose = 0;
-			break;
 		case 'r':
-			if (cli_parse_u64("-r", optarg, 1, 1 << 20, &O.r) != 0)
+			if (cli_parse_u64("-r", optarg, 1, 1 << 20, &options.r) != 0)
 				usage(CLI_EXIT_USAGE);
-			break;
-		case 'v':
-			cli_verbose = cli_verbose < 1 ? 2 : cli_verbose + 1;
 			break;
 		case OPT_JSON:
-			O.fmt = JSON;
+			options.fmt = JSON;
 			break;
 		case OPT_YAML:
-			O.fmt = YAML;
+			options.fmt = YAML;
 			break;
 		case OPT_COMPARE:
-			O.compare = optarg;
+			options.compare = optarg;
 			break;
 		case OPT_VERIFY:
-			O.verify = 1;
+			options.verify = 1;
 			break;
 		case OPT_PLAN:
-			if ((O.plan = peftio_plan_method_parse(optarg)) < 0) {
+			if ((options.plan = peftio_plan_method_parse(optarg)) < 0) {
 				cli_warn("--plan: unknown method %s (use full, "
 				    "lora, qlora, ia3, prompt, prefix, bitfit, "
 				    "loha, lokr, adalora, vera, hra, miss or "
@@ -1005,9 +1015,9 @@ main(int argc, char *argv[])
 			}
 			break;
 		case OPT_ALPHA:
-			O.alpha = strtod(optarg, &end);
+			options.alpha = strtod(optarg, &end);
 			if (*optarg == '\0' || *end != '\0' ||
-			    !isfinite(O.alpha) || O.alpha <= 0) {
+			    !isfinite(options.alpha) || options.alpha <= 0) {
 				cli_warn("--alpha: not a positive number: %s",
 				    optarg);
 				usage(CLI_EXIT_USAGE);
@@ -1018,11 +1028,11 @@ main(int argc, char *argv[])
 				cli_warn("--target: empty list");
 				usage(CLI_EXIT_USAGE);
 			}
-			O.targets = optarg;
+			options.targets = optarg;
 			break;
 		case OPT_VTOKENS:
 			if (cli_parse_u64("--virtual-tokens", optarg, 1,
-			    1 << 20, &O.virtual_tokens) != 0)
+			    1 << 20, &options.virtual_tokens) != 0)
 				usage(CLI_EXIT_USAGE);
 			break;
 		case OPT_OPTIMIZER:
@@ -1031,45 +1041,41 @@ main(int argc, char *argv[])
 				    "(use adamw, adamw8bit or sgd)", optarg);
 				usage(CLI_EXIT_USAGE);
 			}
-			O.optimizer = (enum peftio_optimizer)t;
+			options.optimizer = (enum peftio_optimizer)t;
 			break;
-		case OPT_HELP:
-			usage(CLI_EXIT_OK);
-		case OPT_VERSION:
-			printf("dq-inspect (peftio) %s\n", peftio_version());
-			return CLI_EXIT_OK;
 		default:
 			usage(CLI_EXIT_USAGE);
 		}
 	}
+	options.jobs = cc.jobs;
 	argc -= optind;
 	argv += optind;
 	if (argc < 1)
 		usage(CLI_EXIT_USAGE);
-	if (O.compare != NULL) {
+	if (options.compare != NULL) {
 		peftio_error_clear(&err);
-		if (peftio_ckpt_open(&orig, O.compare, &err) != 0)
+		if (peftio_ckpt_open(&orig, options.compare, &err) != 0)
 			return cli_error(&err);
 	}
-	if (O.fmt != HUMAN)
+	if (options.fmt != HUMAN)
 		docs = json_array();
 	for (i = 0; i < argc; i++) {
-		if (O.fmt == HUMAN && i > 0)
+		if (options.fmt == HUMAN && i > 0)
 			printf("\n");
 		bad |= inspect(argv[i], docs);
 		/* The reason of the first failed write, before it is lost. */
 		if (ferror(stdout) && out_errno == 0)
 			out_errno = errno != 0 ? errno : EIO;
 	}
-	if (O.fmt == JSON && argc == 1 && json_array_size(docs) == 0)
+	if (options.fmt == JSON && argc == 1 && json_array_size(docs) == 0)
 		;	/* the one checkpoint failed: nothing to print */
-	else if (O.fmt == JSON) {
+	else if (options.fmt == JSON) {
 		if (json_dumpf(argc == 1 ?
 		    json_array_get(docs, 0) : docs, stdout, JSON_INDENT(2) |
 		    JSON_PRESERVE_ORDER) != 0 && out_errno == 0)
 			out_errno = errno != 0 ? errno : EIO;
 		printf("\n");
-	} else if (O.fmt == YAML && json_array_size(docs) > 0 &&
+	} else if (options.fmt == YAML && json_array_size(docs) > 0 &&
 	    emit_yaml(docs) != 0)
 		bad = 1;
 	json_decref(docs);
