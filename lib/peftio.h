@@ -1089,6 +1089,16 @@ int	peftio_compare_tensor(struct peftio_ckpt *c,
 	    size_t k, unsigned nthreads, struct peftio_scratch tmp[3],
 	    struct peftio_stats *st, struct peftio_error *err);
 
+/*
+ * JSON text holding a list of documents, written as YAML (yamlout.c):
+ * one YAML document each, mappings in block style, lists of scalars in
+ * flow style, strings quoted where YAML would read them otherwise, reals
+ * as Python's repr() writes them, key order kept.  *out (NUL-terminated,
+ * *outlen bytes without the NUL) is the caller's to free().
+ */
+int	peftio_yaml_from_json(const char *json, size_t len, char **out,
+	    size_t *outlen, struct peftio_error *err);
+
 /* ------------------------------------------------------------------ */
 /* Dense linear algebra (linalg.c)                                     */
 /* ------------------------------------------------------------------ */

@@ -19,7 +19,6 @@
 
 #include <jansson.h>
 #include <xxhash.h>
-#include <yaml.h>
 
 #include "cli.h"
 
@@ -117,142 +116,32 @@ jshape(int ndim, const uint64_t *shape)
 	return a;
 }
 
-static int
-yemit(yaml_emitter_t *e, yaml_event_t *ev)
-{
-	return yaml_emitter_emit(e, ev) ? 0 : -1;
-}
-
-/* A string that a YAML reader would take for something else. */
-static int
-needs_quotes(const char *s)
-{
-	static const char *const words[] = { "null", "Null", "NULL", "~",
-		"true", "True", "TRUE", "false", "False", "FALSE", "yes", "no",
-		"Yes", "No", "on", "off", "On", "Off", "y", "n", ".nan",
-		".inf", "-.inf" };
-	char *end;
-	size_t i;
-
-	if (*s == '\0')
-		return 1;
-	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-		if (strcmp(s, words[i]) == 0)
-			return 1;
-	(void)strtod(s, &end);
-	return *end == '\0';
-}
-
-static int
-yscalar(yaml_emitter_t *e, const char *s, int quoted)
-{
-	yaml_event_t ev;
-
-	yaml_scalar_event_initialize(&ev, NULL, NULL, (yaml_char_t *)s,
-	    (int)strlen(s), 1, 1, quoted ? YAML_DOUBLE_QUOTED_SCALAR_STYLE :
-	    YAML_ANY_SCALAR_STYLE);
-	return yemit(e, &ev);
-}
-
-static int
-ynode(yaml_emitter_t *e, json_t *v)
-{
-	yaml_event_t ev;
-	const char *k;
-	char buf[64];
-	json_t *x;
-	size_t i;
-	int flow = 1;
-
-	switch (json_typeof(v)) {
-	case JSON_OBJECT:
-		yaml_mapping_start_event_initialize(&ev, NULL, NULL, 1,
-		    YAML_BLOCK_MAPPING_STYLE);
-		if (yemit(e, &ev) != 0)
-			return -1;
-		json_object_foreach(v, k, x)
-			if (yscalar(e, k, needs_quotes(k)) != 0 ||
-			    ynode(e, x) != 0)
-				return -1;
-		yaml_mapping_end_event_initialize(&ev);
-		return yemit(e, &ev);
-	case JSON_ARRAY:
-		json_array_foreach(v, i, x)
-			if (json_is_object(x) || json_is_array(x))
-				flow = 0;
-		yaml_sequence_start_event_initialize(&ev, NULL, NULL, 1,
-		    flow ? YAML_FLOW_SEQUENCE_STYLE : YAML_BLOCK_SEQUENCE_STYLE);
-		if (yemit(e, &ev) != 0)
-			return -1;
-		json_array_foreach(v, i, x)
-			if (ynode(e, x) != 0)
-				return -1;
-		yaml_sequence_end_event_initialize(&ev);
-		return yemit(e, &ev);
-	case JSON_STRING:
-		return yscalar(e, json_string_value(v),
-		    needs_quotes(json_string_value(v)));
-	case JSON_INTEGER:
-		snprintf(buf, sizeof(buf), "%lld",
-		    (long long)json_integer_value(v));
-		return yscalar(e, buf, 0);
-	case JSON_REAL:
-		peftio_py_repr_double(json_real_value(v), buf, sizeof(buf));
-		return yscalar(e, buf, 0);
-	case JSON_TRUE:
-		return yscalar(e, "true", 0);
-	case JSON_FALSE:
-		return yscalar(e, "false", 0);
-	default:
-		return yscalar(e, "null", 0);
-	}
-}
-
 static int out_errno;		/* why writing standard output failed */
 
 /* Every document of docs, one YAML document each. */
 static int
 emit_yaml(json_t *docs)
 {
-	yaml_emitter_t e;
-	yaml_event_t ev;
-	json_t *d;
-	size_t i;
-	int rc = -1;
+	struct peftio_error err;
+	size_t len;
+	char *json, *yaml;
+	int rc;
 
-	if (!yaml_emitter_initialize(&e))
-		return -1;
-	yaml_emitter_set_output_file(&e, stdout);
-	yaml_emitter_set_unicode(&e, 1);
-	yaml_emitter_set_width(&e, 1 << 20);
-	yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING);
-	if (yemit(&e, &ev) != 0)
-		goto out;
-	json_array_foreach(docs, i, d) {
-		yaml_document_start_event_initialize(&ev, NULL, NULL, NULL, 0);
-		if (yemit(&e, &ev) != 0 || ynode(&e, d) != 0)
-			goto out;
-		yaml_document_end_event_initialize(&ev, 1);
-		if (yemit(&e, &ev) != 0)
-			goto out;
+	if ((json = json_dumps(docs, JSON_PRESERVE_ORDER)) == NULL) {
+		cli_warn("out of memory");
+		exit(CLI_EXIT_ERROR);
 	}
-	yaml_stream_end_event_initialize(&ev);
-	if (yemit(&e, &ev) != 0)
-		goto out;
-	rc = 0;
-out:
+	peftio_error_clear(&err);
+	rc = peftio_yaml_from_json(json, strlen(json), &yaml, &len, &err);
+	free(json);
+	if (rc != 0)
+		return cli_error(&err);
 	/* A failed write is reported with the others, by main(). */
-	if (rc != 0 && ferror(stdout) && out_errno == 0)
+	if (fwrite(yaml, 1, len, stdout) != len && out_errno == 0)
 		out_errno = errno != 0 ? errno : EIO;
-	else if (rc != 0)
-		cli_warn("writing YAML: %s", e.problem != NULL ? e.problem :
-		    "emitter error");
-	yaml_emitter_delete(&e);
-	return rc;
+	free(yaml);
+	return 0;
 }
-
-/* ------------------------------------------------------------------ */
-/* Reading the checkpoint                                              */
 
 /* ------------------------------------------------------------------ */
 /* Adapters: rank and size per module                                  */
