@@ -1090,6 +1090,21 @@ int	peftio_compare_tensor(struct peftio_ckpt *c,
 	    struct peftio_stats *st, struct peftio_error *err);
 
 /*
+ * The plan (plan.c) for the checkpoint r accounts for, its 4-bit weights
+ * counted at their original size, with the attention heads of the
+ * config.json beside it when there is one (they are filled into o).
+ */
+int	peftio_plan_inspect(const struct peftio_inspect *r,
+	    struct peftio_plan_opts *o, struct peftio_plan *p,
+	    struct peftio_error *err);
+/* o's targets, or the method's default ones (NULL when it has none). */
+const char *peftio_plan_targets(const struct peftio_plan_opts *o);
+/* One sentence of what a plan assumes: bytes per weight, gradient and
+ * optimizer state, the LoRA and QLoRA settings compared. */
+void	peftio_plan_assumptions(const struct peftio_plan_opts *o, char *buf,
+	    size_t len);
+
+/*
  * JSON text holding a list of documents, written as YAML (yamlout.c):
  * one YAML document each, mappings in block style, lists of scalars in
  * flow style, strings quoted where YAML would read them otherwise, reals

@@ -28,17 +28,14 @@ struct opts {
 	enum format		 fmt;
 	const char		*compare;
 	int			 verify;
-	int			 plan;		/* -1: none */
-	uint64_t		 r;
+	int			 plan;		/* 0 when no --plan */
+	struct peftio_plan_opts	 po;		/* its method, rank, ... */
 	double			 alpha;
-	const char		*targets;
-	uint64_t		 virtual_tokens;
-	enum peftio_optimizer	 optimizer;
 	unsigned		 jobs;
 };
 
-static struct opts options = { HUMAN, NULL, 0, -1, 8, 8.0, NULL, 20,
-	PEFTIO_OPT_ADAMW, 1 };
+static struct opts options = { HUMAN, NULL, 0, 0, { .r = 8, .virtual_tokens =
+	20, .optimizer = PEFTIO_OPT_ADAMW }, 8.0, 1 };
 
 struct report {
 	const char	*path;
@@ -399,97 +396,17 @@ verify(struct report *rp)
 /* ------------------------------------------------------------------ */
 /* --plan                                                              */
 
-/* The attention heads of config.json beside the checkpoint, if any. */
-static int
-plan_config(struct report *rp, struct peftio_plan_opts *po,
-    struct peftio_error *err)
-{
-	const char *dir = peftio_ckpt_dir(rp->in.c);
-	char path[4096], *text;
-	struct stat sb;
-	size_t len;
-	int rc;
-
-	if (dir == NULL)
-		return 0;
-	snprintf(path, sizeof(path), "%s/config.json", dir);
-	if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
-		return 0;
-	if ((rc = peftio_read_file(path, 64u << 20, &text, &len, err)) != 0)
-		return rc;
-	if ((rc = peftio_plan_config(text, len, po, err)) != 0)
-		peftio_error_prefix(err, "%s", dir);
-	free(text);
-	return rc;
-}
-
 static int
 plan(struct report *rp)
 {
-	struct peftio_plan_opts po;
-	struct peftio_plan_tensor *t;
+	struct peftio_plan_opts po = options.po;
 	struct peftio_error err;
-	size_t i;
-	int rc;
 
-	t = xcalloc(rp->in.nrows, sizeof(*t));
-	for (i = 0; i < rp->in.nrows; i++) {
-		t[i].name = rp->in.rows[i].name;
-		t[i].ndim = rp->in.rows[i].ndim;
-		t[i].shape = rp->in.rows[i].shape;
-		t[i].numel = rp->in.rows[i].params;
-		t[i].nbytes = rp->in.rows[i].bytes;
-		t[i].quantized = rp->in.rows[i].quantized;
-	}
-	memset(&po, 0, sizeof(po));
-	po.method = (enum peftio_plan_method)options.plan;
-	po.r = options.r;
-	po.targets = options.targets;
-	po.virtual_tokens = options.virtual_tokens;
-	po.optimizer = options.optimizer;
 	peftio_error_clear(&err);
-	if ((rc = plan_config(rp, &po, &err)) != 0) {
-		free(t);
+	if (peftio_plan_inspect(&rp->in, &po, &rp->plan, &err) != 0)
 		return cli_error(&err) != 0;
-	}
-	if ((rc = peftio_plan_compute(&po, t, rp->in.nrows, &rp->plan, &err)) != 0)
-		cli_error(&err);
-	else
-		rp->planned = 1;
-	free(t);
-	return rc != 0;
-}
-
-static const char *
-plan_targets(void)
-{
-	if (options.targets != NULL)
-		return options.targets;
-	return peftio_plan_default_targets((enum peftio_plan_method)options.plan);
-}
-
-static const char *
-lora_targets(void)
-{
-	if (options.targets != NULL && options.plan != PEFTIO_PLAN_IA3)
-		return options.targets;
-	return peftio_plan_default_targets(PEFTIO_PLAN_LORA);
-}
-
-static const char *
-assumptions(char *buf, size_t len)
-{
-	snprintf(buf, len,
-	    "16-bit weights and gradients (2 + 2 bytes per trained "
-	    "parameter), optimizer %s with %u bytes of state per trained "
-	    "parameter; LoRA and QLoRA: rank %llu on %s, frozen base in "
-	    "16 bits (LoRA) or NF4 with double quantization at blocksize "
-	    "64 for Linear weights and 16 bits for the rest (QLoRA); "
-	    "activations and framework overhead not counted",
-	    peftio_optimizer_name(options.optimizer),
-	    peftio_optimizer_state_bytes(options.optimizer),
-	    (unsigned long long)options.r, lora_targets());
-	return buf;
+	rp->planned = 1;
+	return 0;
 }
 
 static json_t *
@@ -509,20 +426,20 @@ jplan(const struct report *rp)
 {
 	const struct peftio_plan *p = &rp->plan;
 	json_t *o = json_object(), *mb;
-	const char *tg = plan_targets();
+	const char *tg = peftio_plan_targets(&options.po);
 	char line[256], as[1024];
 
 	peftio_plan_peft_line(p->trainable_params, p->all_params, line,
 	    sizeof(line));
 	json_object_set_new(o, "method", json_string(
-	    peftio_plan_method_name((enum peftio_plan_method)options.plan)));
-	json_object_set_new(o, "r", jint(options.r));
+	    peftio_plan_method_name(options.po.method)));
+	json_object_set_new(o, "r", jint(options.po.r));
 	json_object_set_new(o, "lora_alpha", jreal(options.alpha));
 	json_object_set_new(o, "target_modules", tg != NULL ?
 	    json_string(tg) : json_null());
-	json_object_set_new(o, "virtual_tokens", jint(options.virtual_tokens));
+	json_object_set_new(o, "virtual_tokens", jint(options.po.virtual_tokens));
 	json_object_set_new(o, "optimizer",
-	    json_string(peftio_optimizer_name(options.optimizer)));
+	    json_string(peftio_optimizer_name(options.po.optimizer)));
 	json_object_set_new(o, "modules", jint(p->modules));
 	json_object_set_new(o, "hidden_size", jint(p->hidden_size));
 	json_object_set_new(o, "num_layers", jint(p->num_layers));
@@ -543,7 +460,7 @@ jplan(const struct report *rp)
 	json_object_set_new(o, "memory", mb);
 	json_object_set_new(o, "lora_params", jint(p->lora_params));
 	json_object_set_new(o, "assumptions",
-	    json_string(assumptions(as, sizeof(as))));
+	    json_string((peftio_plan_assumptions(&options.po, as, sizeof(as)), as)));
 	return o;
 }
 
@@ -774,15 +691,17 @@ human_extra(const struct report *rp)
 	}
 	if (!rp->planned)
 		return;
-	tg = plan_targets();
+	tg = peftio_plan_targets(&options.po);
 	printf("\nplan            %s", peftio_plan_method_name(
-	    (enum peftio_plan_method)options.plan));
-	if (options.plan == PEFTIO_PLAN_LORA || options.plan == PEFTIO_PLAN_QLORA)
+	    options.po.method));
+	if (options.po.method == PEFTIO_PLAN_LORA ||
+	    options.po.method == PEFTIO_PLAN_QLORA)
 		printf(", r %llu, alpha %g",
-		    (unsigned long long)options.r, options.alpha);
-	if (options.plan == PEFTIO_PLAN_PROMPT || options.plan == PEFTIO_PLAN_PREFIX)
+		    (unsigned long long)options.po.r, options.alpha);
+	if (options.po.method == PEFTIO_PLAN_PROMPT ||
+	    options.po.method == PEFTIO_PLAN_PREFIX)
 		printf(", %llu virtual tokens, hidden size %llu, %llu layers",
-		    (unsigned long long)options.virtual_tokens,
+		    (unsigned long long)options.po.virtual_tokens,
 		    (unsigned long long)p->hidden_size,
 		    (unsigned long long)p->num_layers);
 	if (tg != NULL)
@@ -804,7 +723,7 @@ human_extra(const struct report *rp)
 	MEMLINE("lora", p->lora);
 	MEMLINE("qlora", p->qlora);
 #undef MEMLINE
-	printf("assumptions     %s\n", assumptions(as, sizeof(as)));
+	printf("assumptions     %s\n", (peftio_plan_assumptions(&options.po, as, sizeof(as)), as));
 }
 
 static int
@@ -831,7 +750,7 @@ inspect(const char *path, json_t *docs)
 		bad |= compare(&rp);
 	if (options.verify)
 		bad |= verify(&rp);
-	if (options.plan >= 0)
+	if (options.plan)
 		bad |= plan(&rp);
 	if (docs != NULL)
 		json_array_append_new(docs, jreport(&rp));
@@ -879,7 +798,7 @@ main(int argc, char *argv[])
 			continue;
 		switch (ch) {
 		case 'r':
-			if (cli_parse_u64("-r", optarg, 1, 1 << 20, &options.r) != 0)
+			if (cli_parse_u64("-r", optarg, 1, 1 << 20, &options.po.r) != 0)
 				usage(CLI_EXIT_USAGE);
 			break;
 		case OPT_JSON:
@@ -895,13 +814,15 @@ main(int argc, char *argv[])
 			options.verify = 1;
 			break;
 		case OPT_PLAN:
-			if ((options.plan = peftio_plan_method_parse(optarg)) < 0) {
+			if ((t = peftio_plan_method_parse(optarg)) < 0) {
 				cli_warn("--plan: unknown method %s (use full, "
 				    "lora, qlora, ia3, prompt, prefix, bitfit, "
 				    "loha, lokr, adalora, vera, hra, miss or "
 				    "delora)", optarg);
 				usage(CLI_EXIT_USAGE);
 			}
+			options.plan = 1;
+			options.po.method = (enum peftio_plan_method)t;
 			break;
 		case OPT_ALPHA:
 			options.alpha = strtod(optarg, &end);
@@ -917,11 +838,11 @@ main(int argc, char *argv[])
 				cli_warn("--target: empty list");
 				usage(CLI_EXIT_USAGE);
 			}
-			options.targets = optarg;
+			options.po.targets = optarg;
 			break;
 		case OPT_VTOKENS:
 			if (cli_parse_u64("--virtual-tokens", optarg, 1,
-			    1 << 20, &options.virtual_tokens) != 0)
+			    1 << 20, &options.po.virtual_tokens) != 0)
 				usage(CLI_EXIT_USAGE);
 			break;
 		case OPT_OPTIMIZER:
@@ -930,7 +851,7 @@ main(int argc, char *argv[])
 				    "(use adamw, adamw8bit or sgd)", optarg);
 				usage(CLI_EXIT_USAGE);
 			}
-			options.optimizer = (enum peftio_optimizer)t;
+			options.po.optimizer = (enum peftio_optimizer)t;
 			break;
 		default:
 			usage(CLI_EXIT_USAGE);
