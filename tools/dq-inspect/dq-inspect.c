@@ -8,8 +8,6 @@
  * Only headers and the small quant_state blobs are read unless
  * --compare or --verify asks for the data.
  */
-#include <sys/stat.h>
-
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
