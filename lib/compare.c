@@ -155,3 +155,55 @@ peftio_compare_tensor(struct peftio_ckpt *c,
 	free(j);
 	return rc;
 }
+
+int
+peftio_inspect_compare(struct peftio_inspect *r, struct peftio_ckpt *orig,
+    unsigned nthreads, const struct peftio_compare_ops *ops, void *ctx,
+    struct peftio_compare_summary *sum)
+{
+	struct peftio_scratch tmp[3] = { { 0 } };
+	struct peftio_inspect_row *row;
+	struct peftio_error err;
+	int plain = r->nquant == 0, bad = 0;
+	size_t i, k;
+	long found;
+
+	memset(sum, 0, sizeof(*sum));
+	memset(&r->cmp, 0, sizeof(r->cmp));
+	r->compared = 0;
+	for (i = 0; i < r->nrows; i++) {
+		row = &r->rows[i];
+		if (plain ? !peftio_dtype_is_float(peftio_ckpt_tensor(r->c,
+		    row->idx)->dtype) : !row->quantized)
+			continue;
+		if (ops->progress != NULL)
+			ops->progress(ctx, sum->candidates, plain ? r->nrows :
+			    r->nquant, "comparing");
+		sum->candidates++;
+		if ((found = peftio_ckpt_find(orig, row->name)) < 0) {
+			if (sum->missing++ == 0)
+				sum->first_missing = row->name;
+			bad = 1;
+			continue;
+		}
+		k = (size_t)found;
+		peftio_error_clear(&err);
+		if (peftio_compare_tensor(r->c, row, orig, k, nthreads, tmp,
+		    &row->st, &err) != 0) {
+			if (ops->failed != NULL)
+				ops->failed(ctx, &err);
+			bad = 1;
+		} else {
+			peftio_stats_add(&r->cmp, &row->st);
+			row->compared = 1;
+			r->compared++;
+		}
+		peftio_ckpt_release(orig, k);
+		peftio_ckpt_release(r->c, row->idx);
+	}
+	if (ops->progress != NULL)
+		ops->progress(ctx, sum->candidates, sum->candidates, NULL);
+	for (i = 0; i < 3; i++)
+		peftio_scratch_free(&tmp[i]);
+	return bad;
+}

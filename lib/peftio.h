@@ -1089,6 +1089,34 @@ int	peftio_compare_tensor(struct peftio_ckpt *c,
 	    size_t k, unsigned nthreads, struct peftio_scratch tmp[3],
 	    struct peftio_stats *st, struct peftio_error *err);
 
+/* What peftio_inspect_compare() tells its caller as it goes. */
+struct peftio_compare_ops {
+	/* Before each tensor compared, and once at the end (what NULL). */
+	void	(*progress)(void *ctx, uint64_t done, uint64_t total,
+		    const char *what);
+	/* A tensor that cannot be compared (it does not fit, its data
+	 * cannot be read); the others are compared still. */
+	void	(*failed)(void *ctx, const struct peftio_error *err);
+};
+
+struct peftio_compare_summary {
+	size_t		 candidates;	/* rows to compare */
+	size_t		 missing;	/* of them, without a tensor in orig */
+	const char	*first_missing;	/* the first of those, or NULL */
+};
+
+/*
+ * The 4-bit weights of r against the tensors of the same name in orig;
+ * when r holds no 4-bit weight, every floating-point row (a merge or an
+ * extraction against a reference).  Sets each row's st and compared,
+ * and r's cmp and compared.  0 when every candidate was compared, 1
+ * when one was missing or failed.
+ */
+int	peftio_inspect_compare(struct peftio_inspect *r,
+	    struct peftio_ckpt *orig, unsigned nthreads,
+	    const struct peftio_compare_ops *ops, void *ctx,
+	    struct peftio_compare_summary *sum);
+
 /*
  * The plan (plan.c) for the checkpoint r accounts for, its 4-bit weights
  * counted at their original size, with the attention heads of the

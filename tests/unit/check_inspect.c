@@ -224,6 +224,68 @@ START_TEST(test_compare)
 }
 END_TEST
 
+struct seen {
+	int	progress, ends, failed;
+};
+
+static void
+seen_progress(void *ctx, uint64_t done, uint64_t total, const char *what)
+{
+	struct seen *s = ctx;
+
+	if (what == NULL)
+		s->ends++;
+	else
+		ck_assert_uint_eq(done, (uint64_t)s->progress++);
+}
+
+static void
+seen_failed(void *ctx, const struct peftio_error *err)
+{
+	struct seen *s = ctx;
+
+	ck_assert_ptr_nonnull(strstr(err->msg, "tensor 'w': U8"));
+	s->failed++;
+}
+
+/* A quantized checkpoint: its 4-bit weights only.  A plain one: every
+ * float tensor; the 4-bit codes of the same name do not fit. */
+START_TEST(test_compare_all)
+{
+	static const struct peftio_compare_ops ops = { seen_progress,
+		seen_failed };
+	struct peftio_compare_summary sum;
+	struct peftio_inspect r;
+	struct peftio_error err;
+	struct seen seen = { 0, 0, 0 };
+
+	ck_assert_int_eq(peftio_inspect_ckpt(&r, q, &err), 0);
+	ck_assert_int_eq(peftio_inspect_compare(&r, orig, 2, &ops, &seen,
+	    &sum), 0);
+	ck_assert_uint_eq(sum.candidates, 1);
+	ck_assert_uint_eq(sum.missing, 0);
+	ck_assert_uint_eq(r.compared, 1);
+	ck_assert(row(&r, "w")->compared);
+	ck_assert(!row(&r, "b")->compared);
+	ck_assert_mem_eq(&r.cmp, &row(&r, "w")->st, sizeof(r.cmp));
+	ck_assert_int_eq(seen.progress, 1);
+	ck_assert_int_eq(seen.ends, 1);
+	peftio_inspect_free(&r);
+
+	ck_assert_int_eq(peftio_inspect_ckpt(&r, orig, &err), 0);
+	seen.progress = 0;
+	ck_assert_int_eq(peftio_inspect_compare(&r, q, 1, &ops, &seen, &sum),
+	    1);
+	ck_assert_uint_eq(sum.candidates, 2);
+	ck_assert_uint_eq(sum.missing, 0);
+	ck_assert_int_eq(seen.failed, 1);
+	ck_assert_uint_eq(r.compared, 1);
+	ck_assert(row(&r, "b")->compared);
+	ck_assert_double_eq(r.cmp.sdd, 1.0);
+	peftio_inspect_free(&r);
+}
+END_TEST
+
 /* Sums of parts add up; a NaN difference is kept as the maximum. */
 START_TEST(test_stats_add)
 {
@@ -316,6 +378,7 @@ Suite *inspect_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_account);
 	tcase_add_test(tc, test_compare);
+	tcase_add_test(tc, test_compare_all);
 	tcase_add_test(tc, test_plan);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("arith");

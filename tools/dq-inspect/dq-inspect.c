@@ -219,67 +219,47 @@ adapter_info(struct report *rp)
 /* ------------------------------------------------------------------ */
 /* --compare                                                           */
 
-static struct peftio_scratch cmp_tmp[3];
+static void
+compare_progress(void *ctx, uint64_t done, uint64_t total, const char *what)
+{
+	if (what != NULL)
+		cli_progress(done, total, what);
+	else
+		cli_progress_end();
+}
 
-/*
- * The 4-bit weights of a quantized checkpoint against the original; or,
- * when the checkpoint holds no 4-bit weight, each floating-point tensor
- * against the tensor of the same name (a merge or an extraction against
- * a reference).  Nothing to compare at all is an error.
- */
+static void
+compare_failed(void *ctx, const struct peftio_error *err)
+{
+	cli_error(err);
+}
+
+/* Compare, and say what could not be.  Nothing compared is an error. */
 static int
 compare(struct report *rp)
 {
-	struct peftio_error err;
-	const char *first = NULL;
-	size_t i, done = 0, missing = 0, candidates = 0;
-	int plain = rp->in.nquant == 0;
-	long k;
-	int bad = 0;
+	static const struct peftio_compare_ops ops = { compare_progress,
+		compare_failed };
+	struct peftio_compare_summary sum;
+	const char *op = peftio_ckpt_path(orig);
+	int bad;
 
-	memset(&rp->in.cmp, 0, sizeof(rp->in.cmp));
-	for (i = 0; i < rp->in.nrows; i++) {
-		struct peftio_inspect_row *r = &rp->in.rows[i];
-
-		if (plain ? !peftio_dtype_is_float(peftio_ckpt_tensor(rp->in.c,
-		    r->idx)->dtype) : !r->quantized)
-			continue;
-		candidates++;
-		cli_progress(done++, plain ? rp->in.nrows : rp->in.nquant,
-		    "comparing");
-		if ((k = peftio_ckpt_find(orig, r->name)) < 0) {
-			if (missing++ == 0)
-				first = r->name;
-			bad = 1;
-			continue;
-		}
-		peftio_error_clear(&err);
-		if (peftio_compare_tensor(rp->in.c, r, orig, (size_t)k, options.jobs,
-		    cmp_tmp, &r->st, &err) != 0) {
-			cli_error(&err);
-			bad = 1;
-		} else {
-			peftio_stats_add(&rp->in.cmp, &r->st);
-			r->compared = 1;
-			rp->in.compared++;
-		}
-		peftio_ckpt_release(orig, (size_t)k);
-		peftio_ckpt_release(rp->in.c, plain ? r->idx : r->bw.weight);
-	}
-	cli_progress_end();
-	if (candidates == 0)
+	bad = peftio_inspect_compare(&rp->in, orig, options.jobs, &ops, NULL,
+	    &sum);
+	if (sum.candidates == 0)
 		cli_warn("%s: nothing to compare: no floating-point or 4-bit "
 		    "tensor", rp->path);
-	else if (rp->in.compared == 0 && missing == candidates)
+	else if (rp->in.compared == 0 && sum.missing == sum.candidates)
 		cli_warn("%s: nothing to compare: no tensor name in common "
-		    "with %s", rp->path, peftio_ckpt_path(orig));
-	else if (missing == 1)
-		cli_warn("%s: no tensor '%s' to compare with",
-		    peftio_ckpt_path(orig), first);
-	else if (missing > 1)
-		cli_warn("%s: no tensor '%s' to compare with, nor %zu more",
-		    peftio_ckpt_path(orig), first, missing - 1);
-	if (rp->in.compared == 0 && candidates > 0 && missing < candidates)
+		    "with %s", rp->path, op);
+	else if (sum.missing == 1)
+		cli_warn("%s: no tensor '%s' to compare with", op,
+		    sum.first_missing);
+	else if (sum.missing > 1)
+		cli_warn("%s: no tensor '%s' to compare with, nor %zu more", op,
+		    sum.first_missing, sum.missing - 1);
+	if (rp->in.compared == 0 && sum.candidates > 0 &&
+	    sum.missing < sum.candidates)
 		cli_warn("%s: nothing compared", rp->path);
 	return bad || rp->in.compared == 0;
 }
