@@ -304,8 +304,9 @@ verify_tensor(struct peftio_ckpt *c, size_t i, struct peftio_error *err)
 	    (unsigned long long)XXH3_64bits(data, (size_t)ti->nbytes));
 	peftio_ckpt_release(c, i);
 	if (strcmp(got, want) != 0)
-		return peftio_error_set(err, PEFTIO_ECHECKSUM, "%s: tensor '%s': "
-		    "checksum mismatch (stored %s, computed %s)",
+		return peftio_error_set(err, PEFTIO_ECHECKSUM,
+		    "%s: tensor '%s': checksum mismatch (stored %s, "
+		    "computed %s)",
 		    peftio_st_path(st), ti->name, want, got);
 	return 0;
 }
@@ -415,7 +416,8 @@ jplan(const struct report *rp)
 	json_object_set_new(o, "lora_alpha", jreal(options.alpha));
 	json_object_set_new(o, "target_modules", tg != NULL ?
 	    json_string(tg) : json_null());
-	json_object_set_new(o, "virtual_tokens", jint(options.po.virtual_tokens));
+	json_object_set_new(o, "virtual_tokens",
+	    jint(options.po.virtual_tokens));
 	json_object_set_new(o, "optimizer",
 	    json_string(peftio_optimizer_name(options.po.optimizer)));
 	json_object_set_new(o, "modules", jint(p->modules));
@@ -437,8 +439,8 @@ jplan(const struct report *rp)
 	json_object_set_new(mb, "qlora", jmemory(&p->qlora));
 	json_object_set_new(o, "memory", mb);
 	json_object_set_new(o, "lora_params", jint(p->lora_params));
-	json_object_set_new(o, "assumptions",
-	    json_string((peftio_plan_assumptions(&options.po, as, sizeof(as)), as)));
+	peftio_plan_assumptions(&options.po, as, sizeof(as));
+	json_object_set_new(o, "assumptions", json_string(as));
 	return o;
 }
 
@@ -448,16 +450,18 @@ jplan(const struct report *rp)
 static json_t *
 jreport(const struct report *rp)
 {
+	const struct peftio_inspect *in = &rp->in;
 	json_t *doc = json_object(), *ts = json_array(), *t, *q, *b, *tot;
 	const struct peftio_inspect_row *r;
 	size_t i, k;
 
 	json_object_set_new(doc, "checkpoint", json_string(rp->path));
-	for (i = 0; i < rp->in.nrows; i++) {
-		r = &rp->in.rows[i];
+	for (i = 0; i < in->nrows; i++) {
+		r = &in->rows[i];
 		t = json_object();
 		json_object_set_new(t, "name", json_string(r->name));
-		json_object_set_new(t, "dtype", json_string(peftio_inspect_dtype(&rp->in, r)));
+		json_object_set_new(t, "dtype",
+		    json_string(peftio_inspect_dtype(in, r)));
 		json_object_set_new(t, "shape", jshape(r->ndim, r->shape));
 		json_object_set_new(t, "params", jint(r->params));
 		json_object_set_new(t, "bytes", jint(r->bytes));
@@ -478,7 +482,9 @@ jreport(const struct report *rp)
 			    peftio_dtype_name(r->bw.qs.dtype)));
 			b = json_object();
 			for (k = 0; k < PEFTIO_NPARTS; k++)
-				json_object_set_new(b, peftio_inspect_part_name((enum peftio_inspect_part)k),
+				json_object_set_new(b,
+				    peftio_inspect_part_name(
+				    (enum peftio_inspect_part)k),
 				    jint(r->part[k]));
 			json_object_set_new(q, "bytes", b);
 			json_object_set_new(t, "quant", q);
@@ -490,28 +496,28 @@ jreport(const struct report *rp)
 	}
 	json_object_set_new(doc, "tensors", ts);
 	tot = json_object();
-	json_object_set_new(tot, "tensors", jint(rp->in.nrows));
-	json_object_set_new(tot, "params", jint(rp->in.params));
-	json_object_set_new(tot, "bytes", jint(rp->in.bytes));
+	json_object_set_new(tot, "tensors", jint(in->nrows));
+	json_object_set_new(tot, "params", jint(in->params));
+	json_object_set_new(tot, "bytes", jint(in->bytes));
 	json_object_set_new(tot, "bits_per_param",
-	    jreal(peftio_bits_per_param(rp->in.bytes, rp->in.params)));
-	json_object_set_new(tot, "quantized_tensors", jint(rp->in.nquant));
-	json_object_set_new(tot, "quantized_params", jint(rp->in.qparams));
-	json_object_set_new(tot, "quantized_bytes", jint(rp->in.qbytes));
+	    jreal(peftio_bits_per_param(in->bytes, in->params)));
+	json_object_set_new(tot, "quantized_tensors", jint(in->nquant));
+	json_object_set_new(tot, "quantized_params", jint(in->qparams));
+	json_object_set_new(tot, "quantized_bytes", jint(in->qbytes));
 	json_object_set_new(tot, "quantized_bits_per_param",
-	    jreal(peftio_bits_per_param(rp->in.qbytes, rp->in.qparams)));
-	json_object_set_new(tot, "original_bytes", jint(rp->in.orig_bytes));
+	    jreal(peftio_bits_per_param(in->qbytes, in->qparams)));
+	json_object_set_new(tot, "original_bytes", jint(in->orig_bytes));
 	json_object_set_new(tot, "saved_bytes", json_integer(
-	    (json_int_t)rp->in.orig_bytes - (json_int_t)rp->in.bytes));
+	    (json_int_t)in->orig_bytes - (json_int_t)in->bytes));
 	json_object_set_new(tot, "dq_saved_bits_per_param",
-	    jreal(peftio_inspect_dq_saving(&rp->in)));
+	    jreal(peftio_inspect_dq_saving(in)));
 	json_object_set_new(doc, "totals", tot);
 	if (rp->adapter != NULL)
 		json_object_set(doc, "adapter", rp->adapter);
 	if (options.compare != NULL) {
-		t = jstats(&rp->in.cmp);
-		json_object_set_new(t, "tensors", jint(rp->in.compared));
-		json_object_set_new(t, "params", jint(rp->in.cmp.n));
+		t = jstats(&in->cmp);
+		json_object_set_new(t, "tensors", jint(in->compared));
+		json_object_set_new(t, "params", jint(in->cmp.n));
 		json_object_set_new(doc, "compare", t);
 	}
 	if (rp->verify != NULL)
@@ -534,14 +540,16 @@ print_size(const char *label, uint64_t v)
 static void
 human(const struct report *rp)
 {
+	const struct peftio_inspect *in = &rp->in;
 	const struct peftio_inspect_row *r;
+	const uint64_t *pt;
 	size_t i, w = 4;
 	char sh[256], a[48], b[48], c[48], d[48], e[48];
 	int sw = 5;
 
 	printf("checkpoint %s\n", rp->path);
-	for (i = 0; i < rp->in.nrows; i++) {
-		r = &rp->in.rows[i];
+	for (i = 0; i < in->nrows; i++) {
+		r = &in->rows[i];
 		if (strlen(r->name) > w)
 			w = strlen(r->name);
 		shape_str(r->ndim, r->shape, sh, sizeof(sh));
@@ -550,59 +558,72 @@ human(const struct report *rp)
 	}
 	printf("%-*s  %-7s %-*s %15s %15s %10s\n", (int)w, "NAME", "DTYPE",
 	    sw, "SHAPE", "PARAMS", "BYTES", "BITS/PARAM");
-	for (i = 0; i < rp->in.nrows; i++) {
-		r = &rp->in.rows[i];
+	for (i = 0; i < in->nrows; i++) {
+		r = &in->rows[i];
 		printf("%-*s  %-7s %-*s %15s %15s %10.3f\n", (int)w, r->name,
-		    peftio_inspect_dtype(&rp->in, r), sw,
+		    peftio_inspect_dtype(in, r), sw,
 		    shape_str(r->ndim, r->shape, sh, sizeof(sh)),
 		    thousands(r->params, a, sizeof(a)),
 		    thousands(r->bytes, b, sizeof(b)),
 		    peftio_bits_per_param(r->bytes, r->params));
 		if (!r->quantized)
 			continue;
+		pt = r->part;
 		printf("%*s  %s blocksize %llu%s: codes %s, %s %s",
 		    (int)w, "", peftio_q4type_name(r->bw.qs.type),
 		    (unsigned long long)r->bw.qs.blocksize,
 		    r->bw.qs.double_quant ? " DQ" : "",
-		    thousands(r->part[PEFTIO_PART_CODES], a, sizeof(a)),
+		    thousands(pt[PEFTIO_PART_CODES], a, sizeof(a)),
 		    r->bw.qs.double_quant ? "absmax codes" : "absmax",
-		    thousands(r->part[PEFTIO_PART_ABSMAX], b, sizeof(b)));
+		    thousands(pt[PEFTIO_PART_ABSMAX], b, sizeof(b)));
 		if (r->bw.qs.double_quant)
-			printf(", nested absmax %s",
-			    thousands(r->part[PEFTIO_PART_NESTED_ABSMAX], c, sizeof(c)));
+			printf(", nested absmax %s", thousands(
+			    pt[PEFTIO_PART_NESTED_ABSMAX], c, sizeof(c)));
 		printf(", maps %s, quant_state %s\n",
-		    thousands(r->part[PEFTIO_PART_QUANT_MAP] + r->part[PEFTIO_PART_NESTED_QUANT_MAP], d,
-		    sizeof(d)), thousands(r->part[PEFTIO_PART_QUANT_STATE], e, sizeof(e)));
+		    thousands(pt[PEFTIO_PART_QUANT_MAP] +
+		    pt[PEFTIO_PART_NESTED_QUANT_MAP], d, sizeof(d)),
+		    thousands(pt[PEFTIO_PART_QUANT_STATE], e, sizeof(e)));
 	}
-	printf("\n%-16s%zu (%zu quantized", "tensors", rp->in.nrows, rp->in.nquant);
-	if (rp->in.nquant)
-		printf(": %s, %zu with double quantization", rp->in.mixed_types ?
+	printf("\n%-16s%zu (%zu quantized", "tensors", in->nrows, in->nquant);
+	if (in->nquant)
+		printf(": %s, %zu with double quantization", in->mixed_types ?
 		    "nf4 and fp4" : peftio_q4type_name(
-		    (enum peftio_q4type)rp->in.qtype), rp->in.ndq);
+		    (enum peftio_q4type)in->qtype), in->ndq);
 	printf(")\n");
 	printf("%-16s%s (%s quantized)\n", "parameters",
-	    thousands(rp->in.params, a, sizeof(a)),
-	    thousands(rp->in.qparams, b, sizeof(b)));
-	print_size("bytes", rp->in.bytes);
+	    thousands(in->params, a, sizeof(a)),
+	    thousands(in->qparams, b, sizeof(b)));
+	print_size("bytes", in->bytes);
 	printf("%-16s%.3f overall", "bits/param",
-	    peftio_bits_per_param(rp->in.bytes, rp->in.params));
-	if (rp->in.nquant)
+	    peftio_bits_per_param(in->bytes, in->params));
+	if (in->nquant)
 		printf(", %.3f over quantized tensors",
-		    peftio_bits_per_param(rp->in.qbytes, rp->in.qparams));
+		    peftio_bits_per_param(in->qbytes, in->qparams));
 	printf("\n");
-	print_size("original size", rp->in.orig_bytes);
+	print_size("original size", in->orig_bytes);
 	printf("%-16s%s%s bytes (%.1f%%)\n", "saved",
-	    rp->in.orig_bytes < rp->in.bytes ? "-" : "",
-	    thousands(rp->in.orig_bytes < rp->in.bytes ? rp->in.bytes - rp->in.orig_bytes :
-	    rp->in.orig_bytes - rp->in.bytes, a, sizeof(a)),
-	    rp->in.orig_bytes ? 100.0 * ((double)rp->in.orig_bytes -
-	    (double)rp->in.bytes) / (double)rp->in.orig_bytes : 0.0);
-	printf("%-16s%.3f bits/param\n", "DQ saving", peftio_inspect_dq_saving(&rp->in));
+	    in->orig_bytes < in->bytes ? "-" : "",
+	    thousands(in->orig_bytes < in->bytes ? in->bytes - in->orig_bytes :
+	    in->orig_bytes - in->bytes, a, sizeof(a)),
+	    in->orig_bytes ? 100.0 * ((double)in->orig_bytes -
+	    (double)in->bytes) / (double)in->orig_bytes : 0.0);
+	printf("%-16s%.3f bits/param\n", "DQ saving",
+	    peftio_inspect_dq_saving(in));
+}
+
+/* A line of the comparison table. */
+static void
+stats_line(size_t w, const char *name, const struct peftio_stats *st)
+{
+	printf("%-*s  %12.6g %12.6g %9.3f %10.6f\n", (int)w, name,
+	    peftio_stats_rmse(st), st->max_abs_error, peftio_stats_snr_db(st),
+	    peftio_stats_cosine(st));
 }
 
 static void
 human_extra(const struct report *rp)
 {
+	const struct peftio_inspect *in = &rp->in;
 	const struct peftio_inspect_row *r;
 	const struct peftio_plan *p = &rp->plan;
 	json_t *m, *v;
@@ -635,24 +656,21 @@ human_extra(const struct report *rp)
 			    "out_features")), (long long)json_integer_value(
 			    json_object_get(m, "params")));
 	}
-	if (options.compare != NULL && rp->in.compared > 0) {
-		for (i = 0; i < rp->in.nrows; i++)
-			if (rp->in.rows[i].compared && strlen(rp->in.rows[i].name) > w)
-				w = strlen(rp->in.rows[i].name);
+	if (options.compare != NULL && in->compared > 0) {
+		for (i = 0; i < in->nrows; i++)
+			if (in->rows[i].compared &&
+			    strlen(in->rows[i].name) > w)
+				w = strlen(in->rows[i].name);
 		printf("\ncompared with %s\n", options.compare);
 		printf("%-*s  %12s %12s %9s %10s\n", (int)w, "NAME", "RMSE",
 		    "MAX|ERR|", "SNR(dB)", "COSINE");
-		for (i = 0; i < rp->in.nrows; i++) {
-			r = &rp->in.rows[i];
+		for (i = 0; i < in->nrows; i++) {
+			r = &in->rows[i];
 			if (!r->compared)
 				continue;
-			printf("%-*s  %12.6g %12.6g %9.3f %10.6f\n", (int)w,
-			    r->name, peftio_stats_rmse(&r->st), r->st.max_abs_error,
-			    peftio_stats_snr_db(&r->st), peftio_stats_cosine(&r->st));
+			stats_line(w, r->name, &r->st);
 		}
-		printf("%-*s  %12.6g %12.6g %9.3f %10.6f\n", (int)w, "total",
-		    peftio_stats_rmse(&rp->in.cmp), rp->in.cmp.max_abs_error, peftio_stats_snr_db(&rp->in.cmp),
-		    peftio_stats_cosine(&rp->in.cmp));
+		stats_line(w, "total", &in->cmp);
 	}
 	if (rp->verify != NULL) {
 		v = json_object_get(rp->verify, "files_without_checksums");
@@ -701,7 +719,8 @@ human_extra(const struct report *rp)
 	MEMLINE("lora", p->lora);
 	MEMLINE("qlora", p->qlora);
 #undef MEMLINE
-	printf("assumptions     %s\n", (peftio_plan_assumptions(&options.po, as, sizeof(as)), as));
+	peftio_plan_assumptions(&options.po, as, sizeof(as));
+	printf("assumptions     %s\n", as);
 }
 
 static int
@@ -776,7 +795,8 @@ main(int argc, char *argv[])
 			continue;
 		switch (ch) {
 		case 'r':
-			if (cli_parse_u64("-r", optarg, 1, 1 << 20, &options.po.r) != 0)
+			if (cli_parse_u64("-r", optarg, 1, 1 << 20,
+			    &options.po.r) != 0)
 				usage(CLI_EXIT_USAGE);
 			break;
 		case OPT_JSON:
