@@ -323,3 +323,11 @@ agree plan '"plan"' 'plan:' trainable_params
 [ $? -eq 2 ] && ok "no checkpoint: exit 2" || notok "no checkpoint: exit 2"
 fails "missing checkpoint" 1 "$INSPECT" missing.safetensors
 check "--help" "$INSPECT" --help
+cp "$T/out" help.txt
+"$INSPECT" -h > h.txt 2>&1
+[ $? -eq 0 ] && grep -q '^usage: dq-inspect ' h.txt && cmp -s h.txt help.txt &&
+    ok "-h: the usage on standard output, exit 0" ||
+    notok "-h: the usage on standard output, exit 0"
+"$INSPECT" -j 257 q.safetensors > /dev/null 2>&1
+[ $? -eq 2 ] && ok "-j above the limit: exit 2" ||
+    notok "-j above the limit: exit 2"
