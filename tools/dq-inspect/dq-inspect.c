@@ -20,7 +20,7 @@
 
 #include "cli.h"
 
-enum format { HUMAN, JSON, YAML };
+enum format { FORMAT_HUMAN, FORMAT_JSON, FORMAT_YAML };
 
 struct opts {
 	enum format		 fmt;
@@ -32,8 +32,12 @@ struct opts {
 	unsigned		 jobs;
 };
 
-static struct opts options = { HUMAN, NULL, 0, 0, { .r = 8, .virtual_tokens =
-	20, .optimizer = PEFTIO_OPT_ADAMW }, 8.0, 1 };
+static struct opts options = {
+	.fmt = FORMAT_HUMAN,
+	.po = { .r = 8, .virtual_tokens = 20, .optimizer = PEFTIO_OPT_ADAMW },
+	.alpha = 8.0,
+	.jobs = 1
+};
 
 struct report {
 	const char	*path;
@@ -800,10 +804,10 @@ main(int argc, char *argv[])
 				usage(CLI_EXIT_USAGE);
 			break;
 		case OPT_JSON:
-			options.fmt = JSON;
+			options.fmt = FORMAT_JSON;
 			break;
 		case OPT_YAML:
-			options.fmt = YAML;
+			options.fmt = FORMAT_YAML;
 			break;
 		case OPT_COMPARE:
 			options.compare = optarg;
@@ -865,25 +869,26 @@ main(int argc, char *argv[])
 		if (peftio_ckpt_open(&orig, options.compare, &err) != 0)
 			return cli_error(&err);
 	}
-	if (options.fmt != HUMAN)
+	if (options.fmt != FORMAT_HUMAN)
 		docs = json_array();
 	for (i = 0; i < argc; i++) {
-		if (options.fmt == HUMAN && i > 0)
+		if (options.fmt == FORMAT_HUMAN && i > 0)
 			printf("\n");
 		bad |= inspect(argv[i], docs);
 		/* The reason of the first failed write, before it is lost. */
 		if (ferror(stdout) && out_errno == 0)
 			out_errno = errno != 0 ? errno : EIO;
 	}
-	if (options.fmt == JSON && argc == 1 && json_array_size(docs) == 0)
+	if (options.fmt == FORMAT_JSON && argc == 1 &&
+	    json_array_size(docs) == 0)
 		;	/* the one checkpoint failed: nothing to print */
-	else if (options.fmt == JSON) {
+	else if (options.fmt == FORMAT_JSON) {
 		if (json_dumpf(argc == 1 ?
 		    json_array_get(docs, 0) : docs, stdout, JSON_INDENT(2) |
 		    JSON_PRESERVE_ORDER) != 0 && out_errno == 0)
 			out_errno = errno != 0 ? errno : EIO;
 		printf("\n");
-	} else if (options.fmt == YAML && json_array_size(docs) > 0 &&
+	} else if (options.fmt == FORMAT_YAML && json_array_size(docs) > 0 &&
 	    emit_yaml(docs) != 0)
 		bad = 1;
 	json_decref(docs);
