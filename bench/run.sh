@@ -113,6 +113,12 @@ measure "lora-merge -j $JOBS" "$bytes" "$T/m" \
     tools/lora-merge/lora-merge -q -j "$JOBS" -o "$T/m" "$base" "$adapter"
 measure "lora-merge -j $JOBS (NF4 base)" "$bytes" "$T/qm" \
     tools/lora-merge/lora-merge -q -j "$JOBS" -o "$T/qm" "$T/q" "$adapter"
+measure "nf4-quant -t int8 -j $JOBS" "$bytes" "$T/q8" \
+    tools/nf4-quant/nf4-quant -q -t int8 -j "$JOBS" -o "$T/q8" "$base"
+measure "nf4-quant -d -j $JOBS (int8)" "$bytes" "$T/d8" \
+    tools/nf4-quant/nf4-quant -q -d -j "$JOBS" -o "$T/d8" "$T/q8"
+measure "lora-merge -j $JOBS (int8 base)" "$bytes" "$T/q8m" \
+    tools/lora-merge/lora-merge -q -j "$JOBS" -o "$T/q8m" "$T/q8" "$adapter"
 measure "adapter-extract -r 16 -j $JOBS (attention)" "$((2 * bytes))" "$T/x" \
     tools/adapter-extract/adapter-extract -q -r 16 -j "$JOBS" \
     --target q_proj --target k_proj --target v_proj --target o_proj \
@@ -121,6 +127,8 @@ measure "dq-inspect" "$bytes" /dev/null/none \
     tools/dq-inspect/dq-inspect "$base"
 measure "dq-inspect --compare (NF4)" "$((bytes + bytes / 4))" /dev/null/none \
     tools/dq-inspect/dq-inspect --compare "$base" "$T/q"
+measure "dq-inspect --compare (int8)" "$((bytes + bytes / 2))" \
+    /dev/null/none tools/dq-inspect/dq-inspect --compare "$base" "$T/q8"
 rm -rf "$T"
 
 # Scaling: the same shape with fewer layers; time should grow linearly

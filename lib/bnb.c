@@ -214,129 +214,10 @@ out:
 	return rc;
 }
 
-static json_t *
-load_object(const char *in, size_t inlen, struct peftio_error *err)
-{
-	json_error_t jerr;
-	json_t *o;
-
-	o = json_loadb(in, inlen, JSON_REJECT_DUPLICATES, &jerr);
-	if (o == NULL) {
-		peftio_error_set(err, PEFTIO_EFORMAT,
-		    "config.json: line %d: %s", jerr.line, jerr.text);
-		return NULL;
-	}
-	if (!json_is_object(o)) {
-		json_decref(o);
-		peftio_error_set(err, PEFTIO_EFORMAT,
-		    "config.json: not a JSON object");
-		return NULL;
-	}
-	return o;
-}
-
-static int
-dump_config(json_t *o, char **out, size_t *outlen, struct peftio_error *err)
-{
-	*out = peftio_json_pydumps(o, 2, 1, outlen);
-	json_decref(o);
-	if (*out == NULL)
-		return peftio_error_set(err, PEFTIO_ENOMEM,
-		    "config.json: out of memory");
-	return 0;
-}
-
-int
-peftio_config_add_quant(const char *in, size_t inlen, enum peftio_q4type type,
-    int double_quant, enum peftio_dtype compute, char **out, size_t *outlen,
-    struct peftio_error *err)
-{
-	const char *cname = peftio_dtype_torch_name(compute);
-	json_t *o, *q;
-
-	if ((o = load_object(in, inlen, err)) == NULL)
-		return err != NULL ? err->code : PEFTIO_EFORMAT;
-	if ((q = json_object()) == NULL || cname == NULL) {
-		json_decref(q);
-		json_decref(o);
-		return peftio_error_set(err, PEFTIO_ENOMEM,
-		    "config.json: out of memory");
-	}
-	/* BitsAndBytesConfig.to_dict() in transformers 5.17 (13 keys). */
-	json_object_set_new(q, "_load_in_4bit", json_true());
-	json_object_set_new(q, "_load_in_8bit", json_false());
-	json_object_set_new(q, "bnb_4bit_compute_dtype", json_string(cname));
-	json_object_set_new(q, "bnb_4bit_quant_storage", json_string("uint8"));
-	json_object_set_new(q, "bnb_4bit_quant_type",
-	    json_string(peftio_q4type_name(type)));
-	json_object_set_new(q, "bnb_4bit_use_double_quant",
-	    json_boolean(double_quant));
-	json_object_set_new(q, "llm_int8_enable_fp32_cpu_offload",
-	    json_false());
-	json_object_set_new(q, "llm_int8_has_fp16_weight", json_false());
-	json_object_set_new(q, "llm_int8_skip_modules", json_null());
-	json_object_set_new(q, "llm_int8_threshold", json_real(6.0));
-	json_object_set_new(q, "load_in_4bit", json_true());
-	json_object_set_new(q, "load_in_8bit", json_false());
-	json_object_set_new(q, "quant_method", json_string("bitsandbytes"));
-	json_object_set_new(o, "quantization_config", q);
-	return dump_config(o, out, outlen, err);
-}
-
-int
-peftio_config_quant(const char *in, size_t inlen, char *method, size_t cap,
-    int *bits, struct peftio_error *err)
-{
-	json_t *o, *q, *m;
-
-	if (cap > 0)
-		method[0] = '\0';
-	*bits = 0;
-	if ((o = load_object(in, inlen, err)) == NULL)
-		return err != NULL ? err->code : PEFTIO_EFORMAT;
-	if ((q = json_object_get(o, "quantization_config")) == NULL ||
-	    json_is_null(q)) {
-		json_decref(o);
-		return 0;
-	}
-	m = json_is_object(q) ? json_object_get(q, "quant_method") : NULL;
-	if (cap > 0)
-		snprintf(method, cap, "%s", json_is_string(m) ?
-		    json_string_value(m) : "unnamed");
-	if (json_is_object(q)) {
-		if (json_is_true(json_object_get(q, "load_in_4bit")) ||
-		    json_is_true(json_object_get(q, "_load_in_4bit")))
-			*bits = 4;
-		else if (json_is_true(json_object_get(q, "load_in_8bit")) ||
-		    json_is_true(json_object_get(q, "_load_in_8bit")))
-			*bits = 8;
-	}
-	json_decref(o);
-	return 1;
-}
-
-int
-peftio_config_remove_quant(const char *in, size_t inlen, int dt, char **out,
-    size_t *outlen, struct peftio_error *err)
-{
-	const char *name;
-	json_t *o;
-
-	if ((o = load_object(in, inlen, err)) == NULL)
-		return err != NULL ? err->code : PEFTIO_EFORMAT;
-	json_object_del(o, "quantization_config");
-	if (dt >= 0 && (name = peftio_dtype_torch_name(dt)) != NULL) {
-		if (json_object_get(o, "torch_dtype") != NULL)
-			json_object_set_new(o, "torch_dtype", json_string(name));
-		if (json_object_get(o, "dtype") != NULL ||
-		    json_object_get(o, "torch_dtype") == NULL)
-			json_object_set_new(o, "dtype", json_string(name));
-	}
-	return dump_config(o, out, outlen, err);
-}
-
 /* ------------------------------------------------------------------ */
 /* 4-bit weights inside a checkpoint                                   */
+
+static int	storage_ok(enum peftio_dtype dt);
 
 static uint64_t
 ceil_div(uint64_t a, uint64_t b)
@@ -424,15 +305,18 @@ peftio_bnb_lookup(struct peftio_ckpt *c, size_t i,
 	}
 	bw->weight = (size_t)wi;
 	ti = peftio_ckpt_tensor(c, bw->weight);
-	if (ti->dtype != PEFTIO_U8 || ti->numel != (bw->qs.numel + 1) / 2) {
+	/* U8, or the same bytes as bnb_4bit_quant_storage elements. */
+	if (!storage_ok(ti->dtype) || ti->nbytes != (bw->qs.numel + 1) / 2) {
 		rc = peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: tensor '%s': %s with %llu elements, but its "
-		    "quant_state's shape needs U8 with %llu",
+		    "quant_state's shape needs %llu bytes of U8 (or of BF16, "
+		    "F16 or F32 storage)",
 		    peftio_ckpt_path(c), w, peftio_dtype_name(ti->dtype),
 		    (unsigned long long)ti->numel,
 		    (unsigned long long)((bw->qs.numel + 1) / 2));
 		goto out;
 	}
+	bw->storage = ti->dtype;
 	nb = ceil_div(bw->qs.numel, bw->qs.blocksize);
 	rc = companion(c, w, PEFTIO_BNB_ABSMAX,
 	    bw->qs.double_quant ? PEFTIO_U8 : PEFTIO_F32, nb, &bw->absmax, err);
@@ -552,4 +436,129 @@ peftio_bnb_dequantize_part(struct peftio_ckpt *c,
 	peftio_parallel_for(nthreads, nb, 4096, deq_range, &j);
 	free(absmax);
 	return 0;
+}
+
+long
+peftio_bnb_group(struct peftio_ckpt *c, struct peftio_xf_item *xi,
+    struct peftio_bnb_weight *bw, struct peftio_bnb8_weight *bw8,
+    struct peftio_error *err)
+{
+	struct peftio_bnb_weight w;
+	struct peftio_bnb8_weight w8;
+	size_t i, n = peftio_ckpt_count(c);
+	long nw = 0;
+	int rc;
+
+	for (i = 0; i < n; i++)
+		xi[i].act = PEFTIO_XF_COPY;
+	for (i = 0; i < n && bw8 != NULL; i++) {
+		if ((rc = peftio_bnb8_lookup(c, i, &w8, err)) < 0)
+			return rc;
+		if (rc == 0)
+			continue;
+		bw8[w8.weight] = w8;
+		xi[w8.weight].act = PEFTIO_XF_CUSTOM;
+		xi[w8.scb].act = PEFTIO_XF_SKIP;
+		if (w8.format >= 0)
+			xi[w8.format].act = PEFTIO_XF_SKIP;
+		nw++;
+	}
+	for (i = 0; i < n; i++) {
+		if ((rc = peftio_bnb_lookup(c, i, &w, err)) < 0)
+			return rc;
+		if (rc == 0)
+			continue;
+		bw[w.weight] = w;
+		xi[w.weight].act = PEFTIO_XF_CUSTOM;
+		xi[w.quant_state].act = PEFTIO_XF_SKIP;
+		xi[w.absmax].act = PEFTIO_XF_SKIP;
+		xi[w.quant_map].act = PEFTIO_XF_SKIP;
+		if (w.qs.double_quant) {
+			xi[w.nested_absmax].act = PEFTIO_XF_SKIP;
+			xi[w.nested_quant_map].act = PEFTIO_XF_SKIP;
+		}
+		nw++;
+	}
+	return nw;
+}
+
+/* ------------------------------------------------------------------ */
+/* bnb_4bit_quant_storage: the packed codes as elements of another     */
+/* dtype                                                               */
+
+int
+peftio_bnb_storage_parse(const char *s)
+{
+	static const struct {
+		const char *name;
+		enum peftio_dtype dt;
+	} t[] = {
+		{ "u8", PEFTIO_U8 }, { "uint8", PEFTIO_U8 },
+		{ "bf16", PEFTIO_BF16 }, { "bfloat16", PEFTIO_BF16 },
+		{ "f16", PEFTIO_F16 }, { "float16", PEFTIO_F16 },
+		{ "f32", PEFTIO_F32 }, { "float32", PEFTIO_F32 }
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (strcmp(s, t[i].name) == 0)
+			return t[i].dt;
+	return -1;
+}
+
+static int
+storage_ok(enum peftio_dtype dt)
+{
+	return dt == PEFTIO_U8 || dt == PEFTIO_BF16 || dt == PEFTIO_F16 ||
+	    dt == PEFTIO_F32;
+}
+
+/*
+ * bitsandbytes allocates ((n + 1) // (2 * itemsize), 1) elements of the
+ * storage dtype; when that is less than the (n + 1) / 2 packed bytes the
+ * last codes are lost, which is refused here.
+ */
+int
+peftio_bnb_storage_shape(enum peftio_dtype storage, uint64_t numel,
+    uint64_t shape[2], struct peftio_error *err)
+{
+	uint64_t bytes = numel / 2 + (numel & 1), es;
+
+	if (!storage_ok(storage))
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "4-bit storage must be U8, BF16, F16 or F32, not %s",
+		    peftio_dtype_name(storage));
+	es = peftio_dtype_bits(storage) / 8;
+	if (bytes % es != 0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%llu packed bytes are not a whole number of %s "
+		    "elements (bitsandbytes would drop the last codes)",
+		    (unsigned long long)bytes, peftio_dtype_name(storage));
+	shape[0] = bytes / es;
+	shape[1] = 1;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* GPT-2's Conv1D                                                      */
+
+void
+peftio_transpose(const void *in, void *out, uint64_t rows, uint64_t cols,
+    size_t es)
+{
+	const unsigned char *s = in;
+	unsigned char *d = out;
+	uint64_t r, c, r0, c0, r1, c1;
+
+	/* Tiles of 32 x 32 keep both sides in cache. */
+	for (r0 = 0; r0 < rows; r0 += 32) {
+		r1 = PEFTIO_MIN(rows, r0 + 32);
+		for (c0 = 0; c0 < cols; c0 += 32) {
+			c1 = PEFTIO_MIN(cols, c0 + 32);
+			for (r = r0; r < r1; r++)
+				for (c = c0; c < c1; c++)
+					memcpy(d + (c * rows + r) * es,
+					    s + (r * cols + c) * es, es);
+		}
+	}
 }

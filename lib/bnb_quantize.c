@@ -251,9 +251,12 @@ peftio_bnb_declare(struct peftio_ckptw *w, size_t shard, const char *name,
 	if ((rc = peftio_quant_state_json(qs, &bo->qs_json, &bo->qs_len,
 	    err)) != 0)
 		return rc;
-	shape[0] = (n + 1) / 2;
-	shape[1] = 1;
-	rc = peftio_ckptw_declare(w, shard, name, PEFTIO_U8, 2, shape, err);
+	/* U8, or bnb_4bit_quant_storage: the same bytes as other elements */
+	if ((rc = peftio_bnb_storage_shape(bo->storage == PEFTIO_BOOL ?
+	    PEFTIO_U8 : bo->storage, n, shape, err)) != 0)
+		return rc;
+	rc = peftio_ckptw_declare(w, shard, name, bo->storage == PEFTIO_BOOL ?
+	    PEFTIO_U8 : bo->storage, 2, shape, err);
 	if (rc == 0)
 		rc = declare1(w, shard, name, PEFTIO_BNB_ABSMAX, NULL,
 		    qs->double_quant ? PEFTIO_U8 : PEFTIO_F32, nb, err);
@@ -334,6 +337,56 @@ peftio_bnb_out_free(struct peftio_bnb_out *bo)
 }
 
 int
+peftio_bnb_values(struct peftio_ckpt *c, size_t i, int transpose,
+    enum peftio_dtype dt, int check, struct peftio_scratch buf[2],
+    const void **vals, struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c, i);
+	uint64_t n = ti->numel;
+	const void *src;
+	void *dst;
+	float *f;
+	int64_t bad;
+	int rc;
+
+	if ((ti->dtype != PEFTIO_F32 && ti->dtype != PEFTIO_F16 &&
+	    ti->dtype != PEFTIO_BF16) || (dt != PEFTIO_F32 &&
+	    dt != PEFTIO_F16 && dt != PEFTIO_BF16) ||
+	    (transpose && ti->ndim != 2))
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: tensor '%s': not a float matrix to quantize",
+		    peftio_ckpt_path(c), ti->name);
+	if ((rc = peftio_ckpt_data(c, i, &src, err)) != 0)
+		return rc;
+	if (dt != ti->dtype) {
+		if ((f = peftio_scratch(&buf[1], n * sizeof(float))) == NULL ||
+		    (dst = peftio_scratch(&buf[0], n *
+		    (peftio_dtype_bits(dt) / 8))) == NULL)
+			return peftio_error_set(err, PEFTIO_ENOMEM,
+			    "out of memory");
+		peftio_to_f32(ti->dtype, src, f, n);
+		peftio_from_f32(dt, f, dst, n);
+		src = dst;
+	}
+	if (transpose) {
+		if ((dst = peftio_scratch(&buf[1], n *
+		    (peftio_dtype_bits(dt) / 8))) == NULL)
+			return peftio_error_set(err, PEFTIO_ENOMEM,
+			    "out of memory");
+		peftio_transpose(src, dst, ti->shape[0], ti->shape[1],
+		    peftio_dtype_bits(dt) / 8);
+		src = dst;
+	}
+	if (check && (bad = peftio_first_nonfinite(dt, src, n)) >= 0)
+		return peftio_error_set(err, PEFTIO_ENONFINITE,
+		    "%s: tensor '%s': element %lld is not finite (NaN or "
+		    "Inf); --allow-nonfinite quantizes it as bitsandbytes "
+		    "does", peftio_ckpt_path(c), ti->name, (long long)bad);
+	*vals = src;
+	return 0;
+}
+
+int
 peftio_bnb_prepass(struct peftio_ckpt *c, size_t i, struct peftio_bnb_out *bo,
     int check, unsigned nthreads, struct peftio_error *err)
 {
@@ -384,8 +437,11 @@ qs_differs(const struct peftio_quant_state *got,
 
 int
 peftio_bnb_expect(struct peftio_xf_check *chk, size_t i, const char *name,
-    const struct peftio_quant_state *want, struct peftio_error *err)
+    const struct peftio_bnb_out *bo, struct peftio_error *err)
 {
+	const struct peftio_quant_state *want = &bo->qs;
+	enum peftio_dtype storage = bo->storage == PEFTIO_BOOL ? PEFTIO_U8 :
+	    bo->storage;
 	struct peftio_ckpt *out = peftio_xf_check_output(chk);
 	struct peftio_bnb_weight bw;
 	const char *why;
@@ -410,7 +466,13 @@ peftio_bnb_expect(struct peftio_xf_check *chk, size_t i, const char *name,
 	}
 	if ((rc = peftio_bnb_lookup(out, (size_t)q, &bw, err)) < 0)
 		return rc;
-	if ((why = qs_differs(&bw.qs, want, buf, sizeof(buf))) != NULL)
+	if ((why = qs_differs(&bw.qs, want, buf, sizeof(buf))) == NULL &&
+	    bw.storage != storage) {
+		snprintf(buf, sizeof(buf), "storage %s, not %s",
+		    peftio_dtype_name(bw.storage), peftio_dtype_name(storage));
+		why = buf;
+	}
+	if (why != NULL)
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: tensor '%s' was quantized with other options (%s)",
 		    peftio_st_path(peftio_ckpt_shard(out, peftio_ckpt_shard_of(

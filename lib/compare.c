@@ -1,8 +1,8 @@
 /*
- * compare.c - the error of a tensor against a reference: a 4-bit weight
- * dequantized, or a plain tensor converted, against the original, in
- * parts that fit memory, summed over a fixed number of pieces in
- * threads so that the result does not depend on their number.
+ * compare.c - the error of a tensor against a reference: a 4-bit or
+ * 8-bit weight dequantized, or a plain tensor converted, against the
+ * original, in parts that fit memory, summed over a fixed number of
+ * pieces in threads so that the result does not depend on their number.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -120,11 +120,13 @@ peftio_compare_tensor(struct peftio_ckpt *c,
 		    peftio_ckpt_path(orig), row->name,
 		    peftio_dtype_name(ti->dtype),
 		    (unsigned long long)ti->numel,
-		    row->quantized ? "4-bit weight" : "tensor",
+		    row->quantized ? "quantized weight" : "tensor",
 		    (unsigned long long)row->params);
 	part = PART_VALUES;
 	if (row->quantized) {
-		al = peftio_bnb_part_align(&row->bw);
+		/* whole blocks, or whole rows of an 8-bit weight */
+		al = row->int8 ? row->bw8.cols :
+		    peftio_bnb_part_align(&row->bw);
 		part = PART_VALUES > al ? PART_VALUES / al * al : al;
 	}
 	if ((j = malloc(sizeof(*j))) == NULL)
@@ -140,7 +142,11 @@ peftio_compare_tensor(struct peftio_ckpt *c,
 			    peftio_ckpt_path(c), row->name);
 			break;
 		}
-		if (row->quantized)
+		if (row->int8)
+			rc = peftio_bnb8_dequantize_part(c, &row->bw8,
+			    PEFTIO_F32, y, e0 / row->bw8.cols,
+			    n / row->bw8.cols, nthreads, err);
+		else if (row->quantized)
 			rc = peftio_bnb_dequantize_part(c, &row->bw,
 			    PEFTIO_F32, y, e0, n, nthreads, err);
 		else if ((rc = peftio_ckpt_read(c, row->idx, e0 * ms, raw,

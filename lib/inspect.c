@@ -1,8 +1,9 @@
 /*
  * inspect.c - what a checkpoint costs: one row per tensor as the model
- * sees it (a 4-bit weight with its companion tensors counted in), its
- * parameters, bytes and pieces, and the totals: bits per parameter, the
- * size before quantization, what double quantization saves.
+ * sees it (a 4-bit or 8-bit weight with its companion tensors counted
+ * in), its parameters, bytes and pieces, and the totals: bits per
+ * parameter, the size before quantization, what double quantization
+ * saves.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@ static const char *const part_names[PEFTIO_NPARTS] = {
 };
 
 /* What tensor i of a checkpoint is to a report. */
-enum role { ROLE_PLAIN = 0, ROLE_COMPANION, ROLE_WEIGHT };
+enum role { ROLE_PLAIN = 0, ROLE_COMPANION, ROLE_WEIGHT, ROLE_INT8 };
 
 const char *
 peftio_inspect_part_name(enum peftio_inspect_part p)
@@ -40,9 +41,22 @@ const char *
 peftio_inspect_dtype(const struct peftio_inspect *r,
     const struct peftio_inspect_row *row)
 {
+	if (row->int8)
+		return "INT8";
 	if (row->quantized)
 		return row->bw.qs.type == PEFTIO_Q4_FP4 ? "FP4" : "NF4";
 	return peftio_dtype_name(peftio_ckpt_tensor(r->c, row->idx)->dtype);
+}
+
+const char *
+peftio_inspect_qtypes(const struct peftio_inspect *r)
+{
+	if (r->nquant == 0)
+		return NULL;
+	if (r->mixed_types)
+		return r->nint8 ? "int8 and 4-bit" : "nf4 and fp4";
+	return r->qtype == PEFTIO_INSPECT_INT8 ? "int8" :
+	    peftio_q4type_name((enum peftio_q4type)r->qtype);
 }
 
 static uint64_t
@@ -95,14 +109,48 @@ add_weight(struct peftio_inspect *r, struct peftio_inspect_row *w,
 	r->nquant++;
 }
 
+/*
+ * Row w, an 8-bit weight: 8 + 32 / columns bits, the codes and one f32
+ * scale a row (the 1-byte weight_format counts in the file's totals
+ * only); its original size in the dtype it dequantizes to (dt).
+ */
+static void
+add_int8(struct peftio_inspect *r, struct peftio_inspect_row *w,
+    const struct peftio_bnb8_weight *bw8, enum peftio_dtype dt)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(r->c,
+	    bw8->weight);
+
+	w->quantized = 1;
+	w->int8 = 1;
+	w->bw8 = *bw8;
+	w->ndim = ti->ndim;
+	w->shape = ti->shape;
+	w->params = ti->numel;
+	w->part[PEFTIO_PART_CODES] = ti->nbytes;
+	w->part[PEFTIO_PART_ABSMAX] = nbytes(r->c, bw8->scb);
+	w->bytes = w->part[PEFTIO_PART_CODES] + w->part[PEFTIO_PART_ABSMAX];
+	r->params += w->params;
+	r->qparams += w->params;
+	r->qbytes += w->bytes;
+	r->orig_bytes += w->params * (peftio_dtype_bits(dt) / 8);
+	if (r->qtype >= 0 && r->qtype != PEFTIO_INSPECT_INT8)
+		r->mixed_types = 1;
+	r->qtype = PEFTIO_INSPECT_INT8;
+	r->nquant++;
+	r->nint8++;
+}
+
 int
 peftio_inspect_ckpt(struct peftio_inspect *r, struct peftio_ckpt *c,
     struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti;
 	struct peftio_bnb_weight bw, *bws;
+	struct peftio_bnb8_weight bw8, *bw8s;
 	struct peftio_inspect_row *row;
 	size_t n = peftio_ckpt_count(c), i;
+	enum peftio_dtype dt8;
 	unsigned char *role;
 	int rc = 0;
 
@@ -111,13 +159,25 @@ peftio_inspect_ckpt(struct peftio_inspect *r, struct peftio_ckpt *c,
 	r->qtype = -1;
 	role = calloc(n ? n : 1, sizeof(*role));
 	bws = calloc(n ? n : 1, sizeof(*bws));
+	bw8s = calloc(n ? n : 1, sizeof(*bw8s));
 	r->rows = calloc(n ? n : 1, sizeof(*r->rows));
-	if (role == NULL || bws == NULL || r->rows == NULL) {
+	if (role == NULL || bws == NULL || bw8s == NULL || r->rows == NULL) {
 		rc = peftio_error_set(err, PEFTIO_ENOMEM, "%s: out of memory",
 		    peftio_ckpt_path(c));
 		goto out;
 	}
 	for (i = 0; i < n; i++) {
+		if ((rc = peftio_bnb8_lookup(c, i, &bw8, err)) < 0)
+			goto out;
+		if (rc > 0) {
+			rc = 0;
+			bw8s[bw8.weight] = bw8;
+			role[bw8.weight] = ROLE_INT8;
+			role[bw8.scb] = ROLE_COMPANION;
+			if (bw8.format >= 0)
+				role[bw8.format] = ROLE_COMPANION;
+			continue;
+		}
 		if ((rc = peftio_bnb_lookup(c, i, &bw, err)) < 0)
 			goto out;
 		if (rc == 0)
@@ -131,6 +191,7 @@ peftio_inspect_ckpt(struct peftio_inspect *r, struct peftio_ckpt *c,
 			role[bw.nested_absmax] = role[bw.nested_quant_map] =
 			    ROLE_COMPANION;
 	}
+	dt8 = peftio_bnb8_dtype(c);
 	for (i = 0; i < n; i++) {
 		ti = peftio_ckpt_tensor(c, i);
 		r->bytes += ti->nbytes;
@@ -143,6 +204,10 @@ peftio_inspect_ckpt(struct peftio_inspect *r, struct peftio_ckpt *c,
 			add_weight(r, row, &bws[i]);
 			continue;
 		}
+		if (role[i] == ROLE_INT8) {
+			add_int8(r, row, &bw8s[i], dt8);
+			continue;
+		}
 		row->ndim = ti->ndim;
 		row->shape = ti->shape;
 		row->params = ti->numel;
@@ -153,6 +218,7 @@ peftio_inspect_ckpt(struct peftio_inspect *r, struct peftio_ckpt *c,
 out:
 	free(role);
 	free(bws);
+	free(bw8s);
 	if (rc != 0)
 		peftio_inspect_free(r);
 	return rc;

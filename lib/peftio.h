@@ -480,6 +480,16 @@ void	peftio_ckptw_free(struct peftio_ckptw *w);
 /* Shard file name as transformers writes it: model-00001-of-00003.safetensors */
 void	peftio_shard_name(char *buf, size_t len, size_t i, size_t n);
 
+/*
+ * kind.c: refuse what quantizing would make nonsense of (0 for a plain
+ * model): a PEFT adapter, or a checkpoint quantized already by
+ * bitsandbytes (4-bit or 8-bit) or by any method its config.json's
+ * quantization_config names.  The message says what it is and what to
+ * do instead.
+ */
+int	peftio_check_unquantized(struct peftio_ckpt *c,
+	    struct peftio_error *err);
+
 /* ------------------------------------------------------------------ */
 /* Which tensors the tools touch (select.c)                            */
 /* ------------------------------------------------------------------ */
@@ -721,6 +731,32 @@ void	peftio_dq_dequantize(const float *code, const uint8_t *qabsmax,
 	    float *absmax);
 
 /* ------------------------------------------------------------------ */
+/* LLM.int8 row-wise quantization (int8.c)                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * bitsandbytes' int8_vectorwise_quant as its CUDA kernel computes it
+ * (bnb-nf4.md section 12): each value rounded to float16 first, SCB[r]
+ * = max |x| of row r, code = rint(x * (127 * gpu_rcp(SCB[r]))); a row
+ * of zeros codes to zeros.  Rows [r0, r1) of the row-major tensor in
+ * (F32, F16 or BF16, cols values a row) are quantized into codes and
+ * scb, both indexed from row 0.  PEFTIO_EINVAL for another dtype.
+ */
+int	peftio_int8_quantize(enum peftio_dtype dt, const void *in,
+	    uint64_t cols, uint64_t r0, uint64_t r1, int8_t *codes,
+	    float *scb);
+/* The scale of a row: __fdividef(127.0f, absmax) on the GPU. */
+float	peftio_int8_scale(float absmax);
+/* int8_vectorwise_dequant: (code * SCB[r]) * (float)(1/127), rounded
+ * after each product, then to dt.  Rows [r0, r1); codes and scb are
+ * indexed from row 0, out from row r0. */
+int	peftio_int8_dequantize(const int8_t *codes, const float *scb,
+	    uint64_t cols, uint64_t r0, uint64_t r1, enum peftio_dtype dt,
+	    void *out);
+/* Bits per parameter of an 8-bit weight: 8 + 32 / cols. */
+double	peftio_int8_bits_per_param(uint64_t cols);
+
+/* ------------------------------------------------------------------ */
 /* The bitsandbytes on-disk form (bnb.c)                               */
 /* ------------------------------------------------------------------ */
 
@@ -767,6 +803,7 @@ struct peftio_bnb_weight {
 	size_t		 nested_quant_map;	/* W.nested_quant_map (DQ) */
 	size_t		 quant_state;		/* W.quant_state.bitsandbytes__* */
 	struct peftio_quant_state qs;
+	enum peftio_dtype storage;		/* W's dtype: U8, BF16, F16, F32 */
 };
 
 /*
@@ -782,6 +819,19 @@ int	peftio_bnb_lookup(struct peftio_ckpt *c, size_t i,
 int	peftio_bnb_dequantize(struct peftio_ckpt *c,
 	    const struct peftio_bnb_weight *bw, enum peftio_dtype dt, void *out,
 	    unsigned nthreads, struct peftio_error *err);
+/*
+ * Plan a transform of c's quantized weights: for each 4-bit weight W,
+ * xi[W] is PEFTIO_XF_CUSTOM and bw[W] describes it, its companion
+ * tensors are PEFTIO_XF_SKIP; likewise each 8-bit weight (an I8 tensor)
+ * into bw8[W] unless bw8 is NULL; every other tensor is PEFTIO_XF_COPY
+ * (the arrays' other entries are left alone).  The number of quantized
+ * weights, or a negative PEFTIO_E* value.
+ */
+struct peftio_xf_item;
+struct peftio_bnb8_weight;
+long	peftio_bnb_group(struct peftio_ckpt *c, struct peftio_xf_item *xi,
+	    struct peftio_bnb_weight *bw, struct peftio_bnb8_weight *bw8,
+	    struct peftio_error *err);
 /* Only elements [e0, e0 + n) into out; e0 is a multiple of
  * peftio_bnb_part_align(bw) (a whole number of blocks, and of nested
  * blocks with double quantization). */
@@ -820,6 +870,8 @@ void	peftio_bnb_quantize_mem(const struct peftio_quant_state *qs,
  * (set by peftio_bnb_declare(); peftio_bnb_out_free() frees it). */
 struct peftio_bnb_out {
 	struct peftio_quant_state qs;
+	enum peftio_dtype storage;	/* of the packed codes: U8, BF16,
+					 * F16, F32 (PEFTIO_BOOL, 0: U8) */
 	char		*qs_json;
 	size_t		 qs_len;
 };
@@ -836,6 +888,16 @@ int	peftio_bnb_write(struct peftio_ckptw *w, const char *name,
 	    const struct peftio_bnb_out *bo, const uint8_t *packed,
 	    const float *absmax, struct peftio_scratch tmp[2],
 	    struct peftio_error *err);
+/*
+ * Tensor i of c whole in memory as it is quantized: rounded to dt when
+ * stored otherwise, and transposed from [in, out] to [out, in] when
+ * transpose (GPT-2's Conv1D).  *vals is c's own data, or in buf.  With
+ * check, a NaN or Inf is PEFTIO_ENONFINITE naming the first.  The
+ * caller releases tensor i.
+ */
+int	peftio_bnb_values(struct peftio_ckpt *c, size_t i, int transpose,
+	    enum peftio_dtype dt, int check, struct peftio_scratch buf[2],
+	    const void **vals, struct peftio_error *err);
 /* The double-quantization offset of tensor i quantized as bo->qs, into
  * bo->qs.nested_offset: a pass that reads the tensor and keeps only its
  * absmax values (looking for NaN and Inf with check). */
@@ -844,11 +906,106 @@ int	peftio_bnb_prepass(struct peftio_ckpt *c, size_t i,
 	    struct peftio_error *err);
 void	peftio_bnb_out_free(struct peftio_bnb_out *bo);
 /* For peftio_transform_index(): weight name, of input tensor i, must be
- * in the shards as a 4-bit weight quantized as want says, with all its
- * companions. */
+ * in the shards as a 4-bit weight quantized and stored as bo says, with
+ * all its companions. */
 struct peftio_xf_check;
 int	peftio_bnb_expect(struct peftio_xf_check *chk, size_t i,
-	    const char *name, const struct peftio_quant_state *want,
+	    const char *name, const struct peftio_bnb_out *bo,
+	    struct peftio_error *err);
+
+/*
+ * bnb_4bit_quant_storage: the packed codes stored as elements of U8,
+ * BF16, F16 or F32 (the same bytes).  parse: "u8", "bf16", "f16", "f32"
+ * or the torch names; the dtype, or -1.  shape: the [k, 1] shape of an
+ * n-element weight's codes in that storage; PEFTIO_EINVAL when the
+ * packed bytes are not a whole number of elements.
+ */
+int	peftio_bnb_storage_parse(const char *s);
+int	peftio_bnb_storage_shape(enum peftio_dtype storage, uint64_t numel,
+	    uint64_t shape[2], struct peftio_error *err);
+
+/*
+ * GPT-2's Conv1D weights (peftio_conv1d_weight()) are stored [in, out];
+ * transformers transposes them to [out, in] before quantizing them in 4
+ * or 8 bit.  out[c][r] = in[r][c] for a rows x cols matrix of es-byte
+ * elements.
+ */
+void	peftio_transpose(const void *in, void *out, uint64_t rows,
+	    uint64_t cols, size_t es);
+
+/*
+ * An 8-bit weight as transformers' save_pretrained writes a
+ * load_in_8bit model: "X.weight" (I8 [rows, cols]), "X.SCB" (F32
+ * [rows], each row's absmax) and "X.weight_format" (U8, 0-d, 0 for
+ * row-major).
+ */
+#define PEFTIO_BNB_SCB			".SCB"
+
+struct peftio_bnb8_weight {
+	size_t		 weight;	/* X.weight, I8 */
+	size_t		 scb;		/* X.SCB, F32 */
+	long		 format;	/* X.weight_format, or -1 */
+	uint64_t	 rows, cols;
+};
+
+/*
+ * If tensor i of c is the SCB of an 8-bit weight, check the weight
+ * (2-D I8, not empty), the SCB (F32, one value a row in [0, 65504], the
+ * absmax of float16 values) and weight_format (0), fill *bw and return
+ * 1.  Return 0 when
+ * tensor i is something else, and a negative PEFTIO_E* value naming
+ * the tensor when the weight is malformed, or when tensor i is an I8
+ * "X.weight" without "X.SCB".
+ */
+int	peftio_bnb8_lookup(struct peftio_ckpt *c, size_t i,
+	    struct peftio_bnb8_weight *bw, struct peftio_error *err);
+/*
+ * An 8-bit weight does not record its dtype: the one to dequantize it
+ * to by default is that of the checkpoint's first 2-D float tensor (the
+ * embeddings, which stay unquantized), or F16, bitsandbytes' compute
+ * dtype for 8-bit layers.
+ */
+enum peftio_dtype peftio_bnb8_dtype(struct peftio_ckpt *c);
+/* Dequantize all rows, or rows [r0, r0 + nrows), into out (F32, F16 or
+ * BF16) as int8_vectorwise_dequant does. */
+int	peftio_bnb8_dequantize(struct peftio_ckpt *c,
+	    const struct peftio_bnb8_weight *bw, enum peftio_dtype dt, void *out,
+	    unsigned nthreads, struct peftio_error *err);
+int	peftio_bnb8_dequantize_part(struct peftio_ckpt *c,
+	    const struct peftio_bnb8_weight *bw, enum peftio_dtype dt, void *out,
+	    uint64_t r0, uint64_t nrows, unsigned nthreads,
+	    struct peftio_error *err);
+/* peftio_int8_quantize over all rows on up to nthreads threads. */
+int	peftio_bnb8_quantize(enum peftio_dtype dt, const void *in,
+	    uint64_t rows, uint64_t cols, int8_t *codes, float *scb,
+	    unsigned nthreads, struct peftio_error *err);
+/* Declare weight name ("X.weight") with its SCB and weight_format in
+ * shard; then write all three. */
+int	peftio_bnb8_declare(struct peftio_ckptw *w, size_t shard,
+	    const char *name, uint64_t rows, uint64_t cols,
+	    struct peftio_error *err);
+int	peftio_bnb8_write(struct peftio_ckptw *w, const char *name,
+	    const int8_t *codes, const float *scb, uint64_t rows,
+	    uint64_t cols, struct peftio_error *err);
+/* For peftio_transform_index(): weight name, of input tensor i, must be
+ * in the shards as an 8-bit weight of rows x cols with its SCB and
+ * weight_format. */
+int	peftio_bnb8_expect(struct peftio_xf_check *chk, size_t i,
+	    const char *name, uint64_t rows, uint64_t cols,
+	    struct peftio_error *err);
+
+/* What transformers' BitsAndBytesConfig says. */
+struct peftio_bnb_config {
+	int		 bits;		/* 4 or 8 */
+	enum peftio_q4type type;	/* 4-bit */
+	int		 double_quant;	/* 4-bit */
+	enum peftio_dtype compute;	/* 4-bit: bnb_4bit_compute_dtype */
+	enum peftio_dtype storage;	/* 4-bit: bnb_4bit_quant_storage */
+};
+
+/* config.json with c's "quantization_config" (see below). */
+int	peftio_config_add_bnb(const char *in, size_t inlen,
+	    const struct peftio_bnb_config *c, char **out, size_t *outlen,
 	    struct peftio_error *err);
 
 /*
@@ -1001,7 +1158,8 @@ void	peftio_plan_peft_line(uint64_t trainable, uint64_t all, char *buf,
 /* compare.c)                                                          */
 /* ------------------------------------------------------------------ */
 
-/* The pieces of a 4-bit weight, in the order reports list them. */
+/* The pieces of a 4-bit weight, in the order reports list them; an
+ * 8-bit weight has codes and absmax (its SCB) only. */
 enum peftio_inspect_part {
 	PEFTIO_PART_CODES = 0,
 	PEFTIO_PART_ABSMAX,
@@ -1029,13 +1187,15 @@ double	peftio_stats_rmse(const struct peftio_stats *s);
 double	peftio_stats_snr_db(const struct peftio_stats *s);
 double	peftio_stats_cosine(const struct peftio_stats *s);
 
-/* One tensor as the model sees it: a plain tensor, or a 4-bit weight
- * with its companion tensors counted in. */
+/* One tensor as the model sees it: a plain tensor, or a 4-bit or 8-bit
+ * weight with its companion tensors counted in. */
 struct peftio_inspect_row {
-	size_t		 idx;		/* the tensor (W for a 4-bit weight) */
+	size_t		 idx;		/* the tensor (W for a quantized one) */
 	const char	*name;
-	int		 quantized;
-	struct peftio_bnb_weight bw;	/* when quantized */
+	int		 quantized;	/* 4-bit or 8-bit */
+	int		 int8;		/* 8-bit: bw8, not bw */
+	struct peftio_bnb_weight bw;	/* when quantized to 4 bits */
+	struct peftio_bnb8_weight bw8;	/* when quantized to 8 bits */
 	int		 ndim;
 	const uint64_t	*shape;		/* the weight's, not the codes' */
 	uint64_t	 params;
@@ -1051,20 +1211,26 @@ struct peftio_inspect {
 	struct peftio_inspect_row *rows;
 	size_t		 nrows;
 	uint64_t	 params, bytes;		/* bytes: every tensor stored */
-	uint64_t	 qparams, qbytes;	/* of the 4-bit weights */
-	uint64_t	 orig_bytes;	/* with 4-bit weights in their dtype */
+	uint64_t	 qparams, qbytes;	/* of the quantized weights */
+	uint64_t	 orig_bytes;	/* with quantized weights in their
+					 * dtype */
 	int64_t		 dq_saved_bits;	/* negative for small tensors, where
 					 * the 1 KiB nested map outweighs it */
-	size_t		 nquant, ndq;	/* 4-bit weights, with DQ */
-	int		 qtype;		/* enum peftio_q4type; -1: none */
-	int		 mixed_types;	/* both NF4 and FP4 */
+	size_t		 nquant, ndq;	/* quantized weights, 4-bit with DQ */
+	size_t		 nint8;		/* 8-bit weights among nquant */
+	int		 qtype;		/* enum peftio_q4type,
+					 * PEFTIO_INSPECT_INT8; -1: none */
+	int		 mixed_types;	/* more than one of NF4, FP4, int8 */
 	size_t		 compared;	/* rows compared */
 	struct peftio_stats cmp;	/* over all rows compared */
 };
 
+/* qtype of an 8-bit (LLM.int8) weight, beside enum peftio_q4type. */
+#define PEFTIO_INSPECT_INT8	2
+
 /* Account for every tensor of c (which must outlive *r): one row a
- * plain tensor or 4-bit weight, in checkpoint order.  Reads headers and
- * quant_state blobs only.  Free with peftio_inspect_free(). */
+ * plain tensor or a 4-bit or 8-bit weight, in checkpoint order.  Reads
+ * headers and quant_state blobs only.  Free with peftio_inspect_free(). */
 int	peftio_inspect_ckpt(struct peftio_inspect *r, struct peftio_ckpt *c,
 	    struct peftio_error *err);
 void	peftio_inspect_free(struct peftio_inspect *r);
@@ -1072,17 +1238,20 @@ void	peftio_inspect_free(struct peftio_inspect *r);
 double	peftio_bits_per_param(uint64_t bytes, uint64_t params);
 /* Bits per quantized parameter that double quantization saves. */
 double	peftio_inspect_dq_saving(const struct peftio_inspect *r);
-/* "NF4", "FP4" or the stored dtype's name. */
+/* "NF4", "FP4", "INT8" or the stored dtype's name. */
 const char *peftio_inspect_dtype(const struct peftio_inspect *r,
 	    const struct peftio_inspect_row *row);
+/* The quantization types of r: "nf4", "fp4", "int8", "nf4 and fp4",
+ * "int8 and 4-bit"; NULL when nothing is quantized. */
+const char *peftio_inspect_qtypes(const struct peftio_inspect *r);
 
 /*
  * The error of a row of checkpoint c against tensor k of orig, a
- * floating-point tensor with as many elements: a 4-bit weight is
- * dequantized, another tensor converted, both to 32 bits, a part at a
- * time (tmp: scratch kept between calls).  Sums are taken in a fixed
- * number of pieces and added in order, so *st does not depend on
- * nthreads.
+ * floating-point tensor with as many elements: a quantized weight is
+ * dequantized (whole blocks, or whole rows of an 8-bit weight), another
+ * tensor converted, both to 32 bits, a part at a time (tmp: scratch kept
+ * between calls).  Sums are taken in a fixed number of pieces and added
+ * in order, so *st does not depend on nthreads.
  */
 int	peftio_compare_tensor(struct peftio_ckpt *c,
 	    const struct peftio_inspect_row *row, struct peftio_ckpt *orig,
@@ -1106,11 +1275,11 @@ struct peftio_compare_summary {
 };
 
 /*
- * The 4-bit weights of r against the tensors of the same name in orig;
- * when r holds no 4-bit weight, every floating-point row (a merge or an
- * extraction against a reference).  Sets each row's st and compared,
- * and r's cmp and compared.  0 when every candidate was compared, 1
- * when one was missing or failed.
+ * The quantized weights of r against the tensors of the same name in
+ * orig; when r holds no quantized weight, every floating-point row (a
+ * merge or an extraction against a reference).  Sets each row's st and
+ * compared, and r's cmp and compared.  0 when every candidate was
+ * compared, 1 when one was missing or failed.
  */
 int	peftio_inspect_compare(struct peftio_inspect *r,
 	    struct peftio_ckpt *orig, unsigned nthreads,
@@ -1118,8 +1287,8 @@ int	peftio_inspect_compare(struct peftio_inspect *r,
 	    struct peftio_compare_summary *sum);
 
 /*
- * The plan (plan.c) for the checkpoint r accounts for, its 4-bit weights
- * counted at their original size, with the attention heads of the
+ * The plan (plan.c) for the checkpoint r accounts for, its quantized
+ * weights counted at their original size, with the attention heads of the
  * config.json beside it when there is one (they are filled into o).
  */
 int	peftio_plan_inspect(const struct peftio_inspect *r,
@@ -1318,6 +1487,35 @@ int	peftio_merge_rows(struct peftio_merge *m, float *w, uint64_t row0,
 	    uint64_t nrows, enum peftio_dtype round_dt,
 	    struct peftio_error *err);
 void	peftio_merge_end(struct peftio_merge *m);
+
+/*
+ * A base checkpoint's tensor merged a block of rows at a time
+ * (merge_stream.c): tensor i of c (or the 4-bit weight bw, or the 8-bit
+ * weight bw8, dequantized as bitsandbytes does, when not NULL) is read, converted to f32,
+ * given the change of the tensors m touches (none when m is NULL),
+ * converted to dt and handed out: out->buffer() gives the memory for
+ * the next block (nbytes of output at byte offset of the tensor), and
+ * out->put(), when not NULL, takes it once it is filled.  Without
+ * allow_nonfinite a merged value that is NaN or Inf is
+ * PEFTIO_ENONFINITE naming the element.  The stream keeps its buffers
+ * from one tensor to the next.
+ */
+struct peftio_merge_stream;
+
+struct peftio_merge_out {
+	void	*(*buffer)(void *arg, uint64_t offset, uint64_t nbytes);
+	int	 (*put)(void *arg, struct peftio_error *err);
+	void	*arg;
+};
+
+int	peftio_merge_stream_new(struct peftio_merge_stream **out,
+	    struct peftio_merge *m, unsigned nthreads, int allow_nonfinite,
+	    struct peftio_error *err);
+int	peftio_merge_stream_tensor(struct peftio_merge_stream *s,
+	    struct peftio_ckpt *c, size_t i, const struct peftio_bnb_weight *bw,
+	    const struct peftio_bnb8_weight *bw8, enum peftio_dtype dt,
+	    const struct peftio_merge_out *out, struct peftio_error *err);
+void	peftio_merge_stream_free(struct peftio_merge_stream *s);
 
 /* ------------------------------------------------------------------ */
 /* Merge recipes (recipe.c)                                            */

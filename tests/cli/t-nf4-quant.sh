@@ -114,16 +114,25 @@ grep_err "message names the tensor" "$W"
 absent "no output left for a NaN weight" out9.safetensors
 check "--allow-nonfinite quantizes it" "$NF4" --allow-nonfinite \
     -o out9.safetensors nan.safetensors
-# GPT-2 Conv1D weights ([in, out]) are refused, not quantized in a layout
-# that would not load; --exclude leaves them unquantized.
+# GPT-2 Conv1D weights ([in, out]) are transposed to [out, in] before
+# they are quantized, as transformers does; -d transposes them back.
 C=transformer.h.0.attn.c_attn.weight
 mkst conv1d.safetensors "{\"$C\":{\"dtype\":\"F32\",\"shape\":[4,64],\"data_offsets\":[0,1024]}}" 1024
-fails "GPT-2 Conv1D weight refused" 1 "$NF4" -o out10.safetensors \
+check "GPT-2 Conv1D weight quantized" "$NF4" -o out10.safetensors \
     conv1d.safetensors
-grep_err "message names the tensor" "$C"
-absent "no output for a Conv1D weight" out10.safetensors
+if "$STDUMP" out10.safetensors | grep -q "^$C U8 \[128,1\]"; then
+	ok "Conv1D: packed codes"
+else
+	notok "Conv1D: packed codes"
+fi
+check "Conv1D: dequantize" "$NF4" -d -o out10d.safetensors out10.safetensors
+if "$STDUMP" out10d.safetensors | grep -q "^$C F32 \[4,64\]"; then
+	ok "Conv1D: -d gives back [in, out]"
+else
+	notok "Conv1D: -d gives back [in, out]"
+fi
 check "--exclude leaves it out" "$NF4" --exclude '*.c_attn.weight' \
-    -o out10.safetensors conv1d.safetensors
+    -o out10e.safetensors conv1d.safetensors
 
 # --- a Hugging Face Trainer checkpoint folder ------------------------------
 # Training state is left out (named under -v), whatever its size; the

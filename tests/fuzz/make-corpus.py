@@ -149,6 +149,26 @@ def main():
     copy("index", "llama-sharded.json",
          "tests/data/llama-sharded/model.safetensors.index.json")
 
+    # --- 8-bit weights: one good, and each way to be malformed -----------
+    w = "model.layers.0.mlp.up_proj"
+    codes = bytes([1, 2, 3, 4, 0x81, 0x7f, 0, 9])
+    fmt = ("%s.weight_format" % w, "U8", [], b"\0")
+    put("bnb8", "good.safetensors", st([
+        ("%s.weight" % w, "I8", [2, 4], codes),
+        ("%s.SCB" % w, "F32", [2], f32(0.5, 3.0)), fmt]))
+    put("bnb8", "noscb.safetensors", st([("%s.weight" % w, "I8", [2, 4],
+                                           codes)]))
+    put("bnb8", "short.safetensors", st([
+        ("%s.weight" % w, "I8", [2, 4], codes),
+        ("%s.SCB" % w, "F32", [1], f32(1.0))]))
+    put("bnb8", "nan.safetensors", st([
+        ("%s.weight" % w, "I8", [2, 4], codes),
+        ("%s.SCB" % w, "F32", [2], f32(float("nan"), 1.0))]))
+    put("bnb8", "col32.safetensors", st([
+        ("%s.weight" % w, "I8", [2, 4], codes),
+        ("%s.SCB" % w, "F32", [2], f32(1.0, 1.0)),
+        ("%s.weight_format" % w, "U8", [], b"\1")]))
+
     # --- recipes -----------------------------------------------------------
     put("recipe", "ties.yaml",
         "base: base\nadapters:\n  - path: a\n    weight: 0.7\n"

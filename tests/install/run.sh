@@ -48,6 +48,11 @@ leftover() {
 		notok "uninstall: left under $2: $(echo $left)"; fi
 }
 
+# The EXAMPLES program of peftio(3), as the page prints it.
+sed -n '/^\.Sh EXAMPLES/,/^\.Sh/p' "$TOP/man/peftio.3" |
+    sed -n '/^\.Bd -literal/,/^\.Ed/p' | sed '/^\.Bd/,/^\.Ed/!d' |
+    awk '/^\.Ed/ { exit } !/^\.Bd/' | sed 's/\\e/\\/g' > "$T/example.c"
+
 cat > "$T/prog.c" <<'EOS'
 #include <stdio.h>
 #include <string.h>
@@ -82,6 +87,22 @@ if [ "$out" = "$version" ]; then
 	ok "the program runs against the installed library"
 else
 	notok "the program runs against the installed library ($out)"
+fi
+# peftio(3)'s EXAMPLES program, built and run against the installed tree.
+if [ -s "$T/example.c" ] && $CC $LDSAN -o "$T/example" "$T/example.c" \
+    $flags 2>"$T/log"; then
+	ok "peftio(3) EXAMPLES: the program builds"
+else
+	notok "peftio(3) EXAMPLES: the program builds"; sed 's/^/#   /' "$T/log"
+fi
+if LD_LIBRARY_PATH="$P/lib" "$T/example" "$TOP/examples/tiny-llama" \
+    > "$T/example.out" 2>&1 &&
+    grep -qx "model.embed_tokens.weight BF16 65536" "$T/example.out" &&
+    [ "$(wc -l < "$T/example.out")" -gt 10 ]; then
+	ok "peftio(3) EXAMPLES: the program lists the example's tensors"
+else
+	notok "peftio(3) EXAMPLES: the program lists the example's tensors"
+	head -3 "$T/example.out" | sed 's/^/#   /'
 fi
 if LD_LIBRARY_PATH="$P/lib" ldd "$T/prog" 2>/dev/null |
     grep -q "libpeftio.so.0 => $P/lib/libpeftio.so.0"; then

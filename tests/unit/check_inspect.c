@@ -1,8 +1,8 @@
 /*
  * check_inspect.c - the account of a checkpoint (rows, pieces of a
- * 4-bit weight, totals, the double-quantization saving), the error of a
- * tensor against an original, the plan of an inspected checkpoint and
- * JSON documents written as YAML.
+ * 4-bit or 8-bit weight, totals, the double-quantization saving), the
+ * error of a tensor against an original, the plan of an inspected
+ * checkpoint and JSON documents written as YAML.
  */
 #include <math.h>
 #include <stdio.h>
@@ -91,6 +91,71 @@ write_quantized(struct peftio_ckpt *orig, size_t *qs_len)
 
 static struct peftio_ckpt *orig, *q;
 static size_t qs_len;
+
+/*
+ * mixed.safetensors: "w" of orig as in q.safetensors, and "m.weight",
+ * orig's "w" as an 8-bit weight; m-orig.safetensors holds "m.weight" as
+ * the F32 original.
+ */
+static struct peftio_ckpt *
+write_mixed(struct peftio_ckpt **morig)
+{
+	struct peftio_scratch tmp[2] = { { 0 } };
+	struct peftio_bnb_out bo;
+	struct peftio_error err;
+	struct peftio_ckptw *w;
+	struct peftio_ckpt *c;
+	uint8_t *packed = malloc(NW / 2);
+	float *absmax = malloc(NW / 64 * sizeof(float)), scb[ROWS];
+	int8_t *codes = malloc(NW);
+	uint64_t sh[2] = { ROWS, COLS };
+	long k = peftio_ckpt_find(orig, "w");
+
+	ck_assert_int_ge(k, 0);
+	ck_assert_int_eq(peftio_ckptw_create(&w, tu_path("m-orig.safetensors"),
+	    0, 1, NULL, PEFTIO_W_FORCE | PEFTIO_W_NOSYNC, &err), 0);
+	ck_assert_int_eq(peftio_ckptw_declare(w, 0, "m.weight", PEFTIO_F32, 2,
+	    sh, &err), 0);
+	ck_assert_int_eq(peftio_ckptw_layout(w, &err), 0);
+	ck_assert_int_eq(peftio_ckptw_write(w, "m.weight", wv, sizeof(wv),
+	    &err), 0);
+	ck_assert_msg(peftio_ckptw_commit(w, &err) == 0, "%s", err.msg);
+	peftio_ckptw_free(w);
+	ck_assert_int_eq(peftio_ckpt_open(morig, tu_path("m-orig.safetensors"),
+	    &err), 0);
+
+	memset(&bo, 0, sizeof(bo));
+	peftio_bnb_plan(&bo.qs, peftio_ckpt_tensor(orig, (size_t)k),
+	    PEFTIO_Q4_NF4, 64, 1, PEFTIO_F32);
+	ck_assert_int_eq(peftio_bnb_prepass(orig, (size_t)k, &bo, 1, 2, &err),
+	    0);
+	ck_assert_int_eq(peftio_bnb8_quantize(PEFTIO_F32, wv, ROWS, COLS,
+	    codes, scb, 2, &err), 0);
+	ck_assert_int_eq(peftio_ckptw_create(&w, tu_path("mixed.safetensors"),
+	    0, 1, NULL, PEFTIO_W_FORCE | PEFTIO_W_NOSYNC, &err), 0);
+	ck_assert_msg(peftio_bnb_declare(w, 0, "w", &bo, &err) == 0, "%s",
+	    err.msg);
+	ck_assert_msg(peftio_bnb8_declare(w, 0, "m.weight", ROWS, COLS,
+	    &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(peftio_ckptw_layout(w, &err), 0);
+	ck_assert_int_eq(peftio_bnb_quantize_tensor(orig, (size_t)k, &bo.qs,
+	    packed, absmax, 1, 2, &err), 0);
+	ck_assert_msg(peftio_bnb_write(w, "w", &bo, packed, absmax, tmp,
+	    &err) == 0, "%s", err.msg);
+	ck_assert_msg(peftio_bnb8_write(w, "m.weight", codes, scb, ROWS, COLS,
+	    &err) == 0, "%s", err.msg);
+	ck_assert_msg(peftio_ckptw_commit(w, &err) == 0, "%s", err.msg);
+	peftio_ckptw_free(w);
+	peftio_bnb_out_free(&bo);
+	peftio_scratch_free(&tmp[0]);
+	peftio_scratch_free(&tmp[1]);
+	free(packed);
+	free(absmax);
+	free(codes);
+	ck_assert_int_eq(peftio_ckpt_open(&c, tu_path("mixed.safetensors"),
+	    &err), 0);
+	return c;
+}
 
 static void
 setup(void)
@@ -286,6 +351,114 @@ START_TEST(test_compare_all)
 }
 END_TEST
 
+/* An 8-bit weight beside a 4-bit one: one row of codes and SCB (the
+ * weight_format byte counts in the file's bytes only), 8 + 32 / COLS
+ * bits, originally F16 (no 2-D float tensor says otherwise); both
+ * compared, the 8-bit one a whole row at a time and alike on 1 and 4
+ * threads. */
+START_TEST(test_int8)
+{
+	static const struct peftio_compare_ops ops = { NULL, NULL };
+	struct peftio_scratch tmp[3] = { { 0 } };
+	const struct peftio_inspect_row *m, *w;
+	struct peftio_compare_summary sum;
+	struct peftio_ckpt *mixed, *morig;
+	struct peftio_stats s1, s4;
+	struct peftio_inspect r;
+	struct peftio_error err;
+	long kb = peftio_ckpt_find(orig, "b");
+
+	mixed = write_mixed(&morig);
+	ck_assert_msg(peftio_inspect_ckpt(&r, mixed, &err) == 0, "%s",
+	    err.msg);
+	ck_assert_uint_eq(peftio_ckpt_count(mixed), 6 + 3);
+	ck_assert_uint_eq(r.nrows, 2);
+	m = row(&r, "m.weight");
+	w = row(&r, "w");
+	ck_assert(m->quantized && m->int8);
+	ck_assert(w->quantized && !w->int8);
+	ck_assert_str_eq(peftio_inspect_dtype(&r, m), "INT8");
+	ck_assert_uint_eq(m->bw8.rows, ROWS);
+	ck_assert_uint_eq(m->bw8.cols, COLS);
+	ck_assert_int_eq(m->ndim, 2);
+	ck_assert_uint_eq(m->shape[0], ROWS);
+	ck_assert_uint_eq(m->shape[1], COLS);
+	ck_assert_uint_eq(m->params, NW);
+	ck_assert_uint_eq(m->part[PEFTIO_PART_CODES], NW);
+	ck_assert_uint_eq(m->part[PEFTIO_PART_ABSMAX], ROWS * 4);
+	ck_assert_uint_eq(m->part[PEFTIO_PART_QUANT_STATE], 0);
+	ck_assert_uint_eq(m->bytes, NW + ROWS * 4);
+	ck_assert_double_eq_tol(peftio_bits_per_param(m->bytes, m->params),
+	    8.0 + 32.0 / COLS, 1e-12);
+	ck_assert_uint_eq(r.bytes, m->bytes + 1 + w->bytes);
+	ck_assert_uint_eq(r.qbytes, m->bytes + w->bytes);
+	ck_assert_uint_eq(r.qparams, 2 * NW);
+	ck_assert_uint_eq(r.orig_bytes, NW * 2 + NW * 4);
+	ck_assert_uint_eq(r.nquant, 2);
+	ck_assert_uint_eq(r.nint8, 1);
+	ck_assert_uint_eq(r.ndq, 1);
+	ck_assert(r.mixed_types);
+	ck_assert_str_eq(peftio_inspect_qtypes(&r), "int8 and 4-bit");
+
+	ck_assert_int_eq(peftio_compare_tensor(mixed, m, morig, 0, 1, tmp,
+	    &s1, &err), 0);
+	ck_assert_int_eq(peftio_compare_tensor(mixed, m, morig, 0, 4, tmp,
+	    &s4, &err), 0);
+	ck_assert_mem_eq(&s1, &s4, sizeof(s1));
+	ck_assert_uint_eq(s1.n, NW);
+	ck_assert(peftio_stats_rmse(&s1) > 0 &&
+	    peftio_stats_rmse(&s1) < 0.001);
+	ck_assert(peftio_stats_cosine(&s1) > 0.999);
+	ck_assert_int_eq(peftio_compare_tensor(mixed, m, orig, (size_t)kb, 1,
+	    tmp, &s1, &err), PEFTIO_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "tensor 'm.weight': F32 with 8 "
+	    "elements does not fit the quantized weight's 16384"));
+
+	/* "w" is in orig, "m.weight" is not */
+	ck_assert_int_eq(peftio_inspect_compare(&r, orig, 2, &ops, NULL,
+	    &sum), 1);
+	ck_assert_uint_eq(sum.candidates, 2);
+	ck_assert_uint_eq(sum.missing, 1);
+	ck_assert_str_eq(sum.first_missing, "m.weight");
+	ck_assert_uint_eq(r.compared, 1);
+	ck_assert(row(&r, "w")->compared);
+	ck_assert_int_eq(peftio_inspect_compare(&r, morig, 2, &ops, NULL,
+	    &sum), 1);
+	ck_assert_uint_eq(r.compared, 1);
+	ck_assert(row(&r, "m.weight")->compared);
+	ck_assert_mem_eq(&r.cmp, &s4, sizeof(s4));
+	peftio_inspect_free(&r);
+	peftio_scratch_free(&tmp[0]);
+	peftio_scratch_free(&tmp[1]);
+	peftio_scratch_free(&tmp[2]);
+	peftio_ckpt_close(morig);
+	peftio_ckpt_close(mixed);
+}
+END_TEST
+
+/* The quantization types a summary names. */
+START_TEST(test_qtypes)
+{
+	struct peftio_inspect r;
+
+	memset(&r, 0, sizeof(r));
+	r.qtype = -1;
+	ck_assert_ptr_null(peftio_inspect_qtypes(&r));
+	r.nquant = 3;
+	r.qtype = PEFTIO_Q4_FP4;
+	ck_assert_str_eq(peftio_inspect_qtypes(&r), "fp4");
+	r.qtype = PEFTIO_Q4_NF4;
+	ck_assert_str_eq(peftio_inspect_qtypes(&r), "nf4");
+	r.qtype = PEFTIO_INSPECT_INT8;
+	r.nint8 = 3;
+	ck_assert_str_eq(peftio_inspect_qtypes(&r), "int8");
+	r.mixed_types = 1;
+	ck_assert_str_eq(peftio_inspect_qtypes(&r), "int8 and 4-bit");
+	r.nint8 = 0;
+	ck_assert_str_eq(peftio_inspect_qtypes(&r), "nf4 and fp4");
+}
+END_TEST
+
 /* Sums of parts add up; a NaN difference is kept as the maximum. */
 START_TEST(test_stats_add)
 {
@@ -380,9 +553,11 @@ Suite *inspect_suite(void)
 	tcase_add_test(tc, test_compare);
 	tcase_add_test(tc, test_compare_all);
 	tcase_add_test(tc, test_plan);
+	tcase_add_test(tc, test_int8);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("arith");
 	tcase_add_test(tc, test_stats_add);
+	tcase_add_test(tc, test_qtypes);
 	tcase_add_test(tc, test_yaml);
 	suite_add_tcase(s, tc);
 	return s;

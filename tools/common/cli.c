@@ -332,6 +332,15 @@ cli_progress_end(void)
 	}
 }
 
+void
+cli_xf_progress(void *ctx, uint64_t done, uint64_t total, const char *what)
+{
+	if (what != NULL)
+		cli_progress(done, total, what);
+	else
+		cli_progress_end();
+}
+
 void *
 xmalloc(size_t n)
 {
@@ -374,86 +383,6 @@ xscratch(struct peftio_scratch *s, size_t n)
 		exit(CLI_EXIT_ERROR);
 	}
 	return p;
-}
-
-/* ------------------------------------------------------------------ */
-/* The output writer                                                   */
-
-static struct peftio_bg *writer;
-static struct cli_wjob slots[2];
-static int cur;
-static int (*slot_fn[2])(struct cli_wjob *);
-
-static int
-run_slot(void *arg)
-{
-	struct cli_wjob *j = arg;
-
-	return slot_fn[j - slots](j);
-}
-
-int
-cli_writer_start(struct peftio_error *err)
-{
-	return peftio_bg_new(&writer, err);
-}
-
-struct cli_wjob *
-cli_writer_slot(void)
-{
-	return &slots[cur];
-}
-
-int
-cli_writer_submit(int (*fn)(struct cli_wjob *), struct peftio_error *err)
-{
-	int rc;
-
-	/* The job before this one ran in the other slot. */
-	if ((rc = peftio_bg_wait(writer)) != 0) {
-		*err = slots[cur ^ 1].err;
-		return rc;
-	}
-	slot_fn[cur] = fn;
-	(void)peftio_bg_run(writer, run_slot, &slots[cur]);
-	cur ^= 1;
-	return 0;
-}
-
-int
-cli_writer_drain(struct peftio_error *err)
-{
-	int rc;
-
-	if (writer != NULL && (rc = peftio_bg_wait(writer)) != 0) {
-		*err = slots[cur ^ 1].err;
-		return rc;
-	}
-	return 0;
-}
-
-void
-cli_writer_stop(void)
-{
-	int i, k;
-
-	peftio_bg_free(writer);
-	writer = NULL;
-	for (i = 0; i < 2; i++)
-		for (k = 0; k < 4; k++)
-			peftio_scratch_free(&slots[i].buf[k]);
-}
-
-int
-cli_job_write(struct cli_wjob *j)
-{
-	return peftio_ckptw_write(j->w, j->name, j->buf[0].p, j->len, &j->err);
-}
-
-int
-cli_job_copy(struct cli_wjob *j)
-{
-	return peftio_ckptw_copy(j->w, j->name, j->in, j->idx, j->dt, &j->err);
 }
 
 /* ------------------------------------------------------------------ */

@@ -106,36 +106,6 @@ void	*xmalloc(size_t n);
 void	*xcalloc(size_t n, size_t size);
 void	*xscratch(struct peftio_scratch *s, size_t n);
 
-/*
- * The output writer: writing a tensor overlaps computing the next.  A
- * tool fills the current slot (cli_writer_slot()) and submits a job
- * that writes it; a background thread runs the job while the tool
- * fills the other slot.  A failed job's error is reported by the next
- * submit or by drain.
- */
-struct cli_wjob {
-	struct peftio_ckptw	*w;
-	const char		*name;
-	struct peftio_ckpt	*in;	/* for cli_job_copy */
-	size_t			 idx;
-	enum peftio_dtype	 dt;
-	struct peftio_scratch	 buf[4];
-	uint64_t		 len;	/* of buf[0], for cli_job_write */
-	void			*ctx;	/* the tool's */
-	struct peftio_error	 err;
-};
-
-int	cli_writer_start(struct peftio_error *err);
-struct cli_wjob *cli_writer_slot(void);
-int	cli_writer_submit(int (*fn)(struct cli_wjob *),
-	    struct peftio_error *err);
-int	cli_writer_drain(struct peftio_error *err);
-void	cli_writer_stop(void);
-/* Jobs: write buf[0] (len bytes) as name; copy tensor idx of in as
- * name, converted to dt. */
-int	cli_job_write(struct cli_wjob *j);
-int	cli_job_copy(struct cli_wjob *j);
-
 /* Refuse (a message and CLI_EXIT_ERROR) an output that is, holds or
  * lies inside one of the nin inputs, compared by device and inode
  * along the path up to the root; "-" on either side is a stream. */
@@ -145,5 +115,8 @@ int	cli_check_clash(const char *out, const char *const *in, size_t nin);
  * at most a few updates a second.  cli_progress_end() clears it. */
 void	cli_progress(uint64_t done, uint64_t total, const char *what);
 void	cli_progress_end(void);
+/* The progress hook of a transform (struct peftio_xf_ops). */
+void	cli_xf_progress(void *ctx, uint64_t done, uint64_t total,
+	    const char *what);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * dq-inspect - what a checkpoint costs and what quantization did to it:
  * a per-tensor account of parameters, bytes and bits per parameter (with
- * the pieces of every 4-bit weight), the error of the 4-bit weights
- * against the original, a check of the stored checksums, and what a
+ * the pieces of every 4-bit or 8-bit weight), the error of the quantized
+ * weights against the original, a check of the stored checksums, and what a
  * fine-tuning method would train and need in memory.
  *
  * Only headers and the small quant_state blobs are read unless
@@ -471,7 +471,19 @@ jreport(const struct report *rp)
 		json_object_set_new(t, "bytes", jint(r->bytes));
 		json_object_set_new(t, "bits_per_param",
 		    jreal(peftio_bits_per_param(r->bytes, r->params)));
-		if (r->quantized) {
+		if (r->int8) {
+			q = json_object();
+			json_object_set_new(q, "type", json_string("int8"));
+			json_object_set_new(q, "rows", jint(r->bw8.rows));
+			json_object_set_new(q, "columns", jint(r->bw8.cols));
+			b = json_object();
+			json_object_set_new(b, "codes",
+			    jint(r->part[PEFTIO_PART_CODES]));
+			json_object_set_new(b, "scb",
+			    jint(r->part[PEFTIO_PART_ABSMAX]));
+			json_object_set_new(q, "bytes", b);
+			json_object_set_new(t, "quant", q);
+		} else if (r->quantized) {
 			q = json_object();
 			json_object_set_new(q, "type",
 			    json_string(peftio_q4type_name(r->bw.qs.type)));
@@ -573,6 +585,12 @@ human(const struct report *rp)
 		if (!r->quantized)
 			continue;
 		pt = r->part;
+		if (r->int8) {
+			printf("%*s  int8 row-wise: codes %s, SCB %s\n", (int)w,
+			    "", thousands(pt[PEFTIO_PART_CODES], a, sizeof(a)),
+			    thousands(pt[PEFTIO_PART_ABSMAX], b, sizeof(b)));
+			continue;
+		}
 		printf("%*s  %s blocksize %llu%s: codes %s, %s %s",
 		    (int)w, "", peftio_q4type_name(r->bw.qs.type),
 		    (unsigned long long)r->bw.qs.blocksize,
@@ -590,9 +608,8 @@ human(const struct report *rp)
 	}
 	printf("\n%-16s%zu (%zu quantized", "tensors", in->nrows, in->nquant);
 	if (in->nquant)
-		printf(": %s, %zu with double quantization", in->mixed_types ?
-		    "nf4 and fp4" : peftio_q4type_name(
-		    (enum peftio_q4type)in->qtype), in->ndq);
+		printf(": %s, %zu with double quantization",
+		    peftio_inspect_qtypes(in), in->ndq);
 	printf(")\n");
 	printf("%-16s%s (%s quantized)\n", "parameters",
 	    thousands(in->params, a, sizeof(a)),

@@ -1,8 +1,10 @@
 /*
  * lora-merge - merge PEFT adapters (LoRA, rsLoRA, DoRA, IA3, embeddings,
- * modules_to_save) into a base checkpoint, plain or bitsandbytes 4-bit,
- * with the results PEFT's merge_and_unload() and add_weighted_adapter()
- * give.
+ * modules_to_save, and PEFT's other weight tuners) into a base
+ * checkpoint, plain or bitsandbytes 4-bit, with the results PEFT's
+ * merge_and_unload() and add_weighted_adapter() give.  The library does
+ * the work: this program plans, per tensor, what becomes of it, and
+ * hands the plan to peftio_transform().
  */
 #include <errno.h>
 #include <getopt.h>
@@ -10,22 +12,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
 
-enum action { COPY, CONVERT, MERGE, DEQUANT, REQUANT, SKIP };
+/* What becomes of a tensor planned PEFTIO_XF_CUSTOM. */
+enum action { MERGE, DEQUANT, REQUANT, REQUANT8 };
 
 struct item {
 	enum action		 act;
-	size_t			 shard;
 	enum peftio_dtype	 dt;		/* output dtype */
 	int			 touched;	/* changed by the merge */
-	int			 is_bnb;
-	struct peftio_bnb_weight bw;
-	struct peftio_quant_state qs;		/* REQUANT: the new one */
-	char			*qs_json;
-	size_t			 qs_len;
+	int			 is_bnb;	/* 4-bit */
+	int			 is_bnb8;	/* 8-bit */
+	struct peftio_bnb_out	 bo;		/* REQUANT: the new weight */
 };
 
 struct opts {
@@ -42,12 +41,24 @@ struct opts {
 	int			 dtype;		/* -1: keep */
 	int			 requant;
 	int			 allow_nonfinite;
-	unsigned		 jobs;
-	const char		*out;
-	int			 force;
 };
 
 static struct opts O;
+static struct cli_common C;
+
+struct run {
+	struct peftio_ckpt	*in;
+	struct peftio_xf_item	*xi;
+	struct item		*items;
+	struct peftio_bnb_weight *bw;	/* the base's 4-bit weights */
+	struct peftio_bnb8_weight *bw8;	/* and 8-bit ones */
+	size_t			 n;
+	struct peftio_merge	*m;
+	struct peftio_merge_stream *ms;
+	struct peftio_scratch	 whole;	/* REQUANT: the merged tensor */
+	int			 quantized;
+	size_t			 nmerged;
+};
 
 static void __attribute__((noreturn))
 usage(int status)
@@ -63,550 +74,386 @@ usage(int status)
 	exit(status);
 }
 
-static char *
-str_cat(const char *a, const char *b)
-{
-	size_t n = strlen(a) + strlen(b) + 1;
-	char *p = xmalloc(n);
-
-	snprintf(p, n, "%s%s", a, b);
-	return p;
-}
-
-static const char *
-base_name(const char *path)
-{
-	const char *s = strrchr(path, '/');
-
-	return s != NULL && s[1] != '\0' ? s + 1 : path;
-}
-
-static int
-ends_with(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), m = strlen(suffix);
-
-	return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-static uint64_t
-ceil_div(uint64_t a, uint64_t b)
-{
-	return a / b + (a % b != 0);
-}
-
 static int
 float_dtype(enum peftio_dtype dt)
 {
 	return dt == PEFTIO_F32 || dt == PEFTIO_F16 || dt == PEFTIO_BF16;
 }
 
-/* ------------------------------------------------------------------ */
-
-struct ctx {
-	struct peftio_ckpt	*in;
-	struct item		*items;
-	struct peftio_merge	*m;
-};
-
+/* The shape the merge sees for a base tensor (a 4-bit weight's own). */
 static int
 shape_of(void *arg, const char *name, int *ndim, uint64_t *shape)
 {
-	struct ctx *c = arg;
+	struct run *r = arg;
 	const struct peftio_tensor_info *ti;
-	long i = peftio_ckpt_find(c->in, name);
+	long i = peftio_ckpt_find(r->in, name);
 	int d;
 
-	if (i < 0 || c->items[i].act == SKIP)
+	if (i < 0 || r->xi[i].act == PEFTIO_XF_SKIP)
 		return -1;
-	if (c->items[i].is_bnb) {
-		*ndim = c->items[i].bw.qs.ndim;
+	if (r->items[i].is_bnb) {
+		*ndim = r->bw[i].qs.ndim;
 		for (d = 0; d < *ndim; d++)
-			shape[d] = c->items[i].bw.qs.shape[d];
+			shape[d] = r->bw[i].qs.shape[d];
 		return 0;
 	}
-	ti = peftio_ckpt_tensor(c->in, (size_t)i);
+	ti = peftio_ckpt_tensor(r->in, (size_t)i);
 	*ndim = ti->ndim;
 	for (d = 0; d < ti->ndim; d++)
 		shape[d] = ti->shape[d];
 	return 0;
 }
 
-/* Buffers reused from one tensor to the next. */
-static struct peftio_scratch Vals, Deq, ReqIn, Slot[PEFTIO_MAX_JOBS];
-
-/* Values converted per step of a worker: small enough to stay in cache. */
-#define CONV_CHUNK	(64 * 1024)
-/* f32 values of a block of rows: what is held of a tensor at a time. */
-#define BLOCK_VALUES	(8u << 20)
-
-struct conv {
-	struct peftio_ckpt	*in;	/* read tensor idx from here, */
-	size_t			 idx;
-	const void		*src;	/* or convert from memory */
-	enum peftio_dtype	 sdt, ddt;
-	uint64_t		 e0;	/* the block's first value */
-	uint64_t		 n;	/* the block's values */
-	float			*f;	/* the block in f32 */
-	void			*dst;
-	int			 rc;
-	struct peftio_error	 err;
-};
-
-/* Values [b, e) of the block (in units of CONV_CHUNK) to f32. */
-static void
-to_f32_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
-{
-	struct conv *cv = arg;
-	size_t es = peftio_dtype_bits(cv->sdt) / 8;
-	uint64_t i0, n;
-	void *tmp = NULL;
-
-	if (cv->src == NULL)
-		tmp = xscratch(&Slot[slot], CONV_CHUNK * es);
-	for (; b < e; b++) {
-		i0 = b * CONV_CHUNK;
-		n = min_u64(CONV_CHUNK, cv->n - i0);
-		if (cv->src != NULL) {
-			peftio_to_f32(cv->sdt, (const char *)cv->src +
-			    (cv->e0 + i0) * es, cv->f + i0, n);
-			continue;
-		}
-		if (peftio_ckpt_read(cv->in, cv->idx, (cv->e0 + i0) * es, tmp,
-		    n * es, &cv->err) != 0) {
-			cv->rc = -1;
-			return;
-		}
-		peftio_to_f32(cv->sdt, tmp, cv->f + i0, n);
-	}
-}
-
-/* Values [b, e) of the block from f32 to the output dtype. */
-static void
-from_f32_range(void *arg, uint64_t b, uint64_t e)
-{
-	struct conv *cv = arg;
-	size_t es = peftio_dtype_bits(cv->ddt) / 8;
-	uint64_t i0 = b * CONV_CHUNK, i1 = min_u64(e * CONV_CHUNK, cv->n);
-
-	peftio_from_f32(cv->ddt, cv->f + i0, (char *)cv->dst + i0 * es,
-	    i1 - i0);
-}
-
-/*
- * The merged (or dequantized, converted) values of tensor i in dtype dt,
- * a block of rows at a time, so that memory holds BLOCK_VALUES of the
- * tensor and not all of it: each block goes to the output writer as a
- * piece of the tensor, or, when whole is not NULL, into whole (the
- * complete tensor in dt, *nbytes long).  Both threads convert; the base
- * is read with pread(2) a chunk at a time.
- */
-static int
-compute(struct ctx *c, size_t i, enum peftio_dtype dt, struct peftio_ckptw *w,
-    struct peftio_scratch *whole, uint64_t *nbytes, struct peftio_error *err)
-{
-	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c->in, i);
-	struct item *it = &c->items[i];
-	uint64_t n = it->is_bnb ? it->bw.qs.numel : ti->numel, nb, rows, cols;
-	uint64_t r0, nr, brows;
-	size_t des = peftio_dtype_bits(dt) / 8;
-	int64_t bad;
-	struct cli_wjob *j;
-	struct conv cv;
-	int rc = 0;
-
-	memset(&cv, 0, sizeof(cv));
-	cv.in = c->in;
-	cv.idx = i;
-	cv.sdt = ti->dtype;
-	cv.ddt = dt;
-	peftio_dtype_nbytes(dt, n, nbytes);
-	if (it->is_bnb) {
-		/* Dequantize as bitsandbytes does, into the dtype the
-		 * values will be stored in (what nf4-quant -d writes). */
-		peftio_dtype_nbytes(dt, n, &nb);
-		cv.src = xscratch(&Deq, nb);
-		cv.sdt = dt;
-		if ((rc = peftio_bnb_dequantize(c->in, &it->bw, dt,
-		    (void *)cv.src, O.jobs, err)) != 0)
-			return rc;
-	}
-	if (it->touched &&
-	    (rc = peftio_merge_begin(c->m, ti->name, n, err)) != 0)
-		return rc;
-	/* Rows as the merge counts them: a 1-D tensor has one value each. */
-	rows = it->is_bnb ? (it->bw.qs.ndim ? it->bw.qs.shape[0] : 1) :
-	    ti->ndim ? ti->shape[0] : 1;
-	if (rows == 0)
-		rows = 1;
-	cols = n / rows;
-	brows = cols ? BLOCK_VALUES / cols / PEFTIO_MERGE_ROWS *
-	    PEFTIO_MERGE_ROWS : rows;
-	if (brows == 0)
-		brows = PEFTIO_MERGE_ROWS;
-	if (whole != NULL)
-		xscratch(whole, *nbytes);
-	for (r0 = 0; r0 < rows && rc == 0; r0 += nr) {
-		nr = min_u64(brows, rows - r0);
-		cv.e0 = r0 * cols;
-		cv.n = nr * cols;
-		cv.f = xscratch(&Vals, cv.n * sizeof(float));
-		peftio_parallel_slots(O.jobs, (cv.n + CONV_CHUNK - 1) /
-		    CONV_CHUNK, 1, to_f32_range, &cv);
-		if ((rc = cv.rc) != 0) {
-			*err = cv.err;
-			break;
-		}
-		if (it->touched && (rc = peftio_merge_rows(c->m, cv.f, r0, nr,
-		    dt, err)) != 0)
-			break;
-		if (whole != NULL)
-			cv.dst = (char *)whole->p + cv.e0 * des;
-		else {
-			j = cli_writer_slot();
-			j->w = w;
-			j->name = ti->name;
-			j->len = cv.n * des;
-			cv.dst = xscratch(&j->buf[0], j->len);
-		}
-		peftio_parallel_for(O.jobs, (cv.n + CONV_CHUNK - 1) /
-		    CONV_CHUNK, 1, from_f32_range, &cv);
-		/* A merge that overflows dt, or NaN from the adapter. */
-		if (it->touched && !O.allow_nonfinite &&
-		    (bad = peftio_first_nonfinite(dt, cv.dst, cv.n)) >= 0) {
-			rc = peftio_error_set(err, PEFTIO_ENONFINITE,
-			    "%s: tensor '%s': element %llu of the merged "
-			    "result is not finite (NaN or Inf); "
-			    "--allow-nonfinite writes it anyway", O.base,
-			    ti->name, (unsigned long long)(cv.e0 +
-			    (uint64_t)bad));
-			break;
-		}
-		if (whole == NULL)
-			rc = cli_writer_submit(cli_job_write, err);
-	}
-	peftio_merge_end(c->m);
-	peftio_ckpt_release(c->in, i);
-	return rc;
-}
-
 /* ------------------------------------------------------------------ */
-/* 4-bit output (--requant)                                            */
+/* The plan                                                            */
 
-struct qjob {
-	enum peftio_q4type	 type;
-	enum peftio_dtype	 dt;
-	const void		*in;
-	uint64_t		 n, bs;
-	uint8_t			*packed;
-	float			*absmax;
-};
-
-static void
-quant_range(void *arg, uint64_t b, uint64_t e)
-{
-	struct qjob *j = arg;
-
-	peftio_q4_quantize(j->type, j->dt, j->in, j->n, j->bs, b, e,
-	    j->packed, j->absmax);
-}
-
+/* 4-bit weights are dequantized, their companions not written. */
 static int
-requant_values(struct ctx *c, size_t i, uint8_t **packed, float **absmax,
-    struct peftio_error *err)
+plan_base(struct run *r, struct peftio_error *err)
 {
-	struct item *it = &c->items[i];
-	struct qjob j;
-	uint64_t nbytes, nb = ceil_div(it->qs.numel, it->qs.blocksize);
-	int rc;
+	size_t i;
+	long nw;
 
-	if ((rc = compute(c, i, it->qs.dtype, NULL, &ReqIn, &nbytes,
-	    err)) != 0)
-		return rc;
-	*packed = xmalloc((it->qs.numel + 1) / 2);
-	*absmax = xmalloc(nb * sizeof(float));
-	j.type = it->qs.type;
-	j.dt = it->qs.dtype;
-	j.in = ReqIn.p;
-	j.n = it->qs.numel;
-	j.bs = it->qs.blocksize;
-	j.packed = *packed;
-	j.absmax = *absmax;
-	peftio_parallel_for(O.jobs, nb, 4096, quant_range, &j);
+	if ((nw = peftio_bnb_group(r->in, r->xi, r->bw, r->bw8, err)) < 0)
+		return (int)nw;
+	for (i = 0; i < r->n; i++) {
+		if (r->xi[i].act != PEFTIO_XF_CUSTOM)
+			continue;
+		/* An 8-bit base does not record its dtype. */
+		r->items[i].is_bnb8 = peftio_ckpt_tensor(r->in, i)->dtype ==
+		    PEFTIO_I8;
+		r->items[i].is_bnb = !r->items[i].is_bnb8;
+		r->items[i].act = DEQUANT;
+		r->items[i].dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
+		    r->items[i].is_bnb8 ? peftio_bnb8_dtype(r->in) :
+		    r->bw[i].qs.dtype;
+	}
+	r->quantized = nw > 0;
 	return 0;
 }
 
-static int
-declare_requant(struct ctx *c, struct peftio_ckptw *w, size_t i,
-    struct peftio_error *err)
+/* A 4-bit weight the merge leaves alone keeps its bytes with --requant. */
+static void
+keep_bnb(struct run *r, const struct peftio_bnb_weight *bw)
 {
-	struct item *it = &c->items[i];
-	const struct peftio_bnb_weight *bw = &it->bw;
-	size_t comp[5];
-	const struct peftio_tensor_info *ti;
-	uint64_t shape[1];
-	size_t k, nc = 0;
-	int rc;
-
-	if ((rc = peftio_quant_state_json(&it->qs, &it->qs_json, &it->qs_len,
-	    err)) != 0)
-		return rc;
-	comp[nc++] = bw->weight;
-	comp[nc++] = bw->absmax;
-	comp[nc++] = bw->quant_map;
+	r->xi[bw->weight].act = PEFTIO_XF_COPY;
+	r->xi[bw->quant_state].act = PEFTIO_XF_COPY;
+	r->xi[bw->absmax].act = PEFTIO_XF_COPY;
+	r->xi[bw->quant_map].act = PEFTIO_XF_COPY;
 	if (bw->qs.double_quant) {
-		comp[nc++] = bw->nested_absmax;
-		comp[nc++] = bw->nested_quant_map;
+		r->xi[bw->nested_absmax].act = PEFTIO_XF_COPY;
+		r->xi[bw->nested_quant_map].act = PEFTIO_XF_COPY;
 	}
-	for (k = 0; k < nc && rc == 0; k++) {
-		ti = peftio_ckpt_tensor(c->in, comp[k]);
-		rc = peftio_ckptw_declare(w, it->shard, ti->name, ti->dtype,
-		    ti->ndim, ti->shape, err);
-	}
-	ti = peftio_ckpt_tensor(c->in, bw->quant_state);
-	shape[0] = it->qs_len;
-	if (rc == 0)
-		rc = peftio_ckptw_declare(w, it->shard, ti->name, PEFTIO_U8, 1,
-		    shape, err);
-	return rc;
 }
 
-static int
-prepass_requant(struct ctx *c, size_t n, struct peftio_error *err)
+static void
+keep_bnb8(struct run *r, const struct peftio_bnb8_weight *bw)
 {
-	uint8_t *packed;
-	float *am;
-	uint64_t nb;
-	size_t i;
-	int rc;
-
-	for (i = 0; i < n; i++) {
-		struct item *it = &c->items[i];
-
-		if (it->act != REQUANT || !it->qs.double_quant)
-			continue;
-		if ((rc = requant_values(c, i, &packed, &am, err)) != 0)
-			return rc;
-		nb = ceil_div(it->qs.numel, it->qs.blocksize);
-		it->qs.nested_offset = peftio_dq_offset(am, nb);
-		free(packed);
-		free(am);
-	}
-	return 0;
+	r->xi[bw->weight].act = PEFTIO_XF_COPY;
+	r->xi[bw->scb].act = PEFTIO_XF_COPY;
+	if (bw->format >= 0)
+		r->xi[bw->format].act = PEFTIO_XF_COPY;
 }
 
 static int
-write_requant(struct ctx *c, struct peftio_ckptw *w, size_t i,
-    struct peftio_error *err)
-{
-	struct item *it = &c->items[i];
-	const struct peftio_bnb_weight *bw = &it->bw;
-	uint64_t nb = ceil_div(it->qs.numel, it->qs.blocksize), nnb;
-	uint8_t *packed, *q = NULL;
-	float *am, *nested = NULL, off;
-	const char *name = peftio_ckpt_tensor(c->in, bw->weight)->name;
-	int rc;
-
-	if ((rc = requant_values(c, i, &packed, &am, err)) != 0)
-		return rc;
-	rc = peftio_ckptw_write(w, name, packed, (it->qs.numel + 1) / 2, err);
-	if (rc == 0 && it->qs.double_quant) {
-		nnb = ceil_div(nb, it->qs.nested_blocksize);
-		q = xmalloc(nb);
-		nested = xmalloc(nnb * sizeof(float));
-		peftio_dq_quantize(am, nb, it->qs.nested_blocksize, &off, q,
-		    nested);
-		rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
-		    bw->absmax)->name, q, nb, err);
-		if (rc == 0)
-			rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
-			    bw->nested_absmax)->name, nested,
-			    nnb * sizeof(float), err);
-		if (rc == 0)
-			rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
-			    bw->nested_quant_map)->name, peftio_dynamic_map(),
-			    256 * sizeof(float), err);
-	} else if (rc == 0)
-		rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
-		    bw->absmax)->name, am, nb * sizeof(float), err);
-	if (rc == 0)
-		rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
-		    bw->quant_map)->name, peftio_q4_code(it->qs.type),
-		    16 * sizeof(float), err);
-	if (rc == 0)
-		rc = peftio_ckptw_write(w, peftio_ckpt_tensor(c->in,
-		    bw->quant_state)->name, it->qs_json, it->qs_len, err);
-	free(packed);
-	free(am);
-	free(q);
-	free(nested);
-	return rc;
-}
-
-/* ------------------------------------------------------------------ */
-
-static int
-plan(struct ctx *c, size_t n, struct peftio_error *err)
-{
-	struct peftio_bnb_weight bw;
-	struct item *it;
-	size_t i;
-	int rc;
-
-	for (i = 0; i < n; i++) {
-		c->items[i].act = COPY;
-		c->items[i].dt = peftio_ckpt_tensor(c->in, i)->dtype;
-	}
-	for (i = 0; i < n; i++) {
-		if ((rc = peftio_bnb_lookup(c->in, i, &bw, err)) < 0)
-			return rc;
-		if (rc == 0)
-			continue;
-		it = &c->items[bw.weight];
-		it->is_bnb = 1;
-		it->bw = bw;
-		it->act = DEQUANT;
-		it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype : bw.qs.dtype;
-		c->items[bw.quant_state].act = SKIP;
-		c->items[bw.absmax].act = SKIP;
-		c->items[bw.quant_map].act = SKIP;
-		if (bw.qs.double_quant) {
-			c->items[bw.nested_absmax].act = SKIP;
-			c->items[bw.nested_quant_map].act = SKIP;
-		}
-	}
-	return 0;
-}
-
-static int
-plan_merge(struct ctx *c, size_t n, struct peftio_error *err)
+plan_merge(struct run *r, struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti;
 	struct item *it;
 	size_t i;
-	int hasq = 0;
 
-	for (i = 0; i < n; i++) {
-		it = &c->items[i];
-		ti = peftio_ckpt_tensor(c->in, i);
-		if (it->act == SKIP)
+	for (i = 0; i < r->n; i++) {
+		it = &r->items[i];
+		ti = peftio_ckpt_tensor(r->in, i);
+		if (r->xi[i].act == PEFTIO_XF_SKIP)
 			continue;
-		it->touched = peftio_merge_touches(c->m, ti->name);
+		it->touched = peftio_merge_touches(r->m, ti->name);
+		r->nmerged += it->touched;
 		if (it->is_bnb) {
-			hasq = 1;
-			if (O.requant) {
-				it->act = it->touched ? REQUANT : COPY;
-				it->qs = it->bw.qs;
+			if (O.requant && !it->touched)
+				keep_bnb(r, &r->bw[i]);
+			else if (O.requant) {
+				it->act = REQUANT;
+				it->bo.qs = r->bw[i].qs;
 				if (O.dtype >= 0)
-					it->qs.dtype =
+					it->bo.qs.dtype =
 					    (enum peftio_dtype)O.dtype;
-				if (it->act == COPY) {
-					/* untouched: weight and companions
-					 * byte for byte */
-					it->dt = ti->dtype;
-					c->items[it->bw.quant_state].act = COPY;
-					c->items[it->bw.absmax].act = COPY;
-					c->items[it->bw.quant_map].act = COPY;
-					if (it->bw.qs.double_quant) {
-						c->items[it->bw.nested_absmax]
-						    .act = COPY;
-						c->items[it->bw.
-						    nested_quant_map].act = COPY;
-					}
-				}
 			}
+			continue;
+		}
+		if (it->is_bnb8) {
+			if (O.requant && !it->touched)
+				keep_bnb8(r, &r->bw8[i]);
+			else if (O.requant)
+				it->act = REQUANT8;
 			continue;
 		}
 		if (it->touched) {
 			if (!float_dtype(ti->dtype))
 				return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
 				    "%s: tensor '%s': %s weights cannot be "
-				    "merged", peftio_ckpt_path(c->in),
+				    "merged", peftio_ckpt_path(r->in),
 				    ti->name, peftio_dtype_name(ti->dtype));
+			r->xi[i].act = PEFTIO_XF_CUSTOM;
 			it->act = MERGE;
 			it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
 			    ti->dtype;
 		} else if (O.dtype >= 0 && float_dtype(ti->dtype) &&
 		    ti->dtype != (enum peftio_dtype)O.dtype) {
-			it->act = CONVERT;
-			it->dt = (enum peftio_dtype)O.dtype;
+			r->xi[i].act = PEFTIO_XF_CONVERT;
+			r->xi[i].dt = (enum peftio_dtype)O.dtype;
 		}
 	}
-	if (O.requant && !hasq)
+	if (O.requant && !r->quantized)
 		return peftio_error_set(err, PEFTIO_EINVAL,
-		    "%s: --requant needs a 4-bit base", peftio_ckpt_path(c->in));
+		    "%s: --requant needs a 4-bit or 8-bit base",
+		    peftio_ckpt_path(r->in));
 	return 0;
 }
 
-static int
-output_config(struct ctx *c, struct peftio_ckptw *w, int quantized,
-    struct peftio_error *err)
-{
-	const char *dir = peftio_ckpt_dir(c->in);
-	char *path, *text = NULL, *out = NULL;
-	size_t len, outlen;
-	int rc;
+/* ------------------------------------------------------------------ */
+/* Computing a tensor                                                  */
 
-	if (dir == NULL || (!quantized && O.dtype < 0) ||
-	    (quantized && O.requant))
-		return 0;
-	path = str_cat(dir, "/config.json");
-	if (access(path, F_OK) != 0) {
-		free(path);
-		return 0;
-	}
-	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
-	free(path);
-	if (rc != 0)
-		return rc;
-	rc = peftio_config_remove_quant(text, len, O.dtype, &out, &outlen,
-	    err);
-	if (rc != 0)
-		peftio_error_prefix(err, "%s/config.json", dir);
-	else
-		rc = peftio_ckptw_file(w, "config.json", out, outlen, err);
-	free(text);
-	free(out);
-	return rc;
+/* Merged blocks go to the output writer, a job each. */
+struct stream_out {
+	struct peftio_xf	*x;
+	struct peftio_xf_job	*j;
+	const char		*name;
+};
+
+static void *
+job_buffer(void *arg, uint64_t offset, uint64_t nbytes)
+{
+	struct stream_out *so = arg;
+
+	so->j = peftio_xf_slot(so->x);
+	so->j->name = so->name;
+	so->j->len = nbytes;
+	return peftio_scratch(&so->j->buf[0], nbytes);
 }
 
 static int
-write_one(struct ctx *c, struct peftio_ckptw *w, size_t i,
+job_put(void *arg, struct peftio_error *err)
+{
+	struct stream_out *so = arg;
+
+	return peftio_xf_submit(so->x, peftio_xf_job_write, err);
+}
+
+/* --requant: the whole merged tensor, to be quantized again. */
+static void *
+whole_buffer(void *arg, uint64_t offset, uint64_t nbytes)
+{
+	struct run *r = arg;
+
+	return (char *)r->whole.p + offset;
+}
+
+/* The whole merged tensor i, in dt, into r->whole. */
+static int
+merge_whole(struct run *r, size_t i, enum peftio_dtype dt,
     struct peftio_error *err)
 {
-	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c->in, i);
-	struct item *it = &c->items[i];
-	struct cli_wjob *j = cli_writer_slot();
+	struct item *it = &r->items[i];
+	struct peftio_merge_out out = { whole_buffer, NULL, r };
+	uint64_t nbytes;
+
+	peftio_dtype_nbytes(dt, it->is_bnb8 ? peftio_ckpt_tensor(r->in,
+	    i)->numel : r->bw[i].qs.numel, &nbytes);
+	xscratch(&r->whole, nbytes);
+	return peftio_merge_stream_tensor(r->ms, r->in, i,
+	    it->is_bnb ? &r->bw[i] : NULL, it->is_bnb8 ? &r->bw8[i] : NULL,
+	    dt, &out, err);
+}
+
+/* With double quantization the quant_state blob records the offset of
+ * the merged weight's absmax: a first merge finds it. */
+static int
+prepass_requant(struct run *r, struct peftio_error *err)
+{
+	struct item *it;
 	uint64_t nb;
+	uint8_t *packed;
+	float *am;
+	size_t i;
 	int rc;
+
+	for (i = 0; i < r->n; i++) {
+		it = &r->items[i];
+		if (it->act != REQUANT || !it->bo.qs.double_quant)
+			continue;
+		if ((rc = merge_whole(r, i, it->bo.qs.dtype, err)) != 0)
+			return rc;
+		nb = (it->bo.qs.numel + it->bo.qs.blocksize - 1) /
+		    it->bo.qs.blocksize;
+		packed = xmalloc((it->bo.qs.numel + 1) / 2);
+		am = xmalloc(nb * sizeof(float));
+		peftio_bnb_quantize_mem(&it->bo.qs, r->whole.p, packed, am,
+		    C.jobs);
+		it->bo.qs.nested_offset = peftio_dq_offset(am, nb);
+		free(packed);
+		free(am);
+	}
+	return 0;
+}
+
+/* The slot's buffers: codes, absmax, and two for double quantization. */
+enum { B_PACKED, B_ABSMAX, B_DQ };
+
+static int
+write_requant(struct peftio_xf_job *j)
+{
+	struct item *it = j->ctx;
+
+	return peftio_bnb_write(j->w, j->name, &it->bo, j->buf[B_PACKED].p,
+	    j->buf[B_ABSMAX].p, &j->buf[B_DQ], &j->err);
+}
+
+static int
+requant_one(struct peftio_xf *x, struct run *r, size_t i,
+    struct peftio_error *err)
+{
+	struct item *it = &r->items[i];
+	uint64_t n = it->bo.qs.numel;
+	uint64_t nb = (n + it->bo.qs.blocksize - 1) / it->bo.qs.blocksize;
+	struct peftio_xf_job *j;
+	int rc;
+
+	if ((rc = merge_whole(r, i, it->bo.qs.dtype, err)) != 0)
+		return rc;
+	j = peftio_xf_slot(x);
+	j->ctx = it;
+	j->name = peftio_ckpt_tensor(r->in, i)->name;
+	peftio_bnb_quantize_mem(&it->bo.qs, r->whole.p,
+	    xscratch(&j->buf[B_PACKED], (n + 1) / 2),
+	    xscratch(&j->buf[B_ABSMAX], nb * sizeof(float)), C.jobs);
+	return peftio_xf_submit(x, write_requant, err);
+}
+
+/* The slot's buffers for an 8-bit weight: codes and SCB. */
+enum { B8_CODES, B8_SCB };
+
+static int
+write_requant8(struct peftio_xf_job *j)
+{
+	const struct peftio_bnb8_weight *bw = j->ctx;
+
+	return peftio_bnb8_write(j->w, j->name, j->buf[B8_CODES].p,
+	    j->buf[B8_SCB].p, bw->rows, bw->cols, &j->err);
+}
+
+/*
+ * 8-bit output: the merged weight, in the dtype a plain merge writes
+ * (--dtype, else the model's), quantized as Int8Params does (PEFT
+ * re-quantizes a merged Linear8bitLt that way).
+ */
+static int
+requant8_one(struct peftio_xf *x, struct run *r, size_t i,
+    struct peftio_error *err)
+{
+	const struct peftio_bnb8_weight *bw = &r->bw8[i];
+	struct peftio_xf_job *j;
+	int rc;
+
+	if ((rc = merge_whole(r, i, r->items[i].dt, err)) != 0)
+		return rc;
+	j = peftio_xf_slot(x);
+	j->ctx = (void *)bw;
+	j->name = peftio_ckpt_tensor(r->in, i)->name;
+	if ((rc = peftio_bnb8_quantize(r->items[i].dt, r->whole.p, bw->rows,
+	    bw->cols, xscratch(&j->buf[B8_CODES], bw->rows * bw->cols),
+	    xscratch(&j->buf[B8_SCB], bw->rows * sizeof(float)), C.jobs,
+	    err)) != 0)
+		return rc;
+	return peftio_xf_submit(x, write_requant8, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* The hooks of the transform                                          */
+
+static int
+declare(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
+{
+	struct run *r = ctx;
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(r->in, i);
+	struct item *it = &r->items[i];
 
 	switch (it->act) {
-	case COPY:
-		j->w = w;
-		j->name = ti->name;
-		j->in = c->in;
-		j->idx = i;
-		j->dt = ti->dtype;
-		return cli_writer_submit(cli_job_copy, err);
-	case CONVERT:
-	case MERGE:
-	case DEQUANT:
-		if ((rc = compute(c, i, it->dt, w, NULL, &nb, err)) != 0)
-			return rc;
-		if (it->touched)
-			cli_debug("%s: merged (%s)", ti->name,
-			    peftio_dtype_name(it->dt));
-		return 0;
 	case REQUANT:
-		cli_debug("%s: merged and re-quantized", ti->name);
-		if ((rc = cli_writer_drain(err)) != 0)
-			return rc;
-		return write_requant(c, w, i, err);
-	case SKIP:
+		return peftio_bnb_declare(peftio_xf_writer(x), r->xi[i].shard,
+		    ti->name, &it->bo, err);
+	case REQUANT8:
+		return peftio_bnb8_declare(peftio_xf_writer(x), r->xi[i].shard,
+		    ti->name, r->bw8[i].rows, r->bw8[i].cols, err);
+	case DEQUANT:
+		/* an 8-bit weight's shape is its stored one */
+		if (it->is_bnb)
+			return peftio_xf_declare(x, i, ti->name, it->dt,
+			    r->bw[i].qs.ndim, r->bw[i].qs.shape, err);
+		break;
+	case MERGE:
 		break;
 	}
+	return peftio_xf_declare(x, i, ti->name, it->dt, ti->ndim, ti->shape,
+	    err);
+}
+
+static int
+compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
+{
+	struct run *r = ctx;
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(r->in, i);
+	struct item *it = &r->items[i];
+	struct stream_out so = { x, NULL, ti->name };
+	struct peftio_merge_out out = { job_buffer, job_put, &so };
+	int rc;
+
+	if (it->act == REQUANT) {
+		cli_debug("%s: merged and re-quantized", ti->name);
+		return requant_one(x, r, i, err);
+	}
+	if (it->act == REQUANT8) {
+		cli_debug("%s: merged and re-quantized to 8 bit", ti->name);
+		return requant8_one(x, r, i, err);
+	}
+	if ((rc = peftio_merge_stream_tensor(r->ms, r->in, i,
+	    it->is_bnb ? &r->bw[i] : NULL, it->is_bnb8 ? &r->bw8[i] : NULL,
+	    it->dt, &out, err)) != 0)
+		return rc;
+	if (it->touched)
+		cli_debug("%s: merged (%s)", ti->name,
+		    peftio_dtype_name(it->dt));
 	return 0;
 }
+
+/* config.json: without the quantization_config of a dequantized base,
+ * with the dtype of --dtype; else as it is. */
+static int
+config(void *ctx, const char *text, size_t len, char **out, size_t *outlen,
+    struct peftio_error *err)
+{
+	struct run *r = ctx;
+
+	*out = NULL;
+	if ((!r->quantized && O.dtype < 0) || (r->quantized && O.requant))
+		return 0;
+	return peftio_config_remove_quant(text, len, O.dtype, out, outlen,
+	    err);
+}
+
+static void
+report(void *ctx, const struct peftio_ckptw *w)
+{
+	struct run *r = ctx;
+
+	cli_debug("%zu adapter(s), %zu base tensors changed%s%s",
+	    O.nadapters, r->nmerged, O.method ? ", combined with " : "",
+	    O.method ? peftio_combine_name(O.method) : "");
+}
+
+static const struct peftio_xf_ops Ops = {
+	declare, compute, config, cli_xf_progress, report, NULL, cli_note
+};
 
 static int
 run(void)
@@ -614,137 +461,66 @@ run(void)
 	struct peftio_error err = { 0, 0, "" };
 	struct peftio_adapter **ads;
 	struct peftio_merge_opts mo;
-	struct peftio_ckptw *w = NULL;
-	const struct peftio_tensor_info *ti;
-	struct ctx c = { NULL, NULL, NULL };
-	const char **names = NULL;
-	size_t n = 0, i, s, nshards, nmerged = 0;
-	uint64_t total = 0, done = 0;
-	int rc, as_dir, quantized = 0;
+	struct run r;
+	size_t i;
+	int rc = 0;
 
-	ads = calloc(O.nadapters, sizeof(*ads));
-	if (ads == NULL)
-		return CLI_EXIT_ERROR;
-	for (i = 0; i < O.nadapters; i++) {
+	memset(&r, 0, sizeof(r));
+	ads = xcalloc(O.nadapters, sizeof(*ads));
+	for (i = 0; i < O.nadapters && rc == 0; i++) {
 		if ((rc = peftio_adapter_open(&ads[i], O.adapters[i], &err))
-		    != 0)
-			goto fail;
-		if (peftio_adapter_fifo_ignored(ads[i]))
+		    == 0 && peftio_adapter_fifo_ignored(ads[i]))
 			cli_debug("%s: fan_in_fan_out is set, but the target "
 			    "modules are Linear layers: ignored, as PEFT "
 			    "does", O.adapters[i]);
 	}
-	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
-		goto fail;
-	if ((rc = peftio_ckpt_open(&c.in, O.base, &err)) != 0)
-		goto fail;
-	n = peftio_ckpt_count(c.in);
-	c.items = calloc(n + 1, sizeof(*c.items));
-	if (c.items == NULL) {
-		rc = peftio_error_set(&err, PEFTIO_ENOMEM, "out of memory");
-		goto fail;
+	if (rc == 0)
+		rc = peftio_gpu_rcp_init(&err);
+	if (rc == 0)
+		rc = peftio_ckpt_open(&r.in, O.base, &err);
+	if (rc == 0) {
+		r.n = peftio_ckpt_count(r.in);
+		r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
+		r.items = xcalloc(r.n + 1, sizeof(*r.items));
+		r.bw = xcalloc(r.n + 1, sizeof(*r.bw));
+		r.bw8 = xcalloc(r.n + 1, sizeof(*r.bw8));
+		rc = plan_base(&r, &err);
 	}
-	if ((rc = plan(&c, n, &err)) != 0)
-		goto fail;
 	memset(&mo, 0, sizeof(mo));
 	mo.method = (enum peftio_combine)O.method;
 	mo.weights = O.weights;
 	mo.density = O.density;
 	mo.seed = O.seed;
 	mo.unmerge = O.unmerge;
-	mo.nthreads = O.jobs;
-	if ((rc = peftio_merge_create(&c.m, ads, O.nadapters, &mo, shape_of,
-	    &c, &err)) != 0)
-		goto fail;
-	if ((rc = plan_merge(&c, n, &err)) != 0)
-		goto fail;
-	for (i = 0; i < n; i++) {
-		quantized |= c.items[i].is_bnb;
-		nmerged += c.items[i].touched;
-	}
-	if (O.requant && (rc = prepass_requant(&c, n, &err)) != 0)
-		goto fail;
-
-	as_dir = peftio_ckpt_dir(c.in) != NULL && strcmp(O.out, "-") != 0 &&
-	    !ends_with(O.out, ".safetensors");
-	nshards = as_dir ? peftio_ckpt_nshards(c.in) : 1;
-	if (as_dir) {
-		names = calloc(nshards, sizeof(char *));
-		if (names == NULL) {
-			rc = peftio_error_set(&err, PEFTIO_ENOMEM,
-			    "out of memory");
-			goto fail;
-		}
-		for (s = 0; s < nshards; s++)
-			names[s] = base_name(peftio_ckpt_shard_name(c.in, s));
-	}
-	if ((rc = peftio_ckptw_create(&w, O.out, as_dir, nshards, names,
-	    O.force ? PEFTIO_W_FORCE : 0, &err)) != 0 ||
-	    (rc = cli_writer_start(&err)) != 0)
-		goto fail;
-	for (i = 0; i < n && rc == 0; i++) {
-		struct item *it = &c.items[i];
-
-		ti = peftio_ckpt_tensor(c.in, i);
-		it->shard = as_dir ? peftio_ckpt_shard_of(c.in, i) : 0;
-		total += ti->nbytes;
-		switch (it->act) {
-		case COPY:
-		case CONVERT:
-		case MERGE:
-			rc = peftio_ckptw_declare(w, it->shard, ti->name,
-			    it->dt, ti->ndim, ti->shape, &err);
-			break;
-		case DEQUANT:
-			rc = peftio_ckptw_declare(w, it->shard, ti->name,
-			    it->dt, it->bw.qs.ndim, it->bw.qs.shape, &err);
-			break;
-		case REQUANT:
-			rc = declare_requant(&c, w, i, &err);
-			break;
-		case SKIP:
-			break;
-		}
-	}
-	/* REQUANT declared the companions; do not write them as SKIPs. */
+	mo.nthreads = C.jobs;
 	if (rc == 0)
-		rc = peftio_ckptw_layout(w, &err);
-	for (i = 0; i < n && rc == 0; i++) {
-		ti = peftio_ckpt_tensor(c.in, i);
-		cli_progress(done, total, ti->name);
-		rc = write_one(&c, w, i, &err);
-		done += ti->nbytes;
-	}
-	cli_progress_end();
+		rc = peftio_merge_create(&r.m, ads, O.nadapters, &mo, shape_of,
+		    &r, &err);
 	if (rc == 0)
-		rc = cli_writer_drain(&err);
-	if (rc == 0 && as_dir)
-		rc = output_config(&c, w, quantized, &err);
-	peftio_ckptw_set_note(w, cli_note, NULL);
-	if (rc == 0 && as_dir)
-		rc = peftio_ckptw_copy_aux(w, peftio_ckpt_dir(c.in), &err);
+		rc = plan_merge(&r, &err);
 	if (rc == 0)
-		rc = peftio_ckptw_commit(w, &err);
-	if (rc == 0 && cli_verbose >= 2)
-		cli_debug("%zu adapter(s), %zu base tensors changed%s%s",
-		    O.nadapters, nmerged, O.method ? ", combined with " : "",
-		    O.method ? peftio_combine_name(O.method) : "");
-fail:
+		rc = peftio_merge_stream_new(&r.ms, r.m, C.jobs,
+		    O.allow_nonfinite, &err);
+	if (rc == 0 && O.requant)
+		rc = prepass_requant(&r, &err);
+	if (rc == 0)
+		rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
+		    C.force ? PEFTIO_W_FORCE : 0, &err);
 	if (rc != 0)
 		cli_error(&err);
-	/* No write may run while the output is removed. */
-	cli_writer_stop();
-	peftio_ckptw_free(w);
-	peftio_merge_free(c.m);
-	peftio_ckpt_close(c.in);
+	peftio_merge_stream_free(r.ms);
+	peftio_merge_free(r.m);
+	peftio_ckpt_close(r.in);
 	for (i = 0; i < O.nadapters; i++)
 		peftio_adapter_free(ads[i]);
 	free(ads);
-	if (c.items != NULL)
-		for (i = 0; i < n; i++)
-			free(c.items[i].qs_json);
-	free(c.items);
-	free(names);
+	for (i = 0; i < r.n; i++)
+		peftio_bnb_out_free(&r.items[i].bo);
+	peftio_scratch_free(&r.whole);
+	free(r.items);
+	free(r.bw);
+	free(r.bw8);
+	free(r.xi);
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
 
@@ -839,8 +615,8 @@ apply_recipe(const char *path, int set_method, int set_dtype)
 	}
 	O.unmerge |= r->unmerge;
 	O.requant |= r->requant;
-	if (O.out == NULL && r->output != NULL) {
-		O.out = r->output;
+	if (C.out == NULL && r->output != NULL) {
+		C.out = r->output;
 		r->output = NULL;
 	}
 	peftio_recipe_free(r);	/* strings taken above stay allocated */
@@ -851,7 +627,7 @@ int
 main(int argc, char *argv[])
 {
 	enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE,
-	    OPT_REQUANT, OPT_NONFINITE, OPT_RECIPE, OPT_HELP, OPT_VERSION };
+	    OPT_REQUANT, OPT_NONFINITE, OPT_RECIPE };
 	static const struct option longopts[] = {
 		{ "weights", required_argument, NULL, 'w' },
 		{ "method", required_argument, NULL, 'm' },
@@ -862,49 +638,29 @@ main(int argc, char *argv[])
 		{ "requant", no_argument, NULL, OPT_REQUANT },
 		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
 		{ "recipe", required_argument, NULL, OPT_RECIPE },
-		{ "jobs", required_argument, NULL, 'j' },
-		{ "output", required_argument, NULL, 'o' },
-		{ "force", no_argument, NULL, 'f' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, OPT_HELP },
-		{ "version", no_argument, NULL, OPT_VERSION },
+		CLI_COMMON_LONG,
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *recipe = NULL;
-	uint64_t v;
+	const char **inputs;
+	size_t i;
 	int ch, set_method = 0, set_dtype = 0, rc;
 
 	cli_init("lora-merge");
-	O.jobs = peftio_ncpus();
+	cli_common_init(&C);
 	O.dtype = -1;
 	O.density = 1.0;
-	while ((ch = getopt_long(argc, argv, "fj:m:o:qvw:", longopts,
+	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "m:w:", longopts,
 	    NULL)) != -1) {
+		if (cli_common_opt(&C, ch, optarg, usage))
+			continue;
 		switch (ch) {
-		case 'f':
-			O.force = 1;
-			break;
-		case 'j':
-			if (cli_parse_u64("-j", optarg, 0, 256, &v) != 0)
-				usage(CLI_EXIT_USAGE);
-			O.jobs = v == 0 ? peftio_ncpus() : (unsigned)v;
-			break;
 		case 'm':
 			if ((O.method = peftio_combine_parse(optarg)) < 0) {
 				cli_warn("-m: unknown method '%s'", optarg);
 				usage(CLI_EXIT_USAGE);
 			}
 			set_method = 1;
-			break;
-		case 'o':
-			O.out = optarg;
-			break;
-		case 'q':
-			cli_verbose = 0;
-			break;
-		case 'v':
-			cli_verbose = cli_verbose < 1 ? 2 : cli_verbose + 1;
 			break;
 		case 'w':
 			if (parse_weights(optarg) != 0)
@@ -937,11 +693,6 @@ main(int argc, char *argv[])
 		case OPT_RECIPE:
 			recipe = optarg;
 			break;
-		case OPT_HELP:
-			usage(CLI_EXIT_OK);
-		case OPT_VERSION:
-			printf("lora-merge (peftio) %s\n", peftio_version());
-			return CLI_EXIT_OK;
 		default:
 			usage(CLI_EXIT_USAGE);
 		}
@@ -977,18 +728,12 @@ main(int argc, char *argv[])
 		cli_warn("-m %s needs --density", peftio_combine_name(O.method));
 		usage(CLI_EXIT_USAGE);
 	}
-	if (O.out == NULL) {
-		cli_warn("no output given: use -o FILE, -o DIR or -o - for "
-		    "standard output");
-		usage(CLI_EXIT_USAGE);
-	}
-	if (strcmp(O.out, "-") == 0 && isatty(STDOUT_FILENO) && !O.force) {
-		cli_warn("standard output is a terminal; not writing a "
-		    "checkpoint there (use -f to force)");
-		return CLI_EXIT_ERROR;
-	}
-	if (cli_check_clash(O.out, &O.base, 1) != 0 ||
-	    cli_check_clash(O.out, O.adapters, O.nadapters) != 0)
-		return CLI_EXIT_ERROR;
-	return run();
+	/* The base first: without -o, "-" as the base writes to "-". */
+	inputs = xcalloc(O.nadapters + 1, sizeof(*inputs));
+	inputs[0] = O.base;
+	for (i = 0; i < O.nadapters; i++)
+		inputs[i + 1] = O.adapters[i];
+	rc = cli_common_output(&C, inputs, O.nadapters + 1, usage);
+	free(inputs);
+	return rc != 0 ? rc : run();
 }

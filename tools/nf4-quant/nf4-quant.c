@@ -1,33 +1,40 @@
 /*
  * nf4-quant - quantize a checkpoint to bitsandbytes 4-bit NormalFloat
- * (or FP4) with blockwise absmax and double quantization, and back.
+ * (or FP4) with blockwise absmax and double quantization, or to
+ * LLM.int8, and back.
  *
  * The output is what transformers + bitsandbytes write with
- * save_pretrained() for a model loaded with load_in_4bit: same tensor
- * names, dtypes, shapes and bytes, and a quantization_config block in
- * config.json.  The library does the work: this program plans, per
+ * save_pretrained() for a model loaded with load_in_4bit (or
+ * load_in_8bit): same tensor names, dtypes, shapes and bytes, and a
+ * quantization_config block in config.json.  The library does the work: this program plans, per
  * tensor, what becomes of it, and hands the plan to peftio_transform().
  */
-#include <sys/stat.h>
-
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
 /* What becomes of a tensor planned PEFTIO_XF_CUSTOM. */
 struct item {
 	int			 quant;	/* else dequantized */
+	int			 eight;	/* 8-bit (bw8), else 4-bit */
+	int			 transpose; /* a Conv1D weight, [in, out] */
 	struct peftio_bnb_out	 bo;	/* quantized: the plan */
 	struct peftio_bnb_weight bw;	/* dequantized: the input weight */
+	struct peftio_bnb8_weight bw8;	/* 8-bit: rows and columns */
 	enum peftio_dtype	 dt;	/* dequantized: the output dtype */
+	int			 ndim;	/* dequantized: the output shape */
+	uint64_t		 shape[2];
 };
 
 struct opts {
 	enum peftio_q4type	 type;
+	int			 int8;		/* -t int8 */
+	enum peftio_dtype	 storage;	/* bnb_4bit_quant_storage */
 	uint64_t		 bs;
 	int			 dq;
 	int			 decode;
@@ -38,8 +45,8 @@ struct opts {
 	int			 index_only;
 };
 
-static struct opts O = { PEFTIO_Q4_NF4, 64, 1, 0, -1, NULL, NULL, 0, 0, 0,
-	0 };
+static struct opts O = { PEFTIO_Q4_NF4, 0, PEFTIO_U8, 64, 1, 0, -1, NULL,
+	NULL, 0, 0, 0, 0 };
 static struct cli_common C;
 
 struct run {
@@ -54,8 +61,11 @@ static void __attribute__((noreturn))
 usage(int status)
 {
 	fprintf(status ? stderr : stdout,
-	    "usage: %s [-dfqv] [-t nf4|fp4] [-b blocksize] [--no-double-quant]\n"
-	    "                 [--dtype f16|bf16|f32] [--include glob] "
+	    "usage: %s [-dfqv] [-t nf4|fp4|int8] [-b blocksize] "
+	    "[--no-double-quant]\n"
+	    "                 [--storage u8|bf16|f16|f32] "
+	    "[--dtype f16|bf16|f32]\n"
+	    "                 [--include glob] "
 	    "[--exclude glob]\n"
 	    "                 [--allow-nonfinite] [-j jobs] [-o output] "
 	    "input\n"
@@ -110,119 +120,57 @@ static int
 plan_quant(struct run *r, struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti;
+	struct item *it;
+	uint64_t shape[2];
 	size_t i;
+	int rc;
 
+	if ((rc = peftio_check_unquantized(r->in, err)) != 0)
+		return rc;
 	for (i = 0; i < r->n; i++) {
 		ti = peftio_ckpt_tensor(r->in, i);
-		if (strstr(ti->name, PEFTIO_BNB_QUANT_STATE) != NULL)
-			return peftio_error_set(err, PEFTIO_EINVAL,
-			    "%s: tensor '%s': already 4-bit quantized "
-			    "(use -d to dequantize)", peftio_ckpt_path(r->in),
-			    ti->name);
-		if (selected(ti) && peftio_conv1d_weight(ti->name))
-			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-			    "%s: tensor '%s': a GPT-2 Conv1D weight ([in, out]) "
-			    "cannot be quantized yet; leave it out with "
-			    "--exclude", peftio_ckpt_path(r->in), ti->name);
 		if (!selected(ti)) {
 			plan_plain(r, i);
 			continue;
 		}
+		it = &r->items[i];
 		r->xi[i].act = PEFTIO_XF_CUSTOM;
-		r->items[i].quant = 1;
-		peftio_bnb_plan(&r->items[i].bo.qs, ti, O.type, O.bs, O.dq,
+		it->quant = 1;
+		it->eight = O.int8;
+		/* transformers transposes GPT-2's Conv1D weights to
+		 * [out, in] when it quantizes them. */
+		it->transpose = ti->ndim == 2 &&
+		    peftio_conv1d_weight(ti->name);
+		peftio_bnb_plan(&it->bo.qs, ti, O.type, O.bs, O.dq,
 		    O.dtype >= 0 ? (enum peftio_dtype)O.dtype : ti->dtype);
+		it->bo.storage = O.storage;
+		if (it->transpose) {
+			it->bo.qs.shape[0] = ti->shape[1];
+			it->bo.qs.shape[1] = ti->shape[0];
+		}
+		if (O.int8) {
+			if (ti->ndim != 2)
+				return peftio_error_set(err, PEFTIO_EINVAL,
+				    "%s: tensor '%s': 8-bit quantization "
+				    "needs a 2-D weight, not %d-D",
+				    peftio_ckpt_path(r->in), ti->name,
+				    ti->ndim);
+			it->bw8.rows = it->bo.qs.shape[0];
+			it->bw8.cols = it->bo.qs.shape[1];
+		} else if (peftio_bnb_storage_shape(O.storage, ti->numel,
+		    shape, err) != 0) {
+			peftio_error_prefix(err, "%s: tensor '%s'",
+			    peftio_ckpt_path(r->in), ti->name);
+			return err->code;
+		}
 		r->nq++;
 	}
 	return 0;
 }
 
-/* A tensor of a PEFT adapter, by the names PEFT gives them. */
-static int
-adapter_tensor(const char *name)
-{
-	return strstr(name, ".lora_A.") != NULL ||
-	    strstr(name, ".lora_B.") != NULL ||
-	    strstr(name, ".lora_embedding_A") != NULL ||
-	    strstr(name, ".lora_embedding_B") != NULL ||
-	    strstr(name, ".lora_magnitude_vector") != NULL ||
-	    strstr(name, ".ia3_l") != NULL;
-}
-
-/*
- * Refuse what quantizing would make nonsense of: a PEFT adapter (its
- * lora_A and lora_B are not a model's weights), or a checkpoint that is
- * quantized already (by bitsandbytes, 4-bit or 8-bit, or any method its
- * config.json names), whose tensors would be copied under a 4-bit
- * quantization_config that contradicts them.
- */
-static int
-check_input(struct peftio_ckpt *in, struct peftio_error *err)
-{
-	const char *dir = peftio_ckpt_dir(in), *name, *base;
-	char path[4096], *text = NULL, method[64];
-	struct stat sb;
-	size_t i, len;
-	int rc, bits;
-
-	/* A folder with a model beside an adapter holds a model. */
-	if (dir != NULL && peftio_ckpt_nshards(in) > 0) {
-		name = peftio_ckpt_shard_name(in, 0);
-		base = strrchr(name, '/') != NULL ? strrchr(name, '/') + 1 :
-		    name;
-		snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
-		if (strncmp(base, "adapter_model", 13) == 0 &&
-		    access(path, F_OK) == 0)
-			return peftio_error_set(err, PEFTIO_EINVAL,
-			    "%s: a PEFT adapter (adapter_config.json), not a "
-			    "model: merge it into its base model with "
-			    "lora-merge, then quantize the result", dir);
-	}
-	for (i = 0; i < peftio_ckpt_count(in); i++) {
-		name = peftio_ckpt_tensor(in, i)->name;
-		if (adapter_tensor(name))
-			return peftio_error_set(err, PEFTIO_EINVAL,
-			    "%s: tensor '%s': a PEFT adapter, not a model: "
-			    "merge it into its base model with lora-merge, "
-			    "then quantize the result", peftio_ckpt_path(in),
-			    name);
-		if (strstr(name, PEFTIO_BNB_QUANT_STATE) != NULL)
-			return peftio_error_set(err, PEFTIO_EINVAL,
-			    "%s: tensor '%s': already 4-bit quantized "
-			    "(use -d to dequantize)", peftio_ckpt_path(in),
-			    name);
-		if (cli_ends_with(name, ".SCB") || cli_ends_with(name,
-		    ".weight_format"))
-			return peftio_error_set(err, PEFTIO_EINVAL,
-			    "%s: tensor '%s': already 8-bit quantized "
-			    "(bitsandbytes LLM.int8): quantize the unquantized "
-			    "model instead", peftio_ckpt_path(in), name);
-	}
-	if (dir == NULL)
-		return 0;
-	/* Read now only if it is a plain file: anything else is read (and
-	 * refused if need be) when the output is written. */
-	snprintf(path, sizeof(path), "%s/config.json", dir);
-	if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
-		return 0;
-	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
-	if (rc == 0)
-		rc = peftio_config_quant(text, len, method, sizeof(method),
-		    &bits, err);
-	free(text);
-	if (rc < 0)
-		peftio_error_prefix(err, "%s", path);
-	else if (rc > 0 && strcmp(method, "bitsandbytes") == 0 && bits == 4)
-		rc = peftio_error_set(err, PEFTIO_EINVAL, "%s: "
-		    "quantization_config: already 4-bit quantized "
-		    "(use -d to dequantize)", path);
-	else if (rc > 0)
-		rc = peftio_error_set(err, PEFTIO_EINVAL, "%s: "
-		    "quantization_config: already quantized (quant_method "
-		    "%s%s): quantize the unquantized model instead", path,
-		    method, bits == 8 ? ", 8-bit" : "");
-	return rc;
-}
+/* A Conv1D weight, transposed, in memory (the codec reads the others
+ * from the file a piece at a time). */
+static struct peftio_scratch Vals[2];
 
 /*
  * With double quantization the quant_state blob holds the mean of the
@@ -236,10 +184,29 @@ prepass_offsets(struct run *r, struct peftio_error *err)
 	size_t i;
 	int rc;
 
+	const void *v;
+	uint64_t nb;
+	float *am;
+	uint8_t *pk;
+
 	for (i = 0; i < r->n; i++) {
-		if (r->xi[i].act != PEFTIO_XF_CUSTOM)
+		struct item *it = &r->items[i];
+
+		if (r->xi[i].act != PEFTIO_XF_CUSTOM || it->eight)
 			continue;
-		if ((rc = peftio_bnb_prepass(r->in, i, &r->items[i].bo,
+		if (it->transpose) {
+			nb = ceil_div(it->bo.qs.numel, it->bo.qs.blocksize);
+			if ((rc = peftio_bnb_values(r->in, i, 1,
+			    it->bo.qs.dtype, !O.allow_nonfinite, Vals, &v,
+			    err)) != 0)
+				return rc;
+			pk = xmalloc((it->bo.qs.numel + 1) / 2);
+			am = xmalloc(nb * sizeof(float));
+			peftio_bnb_quantize_mem(&it->bo.qs, v, pk, am, C.jobs);
+			it->bo.qs.nested_offset = peftio_dq_offset(am, nb);
+			free(pk);
+			free(am);
+		} else if ((rc = peftio_bnb_prepass(r->in, i, &it->bo,
 		    !O.allow_nonfinite, C.jobs, err)) != 0)
 			return rc;
 		peftio_ckpt_release(r->in, i);
@@ -267,10 +234,21 @@ quantize_one(struct peftio_xf *x, struct run *r, size_t i,
 	struct peftio_xf_job *j = peftio_xf_slot(x);
 	struct item *it = &r->items[i];
 	uint64_t n = it->bo.qs.numel, nb = ceil_div(n, O.bs);
+	const void *v;
 	int rc;
 
 	j->ctx = it;
 	j->name = peftio_ckpt_tensor(r->in, i)->name;
+	if (it->transpose) {
+		if ((rc = peftio_bnb_values(r->in, i, 1, it->bo.qs.dtype,
+		    !O.dq && !O.allow_nonfinite, Vals, &v, err)) != 0)
+			return rc;
+		peftio_bnb_quantize_mem(&it->bo.qs, v, xscratch(
+		    &j->buf[B_PACKED], (n + 1) / 2), xscratch(
+		    &j->buf[B_ABSMAX], nb * sizeof(float)), C.jobs);
+		peftio_ckpt_release(r->in, i);
+		return peftio_xf_submit(x, write_quant, err);
+	}
 	/* With double quantization the prepass looked for NaN and Inf. */
 	if ((rc = peftio_bnb_quantize_tensor(r->in, i, &it->bo.qs,
 	    xscratch(&j->buf[B_PACKED], (n + 1) / 2),
@@ -280,6 +258,46 @@ quantize_one(struct peftio_xf *x, struct run *r, size_t i,
 	return peftio_xf_submit(x, write_quant, err);
 }
 
+/* The slot's buffers for an 8-bit weight: codes and SCB. */
+enum { B8_CODES, B8_SCB };
+
+static int
+write_quant8(struct peftio_xf_job *j)
+{
+	struct item *it = j->ctx;
+
+	return peftio_bnb8_write(j->w, j->name, j->buf[B8_CODES].p,
+	    j->buf[B8_SCB].p, it->bw8.rows, it->bw8.cols, &j->err);
+}
+
+/*
+ * bitsandbytes' Int8Params: the weight (at --dtype, as transformers
+ * loads it with that torch_dtype) cast to float16, row-wise absmax.
+ */
+static int
+quantize_one8(struct peftio_xf *x, struct run *r, size_t i,
+    struct peftio_error *err)
+{
+	struct peftio_xf_job *j = peftio_xf_slot(x);
+	struct item *it = &r->items[i];
+	uint64_t n = it->bw8.rows * it->bw8.cols;
+	const void *v;
+	int rc;
+
+	j->ctx = it;
+	j->name = peftio_ckpt_tensor(r->in, i)->name;
+	if ((rc = peftio_bnb_values(r->in, i, it->transpose, it->bo.qs.dtype,
+	    !O.allow_nonfinite, Vals, &v, err)) == 0)
+		rc = peftio_bnb8_quantize(it->bo.qs.dtype, v, it->bw8.rows,
+		    it->bw8.cols, xscratch(&j->buf[B8_CODES], n),
+		    xscratch(&j->buf[B8_SCB], it->bw8.rows * sizeof(float)),
+		    C.jobs, err);
+	peftio_ckpt_release(r->in, i);
+	if (rc != 0)
+		return rc;
+	return peftio_xf_submit(x, write_quant8, err);
+}
+
 /* ------------------------------------------------------------------ */
 /* Dequantize                                                          */
 
@@ -287,6 +305,7 @@ static int
 plan_dequant(struct run *r, struct peftio_error *err)
 {
 	struct peftio_bnb_weight bw;
+	struct peftio_bnb8_weight bw8;
 	struct item *it;
 	size_t i;
 	int rc;
@@ -294,6 +313,26 @@ plan_dequant(struct run *r, struct peftio_error *err)
 	for (i = 0; i < r->n; i++)
 		r->xi[i].act = PEFTIO_XF_COPY;
 	for (i = 0; i < r->n; i++) {
+		if ((rc = peftio_bnb8_lookup(r->in, i, &bw8, err)) < 0)
+			return rc;
+		if (rc > 0) {
+			it = &r->items[bw8.weight];
+			it->eight = 1;
+			it->bw8 = bw8;
+			it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
+			    peftio_bnb8_dtype(r->in);
+			it->transpose = peftio_conv1d_weight(
+			    peftio_ckpt_tensor(r->in, bw8.weight)->name);
+			it->ndim = 2;
+			it->shape[0] = it->transpose ? bw8.cols : bw8.rows;
+			it->shape[1] = it->transpose ? bw8.rows : bw8.cols;
+			r->xi[bw8.weight].act = PEFTIO_XF_CUSTOM;
+			r->xi[bw8.scb].act = PEFTIO_XF_SKIP;
+			if (bw8.format >= 0)
+				r->xi[bw8.format].act = PEFTIO_XF_SKIP;
+			r->nq++;
+			continue;
+		}
 		if ((rc = peftio_bnb_lookup(r->in, i, &bw, err)) < 0)
 			return rc;
 		if (rc == 0)
@@ -301,6 +340,14 @@ plan_dequant(struct run *r, struct peftio_error *err)
 		it = &r->items[bw.weight];
 		it->bw = bw;
 		it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype : bw.qs.dtype;
+		it->transpose = bw.qs.ndim == 2 && peftio_conv1d_weight(
+		    peftio_ckpt_tensor(r->in, bw.weight)->name);
+		it->ndim = bw.qs.ndim;
+		memcpy(it->shape, bw.qs.shape, sizeof(it->shape));
+		if (it->transpose) {
+			it->shape[0] = bw.qs.shape[1];
+			it->shape[1] = bw.qs.shape[0];
+		}
 		r->xi[bw.weight].act = PEFTIO_XF_CUSTOM;
 		r->xi[bw.quant_state].act = PEFTIO_XF_SKIP;
 		r->xi[bw.absmax].act = PEFTIO_XF_SKIP;
@@ -326,18 +373,49 @@ dequantize_one(struct peftio_xf *x, struct run *r, size_t i,
     struct peftio_error *err)
 {
 	struct item *it = &r->items[i];
-	uint64_t al = peftio_bnb_part_align(&it->bw), e0, n;
-	uint64_t piece = DEQ_PIECE > al ? DEQ_PIECE / al * al : al;
+	uint64_t al, e0, n, piece, total;
+	size_t es = peftio_dtype_bits(it->dt) / 8;
 	struct peftio_xf_job *j;
+	void *buf;
 	int rc = 0;
 
-	for (e0 = 0; e0 < it->bw.qs.numel && rc == 0; e0 += n) {
-		n = min_u64(piece, it->bw.qs.numel - e0);
+	if (it->eight) {
+		/* whole rows */
+		al = it->bw8.cols;
+		total = it->bw8.rows * it->bw8.cols;
+	} else {
+		al = peftio_bnb_part_align(&it->bw);
+		total = it->bw.qs.numel;
+	}
+	piece = DEQ_PIECE > al ? DEQ_PIECE / al * al : al;
+	if (it->transpose) {
+		/* Back to GPT-2's [in, out]: the whole weight at once. */
+		j = peftio_xf_slot(x);
+		j->name = peftio_ckpt_tensor(r->in, i)->name;
+		j->len = total * es;
+		buf = xscratch(&Vals[0], j->len);
+		rc = it->eight ? peftio_bnb8_dequantize(r->in, &it->bw8,
+		    it->dt, buf, C.jobs, err) : peftio_bnb_dequantize(r->in,
+		    &it->bw, it->dt, buf, C.jobs, err);
+		if (rc == 0) {
+			peftio_transpose(buf, xscratch(&j->buf[0], j->len),
+			    it->shape[1], it->shape[0], es);
+			rc = peftio_xf_submit(x, peftio_xf_job_write, err);
+		}
+		peftio_ckpt_release(r->in, i);
+		return rc;
+	}
+	for (e0 = 0; e0 < total && rc == 0; e0 += n) {
+		n = min_u64(piece, total - e0);
 		j = peftio_xf_slot(x);
 		j->name = peftio_ckpt_tensor(r->in, i)->name;
 		peftio_dtype_nbytes(it->dt, n, &j->len);
-		if ((rc = peftio_bnb_dequantize_part(r->in, &it->bw, it->dt,
-		    xscratch(&j->buf[0], j->len), e0, n, C.jobs, err)) == 0)
+		buf = xscratch(&j->buf[0], j->len);
+		rc = it->eight ? peftio_bnb8_dequantize_part(r->in, &it->bw8,
+		    it->dt, buf, e0 / al, n / al, C.jobs, err) :
+		    peftio_bnb_dequantize_part(r->in, &it->bw, it->dt, buf,
+		    e0, n, C.jobs, err);
+		if (rc == 0)
 			rc = peftio_xf_submit(x, peftio_xf_job_write, err);
 	}
 	peftio_ckpt_release(r->in, i);
@@ -354,11 +432,14 @@ declare(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 	struct item *it = &r->items[i];
 	const char *name = peftio_ckpt_tensor(r->in, i)->name;
 
+	if (it->quant && it->eight)
+		return peftio_bnb8_declare(peftio_xf_writer(x),
+		    r->xi[i].shard, name, it->bw8.rows, it->bw8.cols, err);
 	if (it->quant)
 		return peftio_bnb_declare(peftio_xf_writer(x),
 		    r->xi[i].shard, name, &it->bo, err);
-	return peftio_xf_declare(x, i, name, it->dt, it->bw.qs.ndim,
-	    it->bw.qs.shape, err);
+	return peftio_xf_declare(x, i, name, it->dt, it->ndim, it->shape,
+	    err);
 }
 
 static int
@@ -369,7 +450,11 @@ compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 	struct item *it = &r->items[i];
 	int rc;
 
-	if (it->quant) {
+	if (it->quant && it->eight) {
+		rc = quantize_one8(x, r, i, err);
+		cli_debug("%s: %s -> int8", ti->name,
+		    peftio_dtype_name(ti->dtype));
+	} else if (it->quant) {
 		rc = quantize_one(x, r, i, err);
 		cli_debug("%s: %s %s -> %s%s", ti->name,
 		    peftio_dtype_name(ti->dtype),
@@ -378,7 +463,7 @@ compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 		    O.dq ? " + double quantization" : "");
 	} else {
 		rc = dequantize_one(x, r, i, err);
-		cli_debug("%s: %s -> %s", ti->name,
+		cli_debug("%s: %s -> %s", ti->name, it->eight ? "int8" :
 		    peftio_q4type_name(it->bw.qs.type),
 		    peftio_dtype_name(it->dt));
 	}
@@ -394,10 +479,13 @@ expect(struct peftio_xf_check *chk, size_t i, void *ctx,
 	struct item *it = &r->items[i];
 	const char *name = peftio_ckpt_tensor(r->in, i)->name;
 
+	if (it->quant && it->eight)
+		return peftio_bnb8_expect(chk, i, name, it->bw8.rows,
+		    it->bw8.cols, err);
 	if (it->quant)
-		return peftio_bnb_expect(chk, i, name, &it->bo.qs, err);
-	return peftio_xf_expect(chk, i, name, it->dt, it->bw.qs.ndim,
-	    it->bw.qs.shape, err);
+		return peftio_bnb_expect(chk, i, name, &it->bo, err);
+	return peftio_xf_expect(chk, i, name, it->dt, it->ndim, it->shape,
+	    err);
 }
 
 /* config.json: the quantization_config added, or removed with -d. */
@@ -406,28 +494,23 @@ config(void *ctx, const char *text, size_t len, char **out, size_t *outlen,
     struct peftio_error *err)
 {
 	struct run *r = ctx;
-	enum peftio_dtype compute_dt = PEFTIO_F32;
+	struct peftio_bnb_config qc;
 	size_t i;
 
 	if (O.decode)
 		return peftio_config_remove_quant(text, len, O.dtype, out,
 		    outlen, err);
+	qc.bits = O.int8 ? 8 : 4;
+	qc.type = O.type;
+	qc.double_quant = O.dq;
+	qc.compute = PEFTIO_F32;
+	qc.storage = O.storage;
 	for (i = 0; i < r->n; i++)
 		if (r->items[i].quant) {
-			compute_dt = r->items[i].bo.qs.dtype;
+			qc.compute = r->items[i].bo.qs.dtype;
 			break;
 		}
-	return peftio_config_add_quant(text, len, O.type, O.dq, compute_dt,
-	    out, outlen, err);
-}
-
-static void
-progress(void *ctx, uint64_t done, uint64_t total, const char *what)
-{
-	if (what != NULL)
-		cli_progress(done, total, what);
-	else
-		cli_progress_end();
+	return peftio_config_add_bnb(text, len, &qc, out, outlen, err);
 }
 
 static void
@@ -451,7 +534,7 @@ report(void *ctx, const struct peftio_ckptw *w)
 }
 
 static const struct peftio_xf_ops Ops = {
-	declare, compute, config, progress, report, expect, cli_note
+	declare, compute, config, cli_xf_progress, report, expect, cli_note
 };
 
 static int
@@ -471,9 +554,7 @@ run(const char *input)
 	r.n = peftio_ckpt_count(r.in);
 	r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
 	r.items = xcalloc(r.n + 1, sizeof(*r.items));
-	rc = O.decode ? plan_dequant(&r, &err) : check_input(r.in, &err);
-	if (rc == 0 && !O.decode)
-		rc = plan_quant(&r, &err);
+	rc = O.decode ? plan_dequant(&r, &err) : plan_quant(&r, &err);
 	if (rc == 0 && O.index_only)
 		rc = peftio_transform_index(r.in, r.xi, &Ops, &r, C.out, flags,
 		    &err);
@@ -498,7 +579,7 @@ int
 main(int argc, char *argv[])
 {
 	enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
-	    OPT_INDEX };
+	    OPT_INDEX, OPT_STORAGE };
 	static const struct option longopts[] = {
 		{ "type", required_argument, NULL, 't' },
 		{ "blocksize", required_argument, NULL, 'b' },
@@ -506,6 +587,7 @@ main(int argc, char *argv[])
 		{ "decompress", no_argument, NULL, 'd' },
 		{ "dequantize", no_argument, NULL, 'd' },
 		{ "dtype", required_argument, NULL, OPT_DTYPE },
+		{ "storage", required_argument, NULL, OPT_STORAGE },
 		{ "include", required_argument, NULL, OPT_INCL },
 		{ "exclude", required_argument, NULL, OPT_EXCL },
 		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
@@ -539,9 +621,12 @@ main(int argc, char *argv[])
 			O.decode = 1;
 			break;
 		case 't':
+			O.int8 = strcmp(optarg, "int8") == 0;
+			if (O.int8)
+				break;
 			if ((t = peftio_q4type_parse(optarg)) < 0) {
-				cli_warn("-t: unknown type %s (use nf4 or fp4)",
-				    optarg);
+				cli_warn("-t: unknown type %s (use nf4, fp4 or "
+				    "int8)", optarg);
 				usage(CLI_EXIT_USAGE);
 			}
 			O.type = (enum peftio_q4type)t;
@@ -553,6 +638,14 @@ main(int argc, char *argv[])
 			if ((O.dtype = cli_parse_float_dtype("--dtype",
 			    optarg)) < 0)
 				usage(CLI_EXIT_USAGE);
+			break;
+		case OPT_STORAGE:
+			if ((t = peftio_bnb_storage_parse(optarg)) < 0) {
+				cli_warn("--storage: unknown dtype %s (use u8, "
+				    "bf16, f16 or f32)", optarg);
+				usage(CLI_EXIT_USAGE);
+			}
+			O.storage = (enum peftio_dtype)t;
 			break;
 		case OPT_INCL:
 			O.incl[O.nincl++] = optarg;
@@ -574,6 +667,11 @@ main(int argc, char *argv[])
 	argv += optind;
 	if (argc != 1)
 		usage(CLI_EXIT_USAGE);
+	if (O.int8 && (O.storage != PEFTIO_U8 || !O.dq || O.bs != 64)) {
+		cli_warn("-t int8: --storage, -b and --no-double-quant are "
+		    "for 4-bit types");
+		usage(CLI_EXIT_USAGE);
+	}
 	if (O.index_only) {
 		if (C.out == NULL || strcmp(C.out, "-") == 0 ||
 		    cli_ends_with(C.out, ".safetensors")) {
