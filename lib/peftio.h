@@ -1174,6 +1174,164 @@ void	peftio_plan_peft_line(uint64_t trainable, uint64_t all, char *buf,
 	    size_t len);
 
 /* ------------------------------------------------------------------ */
+/* What a checkpoint holds and what quantization did (inspect.c,       */
+/* compare.c)                                                          */
+/* ------------------------------------------------------------------ */
+
+/* The pieces of a 4-bit weight, in the order reports list them; an
+ * 8-bit weight has codes and absmax (its SCB) only. */
+enum peftio_inspect_part {
+	PEFTIO_PART_CODES = 0,
+	PEFTIO_PART_ABSMAX,
+	PEFTIO_PART_NESTED_ABSMAX,
+	PEFTIO_PART_QUANT_MAP,
+	PEFTIO_PART_NESTED_QUANT_MAP,
+	PEFTIO_PART_QUANT_STATE,
+	PEFTIO_NPARTS
+};
+/* "codes", "absmax", "nested_absmax", "quant_map", "nested_quant_map",
+ * "quant_state". */
+const char *peftio_inspect_part_name(enum peftio_inspect_part p);
+
+/* Sums for the error of values y against reference values x. */
+struct peftio_stats {
+	double		 sxx, syy, sxy, sdd;
+	double		 max_abs_error;	/* NaN when a difference is NaN */
+	uint64_t	 n;
+};
+
+void	peftio_stats_add(struct peftio_stats *a, const struct peftio_stats *b);
+/* Root mean square of y - x (0 for no values), signal-to-noise ratio
+ * 10 log10(sum x^2 / sum (x - y)^2) in dB, cosine similarity. */
+double	peftio_stats_rmse(const struct peftio_stats *s);
+double	peftio_stats_snr_db(const struct peftio_stats *s);
+double	peftio_stats_cosine(const struct peftio_stats *s);
+
+/* One tensor as the model sees it: a plain tensor, or a 4-bit or 8-bit
+ * weight with its companion tensors counted in. */
+struct peftio_inspect_row {
+	size_t		 idx;		/* the tensor (W for a quantized one) */
+	const char	*name;
+	int		 quantized;	/* 4-bit or 8-bit */
+	int		 int8;		/* 8-bit: bw8, not bw */
+	struct peftio_bnb_weight bw;	/* when quantized to 4 bits */
+	struct peftio_bnb8_weight bw8;	/* when quantized to 8 bits */
+	int		 ndim;
+	const uint64_t	*shape;		/* the weight's, not the codes' */
+	uint64_t	 params;
+	uint64_t	 bytes;		/* all pieces together */
+	uint64_t	 part[PEFTIO_NPARTS];	/* bytes of each piece */
+	int		 compared;	/* st is set (peftio_compare_tensor) */
+	struct peftio_stats st;
+};
+
+/* The account of a whole checkpoint. */
+struct peftio_inspect {
+	struct peftio_ckpt *c;
+	struct peftio_inspect_row *rows;
+	size_t		 nrows;
+	uint64_t	 params, bytes;		/* bytes: every tensor stored */
+	uint64_t	 qparams, qbytes;	/* of the quantized weights */
+	uint64_t	 orig_bytes;	/* with quantized weights in their
+					 * dtype */
+	int64_t		 dq_saved_bits;	/* negative for small tensors, where
+					 * the 1 KiB nested map outweighs it */
+	size_t		 nquant, ndq;	/* quantized weights, 4-bit with DQ */
+	size_t		 nint8;		/* 8-bit weights among nquant */
+	int		 qtype;		/* enum peftio_q4type,
+					 * PEFTIO_INSPECT_INT8; -1: none */
+	int		 mixed_types;	/* more than one of NF4, FP4, int8 */
+	size_t		 compared;	/* rows compared */
+	struct peftio_stats cmp;	/* over all rows compared */
+};
+
+/* qtype of an 8-bit (LLM.int8) weight, beside enum peftio_q4type. */
+#define PEFTIO_INSPECT_INT8	2
+
+/* Account for every tensor of c (which must outlive *r): one row a
+ * plain tensor or a 4-bit or 8-bit weight, in checkpoint order.  Reads
+ * headers and quant_state blobs only.  Free with peftio_inspect_free(). */
+int	peftio_inspect_ckpt(struct peftio_inspect *r, struct peftio_ckpt *c,
+	    struct peftio_error *err);
+void	peftio_inspect_free(struct peftio_inspect *r);
+/* Bits per parameter: 8 bytes / params, 0 for no parameters. */
+double	peftio_bits_per_param(uint64_t bytes, uint64_t params);
+/* Bits per quantized parameter that double quantization saves. */
+double	peftio_inspect_dq_saving(const struct peftio_inspect *r);
+/* "NF4", "FP4", "INT8" or the stored dtype's name. */
+const char *peftio_inspect_dtype(const struct peftio_inspect *r,
+	    const struct peftio_inspect_row *row);
+/* The quantization types of r: "nf4", "fp4", "int8", "nf4 and fp4",
+ * "int8 and 4-bit"; NULL when nothing is quantized. */
+const char *peftio_inspect_qtypes(const struct peftio_inspect *r);
+
+/*
+ * The error of a row of checkpoint c against tensor k of orig, a
+ * floating-point tensor with as many elements: a quantized weight is
+ * dequantized (whole blocks, or whole rows of an 8-bit weight), another
+ * tensor converted, both to 32 bits, a part at a time (tmp: scratch kept
+ * between calls).  Sums are taken in a fixed number of pieces and added
+ * in order, so *st does not depend on nthreads.
+ */
+int	peftio_compare_tensor(struct peftio_ckpt *c,
+	    const struct peftio_inspect_row *row, struct peftio_ckpt *orig,
+	    size_t k, unsigned nthreads, struct peftio_scratch tmp[3],
+	    struct peftio_stats *st, struct peftio_error *err);
+
+/* What peftio_inspect_compare() tells its caller as it goes. */
+struct peftio_compare_ops {
+	/* Before each tensor compared, and once at the end (what NULL). */
+	void	(*progress)(void *ctx, uint64_t done, uint64_t total,
+		    const char *what);
+	/* A tensor that cannot be compared (it does not fit, its data
+	 * cannot be read); the others are compared still. */
+	void	(*failed)(void *ctx, const struct peftio_error *err);
+};
+
+struct peftio_compare_summary {
+	size_t		 candidates;	/* rows to compare */
+	size_t		 missing;	/* of them, without a tensor in orig */
+	const char	*first_missing;	/* the first of those, or NULL */
+};
+
+/*
+ * The quantized weights of r against the tensors of the same name in
+ * orig; when r holds no quantized weight, every floating-point row (a
+ * merge or an extraction against a reference).  Sets each row's st and
+ * compared, and r's cmp and compared.  0 when every candidate was
+ * compared, 1 when one was missing or failed.
+ */
+int	peftio_inspect_compare(struct peftio_inspect *r,
+	    struct peftio_ckpt *orig, unsigned nthreads,
+	    const struct peftio_compare_ops *ops, void *ctx,
+	    struct peftio_compare_summary *sum);
+
+/*
+ * The plan (plan.c) for the checkpoint r accounts for, its quantized
+ * weights counted at their original size, with the attention heads of the
+ * config.json beside it when there is one (they are filled into o).
+ */
+int	peftio_plan_inspect(const struct peftio_inspect *r,
+	    struct peftio_plan_opts *o, struct peftio_plan *p,
+	    struct peftio_error *err);
+/* o's targets, or the method's default ones (NULL when it has none). */
+const char *peftio_plan_targets(const struct peftio_plan_opts *o);
+/* One sentence of what a plan assumes: bytes per weight, gradient and
+ * optimizer state, the LoRA and QLoRA settings compared. */
+void	peftio_plan_assumptions(const struct peftio_plan_opts *o, char *buf,
+	    size_t len);
+
+/*
+ * JSON text holding a list of documents, written as YAML (yamlout.c):
+ * one YAML document each, mappings in block style, lists of scalars in
+ * flow style, strings quoted where YAML would read them otherwise, reals
+ * as Python's repr() writes them, key order kept.  *out (NUL-terminated,
+ * *outlen bytes without the NUL) is the caller's to free().
+ */
+int	peftio_yaml_from_json(const char *json, size_t len, char **out,
+	    size_t *outlen, struct peftio_error *err);
+
+/* ------------------------------------------------------------------ */
 /* Dense linear algebra (linalg.c)                                     */
 /* ------------------------------------------------------------------ */
 

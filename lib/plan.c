@@ -3,6 +3,8 @@
  * parameters as PEFT counts them, and the memory for weights, gradients
  * and optimizer states (full fine-tuning, LoRA, QLoRA).
  */
+#include <sys/stat.h>
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -499,4 +501,85 @@ peftio_plan_config(const char *text, size_t len, struct peftio_plan_opts *o,
 	o->head_dim = config_uint(c, "head_dim");
 	json_decref(root);
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The plan of a checkpoint inspected                                  */
+
+const char *
+peftio_plan_targets(const struct peftio_plan_opts *o)
+{
+	if (o->targets != NULL)
+		return o->targets;
+	return peftio_plan_default_targets(o->method);
+}
+
+void
+peftio_plan_assumptions(const struct peftio_plan_opts *o, char *buf,
+    size_t len)
+{
+	const char *lora_targets = o->targets != NULL &&
+	    o->method != PEFTIO_PLAN_IA3 ? o->targets :
+	    peftio_plan_default_targets(PEFTIO_PLAN_LORA);
+
+	snprintf(buf, len,
+	    "16-bit weights and gradients (2 + 2 bytes per trained "
+	    "parameter), optimizer %s with %u bytes of state per trained "
+	    "parameter; LoRA and QLoRA: rank %llu on %s, frozen base in "
+	    "16 bits (LoRA) or NF4 with double quantization at blocksize "
+	    "64 for Linear weights and 16 bits for the rest (QLoRA); "
+	    "activations and framework overhead not counted",
+	    peftio_optimizer_name(o->optimizer),
+	    peftio_optimizer_state_bytes(o->optimizer),
+	    (unsigned long long)o->r, lora_targets);
+}
+
+/* The attention heads of config.json beside checkpoint c, if any. */
+static int
+config_beside(struct peftio_ckpt *c, struct peftio_plan_opts *o,
+    struct peftio_error *err)
+{
+	const char *dir = peftio_ckpt_dir(c);
+	char path[4096], *text;
+	struct stat sb;
+	size_t len;
+	int rc;
+
+	if (dir == NULL)
+		return 0;
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
+		return 0;
+	if ((rc = peftio_read_file(path, 64u << 20, &text, &len, err)) != 0)
+		return rc;
+	if ((rc = peftio_plan_config(text, len, o, err)) != 0)
+		peftio_error_prefix(err, "%s", dir);
+	free(text);
+	return rc;
+}
+
+int
+peftio_plan_inspect(const struct peftio_inspect *r,
+    struct peftio_plan_opts *o, struct peftio_plan *p,
+    struct peftio_error *err)
+{
+	struct peftio_plan_tensor *t;
+	size_t i;
+	int rc;
+
+	if ((rc = config_beside(r->c, o, err)) != 0)
+		return rc;
+	if ((t = calloc(r->nrows ? r->nrows : 1, sizeof(*t))) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	for (i = 0; i < r->nrows; i++) {
+		t[i].name = r->rows[i].name;
+		t[i].ndim = r->rows[i].ndim;
+		t[i].shape = r->rows[i].shape;
+		t[i].numel = r->rows[i].params;
+		t[i].nbytes = r->rows[i].bytes;
+		t[i].quantized = r->rows[i].quantized;
+	}
+	rc = peftio_plan_compute(o, t, r->nrows, p, err);
+	free(t);
+	return rc;
 }

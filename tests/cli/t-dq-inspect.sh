@@ -296,6 +296,35 @@ cp "$T/out" ad.json
     ok "adapter: rank per module and size" ||
     notok "adapter: rank per module and size"
 
+# --- 8-bit weights: codes and SCB, 8 + 32 / columns bits ------------------
+check "quantize to 8 bits" "$NF4" -t int8 -o i8 "$EXAMPLE"
+check "an 8-bit checkpoint" "$INSPECT" i8
+cp "$T/out" i8.txt
+row='^model\.layers\.0\.mlp\.down_proj\.weight  *INT8  *128x344  *44,032 '
+grep -q "$row *44,544  *8\.093\$" i8.txt &&
+    ok "8-bit row: INT8, codes and SCB, 8 + 32/344 bits" ||
+    notok "8-bit row: INT8, codes and SCB, 8 + 32/344 bits"
+grep -q '^  *int8 row-wise: codes 44,032, SCB 512$' i8.txt &&
+    ok "8-bit pieces: codes, SCB" || notok "8-bit pieces: codes, SCB"
+grep -q '^tensors  *21 (14 quantized: int8, 0 with double quantization)$' \
+    i8.txt && ok "summary: int8" || notok "summary: int8"
+check "--json of an 8-bit checkpoint" "$INSPECT" --json i8
+cp "$T/out" i8.json
+[ "$(val i8.json down_proj '"type"')" = int8 ] &&
+    [ "$(val i8.json down_proj rows)" = 128 ] &&
+    [ "$(val i8.json down_proj columns)" = 344 ] &&
+    [ "$(val i8.json down_proj codes)" = 44032 ] &&
+    [ "$(val i8.json down_proj scb)" = 512 ] &&
+    ok "--json: quant type int8, rows, columns, bytes of codes and SCB" ||
+    notok "--json: quant type int8, rows, columns, bytes of codes and SCB"
+check "--compare an 8-bit checkpoint" "$INSPECT" --json --compare \
+    "$EXAMPLE" i8
+cp "$T/out" i8c.json
+[ "$(val i8c.json dq_saved_bits_per_param tensors)" = 14 ] &&
+    [ "$(val i8c.json dq_saved_bits_per_param params)" = 362496 ] &&
+    ok "--compare: every 8-bit weight" ||
+    notok "--compare: every 8-bit weight"
+
 # --- JSON and YAML carry the same content -------------------------------
 # agree WHAT JANCHOR YANCHOR KEY: a.json and a.yaml both hold KEY after
 # their anchors, with the same value.
@@ -323,3 +352,11 @@ agree plan '"plan"' 'plan:' trainable_params
 [ $? -eq 2 ] && ok "no checkpoint: exit 2" || notok "no checkpoint: exit 2"
 fails "missing checkpoint" 1 "$INSPECT" missing.safetensors
 check "--help" "$INSPECT" --help
+cp "$T/out" help.txt
+"$INSPECT" -h > h.txt 2>&1
+[ $? -eq 0 ] && grep -q '^usage: dq-inspect ' h.txt && cmp -s h.txt help.txt &&
+    ok "-h: the usage on standard output, exit 0" ||
+    notok "-h: the usage on standard output, exit 0"
+"$INSPECT" -j 257 q.safetensors > /dev/null 2>&1
+[ $? -eq 2 ] && ok "-j above the limit: exit 2" ||
+    notok "-j above the limit: exit 2"
