@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include <jansson.h>
-#include <xxhash.h>
 
 #include "cli.h"
 
@@ -283,38 +282,6 @@ jstats(const struct peftio_stats *s)
 /* ------------------------------------------------------------------ */
 /* --verify                                                            */
 
-/*
- * Tensor i of c against the xxh3 checksum stored for it in its shard's
- * metadata: 0 when it matches, PEFTIO_ECHECKSUM when not, 1 when none is
- * stored, another error when the data cannot be read.  The contract of
- * the library's peftio_ckpt_verify(), which it stands for.
- */
-static int
-verify_tensor(struct peftio_ckpt *c, size_t i, struct peftio_error *err)
-{
-	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c, i);
-	struct peftio_st *st = peftio_ckpt_shard(c, peftio_ckpt_shard_of(c, i));
-	char key[PEFTIO_MAX_NAME + 8], got[32];
-	const void *data;
-	const char *want;
-	int rc;
-
-	snprintf(key, sizeof(key), "xxh3.%s", ti->name);
-	if ((want = peftio_st_meta_get(st, key)) == NULL)
-		return 1;
-	if ((rc = peftio_ckpt_data(c, i, &data, err)) != 0)
-		return rc;
-	snprintf(got, sizeof(got), "%016llx",
-	    (unsigned long long)XXH3_64bits(data, (size_t)ti->nbytes));
-	peftio_ckpt_release(c, i);
-	if (strcmp(got, want) != 0)
-		return peftio_error_set(err, PEFTIO_ECHECKSUM,
-		    "%s: tensor '%s': checksum mismatch (stored %s, "
-		    "computed %s)",
-		    peftio_st_path(st), ti->name, want, got);
-	return 0;
-}
-
 /* 1 when shard st stores checksums at all. */
 static int
 has_checksums(struct peftio_st *st)
@@ -351,7 +318,7 @@ verify(struct report *rp)
 		if (skip)
 			continue;
 		peftio_error_clear(&err);
-		if ((rc = verify_tensor(c, i, &err)) == 1)
+		if ((rc = peftio_ckpt_verify(c, i, &err)) == 1)
 			json_array_append_new(unlisted,
 			    json_string(peftio_ckpt_tensor(c, i)->name));
 		else if (rc != 0) {
