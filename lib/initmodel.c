@@ -32,7 +32,8 @@ struct tgt {
 	uint64_t	 off_a, off_b, off_w;	/* in the spool */
 	int		 q4;
 	struct peftio_q4_weight qm;	/* sizes only, no buffers */
-	struct peftio_quant_state qs;
+	struct peftio_bnb_out bo;	/* its quant_state, once declared its
+					 * JSON */
 	struct peftio_lora_factors st;	/* the figures, no factors */
 	int		 rc;
 	struct peftio_error err;
@@ -251,7 +252,7 @@ init_one(struct job *j, struct tgt *t, struct peftio_error *err)
 		t->qm = q;
 		t->qm.packed = t->qm.qabsmax = NULL;
 		t->qm.absmax = t->qm.nested = NULL;
-		peftio_q4_weight_state(&q, t->dt, 2, ti->shape, &t->qs);
+		peftio_q4_weight_state(&q, t->dt, 2, ti->shape, &t->bo.qs);
 	} else {
 		if ((rc = as_dtype(w, mn, t->dt, &buf, &len, err)) != 0 ||
 		    (rc = spool_put(j, buf, len, t->off_w, err)) != 0)
@@ -317,7 +318,9 @@ write_target(struct job *j, struct peftio_ckptw *w, struct tgt *t,
 	} else if ((rc = spool_get(j, q.absmax, q.nb * sizeof(float), off,
 	    err)) != 0)
 		goto out;
-	rc = peftio_ckptw_write_q4(w, name, &q, &t->qs, err);
+	rc = peftio_bnb_write_stored(w, name, &t->bo, q.packed,
+	    q.double_quant ? (const void *)q.qabsmax : q.absmax, q.nested,
+	    err);
 out:
 	peftio_q4_weight_free(&q);
 	return rc;
@@ -430,8 +433,8 @@ model_config(struct job *j, struct peftio_ckptw *w, char **name_or_path,
 		*name_or_path = strdup(json_string_value(v));
 	json_decref(c);
 	if (q4) {
-		if ((rc = peftio_config_add_quant(text, len, j->t[0].qs.type,
-		    j->t[0].qs.double_quant, j->t[0].dt, &out, &outlen,
+		if ((rc = peftio_config_add_quant(text, len, j->t[0].bo.qs.type,
+		    j->t[0].bo.qs.double_quant, j->t[0].dt, &out, &outlen,
 		    err)) != 0)
 			peftio_error_prefix(err, "%s/config.json", dir);
 		else
@@ -601,8 +604,8 @@ peftio_init_model(const char *base, const char *adapter_dir,
 		    peftio_ckpt_shard_of(j.ck, i) : 0;
 
 		if (map[i] >= 0 && j.t[map[i]].q4)
-			rc = peftio_ckptw_declare_q4(wr, sh_i, ti->name,
-			    &j.t[map[i]].qs, err);
+			rc = peftio_bnb_declare(wr, sh_i, ti->name,
+			    &j.t[map[i]].bo, err);
 		else
 			rc = peftio_ckptw_declare(wr, sh_i, ti->name,
 			    ti->dtype, ti->ndim, ti->shape, err);
@@ -664,8 +667,10 @@ out:
 	if (j.spool >= 0)
 		close(j.spool);
 	if (j.t != NULL)
-		for (i = 0; i < j.nt; i++)
+		for (i = 0; i < j.nt; i++) {
 			free(j.t[i].module);
+			peftio_bnb_out_free(&j.t[i].bo);
+		}
 	free(j.t);
 	free(map);
 	free(names);

@@ -836,6 +836,13 @@ int	peftio_bnb_write(struct peftio_ckptw *w, const char *name,
 	    const struct peftio_bnb_out *bo, const uint8_t *packed,
 	    const float *absmax, struct peftio_scratch tmp[2],
 	    struct peftio_error *err);
+/* Write them from what is stored: the packed codes and, with double
+ * quantization, the nb 8-bit absmax codes and the nested absmax
+ * (bo->qs.nested_offset their offset); without, the nb f32 absmax. */
+int	peftio_bnb_write_stored(struct peftio_ckptw *w, const char *name,
+	    const struct peftio_bnb_out *bo, const uint8_t *packed,
+	    const void *absmax, const float *nested,
+	    struct peftio_error *err);
 /* The double-quantization offset of tensor i quantized as bo->qs, into
  * bo->qs.nested_offset: a pass that reads the tensor and keeps only its
  * absmax values (looking for NaN and Inf with check). */
@@ -1314,17 +1321,11 @@ int	peftio_q4_weight_quantize(struct peftio_q4_weight *q,
 	    enum peftio_q4type t, uint64_t bs, int double_quant,
 	    const float *x, uint64_t n, float *deq, struct peftio_error *err);
 void	peftio_q4_weight_free(struct peftio_q4_weight *q);
-/* The quant_state of q for a weight of the given dtype and shape. */
+/* The quant_state of q for a weight of the given dtype and shape
+ * (written with peftio_bnb_declare() and peftio_bnb_write_stored()). */
 void	peftio_q4_weight_state(const struct peftio_q4_weight *q,
 	    enum peftio_dtype dt, int ndim, const uint64_t *shape,
 	    struct peftio_quant_state *qs);
-/* Declare and write q's tensors as weight name, as nf4-quant does. */
-int	peftio_ckptw_declare_q4(struct peftio_ckptw *w, size_t shard,
-	    const char *name, const struct peftio_quant_state *qs,
-	    struct peftio_error *err);
-int	peftio_ckptw_write_q4(struct peftio_ckptw *w, const char *name,
-	    const struct peftio_q4_weight *q,
-	    const struct peftio_quant_state *qs, struct peftio_error *err);
 
 /*
  * Initialise one m x n weight w (f32, row-major).  On return w holds
