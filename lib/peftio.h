@@ -1375,6 +1375,39 @@ int	peftio_init_model(const char *base, const char *adapter_dir,
 	    const char *residual_dir, const struct peftio_init_model_opts *o,
 	    struct peftio_error *err);
 
+/*
+ * A LoRA adapter extracted from a fine-tuned model (extractmodel.c):
+ * for every selected 2-D float weight, the truncated SVD of tuned -
+ * base (peftio_extract_lora(), x.rank 0: the rank by energy, r the
+ * largest), written to adapter_dir with adapter_config.json.  Both
+ * models must hold the same tensors and shapes, and their config.json
+ * the same architecture.  *nmodules and *rank (may be NULL) receive the
+ * modules written and r.
+ */
+struct peftio_extract_model_opts {
+	struct peftio_extract_opts x;
+	double		 alpha;		/* 0: alpha = r (scale 1); else B is
+					 * scaled so that alpha / rank gives
+					 * the delta back */
+	/* 1 when module is extracted; NULL: peftio_linear_module(). */
+	int		(*select)(void *arg, const char *module);
+	void		*select_arg;
+	/* The changed tensors that are not extracted, ", "-separated;
+	 * called once before the extraction when there are any. */
+	void		(*skipped)(void *arg, const char *names);
+	/* Called once per selected module after all are extracted; f is
+	 * NULL when its delta is zero (no factors written). */
+	void		(*report)(void *arg, const char *module,
+			    const struct peftio_lora_factors *f);
+	void		*report_arg;	/* of skipped and report */
+	unsigned	 flags;		/* PEFTIO_W_FORCE */
+	unsigned	 jobs;		/* weights at a time (0: 1) */
+};
+
+int	peftio_extract_model(const char *base, const char *tuned,
+	    const char *adapter_dir, const struct peftio_extract_model_opts *o,
+	    uint64_t *nmodules, uint64_t *rank, struct peftio_error *err);
+
 /* ------------------------------------------------------------------ */
 /* Rank surgery on LoRA adapters (resize.c)                            */
 /* ------------------------------------------------------------------ */
