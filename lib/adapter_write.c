@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapter_private.h"
+#include "adapter_write.h"
 
 #define PEFT_PREFIX	"base_model.model."
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapter_private.h"
+#include "adapter_write.h"
 
 #define ADAPTER_FILE	"adapter_model.safetensors"
 #define CONFIG_FILE	"adapter_config.json"
