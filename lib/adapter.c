@@ -243,29 +243,6 @@ ff_match(const struct peftio_adapter *a, json_t *ffm, const char *p)
 	return 0;
 }
 
-/*
- * Does module p hold a GPT-2 style Conv1D (weight [in, out])?  PEFT
- * decides fan_in_fan_out by the layer's class: true for Conv1D, false
- * (with a warning) for Linear, whatever the config says.  Conv1D layers
- * are those of GPT-2 and the models built like it, by their names.
- */
-static int
-conv1d_module(const char *p)
-{
-	static const char *const leaf[] = {
-		".attn.c_attn", ".attn.q_attn", ".attn.c_proj", ".mlp.c_fc",
-		".mlp.c_proj"
-	};
-	size_t n = strlen(p), i, k;
-
-	for (i = 0; i < sizeof(leaf) / sizeof(leaf[0]); i++) {
-		k = strlen(leaf[i]);
-		if (n >= k && strcmp(p + n - k, leaf[i]) == 0)
-			return 1;
-	}
-	return 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* Adapter tensors                                                     */
 
@@ -401,7 +378,10 @@ check_module(struct peftio_adapter *a, struct lmod *m, json_t *cfg,
 	double r, alpha;
 	int rc;
 
-	m->fifo = conv1d_module(m->name);
+	/* PEFT decides fan_in_fan_out by the layer's class: true for a
+	 * GPT-2 style Conv1D (weight [in, out]), false (with a warning)
+	 * for Linear, whatever the config says. */
+	m->fifo = peftio_conv1d_weight(m->target);
 	if (a->fifo && !m->fifo && !m->embedding)
 		a->fifo_ignored = 1;
 	if (a->type == PEFTIO_ADAPTER_IA3) {

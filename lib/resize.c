@@ -297,26 +297,6 @@ load_f32(struct peftio_ckpt *ck, long idx, float **out,
 	return 0;
 }
 
-static int
-write_f32(struct peftio_ckptw *w, const char *name, const float *x,
-    uint64_t n, enum peftio_dtype dt, struct peftio_error *err)
-{
-	uint64_t nb;
-	void *buf;
-	int rc;
-
-	if (dt == PEFTIO_F32)
-		return peftio_ckptw_write(w, name, x, n * sizeof(float), err);
-	if ((rc = peftio_dtype_nbytes(dt, n, &nb)) != 0)
-		return peftio_error_set(err, rc, "%s: too large", name);
-	if ((buf = malloc(nb + 1)) == NULL)
-		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	peftio_from_f32(dt, x, buf, n);
-	rc = peftio_ckptw_write(w, name, buf, nb, err);
-	free(buf);
-	return rc;
-}
-
 /* Write the adapter config text (indented, keys sorted) into w. */
 static int
 add_config(struct peftio_ckptw *w, json_t *cfg, struct peftio_error *err)
@@ -435,13 +415,15 @@ peftio_resize_adapter(const char *in, const char *out,
 				f.b[j] = (float)(f.b[j] / s);
 		peftio_adapter_key(ka, sizeof(ka), p.mods[i].name, 0, 0);
 		peftio_adapter_key(kb, sizeof(kb), p.mods[i].name, 1, 0);
-		if ((rc = write_f32(w, ka, f.a, f.rank * f.n, p.mods[i].dt,
-		    err)) != 0 || (rc = write_f32(w, kb, f.b, f.m * f.rank,
+		if ((rc = peftio_adapter_write_f32(w, ka, f.a, f.rank * f.n,
+		    p.mods[i].dt, err)) != 0 ||
+		    (rc = peftio_adapter_write_f32(w, kb, f.b, f.m * f.rank,
 		    p.mods[i].dt, err)) != 0)
 			goto out;
 		peftio_lora_factors_free(&f);
 		if (ranks[i] != rmax || o->alpha <= 0.0) {
-			if ((k = peftio_adapter_pattern_key(p.mods[i].name)) == NULL) {
+			if ((k = peftio_adapter_pattern_key(p.mods[i].name))
+			    == NULL) {
 				rc = peftio_error_set(err, PEFTIO_ENOMEM,
 				    "out of memory");
 				goto out;
@@ -592,8 +574,10 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 			}
 		peftio_adapter_key(ka, sizeof(ka), m->name, 0, 0);
 		peftio_adapter_key(kb, sizeof(kb), m->name, 1, 0);
-		if ((rc = write_f32(w, ka, a, 2 * r * m->n, m->dt, err)) == 0)
-			rc = write_f32(w, kb, b, 2 * r * m->m, m->dt, err);
+		if ((rc = peftio_adapter_write_f32(w, ka, a, 2 * r * m->n,
+		    m->dt, err)) == 0)
+			rc = peftio_adapter_write_f32(w, kb, b, 2 * r * m->m,
+			    m->dt, err);
 		free(a0);
 		free(b0);
 		free(a1);
