@@ -521,7 +521,8 @@ adapter_load(struct peftio_adapter *a, const char *cfgtext, size_t cfglen,
 			    a->repls[i].idx)->dtype))
 				rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
 				    "%s: tensor '%s': not a float tensor",
-				    a->path, peftio_adapter_tinfo(a, a->repls[i].idx)->name);
+				    a->path, peftio_adapter_tinfo(a,
+				    a->repls[i].idx)->name);
 		if (rc == 0 && peftio_tuner_nmodules(a->tuner) == 0 &&
 		    a->nrepls == 0)
 			rc = peftio_error_set(err, PEFTIO_EFORMAT,
@@ -591,7 +592,8 @@ adapter_load(struct peftio_adapter *a, const char *cfgtext, size_t cfglen,
 		rc = check_module(a, &a->mods[i], cfg, cfgpath, r0, alpha0,
 		    err);
 	for (i = 0; i < a->nrepls && rc == 0; i++)
-		if (!peftio_dtype_is_float(peftio_adapter_tinfo(a, a->repls[i].idx)->dtype))
+		if (!peftio_dtype_is_float(peftio_adapter_tinfo(a,
+		    a->repls[i].idx)->dtype))
 			rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
 			    "%s: tensor '%s': not a float tensor", a->path,
 			    peftio_adapter_tinfo(a, a->repls[i].idx)->name);

@@ -121,7 +121,8 @@ struct peftio_merge {
 				 * neither -j nor the blocks change a result */
 
 /* pyregex.c */
-#define RX_LEN_MAX	4096	/* longest pattern, and longest path matched */
+/* The longest pattern compiled, and the longest path matched. */
+#define RX_LEN_MAX	4096
 int	peftio_rx_compile(regex_t *re, const char *py, int suffix,
 	    const char **why);
 int	peftio_rx_match(const regex_t *re, const char *p);
@@ -145,7 +146,7 @@ int	peftio_merge_fold_block(struct peftio_merge *m,
 	    struct peftio_error *err);
 
 /* combine.c */
-int	peftio_combine_factors(struct peftio_merge *m, const struct target *t,
-	    struct prep *pr, struct peftio_error *err);
+int	peftio_combine_factors(struct peftio_merge *m,
+	    const struct target *t, struct prep *pr, struct peftio_error *err);
 
 #endif

@@ -237,7 +237,8 @@ peftio_combine_factors(struct peftio_merge *m, const struct target *t,
 			goto nomem;
 		for (j = 0; j < k && rc == 0; j++) {
 			a = m->ads[ops[j]->ad];
-			if ((rc = peftio_merge_lora_delta(m, a, &a->mods[ops[j]->mod], t, tmp,
+			if ((rc = peftio_merge_lora_delta(m, a,
+			    &a->mods[ops[j]->mod], t, tmp,
 			    err)) != 0)
 				break;
 			for (i = 0; i < n; i++)
@@ -255,7 +256,8 @@ peftio_combine_factors(struct peftio_merge *m, const struct target *t,
 		if (u == NULL || s == NULL || vt == NULL || A == NULL ||
 		    B == NULL)
 			goto nomem;
-		if ((rc = peftio_svd(d, t->rows, t->cols, u, s, vt, err)) != 0) {
+		if ((rc = peftio_svd(d, t->rows, t->cols, u, s, vt,
+		    err)) != 0) {
 			peftio_error_prefix(err, "tensor '%s'", t->name);
 			goto out;
 		}
@@ -281,7 +283,8 @@ peftio_combine_factors(struct peftio_merge *m, const struct target *t,
 		if (A == NULL || B == NULL)
 			goto nomem;
 		q = m->o.seed ^ hash_str(t->name);
-		if ((rc = combine_tensors(m, fa, wa, k, r * acols, q, A)) != 0 ||
+		if ((rc = combine_tensors(m, fa, wa, k, r * acols, q,
+		    A)) != 0 ||
 		    (rc = combine_tensors(m, fb, wb, k, brows * r,
 		    q ^ 0x5bd1e995ull, B)) != 0)
 			goto nomem;

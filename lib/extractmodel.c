@@ -18,23 +18,23 @@
 #define SUB_ROWS	64
 
 struct item {
-	size_t			 bi, ti;	/* index in base, in tuned */
-	char			*module;	/* name without ".weight" */
-	int			 embedding;	/* lora_embedding_A/B */
-	uint64_t		 rows, cols;	/* of the weight */
-	enum peftio_dtype	 bdt, tdt, odt;
-	int			 zero;		/* delta is zero: skipped */
+	size_t		 bi, ti;	/* index in base, in tuned */
+	char		*module;	/* name without ".weight" */
+	int		 embedding;	/* lora_embedding_A/B */
+	uint64_t	 rows, cols;	/* of the weight */
+	enum peftio_dtype bdt, tdt, odt;
+	int		 zero;		/* delta is zero: skipped */
 	struct peftio_lora_factors f;
-	struct peftio_error	 err;
-	const char		*errfile;	/* err's file, or NULL: tuned */
-	int			 rc;
+	struct peftio_error err;
+	const char	*errfile;	/* err's file, or NULL: tuned */
+	int		 rc;
 };
 
 struct job {
 	const struct peftio_extract_model_opts *o;
-	const char		*base, *tuned;	/* paths, for messages */
-	struct peftio_ckpt	*b, *t;
-	struct item		*items;
+	const char	*base, *tuned;	/* paths, for messages */
+	struct peftio_ckpt *b, *t;
+	struct item	*items;
 };
 
 static int
@@ -432,7 +432,8 @@ config_text(const struct job *j, size_t n, uint64_t r, double alpha,
 			oom = 1;
 			break;
 		}
-		json_object_set_new(rp, k, json_integer((json_int_t)it->f.rank));
+		json_object_set_new(rp, k,
+		    json_integer((json_int_t)it->f.rank));
 		/* alpha = rank keeps PEFT's scale at 1. */
 		if (j->o->alpha <= 0.0)
 			json_object_set_new(ap, k,

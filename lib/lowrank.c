@@ -236,7 +236,8 @@ peftio_merge_lora_delta(struct peftio_merge *m, struct peftio_adapter *a,
 		else {
 			for (i = 0; i < n; i++)
 				d[i] *= s;
-			peftio_round_through(peftio_adapter_tinfo(a, md->b)->dtype, d, n);
+			peftio_round_through(peftio_adapter_tinfo(a,
+			    md->b)->dtype, d, n);
 		}
 	}
 	free(fa);
@@ -246,8 +247,8 @@ peftio_merge_lora_delta(struct peftio_merge *m, struct peftio_adapter *a,
 
 /* Fold rows [row0, row0 + nrows) of a LoRA delta B A into w. */
 int
-peftio_merge_fold_block(struct peftio_merge *m, const struct target *t, int trans,
-    const float *a, const float *b, uint64_t r, float s, float wt,
+peftio_merge_fold_block(struct peftio_merge *m, const struct target *t,
+    int trans, const float *a, const float *b, uint64_t r, float s, float wt,
     enum peftio_dtype adt, const float *mag, float *w, uint64_t row0,
     uint64_t nrows, struct peftio_error *err)
 {

@@ -448,7 +448,8 @@ prep_op(struct peftio_merge *m, const struct op *op, struct pop *p,
 		break;
 	case OP_LORA:
 		if ((rc = peftio_adapter_load_f32(a, md->a, &p->a, err)) == 0 &&
-		    (rc = peftio_adapter_load_f32(a, md->b, &p->b, err)) == 0 && md->mag >= 0)
+		    (rc = peftio_adapter_load_f32(a, md->b, &p->b,
+		    err)) == 0 && md->mag >= 0)
 			rc = peftio_adapter_load_f32(a, md->mag, &p->mag, err);
 		break;
 	case OP_BIAS:
@@ -456,9 +457,11 @@ prep_op(struct peftio_merge *m, const struct op *op, struct pop *p,
 		break;
 	case OP_IA3W:
 	case OP_IA3B:
-		if ((rc = peftio_adapter_load_f32(a, md->ia3, &p->v, err)) == 0 &&
+		if ((rc = peftio_adapter_load_f32(a, md->ia3, &p->v,
+		    err)) == 0 &&
 		    m->o.unmerge)
-			for (i = 0; i < peftio_adapter_tinfo(a, md->ia3)->numel; i++)
+			for (i = 0; i < peftio_adapter_tinfo(a,
+			    md->ia3)->numel; i++)
 				p->v[i] = p->v[i] + 1e-8f;
 		break;
 	default:
@@ -487,9 +490,10 @@ op_rows(struct peftio_merge *m, const struct target *t, const struct op *op,
 		peftio_tuner_rows(p->tp, w, row0, nrows);
 		return 0;
 	case OP_LORA:
-		return peftio_merge_fold_block(m, t, md->embedding || md->fifo, p->a, p->b,
-		    md->r, (float)md->scale, wt, peftio_adapter_tinfo(a, md->b)->dtype, p->mag,
-		    w, row0, nrows, err);
+		return peftio_merge_fold_block(m, t, md->embedding || md->fifo,
+		    p->a, p->b, md->r, (float)md->scale, wt,
+		    peftio_adapter_tinfo(a, md->b)->dtype, p->mag, w, row0,
+		    nrows, err);
 	case OP_REPL:
 		ti = peftio_adapter_tinfo(a, op->idx);
 		if ((rc = peftio_ckpt_data(a->ck, (size_t)op->idx, &data,
@@ -600,7 +604,8 @@ peftio_merge_rows(struct peftio_merge *m, float *w, uint64_t row0,
 			/* PEFT stores each adapter's result in the
 			 * weight's dtype before the next one. */
 			if (prev != (size_t)-1 && t->ops[j].ad != prev)
-				peftio_round_through(round_dt, w, nrows * t->cols);
+				peftio_round_through(round_dt, w,
+				    nrows * t->cols);
 			prev = t->ops[j].ad;
 			rc = op_rows(m, t, &t->ops[j], &pr->pops[j], w, row0,
 			    nrows, err);
@@ -612,7 +617,8 @@ peftio_merge_rows(struct peftio_merge *m, float *w, uint64_t row0,
 			rc = op_rows(m, t, &t->ops[j], &pr->pops[j], w, row0,
 			    nrows, err);
 	if (rc == 0 && pr->comb)
-		rc = peftio_merge_fold_block(m, t, pr->ctrans, pr->ca, pr->cb, pr->cr,
+		rc = peftio_merge_fold_block(m, t, pr->ctrans, pr->ca, pr->cb,
+		    pr->cr,
 		    m->newscale, 1.0f, PEFTIO_F32, NULL, w, row0, nrows, err);
 	return rc;
 }

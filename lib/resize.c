@@ -591,7 +591,8 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 	/* PEFT's conversion: r, lora_alpha and the patterns doubled
 	 * (alpha by sqrt 2 with rsLoRA), so the scale is unchanged. */
 	v = json_object_get(p1.cfg, "r");
-	json_object_set_new(p1.cfg, "r", peftio_json_num(2.0 * (json_is_number(v) ?
+	json_object_set_new(p1.cfg, "r",
+	    peftio_json_num(2.0 * (json_is_number(v) ?
 	    json_number_value(v) : 8.0)));
 	c = json_is_true(json_object_get(p1.cfg, "use_rslora")) ? sqrt(2.0) :
 	    2.0;

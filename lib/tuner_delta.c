@@ -16,8 +16,8 @@
 
 /* c[m, n] = a[m, k] b[k, n], row-major, in double. */
 void
-peftio_tuner_matmul(const double *a, const double *b, double *c, uint64_t m, uint64_t k,
-    uint64_t n)
+peftio_tuner_matmul(const double *a, const double *b, double *c, uint64_t m,
+    uint64_t k, uint64_t n)
 {
 	if (m == 0 || n == 0)
 		return;
@@ -80,7 +80,8 @@ load_slots(const struct peftio_tuner *t, const struct tmod *m, double **v,
 	for (s = 0; s < n; s++) {
 		v[s] = NULL;
 		if (m->t[s] >= 0 && peftio_dtype_is_float(peftio_tuner_tinfo(t,
-		    m->t[s])->dtype) && (rc = peftio_tuner_load_f64(t, m->t[s], &v[s], err)) != 0)
+		    m->t[s])->dtype) && (rc = peftio_tuner_load_f64(t, m->t[s],
+		    &v[s], err)) != 0)
 			return rc;
 	}
 	return 0;
@@ -148,8 +149,8 @@ vb_mix(const double *logits, uint64_t g, const double *bank, uint64_t nv,
 
 /* The delta [out, in] of module m, in double. */
 int
-peftio_tuner_delta(const struct peftio_tuner *t, const struct tmod *m, double *d,
-    struct peftio_error *err)
+peftio_tuner_delta(const struct peftio_tuner *t, const struct tmod *m,
+    double *d, struct peftio_error *err)
 {
 	const struct peftio_tensor_info *x, *y;
 	uint64_t out = m->out, in = m->in, r = m->r, i, j, k, a, b, c, e;
@@ -230,8 +231,10 @@ peftio_tuner_delta(const struct peftio_tuner *t, const struct tmod *m, double *d
 		 * its transpose, times randlora_alpha / r. */
 		uint64_t mn = PEFTIO_MIN(in, out), mx = PEFTIO_MAX(in, out);
 		uint64_t nb = peftio_tuner_slot_info(t, m, 0)->shape[1], kk, nk;
-		const struct peftio_tensor_info *ta = peftio_tuner_slot_info(t, m, 2);
-		const struct peftio_tensor_info *tb = peftio_tuner_slot_info(t, m, 3);
+		const struct peftio_tensor_info *ta = peftio_tuner_slot_info(t,
+		    m, 2);
+		const struct peftio_tensor_info *tb = peftio_tuner_slot_info(t,
+		    m, 3);
 		double *mm;
 
 		nk = nb * r;
@@ -294,7 +297,8 @@ peftio_tuner_delta(const struct peftio_tuner *t, const struct tmod *m, double *d
 		break;
 	}
 	case T_SHIRA: {
-		const struct peftio_tensor_info *ix = peftio_tuner_slot_info(t, m, 1);
+		const struct peftio_tensor_info *ix = peftio_tuner_slot_info(t,
+		    m, 1);
 		const void *data;
 		uint64_t n = peftio_tuner_slot_info(t, m, 0)->shape[0];
 

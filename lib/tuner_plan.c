@@ -68,7 +68,8 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 			x = peftio_tuner_slot_info(t, m, 4);
 			if (peftio_tuner_slot_info(t, m, 0)->shape[1] != m->out)
 				return fit_err(t, m, 0, err);
-			if (peftio_tuner_slot_info(t, m, 1)->shape[1] != m->inch)
+			if (peftio_tuner_slot_info(t, m,
+			    1)->shape[1] != m->inch)
 				return fit_err(t, m, 1, err);
 			if (!mul_is(x->shape[2], x->shape[3], m->kk))
 				return fit_err(t, m, 4, err);
@@ -87,10 +88,12 @@ peftio_tuner_check(struct peftio_tuner *t, size_t i, int ndim,
 		b = x->shape[1];
 		if (m->t[6] >= 0) {	/* t2 [r, r, kh, kw] */
 			x = peftio_tuner_slot_info(t, m, 6);
-			if (!mul_is(a, peftio_tuner_slot_info(t, m, 4)->shape[1], m->out))
+			if (!mul_is(a, peftio_tuner_slot_info(t, m,
+			    4)->shape[1], m->out))
 				return fit_err(t, m, 4, err);
 			if (!mul_is(x->shape[2], x->shape[3], m->kk) ||
-			    !mul_is(b, peftio_tuner_slot_info(t, m, 5)->shape[1], m->inch))
+			    !mul_is(b, peftio_tuner_slot_info(t, m,
+			    5)->shape[1], m->inch))
 				return fit_err(t, m, 6, err);
 			return 0;
 		}

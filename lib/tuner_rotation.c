@@ -64,7 +64,8 @@ oft_blocks(const struct peftio_tuner *t, const struct tmod *m, int unmerge,
     struct stage *s, struct peftio_error *err)
 {
 	const struct peftio_tensor_info *x = peftio_tuner_slot_info(t, m, 0);
-	uint64_t b = peftio_tuner_oft_block(x->shape[1]), n = x->shape[0], blk, i, j, k;
+	uint64_t b = peftio_tuner_oft_block(x->shape[1]), n = x->shape[0], blk,
+	    i, j, k;
 	uint64_t ne = x->shape[1];
 	double *v = NULL, *q, *pw = NULL, *tmp = NULL, *a = NULL, *e = NULL;
 	long term;
@@ -120,7 +121,8 @@ oft_blocks(const struct peftio_tuner *t, const struct tmod *m, int unmerge,
 				for (k = 0; k < b * b; k++)
 					r[k] += 2 * pw[k];
 				for (term = 3; term < t->nterms - 1; term++) {
-					peftio_tuner_matmul(pw, sk, tmp, b, b, b);
+					peftio_tuner_matmul(pw, sk, tmp, b, b,
+					    b);
 					memcpy(pw, tmp, b * b * sizeof(double));
 					for (k = 0; k < b * b; k++)
 						r[k] += 2 * pw[k];
@@ -517,7 +519,8 @@ peftio_tuner_prepare(const struct peftio_tuner *t, size_t i, uint64_t rows,
 	p->rows = rows;
 	p->cols = cols;
 	p->unmerge = unmerge;
-	if (peftio_tuner_descs[t->type].rotation || (t->type == T_MISS && t->bat)) {
+	if (peftio_tuner_descs[t->type].rotation ||
+	    (t->type == T_MISS && t->bat)) {
 		if ((p->x = malloc(cols * sizeof(double))) == NULL ||
 		    (p->y = malloc(cols * sizeof(double))) == NULL) {
 			rc = peftio_error_set(err, PEFTIO_ENOMEM,

@@ -139,15 +139,17 @@ tensor_err(const struct peftio_tuner *t, const struct tmod *m, int slot,
 }
 
 const struct peftio_tensor_info *
-peftio_tuner_slot_info(const struct peftio_tuner *t, const struct tmod *m, int slot)
+peftio_tuner_slot_info(const struct peftio_tuner *t, const struct tmod *m,
+    int slot)
 {
 	return m->t[slot] >= 0 ? peftio_tuner_tinfo(t, m->t[slot]) : NULL;
 }
 
 /* Tensor slot of m has ndim dims; 0 for any of dims that is 0. */
 int
-peftio_tuner_want(const struct peftio_tuner *t, const struct tmod *m, int slot, int ndim,
-    uint64_t d0, uint64_t d1, uint64_t d2, struct peftio_error *err)
+peftio_tuner_want(const struct peftio_tuner *t, const struct tmod *m, int slot,
+    int ndim, uint64_t d0, uint64_t d1, uint64_t d2,
+    struct peftio_error *err)
 {
 	const struct peftio_tensor_info *x = peftio_tuner_slot_info(t, m, slot);
 	uint64_t d[3] = { d0, d1, d2 };
@@ -424,17 +426,21 @@ check_loha(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		x = peftio_tuner_slot_info(t, m, 4);
 		if ((rc = rank_is(t, m, 4, x->shape[0], err)) != 0 ||
 		    (rc = rank_is(t, m, 4, x->shape[1], err)) != 0 ||
-		    (rc = peftio_tuner_want(t, m, 5, 4, m->r, m->r, x->shape[2], err)) != 0)
+		    (rc = peftio_tuner_want(t, m, 5, 4, m->r, m->r, x->shape[2],
+		    err)) != 0)
 			return rc;
 		if (peftio_tuner_slot_info(t, m, 5)->shape[3] != x->shape[3])
 			return tensor_err(t, m, 5, "its kernel differs from "
 			    "hada_t1's", err);
 		for (s = 0; s < 4; s++)
-			if ((rc = peftio_tuner_want(t, m, s, 2, m->r, 0, 0, err)) != 0)
+			if ((rc = peftio_tuner_want(t, m, s, 2, m->r, 0, 0,
+			    err)) != 0)
 				return rc;
-		if ((rc = peftio_tuner_want(t, m, 2, 2, m->r, peftio_tuner_slot_info(t, m, 0)->shape[1],
+		if ((rc = peftio_tuner_want(t, m, 2, 2, m->r,
+		    peftio_tuner_slot_info(t, m, 0)->shape[1],
 		    0, err)) != 0 ||
-		    (rc = peftio_tuner_want(t, m, 3, 2, m->r, peftio_tuner_slot_info(t, m, 1)->shape[1],
+		    (rc = peftio_tuner_want(t, m, 3, 2, m->r,
+		    peftio_tuner_slot_info(t, m, 1)->shape[1],
 		    0, err)) != 0)
 			return rc;
 		return 0;
@@ -445,8 +451,10 @@ check_loha(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 	x = peftio_tuner_slot_info(t, m, 0);
 	if ((rc = rank_is(t, m, 0, x->shape[1], err)) != 0 ||
 	    (rc = peftio_tuner_want(t, m, 1, 2, m->r, 0, 0, err)) != 0 ||
-	    (rc = peftio_tuner_want(t, m, 2, 2, x->shape[0], m->r, 0, err)) != 0 ||
-	    (rc = peftio_tuner_want(t, m, 3, 2, m->r, peftio_tuner_slot_info(t, m, 1)->shape[1], 0,
+	    (rc = peftio_tuner_want(t, m, 2, 2, x->shape[0], m->r, 0,
+	    err)) != 0 ||
+	    (rc = peftio_tuner_want(t, m, 3, 2, m->r, peftio_tuner_slot_info(t,
+	    m, 1)->shape[1], 0,
 	    err)) != 0)
 		return rc;
 	return 0;
@@ -466,8 +474,10 @@ check_lokr(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		 * w2_a [r, out_k], w2_b [r, in_n] */
 		if (m->t[3] >= 0)
 			return tensor_err(t, m, 6, "with a full lokr_w2", err);
-		if ((rc = peftio_tuner_want(t, m, 6, 4, m->r, m->r, 0, err)) != 0 ||
-		    (rc = peftio_tuner_want(t, m, 4, 2, m->r, 0, 0, err)) != 0 ||
+		if ((rc = peftio_tuner_want(t, m, 6, 4, m->r, m->r, 0,
+		    err)) != 0 ||
+		    (rc = peftio_tuner_want(t, m, 4, 2, m->r, 0, 0,
+		    err)) != 0 ||
 		    (rc = peftio_tuner_want(t, m, 5, 2, m->r, 0, 0, err)) != 0)
 			return rc;
 	}
@@ -534,7 +544,8 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		m->r = peftio_tuner_slot_info(t, m, 0)->shape[0];
 		if (m->r == 0)
 			return tensor_err(t, m, 0, "rank 0", err);
-		if ((rc = peftio_tuner_want(t, m, 1, 2, 0, m->r, 0, err)) != 0 ||
+		if ((rc = peftio_tuner_want(t, m, 1, 2, 0, m->r, 0,
+		    err)) != 0 ||
 		    (rc = peftio_tuner_want(t, m, 2, 2, m->r, 1, 0, err)) != 0)
 			return rc;
 		/* PEFT: W += B (A * E) * scaling / (ranknum + 1e-5), the
@@ -569,7 +580,8 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 			    "not saved (save_projection = false): PEFT "
 			    "regenerates them from torch's random generator",
 			    t->path);
-		if ((rc = peftio_tuner_want(t, m, 2, 2, m->r, 0, 0, err)) != 0 ||
+		if ((rc = peftio_tuner_want(t, m, 2, 2, m->r, 0, 0,
+		    err)) != 0 ||
 		    (rc = peftio_tuner_want(t, m, 3, 2, 0, m->r, 0, err)) != 0)
 			return rc;
 		return 0;
@@ -596,7 +608,8 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		x = peftio_tuner_slot_info(t, m, 0);
 		if (x->shape[0] == 0 || x->shape[1] == 0 ||
 		    x->shape[2] == 0 || x->shape[2] != x->shape[3])
-			return tensor_err(t, m, 0, "not [factors, blocks, b, b]",
+			return tensor_err(t, m, 0,
+			    "not [factors, blocks, b, b]",
 			    err);
 		if (t->bs != 0 && x->shape[2] != t->bs)
 			return tensor_err(t, m, 0, "its block size does not "
@@ -616,7 +629,8 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		return 0;
 	case T_MISS:
 		if (t->bat) {	/* [out / r, r, r] */
-			if ((rc = peftio_tuner_want(t, m, 0, 3, 0, 0, 0, err)) != 0)
+			if ((rc = peftio_tuner_want(t, m, 0, 3, 0, 0, 0,
+			    err)) != 0)
 				return rc;
 			x = peftio_tuner_slot_info(t, m, 0);
 			m->r = x->shape[2];
@@ -630,7 +644,8 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		m->r = peftio_tuner_slot_info(t, m, 0)->shape[0];
 		if (m->r == 0)
 			return tensor_err(t, m, 0, "rank 0", err);
-		if (t->mini && peftio_tuner_slot_info(t, m, 0)->shape[1] != t->mini_r)
+		if (t->mini && peftio_tuner_slot_info(t, m,
+		    0)->shape[1] != t->mini_r)
 			return tensor_err(t, m, 0, "not [r, mini_r]", err);
 		return 0;
 	case T_VBLORA:
@@ -643,12 +658,14 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		if ((rc = peftio_tuner_want(t, m, 2, 2, 0, 0, 0, err)) != 0)
 			return rc;
 		y = peftio_tuner_slot_info(t, m, 2);
-		if ((rc = peftio_tuner_want(t, m, 0, 3, 0, 0, y->shape[0], err)) != 0)
+		if ((rc = peftio_tuner_want(t, m, 0, 3, 0, 0, y->shape[0],
+		    err)) != 0)
 			return rc;
 		m->r = peftio_tuner_slot_info(t, m, 0)->shape[0];
 		if (m->r == 0 || y->shape[0] == 0 || y->shape[1] == 0)
 			return tensor_err(t, m, 0, "rank 0", err);
-		if ((rc = peftio_tuner_want(t, m, 1, 3, 0, m->r, y->shape[0], err)) != 0)
+		if ((rc = peftio_tuner_want(t, m, 1, 3, 0, m->r, y->shape[0],
+		    err)) != 0)
 			return rc;
 		if (t->topk == 0 || t->topk > y->shape[0])
 			return tensor_err(t, m, 2, "topk is 0 or exceeds the "
@@ -672,7 +689,8 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		if (m->r == 0 || x->shape[1] == 0)
 			return tensor_err(t, m, 0, "rank 0", err);
 		m->scale = t->alpha / (double)m->r;
-		if ((rc = peftio_tuner_want(t, m, 1, 2, x->shape[1], 0, 0, err)) != 0 ||
+		if ((rc = peftio_tuner_want(t, m, 1, 2, x->shape[1], 0, 0,
+		    err)) != 0 ||
 		    (rc = peftio_tuner_want(t, m, 2, 3, 0, 0, 0, err)) != 0 ||
 		    (rc = peftio_tuner_want(t, m, 3, 3, 0, 0, 0, err)) != 0)
 			return rc;
@@ -689,7 +707,8 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		return 0;
 	case T_SHIRA:
 		if ((rc = peftio_tuner_want(t, m, 0, 1, 0, 0, 0, err)) != 0 ||
-		    (rc = peftio_tuner_want(t, m, 1, 2, 2, peftio_tuner_slot_info(t, m, 0)->shape[0], 0,
+		    (rc = peftio_tuner_want(t, m, 1, 2, 2,
+		    peftio_tuner_slot_info(t, m, 0)->shape[0], 0,
 		    err)) != 0)
 			return rc;
 		x = peftio_tuner_slot_info(t, m, 1);
@@ -714,9 +733,11 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		m->r = x->shape[0];
 		if (m->r == 0)
 			return tensor_err(t, m, 0, "rank 0", err);
-		if ((rc = peftio_tuner_want(t, m, 1, 2, 0, m->r, 0, err)) != 0 ||
+		if ((rc = peftio_tuner_want(t, m, 1, 2, 0, m->r, 0,
+		    err)) != 0 ||
 		    (rc = peftio_tuner_want(t, m, 2, 1, 1, 0, 0, err)) != 0 ||
-		    (rc = peftio_tuner_want(t, m, 3, 1, x->shape[1], 0, 0, err)) != 0)
+		    (rc = peftio_tuner_want(t, m, 3, 1, x->shape[1], 0, 0,
+		    err)) != 0)
 			return rc;
 		return 0;
 	case T_NTYPES:

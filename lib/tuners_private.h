@@ -108,7 +108,7 @@ uint64_t peftio_tuner_oft_block(uint64_t n);
 /* tuner_delta.c */
 void	peftio_tuner_matmul(const double *a, const double *b, double *c,
 	    uint64_t m, uint64_t k, uint64_t n);
-int	peftio_tuner_delta(const struct peftio_tuner *t, const struct tmod *m,
-	    double *d, struct peftio_error *err);
+int	peftio_tuner_delta(const struct peftio_tuner *t,
+	    const struct tmod *m, double *d, struct peftio_error *err);
 
 #endif
