@@ -296,24 +296,38 @@ peftio_bnb_write(struct peftio_ckptw *w, const char *name,
     struct peftio_error *err)
 {
 	const struct peftio_quant_state *qs = &bo->qs;
-	uint64_t n = qs->numel, nb = ceil_div(n, qs->blocksize), nnb;
+	uint64_t nb = ceil_div(qs->numel, qs->blocksize), nnb;
 	float offset;
+
+	if (!qs->double_quant)
+		return peftio_bnb_write_stored(w, name, bo, packed, absmax,
+		    NULL, err);
+	nnb = ceil_div(nb, qs->nested_blocksize);
+	if (peftio_scratch(&tmp[0], nb) == NULL ||
+	    peftio_scratch(&tmp[1], nnb * sizeof(float)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	peftio_dq_quantize(absmax, nb, qs->nested_blocksize, &offset,
+	    tmp[0].p, tmp[1].p);
+	return peftio_bnb_write_stored(w, name, bo, packed, tmp[0].p,
+	    tmp[1].p, err);
+}
+
+int
+peftio_bnb_write_stored(struct peftio_ckptw *w, const char *name,
+    const struct peftio_bnb_out *bo, const uint8_t *packed,
+    const void *absmax, const float *nested, struct peftio_error *err)
+{
+	const struct peftio_quant_state *qs = &bo->qs;
+	uint64_t n = qs->numel, nb = ceil_div(n, qs->blocksize), nnb;
 	int rc;
 
 	rc = peftio_ckptw_write(w, name, packed, (n + 1) / 2, err);
 	if (rc == 0 && qs->double_quant) {
 		nnb = ceil_div(nb, qs->nested_blocksize);
-		if (peftio_scratch(&tmp[0], nb) == NULL ||
-		    peftio_scratch(&tmp[1], nnb * sizeof(float)) == NULL)
-			return peftio_error_set(err, PEFTIO_ENOMEM,
-			    "out of memory");
-		peftio_dq_quantize(absmax, nb, qs->nested_blocksize, &offset,
-		    tmp[0].p, tmp[1].p);
-		rc = write1(w, name, PEFTIO_BNB_ABSMAX, NULL, tmp[0].p, nb,
-		    err);
+		rc = write1(w, name, PEFTIO_BNB_ABSMAX, NULL, absmax, nb, err);
 		if (rc == 0)
 			rc = write1(w, name, PEFTIO_BNB_NESTED_ABSMAX, NULL,
-			    tmp[1].p, nnb * sizeof(float), err);
+			    nested, nnb * sizeof(float), err);
 		if (rc == 0)
 			rc = write1(w, name, PEFTIO_BNB_NESTED_QUANT_MAP, NULL,
 			    peftio_dynamic_map(), 256 * sizeof(float), err);

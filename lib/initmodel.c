@@ -16,9 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "peftio_private.h"
+#include "adapter_write.h"
 
-#define PREFIX		"base_model.model."
 #define CONFIG_FILE	"adapter_config.json"
 #define MODEL_FILE	"adapter_model.safetensors"
 /* Elements converted at a time when a weight is read. */
@@ -32,7 +31,8 @@ struct tgt {
 	uint64_t	 off_a, off_b, off_w;	/* in the spool */
 	int		 q4;
 	struct peftio_q4_weight qm;	/* sizes only, no buffers */
-	struct peftio_quant_state qs;
+	struct peftio_bnb_out bo;	/* its quant_state, once declared its
+					 * JSON */
 	struct peftio_lora_factors st;	/* the figures, no factors */
 	int		 rc;
 	struct peftio_error err;
@@ -125,14 +125,6 @@ spool_get(struct job *j, void *buf, uint64_t len, uint64_t off,
 		done += (uint64_t)r;
 	}
 	return 0;
-}
-
-static const char *
-leaf(const char *module)
-{
-	const char *s = strrchr(module, '.');
-
-	return s != NULL ? s + 1 : module;
 }
 
 /* Weight idx of the base as f32. */
@@ -251,7 +243,7 @@ init_one(struct job *j, struct tgt *t, struct peftio_error *err)
 		t->qm = q;
 		t->qm.packed = t->qm.qabsmax = NULL;
 		t->qm.absmax = t->qm.nested = NULL;
-		peftio_q4_weight_state(&q, t->dt, 2, ti->shape, &t->qs);
+		peftio_q4_weight_state(&q, t->dt, 2, ti->shape, &t->bo.qs);
 	} else {
 		if ((rc = as_dtype(w, mn, t->dt, &buf, &len, err)) != 0 ||
 		    (rc = spool_put(j, buf, len, t->off_w, err)) != 0)
@@ -317,7 +309,9 @@ write_target(struct job *j, struct peftio_ckptw *w, struct tgt *t,
 	} else if ((rc = spool_get(j, q.absmax, q.nb * sizeof(float), off,
 	    err)) != 0)
 		goto out;
-	rc = peftio_ckptw_write_q4(w, name, &q, &t->qs, err);
+	rc = peftio_bnb_write_stored(w, name, &t->bo, q.packed,
+	    q.double_quant ? (const void *)q.qabsmax : q.absmax, q.nested,
+	    err);
 out:
 	peftio_q4_weight_free(&q);
 	return rc;
@@ -338,61 +332,24 @@ write_factor(struct job *j, struct peftio_ckptw *w, const char *name,
 	return rc;
 }
 
-static int
-cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static json_t *
-json_num(double v)
-{
-	if (v == floor(v) && fabs(v) < 1e15)
-		return json_integer((json_int_t)v);
-	return json_real(v);
-}
-
 /* adapter_config.json: what PEFT writes for this LoRA, with
  * init_lora_weights true so that a load does not initialise again. */
 static int
 adapter_config(struct job *j, const char *name_or_path, char **out,
     size_t *len, struct peftio_error *err)
 {
-	json_t *c = json_object(), *tm = json_array();
-	const char **leaves;
-	size_t i, nl = 0;
+	const char **mods = malloc((j->nt + 1) * sizeof(*mods));
+	json_t *c = NULL;
+	size_t i;
 
-	if ((leaves = malloc((j->nt + 1) * sizeof(*leaves))) == NULL) {
-		json_decref(c);
-		json_decref(tm);
-		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	if (mods != NULL) {
+		for (i = 0; i < j->nt; i++)
+			mods[i] = j->t[i].module;
+		c = peftio_adapter_lora_config(mods, j->nt, name_or_path,
+		    j->o->init.rank, j->o->alpha, NULL, NULL);
 	}
-	for (i = 0; i < j->nt; i++)
-		leaves[nl++] = leaf(j->t[i].module);
-	qsort(leaves, nl, sizeof(*leaves), cmp_str);
-	for (i = 0; i < nl; i++)
-		if (i == 0 || strcmp(leaves[i], leaves[i - 1]) != 0)
-			json_array_append_new(tm, json_string(leaves[i]));
-	free(leaves);
-	json_object_set_new(c, "peft_type", json_string("LORA"));
-	json_object_set_new(c, "task_type", json_string("CAUSAL_LM"));
-	json_object_set_new(c, "base_model_name_or_path",
-	    name_or_path != NULL ? json_string(name_or_path) : json_null());
-	json_object_set_new(c, "r", json_integer((json_int_t)
-	    j->o->init.rank));
-	json_object_set_new(c, "lora_alpha", json_num(j->o->alpha));
-	json_object_set_new(c, "target_modules", tm);
-	json_object_set_new(c, "rank_pattern", json_object());
-	json_object_set_new(c, "alpha_pattern", json_object());
-	json_object_set_new(c, "bias", json_string("none"));
-	json_object_set_new(c, "fan_in_fan_out", json_false());
-	json_object_set_new(c, "use_rslora", json_false());
-	json_object_set_new(c, "use_dora", json_false());
-	json_object_set_new(c, "lora_dropout", json_real(0.0));
-	json_object_set_new(c, "inference_mode", json_true());
-	json_object_set_new(c, "modules_to_save", json_null());
-	json_object_set_new(c, "init_lora_weights", json_true());
-	*out = peftio_json_pydumps(c, 2, 1, len);
+	free(mods);
+	*out = c != NULL ? peftio_json_pydumps(c, 2, 1, len) : NULL;
 	json_decref(c);
 	if (*out == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
@@ -430,8 +387,8 @@ model_config(struct job *j, struct peftio_ckptw *w, char **name_or_path,
 		*name_or_path = strdup(json_string_value(v));
 	json_decref(c);
 	if (q4) {
-		if ((rc = peftio_config_add_quant(text, len, j->t[0].qs.type,
-		    j->t[0].qs.double_quant, j->t[0].dt, &out, &outlen,
+		if ((rc = peftio_config_add_quant(text, len, j->t[0].bo.qs.type,
+		    j->t[0].bo.qs.double_quant, j->t[0].dt, &out, &outlen,
 		    err)) != 0)
 			peftio_error_prefix(err, "%s/config.json", dir);
 		else
@@ -601,17 +558,15 @@ peftio_init_model(const char *base, const char *adapter_dir,
 		    peftio_ckpt_shard_of(j.ck, i) : 0;
 
 		if (map[i] >= 0 && j.t[map[i]].q4)
-			rc = peftio_ckptw_declare_q4(wr, sh_i, ti->name,
-			    &j.t[map[i]].qs, err);
+			rc = peftio_bnb_declare(wr, sh_i, ti->name,
+			    &j.t[map[i]].bo, err);
 		else
 			rc = peftio_ckptw_declare(wr, sh_i, ti->name,
 			    ti->dtype, ti->ndim, ti->shape, err);
 	}
 	for (i = 0; i < j.nt && rc == 0; i++) {
-		snprintf(ka, sizeof(ka), PREFIX "%s.lora_A.weight",
-		    j.t[i].module);
-		snprintf(kb, sizeof(kb), PREFIX "%s.lora_B.weight",
-		    j.t[i].module);
+		peftio_adapter_key(ka, sizeof(ka), j.t[i].module, 0, 0);
+		peftio_adapter_key(kb, sizeof(kb), j.t[i].module, 1, 0);
 		sh[0] = j.t[i].k;
 		sh[1] = j.t[i].n;
 		rc = peftio_ckptw_declare(wa, 0, ka, PEFTIO_F32, 2, sh, err);
@@ -636,10 +591,8 @@ peftio_init_model(const char *base, const char *adapter_dir,
 			    ti->dtype, err);
 	}
 	for (i = 0; i < j.nt && rc == 0; i++) {
-		snprintf(ka, sizeof(ka), PREFIX "%s.lora_A.weight",
-		    j.t[i].module);
-		snprintf(kb, sizeof(kb), PREFIX "%s.lora_B.weight",
-		    j.t[i].module);
+		peftio_adapter_key(ka, sizeof(ka), j.t[i].module, 0, 0);
+		peftio_adapter_key(kb, sizeof(kb), j.t[i].module, 1, 0);
 		rc = write_factor(&j, wa, ka, j.t[i].off_a,
 		    j.t[i].k * j.t[i].n, err);
 		if (rc == 0)
@@ -664,8 +617,10 @@ out:
 	if (j.spool >= 0)
 		close(j.spool);
 	if (j.t != NULL)
-		for (i = 0; i < j.nt; i++)
+		for (i = 0; i < j.nt; i++) {
 			free(j.t[i].module);
+			peftio_bnb_out_free(&j.t[i].bo);
+		}
 	free(j.t);
 	free(map);
 	free(names);

@@ -82,6 +82,7 @@ peftio_q4_weight_quantize(struct peftio_q4_weight *q, enum peftio_q4type t,
     uint64_t bs, int double_quant, const float *x, uint64_t n, float *deq,
     struct peftio_error *err)
 {
+	struct peftio_quant_state qs;
 	int rc;
 
 	memset(q, 0, sizeof(*q));
@@ -108,11 +109,8 @@ peftio_q4_weight_quantize(struct peftio_q4_weight *q, enum peftio_q4type t,
 		return peftio_error_set(err, PEFTIO_ENOMEM,
 		    "4-bit: out of memory");
 	}
-	if ((rc = peftio_q4_quantize(t, PEFTIO_F32, x, n, bs, 0, q->nb,
-	    q->packed, q->absmax)) != 0) {
-		peftio_q4_weight_free(q);
-		return peftio_error_set(err, rc, "4-bit: quantization failed");
-	}
+	peftio_q4_weight_state(q, PEFTIO_F32, 1, &n, &qs);
+	peftio_bnb_quantize_mem(&qs, x, q->packed, q->absmax, 1);
 	if (double_quant) {
 		peftio_dq_quantize(q->absmax, q->nb, NESTED_BS, &q->offset,
 		    q->qabsmax, q->nested);
@@ -144,107 +142,6 @@ peftio_q4_weight_state(const struct peftio_q4_weight *q, enum peftio_dtype dt,
 	qs->nested_blocksize = NESTED_BS;
 	qs->nested_dtype = PEFTIO_F32;
 	qs->nested_offset = q->double_quant ? q->offset : 0.0f;
-}
-
-/* name + suffix [+ type name] into buf. */
-static const char *
-q4_key(char *buf, size_t len, const char *name, const char *suffix,
-    const char *type)
-{
-	snprintf(buf, len, "%s%s%s", name, suffix, type != NULL ? type : "");
-	return buf;
-}
-
-int
-peftio_ckptw_declare_q4(struct peftio_ckptw *w, size_t shard, const char *name,
-    const struct peftio_quant_state *qs, struct peftio_error *err)
-{
-	uint64_t n = qs->numel, nb = ceil_div(n, qs->blocksize), shape[2];
-	size_t klen = strlen(name) + 64;
-	char *k, *json = NULL;
-	size_t jlen;
-	int rc;
-
-	if ((k = malloc(klen)) == NULL)
-		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	if ((rc = peftio_quant_state_json(qs, &json, &jlen, err)) != 0)
-		goto out;
-	shape[0] = (n + 1) / 2;
-	shape[1] = 1;
-	rc = peftio_ckptw_declare(w, shard, name, PEFTIO_U8, 2, shape, err);
-	shape[0] = nb;
-	if (rc == 0)
-		rc = peftio_ckptw_declare(w, shard, q4_key(k, klen, name,
-		    PEFTIO_BNB_ABSMAX, NULL), qs->double_quant ? PEFTIO_U8 :
-		    PEFTIO_F32, 1, shape, err);
-	shape[0] = 16;
-	if (rc == 0)
-		rc = peftio_ckptw_declare(w, shard, q4_key(k, klen, name,
-		    PEFTIO_BNB_QUANT_MAP, NULL), PEFTIO_F32, 1, shape, err);
-	if (qs->double_quant) {
-		shape[0] = ceil_div(nb, NESTED_BS);
-		if (rc == 0)
-			rc = peftio_ckptw_declare(w, shard, q4_key(k, klen,
-			    name, PEFTIO_BNB_NESTED_ABSMAX, NULL), PEFTIO_F32,
-			    1, shape, err);
-		shape[0] = 256;
-		if (rc == 0)
-			rc = peftio_ckptw_declare(w, shard, q4_key(k, klen,
-			    name, PEFTIO_BNB_NESTED_QUANT_MAP, NULL),
-			    PEFTIO_F32, 1, shape, err);
-	}
-	shape[0] = jlen;
-	if (rc == 0)
-		rc = peftio_ckptw_declare(w, shard, q4_key(k, klen, name,
-		    PEFTIO_BNB_QUANT_STATE, peftio_q4type_name(qs->type)),
-		    PEFTIO_U8, 1, shape, err);
-out:
-	free(json);
-	free(k);
-	return rc;
-}
-
-int
-peftio_ckptw_write_q4(struct peftio_ckptw *w, const char *name,
-    const struct peftio_q4_weight *q, const struct peftio_quant_state *qs,
-    struct peftio_error *err)
-{
-	size_t klen = strlen(name) + 64, jlen;
-	char *k, *json = NULL;
-	int rc;
-
-	if ((k = malloc(klen)) == NULL)
-		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	if ((rc = peftio_quant_state_json(qs, &json, &jlen, err)) != 0)
-		goto out;
-	rc = peftio_ckptw_write(w, name, q->packed, (q->n + 1) / 2, err);
-	if (rc == 0 && q->double_quant) {
-		rc = peftio_ckptw_write(w, q4_key(k, klen, name,
-		    PEFTIO_BNB_ABSMAX, NULL), q->qabsmax, q->nb, err);
-		if (rc == 0)
-			rc = peftio_ckptw_write(w, q4_key(k, klen, name,
-			    PEFTIO_BNB_NESTED_ABSMAX, NULL), q->nested,
-			    ceil_div(q->nb, NESTED_BS) * sizeof(float), err);
-		if (rc == 0)
-			rc = peftio_ckptw_write(w, q4_key(k, klen, name,
-			    PEFTIO_BNB_NESTED_QUANT_MAP, NULL),
-			    peftio_dynamic_map(), 256 * sizeof(float), err);
-	} else if (rc == 0)
-		rc = peftio_ckptw_write(w, q4_key(k, klen, name,
-		    PEFTIO_BNB_ABSMAX, NULL), q->absmax,
-		    q->nb * sizeof(float), err);
-	if (rc == 0)
-		rc = peftio_ckptw_write(w, q4_key(k, klen, name,
-		    PEFTIO_BNB_QUANT_MAP, NULL), peftio_q4_code(q->type),
-		    16 * sizeof(float), err);
-	if (rc == 0)
-		rc = peftio_ckptw_write(w, q4_key(k, klen, name,
-		    PEFTIO_BNB_QUANT_STATE, peftio_q4type_name(q->type)), json,
-		    jlen, err);
-out:
-	free(json);
-	free(k);
-	return rc;
 }
 
 /* ------------------------------------------------------------------ */

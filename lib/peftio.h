@@ -908,6 +908,13 @@ int	peftio_bnb_write(struct peftio_ckptw *w, const char *name,
 	    const struct peftio_bnb_out *bo, const uint8_t *packed,
 	    const float *absmax, struct peftio_scratch tmp[2],
 	    struct peftio_error *err);
+/* Write them from what is stored: the packed codes and, with double
+ * quantization, the nb 8-bit absmax codes and the nested absmax
+ * (bo->qs.nested_offset their offset); without, the nb f32 absmax. */
+int	peftio_bnb_write_stored(struct peftio_ckptw *w, const char *name,
+	    const struct peftio_bnb_out *bo, const uint8_t *packed,
+	    const void *absmax, const float *nested,
+	    struct peftio_error *err);
 /*
  * Tensor i of c whole in memory as it is quantized: rounded to dt when
  * stored otherwise, and transposed from [in, out] to [out, in] when
@@ -1678,17 +1685,11 @@ int	peftio_q4_weight_quantize(struct peftio_q4_weight *q,
 	    enum peftio_q4type t, uint64_t bs, int double_quant,
 	    const float *x, uint64_t n, float *deq, struct peftio_error *err);
 void	peftio_q4_weight_free(struct peftio_q4_weight *q);
-/* The quant_state of q for a weight of the given dtype and shape. */
+/* The quant_state of q for a weight of the given dtype and shape
+ * (written with peftio_bnb_declare() and peftio_bnb_write_stored()). */
 void	peftio_q4_weight_state(const struct peftio_q4_weight *q,
 	    enum peftio_dtype dt, int ndim, const uint64_t *shape,
 	    struct peftio_quant_state *qs);
-/* Declare and write q's tensors as weight name, as nf4-quant does. */
-int	peftio_ckptw_declare_q4(struct peftio_ckptw *w, size_t shard,
-	    const char *name, const struct peftio_quant_state *qs,
-	    struct peftio_error *err);
-int	peftio_ckptw_write_q4(struct peftio_ckptw *w, const char *name,
-	    const struct peftio_q4_weight *q,
-	    const struct peftio_quant_state *qs, struct peftio_error *err);
 
 /*
  * Initialise one m x n weight w (f32, row-major).  On return w holds
@@ -1737,6 +1738,39 @@ struct peftio_init_model_opts {
 int	peftio_init_model(const char *base, const char *adapter_dir,
 	    const char *residual_dir, const struct peftio_init_model_opts *o,
 	    struct peftio_error *err);
+
+/*
+ * A LoRA adapter extracted from a fine-tuned model (extractmodel.c):
+ * for every selected 2-D float weight, the truncated SVD of tuned -
+ * base (peftio_extract_lora(), x.rank 0: the rank by energy, r the
+ * largest), written to adapter_dir with adapter_config.json.  Both
+ * models must hold the same tensors and shapes, and their config.json
+ * the same architecture.  *nmodules and *rank (may be NULL) receive the
+ * modules written and r.
+ */
+struct peftio_extract_model_opts {
+	struct peftio_extract_opts x;
+	double		 alpha;		/* 0: alpha = r (scale 1); else B is
+					 * scaled so that alpha / rank gives
+					 * the delta back */
+	/* 1 when module is extracted; NULL: peftio_linear_module(). */
+	int		(*select)(void *arg, const char *module);
+	void		*select_arg;
+	/* The changed tensors that are not extracted, ", "-separated;
+	 * called once before the extraction when there are any. */
+	void		(*skipped)(void *arg, const char *names);
+	/* Called once per selected module after all are extracted; f is
+	 * NULL when its delta is zero (no factors written). */
+	void		(*report)(void *arg, const char *module,
+			    const struct peftio_lora_factors *f);
+	void		*report_arg;	/* of skipped and report */
+	unsigned	 flags;		/* PEFTIO_W_FORCE */
+	unsigned	 jobs;		/* weights at a time (0: 1) */
+};
+
+int	peftio_extract_model(const char *base, const char *tuned,
+	    const char *adapter_dir, const struct peftio_extract_model_opts *o,
+	    uint64_t *nmodules, uint64_t *rank, struct peftio_error *err);
 
 /* ------------------------------------------------------------------ */
 /* Rank surgery on LoRA adapters (resize.c)                            */

@@ -8,9 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "peftio_private.h"
+#include "adapter_write.h"
 
-#define PREFIX		"base_model.model."
 #define CONFIG_FILE	"adapter_config.json"
 #define MODEL_FILE	"adapter_model.safetensors"
 
@@ -237,9 +236,9 @@ plain_open(struct plain *p, const char *path, const char *what,
 
 		m->name = peftio_adapter_module(p->ad, i, &r, &m->scale);
 		m->r = r;
-		snprintf(key, sizeof(key), PREFIX "%s.lora_A.weight", m->name);
+		peftio_adapter_key(key, sizeof(key), m->name, 0, 0);
 		m->a = peftio_ckpt_find(p->ck, key);
-		snprintf(key, sizeof(key), PREFIX "%s.lora_B.weight", m->name);
+		peftio_adapter_key(key, sizeof(key), m->name, 1, 0);
 		m->b = peftio_ckpt_find(p->ck, key);
 		if (m->a < 0 || m->b < 0) {
 			rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
@@ -296,52 +295,6 @@ load_f32(struct peftio_ckpt *ck, long idx, float **out,
 	peftio_ckpt_release(ck, (size_t)idx);
 	*out = x;
 	return 0;
-}
-
-static int
-write_f32(struct peftio_ckptw *w, const char *name, const float *x,
-    uint64_t n, enum peftio_dtype dt, struct peftio_error *err)
-{
-	uint64_t nb;
-	void *buf;
-	int rc;
-
-	if (dt == PEFTIO_F32)
-		return peftio_ckptw_write(w, name, x, n * sizeof(float), err);
-	if ((rc = peftio_dtype_nbytes(dt, n, &nb)) != 0)
-		return peftio_error_set(err, rc, "%s: too large", name);
-	if ((buf = malloc(nb + 1)) == NULL)
-		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	peftio_from_f32(dt, x, buf, n);
-	rc = peftio_ckptw_write(w, name, buf, nb, err);
-	free(buf);
-	return rc;
-}
-
-/* "model\.layers\.0\.self_attn\.q_proj" */
-static char *
-pattern_key(const char *module)
-{
-	size_t n = strlen(module), i, j = 0;
-	char *p = malloc(2 * n + 1);
-
-	if (p == NULL)
-		return NULL;
-	for (i = 0; i < n; i++) {
-		if (module[i] == '.')
-			p[j++] = '\\';
-		p[j++] = module[i];
-	}
-	p[j] = '\0';
-	return p;
-}
-
-static json_t *
-json_num(double v)
-{
-	if (v == floor(v) && fabs(v) < 1e15)
-		return json_integer((json_int_t)v);
-	return json_real(v);
 }
 
 /* Write the adapter config text (indented, keys sorted) into w. */
@@ -426,10 +379,8 @@ peftio_resize_adapter(const char *in, const char *out,
 	    err)) != 0)
 		goto out;
 	for (i = 0; i < p.nmods && rc == 0; i++) {
-		snprintf(ka, sizeof(ka), PREFIX "%s.lora_A.weight",
-		    p.mods[i].name);
-		snprintf(kb, sizeof(kb), PREFIX "%s.lora_B.weight",
-		    p.mods[i].name);
+		peftio_adapter_key(ka, sizeof(ka), p.mods[i].name, 0, 0);
+		peftio_adapter_key(kb, sizeof(kb), p.mods[i].name, 1, 0);
 		sh[0] = ranks[i];
 		sh[1] = p.mods[i].n;
 		rc = peftio_ckptw_declare(w, 0, ka, p.mods[i].dt, 2, sh, err);
@@ -462,17 +413,17 @@ peftio_resize_adapter(const char *in, const char *out,
 		if (s != 1.0)
 			for (j = 0; j < f.m * f.rank; j++)
 				f.b[j] = (float)(f.b[j] / s);
-		snprintf(ka, sizeof(ka), PREFIX "%s.lora_A.weight",
-		    p.mods[i].name);
-		snprintf(kb, sizeof(kb), PREFIX "%s.lora_B.weight",
-		    p.mods[i].name);
-		if ((rc = write_f32(w, ka, f.a, f.rank * f.n, p.mods[i].dt,
-		    err)) != 0 || (rc = write_f32(w, kb, f.b, f.m * f.rank,
+		peftio_adapter_key(ka, sizeof(ka), p.mods[i].name, 0, 0);
+		peftio_adapter_key(kb, sizeof(kb), p.mods[i].name, 1, 0);
+		if ((rc = peftio_adapter_write_f32(w, ka, f.a, f.rank * f.n,
+		    p.mods[i].dt, err)) != 0 ||
+		    (rc = peftio_adapter_write_f32(w, kb, f.b, f.m * f.rank,
 		    p.mods[i].dt, err)) != 0)
 			goto out;
 		peftio_lora_factors_free(&f);
 		if (ranks[i] != rmax || o->alpha <= 0.0) {
-			if ((k = pattern_key(p.mods[i].name)) == NULL) {
+			if ((k = peftio_adapter_pattern_key(p.mods[i].name))
+			    == NULL) {
 				rc = peftio_error_set(err, PEFTIO_ENOMEM,
 				    "out of memory");
 				goto out;
@@ -482,12 +433,12 @@ peftio_resize_adapter(const char *in, const char *out,
 				    json_integer((json_int_t)ranks[i]));
 			if (o->alpha <= 0.0 && ranks[i] != rmax)
 				json_object_set_new(ap, k,
-				    json_num((double)ranks[i]));
+				    peftio_json_num((double)ranks[i]));
 			free(k);
 		}
 	}
 	json_object_set_new(p.cfg, "r", json_integer((json_int_t)rmax));
-	json_object_set_new(p.cfg, "lora_alpha", json_num(alpha));
+	json_object_set_new(p.cfg, "lora_alpha", peftio_json_num(alpha));
 	json_object_set(p.cfg, "rank_pattern", rp);
 	json_object_set(p.cfg, "alpha_pattern", ap);
 	json_object_set_new(p.cfg, "use_rslora", json_false());
@@ -515,7 +466,7 @@ doubled(json_t *v, double c)
 		json_object_foreach(v, key, x)
 			if (json_is_number(x))
 				json_object_set_new(o, key,
-				    json_num(c * json_number_value(x)));
+				    peftio_json_num(c * json_number_value(x)));
 	return o;
 }
 
@@ -578,8 +529,8 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 	for (mi = 0; mi < p1.nmods && rc == 0; mi++) {
 		struct lmod *m = &p1.mods[mi];
 
-		snprintf(ka, sizeof(ka), PREFIX "%s.lora_A.weight", m->name);
-		snprintf(kb, sizeof(kb), PREFIX "%s.lora_B.weight", m->name);
+		peftio_adapter_key(ka, sizeof(ka), m->name, 0, 0);
+		peftio_adapter_key(kb, sizeof(kb), m->name, 1, 0);
 		sh[0] = 2 * m->r;
 		sh[1] = m->n;
 		rc = peftio_ckptw_declare(w, 0, ka, m->dt, 2, sh, err);
@@ -621,10 +572,12 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 				b[i * 2 * r + r + j] = c0 == 1.0f ?
 				    -b0[i * r + j] : -c0 * b0[i * r + j];
 			}
-		snprintf(ka, sizeof(ka), PREFIX "%s.lora_A.weight", m->name);
-		snprintf(kb, sizeof(kb), PREFIX "%s.lora_B.weight", m->name);
-		if ((rc = write_f32(w, ka, a, 2 * r * m->n, m->dt, err)) == 0)
-			rc = write_f32(w, kb, b, 2 * r * m->m, m->dt, err);
+		peftio_adapter_key(ka, sizeof(ka), m->name, 0, 0);
+		peftio_adapter_key(kb, sizeof(kb), m->name, 1, 0);
+		if ((rc = peftio_adapter_write_f32(w, ka, a, 2 * r * m->n,
+		    m->dt, err)) == 0)
+			rc = peftio_adapter_write_f32(w, kb, b, 2 * r * m->m,
+			    m->dt, err);
 		free(a0);
 		free(b0);
 		free(a1);
@@ -638,12 +591,13 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 	/* PEFT's conversion: r, lora_alpha and the patterns doubled
 	 * (alpha by sqrt 2 with rsLoRA), so the scale is unchanged. */
 	v = json_object_get(p1.cfg, "r");
-	json_object_set_new(p1.cfg, "r", json_num(2.0 * (json_is_number(v) ?
+	json_object_set_new(p1.cfg, "r",
+	    peftio_json_num(2.0 * (json_is_number(v) ?
 	    json_number_value(v) : 8.0)));
 	c = json_is_true(json_object_get(p1.cfg, "use_rslora")) ? sqrt(2.0) :
 	    2.0;
 	v = json_object_get(p1.cfg, "lora_alpha");
-	json_object_set_new(p1.cfg, "lora_alpha", json_num(c *
+	json_object_set_new(p1.cfg, "lora_alpha", peftio_json_num(c *
 	    (json_is_number(v) ? json_number_value(v) : 8.0)));
 	json_object_set_new(p1.cfg, "rank_pattern",
 	    doubled(json_object_get(p1.cfg, "rank_pattern"), 2.0));

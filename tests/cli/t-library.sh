@@ -22,8 +22,6 @@ fi
 
 # No cycle between the library's objects: an edge "a b" says a.o uses a
 # function or object defined in b.o; tsort refuses a graph with a loop.
-# lora.o and tuners.o still call each other (the adapter's two halves);
-# that pair alone is left out until they are layered.
 objects_uses() {
 	for o in "$TOP"/lib/*.o; do
 		b=$(basename "$o" .o)
@@ -36,7 +34,7 @@ objects_uses() {
 	done | sort > uses
 	join uses defs | awk '$2 != $3 { print $2, $3 }' | sort -u
 }
-objects_uses | grep -v -e '^lora tuners$' -e '^tuners lora$' > edges
+objects_uses > edges
 if ! grep -q '^torchbin pickle$' edges; then
 	notok "object dependencies not found (lib/*.o built?)"
 elif tsort edges >/dev/null 2>loop; then

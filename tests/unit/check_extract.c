@@ -4,6 +4,7 @@
  * energy-chosen ranks.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,6 +224,127 @@ START_TEST(test_extract_energy)
 }
 END_TEST
 
+/* A checkpoint file of f32 tensors: q [16, 12], lm_head [8, 12] and
+ * norm [12]; tuned adds a rank-2 delta to q and changes lm_head. */
+static void
+write_model(const char *path, int tuned, int with_norm)
+{
+	static const char *const names[] = {
+		"model.layers.0.self_attn.q_proj.weight", "lm_head.weight",
+		"model.norm.weight"
+	};
+	static const uint64_t rows[] = { 16, 8, 12 };
+	struct peftio_ckptw *w;
+	struct peftio_error err;
+	float *x[3], *d = make_delta(16, 12, 2, 0.0f, 7);
+	uint64_t st = 1, sh[2], i;
+	int k, nt = with_norm ? 3 : 2;
+
+	ck_assert_int_eq(peftio_ckptw_create(&w, path, 0, 1, NULL,
+	    PEFTIO_W_FORCE | PEFTIO_W_NOSYNC, &err), 0);
+	for (k = 0; k < nt; k++) {
+		sh[0] = rows[k];
+		sh[1] = 12;
+		ck_assert_int_eq(peftio_ckptw_declare(w, 0, names[k],
+		    PEFTIO_F32, k == 2 ? 1 : 2, k == 2 ? &sh[1] : sh, &err), 0);
+		x[k] = malloc(rows[k] * 12 * sizeof(float));
+		ck_assert_ptr_nonnull(x[k]);
+		for (i = 0; i < rows[k] * (k == 2 ? 1 : 12); i++)
+			x[k][i] = tu_randn(&st);
+	}
+	if (tuned) {
+		for (i = 0; i < 16 * 12; i++)
+			x[0][i] += d[i];
+		x[1][0] += 1.0f;
+	}
+	ck_assert_int_eq(peftio_ckptw_layout(w, &err), 0);
+	for (k = 0; k < nt; k++)
+		ck_assert_int_eq(peftio_ckptw_write(w, names[k], x[k],
+		    rows[k] * (k == 2 ? 1 : 12) * sizeof(float), &err), 0);
+	ck_assert_msg(peftio_ckptw_commit(w, &err) == 0, "%s", err.msg);
+	peftio_ckptw_free(w);
+	for (k = 0; k < nt; k++)
+		free(x[k]);
+	free(d);
+}
+
+struct seen {
+	char		 skipped[256];
+	int		 reports;
+	uint64_t	 rank;
+};
+
+static void
+seen_skipped(void *arg, const char *names)
+{
+	struct seen *s = arg;
+
+	snprintf(s->skipped, sizeof(s->skipped), "%s", names);
+}
+
+static void
+seen_report(void *arg, const char *module, const struct peftio_lora_factors *f)
+{
+	struct seen *s = arg;
+
+	ck_assert_str_eq(module, "model.layers.0.self_attn.q_proj");
+	ck_assert_ptr_nonnull(f);
+	s->reports++;
+	s->rank = f->rank;
+}
+
+/* A whole model: the rank-2 delta of the one Linear weight comes back
+ * as an adapter PEFT loads; the changed output head is named as not
+ * extracted; a tensor missing from the tuned model is an error. */
+START_TEST(test_extract_model)
+{
+	struct peftio_extract_model_opts o;
+	struct peftio_adapter *a;
+	struct peftio_error err;
+	struct seen s;
+	uint64_t nmod = 0, r = 0, rank;
+	double scale;
+	char base[4096], tuned[4096], out[4096];
+
+	tu_tmpdir();
+	snprintf(base, sizeof(base), "%s", tu_path("base.safetensors"));
+	snprintf(tuned, sizeof(tuned), "%s", tu_path("tuned.safetensors"));
+	snprintf(out, sizeof(out), "%s", tu_path("adapter"));
+	write_model(base, 0, 1);
+	write_model(tuned, 1, 1);
+	memset(&o, 0, sizeof(o));
+	memset(&s, 0, sizeof(s));
+	peftio_extract_opts_init(&o.x);
+	o.x.rank = 2;
+	o.x.exact = 1;
+	o.skipped = seen_skipped;
+	o.report = seen_report;
+	o.report_arg = &s;
+	o.jobs = 2;
+	ck_assert_msg(peftio_extract_model(base, tuned, out, &o, &nmod, &r,
+	    &err) == 0, "%s", err.msg);
+	ck_assert_uint_eq(nmod, 1);
+	ck_assert_uint_eq(r, 2);
+	ck_assert_str_eq(s.skipped, "lm_head.weight");
+	ck_assert_int_eq(s.reports, 1);
+	ck_assert_uint_eq(s.rank, 2);
+	ck_assert_msg(peftio_adapter_open(&a, out, &err) == 0, "%s", err.msg);
+	ck_assert_uint_eq(peftio_adapter_nmodules(a), 1);
+	ck_assert_str_eq(peftio_adapter_module(a, 0, &rank, &scale),
+	    "model.layers.0.self_attn.q_proj");
+	ck_assert_uint_eq(rank, 2);
+	ck_assert(scale == 1.0);
+	peftio_adapter_free(a);
+
+	write_model(tuned, 1, 0);
+	ck_assert_int_ne(peftio_extract_model(base, tuned, out, &o, NULL, NULL,
+	    &err), 0);
+	ck_assert_msg(strstr(err.msg, "model.norm.weight is missing") != NULL,
+	    "%s", err.msg);
+	tu_tmpdir_remove();
+}
+END_TEST
+
 Suite *extract_suite(void);
 
 Suite *extract_suite(void)
@@ -237,6 +359,7 @@ Suite *extract_suite(void)
 	tcase_add_test(tc, test_extract_noisy);
 	tcase_add_test(tc, test_extract_deterministic);
 	tcase_add_loop_test(tc, test_extract_energy, 0, 2);
+	tcase_add_test(tc, test_extract_model);
 	suite_add_tcase(s, tc);
 	return s;
 }

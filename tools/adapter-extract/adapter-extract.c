@@ -3,36 +3,17 @@
  * the truncated SVD of every weight delta, written as an adapter
  * directory that PEFT loads unchanged.
  */
-#include <fnmatch.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "cli.h"
 
-#define PREFIX		"base_model.model."
-#define ADAPTER_FILE	"adapter_model.safetensors"
-#define CONFIG_FILE	"adapter_config.json"
 /* The randomized SVD's defaults for --init. */
 #define INIT_OVERSAMPLE		16
 #define INIT_POWER_ITERS	4
-
-struct item {
-	size_t			 bi, ti;	/* index in base, in tuned */
-	char			*module;	/* name without ".weight" */
-	int			 embedding;	/* lora_embedding_A/B */
-	uint64_t		 rows, cols;	/* of the weight */
-	enum peftio_dtype	 bdt, tdt, odt;
-	int			 zero;		/* delta is zero: skipped */
-	struct peftio_lora_factors f;
-	struct peftio_error	 err;
-	const char		*errfile;	/* err's file, or NULL: tuned */
-	int			 rc;
-};
 
 struct opts {
 	const char		*base;
@@ -45,9 +26,6 @@ struct opts {
 	size_t			 ntargets;
 	const char		**excludes;
 	size_t			 nexcludes;
-	unsigned		 jobs;
-	const char		*out;
-	int			 force;
 	/* --init, --convert, --resize */
 	int			 init;		/* method, or -1 */
 	int			 convert, resize;
@@ -59,6 +37,7 @@ struct opts {
 };
 
 static struct opts O;
+static struct cli_common C;
 
 static void __attribute__((noreturn))
 usage(int status)
@@ -88,692 +67,32 @@ usage(int status)
 	exit(status);
 }
 
-static char *
-xstrndup(const char *s, size_t n)
-{
-	char *p = xmalloc(n + 1);
-
-	memcpy(p, s, n);
-	p[n] = '\0';
-	return p;
-}
-
+/* Excluded by a --exclude, else chosen by a --target, else a Linear
+ * layer (select.c). */
 static int
-float_dtype(enum peftio_dtype dt)
+selected(void *arg, const char *module)
 {
-	return dt == PEFTIO_F32 || dt == PEFTIO_F16 || dt == PEFTIO_BF16;
-}
-
-static const char *
-leaf(const char *module)
-{
-	const char *s = strrchr(module, '.');
-
-	return s != NULL ? s + 1 : module;
-}
-
-/* Leaf names of embeddings, and of output heads (Linear, but not
- * adapted by default). */
-static int
-is_embedding_leaf(const char *l)
-{
-	static const char *const emb[] = {
-		"embed_tokens", "wte", "wpe", "embed_in", "word_embeddings",
-		"position_embeddings", "token_type_embeddings",
-		"embed_positions", "shared"
-	};
 	size_t i;
 
-	for (i = 0; i < sizeof(emb) / sizeof(emb[0]); i++)
-		if (strcmp(l, emb[i]) == 0)
-			return 1;
-	return 0;
-}
-
-/*
- * The default selection, as nf4-quant's: a 2-D float "*.weight" that is
- * not an embedding, the output head or a norm.
- */
-static int
-default_linear(const char *module)
-{
-	static const char *const skip[] = {
-		"lm_head", "embed_out", "output", "score", "classifier"
-	};
-	const char *l = leaf(module);
-	size_t i;
-
-	if (is_embedding_leaf(l))
-		return 0;
-	for (i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
-		if (strcmp(l, skip[i]) == 0)
+	for (i = 0; i < O.nexcludes; i++)
+		if (peftio_module_match(module, O.excludes[i]))
 			return 0;
-	if (strstr(module, "norm") != NULL || strstr(module, "embed") != NULL)
-		return 0;
-	return 1;
-}
-
-/* PEFT's target_modules rule (equal, or a suffix after a dot), or a
- * shell glob on the module path. */
-static int
-module_match(const char *module, const char *pat)
-{
-	size_t n = strlen(module), m = strlen(pat);
-
-	if (strcmp(module, pat) == 0)
-		return 1;
-	if (n > m && module[n - m - 1] == '.' &&
-	    strcmp(module + n - m, pat) == 0)
-		return 1;
-	return fnmatch(pat, module, 0) == 0;
-}
-
-static int
-match_any(const char *module, const char **pats, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (module_match(module, pats[i]))
+	if (O.ntargets == 0)
+		return peftio_linear_module(module, strlen(module));
+	for (i = 0; i < O.ntargets; i++)
+		if (peftio_module_match(module, O.targets[i]))
 			return 1;
 	return 0;
 }
 
-static int
-selected(const char *module)
-{
-	if (match_any(module, O.excludes, O.nexcludes))
-		return 0;
-	if (O.ntargets > 0)
-		return match_any(module, O.targets, O.ntargets);
-	return default_linear(module);
-}
-
-static int
-selected_name(const char *name, size_t len)
-{
-	char *module = xstrndup(name, len);
-	int r = selected(module);
-
-	free(module);
-	return r;
-}
-
-/* ------------------------------------------------------------------ */
-
-static uint64_t
-name_seed(const char *s, uint64_t seed)
-{
-	uint64_t h = 0xcbf29ce484222325ULL ^ seed;
-
-	for (; *s != '\0'; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-	return h;
-}
-
-/* Rows converted at a time when the base is subtracted. */
-#define SUB_ROWS	64
-
-/* The checkpoints, read by the worker threads. */
-static struct peftio_ckpt *Base, *Tuned;
-
-/*
- * delta = tuned - base in f32.  Each tensor's pages are dropped once
- * converted, so the memory held is one f32 delta per thread.
- */
-static int
-load_delta(struct item *it, float *d, float *tmp)
-{
-	uint64_t n = it->cols, i, j, r, nr;
-	const void *bd, *td;
-	size_t bes = peftio_dtype_bits(it->bdt) / 8;
-	int64_t bad;
-	int nz = 0;
-
-	if (peftio_ckpt_data(Tuned, it->ti, &td, &it->err) != 0 ||
-	    peftio_ckpt_data(Base, it->bi, &bd, &it->err) != 0)
-		return -1;
-	/* A value that is not finite is reported against its file. */
-	if ((bad = peftio_first_nonfinite(it->tdt, td, it->rows * n)) >= 0 ||
-	    (bad = peftio_first_nonfinite(it->bdt, bd, it->rows * n)) >= 0) {
-		it->errfile = peftio_first_nonfinite(it->tdt, td,
-		    it->rows * n) >= 0 ? O.tuned : O.base;
-		peftio_error_set(&it->err, PEFTIO_ENONFINITE,
-		    "tensor %s.weight: element %lld is not finite (NaN or "
-		    "Inf)", it->module, (long long)bad);
-		return -1;
-	}
-	peftio_to_f32(it->tdt, td, d, it->rows * n);
-	peftio_ckpt_release(Tuned, it->ti);
-	for (r = 0; r < it->rows; r += SUB_ROWS) {
-		nr = min_u64(SUB_ROWS, it->rows - r);
-		peftio_to_f32(it->bdt, (const char *)bd + r * n * bes, tmp,
-		    nr * n);
-		for (i = 0; i < nr * n; i++) {
-			j = r * n + i;
-			d[j] -= tmp[i];
-			if (d[j] != 0.0f)
-				nz = 1;
-			if (!isfinite(d[j])) {
-				/* run() puts the file name in front. */
-				peftio_error_set(&it->err, PEFTIO_ENONFINITE,
-				    "tensor %s.weight: element %llu of the "
-				    "difference from %s overflows", it->module,
-				    (unsigned long long)j, O.base);
-				return -1;
-			}
-		}
-	}
-	peftio_ckpt_release(Base, it->bi);
-	return nz;
-}
-
-/* Factors of d^T from those of d = B A: (B A)^T = A^T B^T. */
-static int
-transpose_factors(struct peftio_lora_factors *f)
-{
-	uint64_t r = f->rank, i, j;
-	float *a, *b;
-
-	if ((a = malloc(r * f->m * sizeof(float) + 1)) == NULL ||
-	    (b = malloc(f->n * r * sizeof(float) + 1)) == NULL) {
-		free(a);
-		return -1;
-	}
-	for (i = 0; i < f->m; i++)		/* A' = B^T, r x m */
-		for (j = 0; j < r; j++)
-			a[j * f->m + i] = f->b[i * r + j];
-	for (i = 0; i < r; i++)			/* B' = A^T, n x r */
-		for (j = 0; j < f->n; j++)
-			b[j * r + i] = f->a[i * f->n + j];
-	free(f->a);
-	free(f->b);
-	f->a = a;
-	f->b = b;
-	i = f->m;
-	f->m = f->n;
-	f->n = i;
-	return 0;
-}
-
 static void
-extract_one(struct item *it)
+skipped(void *arg, const char *names)
 {
-	uint64_t m = it->rows, n = it->cols;
-	struct peftio_extract_opts x = O.x;
-	float *d, *tmp;
-	int nz;
-
-	d = malloc(m * n * sizeof(float));
-	tmp = malloc(min_u64(m, SUB_ROWS) * n * sizeof(float));
-	if (d == NULL || tmp == NULL) {
-		it->rc = peftio_error_set(&it->err, PEFTIO_ENOMEM,
-		    "%s.weight: out of memory", it->module);
-		goto out;
-	}
-	if ((nz = load_delta(it, d, tmp)) < 0) {
-		it->rc = it->err.code;
-		goto out;
-	}
-	free(tmp);
-	tmp = NULL;
-	if (nz == 0) {
-		it->zero = 1;
-		it->rc = 0;
-		goto out;
-	}
-	x.seed = name_seed(it->module, O.x.seed);
-	if ((it->rc = peftio_extract_lora(d, m, n, &x, &it->f,
-	    &it->err)) != 0) {
-		peftio_error_prefix(&it->err, "tensor %s.weight", it->module);
-		goto out;
-	}
-	/* PEFT adds (B A)^T to an embedding. */
-	if (it->embedding && transpose_factors(&it->f) != 0)
-		it->rc = peftio_error_set(&it->err, PEFTIO_ENOMEM,
-		    "%s.weight: out of memory", it->module);
-out:
-	free(d);
-	free(tmp);
+	cli_info("changed but not extracted (not targeted; use --target): %s",
+	    names);
 }
 
-static void
-extract_range(void *arg, uint64_t b, uint64_t e)
-{
-	struct item *items = arg;
-
-	for (; b < e; b++)
-		extract_one(&items[b]);
-}
-
-/* ------------------------------------------------------------------ */
-
-static int
-same_arch(const char *bdir, const char *tdir, char **name_or_path)
-{
-	struct peftio_error err;
-	char path[4096], *bt = NULL, *tt = NULL;
-	size_t len;
-	json_t *bj = NULL, *tj = NULL, *v;
-	const char *keys[] = { "architectures", "model_type" };
-	size_t i;
-	int rc = 0;
-
-	*name_or_path = NULL;
-	if (bdir != NULL) {
-		snprintf(path, sizeof(path), "%s/config.json", bdir);
-		if (peftio_read_file(path, 1 << 24, &bt, &len, &err) == 0)
-			bj = json_loadb(bt, len, 0, NULL);
-	}
-	if (tdir != NULL) {
-		snprintf(path, sizeof(path), "%s/config.json", tdir);
-		if (peftio_read_file(path, 1 << 24, &tt, &len, &err) == 0)
-			tj = json_loadb(tt, len, 0, NULL);
-	}
-	if (bj != NULL && (v = json_object_get(bj, "_name_or_path")) != NULL &&
-	    json_is_string(v) && json_string_length(v) > 0)
-		*name_or_path = xstrndup(json_string_value(v),
-		    json_string_length(v));
-	if (bj != NULL && tj != NULL)
-		for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-			json_t *a = json_object_get(bj, keys[i]);
-			json_t *b = json_object_get(tj, keys[i]);
-
-			if (a != NULL && b != NULL && !json_equal(a, b)) {
-				cli_warn("%s: different architectures (%s of "
-				    "%s/config.json differs)", O.tuned,
-				    keys[i], bdir);
-				rc = -1;
-				break;
-			}
-		}
-	json_decref(bj);
-	json_decref(tj);
-	free(bt);
-	free(tt);
-	return rc;
-}
-
-/* "model\.layers\.0\.self_attn\.q_proj": a rank_pattern key matching
- * exactly this module. */
-static char *
-pattern_key(const char *module)
-{
-	size_t n = strlen(module), i, j = 0;
-	char *p = xmalloc(2 * n + 1);
-
-	for (i = 0; i < n; i++) {
-		if (module[i] == '.')
-			p[j++] = '\\';
-		p[j++] = module[i];
-	}
-	p[j] = '\0';
-	return p;
-}
-
-static int
-cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static char *
-config_json(struct item *items, size_t n, uint64_t r, double alpha,
-    const char *name_or_path)
-{
-	json_t *c = json_object(), *tm = json_array(), *rp = json_object();
-	json_t *ap = json_object();
-	const char **leaves = xmalloc((n + 1) * sizeof(*leaves));
-	size_t i, nl = 0;
-	char *s, *k;
-
-	for (i = 0; i < n; i++) {
-		if (items[i].zero)
-			continue;
-		leaves[nl++] = leaf(items[i].module);
-		if (items[i].f.rank != r || O.has_alpha) {
-			k = pattern_key(items[i].module);
-			if (items[i].f.rank != r)
-				json_object_set_new(rp, k,
-				    json_integer((json_int_t)items[i].f.rank));
-			/* alpha = rank keeps PEFT's scale at 1. */
-			if (!O.has_alpha)
-				json_object_set_new(ap, k,
-				    json_real((double)items[i].f.rank));
-			free(k);
-		}
-	}
-	qsort(leaves, nl, sizeof(*leaves), cmp_str);
-	for (i = 0; i < nl; i++)
-		if (i == 0 || strcmp(leaves[i], leaves[i - 1]) != 0)
-			json_array_append_new(tm, json_string(leaves[i]));
-	free(leaves);
-	json_object_set_new(c, "peft_type", json_string("LORA"));
-	json_object_set_new(c, "task_type", json_string("CAUSAL_LM"));
-	json_object_set_new(c, "base_model_name_or_path",
-	    name_or_path != NULL ? json_string(name_or_path) : json_null());
-	json_object_set_new(c, "r", json_integer((json_int_t)r));
-	if (alpha == floor(alpha) && fabs(alpha) < 1e15)
-		json_object_set_new(c, "lora_alpha",
-		    json_integer((json_int_t)alpha));
-	else
-		json_object_set_new(c, "lora_alpha", json_real(alpha));
-	json_object_set_new(c, "target_modules", tm);
-	json_object_set_new(c, "rank_pattern", rp);
-	json_object_set_new(c, "alpha_pattern", ap);
-	json_object_set_new(c, "bias", json_string("none"));
-	json_object_set_new(c, "fan_in_fan_out", json_false());
-	json_object_set_new(c, "use_rslora", json_false());
-	json_object_set_new(c, "use_dora", json_false());
-	json_object_set_new(c, "lora_dropout", json_real(0.0));
-	json_object_set_new(c, "inference_mode", json_true());
-	json_object_set_new(c, "modules_to_save", json_null());
-	json_object_set_new(c, "init_lora_weights", json_true());
-	s = json_dumps(c, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17));
-	json_decref(c);
-	if (s == NULL) {
-		cli_warn("out of memory");
-		exit(CLI_EXIT_ERROR);
-	}
-	return s;
-}
-
-/* Scale B so that PEFT's scale alpha/r gives back the truncated delta. */
-static void
-rescale(struct item *it, double alpha)
-{
-	double scale = alpha / (double)it->f.rank;
-	float c = (float)(1.0 / scale);
-	uint64_t i;
-
-	if (scale == 1.0)
-		return;
-	for (i = 0; i < it->f.m * it->f.rank; i++)
-		it->f.b[i] *= c;
-}
-
-static int
-write_tensor(struct peftio_ckptw *w, const char *name, const float *x,
-    uint64_t n, enum peftio_dtype dt, struct peftio_error *err)
-{
-	uint64_t nb;
-	void *buf;
-	int rc;
-
-	if (dt == PEFTIO_F32)
-		return peftio_ckptw_write(w, name, x, n * sizeof(float), err);
-	if ((rc = peftio_dtype_nbytes(dt, n, &nb)) != 0)
-		return peftio_error_set(err, rc, "%s: too large", name);
-	buf = xmalloc(nb);
-	peftio_from_f32(dt, x, buf, n);
-	rc = peftio_ckptw_write(w, name, buf, nb, err);
-	free(buf);
-	return rc;
-}
-
-/* 1 if tensor i of b and j of t hold the same values, 0 if not, -1 on
- * error; their pages are dropped afterwards. */
-static int
-same_values(struct peftio_ckpt *b, size_t i, struct peftio_ckpt *t, size_t j,
-    struct peftio_error *err)
-{
-	const struct peftio_tensor_info *bi = peftio_ckpt_tensor(b, i);
-	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(t, j);
-	uint64_t es = peftio_dtype_bits(bi->dtype) / 8;
-	uint64_t et = peftio_dtype_bits(ti->dtype) / 8, k;
-	const void *bd, *td;
-	float x, y;
-	int same;
-
-	if (peftio_ckpt_data(b, i, &bd, err) != 0 ||
-	    peftio_ckpt_data(t, j, &td, err) != 0)
-		return -1;
-	if (bi->dtype == ti->dtype)
-		same = memcmp(bd, td, bi->nbytes) == 0;
-	else {
-		for (k = 0; k < bi->numel; k++) {
-			peftio_to_f32(bi->dtype, (const char *)bd + k * es,
-			    &x, 1);
-			peftio_to_f32(ti->dtype, (const char *)td + k * et,
-			    &y, 1);
-			if (x != y)
-				break;
-		}
-		same = k == bi->numel;
-	}
-	peftio_ckpt_release(b, i);
-	peftio_ckpt_release(t, j);
-	return same;
-}
-
-static int
-run(void)
-{
-	struct peftio_error err;
-	struct peftio_ckpt *b = NULL, *t = NULL;
-	struct peftio_ckptw *w = NULL;
-	struct item *items = NULL;
-	size_t nb, nt, i, n = 0;
-	char *name_or_path = NULL, *cfg = NULL, *skipped = NULL;
-	size_t skipped_len = 0, nskipped = 0;
-	const char *names[1] = { ADAPTER_FILE };
-	uint64_t r = 0, nz = 0;
-	double alpha;
-	int rc = CLI_EXIT_ERROR;
-
-	if (peftio_ckpt_open(&b, O.base, &err) != 0 ||
-	    peftio_ckpt_open(&t, O.tuned, &err) != 0) {
-		rc = cli_error(&err);
-		goto out;
-	}
-	if (same_arch(peftio_ckpt_dir(b), peftio_ckpt_dir(t),
-	    &name_or_path) != 0)
-		goto out;
-	nb = peftio_ckpt_count(b);
-	nt = peftio_ckpt_count(t);
-	for (i = 0; i < nt; i++) {
-		const char *tn = peftio_ckpt_tensor(t, i)->name;
-
-		if (peftio_ckpt_find(b, tn) < 0) {
-			cli_warn("%s: tensor %s is missing from %s", O.tuned,
-			    tn, O.base);
-			goto out;
-		}
-	}
-	items = xmalloc(nb * sizeof(*items));
-	for (i = 0; i < nb; i++) {
-		const struct peftio_tensor_info *bi = peftio_ckpt_tensor(b, i);
-		const struct peftio_tensor_info *ti;
-		long j = peftio_ckpt_find(t, bi->name);
-		size_t len = strlen(bi->name);
-		struct item *it;
-		int d, same = 1;
-
-		if (j < 0) {
-			cli_warn("%s: tensor %s is missing (present in %s)",
-			    O.tuned, bi->name, O.base);
-			goto out;
-		}
-		ti = peftio_ckpt_tensor(t, (size_t)j);
-		if (bi->ndim != ti->ndim)
-			same = 0;
-		for (d = 0; same && d < bi->ndim; d++)
-			if (bi->shape[d] != ti->shape[d])
-				same = 0;
-		if (!same) {
-			cli_warn("%s: tensor %s: shape differs from %s",
-			    O.tuned, bi->name, O.base);
-			goto out;
-		}
-		if (!float_dtype(bi->dtype) || !float_dtype(ti->dtype) ||
-		    bi->numel == 0)
-			continue;
-		if (bi->ndim != 2 || len <= 7 ||
-		    strcmp(bi->name + len - 7, ".weight") != 0 ||
-		    !selected_name(bi->name, len - 7)) {
-			/* Not extracted: say so if it changed. */
-			if ((same = same_values(b, i, t, (size_t)j, &err)) < 0) {
-				rc = cli_error(&err);
-				goto out;
-			}
-			if (same)
-				continue;
-			nskipped++;
-			skipped = realloc(skipped, skipped_len + len + 3);
-			if (skipped == NULL) {
-				cli_warn("out of memory");
-				goto out;
-			}
-			snprintf(skipped + skipped_len, len + 3, "%s%s",
-			    skipped_len ? ", " : "", bi->name);
-			skipped_len = strlen(skipped);
-			continue;
-		}
-		it = &items[n++];
-		memset(it, 0, sizeof(*it));
-		it->bi = i;
-		it->ti = (size_t)j;
-		it->module = xstrndup(bi->name, len - 7);
-		it->embedding = is_embedding_leaf(leaf(it->module));
-		it->rows = bi->shape[0];
-		it->cols = bi->shape[1];
-		it->bdt = bi->dtype;
-		it->tdt = ti->dtype;
-		it->odt = bi->dtype == PEFTIO_F16 || bi->dtype == PEFTIO_BF16 ?
-		    bi->dtype : PEFTIO_F32;
-	}
-	if (nskipped > 0)
-		cli_info("changed but not extracted (not targeted; use "
-		    "--target): %s", skipped);
-
-	Base = b;
-	Tuned = t;
-	peftio_parallel_for(O.jobs, n, 1, extract_range, items);
-	for (i = 0; i < n; i++)
-		if (items[i].rc != 0) {
-			peftio_error_prefix(&items[i].err, "%s",
-			    items[i].errfile != NULL ? items[i].errfile :
-			    O.tuned);
-			rc = cli_error(&items[i].err);
-			goto out;
-		}
-	for (i = 0; i < n; i++) {
-		if (items[i].zero)
-			continue;
-		nz++;
-		if (!O.energy_mode)
-			r = O.x.rank;
-		else if (items[i].f.rank > r)
-			r = items[i].f.rank;
-	}
-	if (nz == 0) {
-		cli_warn("%s: no selected weight differs from %s", O.tuned,
-		    O.base);
-		goto out;
-	}
-	alpha = O.has_alpha ? O.alpha : (double)r;
-
-	if (cli_verbose >= 2) {
-		fprintf(stderr, "%-48s %5s %10s %10s %12s\n", "module",
-		    "rank", "energy", "rel.err", "norm");
-		for (i = 0; i < n; i++)
-			if (items[i].zero)
-				fprintf(stderr, "%-48s %5s %10s %10s %12s\n",
-				    items[i].module, "-", "-", "-", "0");
-			else
-				fprintf(stderr,
-				    "%-48s %5llu %10.6f %10.3e %12.6e\n",
-				    items[i].module,
-				    (unsigned long long)items[i].f.rank,
-				    items[i].f.kept, items[i].f.rel_err,
-				    sqrt(items[i].f.energy));
-	}
-
-	if (peftio_ckptw_create(&w, O.out, 1, 1, names,
-	    O.force ? PEFTIO_W_FORCE : 0, &err) != 0) {
-		rc = cli_error(&err);
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		struct item *it = &items[i];
-		char ka[PEFTIO_MAX_NAME], kb[PEFTIO_MAX_NAME];
-		uint64_t sa[2], sb[2];
-
-		if (it->zero)
-			continue;
-		if (O.has_alpha)
-			rescale(it, O.alpha);
-		snprintf(ka, sizeof(ka), PREFIX "%s.%s", it->module,
-		    it->embedding ? "lora_embedding_A" : "lora_A.weight");
-		snprintf(kb, sizeof(kb), PREFIX "%s.%s", it->module,
-		    it->embedding ? "lora_embedding_B" : "lora_B.weight");
-		sa[0] = it->f.rank;
-		sa[1] = it->f.n;
-		sb[0] = it->f.m;
-		sb[1] = it->f.rank;
-		if (peftio_ckptw_declare(w, 0, ka, it->odt, 2, sa, &err) != 0 ||
-		    peftio_ckptw_declare(w, 0, kb, it->odt, 2, sb, &err) != 0) {
-			rc = cli_error(&err);
-			goto out;
-		}
-	}
-	if (peftio_ckptw_layout(w, &err) != 0) {
-		rc = cli_error(&err);
-		goto out;
-	}
-	for (i = 0; i < n; i++) {
-		struct item *it = &items[i];
-		char ka[PEFTIO_MAX_NAME], kb[PEFTIO_MAX_NAME];
-
-		if (it->zero)
-			continue;
-		snprintf(ka, sizeof(ka), PREFIX "%s.%s", it->module,
-		    it->embedding ? "lora_embedding_A" : "lora_A.weight");
-		snprintf(kb, sizeof(kb), PREFIX "%s.%s", it->module,
-		    it->embedding ? "lora_embedding_B" : "lora_B.weight");
-		if (write_tensor(w, ka, it->f.a, it->f.rank * it->f.n,
-		    it->odt, &err) != 0 ||
-		    write_tensor(w, kb, it->f.b, it->f.m * it->f.rank,
-		    it->odt, &err) != 0) {
-			rc = cli_error(&err);
-			goto out;
-		}
-	}
-	cfg = config_json(items, n, r, alpha, name_or_path);
-	if (peftio_ckptw_file(w, CONFIG_FILE, cfg, strlen(cfg), &err) != 0 ||
-	    peftio_ckptw_commit(w, &err) != 0) {
-		rc = cli_error(&err);
-		goto out;
-	}
-	cli_debug("%s: %llu modules, r %llu", O.out, (unsigned long long)nz,
-	    (unsigned long long)r);
-	rc = CLI_EXIT_OK;
-out:
-	peftio_ckptw_free(w);
-	if (items != NULL)
-		for (i = 0; i < n; i++) {
-			free(items[i].module);
-			peftio_lora_factors_free(&items[i].f);
-		}
-	free(items);
-	free(cfg);
-	free(skipped);
-	free(name_or_path);
-	peftio_ckpt_close(b);
-	peftio_ckpt_close(t);
-	return rc;
-}
-
-/* ------------------------------------------------------------------ */
-/* --init, --convert, --resize: the library does the work              */
-
-static int
-init_select(void *arg, const char *module)
-{
-	return selected(module);
-}
-
-/* With -v, the table extraction prints: one line per module. */
+/* With -v, one line per module (f NULL: its delta is zero). */
 static void
 report(void *arg, const char *module, const struct peftio_lora_factors *f)
 {
@@ -784,10 +103,40 @@ report(void *arg, const char *module, const struct peftio_lora_factors *f)
 	if (!header++)
 		fprintf(stderr, "%-48s %5s %10s %10s %12s\n", "module",
 		    "rank", "energy", "rel.err", "norm");
-	fprintf(stderr, "%-48s %5llu %10.6f %10.3e %12.6e\n", module,
-	    (unsigned long long)f->rank, f->kept, f->rel_err,
-	    sqrt(f->energy));
+	if (f == NULL)
+		fprintf(stderr, "%-48s %5s %10s %10s %12s\n", module, "-",
+		    "-", "-", "0");
+	else
+		fprintf(stderr, "%-48s %5llu %10.6f %10.3e %12.6e\n", module,
+		    (unsigned long long)f->rank, f->kept, f->rel_err,
+		    sqrt(f->energy));
 }
+
+static int
+run(void)
+{
+	struct peftio_extract_model_opts xo;
+	struct peftio_error err;
+	uint64_t nmodules, r;
+
+	memset(&xo, 0, sizeof(xo));
+	xo.x = O.x;
+	xo.alpha = O.has_alpha ? O.alpha : 0.0;
+	xo.select = selected;
+	xo.skipped = skipped;
+	xo.report = report;
+	xo.flags = C.force ? PEFTIO_W_FORCE : 0;
+	xo.jobs = C.jobs;
+	if (peftio_extract_model(O.base, O.tuned, C.out, &xo, &nmodules, &r,
+	    &err) != 0)
+		return cli_error(&err);
+	cli_debug("%s: %llu modules, r %llu", C.out,
+	    (unsigned long long)nmodules, (unsigned long long)r);
+	return CLI_EXIT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* --init, --convert, --resize: the library does the work              */
 
 static int
 run_init(void)
@@ -810,11 +159,11 @@ run_init(void)
 	io.init.qtype = (enum peftio_q4type)(O.quantize >= 0 ? O.quantize :
 	    O.qtype);
 	io.quantize = O.init == PEFTIO_INIT_LOFTQ ? -1 : O.quantize;
-	io.select = init_select;
+	io.select = selected;
 	io.report = report;
-	io.flags = O.force ? PEFTIO_W_FORCE : 0;
-	io.jobs = O.jobs;
-	if (peftio_init_model(O.base, O.out, O.residual, &io, &err) != 0)
+	io.flags = C.force ? PEFTIO_W_FORCE : 0;
+	io.jobs = C.jobs;
+	if (peftio_init_model(O.base, C.out, O.residual, &io, &err) != 0)
 		return cli_error(&err);
 	return CLI_EXIT_OK;
 }
@@ -829,8 +178,8 @@ run_resize(void)
 	ro.x = O.x;
 	ro.alpha = O.has_alpha ? O.alpha : 0.0;
 	ro.report = report;
-	ro.flags = O.force ? PEFTIO_W_FORCE : 0;
-	if (peftio_resize_adapter(O.base, O.out, &ro, &err) != 0)
+	ro.flags = C.force ? PEFTIO_W_FORCE : 0;
+	if (peftio_resize_adapter(O.base, C.out, &ro, &err) != 0)
 		return cli_error(&err);
 	return CLI_EXIT_OK;
 }
@@ -840,8 +189,8 @@ run_convert(void)
 {
 	struct peftio_error err;
 
-	if (peftio_convert_adapter(O.base, O.tuned, O.out,
-	    O.force ? PEFTIO_W_FORCE : 0, &err) != 0)
+	if (peftio_convert_adapter(O.base, O.tuned, C.out,
+	    C.force ? PEFTIO_W_FORCE : 0, &err) != 0)
 		return cli_error(&err);
 	return CLI_EXIT_OK;
 }
@@ -868,7 +217,7 @@ main(int argc, char *argv[])
 {
 	enum { OPT_ENERGY = 256, OPT_MAXRANK, OPT_MINRANK, OPT_ALPHA,
 	    OPT_TARGET, OPT_EXCLUDE, OPT_OVERSAMPLE, OPT_POWER, OPT_EXACT,
-	    OPT_SEED, OPT_HELP, OPT_VERSION, OPT_INIT, OPT_RESIDUAL,
+	    OPT_SEED, OPT_INIT, OPT_RESIDUAL,
 	    OPT_CONVERT, OPT_RESIZE, OPT_LOFTQ_ITER, OPT_NO_DQ, OPT_QUANTIZE,
 	    OPT_NITER };
 	static const struct option longopts[] = {
@@ -883,11 +232,6 @@ main(int argc, char *argv[])
 		{ "power-iters", required_argument, NULL, OPT_POWER },
 		{ "exact", no_argument, NULL, OPT_EXACT },
 		{ "seed", required_argument, NULL, OPT_SEED },
-		{ "jobs", required_argument, NULL, 'j' },
-		{ "output", required_argument, NULL, 'o' },
-		{ "force", no_argument, NULL, 'f' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "verbose", no_argument, NULL, 'v' },
 		{ "init", required_argument, NULL, OPT_INIT },
 		{ "residual", required_argument, NULL, OPT_RESIDUAL },
 		{ "convert", no_argument, NULL, OPT_CONVERT },
@@ -897,8 +241,7 @@ main(int argc, char *argv[])
 		{ "type", required_argument, NULL, 't' },
 		{ "quantize", required_argument, NULL, OPT_QUANTIZE },
 		{ "niter", required_argument, NULL, OPT_NITER },
-		{ "help", no_argument, NULL, OPT_HELP },
-		{ "version", no_argument, NULL, OPT_VERSION },
+		CLI_COMMON_LONG,
 		{ NULL, 0, NULL, 0 }
 	};
 	uint64_t v;
@@ -907,7 +250,7 @@ main(int argc, char *argv[])
 
 	cli_init("adapter-extract");
 	peftio_extract_opts_init(&O.x);
-	O.jobs = peftio_ncpus();
+	cli_common_init(&C);
 	O.targets = xmalloc((size_t)argc * sizeof(*O.targets));
 	O.excludes = xmalloc((size_t)argc * sizeof(*O.excludes));
 	O.init = -1;
@@ -915,32 +258,17 @@ main(int argc, char *argv[])
 	O.double_quant = 1;
 	O.qtype = PEFTIO_Q4_NF4;
 	O.quantize = -1;
-	while ((ch = getopt_long(argc, argv, "fj:o:qr:t:v", longopts,
-	    NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "r:t:",
+	    longopts, NULL)) != -1) {
+		has_jobs |= ch == 'j';
+		if (cli_common_opt(&C, ch, optarg, usage))
+			continue;
 		switch (ch) {
-		case 'f':
-			O.force = 1;
-			break;
-		case 'j':
-			if (cli_parse_u64("-j", optarg, 0, 256, &v) != 0)
-				usage(CLI_EXIT_USAGE);
-			O.jobs = v == 0 ? peftio_ncpus() : (unsigned)v;
-			has_jobs = 1;
-			break;
-		case 'o':
-			O.out = optarg;
-			break;
-		case 'q':
-			cli_verbose = 0;
-			break;
 		case 'r':
 			if (cli_parse_u64("-r", optarg, 1, 65536,
 			    &O.x.rank) != 0)
 				usage(CLI_EXIT_USAGE);
 			has_rank = 1;
-			break;
-		case 'v':
-			cli_verbose = cli_verbose < 1 ? 2 : cli_verbose + 1;
 			break;
 		case OPT_ENERGY:
 			if (parse_double("--energy", optarg, 1e-9, 1.0,
@@ -1039,12 +367,6 @@ main(int argc, char *argv[])
 			O.x.power_iters = (unsigned)v;
 			has_svd |= 2;
 			break;
-		case OPT_HELP:
-			usage(CLI_EXIT_OK);
-		case OPT_VERSION:
-			printf("adapter-extract (peftio) %s\n",
-			    peftio_version());
-			return CLI_EXIT_OK;
 		default:
 			usage(CLI_EXIT_USAGE);
 		}
@@ -1061,7 +383,7 @@ main(int argc, char *argv[])
 		    "--quantize go with --init");
 		usage(CLI_EXIT_USAGE);
 	}
-	if (modes == 1 && O.out == NULL) {
+	if (modes == 1 && C.out == NULL) {
 		cli_warn("no output given: use -o ADAPTER_DIR");
 		usage(CLI_EXIT_USAGE);
 	}
@@ -1081,12 +403,12 @@ main(int argc, char *argv[])
 			O.x.power_iters = INIT_POWER_ITERS;
 		/* One weight at a time unless asked: memory is per job. */
 		if (!has_jobs)
-			O.jobs = 1;
-		if (strcmp(O.out, O.residual) == 0 ||
-		    strcmp(O.out, O.base) == 0 ||
+			C.jobs = 1;
+		if (strcmp(C.out, O.residual) == 0 ||
+		    strcmp(C.out, O.base) == 0 ||
 		    strcmp(O.residual, O.base) == 0) {
 			cli_warn("%s: the outputs and the base must differ",
-			    O.out);
+			    C.out);
 			return CLI_EXIT_ERROR;
 		}
 		return run_init();
@@ -1100,9 +422,9 @@ main(int argc, char *argv[])
 		}
 		O.base = argv[0];
 		O.tuned = argv[1];
-		if (strcmp(O.out, O.base) == 0 || strcmp(O.out, O.tuned) == 0) {
+		if (strcmp(C.out, O.base) == 0 || strcmp(C.out, O.tuned) == 0) {
 			cli_warn("%s: the output would overwrite an input",
-			    O.out);
+			    C.out);
 			return CLI_EXIT_ERROR;
 		}
 		return run_convert();
@@ -1119,9 +441,9 @@ main(int argc, char *argv[])
 			if (!has_energy)
 				O.x.energy = 0.99;
 		}
-		if (strcmp(O.out, O.base) == 0) {
+		if (strcmp(C.out, O.base) == 0) {
 			cli_warn("%s: the output would overwrite an input",
-			    O.out);
+			    C.out);
 			return CLI_EXIT_ERROR;
 		}
 		return run_resize();
@@ -1158,12 +480,12 @@ main(int argc, char *argv[])
 		cli_warn("--alpha applies to a fixed rank (-r)");
 		usage(CLI_EXIT_USAGE);
 	}
-	if (O.out == NULL) {
+	if (C.out == NULL) {
 		cli_warn("no output given: use -o ADAPTER_DIR");
 		usage(CLI_EXIT_USAGE);
 	}
-	if (cli_check_clash(O.out, &O.base, 1) != 0 ||
-	    cli_check_clash(O.out, &O.tuned, 1) != 0)
+	if (cli_check_clash(C.out, &O.base, 1) != 0 ||
+	    cli_check_clash(C.out, &O.tuned, 1) != 0)
 		return CLI_EXIT_ERROR;
 	return run();
 }
