@@ -362,7 +362,7 @@ model_config(struct job *j, struct peftio_ckptw *w, char **name_or_path,
     struct peftio_error *err)
 {
 	const char *dir = peftio_ckpt_dir(j->ck);
-	char *path, *text = NULL, *out = NULL;
+	char *text = NULL, *out = NULL;
 	size_t len, outlen;
 	json_t *c, *v;
 	int rc, q4 = j->nt > 0 && j->t[0].q4;
@@ -370,16 +370,7 @@ model_config(struct job *j, struct peftio_ckptw *w, char **name_or_path,
 	*name_or_path = NULL;
 	if (dir == NULL)
 		return 0;
-	if ((path = malloc(strlen(dir) + sizeof("/config.json"))) == NULL)
-		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	sprintf(path, "%s/config.json", dir);
-	if (access(path, F_OK) != 0) {
-		free(path);
-		return 0;
-	}
-	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
-	free(path);
-	if (rc != 0)
+	if ((rc = peftio_read_config(dir, &text, &len, err)) <= 0)
 		return rc;
 	if ((c = json_loadb(text, len, 0, NULL)) != NULL &&
 	    json_is_string(v = json_object_get(c, "_name_or_path")) &&

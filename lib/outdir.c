@@ -377,3 +377,24 @@ out:
 		close(fd);
 	return rc;
 }
+
+int
+peftio_read_config(const char *dir, char **text, size_t *len,
+    struct peftio_error *err)
+{
+	size_t n = strlen(dir) + sizeof("/config.json");
+	char *path;
+	int rc;
+
+	*text = NULL;
+	if ((path = malloc(n)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	snprintf(path, n, "%s/config.json", dir);
+	if (access(path, F_OK) != 0) {
+		free(path);
+		return 0;
+	}
+	rc = peftio_read_file(path, 64u << 20, text, len, err);
+	free(path);
+	return rc == 0 ? 1 : rc;
+}

@@ -366,6 +366,10 @@ int	peftio_write_file(const char *path, const void *buf, size_t len,
 /* Read a whole small file (at most max bytes); *buf is NUL-terminated. */
 int	peftio_read_file(const char *path, size_t max, char **buf,
 	    size_t *len, struct peftio_error *err);
+/* dir/config.json, read whole: 1 with *text (malloc'ed, *len bytes),
+ * 0 when dir has none, or a negative PEFTIO_E* value. */
+int	peftio_read_config(const char *dir, char **text, size_t *len,
+	    struct peftio_error *err);
 
 /* ------------------------------------------------------------------ */
 /* Checkpoints: a file, a directory, a sharded index (checkpoint.c)    */

@@ -143,23 +143,13 @@ write_config(struct peftio_xf *x, const struct peftio_xf_ops *ops,
     void *ctx, struct peftio_error *err)
 {
 	const char *dir = peftio_ckpt_dir(x->in);
-	char *path, *text = NULL, *out = NULL;
-	size_t len, outlen = 0, n;
+	char *text = NULL, *out = NULL;
+	size_t len, outlen = 0;
 	int rc;
 
 	if (ops->config == NULL || dir == NULL)
 		return 0;
-	n = strlen(dir) + sizeof("/config.json");
-	if ((path = malloc(n)) == NULL)
-		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	snprintf(path, n, "%s/config.json", dir);
-	if (access(path, F_OK) != 0) {
-		free(path);
-		return 0;
-	}
-	rc = peftio_read_file(path, 64u << 20, &text, &len, err);
-	free(path);
-	if (rc != 0)
+	if ((rc = peftio_read_config(dir, &text, &len, err)) <= 0)
 		return rc;
 	if ((rc = ops->config(ctx, text, len, &out, &outlen, err)) != 0)
 		peftio_error_prefix(err, "%s/config.json", dir);
