@@ -104,7 +104,7 @@ def check_quant(case, d, cfg):
     def fn(name):
         ref = load(path("base-bf16"), dtype=BF,
                    quantization_config=BitsAndBytesConfig(**cfg))
-        ours = load(path(d))
+        ours = load(path(d), dtype=BF)
         REFS[case] = ref
         qr, qo = qmodules(ref), qmodules(ours)
         if sorted(qr) != sorted(qo) or not qr:
@@ -155,7 +155,7 @@ def check_dequant(name):
     import json
     cfg = json.load(open(path("dq-nf4-dq1", "config.json")))
     dq = load(path("dq-nf4-dq1"), dtype=BF)
-    ours4 = load(path("q-nf4-dq1"))
+    ours4 = load(path("q-nf4-dq1"), dtype=BF)
     ref = REFS.get("nf4-dq1") or load(path("base-bf16"), dtype=BF,
                                       quantization_config=BitsAndBytesConfig(**QCASES[0][2]))
     worst_ref = worst_ours = 0.0
