@@ -127,3 +127,13 @@ usage_err "weights do not match the adapters" "$MERGE" -w 1,2 -o out7 \
 usage_err "ties without --density" "$MERGE" -m ties -o out8 \
     "$L/llama-f32" "$L/pair-same-r/a" "$L/pair-same-r/b"
 usage_err "no adapter" "$MERGE" -o out9 "$BASE16"
+
+# --- a base on standard input writes to standard output ----------------
+"$NF4" -q --exclude '*' -o one.safetensors "$L/llama-f32"
+if "$MERGE" - "$L/lora-bf16" < one.safetensors > piped.safetensors 2>"$T/err" &&
+    "$MERGE" -q -o named.safetensors one.safetensors "$L/lora-bf16"; then
+	same "base on stdin without -o: stdout, as with a named base" \
+	    piped.safetensors named.safetensors
+else
+	notok "base on stdin without -o: stdout"; sed 's/^/#   /' "$T/err"
+fi
