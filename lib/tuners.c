@@ -138,6 +138,27 @@ tensor_err(const struct peftio_tuner *t, const struct tmod *m, int slot,
 	    t->path, peftio_tuner_tname(t, m, slot), why);
 }
 
+/*
+ * Slots 2 and 3 of m from the adapter's shared pair (VeRA's projections,
+ * RandLoRA's bases) unless the module has its own; PEFT regenerates
+ * them when they are not saved, which cannot be reproduced here.
+ */
+static int
+shared_pair(const struct peftio_tuner *t, struct tmod *m, const char *what,
+    struct peftio_error *err)
+{
+	if (m->t[2] < 0)
+		m->t[2] = t->shared[0];
+	if (m->t[3] < 0)
+		m->t[3] = t->shared[1];
+	if (m->t[2] < 0 || m->t[3] < 0)
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: the shared %s are not saved (save_projection = "
+		    "false): PEFT regenerates them from torch's random "
+		    "generator", t->path, what);
+	return 0;
+}
+
 const struct peftio_tensor_info *
 peftio_tuner_slot_info(const struct peftio_tuner *t, const struct tmod *m,
     int slot)
@@ -570,16 +591,9 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 		m->r = peftio_tuner_slot_info(t, m, 1)->shape[0];
 		if (m->r == 0)
 			return tensor_err(t, m, 1, "rank 0", err);
-		if (m->t[2] < 0)
-			m->t[2] = t->shared[0];
-		if (m->t[3] < 0)
-			m->t[3] = t->shared[1];
-		if (m->t[2] < 0 || m->t[3] < 0)
-			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-			    "%s: the shared projections vera_A and vera_B are "
-			    "not saved (save_projection = false): PEFT "
-			    "regenerates them from torch's random generator",
-			    t->path);
+		if ((rc = shared_pair(t, m, "projections vera_A and vera_B",
+		    err)) != 0)
+			return rc;
 		if ((rc = peftio_tuner_want(t, m, 2, 2, m->r, 0, 0,
 		    err)) != 0 ||
 		    (rc = peftio_tuner_want(t, m, 3, 2, 0, m->r, 0, err)) != 0)
@@ -672,16 +686,9 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 			    "number of vectors", err);
 		return 0;
 	case T_RANDLORA:
-		if (m->t[2] < 0)
-			m->t[2] = t->shared[0];
-		if (m->t[3] < 0)
-			m->t[3] = t->shared[1];
-		if (m->t[2] < 0 || m->t[3] < 0)
-			return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-			    "%s: the shared bases randlora_A and randlora_B "
-			    "are not saved (save_projection = false): PEFT "
-			    "regenerates them from torch's random generator",
-			    t->path);
+		if ((rc = shared_pair(t, m, "bases randlora_A and randlora_B",
+		    err)) != 0)
+			return rc;
 		if ((rc = peftio_tuner_want(t, m, 0, 2, 0, 0, 0, err)) != 0)
 			return rc;
 		x = peftio_tuner_slot_info(t, m, 0);	/* lambda [r, bases] */
