@@ -15,42 +15,6 @@
 #define LORA_DATA	TEST_DATA "/lora"
 #define RX_LONG		4096	/* the longest module path matched */
 
-static int
-base_shape(void *arg, const char *name, int *ndim, uint64_t *shape)
-{
-	struct peftio_ckpt *c = arg;
-	const struct peftio_tensor_info *ti;
-	long i = peftio_ckpt_find(c, name);
-	int d;
-
-	if (i < 0)
-		return -1;
-	ti = peftio_ckpt_tensor(c, (size_t)i);
-	*ndim = ti->ndim;
-	for (d = 0; d < ti->ndim; d++)
-		shape[d] = ti->shape[d];
-	return 0;
-}
-
-static float *
-tensor_f32(struct peftio_ckpt *c, const char *name, uint64_t *n)
-{
-	struct peftio_error err;
-	const struct peftio_tensor_info *ti;
-	const void *data;
-	float *f;
-	long i = peftio_ckpt_find(c, name);
-
-	ck_assert_msg(i >= 0, "no tensor %s", name);
-	ti = peftio_ckpt_tensor(c, (size_t)i);
-	ck_assert_int_eq(peftio_ckpt_data(c, (size_t)i, &data, &err), 0);
-	f = malloc(ti->numel * sizeof(float));
-	ck_assert_ptr_nonnull(f);
-	ck_assert_int_eq(peftio_to_f32(ti->dtype, data, f, ti->numel), 0);
-	*n = ti->numel;
-	return f;
-}
-
 static const struct mcase {
 	const char	*name;
 	const char	*ads[2];
@@ -107,7 +71,7 @@ START_TEST(test_merge_vs_peft)
 	o.weights = mc->w;
 	o.density = mc->density;
 	o.nthreads = 3;
-	ck_assert_msg(peftio_merge_create(&m, ads, na, &o, base_shape, base,
+	ck_assert_msg(peftio_merge_create(&m, ads, na, &o, tu_ckpt_shape, base,
 	    &err) == 0, "%s", err.msg);
 	snprintf(prefix, sizeof(prefix), "%s/", mc->name);
 	for (i = 0; i < peftio_ckpt_count(ref); i++) {
@@ -116,8 +80,8 @@ START_TEST(test_merge_vs_peft)
 			continue;
 		name += strlen(prefix);
 		ck_assert(peftio_merge_touches(m, name));
-		w = tensor_f32(base, name, &n);
-		e = tensor_f32(ref, peftio_ckpt_tensor(ref, i)->name, &ne);
+		w = tu_tensor_f32(base, name, &n);
+		e = tu_tensor_f32(ref, peftio_ckpt_tensor(ref, i)->name, &ne);
 		ck_assert_uint_eq(n, ne);
 		num = den = 0;
 		for (k = 0; k < n; k++)

@@ -15,42 +15,6 @@
 
 #define TDATA	TEST_DATA "/tuners"
 
-static int
-base_shape(void *arg, const char *name, int *ndim, uint64_t *shape)
-{
-	struct peftio_ckpt *c = arg;
-	const struct peftio_tensor_info *ti;
-	long i = peftio_ckpt_find(c, name);
-	int d;
-
-	if (i < 0)
-		return -1;
-	ti = peftio_ckpt_tensor(c, (size_t)i);
-	*ndim = ti->ndim;
-	for (d = 0; d < ti->ndim; d++)
-		shape[d] = ti->shape[d];
-	return 0;
-}
-
-static float *
-tensor_f32(struct peftio_ckpt *c, const char *name, uint64_t *n)
-{
-	struct peftio_error err;
-	const struct peftio_tensor_info *ti;
-	const void *data;
-	float *f;
-	long i = peftio_ckpt_find(c, name);
-
-	ck_assert_msg(i >= 0, "no tensor %s", name);
-	ti = peftio_ckpt_tensor(c, (size_t)i);
-	ck_assert_int_eq(peftio_ckpt_data(c, (size_t)i, &data, &err), 0);
-	f = malloc(ti->numel * sizeof(float));
-	ck_assert_ptr_nonnull(f);
-	ck_assert_int_eq(peftio_to_f32(ti->dtype, data, f, ti->numel), 0);
-	*n = ti->numel;
-	return f;
-}
-
 static const struct tcase {
 	const char	*dir;
 	int		 rotation;	/* tolerance relative to |PEFT| */
@@ -83,7 +47,7 @@ merge_one(struct peftio_adapter *a, struct peftio_ckpt *base, int unmerge,
 	memset(&o, 0, sizeof(o));
 	o.unmerge = unmerge;
 	o.nthreads = 2;
-	ck_assert_msg(peftio_merge_create(&m, &a, 1, &o, base_shape, base,
+	ck_assert_msg(peftio_merge_create(&m, &a, 1, &o, tu_ckpt_shape, base,
 	    &err) == 0, "%s", err.msg);
 	ck_assert_int_eq(peftio_merge_touches(m, name), 1);
 	ck_assert_int_eq(peftio_merge_count(m), 1);
@@ -127,10 +91,10 @@ START_TEST(test_merge_vs_peft)
 	ck_assert_int_eq(peftio_ckpt_open(&ref, path, &err), 0);
 	ck_assert_int_eq(peftio_ckpt_count(ref), 1);
 	name = peftio_ckpt_tensor(ref, 0)->name;
-	r = tensor_f32(ref, name, &n);
-	b = tensor_f32(base, name, &n2);
+	r = tu_tensor_f32(ref, name, &n);
+	b = tu_tensor_f32(base, name, &n2);
 	ck_assert_uint_eq(n, n2);
-	w = tensor_f32(base, name, &n2);
+	w = tu_tensor_f32(base, name, &n2);
 
 	merge_one(a, base, 0, name, w, n);
 	nr = norm(r, n);
@@ -412,19 +376,19 @@ START_TEST(test_combine_refused)
 	o.method = PEFTIO_COMBINE_LINEAR;
 	o.weights = w;
 	o.nthreads = 1;
-	ck_assert_int_eq(peftio_merge_create(&m, ads, 1, &o, base_shape, base,
+	ck_assert_int_eq(peftio_merge_create(&m, ads, 1, &o, tu_ckpt_shape, base,
 	    &err), PEFTIO_EINVAL);
 	ck_assert_ptr_null(m);
 	ck_assert_ptr_nonnull(strstr(err.msg, "LOHA adapter cannot be "
 	    "combined"));
 	o.method = PEFTIO_COMBINE_CAT;
-	ck_assert_int_eq(peftio_merge_create(&m, ads, 2, &o, base_shape, base,
+	ck_assert_int_eq(peftio_merge_create(&m, ads, 2, &o, tu_ckpt_shape, base,
 	    &err), PEFTIO_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "combines LoRA adapters only"));
 	/* nor weighted alone */
 	o.method = PEFTIO_COMBINE_NONE;
 	w[0] = 0.5;
-	ck_assert_int_eq(peftio_merge_create(&m, ads, 1, &o, base_shape, base,
+	ck_assert_int_eq(peftio_merge_create(&m, ads, 1, &o, tu_ckpt_shape, base,
 	    &err), PEFTIO_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "cannot be weighted"));
 	peftio_ckpt_close(base);
@@ -440,7 +404,7 @@ static int fifo_on;
 static int
 tshape(void *arg, const char *name, int *ndim, uint64_t *shape)
 {
-	int rc = base_shape(arg, name, ndim, shape);
+	int rc = tu_ckpt_shape(arg, name, ndim, shape);
 	uint64_t x;
 
 	if (rc == 0 && fifo_on && *ndim == 2) {
@@ -481,7 +445,7 @@ START_TEST(test_fan_in_fan_out)
 	    modellen, "fifo", &err) == 0, "%s", err.msg);
 	ck_assert_int_eq(peftio_ckpt_open(&base, TDATA "/base.safetensors",
 	    &err), 0);
-	w = tensor_f32(base, name, &n);
+	w = tu_tensor_f32(base, name, &n);
 	ck_assert_uint_eq(n, rows * cols);
 	wt = malloc(n * sizeof(float));
 	ck_assert_ptr_nonnull(wt);

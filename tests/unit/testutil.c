@@ -107,3 +107,39 @@ tu_randn(uint64_t *s)
 
 	return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
+
+int
+tu_ckpt_shape(void *arg, const char *name, int *ndim, uint64_t *shape)
+{
+	struct peftio_ckpt *c = arg;
+	const struct peftio_tensor_info *ti;
+	long i = peftio_ckpt_find(c, name);
+	int d;
+
+	if (i < 0)
+		return -1;
+	ti = peftio_ckpt_tensor(c, (size_t)i);
+	*ndim = ti->ndim;
+	for (d = 0; d < ti->ndim; d++)
+		shape[d] = ti->shape[d];
+	return 0;
+}
+
+float *
+tu_tensor_f32(struct peftio_ckpt *c, const char *name, uint64_t *n)
+{
+	struct peftio_error err;
+	const struct peftio_tensor_info *ti;
+	const void *data;
+	float *f;
+	long i = peftio_ckpt_find(c, name);
+
+	ck_assert_msg(i >= 0, "no tensor %s", name);
+	ti = peftio_ckpt_tensor(c, (size_t)i);
+	ck_assert_int_eq(peftio_ckpt_data(c, (size_t)i, &data, &err), 0);
+	f = malloc(ti->numel * sizeof(float));
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(peftio_to_f32(ti->dtype, data, f, ti->numel), 0);
+	*n = ti->numel;
+	return f;
+}

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "peftio.h"
+
 /* Directory of committed test data (tests/data), from the runner's cwd. */
 #define TEST_DATA	"../data"
 
@@ -25,5 +27,13 @@ void		 tu_rmtree(const char *path);
 /* Deterministic pseudo-random numbers (xorshift64*), N(0, 1) by Box-Muller. */
 uint64_t	 tu_rand(uint64_t *state);
 float		 tu_randn(uint64_t *state);
+
+/* peftio_merge_create()'s shape callback over the checkpoint arg. */
+int		 tu_ckpt_shape(void *arg, const char *name, int *ndim,
+		    uint64_t *shape);
+/* Tensor name of c in f32 (malloc'ed, *n values); fails the test when
+ * it is missing. */
+float		*tu_tensor_f32(struct peftio_ckpt *c, const char *name,
+		    uint64_t *n);
 
 #endif
