@@ -160,6 +160,29 @@ write_config(struct peftio_xf *x, const struct peftio_xf_ops *ops,
 	return rc;
 }
 
+/* What follows the tensors: for a directory, config.json through the
+ * hook and the model's other files; then the commit and the report. */
+static int
+finish(struct peftio_xf *x, const struct peftio_xf_ops *ops, void *ctx,
+    struct peftio_error *err)
+{
+	int rc = 0;
+
+	if (x->as_dir) {
+		rc = write_config(x, ops, ctx, err);
+		if (rc == 0 && ops->note != NULL)
+			peftio_ckptw_set_note(x->w, ops->note, ctx);
+		if (rc == 0)
+			rc = peftio_ckptw_copy_aux(x->w,
+			    peftio_ckpt_dir(x->in), err);
+	}
+	if (rc == 0)
+		rc = peftio_ckptw_commit(x->w, err);
+	if (rc == 0 && ops->done != NULL)
+		ops->done(ctx, x->w);
+	return rc;
+}
+
 static int
 declare_all(struct peftio_xf *x, const struct peftio_xf_ops *ops, void *ctx,
     uint64_t *total, struct peftio_error *err)
@@ -263,16 +286,8 @@ peftio_transform(struct peftio_ckpt *in, struct peftio_xf_item *items,
 		rc = declare_all(&x, ops, ctx, &total, err);
 	if (rc == 0)
 		rc = compute_all(&x, ops, ctx, total, err);
-	if (rc == 0 && x.as_dir)
-		rc = write_config(&x, ops, ctx, err);
-	if (rc == 0 && x.as_dir && ops->note != NULL)
-		peftio_ckptw_set_note(x.w, ops->note, ctx);
-	if (rc == 0 && x.as_dir)
-		rc = peftio_ckptw_copy_aux(x.w, peftio_ckpt_dir(in), err);
 	if (rc == 0)
-		rc = peftio_ckptw_commit(x.w, err);
-	if (rc == 0 && ops->done != NULL)
-		ops->done(ctx, x.w);
+		rc = finish(&x, ops, ctx, err);
 	/* No write may run while the output is removed. */
 	peftio_bg_free(x.bg);
 	for (s = 0; s < 2; s++)
@@ -430,18 +445,11 @@ peftio_transform_index(struct peftio_ckpt *in, struct peftio_xf_item *items,
 	memset(&x, 0, sizeof(x));
 	x.in = in;
 	x.items = items;
+	x.as_dir = 1;
 	if (rc == 0)
 		rc = peftio_ckptw_from_shards(&x.w, chk.out, flags, err);
 	if (rc == 0)
-		rc = write_config(&x, ops, ctx, err);
-	if (rc == 0 && ops->note != NULL)
-		peftio_ckptw_set_note(x.w, ops->note, ctx);
-	if (rc == 0)
-		rc = peftio_ckptw_copy_aux(x.w, peftio_ckpt_dir(in), err);
-	if (rc == 0)
-		rc = peftio_ckptw_commit(x.w, err);
-	if (rc == 0 && ops->done != NULL)
-		ops->done(ctx, x.w);
+		rc = finish(&x, ops, ctx, err);
 	peftio_ckptw_free(x.w);
 	peftio_ckpt_close(chk.out);
 	free(chk.seen);
