@@ -8,6 +8,7 @@
 #   DTYPE=bf16|f16|f32
 #   JOBS=2    threads for the tools
 #   REPS=3    runs of each command; the fastest is reported
+#   TOOLS=0, SCALING=0, QLORA=0, EXTRACT=0 skip those parts
 # Results are printed and written to bench/RESULTS.md (BENCHOUT=FILE
 # writes them elsewhere).
 set -eu
@@ -101,6 +102,7 @@ largest=$(tools/dq-inspect/dq-inspect "$base" | awk 'NR > 2 && $5 ~ /,/ {
 	echo "| command | wall s | cpu s | peak RSS MiB | GB/s | G params/s | vs cat | vs cat > file && sync |"
 	echo "|---|---|---|---|---|---|---|---|"
 } > "$OUTMD"
+if [ "${TOOLS:-1}" != 0 ]; then
 measure "cat" "$bytes" /dev/null/none sh -c "cat $base/*.safetensors > /dev/null"
 measure "cat > file && sync" "$bytes" "$T/cat.out" \
     sh -c "cat $base/*.safetensors > $T/cat.out && sync $T/cat.out"
@@ -130,7 +132,9 @@ measure "dq-inspect --compare (NF4)" "$((bytes + bytes / 4))" /dev/null/none \
 measure "dq-inspect --compare (int8)" "$((bytes + bytes / 2))" \
     /dev/null/none tools/dq-inspect/dq-inspect --compare "$base" "$T/q8"
 rm -rf "$T"
+fi
 
+if [ "${SCALING:-1}" != 0 ]; then
 # Scaling: the same shape with fewer layers; time should grow linearly
 # with the parameter count.
 case $BENCH in
@@ -175,6 +179,7 @@ for l in $layers; do
 	echo "$row |" | tee -a "$OUTMD"
 	rm -rf "$T.out" "$T.best"
 done
+fi
 
 # QLoRA starting points and rank surgery (adapter-extract --init,
 # --resize): wall time, peak memory and the total error
