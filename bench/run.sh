@@ -199,7 +199,8 @@ qrun() {
 	bench/runstat "$@" 2> "$T.q" > /dev/null || {
 		cat "$T.q"; echo "bench: $name failed"; exit 1; }
 	set -- $(grep '^runstat:' "$T.q")
-	printf '| `%s` | %.2f | %.1f | %s |\n' "$name" "$2" \
+	printf '| `%s` | %.2f | %.2f | %.1f | %s |\n' "$name" "$2" \
+	    "$(awk "BEGIN { print $3 + $4 }")" \
 	    "$(awk "BEGIN { print $5 / 1024 }")" "$(qerr "$T.q")" |
 	    tee -a "$OUTMD"
 	rm -rf "$out" "$out.res"
@@ -222,8 +223,8 @@ if [ "${QLORA:-1}" != 0 ]; then
 		    "|W - new base - s B A|^2 (for resize: of the change of" \
 		    "each delta)."
 		echo
-		echo "| command | wall s | peak RSS MiB | error |"
-		echo "|---|---|---|---|"
+		echo "| command | wall s | cpu s | peak RSS MiB | error |"
+		echo "|---|---|---|---|---|"
 	} | tee -a "$OUTMD"
 	qrun "--init pissa -r 16" "$T.o" $ax -v --init pissa -r 16 \
 	    -o "$T.o" --residual "$T.o.res" "$base"
