@@ -610,6 +610,8 @@ adapter_load(struct peftio_adapter *a, const char *cfgtext, size_t cfglen,
 		rc = peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: the adapter holds no tensors", a->path);
 out:
+	if (rc == 0)
+		a->cfg = json_incref(cfg);
 	json_decref(cfg);
 	return rc;
 }
@@ -729,6 +731,7 @@ peftio_adapter_free(struct peftio_adapter *a)
 		regfree(&a->ff);
 	peftio_tuner_free(a->tuner);
 	peftio_ckpt_close(a->ck);
+	json_decref(a->cfg);
 	free(a->path);
 	free(a);
 }

@@ -63,6 +63,7 @@ struct peftio_adapter {
 	struct repl	*repls;
 	size_t		 nrepls;
 	struct peftio_tuner *tuner;	/* other PEFT tuners (tuners.c) */
+	json_t		*cfg;		/* adapter_config.json */
 };
 
 enum opkind { OP_REPL, OP_LORA, OP_BIAS, OP_IA3W, OP_IA3B, OP_TUNER };
@@ -101,6 +102,9 @@ struct prep {
 	float		*ca, *cb;
 	uint64_t	 cr;
 	int		 ctrans;
+	int		 peft;		/* set by the caller: svd factors in
+					 * PEFT's layout (transposed for
+					 * embeddings and Conv1D) */
 };
 
 struct peftio_merge {

@@ -251,8 +251,10 @@ peftio_combine_factors(struct peftio_merge *m, const struct target *t,
 		u = malloc(t->rows * p * sizeof(float));
 		s = malloc(p * sizeof(float));
 		vt = malloc(p * t->cols * sizeof(float));
-		A = malloc(r * t->cols * sizeof(float) + 1);
-		B = malloc(t->rows * r * sizeof(float) + 1);
+		A = malloc(r * PEFTIO_MAX(t->rows, t->cols) *
+		    sizeof(float) + 1);
+		B = malloc(r * PEFTIO_MAX(t->rows, t->cols) *
+		    sizeof(float) + 1);
 		if (u == NULL || s == NULL || vt == NULL || A == NULL ||
 		    B == NULL)
 			goto nomem;
@@ -261,11 +263,23 @@ peftio_combine_factors(struct peftio_merge *m, const struct target *t,
 			peftio_error_prefix(err, "tensor '%s'", t->name);
 			goto out;
 		}
+		pr->cr = r;
+		if (pr->peft && trans) {
+			/* PEFT factors delta^T = V S U^T: A = U^T [r,
+			 * rows], B = V S [cols, r]. */
+			for (i = 0; i < t->rows; i++)
+				for (q = 0; q < r; q++)
+					A[q * t->rows + i] = u[i * p + q];
+			for (i = 0; i < t->cols; i++)
+				for (q = 0; q < r; q++)
+					B[i * r + q] = vt[q * t->cols + i] *
+					    s[q];
+			break;
+		}
 		for (i = 0; i < t->rows; i++)
 			for (q = 0; q < r; q++)
 				B[i * r + q] = u[i * p + q] * s[q];
 		memcpy(A, vt, r * t->cols * sizeof(float));
-		pr->cr = r;
 		trans = 0;
 		break;
 	default:

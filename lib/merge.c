@@ -253,6 +253,27 @@ plan_adapter(struct peftio_merge *m, size_t ai,
 	return 0;
 }
 
+/*
+ * The rank PEFT gives a's part of a combination: r, or the largest
+ * value of rank_pattern when that is larger (a pattern that is not a
+ * rank from 1 to 2^32 counts for nothing).
+ */
+static uint64_t
+combo_rank(const struct peftio_adapter *a)
+{
+	uint64_t r = a->r;
+	double v;
+	size_t i;
+
+	for (i = 0; i < a->rank.n; i++) {
+		v = a->rank.p[i].v;
+		if (v >= 1 && v <= MAX_RANK && v == floor(v) &&
+		    (uint64_t)v > r)
+			r = (uint64_t)v;
+	}
+	return r;
+}
+
 int
 peftio_merge_create(struct peftio_merge **out,
     struct peftio_adapter *const *ads, size_t nads,
@@ -317,26 +338,26 @@ peftio_merge_create(struct peftio_merge **out,
 		/* FALLTHROUGH */
 	case PEFTIO_COMBINE_LINEAR:
 		for (i = 1; i < nads; i++)
-			if (ads[i]->r != ads[0]->r) {
+			if (combo_rank(ads[i]) != combo_rank(ads[0])) {
 				rc = peftio_error_set(err, PEFTIO_EINVAL,
 				    "%s: r = %llu differs from %s's r = %llu: "
 				    "combination type %s needs equal ranks "
 				    "(cat and svd do not)", ads[i]->path,
-				    (unsigned long long)ads[i]->r,
+				    (unsigned long long)combo_rank(ads[i]),
 				    ads[0]->path,
-				    (unsigned long long)ads[0]->r,
+				    (unsigned long long)combo_rank(ads[0]),
 				    peftio_combine_name(m->o.method));
 				goto fail;
 			}
-		m->newr = ads[0]->r;
+		m->newr = combo_rank(ads[0]);
 		break;
 	case PEFTIO_COMBINE_CAT:
 		for (i = 0; i < nads; i++)
-			m->newr += ads[i]->r;
+			m->newr += combo_rank(ads[i]);
 		break;
 	case PEFTIO_COMBINE_SVD:
 		for (i = 0; i < nads; i++)
-			m->newr = PEFTIO_MAX(m->newr, ads[i]->r);
+			m->newr = PEFTIO_MAX(m->newr, combo_rank(ads[i]));
 		break;
 	case PEFTIO_COMBINE_NONE:
 		break;

@@ -1518,6 +1518,25 @@ int	peftio_merge_rows(struct peftio_merge *m, float *w, uint64_t row0,
 	    uint64_t nrows, enum peftio_dtype round_dt,
 	    struct peftio_error *err);
 void	peftio_merge_end(struct peftio_merge *m);
+/*
+ * The combined adapter of m (made with a method other than
+ * PEFTIO_COMBINE_NONE) as the PEFT LoRA adapter directory dir, what
+ * add_weighted_adapter() followed by save_pretrained() writes: per
+ * module lora_A [r, in] and lora_B [out, r] (lora_embedding_A/B for
+ * embeddings), float32, at the combination's rank r (cat: the sum of
+ * the ranks; svd: the largest; the others: the common one), a module
+ * of lower rank filled up with zeros; the replaced tensors
+ * (modules_to_save) as they are; adapter_config.json the first
+ * adapter's with r = lora_alpha = that rank, no rank or alpha
+ * patterns, and target_modules and modules_to_save the inputs' union.
+ * Merging it alone gives the combination's merge.  The writer is
+ * returned in *out, not yet in place: peftio_ckptw_commit() renames it
+ * into place, peftio_ckptw_free() discards it.  flags as for
+ * peftio_ckptw_create() (PEFTIO_W_FORCE).
+ */
+int	peftio_merge_save_adapter(struct peftio_merge *m, const char *dir,
+	    unsigned flags, struct peftio_ckptw **out,
+	    struct peftio_error *err);
 
 /*
  * A base checkpoint's tensor merged a block of rows at a time

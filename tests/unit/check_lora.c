@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "peftio.h"
 #include "testutil.h"
@@ -128,6 +129,263 @@ START_TEST(test_merge_vs_peft)
 		peftio_adapter_free(ads[i]);
 	peftio_ckpt_close(ref);
 	peftio_ckpt_close(base);
+}
+END_TEST
+
+/* Tensor name of the adapter checkpoint c in f32, or NULL when absent. */
+static float *
+maybe_f32(struct peftio_ckpt *c, const char *name)
+{
+	uint64_t n;
+
+	if (peftio_ckpt_find(c, name) < 0)
+		return NULL;
+	return tu_tensor_f32(c, name, &n);
+}
+
+/*
+ * cat and linear: the saved factors are PEFT's formulas over the
+ * inputs' factors (s the source scalings), value for value:
+ * cat A = [w_a s_a A_a; w_b s_b A_b], B = [B_a, B_b]; linear
+ * A = sum sign(c) sqrt|c| A_i, B = sum sqrt|c| B_i for c = w_i s_i.
+ */
+static void
+check_saved_factors(const struct mcase *mc, struct peftio_ckpt *saved,
+    struct peftio_adapter *const *ads, size_t *nmod)
+{
+	struct peftio_ckpt *src[2];
+	char path[256], key[512];
+	const char *mod;
+	float *a[2], *b[2], *A, *B, c, wa, wb;
+	uint64_t r[2], n, R, i, k, j, rows, cols;
+	double s[2];
+	size_t mi, t;
+	struct peftio_error err;
+
+	for (t = 0; t < 2; t++) {
+		snprintf(path, sizeof(path), "%s/%s/adapter_model.safetensors",
+		    LORA_DATA, mc->ads[t]);
+		ck_assert_int_eq(peftio_ckpt_open(&src[t], path, &err), 0);
+	}
+	for (mi = 0; mi < peftio_adapter_nmodules(ads[0]); mi++) {
+		mod = peftio_adapter_module(ads[0], mi, &r[0], &s[0]);
+		for (t = 0; t < peftio_adapter_nmodules(ads[1]); t++)
+			if (strcmp(peftio_adapter_module(ads[1], t, &r[1],
+			    &s[1]), mod) == 0)
+				break;
+		ck_assert_uint_lt(t, peftio_adapter_nmodules(ads[1]));
+		for (t = 0; t < 2; t++) {
+			snprintf(key, sizeof(key),
+			    "base_model.model.%s.lora_A.weight", mod);
+			a[t] = maybe_f32(src[t], key);
+			snprintf(key, sizeof(key),
+			    "base_model.model.%s.lora_B.weight", mod);
+			b[t] = maybe_f32(src[t], key);
+			ck_assert(a[t] != NULL && b[t] != NULL);
+		}
+		snprintf(key, sizeof(key), "base_model.model.%s.lora_A.weight",
+		    mod);
+		A = tu_tensor_f32(saved, key, &n);
+		R = peftio_ckpt_tensor(saved, (size_t)peftio_ckpt_find(saved,
+		    key))->shape[0];
+		cols = n / R;
+		snprintf(key, sizeof(key), "base_model.model.%s.lora_B.weight",
+		    mod);
+		B = tu_tensor_f32(saved, key, &n);
+		rows = n / R;
+		if (mc->method == PEFTIO_COMBINE_CAT) {
+			ck_assert_uint_eq(R, r[0] + r[1]);
+			for (t = 0, k = 0; t < 2; k += r[t], t++)
+				for (i = 0; i < r[t] * cols; i++)
+					ck_assert_float_eq(A[k * cols + i],
+					    a[t][i] * (float)mc->w[t] *
+					    (float)s[t]);
+			for (i = 0; i < rows; i++)
+				for (j = 0; j < R; j++)
+					ck_assert_float_eq(B[i * R + j],
+					    j < r[0] ? b[0][i * r[0] + j] :
+					    b[1][i * r[1] + j - r[0]]);
+		} else {
+			ck_assert_uint_eq(R, r[0]);
+			for (i = 0; i < R * cols; i++) {
+				c = 0.0f;
+				for (t = 0; t < 2; t++) {
+					wa = (float)sqrt(mc->w[t] * s[t]);
+					c += a[t][i] * wa;
+				}
+				ck_assert_float_eq(A[i], c);
+			}
+			for (i = 0; i < rows * R; i++) {
+				c = 0.0f;
+				for (t = 0; t < 2; t++) {
+					wb = (float)sqrt(mc->w[t] * s[t]);
+					c += b[t][i] * wb;
+				}
+				ck_assert_float_eq(B[i], c);
+			}
+		}
+		for (t = 0; t < 2; t++) {
+			free(a[t]);
+			free(b[t]);
+		}
+		free(A);
+		free(B);
+		(*nmod)++;
+	}
+	for (t = 0; t < 2; t++)
+		peftio_ckpt_close(src[t]);
+}
+
+/*
+ * The combination written as an adapter (cases cat, svd, linear, ties):
+ * not in place before commit, an existing one kept without
+ * PEFTIO_W_FORCE; its config has PEFT's rank; merged alone it gives the
+ * bytes of the combination's own merge, hence PEFT's result.
+ */
+START_TEST(test_save_adapter)
+{
+	const struct mcase *mc = &cases[_i];
+	static const uint64_t rank[] = { 12, 8, 8, 8 };
+	struct peftio_error err;
+	struct peftio_ckpt *base, *ref, *saved;
+	struct peftio_adapter *ads[2] = { NULL, NULL }, *sa;
+	struct peftio_merge *m, *ms;
+	struct peftio_merge_opts o;
+	struct peftio_ckptw *w;
+	char path[256], prefix[64], *cfg;
+	const char *name, *dir, *mod;
+	float *w1, *w2, *e;
+	uint64_t n, ne, k, r;
+	size_t i, checked = 0, nmod = 0, len;
+	double num, den, s;
+
+	ck_assert_int_eq(peftio_ckpt_open(&base, LORA_DATA "/llama-f32",
+	    &err), 0);
+	ck_assert_int_eq(peftio_ckpt_open(&ref, LORA_DATA
+	    "/peft-ref.safetensors", &err), 0);
+	for (i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s", LORA_DATA, mc->ads[i]);
+		ck_assert_int_eq(peftio_adapter_open(&ads[i], path, &err), 0);
+	}
+	memset(&o, 0, sizeof(o));
+	o.method = mc->method;
+	o.weights = mc->w;
+	o.density = mc->density;
+	o.nthreads = 2;
+	ck_assert_int_eq(peftio_merge_create(&m, ads, 2, &o, tu_ckpt_shape,
+	    base, &err), 0);
+	tu_tmpdir();
+	dir = tu_path("combined");
+	ck_assert_msg(peftio_merge_save_adapter(m, dir, 0, &w, &err) == 0,
+	    "%s", err.msg);
+	ck_assert_int_ne(access(dir, F_OK), 0);
+	ck_assert_int_eq(peftio_ckptw_commit(w, &err), 0);
+	peftio_ckptw_free(w);
+	ck_assert_int_eq(peftio_merge_save_adapter(m, dir, 0, &w, &err),
+	    PEFTIO_EEXIST);
+	ck_assert_ptr_null(w);
+	/* Discarded: the committed one stays. */
+	ck_assert_int_eq(peftio_merge_save_adapter(m, dir, PEFTIO_W_FORCE, &w,
+	    &err), 0);
+	peftio_ckptw_free(w);
+	cfg = tu_read_file(tu_path("combined/adapter_config.json"), &len);
+	snprintf(path, sizeof(path), "\"r\": %llu,",
+	    (unsigned long long)rank[_i - 4]);
+	ck_assert_msg(strstr(cfg, path) != NULL, "%s", cfg);
+	snprintf(path, sizeof(path), "\"lora_alpha\": %llu,",
+	    (unsigned long long)rank[_i - 4]);
+	ck_assert_ptr_nonnull(strstr(cfg, path));
+	ck_assert_ptr_nonnull(strstr(cfg, "\"rank_pattern\": {},"));
+	free(cfg);
+
+	ck_assert_msg(peftio_adapter_open(&sa, dir, &err) == 0, "%s",
+	    err.msg);
+	for (i = 0; i < peftio_adapter_nmodules(sa); i++) {
+		mod = peftio_adapter_module(sa, i, &r, &s);
+		ck_assert_ptr_nonnull(mod);
+		ck_assert_uint_eq(r, rank[_i - 4]);
+		ck_assert_double_eq(s, 1.0);
+	}
+	if (mc->method == PEFTIO_COMBINE_CAT ||
+	    mc->method == PEFTIO_COMBINE_LINEAR) {
+		ck_assert_int_eq(peftio_ckpt_open(&saved,
+		    tu_path("combined/adapter_model.safetensors"), &err), 0);
+		check_saved_factors(mc, saved, ads, &nmod);
+		ck_assert_uint_eq(nmod, 14);
+		peftio_ckpt_close(saved);
+	}
+	memset(&o, 0, sizeof(o));
+	o.nthreads = 2;
+	ck_assert_int_eq(peftio_merge_create(&ms, &sa, 1, &o, tu_ckpt_shape,
+	    base, &err), 0);
+	snprintf(prefix, sizeof(prefix), "%s/", mc->name);
+	for (i = 0; i < peftio_ckpt_count(ref); i++) {
+		name = peftio_ckpt_tensor(ref, i)->name;
+		if (strncmp(name, prefix, strlen(prefix)) != 0)
+			continue;
+		name += strlen(prefix);
+		w1 = tu_tensor_f32(base, name, &n);
+		w2 = tu_tensor_f32(base, name, &n);
+		e = tu_tensor_f32(ref, peftio_ckpt_tensor(ref, i)->name, &ne);
+		ck_assert_uint_eq(n, ne);
+		num = den = 0;
+		for (k = 0; k < n; k++)
+			den += ((double)e[k] - w1[k]) * ((double)e[k] - w1[k]);
+		ck_assert_int_eq(peftio_merge_apply(m, name, w1, n, PEFTIO_F32,
+		    &err), 0);
+		ck_assert_int_eq(peftio_merge_apply(ms, name, w2, n,
+		    PEFTIO_F32, &err), 0);
+		ck_assert_msg(memcmp(w1, w2, n * sizeof(float)) == 0,
+		    "%s: %s: the saved adapter merges otherwise", mc->name,
+		    name);
+		for (k = 0; k < n; k++)
+			num += ((double)e[k] - w2[k]) * ((double)e[k] - w2[k]);
+		ck_assert_msg(den > 0 && sqrt(num / den) <= mc->tol,
+		    "%s: %s: relative error %g", mc->name, name,
+		    sqrt(num / den));
+		free(w1);
+		free(w2);
+		free(e);
+		checked++;
+	}
+	ck_assert_uint_gt(checked, 0);
+	peftio_merge_free(ms);
+	peftio_adapter_free(sa);
+	peftio_merge_free(m);
+	for (i = 0; i < 2; i++)
+		peftio_adapter_free(ads[i]);
+	peftio_ckpt_close(ref);
+	peftio_ckpt_close(base);
+	tu_tmpdir_remove();
+}
+END_TEST
+
+/* Without a combination there is nothing to save. */
+START_TEST(test_save_adapter_none)
+{
+	struct peftio_error err;
+	struct peftio_ckpt *base;
+	struct peftio_adapter *a;
+	struct peftio_merge *m;
+	struct peftio_merge_opts o;
+	struct peftio_ckptw *w;
+
+	ck_assert_int_eq(peftio_ckpt_open(&base, LORA_DATA "/llama-f32",
+	    &err), 0);
+	ck_assert_int_eq(peftio_adapter_open(&a, LORA_DATA "/pair/a", &err),
+	    0);
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(peftio_merge_create(&m, &a, 1, &o, tu_ckpt_shape,
+	    base, &err), 0);
+	tu_tmpdir();
+	ck_assert_int_eq(peftio_merge_save_adapter(m, tu_path("x"), 0, &w,
+	    &err), PEFTIO_EINVAL);
+	ck_assert_ptr_null(w);
+	ck_assert_int_ne(access(tu_path("x"), F_OK), 0);
+	peftio_merge_free(m);
+	peftio_adapter_free(a);
+	peftio_ckpt_close(base);
+	tu_tmpdir_remove();
 }
 END_TEST
 
@@ -595,6 +853,8 @@ Suite *lora_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_merge_vs_peft, 0,
 	    (int)(sizeof(cases) / sizeof(cases[0])));
+	tcase_add_loop_test(tc, test_save_adapter, 4, 8);
+	tcase_add_test(tc, test_save_adapter_none);
 	tcase_add_test(tc, test_adapter_read);
 	tcase_add_test(tc, test_adapter_mem);
 	tcase_add_loop_test(tc, test_adapter_bad, 0,

@@ -8,10 +8,12 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -41,6 +43,7 @@ struct opts {
 	int			 dtype;		/* -1: keep */
 	int			 requant;
 	int			 allow_nonfinite;
+	const char		*save_adapter;	/* --save-adapter */
 };
 
 static struct opts O;
@@ -70,7 +73,7 @@ usage(int status)
 	    "[--dtype f16|bf16|f32] [--requant]\n"
 	    "                  [--allow-nonfinite] [--recipe file.yaml] "
 	    "[-j jobs] [-o output]\n                  "
-	    "base adapter ...\n", cli_progname);
+	    "[--save-adapter dir] base adapter ...\n", cli_progname);
 	exit(status);
 }
 
@@ -461,6 +464,7 @@ run(void)
 	struct peftio_error err = { 0, 0, "" };
 	struct peftio_adapter **ads;
 	struct peftio_merge_opts mo;
+	struct peftio_ckptw *aw = NULL;
 	struct run r;
 	size_t i;
 	int rc = 0;
@@ -496,16 +500,27 @@ run(void)
 	if (rc == 0)
 		rc = peftio_merge_create(&r.m, ads, O.nadapters, &mo, shape_of,
 		    &r, &err);
-	if (rc == 0)
-		rc = plan_merge(&r, &err);
-	if (rc == 0)
-		rc = peftio_merge_stream_new(&r.ms, r.m, C.jobs,
-		    O.allow_nonfinite, &err);
-	if (rc == 0 && O.requant)
-		rc = prepass_requant(&r, &err);
-	if (rc == 0)
-		rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
-		    C.force ? PEFTIO_W_FORCE : 0, &err);
+	/* The combined adapter waits, complete, for the merged model. */
+	if (rc == 0 && O.save_adapter != NULL)
+		rc = peftio_merge_save_adapter(r.m, O.save_adapter,
+		    C.force ? PEFTIO_W_FORCE : 0, &aw, &err);
+	if (rc == 0 && C.out != NULL) {
+		if (rc == 0)
+			rc = plan_merge(&r, &err);
+		if (rc == 0)
+			rc = peftio_merge_stream_new(&r.ms, r.m, C.jobs,
+			    O.allow_nonfinite, &err);
+		if (rc == 0 && O.requant)
+			rc = prepass_requant(&r, &err);
+		if (rc == 0)
+			rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
+			    C.force ? PEFTIO_W_FORCE : 0, &err);
+	}
+	if (rc == 0 && aw != NULL) {
+		rc = peftio_ckptw_commit(aw, &err);
+		cli_debug("%s: the combined adapter", O.save_adapter);
+	}
+	peftio_ckptw_free(aw);
 	if (rc != 0)
 		cli_error(&err);
 	peftio_merge_stream_free(r.ms);
@@ -569,6 +584,85 @@ parse_density(const char *s)
 	return 0;
 }
 
+/*
+ * path made absolute, for comparing outputs that need not exist: its
+ * directory resolved when it exists, else taken from the working
+ * directory, with "." and ".." components and repeated slashes removed.
+ */
+static void
+resolved(const char *path, char *buf, size_t len)
+{
+	char dir[PATH_MAX], real[PATH_MAX], tmp[2 * PATH_MAX + 2], *s, *tok;
+	char *save = NULL;
+	const char *base = ".";
+	size_t n = 0;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((s = strrchr(dir, '/')) != NULL) {
+		*s = '\0';
+		base = s + 1;
+	}
+	if (realpath(s == NULL ? "." : dir[0] == '\0' ? "/" : dir,
+	    real) != NULL)
+		snprintf(tmp, sizeof(tmp), "%s/%s", real, s == NULL ? path :
+		    base);
+	else if (path[0] == '/' || getcwd(real, sizeof(real)) == NULL)
+		snprintf(tmp, sizeof(tmp), "%s", path);
+	else
+		snprintf(tmp, sizeof(tmp), "%s/%s", real, path);
+	buf[0] = '\0';
+	for (tok = strtok_r(tmp, "/", &save); tok != NULL;
+	    tok = strtok_r(NULL, "/", &save)) {
+		if (strcmp(tok, ".") == 0)
+			continue;
+		if (strcmp(tok, "..") == 0) {
+			while (n > 0 && buf[--n] != '/')
+				;
+			buf[n] = '\0';
+			continue;
+		}
+		n += (size_t)snprintf(buf + n, len - n, "/%s", tok);
+		if (n >= len)
+			n = len - 1;
+	}
+	if (n == 0)
+		snprintf(buf, len, "/");
+}
+
+/*
+ * --save-adapter needs a combination, names a directory, and is none
+ * of the inputs, nor the merged model's output, nor inside it or
+ * holding it.
+ */
+static int
+check_save_adapter(const char *const *in, size_t nin)
+{
+	char a[PATH_MAX + 8], b[PATH_MAX + 8];
+	size_t n;
+
+	if (O.method == PEFTIO_COMBINE_NONE) {
+		cli_warn("--save-adapter needs a combination type (-m)");
+		usage(CLI_EXIT_USAGE);
+	}
+	if (O.save_adapter[0] == '\0' || strcmp(O.save_adapter, "-") == 0) {
+		cli_warn("--save-adapter: an adapter is a directory, not '%s'",
+		    O.save_adapter);
+		usage(CLI_EXIT_USAGE);
+	}
+	if (C.out != NULL && strcmp(C.out, "-") != 0) {
+		resolved(O.save_adapter, a, sizeof(a));
+		resolved(C.out, b, sizeof(b));
+		n = min_u64(strlen(a), strlen(b));
+		if (strncmp(a, b, n) == 0 && (a[n] == '\0' || a[n] == '/' ||
+		    b[n] == '\0' || b[n] == '/')) {
+			cli_warn("%s: the adapter and the merged model (-o %s) "
+			    "would overlap", O.save_adapter, C.out);
+			return CLI_EXIT_ERROR;
+		}
+	}
+	return cli_check_clash(O.save_adapter, in, nin);
+}
+
 /* Fill what the command line left unset from the recipe. */
 static int
 apply_recipe(const char *path, int set_method, int set_dtype)
@@ -627,7 +721,7 @@ int
 main(int argc, char *argv[])
 {
 	enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE,
-	    OPT_REQUANT, OPT_NONFINITE, OPT_RECIPE };
+	    OPT_REQUANT, OPT_NONFINITE, OPT_RECIPE, OPT_SAVE_ADAPTER };
 	static const struct option longopts[] = {
 		{ "weights", required_argument, NULL, 'w' },
 		{ "method", required_argument, NULL, 'm' },
@@ -638,6 +732,7 @@ main(int argc, char *argv[])
 		{ "requant", no_argument, NULL, OPT_REQUANT },
 		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
 		{ "recipe", required_argument, NULL, OPT_RECIPE },
+		{ "save-adapter", required_argument, NULL, OPT_SAVE_ADAPTER },
 		CLI_COMMON_LONG,
 		{ NULL, 0, NULL, 0 }
 	};
@@ -693,6 +788,9 @@ main(int argc, char *argv[])
 		case OPT_RECIPE:
 			recipe = optarg;
 			break;
+		case OPT_SAVE_ADAPTER:
+			O.save_adapter = optarg;
+			break;
 		default:
 			usage(CLI_EXIT_USAGE);
 		}
@@ -733,7 +831,11 @@ main(int argc, char *argv[])
 	inputs[0] = O.base;
 	for (i = 0; i < O.nadapters; i++)
 		inputs[i + 1] = O.adapters[i];
-	rc = cli_common_output(&C, inputs, O.nadapters + 1, usage);
+	rc = O.save_adapter != NULL ? check_save_adapter(inputs,
+	    O.nadapters + 1) : 0;
+	/* With --save-adapter, a merged model only with -o. */
+	if (rc == 0 && (O.save_adapter == NULL || C.out != NULL))
+		rc = cli_common_output(&C, inputs, O.nadapters + 1, usage);
 	free(inputs);
 	return rc != 0 ? rc : run();
 }
