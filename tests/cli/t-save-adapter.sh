@@ -80,6 +80,23 @@ if "$MERGE" -m cat -w 1,1 --save-adapter ad-pipe - "$L/pair/a" \
 	ok "base on stdin with --save-adapter: the adapter, no stdout"
 else notok "base on stdin with --save-adapter: the adapter, no stdout"; fi
 
+# An input whose rank_pattern raises r counts at that rank (PEFT's
+# allocation): r = 4 with every module at 8 combines as r = 8.
+mkdir pat
+sed -e 's/"r": 8,/"r": 4,/' -e 's/"rank_pattern": {},/"rank_pattern": {".*proj": 8},/' \
+    "$L/pair/a/adapter_config.json" > pat/adapter_config.json
+cp "$L/pair/a/adapter_model.safetensors" pat/
+for m in svd cat; do
+	check "-m $m of an input with a rank_pattern" "$MERGE" -m $m \
+	    -w 0.7,0.3 --save-adapter pat-$m -o pat-$m.safetensors "$BASE" \
+	    pat "$L/pair/b"
+	same "$m: the pattern's rank, not r, as PEFT counts it" \
+	    direct-$m.safetensors pat-$m.safetensors
+done
+if grep -q '"r": 12,' pat-cat/adapter_config.json; then
+	ok "cat: r = 8 + 4 with the pattern"
+else notok "cat: r = 8 + 4 with the pattern"; fi
+
 # --- output rules --------------------------------------------------------------
 cp ad-cat/adapter_config.json keep.json
 fails "an existing adapter directory without -f" 1 "$MERGE" -m svd \

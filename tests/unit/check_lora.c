@@ -360,6 +360,90 @@ START_TEST(test_save_adapter)
 }
 END_TEST
 
+/*
+ * Embeddings (lora_embedding_A/B, factored transposed as PEFT does) next
+ * to Linear layers, combined with svd and cat: the saved adapter merges
+ * to the combination's merge within float rounding.
+ */
+START_TEST(test_save_adapter_embedding)
+{
+	static const enum peftio_combine meth[] = {
+		PEFTIO_COMBINE_SVD, PEFTIO_COMBINE_CAT
+	};
+	static const double wts[2] = { 0.7, 0.3 };
+	struct peftio_error err;
+	struct peftio_ckpt *base;
+	struct peftio_adapter *ads[2], *sa;
+	struct peftio_merge *m, *ms;
+	struct peftio_merge_opts o;
+	struct peftio_ckptw *w;
+	const char *name, *dir;
+	float *w1, *w2, *w0;
+	uint64_t n, k;
+	size_t i, checked = 0;
+	double num, den;
+
+	ck_assert_int_eq(peftio_ckpt_open(&base, LORA_DATA "/llama-f32",
+	    &err), 0);
+	ck_assert_int_eq(peftio_adapter_open(&ads[0], LORA_DATA "/embed-f32",
+	    &err), 0);
+	ck_assert_int_eq(peftio_adapter_open(&ads[1], LORA_DATA "/pair/a",
+	    &err), 0);
+	memset(&o, 0, sizeof(o));
+	o.method = meth[_i];
+	o.weights = wts;
+	o.nthreads = 2;
+	ck_assert_int_eq(peftio_merge_create(&m, ads, 2, &o, tu_ckpt_shape,
+	    base, &err), 0);
+	tu_tmpdir();
+	dir = tu_path("emb");
+	ck_assert_msg(peftio_merge_save_adapter(m, dir, 0, &w, &err) == 0,
+	    "%s", err.msg);
+	ck_assert_int_eq(peftio_ckptw_commit(w, &err), 0);
+	peftio_ckptw_free(w);
+	ck_assert_msg(peftio_adapter_open(&sa, dir, &err) == 0, "%s",
+	    err.msg);
+	memset(&o, 0, sizeof(o));
+	o.nthreads = 2;
+	ck_assert_int_eq(peftio_merge_create(&ms, &sa, 1, &o, tu_ckpt_shape,
+	    base, &err), 0);
+	ck_assert_uint_eq(peftio_merge_count(ms), peftio_merge_count(m));
+	for (i = 0; i < peftio_ckpt_count(base); i++) {
+		name = peftio_ckpt_tensor(base, i)->name;
+		if (!peftio_merge_touches(m, name))
+			continue;
+		ck_assert(peftio_merge_touches(ms, name));
+		w0 = tu_tensor_f32(base, name, &n);
+		w1 = tu_tensor_f32(base, name, &n);
+		w2 = tu_tensor_f32(base, name, &n);
+		ck_assert_int_eq(peftio_merge_apply(m, name, w1, n, PEFTIO_F32,
+		    &err), 0);
+		ck_assert_int_eq(peftio_merge_apply(ms, name, w2, n,
+		    PEFTIO_F32, &err), 0);
+		num = den = 0;
+		for (k = 0; k < n; k++) {
+			num += ((double)w1[k] - w2[k]) * ((double)w1[k] - w2[k]);
+			den += ((double)w1[k] - w0[k]) * ((double)w1[k] - w0[k]);
+		}
+		ck_assert_msg(den > 0 && sqrt(num / den) <= 1e-6,
+		    "%s: %s: relative difference %g", peftio_combine_name(
+		    meth[_i]), name, sqrt(num / den));
+		free(w0);
+		free(w1);
+		free(w2);
+		checked++;
+	}
+	ck_assert_uint_eq(checked, 15);
+	peftio_merge_free(ms);
+	peftio_adapter_free(sa);
+	peftio_merge_free(m);
+	peftio_adapter_free(ads[0]);
+	peftio_adapter_free(ads[1]);
+	peftio_ckpt_close(base);
+	tu_tmpdir_remove();
+}
+END_TEST
+
 /* Without a combination there is nothing to save. */
 START_TEST(test_save_adapter_none)
 {
@@ -854,6 +938,7 @@ Suite *lora_suite(void)
 	tcase_add_loop_test(tc, test_merge_vs_peft, 0,
 	    (int)(sizeof(cases) / sizeof(cases[0])));
 	tcase_add_loop_test(tc, test_save_adapter, 4, 8);
+	tcase_add_loop_test(tc, test_save_adapter_embedding, 0, 2);
 	tcase_add_test(tc, test_save_adapter_none);
 	tcase_add_test(tc, test_adapter_read);
 	tcase_add_test(tc, test_adapter_mem);

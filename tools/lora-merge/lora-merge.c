@@ -653,7 +653,7 @@ check_save_adapter(const char *const *in, size_t nin)
 		resolved(O.save_adapter, a, sizeof(a));
 		resolved(C.out, b, sizeof(b));
 		n = min_u64(strlen(a), strlen(b));
-		if (strncmp(a, b, n) == 0 && (a[n] == '\0' || a[n] == '/' ||
+		if (strncmp(a, b, n) == 0 && (strlen(a) > n ? a[n] == '/' :
 		    b[n] == '\0' || b[n] == '/')) {
 			cli_warn("%s: the adapter and the merged model (-o %s) "
 			    "would overlap", O.save_adapter, C.out);
