@@ -1086,7 +1086,18 @@ enum peftio_plan_method {
 	PEFTIO_PLAN_VERA,
 	PEFTIO_PLAN_HRA,
 	PEFTIO_PLAN_MISS,
-	PEFTIO_PLAN_DELORA
+	PEFTIO_PLAN_DELORA,
+	/* and those whose size is not (only) a rank: the sizes of struct
+	 * peftio_plan_opts, PEFT's defaults where 0 */
+	PEFTIO_PLAN_OFT,
+	PEFTIO_PLAN_BOFT,
+	PEFTIO_PLAN_VBLORA,
+	PEFTIO_PLAN_RANDLORA,
+	PEFTIO_PLAN_SHIRA,
+	PEFTIO_PLAN_C3A,
+	PEFTIO_PLAN_ROAD,
+	PEFTIO_PLAN_FOURIERFT,
+	PEFTIO_PLAN_BONE
 };
 
 enum peftio_optimizer {
@@ -1128,6 +1139,23 @@ struct peftio_plan_opts {
 	uint64_t	 heads;		/* num_attention_heads */
 	uint64_t	 kv_heads;	/* num_key_value_heads */
 	uint64_t	 head_dim;
+	/* The sizes of the tuners beyond their rank, as in their PEFT
+	 * configs; 0 (false) gives PEFT's default. */
+	uint64_t	 block_size;	/* OFT oft_block_size (32), BOFT
+					 * boft_block_size (4), C3A
+					 * block_size (256) */
+	uint64_t	 block_num;	/* OFT r (blocks), BOFT
+					 * boft_block_num: instead of
+					 * block_size */
+	uint64_t	 butterfly;	/* BOFT boft_n_butterfly_factor (1) */
+	int		 block_share;	/* OFT */
+	uint64_t	 num_vectors;	/* VB-LoRA (256) */
+	uint64_t	 vector_length;	/* VB-LoRA (256) */
+	uint64_t	 n_frequency;	/* FourierFT (1000) */
+	unsigned	 road_variant;	/* RoAd road_1, road_2, road_4 (1) */
+	uint64_t	 group_size;	/* RoAd (64) */
+	int		 decompose_both; /* LoKr */
+	long long	 decompose_factor; /* LoKr (-1; 0 counts as -1) */
 };
 
 /*
@@ -1177,6 +1205,17 @@ int	peftio_plan_compute(const struct peftio_plan_opts *o,
  * (its text_config for a vision-language model), as PEFT reads them. */
 int	peftio_plan_config(const char *text, size_t len,
 	    struct peftio_plan_opts *o, struct peftio_error *err);
+/*
+ * Fill o from the text of a PEFT adapter_config.json: the method of its
+ * peft_type, its rank (AdaLoRA's init_r), num_virtual_tokens, the
+ * tuner's sizes; and *targets (malloc'ed; NULL when the config has
+ * none) its target_modules joined by commas.  PEFTIO_EFORMAT for a
+ * config that is not one, PEFTIO_EUNSUPPORTED for a peft_type the plan
+ * does not count or target_modules given as a regular expression.
+ */
+int	peftio_plan_adapter_config(const char *text, size_t len,
+	    struct peftio_plan_opts *o, char **targets,
+	    struct peftio_error *err);
 /* v with thousands separators, as Python's "{:,}" writes it. */
 void	peftio_format_thousands(uint64_t v, char *buf, size_t len);
 /* PEFT's line: "trainable params: 4,194,304 || all params:

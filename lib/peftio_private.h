@@ -235,11 +235,16 @@ int	peftio_tuner_prepare(const struct peftio_tuner *t, size_t i,
 void	peftio_tuner_rows(struct peftio_tuner_prep *p, float *w,
 	    uint64_t row0, uint64_t nrows);
 void	peftio_tuner_prep_free(struct peftio_tuner_prep *p);
-/* The parameters PEFT trains for tuner method ("loha", "lokr",
- * "adalora", "vera", "hra", "miss", "delora") with rank r on a Linear
- * weight [out, in]; PEFTIO_EINVAL for another method, PEFTIO_EFORMAT on
- * overflow. */
-int	peftio_tuner_plan_params(const char *method, uint64_t out,
-	    uint64_t in, uint64_t r, uint64_t *n);
+/*
+ * The parameters PEFT trains (*n) and those it adds untrained (*fixed:
+ * AdaLoRA's ranknum) for the tuner of plan o on a Linear weight [out,
+ * in], shared ones (VB-LoRA's vector bank) not included;
+ * PEFTIO_EINVAL for a method that is no tuner, PEFTIO_EMISMATCH with *why
+ * for sizes PEFT refuses on this layer, PEFTIO_EFORMAT on overflow.
+ */
+struct peftio_plan_opts;
+int	peftio_tuner_plan_params(const struct peftio_plan_opts *o,
+	    uint64_t out, uint64_t in, uint64_t *n, uint64_t *fixed,
+	    const char **why);
 
 #endif /* PEFTIO_PRIVATE_H */

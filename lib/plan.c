@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <ctype.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,9 @@
 
 static const char *const method_names[] = {
 	"full", "lora", "qlora", "ia3", "prompt", "prefix", "bitfit",
-	"loha", "lokr", "adalora", "vera", "hra", "miss", "delora"
+	"loha", "lokr", "adalora", "vera", "hra", "miss", "delora",
+	"oft", "boft", "vblora", "randlora", "shira", "c3a", "road",
+	"fourierft", "bone"
 };
 
 static const char *const optimizer_names[] = { "adamw", "adamw8bit", "sgd" };
@@ -95,6 +98,15 @@ peftio_plan_default_targets(enum peftio_plan_method m)
 	case PEFTIO_PLAN_HRA:
 	case PEFTIO_PLAN_MISS:
 	case PEFTIO_PLAN_DELORA:
+	case PEFTIO_PLAN_OFT:
+	case PEFTIO_PLAN_BOFT:
+	case PEFTIO_PLAN_VBLORA:
+	case PEFTIO_PLAN_RANDLORA:
+	case PEFTIO_PLAN_SHIRA:
+	case PEFTIO_PLAN_C3A:
+	case PEFTIO_PLAN_ROAD:
+	case PEFTIO_PLAN_FOURIERFT:
+	case PEFTIO_PLAN_BONE:
 		return "q_proj,v_proj";
 	case PEFTIO_PLAN_IA3:
 		return "k_proj,v_proj,down_proj";
@@ -291,8 +303,9 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 	uint64_t lora = 0, trained = 0, bias = 0, qbase = 0, frozen, v;
 	uint64_t lora_modules = 0, ia3_modules = 0, ia3 = 0, layers = 0;
 	uint64_t k_rows = 0;
-	uint64_t tuner = 0, tuner_modules = 0;
-	int tuned = o->method >= PEFTIO_PLAN_LOHA;
+	uint64_t tuner = 0, tuner_modules = 0, fixed = 0, f;
+	int tuned = o->method >= PEFTIO_PLAN_LOHA, rc;
+	const char *why;
 	unsigned state;
 	long long li;
 	size_t i, len;
@@ -346,10 +359,19 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 		}
 		if (tuned && peftio_plan_target_match(t[i].name, len,
 		    targets)) {
-			if (peftio_tuner_plan_params(method_names[o->method],
-			    t[i].shape[0], t[i].shape[1], o->r, &v) != 0)
+			rc = peftio_tuner_plan_params(o, t[i].shape[0],
+			    t[i].shape[1], &v, &f, &why);
+			if (rc == PEFTIO_EMISMATCH)
+				return peftio_error_set(err, rc,
+				    "tensor '%s' [%llu, %llu]: PEFT refuses %s "
+				    "here: %s", t[i].name,
+				    (unsigned long long)t[i].shape[0],
+				    (unsigned long long)t[i].shape[1],
+				    method_names[o->method], why);
+			if (rc != 0)
 				goto overflow;
 			ADD(tuner, v);
+			ADD(fixed, f);
 			tuner_modules++;
 		}
 		if (targets != NULL && o->method == PEFTIO_PLAN_IA3 &&
@@ -410,14 +432,22 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 		break;
 	default:
 		trained = tuner;
+		/* VB-LoRA's vector bank, one for the model */
+		if (o->method == PEFTIO_PLAN_VBLORA && tuner_modules > 0) {
+			MUL(v, o->num_vectors != 0 ? o->num_vectors : 256,
+			    o->vector_length != 0 ? o->vector_length : 256);
+			ADD(trained, v);
+		}
 		p->modules = tuner_modules;
 		break;
 	}
 	p->trainable_params = trained;
 	p->all_params = p->base_params;
-	/* methods that add parameters rather than train existing ones */
+	/* methods that add parameters rather than train existing ones,
+	 * and what they add untrained (AdaLoRA's ranknum) */
 	if (o->method != PEFTIO_PLAN_FULL && o->method != PEFTIO_PLAN_BITFIT)
 		ADD(p->all_params, trained);
+	ADD(p->all_params, fixed);
 
 	MUL(frozen, p->base_params, (uint64_t)WEIGHT_BYTES);
 	if (budget(0, p->base_params, state, &p->full) != 0 ||
@@ -501,6 +531,226 @@ peftio_plan_config(const char *text, size_t len, struct peftio_plan_opts *o,
 	o->head_dim = config_uint(c, "head_dim");
 	json_decref(root);
 	return 0;
+}
+
+/* A number member of o that is a positive integer: 1 and *v, 0 when
+ * absent or null, -1 otherwise. */
+static int
+config_count(const json_t *o, const char *key, uint64_t *v)
+{
+	const json_t *x = json_object_get(o, key);
+	double d;
+
+	if (x == NULL || json_is_null(x))
+		return 0;
+	if (json_is_integer(x) && json_integer_value(x) >= 0) {
+		*v = (uint64_t)json_integer_value(x);
+		return 1;
+	}
+	d = json_is_real(x) ? json_real_value(x) : -1;
+	if (d >= 0 && d <= 9007199254740992.0 && d == (double)(uint64_t)d) {
+		*v = (uint64_t)d;
+		return 1;
+	}
+	return -1;
+}
+
+/* The plan method of a peft_type, or -1. */
+static int
+plan_of_type(const char *type)
+{
+	static const struct {
+		const char	*type;
+		enum peftio_plan_method m;
+	} tab[] = {
+		{ "LORA", PEFTIO_PLAN_LORA }, { "IA3", PEFTIO_PLAN_IA3 },
+		{ "PROMPT_TUNING", PEFTIO_PLAN_PROMPT },
+		{ "PREFIX_TUNING", PEFTIO_PLAN_PREFIX },
+		{ "LOHA", PEFTIO_PLAN_LOHA }, { "LOKR", PEFTIO_PLAN_LOKR },
+		{ "ADALORA", PEFTIO_PLAN_ADALORA }, { "VERA", PEFTIO_PLAN_VERA },
+		{ "HRA", PEFTIO_PLAN_HRA }, { "MISS", PEFTIO_PLAN_MISS },
+		{ "BONE", PEFTIO_PLAN_BONE }, { "DELORA", PEFTIO_PLAN_DELORA },
+		{ "OFT", PEFTIO_PLAN_OFT }, { "BOFT", PEFTIO_PLAN_BOFT },
+		{ "VBLORA", PEFTIO_PLAN_VBLORA },
+		{ "RANDLORA", PEFTIO_PLAN_RANDLORA },
+		{ "SHIRA", PEFTIO_PLAN_SHIRA }, { "C3A", PEFTIO_PLAN_C3A },
+		{ "ROAD", PEFTIO_PLAN_ROAD },
+		{ "FOURIERFT", PEFTIO_PLAN_FOURIERFT },
+	};
+	size_t i;
+
+	for (i = 0; i < NELEM(tab); i++)
+		if (strcmp(type, tab[i].type) == 0)
+			return (int)tab[i].m;
+	return -1;
+}
+
+/* target_modules as a comma-separated list: 0 and *out (NULL for none),
+ * or an error. */
+static int
+config_targets(const json_t *cfg, char **out, struct peftio_error *err)
+{
+	const json_t *tm = json_object_get(cfg, "target_modules"), *v;
+	size_t i, len = 1;
+	char *s;
+
+	*out = NULL;
+	if (tm == NULL || json_is_null(tm))
+		return 0;
+	if (json_is_string(tm))
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "target_modules is a regular expression ('%s'): give the "
+		    "module names with --target", json_string_value(tm));
+	if (!json_is_array(tm))
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "target_modules is not a list of names");
+	json_array_foreach(tm, i, v) {
+		if (!json_is_string(v) || json_string_length(v) == 0 ||
+		    strchr(json_string_value(v), ',') != NULL)
+			return peftio_error_set(err, PEFTIO_EFORMAT,
+			    "target_modules: entry %zu is not a module name",
+			    i);
+		len += json_string_length(v) + 1;
+	}
+	if (json_array_size(tm) == 0)
+		return 0;
+	if ((s = malloc(len)) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	s[0] = '\0';
+	json_array_foreach(tm, i, v) {
+		if (i > 0)
+			strcat(s, ",");
+		strcat(s, json_string_value(v));
+	}
+	*out = s;
+	return 0;
+}
+
+int
+peftio_plan_adapter_config(const char *text, size_t len,
+    struct peftio_plan_opts *o, char **targets, struct peftio_error *err)
+{
+	static const struct {
+		enum peftio_plan_method m;
+		const char	*key;
+		size_t		 off;
+	} sizes[] = {
+		{ PEFTIO_PLAN_OFT, "oft_block_size",
+		    offsetof(struct peftio_plan_opts, block_size) },
+		{ PEFTIO_PLAN_OFT, "r",
+		    offsetof(struct peftio_plan_opts, block_num) },
+		{ PEFTIO_PLAN_BOFT, "boft_block_size",
+		    offsetof(struct peftio_plan_opts, block_size) },
+		{ PEFTIO_PLAN_BOFT, "boft_block_num",
+		    offsetof(struct peftio_plan_opts, block_num) },
+		{ PEFTIO_PLAN_BOFT, "boft_n_butterfly_factor",
+		    offsetof(struct peftio_plan_opts, butterfly) },
+		{ PEFTIO_PLAN_VBLORA, "num_vectors",
+		    offsetof(struct peftio_plan_opts, num_vectors) },
+		{ PEFTIO_PLAN_VBLORA, "vector_length",
+		    offsetof(struct peftio_plan_opts, vector_length) },
+		{ PEFTIO_PLAN_C3A, "block_size",
+		    offsetof(struct peftio_plan_opts, block_size) },
+		{ PEFTIO_PLAN_ROAD, "group_size",
+		    offsetof(struct peftio_plan_opts, group_size) },
+		{ PEFTIO_PLAN_FOURIERFT, "n_frequency",
+		    offsetof(struct peftio_plan_opts, n_frequency) },
+		{ PEFTIO_PLAN_PROMPT, "num_virtual_tokens",
+		    offsetof(struct peftio_plan_opts, virtual_tokens) },
+		{ PEFTIO_PLAN_PREFIX, "num_virtual_tokens",
+		    offsetof(struct peftio_plan_opts, virtual_tokens) },
+	};
+	json_error_t jerr;
+	json_t *cfg, *v;
+	const char *type, *s;
+	uint64_t x;
+	size_t i;
+	int m, rc = 0, k;
+
+	*targets = NULL;
+	cfg = json_loadb(text, len, 0, &jerr);
+	if (cfg == NULL || !json_is_object(cfg)) {
+		json_decref(cfg);
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "adapter_config.json: line %d: %s", jerr.line,
+		    cfg == NULL ? jerr.text : "not a JSON object");
+	}
+	v = json_object_get(cfg, "peft_type");
+	if (!json_is_string(v)) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "adapter_config.json: no \"peft_type\"");
+		goto out;
+	}
+	type = json_string_value(v);
+	if ((m = plan_of_type(type)) < 0) {
+		rc = peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "adapter_config.json: no plan counts a %s adapter", type);
+		goto out;
+	}
+	o->method = (enum peftio_plan_method)m;
+	/* AdaLoRA starts at init_r; OFT's r is its number of blocks. */
+	s = m == PEFTIO_PLAN_ADALORA ? "init_r" : "r";
+	if (m != PEFTIO_PLAN_OFT && (k = config_count(cfg, s, &x)) != 0) {
+		if (k < 0 || x == 0) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "adapter_config.json: %s is not a positive "
+			    "integer", s);
+			goto out;
+		}
+		o->r = x;
+	}
+	for (i = 0; i < NELEM(sizes); i++) {
+		if (sizes[i].m != o->method ||
+		    (k = config_count(cfg, sizes[i].key, &x)) == 0)
+			continue;
+		if (k < 0) {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "adapter_config.json: %s is not a count",
+			    sizes[i].key);
+			goto out;
+		}
+		*(uint64_t *)(void *)((char *)o + sizes[i].off) = x;
+	}
+	if (m == PEFTIO_PLAN_OFT && o->block_size != 0 && o->block_num != 0) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "adapter_config.json: OFT takes r or oft_block_size, "
+		    "not both");
+		goto out;
+	}
+	if (m == PEFTIO_PLAN_BOFT && (o->block_size != 0) ==
+	    (o->block_num != 0)) {
+		rc = peftio_error_set(err, PEFTIO_EFORMAT,
+		    "adapter_config.json: BOFT takes one of boft_block_size "
+		    "and boft_block_num");
+		goto out;
+	}
+	o->block_share = json_is_true(json_object_get(cfg, "block_share"));
+	o->decompose_both = json_is_true(json_object_get(cfg,
+	    "decompose_both"));
+	v = json_object_get(cfg, "decompose_factor");
+	if (json_is_integer(v) && json_integer_value(v) > -(1LL << 40) &&
+	    json_integer_value(v) < (1LL << 40))
+		o->decompose_factor = json_integer_value(v);
+	v = json_object_get(cfg, "variant");
+	if (m == PEFTIO_PLAN_ROAD && v != NULL && !json_is_null(v)) {
+		s = json_is_string(v) ? json_string_value(v) : "";
+		if (strcmp(s, "road_1") == 0 || strcmp(s, "road_2") == 0 ||
+		    strcmp(s, "road_4") == 0)
+			o->road_variant = (unsigned)(s[5] - '0');
+		else {
+			rc = peftio_error_set(err, PEFTIO_EFORMAT,
+			    "adapter_config.json: RoAd variant is not road_1, "
+			    "road_2 or road_4");
+			goto out;
+		}
+	}
+	if (m != PEFTIO_PLAN_PROMPT && m != PEFTIO_PLAN_PREFIX &&
+	    (rc = config_targets(cfg, targets, err)) != 0 &&
+	    rc != PEFTIO_ENOMEM)
+		peftio_error_prefix(err, "adapter_config.json");
+out:
+	json_decref(cfg);
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */

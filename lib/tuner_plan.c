@@ -207,61 +207,227 @@ peftio_tuner_invertible(const struct peftio_tuner *t)
 /* ------------------------------------------------------------------ */
 /* Trainable parameters (dq-inspect --plan)                            */
 
-/* LyCORIS's factorization of a dimension with decompose_factor -1:
- * m <= n, m n = dim, m + n smallest. */
+/*
+ * LyCORIS's factorization of dim as PEFT's factorization() makes it:
+ * with a factor f > 0 that divides dim, f and dim / f in that order
+ * (PEFT's copy does not sort them); else the pair m <= n, m n = dim,
+ * found by growing m while m + n shrinks and m stays at most f (f < 0:
+ * dim).
+ */
 static void
-factorization(uint64_t dim, uint64_t *m, uint64_t *n)
+factorization(uint64_t dim, long long f, uint64_t *m, uint64_t *n)
 {
-	uint64_t a = 1, b = dim, na, nb;
+	uint64_t a = 1, b = dim, na, nb, lim;
 
-	while (a < b) {
-		for (na = a + 1; dim % na != 0; na++)
-			;
-		nb = dim / na;
-		if (na + nb > 1 + dim)
-			break;
-		a = na;
-		b = nb;
+	if (f > 0 && dim % (uint64_t)f == 0) {
+		*m = (uint64_t)f;
+		*n = dim / *m;
+		return;
+	} else {
+		lim = f < 0 ? dim : (uint64_t)f;
+		while (a < b) {
+			for (na = a + 1; dim % na != 0; na++)
+				;
+			nb = dim / na;
+			if (na + nb > 1 + dim || na > lim)
+				break;
+			a = na;
+			b = nb;
+		}
 	}
 	*m = PEFTIO_MIN(a, b);
 	*n = PEFTIO_MAX(a, b);
 }
 
-int
-peftio_tuner_plan_params(const char *method, uint64_t out, uint64_t in,
-    uint64_t r, uint64_t *n)
+/* PEFT's OFT adjust_oft_parameters(): the divisor of in nearest p (the
+ * lower one on a tie), in itself when p >= in. */
+static uint64_t
+oft_adjust(uint64_t in, uint64_t p)
 {
-	uint64_t x, y, ol, ok, im, inn;
+	uint64_t hi = p, lo = p;
+
+	if (p >= in)
+		return in;
+	while (hi <= in && in % hi != 0)
+		hi++;
+	while (lo > 1 && in % lo != 0)
+		lo--;
+	return p - lo <= hi - p ? lo : hi;
+}
+
+/* 2^e, or 0 when it does not fit. */
+static uint64_t
+pow2(uint64_t e)
+{
+	return e < 64 ? (uint64_t)1 << e : 0;
+}
+
+#define DFLT(v, d)	((v) != 0 ? (v) : (d))
+
+int
+peftio_tuner_plan_params(const struct peftio_plan_opts *o, uint64_t out,
+    uint64_t in, uint64_t *n, uint64_t *fixed, const char **why)
+{
+	uint64_t r = o->r, x, y, z, ol, ok, im, inn, b, nb, f;
 	int bad = 0;
 
 	*n = 0;
+	*fixed = 0;
+	*why = NULL;
 	bad |= PEFTIO_ADD_OVERFLOW(out, in, &x);
-	if (strcmp(method, "loha") == 0) {	/* w1a, w1b, w2a, w2b */
+	switch (o->method) {
+	case PEFTIO_PLAN_LOHA:	/* w1a, w1b, w2a, w2b */
 		bad |= PEFTIO_MUL_OVERFLOW(x, 2 * r, n);
-	} else if (strcmp(method, "lokr") == 0) {
-		/* w1 [out_l, in_m] full; w2 full when r >= max / 2, else
-		 * a pair of rank r */
-		factorization(out, &ol, &ok);
-		factorization(in, &im, &inn);
-		bad |= PEFTIO_MUL_OVERFLOW(ol, im, &x);
+		break;
+	case PEFTIO_PLAN_LOKR:
+		/* w1 [out_l, in_m] and w2 [out_k, in_n], each full or a
+		 * pair of rank r: w2 when r < max(out_k, in_n) / 2, w1 too
+		 * with decompose_both when r < max(out_l, in_m) / 2 */
+		factorization(out, o->decompose_factor != 0 ?
+		    o->decompose_factor : -1, &ol, &ok);
+		factorization(in, o->decompose_factor != 0 ?
+		    o->decompose_factor : -1, &im, &inn);
+		if (o->decompose_both && 2 * r < PEFTIO_MAX(ol, im))
+			bad |= PEFTIO_MUL_OVERFLOW(ol + im, r, &x);
+		else
+			bad |= PEFTIO_MUL_OVERFLOW(ol, im, &x);
 		if (2 * r >= PEFTIO_MAX(ok, inn))
 			bad |= PEFTIO_MUL_OVERFLOW(ok, inn, &y);
 		else
 			bad |= PEFTIO_MUL_OVERFLOW(ok + inn, r, &y);
 		bad |= PEFTIO_ADD_OVERFLOW(x, y, n);
-	} else if (strcmp(method, "adalora") == 0) {	/* A, B, E */
+		break;
+	case PEFTIO_PLAN_ADALORA:	/* A, B, E; ranknum untrained */
 		bad |= PEFTIO_ADD_OVERFLOW(x, 1, &x);
 		bad |= PEFTIO_MUL_OVERFLOW(x, r, n);
-	} else if (strcmp(method, "vera") == 0) {	/* lambda_b, lambda_d */
+		*fixed = 1;
+		break;
+	case PEFTIO_PLAN_VERA:		/* lambda_b, lambda_d */
 		bad |= PEFTIO_ADD_OVERFLOW(out, r, n);
-	} else if (strcmp(method, "hra") == 0) {	/* u [in, r] */
+		break;
+	case PEFTIO_PLAN_HRA:		/* u [in, r] */
 		bad |= PEFTIO_MUL_OVERFLOW(in, r, n);
-	} else if (strcmp(method, "miss") == 0) {	/* block [r, out] */
+		break;
+	case PEFTIO_PLAN_MISS:		/* block [r, out] */
+	case PEFTIO_PLAN_BONE:
 		bad |= PEFTIO_MUL_OVERFLOW(out, r, n);
-	} else if (strcmp(method, "delora") == 0) {	/* A, B, lambda */
+		break;
+	case PEFTIO_PLAN_DELORA:	/* A, B, lambda */
 		bad |= PEFTIO_MUL_OVERFLOW(x, r, &y);
 		bad |= PEFTIO_ADD_OVERFLOW(y, 1, n);
-	} else
+		break;
+	case PEFTIO_PLAN_OFT:
+		/* oft_R [blocks (1 shared), b (b - 1) / 2] over the
+		 * inputs, r or the block size moved to a divisor of in */
+		if (in == 0)
+			break;
+		if (o->block_num != 0) {
+			nb = in % o->block_num != 0 || o->block_num > in ?
+			    oft_adjust(in, o->block_num) : o->block_num;
+			b = in / nb;
+		} else {
+			b = DFLT(o->block_size, 32);
+			if (in % b != 0 || b > in)
+				b = oft_adjust(in, b);
+			nb = in / b;
+		}
+		bad |= PEFTIO_MUL_OVERFLOW(b, b - 1, &y);
+		bad |= PEFTIO_MUL_OVERFLOW(o->block_share ? 1 : nb, y / 2, n);
+		break;
+	case PEFTIO_PLAN_BOFT:
+		/* boft_R [factor, blocks, b, b], boft_s [out, 1] */
+		f = DFLT(o->butterfly, 1) - 1;
+		if (o->block_num != 0) {
+			nb = o->block_num;
+			if (in % nb != 0 || (f != 0 && (pow2(f) == 0 ||
+			    nb % pow2(f) != 0))) {
+				*why = "the inputs are not a multiple of "
+				    "boft_block_num, or it of 2^(factor - 1)";
+				return PEFTIO_EMISMATCH;
+			}
+			b = in / nb;
+		} else {
+			b = DFLT(o->block_size, 4);
+			if (PEFTIO_MUL_OVERFLOW(b, DFLT(pow2(f), UINT64_MAX),
+			    &z) || in % b != 0 || in % z != 0 || in < z) {
+				*why = "the inputs are not a multiple of "
+				    "boft_block_size times 2^(factor - 1)";
+				return PEFTIO_EMISMATCH;
+			}
+			nb = in / b;
+		}
+		if (f != 0 && (nb % 2 != 0 || b % 2 != 0)) {
+			*why = "with a butterfly factor above 1 the number and "
+			    "the size of the blocks must be even";
+			return PEFTIO_EMISMATCH;
+		}
+		bad |= PEFTIO_MUL_OVERFLOW(b, b, &y);
+		bad |= PEFTIO_MUL_OVERFLOW(y, nb, &y);
+		bad |= PEFTIO_MUL_OVERFLOW(y, f + 1, &y);
+		bad |= PEFTIO_ADD_OVERFLOW(y, out, n);
+		break;
+	case PEFTIO_PLAN_VBLORA:
+		/* logits_A [r, in / len, vectors], logits_B [out / len, r,
+		 * vectors]; the bank is shared */
+		b = DFLT(o->vector_length, 256);
+		if (in % b != 0 || out % b != 0) {
+			*why = "the inputs and outputs are not multiples of "
+			    "vector_length";
+			return PEFTIO_EMISMATCH;
+		}
+		bad |= PEFTIO_MUL_OVERFLOW(x / b, r, &y);
+		bad |= PEFTIO_MUL_OVERFLOW(y, DFLT(o->num_vectors, 256), n);
+		break;
+	case PEFTIO_PLAN_RANDLORA:
+		/* lambda [r, bases], gamma [bases, min]; bases =
+		 * ceil(min / r); the random bases are shared buffers */
+		z = PEFTIO_MIN(in, out);
+		nb = z / r + (z % r != 0);
+		bad |= PEFTIO_ADD_OVERFLOW(r, z, &y);
+		bad |= PEFTIO_MUL_OVERFLOW(y, nb, n);
+		break;
+	case PEFTIO_PLAN_SHIRA:		/* r (in + out) weights */
+		bad |= PEFTIO_MUL_OVERFLOW(x, r, n);
+		if (!bad && (PEFTIO_MUL_OVERFLOW(in, out, &y) || *n > y)) {
+			*why = "r (in + out) exceeds the weight's size";
+			return PEFTIO_EMISMATCH;
+		}
+		break;
+	case PEFTIO_PLAN_C3A:		/* kernel [out / b, in / b, b] */
+		b = DFLT(o->block_size, 256);
+		if (in % b != 0 || out % b != 0) {
+			*why = "the inputs and outputs are not multiples of "
+			    "block_size";
+			return PEFTIO_EMISMATCH;
+		}
+		bad |= PEFTIO_MUL_OVERFLOW(out / b, in, n);
+		break;
+	case PEFTIO_PLAN_ROAD:		/* theta and alpha */
+		if (out % DFLT(o->group_size, 64) != 0) {
+			*why = "the outputs are not a multiple of group_size";
+			return PEFTIO_EMISMATCH;
+		}
+		switch (DFLT(o->road_variant, 1)) {
+		case 1:
+			*n = out / 2 * 2;
+			break;
+		case 2:
+			bad |= PEFTIO_MUL_OVERFLOW(out, 2, n);
+			break;
+		default:
+			bad |= PEFTIO_MUL_OVERFLOW(out, 4, n);
+			break;
+		}
+		break;
+	case PEFTIO_PLAN_FOURIERFT:	/* the spectrum's coefficients */
+		*n = DFLT(o->n_frequency, 1000);
+		if (PEFTIO_MUL_OVERFLOW(in, out, &y) || *n > y) {
+			*why = "n_frequency exceeds the weight's size";
+			return PEFTIO_EMISMATCH;
+		}
+		break;
+	default:
 		return PEFTIO_EINVAL;
+	}
 	return bad ? PEFTIO_EFORMAT : 0;
 }

@@ -169,6 +169,23 @@ def main():
         ("%s.SCB" % w, "F32", [2], f32(1.0, 1.0)),
         ("%s.weight_format" % w, "U8", [], b"\1")]))
 
+    # --- plan configs: every tuner's adapter_config.json --------------------
+    tuners = "tests/data/tuners"
+    for k in sorted(os.listdir(tuners)):
+        cfg = os.path.join(tuners, k, "adapter_config.json")
+        if os.path.isfile(cfg):
+            copy("plan_config", k + ".json", cfg)
+    copy("plan_config", "lora.json", "tests/data/lora/pair/a/adapter_config.json")
+    put("plan_config", "road.json",
+        '{"peft_type": "ROAD", "variant": "road_4", "group_size": 16, '
+        '"target_modules": ["q_proj"]}')
+    put("plan_config", "oft-both.json",
+        '{"peft_type": "OFT", "r": 4, "oft_block_size": 16}')
+    put("plan_config", "regex.json",
+        '{"peft_type": "LOHA", "r": 4, "target_modules": ".*proj"}')
+    put("plan_config", "prefix.json",
+        '{"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 30}')
+
     # --- recipes -----------------------------------------------------------
     put("recipe", "ties.yaml",
         "base: base\nadapters:\n  - path: a\n    weight: 0.7\n"

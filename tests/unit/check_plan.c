@@ -166,6 +166,205 @@ START_TEST(test_other_methods)
 }
 END_TEST
 
+/*
+ * The tuners sized by more than a rank, on Llama-2-7b's q_proj and
+ * v_proj (64 weights [4096, 4096]) with PEFT's default sizes, as their
+ * layers' parameter shapes give them: OFT oft_R [128 blocks of 32,
+ * 32 31 / 2]; BOFT boft_R [1, 1024, 4, 4] and boft_s [4096, 1];
+ * VB-LoRA logits [r, 4096 / 256, 256] twice and one bank [256, 256];
+ * RandLoRA lambda [r, 512] and gamma [512, 4096]; SHiRA r (in + out);
+ * C3A kernel [16, 16, 256]; RoAd theta and alpha [2048]; FourierFT
+ * 1000 coefficients; Bone [r, out]; AdaLoRA's untrained ranknum counted
+ * in all params only.
+ */
+START_TEST(test_tuner_plans)
+{
+	static const struct {
+		enum peftio_plan_method m;
+		uint64_t	 per_module, shared;
+	} cases[] = {
+		{ PEFTIO_PLAN_OFT, 128 * 496, 0 },
+		{ PEFTIO_PLAN_BOFT, 1024 * 16 + 4096, 0 },
+		{ PEFTIO_PLAN_VBLORA, 2 * 8 * 16 * 256, 256 * 256 },
+		{ PEFTIO_PLAN_RANDLORA, 8 * 512 + 512 * 4096, 0 },
+		{ PEFTIO_PLAN_SHIRA, 8 * 8192, 0 },
+		{ PEFTIO_PLAN_C3A, 16 * 16 * 256, 0 },
+		{ PEFTIO_PLAN_ROAD, 2 * 2048, 0 },
+		{ PEFTIO_PLAN_FOURIERFT, 1000, 0 },
+		{ PEFTIO_PLAN_BONE, 8 * 4096, 0 },
+		{ PEFTIO_PLAN_ADALORA, 8 * (8192 + 1), 0 },
+	};
+	struct peftio_plan p;
+	struct model m;
+	size_t i;
+
+	llama(&m, 4096, 11008, 32, 32000);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		plan_of(&m, cases[i].m, 8, NULL, &p);
+		ck_assert_msg(p.trainable_params == 64 * cases[i].per_module +
+		    cases[i].shared, "%s: %llu", peftio_plan_method_name(
+		    cases[i].m), (unsigned long long)p.trainable_params);
+		ck_assert_uint_eq(p.modules, 64);
+		ck_assert_uint_eq(p.all_params, 6738415616ULL +
+		    p.trainable_params + (cases[i].m == PEFTIO_PLAN_ADALORA ?
+		    64 : 0));
+	}
+	model_free(&m);
+}
+END_TEST
+
+/* Sizes from a config; OFT's and BOFT's choices; sizes PEFT refuses. */
+START_TEST(test_tuner_sizes)
+{
+	static const uint64_t shape[2] = { 96, 64 };
+	struct peftio_plan_tensor t;
+	struct peftio_plan_opts o;
+	struct peftio_plan p;
+	struct peftio_error err;
+
+	memset(&t, 0, sizeof(t));
+	t.name = "model.layers.0.self_attn.q_proj.weight";
+	t.ndim = 2;
+	t.shape = shape;
+	t.numel = 96 * 64;
+	memset(&o, 0, sizeof(o));
+	o.r = 8;
+	/* OFT: r = 5 blocks moves to the nearest divisor of 64, 4 (of 16) */
+	o.method = PEFTIO_PLAN_OFT;
+	o.block_num = 5;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err), 0);
+	ck_assert_uint_eq(p.trainable_params, 4 * 120);
+	o.block_share = 1;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err), 0);
+	ck_assert_uint_eq(p.trainable_params, 120);
+	/* block size 28 moves to 32, the nearer divisor; 24 to 16, the
+	 * lower of two as near */
+	o.block_share = 0;
+	o.block_num = 0;
+	o.block_size = 28;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err), 0);
+	ck_assert_uint_eq(p.trainable_params, 2 * 496);
+	o.block_size = 24;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err), 0);
+	ck_assert_uint_eq(p.trainable_params, 4 * 120);
+	/* BOFT: 2 butterfly factors of 8 blocks of 8, plus boft_s */
+	o.method = PEFTIO_PLAN_BOFT;
+	o.block_size = 8;
+	o.butterfly = 2;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err), 0);
+	ck_assert_uint_eq(p.trainable_params, 2 * 8 * 64 + 96);
+	o.block_size = 48;	/* 64 inputs are no multiple of 48 */
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err),
+	    PEFTIO_EMISMATCH);
+	ck_assert_ptr_nonnull(strstr(err.msg, "q_proj"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "boft"));
+	/* C3A's default block of 256 does not tile [96, 64] */
+	memset(&o, 0, sizeof(o));
+	o.r = 8;
+	o.method = PEFTIO_PLAN_C3A;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err),
+	    PEFTIO_EMISMATCH);
+	o.block_size = 32;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err), 0);
+	ck_assert_uint_eq(p.trainable_params, 96 * 64 / 32);
+	/* SHiRA: r (in + out) must not exceed in out */
+	o.method = PEFTIO_PLAN_SHIRA;
+	o.r = 38;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err), 0);
+	ck_assert_uint_eq(p.trainable_params, 38 * 160);
+	o.r = 39;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err),
+	    PEFTIO_EMISMATCH);
+	/* LoKr with decompose_both and a factor: out 96 = 8 x 12, in 64 =
+	 * 8 x 8; w1 a pair of rank 2 (2 < 8 / 2), w2 a pair too */
+	memset(&o, 0, sizeof(o));
+	o.method = PEFTIO_PLAN_LOKR;
+	o.r = 2;
+	o.decompose_both = 1;
+	o.decompose_factor = 8;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err), 0);
+	ck_assert_uint_eq(p.trainable_params, 2 * (8 + 8) + 2 * (12 + 8));
+	o.decompose_both = 0;
+	ck_assert_int_eq(peftio_plan_compute(&o, &t, 1, &p, &err), 0);
+	ck_assert_uint_eq(p.trainable_params, 8 * 8 + 2 * (12 + 8));
+}
+END_TEST
+
+/* adapter_config.json read for a plan. */
+START_TEST(test_plan_adapter_config)
+{
+	static const struct {
+		const char	*cfg;
+		int		 rc;
+		const char	*msg;
+	} bad[] = {
+		{ "[]", PEFTIO_EFORMAT, "adapter_config.json" },
+		{ "{\"r\": 8}", PEFTIO_EFORMAT, "peft_type" },
+		{ "{\"peft_type\": \"LN_TUNING\"}", PEFTIO_EUNSUPPORTED,
+		    "LN_TUNING" },
+		{ "{\"peft_type\": \"LORA\", \"r\": 0}", PEFTIO_EFORMAT,
+		    "r is not" },
+		{ "{\"peft_type\": \"LORA\", \"r\": \"8\"}", PEFTIO_EFORMAT,
+		    "r is not" },
+		{ "{\"peft_type\": \"OFT\", \"r\": 4, \"oft_block_size\": 8}",
+		    PEFTIO_EFORMAT, "not both" },
+		{ "{\"peft_type\": \"BOFT\"}", PEFTIO_EFORMAT,
+		    "boft_block_size" },
+		{ "{\"peft_type\": \"ROAD\", \"variant\": \"road_3\"}",
+		    PEFTIO_EFORMAT, "variant" },
+		{ "{\"peft_type\": \"LOHA\", \"target_modules\": \".*\"}",
+		    PEFTIO_EUNSUPPORTED, "regular expression" },
+		{ "{\"peft_type\": \"LOHA\", \"target_modules\": [\"a,b\"]}",
+		    PEFTIO_EFORMAT, "target_modules" },
+		{ "{\"peft_type\": \"C3A\", \"block_size\": -1}",
+		    PEFTIO_EFORMAT, "block_size" },
+	};
+	static const char good[] = "{\"peft_type\": \"VBLORA\", \"r\": 4, "
+	    "\"num_vectors\": 32, \"vector_length\": 8, \"target_modules\": "
+	    "[\"v_proj\", \"q_proj\"], \"block_size\": 99}";
+	static const char ada[] = "{\"peft_type\": \"ADALORA\", \"r\": 8, "
+	    "\"init_r\": 12, \"target_modules\": null}";
+	static const char road[] = "{\"peft_type\": \"ROAD\", "
+	    "\"variant\": \"road_4\", \"group_size\": 16}";
+	struct peftio_plan_opts o;
+	struct peftio_error err;
+	char *tg;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&o, 0, sizeof(o));
+		tg = (char *)1;
+		ck_assert_int_eq(peftio_plan_adapter_config(bad[i].cfg,
+		    strlen(bad[i].cfg), &o, &tg, &err), bad[i].rc);
+		ck_assert_ptr_null(tg);
+		ck_assert_msg(strstr(err.msg, bad[i].msg) != NULL,
+		    "case %zu: %s", i, err.msg);
+		ck_assert_ptr_nonnull(strstr(err.msg, "adapter_config.json"));
+	}
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(peftio_plan_adapter_config(good, strlen(good), &o,
+	    &tg, &err), 0);
+	ck_assert_int_eq(o.method, PEFTIO_PLAN_VBLORA);
+	ck_assert_uint_eq(o.r, 4);
+	ck_assert_uint_eq(o.num_vectors, 32);
+	ck_assert_uint_eq(o.vector_length, 8);
+	ck_assert_uint_eq(o.block_size, 0);	/* not VB-LoRA's */
+	ck_assert_str_eq(tg, "v_proj,q_proj");
+	free(tg);
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(peftio_plan_adapter_config(ada, strlen(ada), &o,
+	    &tg, &err), 0);
+	ck_assert_int_eq(o.method, PEFTIO_PLAN_ADALORA);
+	ck_assert_uint_eq(o.r, 12);
+	ck_assert_ptr_null(tg);
+	memset(&o, 0, sizeof(o));
+	ck_assert_int_eq(peftio_plan_adapter_config(road, strlen(road), &o,
+	    &tg, &err), 0);
+	ck_assert_uint_eq(o.road_variant, 4);
+	ck_assert_uint_eq(o.group_size, 16);
+}
+END_TEST
+
 /* Prefix tuning with grouped-query attention sizes keys and values by
  * head_dim x num_key_value_heads, as PEFT does. */
 START_TEST(test_prefix_gqa)
@@ -355,6 +554,9 @@ Suite *plan_suite(void)
 
 	tcase_add_test(tc, test_peft_lines);
 	tcase_add_test(tc, test_other_methods);
+	tcase_add_test(tc, test_tuner_plans);
+	tcase_add_test(tc, test_tuner_sizes);
+	tcase_add_test(tc, test_plan_adapter_config);
 	tcase_add_test(tc, test_prefix_gqa);
 	tcase_add_test(tc, test_memory_65b);
 	tcase_add_test(tc, test_nf4_bytes);

@@ -8,6 +8,8 @@
  * Only headers and the small quant_state blobs are read unless
  * --compare or --verify asks for the data.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -27,6 +29,8 @@ struct opts {
 	int			 verify;
 	int			 plan;		/* 0 when no --plan */
 	struct peftio_plan_opts	 po;		/* its method, rank, ... */
+	const char		*plan_adapter;	/* --plan ADAPTER */
+	int			 r_set, targets_set;
 	double			 alpha;
 	unsigned		 jobs;
 };
@@ -57,7 +61,11 @@ usage(int status)
 	    "[--verify]\n"
 	    "                  [--plan full|lora|qlora|ia3|prompt|prefix|bitfit|"
 	    "loha|lokr|\n"
-	    "                          adalora|vera|hra|miss|delora] [-r rank]\n"
+	    "                          adalora|vera|hra|miss|delora|oft|boft|"
+	    "vblora|\n"
+	    "                          randlora|shira|c3a|road|fourierft|bone|"
+	    "adapter]\n"
+	    "                  [-r rank]"
 	    "                  [--alpha alpha] [--target list] "
 	    "[--virtual-tokens n]\n"
 	    "                  [--optimizer adamw|adamw8bit|sgd] [-j jobs] "
@@ -750,6 +758,49 @@ inspect(const char *path, json_t *docs)
 	return bad;
 }
 
+/*
+ * --plan ADAPTER: the method, rank, targets and sizes of an
+ * adapter_config.json (or of the one in the directory ADAPTER); -r and
+ * --target, when given, win.
+ */
+static int
+plan_from_adapter(const char *path)
+{
+	struct peftio_error err;
+	struct peftio_plan_opts po = options.po;
+	struct stat sb;
+	char *cfgpath, *text, *targets;
+	size_t len;
+	int rc;
+
+	peftio_error_clear(&err);
+	if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+		cfgpath = xmalloc(strlen(path) + sizeof("/adapter_config.json"));
+		sprintf(cfgpath, "%s/adapter_config.json", path);
+	} else {
+		cfgpath = xmalloc(strlen(path) + 1);
+		strcpy(cfgpath, path);
+	}
+	if ((rc = peftio_read_file(cfgpath, 16u << 20, &text, &len,
+	    &err)) == 0) {
+		rc = peftio_plan_adapter_config(text, len, &po, &targets, &err);
+		free(text);
+		if (rc != 0)
+			peftio_error_prefix(&err, "%s", cfgpath);
+	}
+	free(cfgpath);
+	if (rc != 0)
+		return cli_error(&err);
+	if (options.r_set)
+		po.r = options.po.r;
+	if (options.targets_set)
+		free(targets);
+	else if (targets != NULL)
+		po.targets = targets;	/* kept to the end of the run */
+	options.po = po;
+	return 0;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -771,6 +822,7 @@ main(int argc, char *argv[])
 	};
 	struct cli_common cc;
 	struct peftio_error err;
+	struct stat sb;
 	json_t *docs = NULL;
 	char *end;
 	int ch, t, i, bad = 0;
@@ -786,6 +838,7 @@ main(int argc, char *argv[])
 			if (cli_parse_u64("-r", optarg, 1, 1 << 20,
 			    &options.po.r) != 0)
 				usage(CLI_EXIT_USAGE);
+			options.r_set = 1;
 			break;
 		case OPT_JSON:
 			options.fmt = FORMAT_JSON;
@@ -800,11 +853,20 @@ main(int argc, char *argv[])
 			options.verify = 1;
 			break;
 		case OPT_PLAN:
-			if ((t = peftio_plan_method_parse(optarg)) < 0) {
+			options.plan_adapter = NULL;
+			if ((t = peftio_plan_method_parse(optarg)) < 0 &&
+			    stat(optarg, &sb) == 0) {
+				options.plan = 1;
+				options.plan_adapter = optarg;
+				break;
+			}
+			if (t < 0) {
 				cli_warn("--plan: unknown method %s (use full, "
 				    "lora, qlora, ia3, prompt, prefix, bitfit, "
-				    "loha, lokr, adalora, vera, hra, miss or "
-				    "delora)", optarg);
+				    "loha, lokr, adalora, vera, hra, miss, "
+				    "delora, oft, boft, vblora, randlora, shira, "
+				    "c3a, road, fourierft, bone, or an adapter)",
+				    optarg);
 				usage(CLI_EXIT_USAGE);
 			}
 			options.plan = 1;
@@ -825,6 +887,7 @@ main(int argc, char *argv[])
 				usage(CLI_EXIT_USAGE);
 			}
 			options.po.targets = optarg;
+			options.targets_set = 1;
 			break;
 		case OPT_VTOKENS:
 			if (cli_parse_u64("--virtual-tokens", optarg, 1,
@@ -848,6 +911,9 @@ main(int argc, char *argv[])
 	argv += optind;
 	if (argc < 1)
 		usage(CLI_EXIT_USAGE);
+	if (options.plan_adapter != NULL &&
+	    plan_from_adapter(options.plan_adapter) != 0)
+		return CLI_EXIT_ERROR;
 	if (options.compare != NULL) {
 		peftio_error_clear(&err);
 		if (peftio_ckpt_open(&orig, options.compare, &err) != 0)
