@@ -27,11 +27,32 @@ done
 if grep -q ' F32 ' b.lst; then notok "--dtype bf16 output is bf16"
 else ok "--dtype bf16 output is bf16"; fi
 
+# --- 16-bit bases: merged in single precision and rounded once, the
+# same bytes as the merge of their f32 copy written in their dtype ------
+for dt in bf16 f16; do
+	"$NF4" -q --exclude '*' --dtype $dt -o base-$dt.safetensors "$BASE"
+	"$NF4" -q --exclude '*' --dtype f32 -o up-$dt.safetensors \
+	    base-$dt.safetensors
+	for k in $TYPES; do
+		check "merge $k into a $dt base" "$MERGE" -q \
+		    -o "h-$dt-$k.safetensors" base-$dt.safetensors "$TD/$k"
+		check "merge $k into its f32 copy, written $dt" "$MERGE" -q \
+		    --dtype $dt -o "x-$dt-$k.safetensors" up-$dt.safetensors \
+		    "$TD/$k"
+		same "$k: the $dt base merges as its f32 copy rounded once" \
+		    "h-$dt-$k.safetensors" "x-$dt-$k.safetensors"
+	done
+done
+"$STDUMP" h-f16-oft.safetensors > h.lst
+if grep -q ' F16 \[' h.lst && ! grep -q ' F32 ' h.lst; then
+	ok "an f16 base stays f16"
+else notok "an f16 base stays f16"; fi
+
 # --- 4-bit bases: the merge of the NF4 base is the merge of its
 # dequantization, with or without --requant ------------------------------
 check "quantize the base" "$NF4" -q -o q.safetensors "$BASE"
 check "dequantize it" "$NF4" -q -d -o dq.safetensors q.safetensors
-for k in lokr oft; do
+for k in $TYPES; do
 	check "merge $k into NF4" "$MERGE" -q -o "n-$k.safetensors" \
 	    q.safetensors "$TD/$k"
 	check "merge $k into its dequantization" "$MERGE" -q \

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "peftio.h"
 #include "testutil.h"
 
@@ -117,6 +119,191 @@ START_TEST(test_merge_vs_peft)
 	peftio_ckpt_close(ref);
 	peftio_ckpt_close(base);
 	peftio_adapter_free(a);
+}
+END_TEST
+
+/* ---- Every fixture damaged ------------------------------------------ */
+
+/*
+ * The safetensors bytes of adapter dir/adapter_model.safetensors with
+ * tensor skip left out (skip < 0: none) and, when nan >= 0, the first
+ * value of float tensor nan set to NaN.  *names gets the header.
+ */
+static unsigned char *
+damaged(const char *dir, long skip, long nan, size_t *len, json_t **names)
+{
+	char path[300];
+	unsigned char *in, *out, *hb;
+	size_t inlen, hlen, off = 0, i = 0, n;
+	const char *key;
+	json_t *hdr, *nh, *v, *x;
+	char *text;
+	uint64_t a, b;
+	float f = NAN;
+
+	snprintf(path, sizeof(path), "%s/adapter_model.safetensors", dir);
+	in = tu_read_file(path, &inlen);
+	for (hlen = 0, n = 0; n < 8; n++)
+		hlen |= (size_t)in[n] << (8 * n);
+	hdr = json_loadb((const char *)in + 8, hlen, 0, NULL);
+	ck_assert_ptr_nonnull(hdr);
+	nh = json_object();
+	out = malloc(inlen);
+	ck_assert_ptr_nonnull(out);
+	json_object_foreach(hdr, key, v) {
+		if (strcmp(key, "__metadata__") == 0)
+			continue;
+		if ((long)i++ == skip)
+			continue;
+		x = json_array_get(json_object_get(v, "data_offsets"), 0);
+		a = (uint64_t)json_integer_value(x);
+		x = json_array_get(json_object_get(v, "data_offsets"), 1);
+		b = (uint64_t)json_integer_value(x);
+		memcpy(out + off, in + 8 + hlen + a, b - a);
+		if ((long)i - 1 == nan)
+			memcpy(out + off, &f, sizeof(f));
+		x = json_deep_copy(v);
+		json_object_set_new(x, "data_offsets", json_pack("[II]",
+		    (json_int_t)off, (json_int_t)(off + b - a)));
+		json_object_set_new(nh, key, x);
+		off += b - a;
+	}
+	text = json_dumps(nh, JSON_COMPACT);
+	n = strlen(text);
+	hb = malloc(8 + n + off + 1);
+	ck_assert_ptr_nonnull(hb);
+	for (i = 0; i < 8; i++)
+		hb[i] = (unsigned char)((uint64_t)n >> (8 * i));
+	memcpy(hb + 8, text, n);
+	memcpy(hb + 8 + n, out, off);
+	*len = 8 + n + off;
+	*names = hdr;
+	free(text);
+	free(out);
+	free(in);
+	json_decref(nh);
+	return hb;
+}
+
+/* Open dir's config with model bytes st and merge it into the base
+ * tensor name (w, n values): 0, or the error (one line, naming the
+ * adapter) of the open or of the plan. */
+static int
+try_merge(const char *dir, const unsigned char *st, size_t len,
+    struct peftio_ckpt *base, const char *name, float *w, uint64_t n,
+    struct peftio_error *err)
+{
+	struct peftio_adapter *a;
+	struct peftio_merge_opts o;
+	struct peftio_merge *m;
+	char path[300], *cfg;
+	size_t clen;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/adapter_config.json", dir);
+	cfg = tu_read_file(path, &clen);
+	rc = peftio_adapter_open_mem(&a, cfg, clen, st, len, "damaged", err);
+	free(cfg);
+	if (rc != 0)
+		return rc;
+	memset(&o, 0, sizeof(o));
+	o.nthreads = 1;
+	if ((rc = peftio_merge_create(&m, &a, 1, &o, tu_ckpt_shape, base,
+	    err)) == 0) {
+		rc = peftio_merge_apply(m, name, w, n, PEFTIO_F32, err);
+		peftio_merge_free(m);
+	}
+	peftio_adapter_free(a);
+	return rc;
+}
+
+/*
+ * Each tensor of each fixture left out, and NaN put into each float
+ * tensor: the adapter is refused with one line naming the adapter (and
+ * for NaN the tensor), or, when the tensor was redundant (a second copy
+ * of a shared projection), merged to the same weights as the whole
+ * adapter.  Never a crash, never a wrong merge.
+ */
+START_TEST(test_fixture_damaged)
+{
+	const struct tcase *tc = &tcases[_i];
+	struct peftio_ckpt *base, *ref;
+	struct peftio_error err;
+	char dir[256], path[300];
+	const char *name, *key;
+	unsigned char *st;
+	json_t *hdr, *v;
+	float *w, *want;
+	uint64_t n;
+	size_t len, k, nt, refused = 0;
+	long pass;
+	int rc;
+
+	snprintf(dir, sizeof(dir), TDATA "/%s", tc->dir);
+	snprintf(path, sizeof(path), "%s/merged.safetensors", dir);
+	ck_assert_int_eq(peftio_ckpt_open(&base, TDATA "/base.safetensors",
+	    &err), 0);
+	ck_assert_int_eq(peftio_ckpt_open(&ref, path, &err), 0);
+	name = peftio_ckpt_tensor(ref, 0)->name;
+	want = tu_tensor_f32(base, name, &n);
+	st = damaged(dir, -1, -1, &len, &hdr);
+	ck_assert_int_eq(try_merge(dir, st, len, base, name, want, n, &err),
+	    0);
+	free(st);
+	nt = json_object_size(hdr) - (json_object_get(hdr,
+	    "__metadata__") != NULL);
+	for (pass = 0; pass < 2; pass++)
+		for (k = 0; k < nt; k++) {
+			/* the k-th tensor (the header's order) */
+			key = NULL;
+			{
+				size_t i = 0;
+				const char *kk;
+
+				json_object_foreach(hdr, kk, v) {
+					if (strcmp(kk, "__metadata__") == 0)
+						continue;
+					if (i++ == k)
+						key = kk;
+				}
+			}
+			ck_assert_ptr_nonnull(key);
+			v = json_object_get(json_object_get(hdr, key), "dtype");
+			if (pass == 1 && strcmp(json_string_value(v), "F32") !=
+			    0)
+				continue;
+			st = damaged(dir, pass == 0 ? (long)k : -1,
+			    pass == 1 ? (long)k : -1, &len, &v);
+			json_decref(v);
+			w = tu_tensor_f32(base, name, &n);
+			peftio_error_clear(&err);
+			rc = try_merge(dir, st, len, base, name, w, n, &err);
+			if (rc == 0)
+				ck_assert_msg(memcmp(w, want, n *
+				    sizeof(float)) == 0, "%s: %s %s: merged "
+				    "otherwise", tc->dir, pass ? "NaN in" :
+				    "without", key);
+			else {
+				refused++;
+				ck_assert_msg(strncmp(err.msg, "damaged", 7) ==
+				    0 && strchr(err.msg, '\n') == NULL,
+				    "%s: %s %s: '%s'", tc->dir, pass ?
+				    "NaN in" : "without", key, err.msg);
+				if (pass == 1)
+					ck_assert_msg(strstr(err.msg, key) !=
+					    NULL, "%s: NaN in %s: '%s' names "
+					    "no tensor", tc->dir, key,
+					    err.msg);
+			}
+			free(w);
+			free(st);
+		}
+	/* every NaN and every missing factor is refused */
+	ck_assert_uint_gt(refused, 0);
+	json_decref(hdr);
+	free(want);
+	peftio_ckpt_close(ref);
+	peftio_ckpt_close(base);
 }
 END_TEST
 
@@ -708,6 +895,8 @@ Suite *tuners_suite(void)
 
 	tcase_set_timeout(tc, 60);
 	tcase_add_loop_test(tc, test_merge_vs_peft, 0,
+	    (int)(sizeof(tcases) / sizeof(tcases[0])));
+	tcase_add_loop_test(tc, test_fixture_damaged, 0,
 	    (int)(sizeof(tcases) / sizeof(tcases[0])));
 	tcase_add_loop_test(tc, test_adapter_bad, 0,
 	    (int)(sizeof(bads) / sizeof(bads[0])));
