@@ -72,6 +72,14 @@ else notok "embeddings: PEFT's lora_embedding keys and shapes"; fi
 check "the embedding adapter merges" "$MERGE" -o emb.safetensors "$BASE" \
     ad-emb
 
+# A 4-bit base gives its weights' shapes: the same adapter.
+"$NF4" -q -o q.safetensors "$BASE"
+check "--save-adapter from an NF4 base" "$MERGE" -m cat -w 0.7,0.3 \
+    --save-adapter ad-q q.safetensors "$L/pair/a" "$L/pair/b"
+"$STDUMP" ad-q > q.lst
+"$STDUMP" only-cat > only.lst
+same "the NF4 base gives the same adapter" only.lst q.lst
+
 # A base on standard input, no -o: the adapter only, nothing on stdout.
 "$NF4" -q --exclude '*' -o one.safetensors "$BASE"
 if "$MERGE" -m cat -w 1,1 --save-adapter ad-pipe - "$L/pair/a" \
