@@ -753,6 +753,39 @@ check_shapes(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 	return rc;
 }
 
+/*
+ * The tuners whose rank the tensors give (VeRA, HRA, MiSS, VB-LoRA,
+ * RandLoRA, DeLoRA): a config that gives r (or a rank_pattern for the
+ * module) must give a positive integer, and that rank; PEFT would not
+ * build, nor load, the layer otherwise.  slot: the tensor that holds
+ * the rank.
+ */
+static int
+config_rank(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
+    const char *cfgpath, int slot, struct peftio_error *err)
+{
+	json_t *v = json_object_get(cfg, "r");
+	char buf[128];
+	double r;
+	int rc;
+
+	if (v == NULL || json_is_null(v))
+		return 0;
+	if ((rc = cfg_num(cfgpath, cfg, "r", 0, &r, err)) != 0 ||
+	    (rc = pattern(cfgpath, json_object_get(cfg, "rank_pattern"),
+	    m->name, r, &r, err)) != 0)
+		return rc;
+	if (!(r >= 1 && r <= (double)MAX_DIM) || r != floor(r))
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: module '%s': r = %g is not a positive integer",
+		    cfgpath, m->name, r);
+	if ((uint64_t)r == m->r)
+		return 0;
+	snprintf(buf, sizeof(buf), "rank %llu, but the config gives r = %.0f",
+	    (unsigned long long)m->r, r);
+	return tensor_err(t, m, slot, buf, err);
+}
+
 static int
 check_module(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
     const char *cfgpath, struct peftio_error *err)
@@ -760,6 +793,22 @@ check_module(struct peftio_tuner *t, struct tmod *m, json_t *cfg,
 	int rc, s;
 
 	if ((rc = check_shapes(t, m, cfg, cfgpath, err)) != 0)
+		return rc;
+	switch (t->type) {
+	case T_VERA:
+		rc = config_rank(t, m, cfg, cfgpath, 1, err);
+		break;
+	case T_HRA:
+	case T_MISS:
+	case T_VBLORA:
+	case T_RANDLORA:
+	case T_DELORA:
+		rc = config_rank(t, m, cfg, cfgpath, 0, err);
+		break;
+	default:
+		break;
+	}
+	if (rc != 0)
 		return rc;
 	for (s = 0; s < MAX_SLOTS; s++)
 		if (m->t[s] >= 0 && (rc = check_values(t, m->t[s],

@@ -74,6 +74,19 @@ fails "FourierFT refused" 1 "$MERGE" -o x.safetensors "$BASE" \
 grep_err "FourierFT: why" "random_loc_seed"
 absent "nothing written" x.safetensors
 
+# --- r = 0 in the config of every tuner that has an r ----------------------
+for k in loha lokr vera hra miss vblora randlora delora; do
+	mkdir "r0-$k"
+	cp "$TD/$k/adapter_model.safetensors" "r0-$k/"
+	sed -E 's/"r": [0-9]+,/"r": 0,/' "$TD/$k/adapter_config.json" \
+	    > "r0-$k/adapter_config.json"
+	fails "$k with r = 0" 1 "$MERGE" -o "o-r0-$k.safetensors" "$BASE" \
+	    "r0-$k"
+	grep_err "$k: r = 0: says why" "r = 0 is not a positive integer"
+	grep_err "$k: r = 0: names the file" "r0-$k/adapter_config.json"
+	absent "$k: r = 0: nothing written" "o-r0-$k.safetensors"
+done
+
 # --- bad adapters -----------------------------------------------------
 # bad NAME CONFIG HEADER NBYTES [DATAFILE]: an adapter directory.
 bad() {

@@ -412,6 +412,30 @@ static const struct bad {
 	  PEFTIO_EFORMAT, "rank 0, but the config gives r = 2" },
 	{ "{\"peft_type\":\"HRA\",\"r\":0}", "hra_u 64 0", -1, PEFTIO_EFORMAT,
 	  "rank 0" },
+	/* a config r of 0, or one the tensors do not have */
+	{ "{\"peft_type\":\"HRA\",\"r\":0}", "hra_u 64 2", -1, PEFTIO_EFORMAT,
+	  "r = 0 is not a positive integer" },
+	{ "{\"peft_type\":\"VERA\",\"r\":0}",
+	  "@base_model.vera_A 4 64;vera_lambda_b 32;vera_lambda_d 4;"
+	  "@base_model.vera_B 64 4", -1, PEFTIO_EFORMAT,
+	  "r = 0 is not a positive integer" },
+	{ "{\"peft_type\":\"VERA\",\"r\":8}",
+	  "@base_model.vera_A 4 64;vera_lambda_b 32;vera_lambda_d 4;"
+	  "@base_model.vera_B 64 4", -1, PEFTIO_EFORMAT,
+	  VP "vera_lambda_d': rank 4, but the config gives r = 8" },
+	{ "{\"peft_type\":\"MISS\",\"r\":4}", "miss_block 2 32", -1,
+	  PEFTIO_EFORMAT, VP "miss_block': rank 2, but" },
+	{ "{\"peft_type\":\"DELORA\",\"r\":2,\"rank_pattern\":{\"v_proj\":3}}",
+	  "delora_A 2 64;delora_B 32 2;delora_lambda 1;delora_w_norm 64", -1,
+	  PEFTIO_EFORMAT, VP "delora_A': rank 2, but the config gives r = 3" },
+	{ "{\"peft_type\":\"RANDLORA\",\"r\":-8}",
+	  "randlora_lambda 8 4;randlora_gamma 4 32;"
+	  "@base_model.randlora_A 8 1 64;@base_model.randlora_B 64 8 8", -1,
+	  PEFTIO_EFORMAT, "r = -8 is not a positive integer" },
+	{ "{\"peft_type\":\"VBLORA\",\"r\":1.5,\"topk\":2}",
+	  "vblora_logits_A 2 8 16;vblora_logits_B 4 2 16;"
+	  "@base_model.vblora_vector_bank 16 8", -1, PEFTIO_EFORMAT,
+	  "r = 1.5 is not a positive integer" },
 	/* non-finite */
 	{ "{\"peft_type\":\"LOHA\",\"r\":2,\"alpha\":2}",
 	  "hada_w1_a 32 2;hada_w1_b 2 64;hada_w2_a 32 2;hada_w2_b 2 64", 5,
