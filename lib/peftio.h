@@ -531,6 +531,16 @@ int	peftio_conv1d_weight(const char *name);
 int	peftio_module_match(const char *module, const char *pattern);
 /* Some glob of globs[0..n) matches name (fnmatch(3), no flags). */
 int	peftio_glob_any(const char *const *globs, size_t n, const char *name);
+/* What nf4-quant quantizes: a float tensor with elements that is a
+ * Linear weight or matches an include glob, and matches no exclude
+ * glob. */
+int	peftio_quant_selected(const struct peftio_tensor_info *ti,
+	    const char *const *include, size_t ninclude,
+	    const char *const *exclude, size_t nexclude);
+/* What LoRA targets: module matches no exclude pattern, and some target
+ * (peftio_module_match()), or is a Linear layer when there is none. */
+int	peftio_module_selected(const char *module, const char *const *targets,
+	    size_t ntargets, const char *const *exclude, size_t nexclude);
 
 /* ------------------------------------------------------------------ */
 /* Transforms: a checkpoint rewritten tensor by tensor (transform.c)   */
@@ -1024,6 +1034,73 @@ int	peftio_bnb8_write(struct peftio_ckptw *w, const char *name,
 int	peftio_bnb8_expect(struct peftio_xf_check *chk, size_t i,
 	    const char *name, uint64_t rows, uint64_t cols,
 	    struct peftio_error *err);
+
+/*
+ * One bitsandbytes weight as a step of peftio_transform() (bnb_step.c):
+ * planned as transformers quantizes it (GPT-2's Conv1D weights
+ * transposed to [out, in]) or as nf4-quant -d dequantizes it, then
+ * declared, computed and checked from the transform's hooks.
+ */
+struct peftio_bnb_step {
+	int			 quant;	/* quantize, else dequantize */
+	int			 eight;	/* LLM.int8, else 4-bit */
+	int			 transpose;	/* a Conv1D weight, [in, out] */
+	struct peftio_bnb_out	 bo;	/* quantize: the plan; 8-bit: the
+					 * values' dtype is bo.qs.dtype */
+	struct peftio_bnb_weight bw;	/* 4-bit dequantize: the input */
+	struct peftio_bnb8_weight bw8;	/* 8-bit: rows and columns */
+	enum peftio_dtype	 dt;	/* dequantize: the output dtype */
+	int			 ndim;	/* dequantize: the output shape */
+	uint64_t		 shape[2];
+};
+
+/* How peftio_bnb_step_quantize() quantizes. */
+struct peftio_bnb_quant_opts {
+	int			 eight;		/* LLM.int8, else 4-bit: */
+	enum peftio_q4type	 type;
+	uint64_t		 blocksize;
+	int			 double_quant;
+	enum peftio_dtype	 storage;	/* bnb_4bit_quant_storage */
+	int			 dtype;		/* the weights' dtype, -1: kept */
+};
+
+/* Plan tensor i of c (a float weight) quantized as o says. */
+int	peftio_bnb_step_quantize(struct peftio_bnb_step *s,
+	    struct peftio_ckpt *c, size_t i,
+	    const struct peftio_bnb_quant_opts *o, struct peftio_error *err);
+/* Plan the 4-bit weight bw, or the 8-bit weight bw8 when not NULL,
+ * dequantized to dtype (-1: the weight's own). */
+void	peftio_bnb_step_dequantize(struct peftio_bnb_step *s,
+	    struct peftio_ckpt *c, const struct peftio_bnb_weight *bw,
+	    const struct peftio_bnb8_weight *bw8, int dtype);
+/* Before the transform, for a 4-bit weight with double quantization:
+ * its offset (peftio_bnb_prepass()), and with check its NaN and Inf. */
+int	peftio_bnb_step_offset(struct peftio_bnb_step *s,
+	    struct peftio_ckpt *c, size_t i, int check,
+	    struct peftio_scratch tmp[2], unsigned nthreads,
+	    struct peftio_error *err);
+/* The same for qs->numel values of qs->dtype in memory. */
+int	peftio_bnb_offset_mem(struct peftio_quant_state *qs, const void *vals,
+	    unsigned nthreads, struct peftio_error *err);
+/* The declare, compute and expect hooks' work for tensor i (the output
+ * of input shard shard).  compute fills job slots of x and submits their
+ * writes; with check a NaN or Inf is PEFTIO_ENONFINITE; a weight whole
+ * in memory (transposed, 8-bit) goes through tmp, the caller's buffers,
+ * reused from one weight to the next.  s must outlive the transform. */
+int	peftio_bnb_step_declare(struct peftio_xf *x, size_t i, size_t shard,
+	    struct peftio_bnb_step *s, struct peftio_error *err);
+int	peftio_bnb_step_compute(struct peftio_xf *x, size_t i,
+	    const struct peftio_bnb_step *s, int check,
+	    struct peftio_scratch tmp[2], unsigned nthreads,
+	    struct peftio_error *err);
+int	peftio_bnb_step_expect(struct peftio_xf_check *chk, size_t i,
+	    const struct peftio_bnb_step *s, struct peftio_error *err);
+/* Quantize values computed in memory (vals, of the weight's shape) as
+ * the quantizing step s plans, and submit them written as name. */
+int	peftio_bnb_step_quantize_mem(struct peftio_xf *x, const char *name,
+	    const struct peftio_bnb_step *s, const void *vals,
+	    unsigned nthreads, struct peftio_error *err);
+void	peftio_bnb_step_free(struct peftio_bnb_step *s);
 
 /* What transformers' BitsAndBytesConfig says. */
 struct peftio_bnb_config {
