@@ -72,17 +72,8 @@ usage(int status)
 static int
 selected(void *arg, const char *module)
 {
-	size_t i;
-
-	for (i = 0; i < O.nexcludes; i++)
-		if (peftio_module_match(module, O.excludes[i]))
-			return 0;
-	if (O.ntargets == 0)
-		return peftio_linear_module(module, strlen(module));
-	for (i = 0; i < O.ntargets; i++)
-		if (peftio_module_match(module, O.targets[i]))
-			return 1;
-	return 0;
+	return peftio_module_selected(module, O.targets, O.ntargets,
+	    O.excludes, O.nexcludes);
 }
 
 static void
