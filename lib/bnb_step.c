@@ -139,7 +139,7 @@ peftio_bnb_offset_mem(struct peftio_quant_state *qs, const void *vals,
 
 int
 peftio_bnb_step_offset(struct peftio_bnb_step *s, struct peftio_ckpt *c,
-    size_t i, int check, struct peftio_scratch tmp[2], unsigned nthreads,
+    size_t i, int check, struct peftio_bnb_buffers *buf, unsigned nthreads,
     struct peftio_error *err)
 {
 	const void *v;
@@ -148,8 +148,10 @@ peftio_bnb_step_offset(struct peftio_bnb_step *s, struct peftio_ckpt *c,
 	if (!s->quant || s->eight || !s->bo.qs.double_quant)
 		return 0;
 	if (!s->transpose)
-		rc = peftio_bnb_prepass(c, i, &s->bo, check, nthreads, err);
-	else if ((rc = peftio_bnb_values(c, i, 1, s->bo.qs.dtype, check, tmp,
+		rc = peftio_bnb_offset(c, i, &s->bo, check, nthreads, buf,
+		    err);
+	else if ((rc = peftio_bnb_values(c, i, 1, s->bo.qs.dtype, check,
+	    buf->whole,
 	    &v, err)) == 0)
 		rc = peftio_bnb_offset_mem(&s->bo.qs, v, nthreads, err);
 	peftio_ckpt_release(c, i);
@@ -256,11 +258,11 @@ peftio_bnb_step_quantize_mem(struct peftio_xf *x, const char *name,
  * Tensor i quantized.  A 4-bit weight stored as it is quantized is read
  * a piece at a time by the codec; a transposed one and an 8-bit one
  * (bitsandbytes' Int8Params: the weight cast to float16, row-wise
- * absmax) are whole in memory, in tmp.
+ * absmax) are whole in memory.
  */
 static int
 quantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
-    int check, struct peftio_scratch tmp[2], unsigned nthreads,
+    int check, struct peftio_bnb_buffers *buf, unsigned nthreads,
     struct peftio_error *err)
 {
 	struct peftio_ckpt *c = peftio_xf_input(x);
@@ -276,7 +278,7 @@ quantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 		check = 0;
 	if (s->eight || s->transpose) {
 		if ((rc = peftio_bnb_values(c, i, s->transpose,
-		    s->bo.qs.dtype, check, tmp, &v, err)) == 0)
+		    s->bo.qs.dtype, check, buf->whole, &v, err)) == 0)
 			rc = peftio_bnb_step_quantize_mem(x, name, s, v,
 			    nthreads, err);
 		peftio_ckpt_release(c, i);
@@ -286,17 +288,17 @@ quantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 	j->ctx = (void *)s;
 	j->name = name;
 	if ((rc = slot_quant(j, &s->bo.qs, &packed, &absmax, err)) != 0 ||
-	    (rc = peftio_bnb_quantize_tensor(c, i, &s->bo.qs, packed, absmax,
-	    check, nthreads, err)) != 0)
+	    (rc = peftio_bnb_pass(c, i, &s->bo.qs, packed, absmax, check,
+	    nthreads, buf, err)) != 0)
 		return rc;
 	return peftio_xf_submit(x, write_quant, err);
 }
 
 /* Tensor i dequantized, a piece at a time; a transposed weight (back to
- * GPT-2's [in, out]) whole, through tmp[0]. */
+ * GPT-2's [in, out]) whole. */
 static int
 dequantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
-    struct peftio_scratch tmp[2], unsigned nthreads,
+    struct peftio_bnb_buffers *buf, unsigned nthreads,
     struct peftio_error *err)
 {
 	struct peftio_ckpt *c = peftio_xf_input(x);
@@ -304,7 +306,7 @@ dequantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 	uint64_t al, e0, n, piece, total;
 	size_t es = peftio_dtype_bits(s->dt) / 8;
 	struct peftio_xf_job *j;
-	void *buf, *out;
+	void *vals, *out;
 	int rc = 0;
 
 	if (s->eight) {
@@ -320,17 +322,17 @@ dequantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 		j = peftio_xf_slot(x);
 		j->name = name;
 		j->len = total * es;
-		if ((buf = peftio_scratch(&tmp[0], j->len)) == NULL)
+		if ((vals = peftio_scratch(&buf->whole[0], j->len)) == NULL)
 			rc = nomem(err);
 		else
 			rc = s->eight ? peftio_bnb8_dequantize(c, &s->bw8,
-			    s->dt, buf, nthreads, err) : peftio_bnb_dequantize(
-			    c, &s->bw, s->dt, buf, nthreads, err);
+			    s->dt, vals, nthreads, err) : peftio_bnb_dequantize(
+			    c, &s->bw, s->dt, vals, nthreads, err);
 		if (rc == 0 && (out = peftio_scratch(&j->buf[0], j->len)) ==
 		    NULL)
 			rc = nomem(err);
 		if (rc == 0) {
-			peftio_transpose(buf, out, s->shape[1], s->shape[0],
+			peftio_transpose(vals, out, s->shape[1], s->shape[0],
 			    es);
 			rc = peftio_xf_submit(x, peftio_xf_job_write, err);
 		}
@@ -342,12 +344,12 @@ dequantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 		j = peftio_xf_slot(x);
 		j->name = name;
 		peftio_dtype_nbytes(s->dt, n, &j->len);
-		if ((buf = peftio_scratch(&j->buf[0], j->len)) == NULL)
+		if ((vals = peftio_scratch(&j->buf[0], j->len)) == NULL)
 			rc = nomem(err);
 		else
 			rc = s->eight ? peftio_bnb8_dequantize_part(c, &s->bw8,
-			    s->dt, buf, e0 / al, n / al, nthreads, err) :
-			    peftio_bnb_dequantize_part(c, &s->bw, s->dt, buf,
+			    s->dt, vals, e0 / al, n / al, nthreads, err) :
+			    peftio_bnb_dequantize_part(c, &s->bw, s->dt, vals,
 			    e0, n, nthreads, err);
 		if (rc == 0)
 			rc = peftio_xf_submit(x, peftio_xf_job_write, err);
@@ -358,10 +360,10 @@ dequantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 
 int
 peftio_bnb_step_compute(struct peftio_xf *x, size_t i,
-    const struct peftio_bnb_step *s, int check, struct peftio_scratch tmp[2],
+    const struct peftio_bnb_step *s, int check, struct peftio_bnb_buffers *buf,
     unsigned nthreads, struct peftio_error *err)
 {
 	if (s->quant)
-		return quantize(x, i, s, check, tmp, nthreads, err);
-	return dequantize(x, i, s, tmp, nthreads, err);
+		return quantize(x, i, s, check, buf, nthreads, err);
+	return dequantize(x, i, s, buf, nthreads, err);
 }

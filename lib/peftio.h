@@ -1073,25 +1073,29 @@ int	peftio_bnb_step_quantize(struct peftio_bnb_step *s,
 void	peftio_bnb_step_dequantize(struct peftio_bnb_step *s,
 	    struct peftio_ckpt *c, const struct peftio_bnb_weight *bw,
 	    const struct peftio_bnb8_weight *bw8, int dtype);
+/* What the steps reuse from one weight to the next (buffers); NULL when
+ * out of memory.  _free(NULL) does nothing. */
+struct peftio_bnb_buffers;
+struct peftio_bnb_buffers *peftio_bnb_buffers_new(void);
+void	peftio_bnb_buffers_free(struct peftio_bnb_buffers *buf);
 /* Before the transform, for a 4-bit weight with double quantization:
  * its offset (peftio_bnb_prepass()), and with check its NaN and Inf. */
 int	peftio_bnb_step_offset(struct peftio_bnb_step *s,
 	    struct peftio_ckpt *c, size_t i, int check,
-	    struct peftio_scratch tmp[2], unsigned nthreads,
+	    struct peftio_bnb_buffers *buf, unsigned nthreads,
 	    struct peftio_error *err);
 /* The same for qs->numel values of qs->dtype in memory. */
 int	peftio_bnb_offset_mem(struct peftio_quant_state *qs, const void *vals,
 	    unsigned nthreads, struct peftio_error *err);
 /* The declare, compute and expect hooks' work for tensor i (the output
  * of input shard shard).  compute fills job slots of x and submits their
- * writes; with check a NaN or Inf is PEFTIO_ENONFINITE; a weight whole
- * in memory (transposed, 8-bit) goes through tmp, the caller's buffers,
- * reused from one weight to the next.  s must outlive the transform. */
+ * writes; with check a NaN or Inf is PEFTIO_ENONFINITE.  s must outlive
+ * the transform. */
 int	peftio_bnb_step_declare(struct peftio_xf *x, size_t i, size_t shard,
 	    struct peftio_bnb_step *s, struct peftio_error *err);
 int	peftio_bnb_step_compute(struct peftio_xf *x, size_t i,
 	    const struct peftio_bnb_step *s, int check,
-	    struct peftio_scratch tmp[2], unsigned nthreads,
+	    struct peftio_bnb_buffers *buf, unsigned nthreads,
 	    struct peftio_error *err);
 int	peftio_bnb_step_expect(struct peftio_xf_check *chk, size_t i,
 	    const struct peftio_bnb_step *s, struct peftio_error *err);

@@ -242,4 +242,26 @@ void	peftio_tuner_prep_free(struct peftio_tuner_prep *p);
 int	peftio_tuner_plan_params(const char *method, uint64_t out,
 	    uint64_t in, uint64_t r, uint64_t *n);
 
+/* ------------------------------------------------------------------ */
+/* The 4-bit writing direction (bnb_quantize.c)                        */
+
+/* What passes over tensors reuse from one tensor to the next. */
+struct peftio_bnb_buffers {
+	struct peftio_scratch	 raw[PEFTIO_MAX_JOBS];	/* read, per thread */
+	struct peftio_scratch	 vals[PEFTIO_MAX_JOBS];	/* as f32 */
+	struct peftio_scratch	 conv[PEFTIO_MAX_JOBS];	/* in qs->dtype */
+	struct peftio_scratch	 absmax;	/* the offset's pass */
+	struct peftio_scratch	 whole[2];	/* a weight whole in memory */
+};
+
+/* peftio_bnb_quantize_tensor() and peftio_bnb_prepass() through b. */
+int	peftio_bnb_pass(struct peftio_ckpt *c, size_t i,
+	    const struct peftio_quant_state *qs, uint8_t *packed,
+	    float *absmax, int check, unsigned nthreads,
+	    struct peftio_bnb_buffers *b, struct peftio_error *err);
+struct peftio_bnb_out;
+int	peftio_bnb_offset(struct peftio_ckpt *c, size_t i,
+	    struct peftio_bnb_out *bo, int check, unsigned nthreads,
+	    struct peftio_bnb_buffers *b, struct peftio_error *err);
+
 #endif /* PEFTIO_PRIVATE_H */

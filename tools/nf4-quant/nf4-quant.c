@@ -40,7 +40,7 @@ struct run {
 	struct peftio_ckpt	*in;
 	struct peftio_xf_item	*xi;
 	struct peftio_bnb_step	*steps;	/* of PEFTIO_XF_CUSTOM tensors */
-	struct peftio_scratch	 tmp[2];	/* a weight whole in memory */
+	struct peftio_bnb_buffers *buf;	/* reused from weight to weight */
 	size_t			 n, nq;
 	uint64_t		 in_bytes;
 };
@@ -150,7 +150,7 @@ prepass_offsets(struct run *r, struct peftio_error *err)
 		if (r->xi[i].act != PEFTIO_XF_CUSTOM || r->steps[i].eight)
 			continue;
 		if ((rc = peftio_bnb_step_offset(&r->steps[i], r->in, i,
-		    !O.allow_nonfinite, r->tmp, C.jobs, err)) != 0)
+		    !O.allow_nonfinite, r->buf, C.jobs, err)) != 0)
 			return rc;
 		cli_progress(i, r->n, "scanning");
 	}
@@ -177,7 +177,7 @@ compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 	const struct peftio_bnb_step *s = &r->steps[i];
 	int rc;
 
-	rc = peftio_bnb_step_compute(x, i, s, !O.allow_nonfinite, r->tmp,
+	rc = peftio_bnb_step_compute(x, i, s, !O.allow_nonfinite, r->buf,
 	    C.jobs, err);
 	if (s->quant && s->eight)
 		cli_debug("%s: %s -> int8", ti->name,
@@ -273,6 +273,10 @@ run(const char *input)
 	r.n = peftio_ckpt_count(r.in);
 	r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
 	r.steps = xcalloc(r.n + 1, sizeof(*r.steps));
+	if ((r.buf = peftio_bnb_buffers_new()) == NULL) {
+		cli_warn("out of memory");
+		exit(CLI_EXIT_ERROR);
+	}
 	if (O.decode) {
 		bw = xcalloc(r.n + 1, sizeof(*bw));
 		bw8 = xcalloc(r.n + 1, sizeof(*bw8));
@@ -293,8 +297,7 @@ run(const char *input)
 		cli_error(&err);
 	for (i = 0; i < r.n; i++)
 		peftio_bnb_step_free(&r.steps[i]);
-	peftio_scratch_free(&r.tmp[0]);
-	peftio_scratch_free(&r.tmp[1]);
+	peftio_bnb_buffers_free(r.buf);
 	free(r.steps);
 	free(bw);
 	free(bw8);
