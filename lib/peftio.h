@@ -1629,6 +1629,65 @@ int	peftio_merge_stream_tensor(struct peftio_merge_stream *s,
 	    const struct peftio_merge_out *out, struct peftio_error *err);
 void	peftio_merge_stream_free(struct peftio_merge_stream *s);
 
+/*
+ * What a merge writes for each base tensor (merge_plan.c), as PEFT's
+ * merge_and_unload() leaves the model: merged tensors in dtype (-1: the
+ * base's), 4-bit and 8-bit weights dequantized without their companion
+ * tensors or, with requant, quantized again (those the merge leaves
+ * alone keep their bytes).  init groups the base's quantized weights;
+ * peftio_merge_plan_shape() is the shape_of of peftio_merge_create();
+ * apply plans every tensor from the merge; offsets, with requant and
+ * before the transform, merges each double-quantized weight once for
+ * its offset; declare and compute are the work of the transform's
+ * hooks for a PEFTIO_XF_CUSTOM tensor.
+ */
+enum peftio_merge_act {
+	PEFTIO_MERGE_WRITE,	/* merged */
+	PEFTIO_MERGE_DEQUANT,	/* a 4-bit or 8-bit weight, dequantized */
+	PEFTIO_MERGE_REQUANT	/* merged and quantized again (step) */
+};
+
+struct peftio_merge_item {
+	enum peftio_merge_act	 act;
+	enum peftio_dtype	 dt;		/* of the output */
+	int			 touched;	/* changed by the merge */
+	struct peftio_bnb_weight *bw;		/* a 4-bit base weight */
+	struct peftio_bnb8_weight *bw8;		/* an 8-bit one */
+	struct peftio_bnb_step	 step;		/* PEFTIO_MERGE_REQUANT */
+};
+
+struct peftio_merge_plan {
+	struct peftio_ckpt	*base;
+	size_t			 n;		/* tensors of base */
+	struct peftio_xf_item	*xi;		/* for peftio_transform() */
+	struct peftio_merge_item *items;
+	struct peftio_bnb_weight *bw;
+	struct peftio_bnb8_weight *bw8;
+	int			 dtype;
+	int			 requant;
+	int			 quantized;	/* base has 4/8-bit weights */
+	size_t			 nmerged;	/* tensors changed */
+	struct peftio_scratch	 whole;		/* a merged weight */
+};
+
+int	peftio_merge_plan_init(struct peftio_merge_plan *p,
+	    struct peftio_ckpt *base, int dtype, int requant,
+	    struct peftio_error *err);
+int	peftio_merge_plan_shape(void *plan, const char *name, int *ndim,
+	    uint64_t *shape);
+int	peftio_merge_plan_apply(struct peftio_merge_plan *p,
+	    const struct peftio_merge *m, struct peftio_error *err);
+int	peftio_merge_plan_offsets(struct peftio_merge_plan *p,
+	    struct peftio_merge_stream *ms, unsigned nthreads,
+	    struct peftio_error *err);
+int	peftio_merge_plan_declare(struct peftio_xf *x, size_t i,
+	    struct peftio_merge_plan *p, struct peftio_error *err);
+int	peftio_merge_plan_compute(struct peftio_xf *x, size_t i,
+	    struct peftio_merge_plan *p, struct peftio_merge_stream *ms,
+	    unsigned nthreads, struct peftio_error *err);
+/* Frees what init allocated (not base). */
+void	peftio_merge_plan_free(struct peftio_merge_plan *p);
+
 /* ------------------------------------------------------------------ */
 /* Merge recipes (recipe.c)                                            */
 /* ------------------------------------------------------------------ */
