@@ -73,6 +73,7 @@ all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN)
 	$(CC) $(CFLAGS) $(XCFLAGS) -c -o $@ $<
 
 $(LIBOBJ) $(COMMON): lib/peftio_private.h
+lib/report.o lib/report_text.o: lib/report_private.h
 # libpeftio.so exports what peftio.h declares and nothing else.
 $(LIBOBJ): XCFLAGS += -fvisibility=hidden
 tools/%.o: tools/common/cli.h

@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -1422,6 +1423,45 @@ void	peftio_plan_assumptions(const struct peftio_plan_opts *o, char *buf,
  */
 int	peftio_yaml_from_json(const char *json, size_t len, char **out,
 	    size_t *outlen, struct peftio_error *err);
+
+/*
+ * What dq-inspect says about a checkpoint (report.c, report_text.c):
+ * peftio_report_open() accounts for checkpoint c, named path (both must
+ * outlive the report), and for an adapter the rank and size of its
+ * modules; _compare() (orig, named name), _verify() (failed called for
+ * each tensor that cannot be checked) and _plan() add their sections,
+ * and return 1 when something was wrong, as peftio_inspect_compare()
+ * does.  _text() writes the report as text to f; a list collects
+ * reports as JSON documents and writes them as one JSON value (the
+ * first document, or an array of all with array) or as YAML, one
+ * document each.  The write functions return PEFTIO_EIO when f fails.
+ */
+struct peftio_report;
+struct peftio_report_list;
+int	peftio_report_open(struct peftio_report **rp, struct peftio_ckpt *c,
+	    const char *path, struct peftio_error *err);
+struct peftio_inspect *peftio_report_inspect(struct peftio_report *rp);
+int	peftio_report_compare(struct peftio_report *rp,
+	    struct peftio_ckpt *orig, const char *name, unsigned nthreads,
+	    const struct peftio_compare_ops *ops, void *ctx,
+	    struct peftio_compare_summary *sum);
+int	peftio_report_verify(struct peftio_report *rp,
+	    void (*failed)(void *ctx, const struct peftio_error *err),
+	    void *ctx);
+int	peftio_report_plan(struct peftio_report *rp,
+	    const struct peftio_plan_opts *po, double alpha,
+	    struct peftio_error *err);
+void	peftio_report_text(FILE *f, const struct peftio_report *rp);
+void	peftio_report_free(struct peftio_report *rp);
+struct peftio_report_list *peftio_report_list_new(void);
+int	peftio_report_list_add(struct peftio_report_list *l,
+	    const struct peftio_report *rp, struct peftio_error *err);
+size_t	peftio_report_list_count(const struct peftio_report_list *l);
+int	peftio_report_list_json(FILE *f, const struct peftio_report_list *l,
+	    int array, struct peftio_error *err);
+int	peftio_report_list_yaml(FILE *f, const struct peftio_report_list *l,
+	    struct peftio_error *err);
+void	peftio_report_list_free(struct peftio_report_list *l);
 
 /* ------------------------------------------------------------------ */
 /* Dense linear algebra (linalg.c)                                     */
