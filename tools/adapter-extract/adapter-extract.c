@@ -186,23 +186,6 @@ run_convert(void)
 	return CLI_EXIT_OK;
 }
 
-static int
-parse_double(const char *opt, const char *s, double lo, double hi,
-    double *out)
-{
-	char *end;
-	double v;
-
-	v = strtod(s, &end);
-	if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-		cli_warn("%s: '%s' is not a number in [%g, %g]", opt, s, lo,
-		    hi);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
-
 int
 main(int argc, char *argv[])
 {
@@ -262,7 +245,7 @@ main(int argc, char *argv[])
 			has_rank = 1;
 			break;
 		case OPT_ENERGY:
-			if (parse_double("--energy", optarg, 1e-9, 1.0,
+			if (cli_parse_double("--energy", optarg, 1e-9, 1.0,
 			    &O.x.energy) != 0)
 				usage(CLI_EXIT_USAGE);
 			has_energy = 1;
@@ -280,7 +263,7 @@ main(int argc, char *argv[])
 			has_min = 1;
 			break;
 		case OPT_ALPHA:
-			if (parse_double("--alpha", optarg, 1e-30, 1e30,
+			if (cli_parse_double("--alpha", optarg, 1e-30, 1e30,
 			    &O.alpha) != 0)
 				usage(CLI_EXIT_USAGE);
 			O.has_alpha = 1;

@@ -212,6 +212,24 @@ cli_parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max,
 	return 0;
 }
 
+int
+cli_parse_double(const char *opt, const char *s, double lo, double hi,
+    double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || *end != '\0' || errno != 0 || !(v >= lo && v <= hi)) {
+		cli_warn("%s: '%s' is not a number in [%g, %g]", opt, s, lo,
+		    hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
 void
 cli_common_init(struct cli_common *c)
 {

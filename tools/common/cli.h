@@ -87,6 +87,9 @@ int	cli_common_output(struct cli_common *c, const char *const *in,
 /* Parse a decimal integer in [min, max]; 0 or -1 with a message. */
 int	cli_parse_u64(const char *opt, const char *s, uint64_t min,
 	    uint64_t max, uint64_t *out);
+/* Parse a real number in [lo, hi]; 0 or -1 with a message. */
+int	cli_parse_double(const char *opt, const char *s, double lo, double hi,
+	    double *out);
 /* "f16"/"float16"/"half", "bf16"/"bfloat16", "f32"/"float32"/"float":
  * the dtype, or -1 with a message. */
 int	cli_parse_float_dtype(const char *opt, const char *s);

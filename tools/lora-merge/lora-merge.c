@@ -206,15 +206,8 @@ parse_weights(const char *s)
 static int
 parse_density(const char *s)
 {
-	char *end;
-
-	errno = 0;
-	O.density = strtod(s, &end);
-	if (end == s || *end != '\0' || errno != 0 || !(O.density >= 0) ||
-	    O.density > 1) {
-		cli_warn("--density: '%s' is not a number in [0, 1]", s);
+	if (cli_parse_double("--density", s, 0, 1, &O.density) != 0)
 		return -1;
-	}
 	O.has_density = 1;
 	return 0;
 }
