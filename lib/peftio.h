@@ -1428,10 +1428,10 @@ int	peftio_yaml_from_json(const char *json, size_t len, char **out,
  * What dq-inspect says about a checkpoint (report.c, report_text.c):
  * peftio_report_open() accounts for checkpoint c, named path (both must
  * outlive the report), and for an adapter the rank and size of its
- * modules; _compare() (orig, named name), _verify() (failed called for
- * each tensor that cannot be checked) and _plan() add their sections,
- * and return 1 when something was wrong, as peftio_inspect_compare()
- * does.  _text() writes the report as text to f; a list collects
+ * modules; _compare() (orig, named name), _verify() (failed, unless
+ * NULL, called for each tensor that cannot be checked) and _plan() add
+ * their sections, and return 1 when something was wrong, as
+ * peftio_inspect_compare() does.  _text() writes the report as text to f; a list collects
  * reports as JSON documents and writes them as one JSON value (the
  * first document, or an array of all with array) or as YAML, one
  * document each.  The write functions return PEFTIO_EIO when f fails.
