@@ -1090,8 +1090,9 @@ int	peftio_bnb_offset_mem(struct peftio_quant_state *qs, const void *vals,
 	    unsigned nthreads, struct peftio_error *err);
 /* The declare, compute and expect hooks' work for tensor i (the output
  * of input shard shard).  compute fills job slots of x and submits their
- * writes; with check a NaN or Inf is PEFTIO_ENONFINITE.  s must outlive
- * the transform. */
+ * writes; with check a NaN or Inf is PEFTIO_ENONFINITE (a 4-bit weight
+ * with double quantization was checked by peftio_bnb_step_offset()).
+ * s must outlive the transform. */
 int	peftio_bnb_step_declare(struct peftio_xf *x, size_t i, size_t shard,
 	    struct peftio_bnb_step *s, struct peftio_error *err);
 int	peftio_bnb_step_compute(struct peftio_xf *x, size_t i,
