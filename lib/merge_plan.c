@@ -11,12 +11,6 @@
 
 #include "peftio_private.h"
 
-static int
-float_dtype(enum peftio_dtype dt)
-{
-	return dt == PEFTIO_F32 || dt == PEFTIO_F16 || dt == PEFTIO_BF16;
-}
-
 int
 peftio_merge_plan_init(struct peftio_merge_plan *p, struct peftio_ckpt *base,
     int dtype, int requant, struct peftio_error *err)
@@ -150,7 +144,7 @@ peftio_merge_plan_apply(struct peftio_merge_plan *p,
 			continue;
 		}
 		if (it->touched) {
-			if (!float_dtype(ti->dtype))
+			if (!peftio_dtype_is_model_float(ti->dtype))
 				return peftio_error_set(err,
 				    PEFTIO_EUNSUPPORTED, "%s: tensor '%s': %s "
 				    "weights cannot be merged",
@@ -160,7 +154,8 @@ peftio_merge_plan_apply(struct peftio_merge_plan *p,
 			it->act = PEFTIO_MERGE_WRITE;
 			it->dt = p->dtype >= 0 ? (enum peftio_dtype)p->dtype :
 			    ti->dtype;
-		} else if (p->dtype >= 0 && float_dtype(ti->dtype) &&
+		} else if (p->dtype >= 0 &&
+		    peftio_dtype_is_model_float(ti->dtype) &&
 		    ti->dtype != (enum peftio_dtype)p->dtype) {
 			p->xi[i].act = PEFTIO_XF_CONVERT;
 			p->xi[i].dt = (enum peftio_dtype)p->dtype;

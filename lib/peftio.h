@@ -128,6 +128,9 @@ int		 peftio_dtype_parse_torch(const char *name);
 unsigned	 peftio_dtype_bits(enum peftio_dtype dt);
 /* 1 for F64 F32 F16 BF16 F8_E4M3 F8_E5M2: convertible to/from f32. */
 int		 peftio_dtype_is_float(enum peftio_dtype dt);
+/* 1 for F32, F16 and BF16: the dtypes of the weights that tools
+ * quantize, merge and convert. */
+int		 peftio_dtype_is_model_float(enum peftio_dtype dt);
 
 /*
  * Bytes for n elements of dt; fails on overflow or when n*bits is not a

@@ -96,8 +96,7 @@ peftio_quant_selected(const struct peftio_tensor_info *ti,
     const char *const *include, size_t ninclude,
     const char *const *exclude, size_t nexclude)
 {
-	if ((ti->dtype != PEFTIO_F32 && ti->dtype != PEFTIO_F16 &&
-	    ti->dtype != PEFTIO_BF16) || ti->numel == 0)
+	if (!peftio_dtype_is_model_float(ti->dtype) || ti->numel == 0)
 		return 0;
 	if (peftio_glob_any(exclude, nexclude, ti->name))
 		return 0;

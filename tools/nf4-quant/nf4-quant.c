@@ -62,12 +62,6 @@ usage(int status)
 	exit(status);
 }
 
-static int
-float_dtype(enum peftio_dtype dt)
-{
-	return dt == PEFTIO_F32 || dt == PEFTIO_F16 || dt == PEFTIO_BF16;
-}
-
 /* Other float tensors: converted with --dtype. */
 static void
 plan_plain(struct run *r, size_t i)
@@ -75,7 +69,7 @@ plan_plain(struct run *r, size_t i)
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(r->in, i);
 
 	r->xi[i].act = PEFTIO_XF_COPY;
-	if (O.dtype >= 0 && float_dtype(ti->dtype) &&
+	if (O.dtype >= 0 && peftio_dtype_is_model_float(ti->dtype) &&
 	    ti->dtype != (enum peftio_dtype)O.dtype) {
 		r->xi[i].act = PEFTIO_XF_CONVERT;
 		r->xi[i].dt = (enum peftio_dtype)O.dtype;
