@@ -151,8 +151,7 @@ peftio_bnb_step_offset(struct peftio_bnb_step *s, struct peftio_ckpt *c,
 		rc = peftio_bnb_offset(c, i, &s->bo, check, nthreads, buf,
 		    err);
 	else if ((rc = peftio_bnb_values(c, i, 1, s->bo.qs.dtype, check,
-	    buf->whole,
-	    &v, err)) == 0)
+	    buf->whole, &v, err)) == 0)
 		rc = peftio_bnb_offset_mem(&s->bo.qs, v, nthreads, err);
 	peftio_ckpt_release(c, i);
 	return rc;
