@@ -2,8 +2,8 @@
 #
 #   make            build lib/libpeftio.{a,so} and tools/NAME/NAME
 #   make check      install missing build dependencies, build, run all tests
-#   make demo       install missing build dependencies, build, quantize the
-#                   small example model in examples/tiny-llama
+#   make demo       install missing build dependencies, build, run the four
+#                   tools on the small example model in examples/tiny-llama
 #   make bench      throughput and memory benchmarks (bench/RESULTS.md)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make uninstall  the same PREFIX and DESTDIR: removes what install put
