@@ -4,6 +4,8 @@
 #   make check      install missing build dependencies, build, run all tests
 #   make demo       install missing build dependencies, build, run the four
 #                   tools on the small example model in examples/tiny-llama
+#   make check-slurm  the README's Slurm recipe on a Slurm of one node started
+#                   here (root; installs slurm-wlm and munge)
 #   make bench      throughput and memory benchmarks (bench/RESULTS.md)
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make uninstall  the same PREFIX and DESTDIR: removes what install put
@@ -65,7 +67,7 @@ $(shell test "`cat $(FLAGSTAMP) 2>/dev/null`" = "$(FLAGS_NOW)" || \
 $(FLAGSTAMP): ;
 
 .PHONY: all deps check test unit cli demo bench install uninstall clean \
-	fuzz replay refcheck valgrind installcheck FORCE
+	fuzz replay refcheck valgrind installcheck check-slurm FORCE
 
 all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN)
 
@@ -151,6 +153,14 @@ test: all tests/unit/run-unit tests/cli/stdump $(REPLAY)
 
 check: deps
 	$(MAKE) test
+
+# README.md's Slurm commands, run on a Slurm of one node started on this
+# machine (munged, slurmctld, slurmd; stopped at the end), against a
+# local run of examples/Makefile.  Needs root.
+check-slurm: deps
+	sh scripts/install-deps --slurm
+	$(MAKE) all
+	sh tests/slurm/run.sh
 
 # The unit tests in one process under valgrind: any error, or a leak
 # that is certain, fails.
