@@ -38,16 +38,21 @@ W=$(mktemp -d "${TMPDIR:-/tmp}/peftio-slurm.XXXXXX")
 S=$W/slurm
 started_munged=
 
-# stop PIDFILE: TERM the process, wait up to 10 s, then KILL.
+# stop PIDFILE...: TERM those processes, wait up to 10 s for them to
+# end, then KILL the ones left.
 stop() {
-	[ -s "$1" ] || return 0
-	pid=$(cat "$1")
-	kill "$pid" 2>/dev/null || return 0
-	i=0
-	while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
-		sleep 0.1; i=$((i + 1))
+	pids=
+	for f in "$@"; do
+		pid=$(cat "$f" 2>/dev/null) && kill "$pid" 2>/dev/null &&
+		    pids="$pids $pid"
 	done
-	kill -9 "$pid" 2>/dev/null || :
+	i=0
+	for pid in $pids; do
+		while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
+			sleep 0.1; i=$((i + 1))
+		done
+		kill -9 "$pid" 2>/dev/null
+	done
 }
 
 cleanup() {
@@ -63,8 +68,7 @@ cleanup() {
 			echo "--- $f"; tail -n 15 "$f"
 		done
 	fi
-	stop "$S/slurmd.pid"
-	stop "$S/slurmctld.pid"
+	stop "$S/slurmd.pid" "$S/slurmctld.pid"
 	[ -z "$started_munged" ] || stop /run/munge/munged.pid
 	rm -rf "$W"
 	exit $st
