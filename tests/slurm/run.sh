@@ -60,6 +60,7 @@ cleanup() {
 	set +e
 	if [ -f "$S/slurm.conf" ] && [ -s "$S/slurmctld.pid" ]; then
 		jobs=$(squeue -h -o %i 2>/dev/null)
+		# shellcheck disable=SC2086
 		[ -z "$jobs" ] || scancel $jobs 2>/dev/null
 	fi
 	if [ $st -ne 0 ] && [ -d "$S" ]; then
@@ -114,8 +115,9 @@ mv "$W/work/shared" "$W/local"
 populate "$W/work/shared"
 reports=$(find "$W/local" -name '*.txt' | wc -l)
 merges=$(find "$W/local" -type d -name '*+*' | wc -l)
-[ "$reports" -eq 3 ] && [ "$merges" -eq 2 ] ||
-    die "the local make made $reports reports and $merges merges, not 3 and 2"
+if [ "$reports" -ne 3 ] || [ "$merges" -ne 2 ]; then
+	die "the local make made $reports reports and $merges merges, not 3 and 2"
+fi
 
 # --- a Slurm of one node ---------------------------------------------------
 mkdir -p "$S/state" "$S/spool"
@@ -205,9 +207,13 @@ while IFS= read -r shard; do
 	[ "$(outputs "$1")" = "$shard" ] ||
 	    die "array job $t made $(outputs "$1" | tr '\n' ' '), not $shard"
 done < "$W/work/shards.txt"
-last=$(ls "$W"/work/slurm-*.out | grep -v '_[0-9]*\.out$')
-[ -n "$(outputs $last)" ] || die "the dependent job ran no command"
-if outputs $last | grep -qxF -f "$W/work/shards.txt"; then
+last=
+for f in "$W"/work/slurm-*.out; do
+	case $f in *_[0-9]*.out) ;; *) last=$f ;; esac
+done
+[ -n "$last" ] || die "no output file of the dependent job"
+[ -n "$(outputs "$last")" ] || die "the dependent job ran no command"
+if outputs "$last" | grep -qxF -f "$W/work/shards.txt"; then
 	die "the dependent job made shards again"
 fi
 say "each array job made its shard, the dependent job the rest"
