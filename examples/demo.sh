@@ -53,8 +53,9 @@ step "lora-merge -f --dtype f32 -o $out/tiny-llama-tuned $m $a"
 note "Extract it back: the rank-4 SVD of what the merge changed"
 step "adapter-extract -v -f -r 4 --target q_proj --target v_proj -o $out/tiny-lora-2 $m $out/tiny-llama-tuned"
 
-note "Compare: what the adapter changed, then a merge of the extracted adapter"
+note "Compare: what the adapter changed in the model,"
 step "dq-inspect --compare $m $out/tiny-llama-tuned | grep -E 'RMSE|^total'"
+echo "# and how far from it a merge of the extracted adapter is"
 step "lora-merge -f --dtype f32 -o $out/tiny-llama-tuned-2 $m $out/tiny-lora-2"
 step "dq-inspect --compare $out/tiny-llama-tuned $out/tiny-llama-tuned-2 | grep -E 'RMSE|^total'"
 
