@@ -290,9 +290,6 @@ cli_output_name(const char *opt, const char *out, void (*usage)(int))
 	};
 	size_t i, n = strlen(out), m;
 
-	/* A trailing slash names a directory, whatever it is called. */
-	if (n == 0 || out[n - 1] == '/')
-		return;
 	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
 		m = strlen(tab[i].suffix);
 		if (n > m && strcasecmp(out + n - m, tab[i].suffix) == 0) {
