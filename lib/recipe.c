@@ -363,6 +363,16 @@ peftio_recipe_parse(const char *text, size_t len, const char *path,
 		free(r);
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	}
+	/* A checkpoint given for a recipe: YAML has no NUL bytes, and
+	 * every checkpoint format starts with some. */
+	if (memchr(text, '\0', len < 512 ? len : 512) != NULL) {
+		free(r);
+		free(dir);
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: a binary file (a checkpoint?), not a YAML recipe: "
+		    "the base and the adapters are operands of lora-merge",
+		    label);
+	}
 	if ((rc = check_events(text, len, label, err)) != 0 ||
 	    !yaml_parser_initialize(&parser)) {
 		free(r);

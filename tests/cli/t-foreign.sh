@@ -90,6 +90,12 @@ grep_err "slices: mergekit" "a mergekit configuration (slices)"
 printf 'base_model: x\nmerge_method: ties\n' > mk2.yaml
 fails "mergekit base_model" 1 "$MERGE" --recipe mk2.yaml -o m.safetensors
 grep_err "base_model: mergekit" "a mergekit configuration (base_model)"
+fails "a checkpoint as the recipe" 1 "$MERGE" \
+    --recipe "$L/rslora-f32/adapter_model.safetensors" -o m.safetensors
+grep_err "a checkpoint is not a recipe" \
+    "adapter_model.safetensors: a binary file (a checkpoint?), not a YAML recipe"
+fails "a GGUF file as the recipe" 1 "$MERGE" --recipe m.gguf -o m.st
+grep_err "a GGUF file is not a recipe" "m.gguf: a binary file"
 # A recipe of ours with a key it does not know is still that.
 printf 'base: %s\nadapters: [%s]\nbogus: 1\n' "$BASE" "$L/rslora-f32" > own.yaml
 fails "an unknown key of a recipe" 1 "$MERGE" --recipe own.yaml -o m.st

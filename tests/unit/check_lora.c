@@ -586,7 +586,8 @@ START_TEST(test_recipe_seed)
 END_TEST
 
 /* A mergekit configuration is named as such, whatever key comes
- * first; a recipe with other unknown keys is not. */
+ * first; a recipe with other unknown keys is not; a checkpoint is not
+ * read as YAML. */
 START_TEST(test_recipe_mergekit)
 {
 	static const struct {
@@ -612,6 +613,10 @@ START_TEST(test_recipe_mergekit)
 		    "configuration (%s): lora-merge recipes use", tab[i].key);
 		ck_assert_msg(strstr(err.msg, want) != NULL, "%s", err.msg);
 	}
+	ck_assert_int_eq(peftio_recipe_parse("\10\0\0\0\0\0\0\0{}", 10,
+	    "m.safetensors", &r, &err), PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "m.safetensors: a binary file "
+	    "(a checkpoint?), not a YAML recipe"));
 	ck_assert_int_eq(peftio_recipe_parse("base: a\nmodel: b\n", 17,
 	    "r.yaml", &r, &err), PEFTIO_EFORMAT);
 	ck_assert_ptr_null(strstr(err.msg, "mergekit"));
