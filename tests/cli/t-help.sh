@@ -171,6 +171,9 @@ got=$(complete_words nf4-quant -t '')
 got=$(complete_words nf4-quant --type = f)
 [ "$got" = "fp4" ] && ok "completion: --type=f offers fp4" ||
     notok "completion: --type=f offers fp4 ($got)"
+got=$(complete_words nf4-quant -qdt '')
+[ "$got" = "nf4 fp4 int8" ] && ok "completion: -qdt offers nf4 fp4 int8" ||
+    notok "completion: -qdt offers nf4 fp4 int8 ($got)"
 got=$(complete_words nf4-quant --storage b)
 [ "$got" = "bf16" ] && ok "completion: --storage b offers bf16" ||
     notok "completion: --storage b offers bf16 ($got)"
@@ -182,6 +185,13 @@ got=$(complete_words nf4-quant -q sub/)
 [ "$got" = "sub/dir sub/file.safetensors" ] &&
     ok "completion: an operand completes files" ||
     notok "completion: an operand completes files ($got)"
+got=$(complete_words nf4-quant -b64 sub/)
+[ "$got" = "sub/dir sub/file.safetensors" ] &&
+    ok "completion: after -b64, an operand" ||
+    notok "completion: after -b64, an operand ($got)"
+got=$(complete_words nf4-quant -- --no)
+[ -z "$got" ] && ok "completion: no options after --" ||
+    notok "completion: no options after -- ($got)"
 got=$(complete_words nf4-quant -b '')
 [ -z "$got" ] && ok "completion: -b N offers nothing" ||
     notok "completion: -b N offers nothing ($got)"

@@ -285,7 +285,7 @@ void
 cli_bash_completion(FILE *fp)
 {
 	const struct cli_opt *o;
-	char fn[64];
+	char fn[64], flags[64];
 	size_t i, j;
 	const char *sep;
 
@@ -296,7 +296,7 @@ cli_bash_completion(FILE *fp)
 	fprintf(fp, "# bash completion for %s, from its option table\n"
 	    "# (%s --bash-completion)\n\n", cli_progname, cli_progname);
 	fprintf(fp, "%s()\n{\n"
-	    "\tlocal cur prev\n"
+	    "\tlocal cur prev i\n"
 	    "\tCOMPREPLY=()\n"
 	    "\tcur=${COMP_WORDS[COMP_CWORD]}\n"
 	    "\tprev=\n"
@@ -307,7 +307,26 @@ cli_bash_completion(FILE *fp)
 	    "\telif [ \"$prev\" = = ] && [ \"$COMP_CWORD\" -gt 1 ]; then\n"
 	    "\t\tprev=${COMP_WORDS[COMP_CWORD-2]}\n"
 	    "\tfi\n"
-	    "\tcase $prev in\n", fn);
+	    "\t# After --, operands only.\n"
+	    "\tfor ((i = 1; i < COMP_CWORD; i++)); do\n"
+	    "\t\tif [ \"${COMP_WORDS[i]}\" = -- ]; then\n"
+	    "\t\t\tcompopt -o filenames 2>/dev/null\n"
+	    "\t\t\tCOMPREPLY=($(compgen -f -- \"$cur\"))\n"
+	    "\t\t\treturn\n"
+	    "\t\tfi\n"
+	    "\tdone\n", fn);
+	/* -qt: the argument of the last short option of a cluster. */
+	for (i = 0, j = 0; i < nrows && j < sizeof(flags) - 1; i++)
+		if (!is_heading(rows[i]) && is_short(rows[i]->ch) &&
+		    rows[i]->arg == NULL && strchr(flags, rows[i]->ch) == NULL)
+			flags[j++] = (char)rows[i]->ch;
+	flags[j] = '\0';
+	if (j > 0)
+		fprintf(fp, "\tif [[ $prev == -[!-]?* && "
+		    "${prev:1:-1} != *[!%s]* ]]; then\n"
+		    "\t\tprev=-${prev: -1}\n"
+		    "\tfi\n", flags);
+	fputs("\tcase $prev in\n", fp);
 	for (i = 0; i < nrows; i++) {
 		o = rows[i];
 		if (is_heading(o) || o->arg == NULL)
