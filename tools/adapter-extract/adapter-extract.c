@@ -42,29 +42,7 @@ static struct cli_common C;
 static void __attribute__((noreturn))
 usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-	    "usage: %s [-r rank | --energy f | --max-rank r [--min-rank r]] "
-	    "[--alpha a]\n"
-	    "                       [--target glob]... [--exclude glob]... "
-	    "[--oversample p]\n"
-	    "                       [--power-iters q] [--exact] [--seed n] "
-	    "[-j jobs] [-o adapter_dir]\n"
-	    "                       [-f] [-q | -v] base tuned\n"
-	    "       %s --init pissa|olora|loftq -r rank [--alpha a] "
-	    "[--exact] [--niter k]\n"
-	    "                       [--loftq-iter n] [--no-double-quant] "
-	    "[-t nf4|fp4]\n"
-	    "                       [--quantize nf4|fp4] [--target glob]... "
-	    "[--exclude glob]...\n"
-	    "                       [-j jobs] -o adapter_dir --residual "
-	    "model_dir base\n"
-	    "       %s --convert -o adapter_dir init_adapter "
-	    "trained_adapter\n"
-	    "       %s --resize (-r rank | --energy f [--max-rank r]) "
-	    "[--alpha a] [--exact]\n"
-	    "                       -o adapter_dir adapter\n",
-	    cli_progname, cli_progname, cli_progname, cli_progname);
-	exit(status);
+	cli_usage(status);
 }
 
 /* Excluded by a --exclude, else chosen by a --target, else a Linear
@@ -212,43 +190,85 @@ parse_double(const char *opt, const char *s, double lo, double hi,
 	return 0;
 }
 
+enum { OPT_ENERGY = 256, OPT_MAXRANK, OPT_MINRANK, OPT_ALPHA, OPT_TARGET,
+    OPT_EXCLUDE, OPT_OVERSAMPLE, OPT_POWER, OPT_EXACT, OPT_SEED, OPT_INIT,
+    OPT_RESIDUAL, OPT_CONVERT, OPT_RESIZE, OPT_LOFTQ_ITER, OPT_NO_DQ,
+    OPT_QUANTIZE, OPT_NITER };
+
+static const char *const synopsis[] = {
+	"[-r rank | --energy f | --max-rank r [--min-rank r]]",
+	"\t[--alpha a] [--target glob]... [--exclude glob]...",
+	"\t[--oversample p] [--power-iters q] [--exact] [--seed n]",
+	"\t[-j jobs] [-o adapter_dir] [-f] [-q | -v] base tuned",
+	"--init pissa|olora|loftq -r rank [--alpha a] [--exact]",
+	"\t[--niter k] [--loftq-iter n] [--no-double-quant]",
+	"\t[-t nf4|fp4] [--quantize nf4|fp4] [--target glob]...",
+	"\t[--exclude glob]... [-j jobs] -o adapter_dir",
+	"\t--residual model_dir base",
+	"--convert -o adapter_dir init_adapter trained_adapter",
+	"--resize (-r rank | --energy f [--max-rank r])",
+	"\t[--alpha a] [--exact] -o adapter_dir adapter",
+	NULL
+};
+
+static const struct cli_opt optab[] = {
+	CLI_GROUP("Rank"),
+	{ 'r', "rank", "N", "the rank of every module (default 16)", NULL },
+	{ OPT_ENERGY, "energy", "F", "the least rank keeping a fraction F, "
+	    "per module", NULL },
+	{ OPT_MAXRANK, "max-rank", "N", "the cap for --energy (default 256)",
+	    NULL },
+	{ OPT_MINRANK, "min-rank", "N", "the floor for --energy (default 1)",
+	    NULL },
+	{ OPT_ALPHA, "alpha", "A", "write lora_alpha A (with a fixed rank)",
+	    NULL },
+	CLI_GROUP("Modules"),
+	{ OPT_TARGET, "target", "NAME", "only the modules NAME matches "
+	    "(repeatable)", NULL },
+	{ OPT_EXCLUDE, "exclude", "NAME", "not the modules NAME matches "
+	    "(repeatable)", NULL },
+	CLI_GROUP("SVD"),
+	{ OPT_OVERSAMPLE, "oversample", "P", "extra test vectors (default 8)",
+	    NULL },
+	{ OPT_POWER, "power-iters", "Q", "power iterations (default 2)",
+	    NULL },
+	{ OPT_NITER, "niter", "K", "the same as --power-iters", NULL },
+	{ OPT_EXACT, "exact", NULL, "LAPACK's full SVD instead (slow)", NULL },
+	{ OPT_SEED, "seed", "N", "seed of the test matrices (default 0)",
+	    NULL },
+	CLI_GROUP("Initialisation"),
+	{ OPT_INIT, "init", "pissa|olora|loftq", "initialise an adapter "
+	    "from base", NULL },
+	{ OPT_RESIDUAL, "residual", "MODEL_DIR", "where --init writes the "
+	    "new base", NULL },
+	{ OPT_LOFTQ_ITER, "loftq-iter", "N", "alternations of LoftQ "
+	    "(default 1)", NULL },
+	{ OPT_NO_DQ, "no-double-quant", NULL, "keep the 4-bit absmax in f32",
+	    NULL },
+	{ 't', "type", "nf4|fp4", "the 4-bit type of LoftQ (default nf4)",
+	    NULL },
+	{ OPT_QUANTIZE, "quantize", "nf4|fp4", "write the new base in 4 bits "
+	    "of this type", NULL },
+	CLI_GROUP("Other modes"),
+	{ OPT_CONVERT, "convert", NULL, "turn a trained PiSSA or OLoRA "
+	    "adapter into LoRA", NULL },
+	{ OPT_RESIZE, "resize", NULL, "lower the rank of an adapter", NULL },
+	CLI_GROUP("Output"),
+	{ 'o', "output", "ADAPTER_DIR", "the adapter directory to write",
+	    NULL },
+	CLI_END
+};
+
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_ENERGY = 256, OPT_MAXRANK, OPT_MINRANK, OPT_ALPHA,
-	    OPT_TARGET, OPT_EXCLUDE, OPT_OVERSAMPLE, OPT_POWER, OPT_EXACT,
-	    OPT_SEED, OPT_INIT, OPT_RESIDUAL,
-	    OPT_CONVERT, OPT_RESIZE, OPT_LOFTQ_ITER, OPT_NO_DQ, OPT_QUANTIZE,
-	    OPT_NITER };
-	static const struct option longopts[] = {
-		{ "rank", required_argument, NULL, 'r' },
-		{ "energy", required_argument, NULL, OPT_ENERGY },
-		{ "max-rank", required_argument, NULL, OPT_MAXRANK },
-		{ "min-rank", required_argument, NULL, OPT_MINRANK },
-		{ "alpha", required_argument, NULL, OPT_ALPHA },
-		{ "target", required_argument, NULL, OPT_TARGET },
-		{ "exclude", required_argument, NULL, OPT_EXCLUDE },
-		{ "oversample", required_argument, NULL, OPT_OVERSAMPLE },
-		{ "power-iters", required_argument, NULL, OPT_POWER },
-		{ "exact", no_argument, NULL, OPT_EXACT },
-		{ "seed", required_argument, NULL, OPT_SEED },
-		{ "init", required_argument, NULL, OPT_INIT },
-		{ "residual", required_argument, NULL, OPT_RESIDUAL },
-		{ "convert", no_argument, NULL, OPT_CONVERT },
-		{ "resize", no_argument, NULL, OPT_RESIZE },
-		{ "loftq-iter", required_argument, NULL, OPT_LOFTQ_ITER },
-		{ "no-double-quant", no_argument, NULL, OPT_NO_DQ },
-		{ "type", required_argument, NULL, 't' },
-		{ "quantize", required_argument, NULL, OPT_QUANTIZE },
-		{ "niter", required_argument, NULL, OPT_NITER },
-		CLI_COMMON_LONG,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct cli_tool tool = { synopsis, optab, CLI_WRITER };
 	uint64_t v;
 	int ch, has_rank = 0, has_energy = 0, has_max = 0, has_min = 0;
 	int has_init_only = 0, modes, has_svd = 0, has_jobs = 0;
 
 	cli_init("adapter-extract");
+	cli_options(&tool);
 	peftio_extract_opts_init(&O.x);
 	cli_common_init(&C);
 	O.targets = xmalloc((size_t)argc * sizeof(*O.targets));
@@ -258,8 +278,7 @@ main(int argc, char *argv[])
 	O.double_quant = 1;
 	O.qtype = PEFTIO_Q4_NF4;
 	O.quantize = -1;
-	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "r:t:",
-	    longopts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv)) != -1) {
 		has_jobs |= ch == 'j';
 		if (cli_common_opt(&C, ch, optarg, usage))
 			continue;
@@ -373,6 +392,10 @@ main(int argc, char *argv[])
 	}
 	argc -= optind;
 	argv += optind;
+	if (C.out != NULL)
+		cli_output_name("-o", C.out, usage);
+	if (O.residual != NULL)
+		cli_output_name("--residual", O.residual, usage);
 	modes = (O.init >= 0) + O.convert + O.resize;
 	if (modes > 1) {
 		cli_warn("--init, --convert and --resize exclude each other");

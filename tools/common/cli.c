@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -249,6 +250,9 @@ cli_common_opt(struct cli_common *c, int ch, const char *arg,
 	case CLI_OPT_VERSION:
 		printf("%s (peftio) %s\n", cli_progname, peftio_version());
 		exit(CLI_EXIT_OK);
+	case CLI_OPT_COMPLETION:
+		cli_bash_completion(stdout);
+		exit(CLI_EXIT_OK);
 	}
 	return 0;
 }
@@ -265,12 +269,36 @@ cli_common_output(struct cli_common *c, const char *const *in, size_t nin,
 		}
 		c->out = "-";
 	}
+	cli_output_name("-o", c->out, usage);
 	if (strcmp(c->out, "-") == 0 && isatty(STDOUT_FILENO) && !c->force) {
 		cli_warn("standard output is a terminal; not writing a "
 		    "checkpoint there (use -f to force)");
 		return CLI_EXIT_ERROR;
 	}
 	return cli_check_clash(c->out, in, nin);
+}
+
+void
+cli_output_name(const char *opt, const char *out, void (*usage)(int))
+{
+	static const struct {
+		const char	*suffix;
+		const char	*what;
+	} tab[] = {
+		{ ".gguf", "a GGUF file" },
+		{ ".bin", "a PyTorch .bin checkpoint" },
+	};
+	size_t i, n = strlen(out), m;
+
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		m = strlen(tab[i].suffix);
+		if (n > m && strcasecmp(out + n - m, tab[i].suffix) == 0) {
+			cli_warn("%s %s: named like %s; these tools write "
+			    "safetensors only (a .safetensors file or a "
+			    "directory)", opt, out, tab[i].what);
+			usage(CLI_EXIT_USAGE);
+		}
+	}
 }
 
 int

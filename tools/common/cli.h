@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "peftio.h"
+#include "options.h"
 
 /* Exit statuses, as documented in every man page. */
 #define CLI_EXIT_OK	0
@@ -35,11 +36,11 @@ void	cli_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	cli_note(void *arg, const char *msg);
 
 /*
- * The options every tool shares: -f/--force, -j/--jobs N (0: one per
- * CPU, at most PEFTIO_MAX_JOBS), -o/--output PATH, -q/--quiet,
- * -v/--verbose, -h/--help and --version.  A tool puts CLI_COMMON_SHORT
- * in its getopt string and CLI_COMMON_LONG in its option table, and
- * hands every option to cli_common_opt() first.
+ * The options every tool shares (options.c has their table): -f/--force,
+ * -j/--jobs N (0: one per CPU, at most PEFTIO_MAX_JOBS), -o/--output
+ * PATH, -q/--quiet, -v/--verbose, -h/--help and --version; a tool that
+ * only reads takes them without -f and -o.  A tool hands every option
+ * to cli_common_opt() first.
  */
 struct cli_common {
 	const char	*out;		/* NULL until -o */
@@ -47,30 +48,11 @@ struct cli_common {
 	unsigned	 jobs;
 };
 
-#define CLI_OPT_VERSION	0x7ff0
-#define CLI_COMMON_SHORT	"fhj:o:qv"
-#define CLI_COMMON_LONG							\
-	{ "force", no_argument, NULL, 'f' },				\
-	{ "help", no_argument, NULL, 'h' },				\
-	{ "jobs", required_argument, NULL, 'j' },			\
-	{ "output", required_argument, NULL, 'o' },			\
-	{ "quiet", no_argument, NULL, 'q' },				\
-	{ "verbose", no_argument, NULL, 'v' },				\
-	{ "version", no_argument, NULL, CLI_OPT_VERSION }
-
-/* The same without -f and -o, for a tool that only reads. */
-#define CLI_READER_SHORT	"hj:qv"
-#define CLI_READER_LONG							\
-	{ "help", no_argument, NULL, 'h' },				\
-	{ "jobs", required_argument, NULL, 'j' },			\
-	{ "quiet", no_argument, NULL, 'q' },				\
-	{ "verbose", no_argument, NULL, 'v' },				\
-	{ "version", no_argument, NULL, CLI_OPT_VERSION }
-
 /* Set the defaults (jobs: one per CPU). */
 void	cli_common_init(struct cli_common *c);
 /* 1 when ch was a common option (handled), 0 when it is the tool's;
- * --help and --version exit 0, a bad -j calls usage(CLI_EXIT_USAGE). */
+ * --help, --version and --bash-completion exit 0, a bad -j calls
+ * usage(CLI_EXIT_USAGE). */
 int	cli_common_opt(struct cli_common *c, int ch, const char *arg,
 	    void (*usage)(int));
 
@@ -83,6 +65,10 @@ int	cli_common_opt(struct cli_common *c, int ch, const char *arg,
  */
 int	cli_common_output(struct cli_common *c, const char *const *in,
 	    size_t nin, void (*usage)(int));
+/* An output named like a format these tools do not write (.gguf,
+ * .bin): a message and usage(CLI_EXIT_USAGE). */
+void	cli_output_name(const char *opt, const char *out,
+	    void (*usage)(int));
 
 /* Parse a decimal integer in [min, max]; 0 or -1 with a message. */
 int	cli_parse_u64(const char *opt, const char *s, uint64_t min,

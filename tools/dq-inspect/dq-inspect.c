@@ -52,17 +52,7 @@ static struct peftio_ckpt *orig;	/* --compare */
 static void __attribute__((noreturn))
 usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-	    "usage: %s [--json | --yaml] [-qv] [--compare original] "
-	    "[--verify]\n"
-	    "                  [--plan full|lora|qlora|ia3|prompt|prefix|bitfit|"
-	    "loha|lokr|\n"
-	    "                          adalora|vera|hra|miss|delora] [-r rank]\n"
-	    "                  [--alpha alpha] [--target list] "
-	    "[--virtual-tokens n]\n"
-	    "                  [--optimizer adamw|adamw8bit|sgd] [-j jobs] "
-	    "checkpoint ...\n", cli_progname);
-	exit(status);
+	cli_usage(status);
 }
 
 static const char *
@@ -750,25 +740,45 @@ inspect(const char *path, json_t *docs)
 	return bad;
 }
 
+enum { OPT_JSON = 256, OPT_YAML, OPT_COMPARE, OPT_VERIFY, OPT_PLAN,
+    OPT_ALPHA, OPT_TARGET, OPT_VTOKENS, OPT_OPTIMIZER };
+
+static const char *const synopsis[] = {
+	"[--json | --yaml] [-qv] [--compare original] [--verify]",
+	"\t[--plan method] [-r rank] [--alpha alpha] [--target list]",
+	"\t[--virtual-tokens n] [--optimizer adamw|adamw8bit|sgd]",
+	"\t[-j jobs] checkpoint ...",
+	NULL
+};
+
+static const struct cli_opt optab[] = {
+	CLI_GROUP("Report"),
+	{ OPT_JSON, "json", NULL, "a JSON document instead of the table",
+	    NULL },
+	{ OPT_YAML, "yaml", NULL, "the same as YAML", NULL },
+	{ OPT_COMPARE, "compare", "PATH", "the error of each weight against "
+	    "the original's", NULL },
+	{ OPT_VERIFY, "verify", NULL, "check the XXH3 checksums of the "
+	    "tensors", NULL },
+	CLI_GROUP("Fine-tuning plan"),
+	{ OPT_PLAN, "plan", "METHOD", "what fine-tuning with METHOD trains "
+	    "and needs", "full lora qlora ia3 prompt prefix bitfit loha lokr "
+	    "adalora vera hra miss delora" },
+	{ 'r', "rank", "N", "LoRA rank (default 8)", NULL },
+	{ OPT_ALPHA, "alpha", "A", "LoRA alpha (default 8)", NULL },
+	{ OPT_TARGET, "target", "LIST", "the target modules, comma-separated",
+	    NULL },
+	{ OPT_VTOKENS, "virtual-tokens", "N", "virtual tokens of prompt and "
+	    "prefix (default 20)", NULL },
+	{ OPT_OPTIMIZER, "optimizer", "NAME", "adamw (default), adamw8bit or "
+	    "sgd", "adamw adamw8bit sgd" },
+	CLI_END
+};
+
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_JSON = 256, OPT_YAML, OPT_COMPARE, OPT_VERIFY, OPT_PLAN,
-	    OPT_ALPHA, OPT_TARGET, OPT_VTOKENS, OPT_OPTIMIZER };
-	static const struct option longopts[] = {
-		CLI_READER_LONG,
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "yaml", no_argument, NULL, OPT_YAML },
-		{ "compare", required_argument, NULL, OPT_COMPARE },
-		{ "verify", no_argument, NULL, OPT_VERIFY },
-		{ "plan", required_argument, NULL, OPT_PLAN },
-		{ "rank", required_argument, NULL, 'r' },
-		{ "alpha", required_argument, NULL, OPT_ALPHA },
-		{ "target", required_argument, NULL, OPT_TARGET },
-		{ "virtual-tokens", required_argument, NULL, OPT_VTOKENS },
-		{ "optimizer", required_argument, NULL, OPT_OPTIMIZER },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct cli_tool tool = { synopsis, optab, CLI_READER };
 	struct cli_common cc;
 	struct peftio_error err;
 	json_t *docs = NULL;
@@ -776,9 +786,9 @@ main(int argc, char *argv[])
 	int ch, t, i, bad = 0;
 
 	cli_init("dq-inspect");
+	cli_options(&tool);
 	cli_common_init(&cc);
-	while ((ch = getopt_long(argc, argv, CLI_READER_SHORT "r:", longopts,
-	    NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv)) != -1) {
 		if (cli_common_opt(&cc, ch, optarg, usage))
 			continue;
 		switch (ch) {

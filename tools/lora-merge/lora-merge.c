@@ -63,15 +63,7 @@ struct run {
 static void __attribute__((noreturn))
 usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-	    "usage: %s [-fqv] [-w w1,w2,...] [-m linear|cat|svd|ties|"
-	    "dare_linear|dare_ties|magnitude_prune]\n"
-	    "                  [--density d] [--seed n] [--unmerge] "
-	    "[--dtype f16|bf16|f32] [--requant]\n"
-	    "                  [--allow-nonfinite] [--recipe file.yaml] "
-	    "[-j jobs] [-o output]\n                  "
-	    "base adapter ...\n", cli_progname);
-	exit(status);
+	cli_usage(status);
 }
 
 static int
@@ -623,35 +615,57 @@ apply_recipe(const char *path, int set_method, int set_dtype)
 	return 0;
 }
 
+enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE, OPT_REQUANT,
+    OPT_NONFINITE, OPT_RECIPE };
+
+static const char *const synopsis[] = {
+	"[-fqv] [-w w1,w2,...] [-m method] [--density d] [--seed n]",
+	"\t[--unmerge] [--dtype f16|bf16|f32] [--requant]",
+	"\t[--allow-nonfinite] [--recipe file.yaml] [-j jobs]",
+	"\t[-o output] base adapter ...",
+	NULL
+};
+
+static const struct cli_opt optab[] = {
+	CLI_GROUP("Merging"),
+	{ 'm', "method", "METHOD", "combine the adapters first (linear, cat, "
+	    "svd, ...)", "linear cat svd ties dare_linear dare_ties "
+	    "magnitude_prune" },
+	{ 'w', "weights", "W1,W2,...", "one weight per adapter (default 1)",
+	    NULL },
+	{ OPT_DENSITY, "density", "D", "fraction kept by ties, dare_* and "
+	    "magnitude_prune", NULL },
+	{ OPT_SEED, "seed", "N", "seed of the dare_* masks (default 0)",
+	    NULL },
+	{ OPT_UNMERGE, "unmerge", NULL, "subtract the adapters instead of "
+	    "adding them", NULL },
+	{ OPT_RECIPE, "recipe", "FILE", "take the choices from a recipe, "
+	    "peftio-recipe(5)", NULL },
+	CLI_GROUP("Output"),
+	{ OPT_DTYPE, "dtype", "f16|bf16|f32", "the type of every float tensor "
+	    "written", NULL },
+	{ OPT_REQUANT, "requant", NULL, "re-quantize the merged weights of a "
+	    "quantized base", NULL },
+	{ OPT_NONFINITE, "allow-nonfinite", NULL, "write merged tensors that "
+	    "hold NaN or infinity", NULL },
+	CLI_END
+};
+
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE,
-	    OPT_REQUANT, OPT_NONFINITE, OPT_RECIPE };
-	static const struct option longopts[] = {
-		{ "weights", required_argument, NULL, 'w' },
-		{ "method", required_argument, NULL, 'm' },
-		{ "density", required_argument, NULL, OPT_DENSITY },
-		{ "seed", required_argument, NULL, OPT_SEED },
-		{ "unmerge", no_argument, NULL, OPT_UNMERGE },
-		{ "dtype", required_argument, NULL, OPT_DTYPE },
-		{ "requant", no_argument, NULL, OPT_REQUANT },
-		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
-		{ "recipe", required_argument, NULL, OPT_RECIPE },
-		CLI_COMMON_LONG,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct cli_tool tool = { synopsis, optab, CLI_WRITER };
 	const char *recipe = NULL;
 	const char **inputs;
 	size_t i;
 	int ch, set_method = 0, set_dtype = 0, rc;
 
 	cli_init("lora-merge");
+	cli_options(&tool);
 	cli_common_init(&C);
 	O.dtype = -1;
 	O.density = 1.0;
-	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "m:w:", longopts,
-	    NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv)) != -1) {
 		if (cli_common_opt(&C, ch, optarg, usage))
 			continue;
 		switch (ch) {

@@ -60,18 +60,7 @@ struct run {
 static void __attribute__((noreturn))
 usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-	    "usage: %s [-dfqv] [-t nf4|fp4|int8] [-b blocksize] "
-	    "[--no-double-quant]\n"
-	    "                 [--storage u8|bf16|f16|f32] "
-	    "[--dtype f16|bf16|f32]\n"
-	    "                 [--include glob] "
-	    "[--exclude glob]\n"
-	    "                 [--allow-nonfinite] [-j jobs] [-o output] "
-	    "input\n"
-	    "       %s --index-only [-dfqv] [options as above] -o outdir "
-	    "indir\n", cli_progname, cli_progname);
-	exit(status);
+	cli_usage(status);
 }
 
 static uint64_t
@@ -575,35 +564,59 @@ run(const char *input)
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
 
+enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
+    OPT_INDEX, OPT_STORAGE };
+
+static const char *const synopsis[] = {
+	"[-dfqv] [-t nf4|fp4|int8] [-b blocksize] [--no-double-quant]",
+	"\t[--storage u8|bf16|f16|f32] [--dtype f16|bf16|f32]",
+	"\t[--include glob] [--exclude glob]",
+	"\t[--allow-nonfinite] [-j jobs] [-o output] input",
+	"--index-only [-dfqv] [options as above] -o outdir indir",
+	NULL
+};
+
+static const struct cli_opt optab[] = {
+	CLI_GROUP("Quantization"),
+	{ 't', "type", "nf4|fp4|int8", "4-bit NormalFloat (default), FP4 or "
+	    "LLM.int8", NULL },
+	{ 'b', "blocksize", "N", "values per absmax block, 32 to 4096 "
+	    "(default 64)", NULL },
+	{ OPT_NODQ, "no-double-quant", NULL, "keep the block maxima in f32, "
+	    "not in 8 bits", NULL },
+	{ OPT_STORAGE, "storage", "DTYPE", "pack the codes in u8 (default), "
+	    "bf16, f16 or f32", "u8 bf16 f16 f32" },
+	{ OPT_INCL, "include", "GLOB", "also quantize the tensors GLOB "
+	    "matches", NULL },
+	{ OPT_EXCL, "exclude", "GLOB", "never quantize the tensors GLOB "
+	    "matches", NULL },
+	{ OPT_NONFINITE, "allow-nonfinite", NULL, "quantize NaN and infinity "
+	    "as bitsandbytes does", NULL },
+	CLI_GROUP("Dequantization"),
+	{ 'd', "dequantize", NULL, "dequantize a 4-bit or 8-bit checkpoint",
+	    NULL },
+	{ 'd', "decompress", NULL, NULL, NULL },
+	CLI_GROUP("Output"),
+	{ OPT_DTYPE, "dtype", "f16|bf16|f32", "the type of the float tensors "
+	    "written", NULL },
+	{ OPT_INDEX, "index-only", NULL, "write the rest of a model "
+	    "converted shard by shard", NULL },
+	CLI_END
+};
+
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
-	    OPT_INDEX, OPT_STORAGE };
-	static const struct option longopts[] = {
-		{ "type", required_argument, NULL, 't' },
-		{ "blocksize", required_argument, NULL, 'b' },
-		{ "no-double-quant", no_argument, NULL, OPT_NODQ },
-		{ "decompress", no_argument, NULL, 'd' },
-		{ "dequantize", no_argument, NULL, 'd' },
-		{ "dtype", required_argument, NULL, OPT_DTYPE },
-		{ "storage", required_argument, NULL, OPT_STORAGE },
-		{ "include", required_argument, NULL, OPT_INCL },
-		{ "exclude", required_argument, NULL, OPT_EXCL },
-		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
-		{ "index-only", no_argument, NULL, OPT_INDEX },
-		CLI_COMMON_LONG,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct cli_tool tool = { synopsis, optab, CLI_WRITER };
 	uint64_t v;
 	int ch, t, rc;
 
 	cli_init("nf4-quant");
+	cli_options(&tool);
 	cli_common_init(&C);
 	O.incl = xcalloc((size_t)argc + 1, sizeof(char *));
 	O.excl = xcalloc((size_t)argc + 1, sizeof(char *));
-	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "b:dt:",
-	    longopts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv)) != -1) {
 		if (cli_common_opt(&C, ch, optarg, usage))
 			continue;
 		switch (ch) {
@@ -679,6 +692,7 @@ main(int argc, char *argv[])
 			    "the shards: use -o DIR");
 			usage(CLI_EXIT_USAGE);
 		}
+		cli_output_name("-o", C.out, usage);
 		return run(argv[0]);
 	}
 	if ((rc = cli_common_output(&C, (const char *const *)argv, 1,
