@@ -342,7 +342,7 @@ peftio_resize_adapter(const char *in, const char *out,
 	uint64_t *ranks = NULL, rmax = 0, sh[2];
 	json_t *rp = NULL, *ap = NULL;
 	char ka[PEFTIO_MAX_NAME], kb[PEFTIO_MAX_NAME], *k;
-	size_t i;
+	size_t i, done = 0, steps;
 	double alpha;
 	int rc;
 
@@ -353,9 +353,13 @@ peftio_resize_adapter(const char *in, const char *out,
 		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 		goto out;
 	}
+	steps = o->x.rank != 0 ? p.nmods : 2 * p.nmods;
 	/* The ranks first: with a fixed rank they are known; chosen by
 	 * energy, one pass computes them and a second the factors. */
 	for (i = 0; i < p.nmods; i++) {
+		if (o->x.rank == 0 && o->progress != NULL)
+			o->progress(o->progress_arg, done++, steps,
+			    p.mods[i].name);
 		if (o->x.rank != 0) {
 			if (o->x.rank > p.mods[i].r) {
 				rc = peftio_error_set(err, PEFTIO_EINVAL,
@@ -403,6 +407,9 @@ peftio_resize_adapter(const char *in, const char *out,
 		uint64_t j;
 
 		x.rank = ranks[i];
+		if (o->progress != NULL)
+			o->progress(o->progress_arg, done++, steps,
+			    p.mods[i].name);
 		if ((rc = resize_module(&p, i, &x, &f, err)) != 0)
 			goto out;
 		if (o->report != NULL)
@@ -437,6 +444,8 @@ peftio_resize_adapter(const char *in, const char *out,
 			free(k);
 		}
 	}
+	if (o->progress != NULL)
+		o->progress(o->progress_arg, steps, steps, NULL);
 	json_object_set_new(p.cfg, "r", json_integer((json_int_t)rmax));
 	json_object_set_new(p.cfg, "lora_alpha", peftio_json_num(alpha));
 	json_object_set(p.cfg, "rank_pattern", rp);
