@@ -47,7 +47,7 @@ SOFILE	 = libpeftio.so.$(VERSION)
 TOOLS	 = nf4-quant lora-merge adapter-extract dq-inspect
 LIBSRC	 = $(sort $(filter-out lib/rcp_table.c,$(wildcard lib/*.c)))
 LIBOBJ	 = $(LIBSRC:.c=.o) lib/rcp_table.o
-COMMON	 = tools/common/cli.o
+COMMON	 = tools/common/cli.o tools/common/report.o
 TOOLBIN	 = $(foreach t,$(TOOLS),$(if $(wildcard tools/$(t)/$(t).c),tools/$(t)/$(t)))
 UNITSRC	 = $(sort $(wildcard tests/unit/check_*.c))
 UNITOBJ	 = $(UNITSRC:.c=.o) tests/unit/main.o tests/unit/testutil.o
@@ -75,7 +75,7 @@ all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN)
 $(LIBOBJ) $(COMMON): lib/peftio_private.h
 # libpeftio.so exports what peftio.h declares and nothing else.
 $(LIBOBJ): XCFLAGS += -fvisibility=hidden
-tools/%.o: tools/common/cli.h
+tools/%.o: tools/common/cli.h tools/common/report.h
 
 # The GPU reciprocal table ships zlib-compressed inside the library.
 lib/rcp_table.c: lib/data/rcp_delta.bin.gz scripts/bin2c.sh
