@@ -182,6 +182,16 @@ pyck "adapter-extract --json: the adapter's tensors and bytes" x.json \
     "len(d['tensors']) == 28 and d['totals']['bytes_out'] == $out and
      d['totals']['modules'] == 14 and d['totals']['rank'] == 8"
 
+check "adapter-extract --convert --json" "$EXTRACT" --convert --json \
+    -o conv init init
+cp "$T/out" c.json
+pyck "--convert --json: modules and rank from what it wrote" c.json \
+    "d['mode'] == 'convert' and d['modules'] == [] and
+     d['totals']['modules'] == 14 and d['totals']['rank'] == 16 and
+     len(d['tensors']) == 28"
+grep_err "--convert: the summary line" \
+    "adapter-extract: conv : .* => .*, 14 modules, r 16, "
+
 usage "nf4-quant --json -o -" "$NF4" --json -o - "$EXAMPLE"
 usage "lora-merge --json -o -" "$MERGE" --json -o - "$B" "$L/pair/a"
 usage "adapter-extract --json -o -" "$EXTRACT" --json -r 8 -o - "$B" \

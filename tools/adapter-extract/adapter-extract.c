@@ -159,13 +159,24 @@ progress(void *ctx, uint64_t done, uint64_t total, const char *what)
 static int
 finish(const char *mode, uint64_t in)
 {
-	json_t *doc, *ts, *tot;
-	uint64_t out = 0;
+	json_t *doc, *ts, *tot, *t;
+	uint64_t out = 0, k;
 	char more[64];
+	size_t i;
 
 	ts = cli_report_files(C.out, &out);
 	if (ts == NULL)
 		return CLI_EXIT_ERROR;
+	/* --convert reports no module: count them in what it wrote. */
+	if (R.nmodules == 0)
+		json_array_foreach(ts, i, t)
+			if (strstr(json_string_value(json_object_get(t,
+			    "name")), ".lora_A.") != NULL) {
+				R.nmodules++;
+				k = (uint64_t)json_integer_value(json_array_get(
+				    json_object_get(t, "shape"), 0));
+				R.rank = k > R.rank ? k : R.rank;
+			}
 	snprintf(more, sizeof(more), "%llu modules, r %llu",
 	    (unsigned long long)R.nmodules, (unsigned long long)R.rank);
 	cli_summary(C.out, in, out, more);
