@@ -1851,6 +1851,11 @@ int	peftio_resize_adapter(const char *in, const char *out,
 	    const struct peftio_resize_opts *o, struct peftio_error *err);
 int	peftio_convert_adapter(const char *init, const char *trained,
 	    const char *out, unsigned flags, struct peftio_error *err);
+/* The same, with o->flags, and o->progress told of the modules
+ * converted (the rank options of o are not used). */
+int	peftio_convert_adapter_opts(const char *init, const char *trained,
+	    const char *out, const struct peftio_resize_opts *o,
+	    struct peftio_error *err);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

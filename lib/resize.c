@@ -483,6 +483,19 @@ int
 peftio_convert_adapter(const char *init, const char *trained, const char *out,
     unsigned flags, struct peftio_error *err)
 {
+	struct peftio_resize_opts o;
+
+	memset(&o, 0, sizeof(o));
+	o.flags = flags;
+	return peftio_convert_adapter_opts(init, trained, out, &o, err);
+}
+
+int
+peftio_convert_adapter_opts(const char *init, const char *trained,
+    const char *out, const struct peftio_resize_opts *o,
+    struct peftio_error *err)
+{
+	unsigned flags = o->flags;
 	struct plain p0, p1;
 	struct peftio_ckptw *w = NULL;
 	const char *names[1] = { MODEL_FILE };
@@ -560,6 +573,8 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 		for (k = 0; k < p0.nmods; k++)
 			if (strcmp(p0.mods[k].name, m->name) == 0)
 				m0 = &p0.mods[k];
+		if (o->progress != NULL)
+			o->progress(o->progress_arg, mi, p1.nmods, m->name);
 		if ((rc = load_f32(p1.ck, m->a, &a1, err)) != 0 ||
 		    (rc = load_f32(p1.ck, m->b, &b1, err)) != 0 ||
 		    (rc = load_f32(p0.ck, m0->a, &a0, err)) != 0 ||
@@ -597,6 +612,8 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 	}
 	if (rc != 0)
 		goto out;
+	if (o->progress != NULL)
+		o->progress(o->progress_arg, p1.nmods, p1.nmods, NULL);
 	/* PEFT's conversion: r, lora_alpha and the patterns doubled
 	 * (alpha by sqrt 2 with rsLoRA), so the scale is unchanged. */
 	v = json_object_get(p1.cfg, "r");

@@ -182,6 +182,9 @@ pyck "adapter-extract --json: the adapter's tensors and bytes" x.json \
     "len(d['tensors']) == 28 and d['totals']['bytes_out'] == $out and
      d['totals']['modules'] == 14 and d['totals']['rank'] == 8"
 
+ontty "'$EXTRACT' --convert -o conv0 init init"
+progress "adapter-extract --convert" adapter-extract \
+    "[0-9]% [0-9]*/14 modules: model\."
 check "adapter-extract --convert --json" "$EXTRACT" --convert --json \
     -o conv init init
 cp "$T/out" c.json

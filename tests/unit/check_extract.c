@@ -383,8 +383,8 @@ START_TEST(test_extract_model)
 }
 END_TEST
 
-/* Resizing an adapter tells its progress in modules: with the rank by
- * energy, each module twice. */
+/* Resizing an adapter tells its progress in modules (with the rank by
+ * energy, each module twice), and so does converting one. */
 START_TEST(test_resize_progress)
 {
 	struct peftio_extract_model_opts o;
@@ -418,6 +418,14 @@ START_TEST(test_resize_progress)
 	ck_assert_int_eq(s.calls, _i == 0 ? 2 : 3);
 	ck_assert_int_eq(s.ends, 1);
 	ck_assert_str_eq(s.what, "model.layers.0.self_attn.q_proj");
+	/* --convert: one module, of the trained adapter. */
+	memset(&s, 0, sizeof(s));
+	ro.flags = PEFTIO_W_FORCE;
+	ck_assert_msg(peftio_convert_adapter_opts(ad, ad, out, &ro, &err) == 0,
+	    "%s", err.msg);
+	ck_assert_uint_eq(s.total, 1);
+	ck_assert_int_eq(s.calls, 2);
+	ck_assert_int_eq(s.ends, 1);
 	tu_tmpdir_remove();
 }
 END_TEST

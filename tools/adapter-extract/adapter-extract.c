@@ -304,10 +304,15 @@ run_resize(void)
 static int
 run_convert(void)
 {
+	struct peftio_resize_opts ro;
 	struct peftio_error err;
 
-	if (peftio_convert_adapter(O.base, O.tuned, C.out,
-	    C.force ? PEFTIO_W_FORCE : 0, &err) != 0)
+	memset(&ro, 0, sizeof(ro));
+	ro.flags = C.force ? PEFTIO_W_FORCE : 0;
+	ro.progress = cli_xf_progress;
+	cli_meter("modules", 0);
+	if (peftio_convert_adapter_opts(O.base, O.tuned, C.out, &ro,
+	    &err) != 0)
 		return cli_error(&err);
 	return finish("convert", ckpt_bytes(O.tuned));
 }
