@@ -396,6 +396,7 @@ void
 cli_progress(uint64_t done, uint64_t total, const char *what)
 {
 	char line[512], a[32], b[32], c[32];
+	unsigned char *p;
 	double t, el, rate;
 	size_t o = 0, w;
 	int more;
@@ -407,6 +408,10 @@ cli_progress(uint64_t done, uint64_t total, const char *what)
 		M.t0 = t;
 	if (what != NULL && strncmp(what, M.what, sizeof(M.what) - 1) != 0) {
 		snprintf(M.what, sizeof(M.what), "%s", what);
+		/* A name from a file stays on its line. */
+		for (p = (unsigned char *)M.what; *p != '\0'; p++)
+			if (*p < 0x20 || *p == 0x7f)
+				*p = '?';
 		M.item++;
 	}
 	/* At most 10 lines a second. */
@@ -477,20 +482,16 @@ cli_xf_progress(void *ctx, uint64_t done, uint64_t total, const char *what)
 void
 cli_summary(const char *name, uint64_t in, uint64_t out, const char *more)
 {
-	char a[32], b[32], c[32];
+	char a[32], b[32], c[32], rate[48] = "";
 	double t = cli_elapsed();
 
-	if (cli_verbose < 1)
-		return;
-	cli_progress_end();
-	fprintf(stderr, "%s: %s : %s => %s (%.1f%%)%s%s, %.1f s", cli_progname,
-	    name, cli_size(in, a, sizeof(a)), cli_size(out, b, sizeof(b)),
-	    in > 0 ? 100.0 * (double)out / (double)in : 100.0,
-	    more != NULL ? ", " : "", more != NULL ? more : "", t);
 	if (t >= 0.05)
-		fprintf(stderr, ", %s/s", cli_size((uint64_t)((double)in / t),
-		    c, sizeof(c)));
-	fputc('\n', stderr);
+		snprintf(rate, sizeof(rate), ", %s/s",
+		    cli_size((uint64_t)((double)in / t), c, sizeof(c)));
+	cli_info("%s : %s => %s (%.1f%%)%s%s, %.1f s%s", name,
+	    cli_size(in, a, sizeof(a)), cli_size(out, b, sizeof(b)),
+	    in > 0 ? 100.0 * (double)out / (double)in : 100.0,
+	    more != NULL ? ", " : "", more != NULL ? more : "", t, rate);
 }
 
 void *
