@@ -55,7 +55,7 @@ SOFILE	 = libpeftio.so.$(VERSION)
 TOOLS	 = nf4-quant lora-merge adapter-extract dq-inspect
 LIBSRC	 = $(sort $(filter-out lib/rcp_table.c,$(wildcard lib/*.c)))
 LIBOBJ	 = $(LIBSRC:.c=.o) lib/rcp_table.o
-COMMON	 = tools/common/cli.o tools/common/options.o
+COMMON	 = tools/common/cli.o tools/common/options.o tools/common/report.o
 TOOLBIN	 = $(foreach t,$(TOOLS),$(if $(wildcard tools/$(t)/$(t).c),tools/$(t)/$(t)))
 COMPLETE = $(TOOLBIN:%=%.bash)
 UNITSRC	 = $(sort $(wildcard tests/unit/check_*.c))
@@ -84,7 +84,7 @@ all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN) $(COMPLETE)
 $(LIBOBJ) $(COMMON): lib/peftio_private.h
 # libpeftio.so exports what peftio.h declares and nothing else.
 $(LIBOBJ): XCFLAGS += -fvisibility=hidden
-tools/%.o: tools/common/cli.h tools/common/options.h
+tools/%.o: tools/common/cli.h tools/common/options.h tools/common/report.h
 
 # The GPU reciprocal table ships zlib-compressed inside the library.
 lib/rcp_table.c: lib/data/rcp_delta.bin.gz scripts/bin2c.sh

@@ -83,6 +83,26 @@ void	peftio_error_clear(struct peftio_error *err);
 const char *peftio_status_name(int code);
 
 /* ------------------------------------------------------------------ */
+/* Progress (progress.c)                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * How a long step tells its caller how far it is: done of total units
+ * (bytes, unless the step's documentation says tensors or modules;
+ * total 0 when not known, as for a pipe), called before the item named
+ * what, and once at the end with what NULL.  Calls of one step are
+ * never concurrent, but may come from a worker thread.  The library
+ * only calls it; the caller decides what to show and how often.
+ */
+typedef void (*peftio_progress_fn)(void *ctx, uint64_t done, uint64_t total,
+    const char *what);
+
+/* The progress of reading a stream (a pipe given as "-") into its spool
+ * file, for every reader opened after this; NULL: none.  Not thread
+ * safe: set it before opening inputs. */
+void	peftio_set_read_progress(peftio_progress_fn fn, void *ctx);
+
+/* ------------------------------------------------------------------ */
 /* Data types (dtype.c)                                                */
 /* ------------------------------------------------------------------ */
 
@@ -589,7 +609,9 @@ struct peftio_xf_ops {
 	 * replacement in *out, or *out NULL to copy it unchanged. */
 	int	(*config)(void *ctx, const char *text, size_t len, char **out,
 		    size_t *outlen, struct peftio_error *err);
-	/* Before each input tensor, and once at the end (what NULL). */
+	/* A peftio_progress_fn: before each input tensor (bytes of the
+	 * input tensors), and once at the end (what NULL); in
+	 * peftio_transform_index(), tensors checked. */
 	void	(*progress)(void *ctx, uint64_t done, uint64_t total,
 		    const char *what);
 	/* After a successful commit, for the caller's report. */
@@ -1291,7 +1313,8 @@ int	peftio_compare_tensor(struct peftio_ckpt *c,
 
 /* What peftio_inspect_compare() tells its caller as it goes. */
 struct peftio_compare_ops {
-	/* Before each tensor compared, and once at the end (what NULL). */
+	/* A peftio_progress_fn in tensors: before each tensor compared,
+	 * and once at the end (what NULL). */
 	void	(*progress)(void *ctx, uint64_t done, uint64_t total,
 		    const char *what);
 	/* A tensor that cannot be compared (it does not fit, its data
@@ -1737,6 +1760,10 @@ struct peftio_init_model_opts {
 	unsigned	 flags;		/* PEFTIO_W_FORCE */
 	unsigned	 jobs;		/* weights at a time (0: 1); the
 					 * output does not depend on it */
+	/* Bytes of the selected weights initialised, then of the base's
+	 * tensors written to the new base (may be NULL). */
+	peftio_progress_fn progress;
+	void		*progress_arg;
 };
 
 int	peftio_init_model(const char *base, const char *adapter_dir,
@@ -1770,6 +1797,10 @@ struct peftio_extract_model_opts {
 	void		*report_arg;	/* of skipped and report */
 	unsigned	 flags;		/* PEFTIO_W_FORCE */
 	unsigned	 jobs;		/* weights at a time (0: 1) */
+	/* Bytes of the tuned model's selected weights extracted (may be
+	 * NULL). */
+	peftio_progress_fn progress;
+	void		*progress_arg;
 };
 
 int	peftio_extract_model(const char *base, const char *tuned,
@@ -1810,12 +1841,21 @@ struct peftio_resize_opts {
 			    const struct peftio_lora_factors *f);
 	void		*report_arg;
 	unsigned	 flags;		/* PEFTIO_W_FORCE */
+	/* Modules done (may be NULL); with the rank by energy, each
+	 * module is counted twice (one pass finds the ranks). */
+	peftio_progress_fn progress;
+	void		*progress_arg;
 };
 
 int	peftio_resize_adapter(const char *in, const char *out,
 	    const struct peftio_resize_opts *o, struct peftio_error *err);
 int	peftio_convert_adapter(const char *init, const char *trained,
 	    const char *out, unsigned flags, struct peftio_error *err);
+/* The same, with o->flags, and o->progress told of the modules
+ * converted (the rank options of o are not used). */
+int	peftio_convert_adapter_opts(const char *init, const char *trained,
+	    const char *out, const struct peftio_resize_opts *o,
+	    struct peftio_error *err);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -223,6 +223,9 @@ peftio_src_spool(int fd, int sp, unsigned char *buf, size_t len,
 			*got += (uint64_t)r;
 			break;
 		}
+		peftio_read_progress(*got + (uint64_t)r,
+		    max == UINT64_MAX ? 0 : max, "standard input");
 	}
+	peftio_read_progress(*got, *got, NULL);
 	return 0;
 }

@@ -97,12 +97,30 @@ void	*xscratch(struct peftio_scratch *s, size_t n);
  * along the path up to the root; "-" on either side is a stream. */
 int	cli_check_clash(const char *out, const char *const *in, size_t nin);
 
-/* Progress on stderr, only when stderr is a terminal and not -q;
- * at most a few updates a second.  cli_progress_end() clears it. */
+/*
+ * Progress on stderr, one line rewritten with \r, only when stderr is a
+ * terminal and not -q; at most 10 updates a second.  cli_meter() starts
+ * a step: done and total count bytes (unit NULL; nitems > 0: the step's
+ * items, shown as "k/n" as what changes), or the unit named ("tensors").
+ * cli_progress_end() clears the line (every message does too).
+ */
+void	cli_meter(const char *unit, uint64_t nitems);
 void	cli_progress(uint64_t done, uint64_t total, const char *what);
 void	cli_progress_end(void);
-/* The progress hook of a transform (struct peftio_xf_ops). */
+/* A peftio_progress_fn for every hook of the library (ctx unused):
+ * cli_progress(), and cli_progress_end() when what is NULL. */
 void	cli_xf_progress(void *ctx, uint64_t done, uint64_t total,
 	    const char *what);
+
+/* Seconds since cli_init(). */
+double	cli_elapsed(void);
+/* "812 B", "3.80 GB": powers of 1000, two decimals. */
+const char *cli_size(uint64_t v, char *buf, size_t len);
+/*
+ * The line that ends a run, unless -q: "PROG: NAME : IN => OUT (R%),
+ * MORE, T s, RATE/s" on stderr (MORE may be NULL).
+ */
+void	cli_summary(const char *name, uint64_t in, uint64_t out,
+	    const char *more);
 
 #endif

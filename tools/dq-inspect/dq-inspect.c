@@ -29,6 +29,7 @@ struct opts {
 	struct peftio_plan_opts	 po;		/* its method, rank, ... */
 	double			 alpha;
 	unsigned		 jobs;
+	int			 summary;	/* -s: totals only */
 };
 
 static struct opts options = {
@@ -237,6 +238,7 @@ compare(struct report *rp)
 	const char *op = peftio_ckpt_path(orig);
 	int bad;
 
+	cli_meter("tensors", 0);
 	bad = peftio_inspect_compare(&rp->in, orig, options.jobs, &ops, NULL,
 	    &sum);
 	if (sum.candidates == 0)
@@ -292,12 +294,18 @@ verify(struct report *rp)
 	struct peftio_st *st;
 	json_t *mism, *none, *unlisted;
 	size_t s, i, checked = 0, last = SIZE_MAX;
+	uint64_t done = 0, total = 0;
 	int bad = 0, rc, skip = 0;
 
 	mism = json_array();
 	none = json_array();
 	unlisted = json_array();
+	for (i = 0; i < peftio_ckpt_count(c); i++)
+		total += peftio_ckpt_tensor(c, i)->nbytes;
+	cli_meter(NULL, peftio_ckpt_count(c));
 	for (i = 0; i < peftio_ckpt_count(c); i++) {
+		cli_progress(done, total, peftio_ckpt_tensor(c, i)->name);
+		done += peftio_ckpt_tensor(c, i)->nbytes;
 		if ((s = peftio_ckpt_shard_of(c, i)) != last) {
 			last = s;
 			st = peftio_ckpt_shard(c, s);
@@ -321,6 +329,7 @@ verify(struct report *rp)
 			json_array_append_new(mism,
 			    json_string(peftio_ckpt_tensor(c, i)->name));
 	}
+	cli_progress_end();
 	rp->verify = json_object();
 	json_object_set_new(rp->verify, "status", json_string(
 	    json_array_size(mism) ? "mismatch" : checked == 0 ?
@@ -467,7 +476,10 @@ jreport(const struct report *rp)
 			json_object_set_new(t, "compare", jstats(&r->st));
 		json_array_append_new(ts, t);
 	}
-	json_object_set_new(doc, "tensors", ts);
+	if (options.summary)
+		json_decref(ts);
+	else
+		json_object_set_new(doc, "tensors", ts);
 	tot = json_object();
 	json_object_set_new(tot, "tensors", jint(in->nrows));
 	json_object_set_new(tot, "params", jint(in->params));
@@ -500,169 +512,36 @@ jreport(const struct report *rp)
 	return doc;
 }
 
+/* The checksums checked: before the table. */
 static void
-print_size(const char *label, uint64_t v)
+human_verify(const struct report *rp)
 {
-	char a[48];
-
-	printf("%-16s%s bytes (%.2f GB, %.2f GiB)\n", label,
-	    thousands(v, a, sizeof(a)), (double)v / 1e9,
-	    (double)v / 1073741824.0);
-}
-
-static void
-human(const struct report *rp)
-{
-	const struct peftio_inspect *in = &rp->in;
-	const struct peftio_inspect_row *r;
-	const uint64_t *pt;
-	size_t i, w = 4;
-	char sh[256], a[48], b[48], c[48], d[48], e[48];
-	int sw = 5;
-
-	printf("checkpoint %s\n", rp->path);
-	for (i = 0; i < in->nrows; i++) {
-		r = &in->rows[i];
-		if (strlen(r->name) > w)
-			w = strlen(r->name);
-		shape_str(r->ndim, r->shape, sh, sizeof(sh));
-		if ((int)strlen(sh) > sw)
-			sw = (int)strlen(sh);
-	}
-	printf("%-*s  %-7s %-*s %15s %15s %10s\n", (int)w, "NAME", "DTYPE",
-	    sw, "SHAPE", "PARAMS", "BYTES", "BITS/PARAM");
-	for (i = 0; i < in->nrows; i++) {
-		r = &in->rows[i];
-		printf("%-*s  %-7s %-*s %15s %15s %10.3f\n", (int)w, r->name,
-		    peftio_inspect_dtype(in, r), sw,
-		    shape_str(r->ndim, r->shape, sh, sizeof(sh)),
-		    thousands(r->params, a, sizeof(a)),
-		    thousands(r->bytes, b, sizeof(b)),
-		    peftio_bits_per_param(r->bytes, r->params));
-		if (!r->quantized)
-			continue;
-		pt = r->part;
-		if (r->int8) {
-			printf("%*s  int8 row-wise: codes %s, SCB %s\n", (int)w,
-			    "", thousands(pt[PEFTIO_PART_CODES], a, sizeof(a)),
-			    thousands(pt[PEFTIO_PART_ABSMAX], b, sizeof(b)));
-			continue;
-		}
-		printf("%*s  %s blocksize %llu%s: codes %s, %s %s",
-		    (int)w, "", peftio_q4type_name(r->bw.qs.type),
-		    (unsigned long long)r->bw.qs.blocksize,
-		    r->bw.qs.double_quant ? " DQ" : "",
-		    thousands(pt[PEFTIO_PART_CODES], a, sizeof(a)),
-		    r->bw.qs.double_quant ? "absmax codes" : "absmax",
-		    thousands(pt[PEFTIO_PART_ABSMAX], b, sizeof(b)));
-		if (r->bw.qs.double_quant)
-			printf(", nested absmax %s", thousands(
-			    pt[PEFTIO_PART_NESTED_ABSMAX], c, sizeof(c)));
-		printf(", maps %s, quant_state %s\n",
-		    thousands(pt[PEFTIO_PART_QUANT_MAP] +
-		    pt[PEFTIO_PART_NESTED_QUANT_MAP], d, sizeof(d)),
-		    thousands(pt[PEFTIO_PART_QUANT_STATE], e, sizeof(e)));
-	}
-	printf("\n%-16s%zu (%zu quantized", "tensors", in->nrows, in->nquant);
-	if (in->nquant)
-		printf(": %s, %zu with double quantization",
-		    peftio_inspect_qtypes(in), in->ndq);
-	printf(")\n");
-	printf("%-16s%s (%s quantized)\n", "parameters",
-	    thousands(in->params, a, sizeof(a)),
-	    thousands(in->qparams, b, sizeof(b)));
-	print_size("bytes", in->bytes);
-	printf("%-16s%.3f overall", "bits/param",
-	    peftio_bits_per_param(in->bytes, in->params));
-	if (in->nquant)
-		printf(", %.3f over quantized tensors",
-		    peftio_bits_per_param(in->qbytes, in->qparams));
-	printf("\n");
-	print_size("original size", in->orig_bytes);
-	printf("%-16s%s%s bytes (%.1f%%)\n", "saved",
-	    in->orig_bytes < in->bytes ? "-" : "",
-	    thousands(in->orig_bytes < in->bytes ? in->bytes - in->orig_bytes :
-	    in->orig_bytes - in->bytes, a, sizeof(a)),
-	    in->orig_bytes ? 100.0 * ((double)in->orig_bytes -
-	    (double)in->bytes) / (double)in->orig_bytes : 0.0);
-	printf("%-16s%.3f bits/param\n", "DQ saving",
-	    peftio_inspect_dq_saving(in));
-}
-
-/* A line of the comparison table. */
-static void
-stats_line(size_t w, const char *name, const struct peftio_stats *st)
-{
-	printf("%-*s  %12.6g %12.6g %9.3f %10.6f\n", (int)w, name,
-	    peftio_stats_rmse(st), st->max_abs_error, peftio_stats_snr_db(st),
-	    peftio_stats_cosine(st));
-}
-
-static void
-human_extra(const struct report *rp)
-{
-	const struct peftio_inspect *in = &rp->in;
-	const struct peftio_inspect_row *r;
-	const struct peftio_plan *p = &rp->plan;
 	json_t *m, *v;
-	size_t i, w = 4;
+	size_t i;
+
+	if (rp->verify == NULL)
+		return;
+	printf("\n");
+	v = json_object_get(rp->verify, "files_without_checksums");
+	json_array_foreach(v, i, m)
+		printf("verify          %s: no checksums\n",
+		    json_string_value(m));
+	printf("verify          %lld tensors checked, %zu mismatched%s\n",
+	    (long long)json_integer_value(json_object_get(rp->verify,
+	    "checked")), json_array_size(json_object_get(rp->verify,
+	    "mismatches")), json_array_size(json_object_get(
+	    rp->verify, "tensors_without_checksums")) ?
+	    " (some tensors have no checksum)" : "");
+}
+
+/* What a fine-tuning method would train and need: before the table. */
+static void
+human_plan(const struct report *rp)
+{
+	const struct peftio_plan *p = &rp->plan;
 	char a[48], b[48], c[48], d[48], line[256], as[1024];
 	const char *tg;
 
-	if (rp->adapter != NULL) {
-		v = json_object_get(rp->adapter, "peft_type");
-		printf("\nadapter         %s", json_is_string(v) ?
-		    json_string_value(v) : "?");
-		if (json_is_integer(v = json_object_get(rp->adapter, "r")))
-			printf(", r %lld", (long long)json_integer_value(v));
-		if (json_is_number(v = json_object_get(rp->adapter,
-		    "lora_alpha")))
-			printf(", alpha %g", json_number_value(v));
-		printf(", %s params, %s bytes\n",
-		    thousands((uint64_t)json_integer_value(json_object_get(
-		    rp->adapter, "params")), a, sizeof(a)),
-		    thousands((uint64_t)json_integer_value(json_object_get(
-		    rp->adapter, "bytes")), b, sizeof(b)));
-		json_array_foreach(json_object_get(rp->adapter, "modules"), i,
-		    m)
-			printf("  %s: rank %lld, %lld -> %lld, %lld params\n",
-			    json_string_value(json_object_get(m, "name")),
-			    (long long)json_integer_value(json_object_get(m,
-			    "rank")), (long long)json_integer_value(
-			    json_object_get(m, "in_features")),
-			    (long long)json_integer_value(json_object_get(m,
-			    "out_features")), (long long)json_integer_value(
-			    json_object_get(m, "params")));
-	}
-	if (options.compare != NULL && in->compared > 0) {
-		for (i = 0; i < in->nrows; i++)
-			if (in->rows[i].compared &&
-			    strlen(in->rows[i].name) > w)
-				w = strlen(in->rows[i].name);
-		printf("\ncompared with %s\n", options.compare);
-		printf("%-*s  %12s %12s %9s %10s\n", (int)w, "NAME", "RMSE",
-		    "MAX|ERR|", "SNR(dB)", "COSINE");
-		for (i = 0; i < in->nrows; i++) {
-			r = &in->rows[i];
-			if (!r->compared)
-				continue;
-			stats_line(w, r->name, &r->st);
-		}
-		stats_line(w, "total", &in->cmp);
-	}
-	if (rp->verify != NULL) {
-		v = json_object_get(rp->verify, "files_without_checksums");
-		json_array_foreach(v, i, m)
-			printf("\nverify          %s: no checksums\n",
-			    json_string_value(m));
-		printf("%sverify          %lld tensors checked, %zu mismatched"
-		    "%s\n", json_array_size(v) ? "" : "\n",
-		    (long long)json_integer_value(json_object_get(rp->verify,
-		    "checked")), json_array_size(json_object_get(rp->verify,
-		    "mismatches")), json_array_size(json_object_get(
-		    rp->verify, "tensors_without_checksums")) ?
-		    " (some tensors have no checksum)" : "");
-	}
 	if (!rp->planned)
 		return;
 	tg = peftio_plan_targets(&options.po);
@@ -700,6 +579,169 @@ human_extra(const struct report *rp)
 	peftio_plan_assumptions(&options.po, as, sizeof(as));
 	printf("assumptions     %s\n", as);
 }
+static void
+print_size(const char *label, uint64_t v)
+{
+	char a[48];
+
+	printf("%-16s%s bytes (%.2f GB, %.2f GiB)\n", label,
+	    thousands(v, a, sizeof(a)), (double)v / 1e9,
+	    (double)v / 1073741824.0);
+}
+
+static void
+human(const struct report *rp)
+{
+	const struct peftio_inspect *in = &rp->in;
+	const struct peftio_inspect_row *r;
+	const uint64_t *pt;
+	size_t i, w = 4;
+	char sh[256], a[48], b[48], c[48], d[48], e[48];
+	int sw = 5;
+
+	printf("checkpoint %s\n", rp->path);
+	human_verify(rp);
+	human_plan(rp);
+	if (!options.summary && (rp->verify != NULL || rp->planned))
+		printf("\n");
+	for (i = 0; i < in->nrows && !options.summary; i++) {
+		r = &in->rows[i];
+		if (strlen(r->name) > w)
+			w = strlen(r->name);
+		shape_str(r->ndim, r->shape, sh, sizeof(sh));
+		if ((int)strlen(sh) > sw)
+			sw = (int)strlen(sh);
+	}
+	if (!options.summary)
+		printf("%-*s  %-7s %-*s %15s %15s %10s\n", (int)w, "NAME",
+		    "DTYPE", sw, "SHAPE", "PARAMS", "BYTES", "BITS/PARAM");
+	for (i = 0; i < in->nrows && !options.summary; i++) {
+		r = &in->rows[i];
+		printf("%-*s  %-7s %-*s %15s %15s %10.3f\n", (int)w, r->name,
+		    peftio_inspect_dtype(in, r), sw,
+		    shape_str(r->ndim, r->shape, sh, sizeof(sh)),
+		    thousands(r->params, a, sizeof(a)),
+		    thousands(r->bytes, b, sizeof(b)),
+		    peftio_bits_per_param(r->bytes, r->params));
+		if (!r->quantized)
+			continue;
+		pt = r->part;
+		if (r->int8) {
+			printf("%*s  int8 row-wise: codes %s, SCB %s\n", (int)w,
+			    "", thousands(pt[PEFTIO_PART_CODES], a, sizeof(a)),
+			    thousands(pt[PEFTIO_PART_ABSMAX], b, sizeof(b)));
+			continue;
+		}
+		printf("%*s  %s blocksize %llu%s: codes %s, %s %s",
+		    (int)w, "", peftio_q4type_name(r->bw.qs.type),
+		    (unsigned long long)r->bw.qs.blocksize,
+		    r->bw.qs.double_quant ? " DQ" : "",
+		    thousands(pt[PEFTIO_PART_CODES], a, sizeof(a)),
+		    r->bw.qs.double_quant ? "absmax codes" : "absmax",
+		    thousands(pt[PEFTIO_PART_ABSMAX], b, sizeof(b)));
+		if (r->bw.qs.double_quant)
+			printf(", nested absmax %s", thousands(
+			    pt[PEFTIO_PART_NESTED_ABSMAX], c, sizeof(c)));
+		printf(", maps %s, quant_state %s\n",
+		    thousands(pt[PEFTIO_PART_QUANT_MAP] +
+		    pt[PEFTIO_PART_NESTED_QUANT_MAP], d, sizeof(d)),
+		    thousands(pt[PEFTIO_PART_QUANT_STATE], e, sizeof(e)));
+	}
+	printf("\n%-16s%zu", "tensors", in->nrows);
+	if (in->nquant)
+		printf(" (%zu quantized: %s, %zu with double quantization)",
+		    in->nquant, peftio_inspect_qtypes(in), in->ndq);
+	printf("\n%-16s%s", "parameters", thousands(in->params, a,
+	    sizeof(a)));
+	if (in->nquant)
+		printf(" (%s quantized)", thousands(in->qparams, b,
+		    sizeof(b)));
+	printf("\n");
+	print_size("bytes", in->bytes);
+	printf("%-16s%.3f overall", "bits/param",
+	    peftio_bits_per_param(in->bytes, in->params));
+	if (in->nquant)
+		printf(", %.3f over quantized tensors",
+		    peftio_bits_per_param(in->qbytes, in->qparams));
+	printf("\n");
+	/* What quantization saved, for a checkpoint that has some. */
+	if (in->nquant == 0)
+		return;
+	print_size("original size", in->orig_bytes);
+	printf("%-16s%s%s bytes (%.1f%%)\n", "saved",
+	    in->orig_bytes < in->bytes ? "-" : "",
+	    thousands(in->orig_bytes < in->bytes ? in->bytes - in->orig_bytes :
+	    in->orig_bytes - in->bytes, a, sizeof(a)),
+	    in->orig_bytes ? 100.0 * ((double)in->orig_bytes -
+	    (double)in->bytes) / (double)in->orig_bytes : 0.0);
+	if (in->ndq > 0)
+		printf("%-16s%.3f bits/param\n", "DQ saving",
+		    peftio_inspect_dq_saving(in));
+}
+
+/* A line of the comparison table. */
+static void
+stats_line(size_t w, const char *name, const struct peftio_stats *st)
+{
+	printf("%-*s  %12.6g %12.6g %9.3f %10.6f\n", (int)w, name,
+	    peftio_stats_rmse(st), st->max_abs_error, peftio_stats_snr_db(st),
+	    peftio_stats_cosine(st));
+}
+
+static void
+human_extra(const struct report *rp)
+{
+	const struct peftio_inspect *in = &rp->in;
+	const struct peftio_inspect_row *r;
+	json_t *m, *v;
+	size_t i, w = 4;
+	char a[48], b[48];
+
+	if (rp->adapter != NULL) {
+		v = json_object_get(rp->adapter, "peft_type");
+		printf("\nadapter         %s", json_is_string(v) ?
+		    json_string_value(v) : "?");
+		if (json_is_integer(v = json_object_get(rp->adapter, "r")))
+			printf(", r %lld", (long long)json_integer_value(v));
+		if (json_is_number(v = json_object_get(rp->adapter,
+		    "lora_alpha")))
+			printf(", alpha %g", json_number_value(v));
+		printf(", %s params, %s bytes\n",
+		    thousands((uint64_t)json_integer_value(json_object_get(
+		    rp->adapter, "params")), a, sizeof(a)),
+		    thousands((uint64_t)json_integer_value(json_object_get(
+		    rp->adapter, "bytes")), b, sizeof(b)));
+		/* -s: totals only */
+		v = options.summary ? NULL : json_object_get(rp->adapter,
+		    "modules");
+		json_array_foreach(v, i, m)
+			printf("  %s: rank %lld, %lld -> %lld, %lld params\n",
+			    json_string_value(json_object_get(m, "name")),
+			    (long long)json_integer_value(json_object_get(m,
+			    "rank")), (long long)json_integer_value(
+			    json_object_get(m, "in_features")),
+			    (long long)json_integer_value(json_object_get(m,
+			    "out_features")), (long long)json_integer_value(
+			    json_object_get(m, "params")));
+	}
+	if (options.compare != NULL && in->compared > 0) {
+		for (i = 0; i < in->nrows; i++)
+			if (in->rows[i].compared &&
+			    strlen(in->rows[i].name) > w)
+				w = strlen(in->rows[i].name);
+		printf("\ncompared with %s\n", options.compare);
+		printf("%-*s  %12s %12s %9s %10s\n", (int)w, "NAME", "RMSE",
+		    "MAX|ERR|", "SNR(dB)", "COSINE");
+		for (i = 0; i < in->nrows; i++) {
+			r = &in->rows[i];
+			if (!r->compared || options.summary)
+				continue;
+			stats_line(w, r->name, &r->st);
+		}
+		stats_line(w, "total", &in->cmp);
+	}
+}
+
 
 static int
 inspect(const char *path, json_t *docs)
@@ -744,7 +786,7 @@ enum { OPT_JSON = 256, OPT_YAML, OPT_COMPARE, OPT_VERIFY, OPT_PLAN,
     OPT_ALPHA, OPT_TARGET, OPT_VTOKENS, OPT_OPTIMIZER };
 
 static const char *const synopsis[] = {
-	"[--json | --yaml] [-qv] [--compare original] [--verify]",
+	"[--json | --yaml] [-qsv] [--compare original] [--verify]",
 	"\t[--plan method] [-r rank] [--alpha alpha] [--target list]",
 	"\t[--virtual-tokens n] [--optimizer adamw|adamw8bit|sgd]",
 	"\t[-j jobs] checkpoint ...",
@@ -756,6 +798,7 @@ static const struct cli_opt optab[] = {
 	{ OPT_JSON, "json", NULL, "a JSON document instead of the table",
 	    NULL },
 	{ OPT_YAML, "yaml", NULL, "the same as YAML", NULL },
+	{ 's', "summary", NULL, "print the totals only", NULL },
 	{ OPT_COMPARE, "compare", "PATH", "the error of each weight against "
 	    "the original's", NULL },
 	{ OPT_VERIFY, "verify", NULL, "check the XXH3 checksums of the "
@@ -781,13 +824,14 @@ main(int argc, char *argv[])
 	static const struct cli_tool tool = { synopsis, optab, CLI_READER };
 	struct cli_common cc;
 	struct peftio_error err;
-	json_t *docs = NULL;
+	json_t *docs = NULL, *top;
 	char *end;
 	int ch, t, i, bad = 0;
 
 	cli_init("dq-inspect");
 	cli_options(&tool);
 	cli_common_init(&cc);
+	peftio_set_read_progress(cli_xf_progress, NULL);
 	while ((ch = cli_getopt(argc, argv)) != -1) {
 		if (cli_common_opt(&cc, ch, optarg, usage))
 			continue;
@@ -799,6 +843,9 @@ main(int argc, char *argv[])
 			break;
 		case OPT_JSON:
 			options.fmt = FORMAT_JSON;
+			break;
+		case 's':
+			options.summary = 1;
 			break;
 		case OPT_YAML:
 			options.fmt = FORMAT_YAML;
@@ -873,20 +920,24 @@ main(int argc, char *argv[])
 		if (ferror(stdout) && out_errno == 0)
 			out_errno = errno != 0 ? errno : EIO;
 	}
-	if (options.fmt == FORMAT_JSON && argc == 1 &&
-	    json_array_size(docs) == 0)
-		;	/* the one checkpoint failed: nothing to print */
+	if (options.fmt == FORMAT_JSON && json_array_size(docs) == 0)
+		;	/* every checkpoint failed: nothing to print */
 	else if (options.fmt == FORMAT_JSON) {
-		if (json_dumpf(argc == 1 ?
-		    json_array_get(docs, 0) : docs, stdout, JSON_INDENT(2) |
+		/* One object, however many checkpoints. */
+		top = json_object();
+		json_object_set(top, "inputs", docs);
+		if (json_dumpf(top, stdout, JSON_INDENT(2) |
 		    JSON_PRESERVE_ORDER) != 0 && out_errno == 0)
 			out_errno = errno != 0 ? errno : EIO;
+		json_decref(top);
 		printf("\n");
 	} else if (options.fmt == FORMAT_YAML && json_array_size(docs) > 0 &&
 	    emit_yaml(docs) != 0)
 		bad = 1;
 	json_decref(docs);
 	peftio_ckpt_close(orig);
+	cli_debug("%d checkpoint%s inspected in %.1f s", argc,
+	    argc == 1 ? "" : "s", cli_elapsed());
 	/* One line, with the reason, however the output failed. */
 	errno = 0;
 	if (fflush(stdout) != 0 && out_errno == 0)

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "report.h"
 
 /* What becomes of a tensor planned PEFTIO_XF_CUSTOM. */
 enum action { MERGE, DEQUANT, REQUANT, REQUANT8 };
@@ -41,6 +42,7 @@ struct opts {
 	int			 dtype;		/* -1: keep */
 	int			 requant;
 	int			 allow_nonfinite;
+	int			 json;
 };
 
 static struct opts O;
@@ -58,6 +60,7 @@ struct run {
 	struct peftio_scratch	 whole;	/* REQUANT: the merged tensor */
 	int			 quantized;
 	size_t			 nmerged;
+	uint64_t		 out_bytes;	/* of tensors, once written */
 };
 
 static void __attribute__((noreturn))
@@ -270,10 +273,12 @@ prepass_requant(struct run *r, struct peftio_error *err)
 	size_t i;
 	int rc;
 
+	cli_meter("tensors", 0);
 	for (i = 0; i < r->n; i++) {
 		it = &r->items[i];
 		if (it->act != REQUANT || !it->bo.qs.double_quant)
 			continue;
+		cli_progress(i, r->n, peftio_ckpt_tensor(r->in, i)->name);
 		if ((rc = merge_whole(r, i, it->bo.qs.dtype, err)) != 0)
 			return rc;
 		nb = (it->bo.qs.numel + it->bo.qs.blocksize - 1) /
@@ -286,6 +291,7 @@ prepass_requant(struct run *r, struct peftio_error *err)
 		free(packed);
 		free(am);
 	}
+	cli_progress_end();
 	return 0;
 }
 
@@ -438,9 +444,57 @@ report(void *ctx, const struct peftio_ckptw *w)
 {
 	struct run *r = ctx;
 
+	r->out_bytes = peftio_ckptw_tensor_bytes(w);
 	cli_debug("%zu adapter(s), %zu base tensors changed%s%s",
 	    O.nadapters, r->nmerged, O.method ? ", combined with " : "",
 	    O.method ? peftio_combine_name(O.method) : "");
+}
+
+/* --json: what became of base tensor i. */
+static const char *
+action(void *ctx, size_t i)
+{
+	struct run *r = ctx;
+	struct item *it = &r->items[i];
+
+	switch (r->xi[i].act) {
+	case PEFTIO_XF_COPY:
+		return "copied";
+	case PEFTIO_XF_CONVERT:
+		return "converted";
+	case PEFTIO_XF_SKIP:
+		return "dequantized into its weight";
+	case PEFTIO_XF_CUSTOM:
+		break;
+	}
+	switch (it->act) {
+	case REQUANT:
+	case REQUANT8:
+		return "merged and re-quantized";
+	case DEQUANT:
+		return it->touched ? "merged" : "dequantized";
+	case MERGE:
+		break;
+	}
+	return it->touched ? "merged" : "copied";
+}
+
+/* The line that ends a run, and the --json report. */
+static int
+summary(struct run *r)
+{
+	uint64_t in = 0;
+	size_t i;
+	char more[64];
+
+	for (i = 0; i < r->n; i++)
+		in += peftio_ckpt_tensor(r->in, i)->nbytes;
+	snprintf(more, sizeof(more), "%zu adapter%s, %zu tensors merged",
+	    O.nadapters, O.nadapters == 1 ? "" : "s", r->nmerged);
+	cli_summary(O.base, in, r->out_bytes, more);
+	if (!O.json)
+		return 0;
+	return cli_json_print(cli_report_transform(r->in, C.out, action, r));
 }
 
 static const struct peftio_xf_ops Ops = {
@@ -468,6 +522,7 @@ run(void)
 	}
 	if (rc == 0)
 		rc = peftio_gpu_rcp_init(&err);
+	cli_meter(NULL, 0);
 	if (rc == 0)
 		rc = peftio_ckpt_open(&r.in, O.base, &err);
 	if (rc == 0) {
@@ -495,11 +550,14 @@ run(void)
 		    O.allow_nonfinite, &err);
 	if (rc == 0 && O.requant)
 		rc = prepass_requant(&r, &err);
+	cli_meter(NULL, r.n);
 	if (rc == 0)
 		rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
 		    C.force ? PEFTIO_W_FORCE : 0, &err);
 	if (rc != 0)
 		cli_error(&err);
+	else if (summary(&r) != 0)
+		rc = 1;
 	peftio_merge_stream_free(r.ms);
 	peftio_merge_free(r.m);
 	peftio_ckpt_close(r.in);
@@ -616,13 +674,13 @@ apply_recipe(const char *path, int set_method, int set_dtype)
 }
 
 enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE, OPT_REQUANT,
-    OPT_NONFINITE, OPT_RECIPE };
+    OPT_NONFINITE, OPT_RECIPE, OPT_JSON };
 
 static const char *const synopsis[] = {
 	"[-fqv] [-w w1,w2,...] [-m method] [--density d] [--seed n]",
 	"\t[--unmerge] [--dtype f16|bf16|f32] [--requant]",
 	"\t[--allow-nonfinite] [--recipe file.yaml] [-j jobs]",
-	"\t[-o output] base adapter ...",
+	"\t[--json] [-o output] base adapter ...",
 	NULL
 };
 
@@ -648,6 +706,8 @@ static const struct cli_opt optab[] = {
 	    "quantized base", NULL },
 	{ OPT_NONFINITE, "allow-nonfinite", NULL, "write merged tensors that "
 	    "hold NaN or infinity", NULL },
+	{ OPT_JSON, "json", NULL, "print a JSON report on standard output",
+	    NULL },
 	CLI_END
 };
 
@@ -663,6 +723,7 @@ main(int argc, char *argv[])
 	cli_init("lora-merge");
 	cli_options(&tool);
 	cli_common_init(&C);
+	peftio_set_read_progress(cli_xf_progress, NULL);
 	O.dtype = -1;
 	O.density = 1.0;
 	while ((ch = cli_getopt(argc, argv)) != -1) {
@@ -707,6 +768,9 @@ main(int argc, char *argv[])
 		case OPT_RECIPE:
 			recipe = optarg;
 			break;
+		case OPT_JSON:
+			O.json = 1;
+			break;
 		default:
 			usage(CLI_EXIT_USAGE);
 		}
@@ -749,5 +813,10 @@ main(int argc, char *argv[])
 		inputs[i + 1] = O.adapters[i];
 	rc = cli_common_output(&C, inputs, O.nadapters + 1, usage);
 	free(inputs);
+	if (rc == 0 && O.json && strcmp(C.out, "-") == 0) {
+		cli_warn("--json prints on standard output: give -o a file "
+		    "or a directory");
+		usage(CLI_EXIT_USAGE);
+	}
 	return rc != 0 ? rc : run();
 }

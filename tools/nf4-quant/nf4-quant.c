@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "report.h"
 
 /* What becomes of a tensor planned PEFTIO_XF_CUSTOM. */
 struct item {
@@ -43,10 +44,11 @@ struct opts {
 	size_t			 nincl, nexcl;
 	int			 allow_nonfinite;
 	int			 index_only;
+	int			 json;
 };
 
 static struct opts O = { PEFTIO_Q4_NF4, 0, PEFTIO_U8, 64, 1, 0, -1, NULL,
-	NULL, 0, 0, 0, 0 };
+	NULL, 0, 0, 0, 0, 0 };
 static struct cli_common C;
 
 struct run {
@@ -55,6 +57,7 @@ struct run {
 	struct item		*items;
 	size_t			 n, nq;
 	uint64_t		 in_bytes;
+	uint64_t		 out_bytes;	/* of tensors, once written */
 };
 
 static void __attribute__((noreturn))
@@ -174,15 +177,21 @@ prepass_offsets(struct run *r, struct peftio_error *err)
 	int rc;
 
 	const void *v;
-	uint64_t nb;
+	uint64_t nb, done = 0, total = 0;
 	float *am;
 	uint8_t *pk;
 
+	for (i = 0; i < r->n; i++)
+		if (r->xi[i].act == PEFTIO_XF_CUSTOM && !r->items[i].eight)
+			total += peftio_ckpt_tensor(r->in, i)->nbytes;
+	cli_meter(NULL, r->nq);
 	for (i = 0; i < r->n; i++) {
 		struct item *it = &r->items[i];
 
 		if (r->xi[i].act != PEFTIO_XF_CUSTOM || it->eight)
 			continue;
+		cli_progress(done, total, peftio_ckpt_tensor(r->in, i)->name);
+		done += peftio_ckpt_tensor(r->in, i)->nbytes;
 		if (it->transpose) {
 			nb = ceil_div(it->bo.qs.numel, it->bo.qs.blocksize);
 			if ((rc = peftio_bnb_values(r->in, i, 1,
@@ -199,8 +208,8 @@ prepass_offsets(struct run *r, struct peftio_error *err)
 		    !O.allow_nonfinite, C.jobs, err)) != 0)
 			return rc;
 		peftio_ckpt_release(r->in, i);
-		cli_progress(i, r->n, "scanning");
 	}
+	cli_progress_end();
 	return 0;
 }
 
@@ -508,6 +517,7 @@ report(void *ctx, const struct peftio_ckptw *w)
 	struct run *r = ctx;
 	uint64_t out_bytes = peftio_ckptw_tensor_bytes(w);
 
+	r->out_bytes = out_bytes;
 	if (O.index_only)
 		cli_debug("%zu shards checked (%zu tensors %s); %llu bytes of "
 		    "tensors", peftio_ckpt_nshards(r->in), r->nq,
@@ -520,6 +530,53 @@ report(void *ctx, const struct peftio_ckptw *w)
 		    (unsigned long long)r->in_bytes,
 		    (unsigned long long)out_bytes, r->in_bytes ?
 		    100.0 * out_bytes / r->in_bytes : 100.0);
+}
+
+/* --json: what became of input tensor i. */
+static const char *
+action(void *ctx, size_t i)
+{
+	struct run *r = ctx;
+	struct item *it = &r->items[i];
+
+	switch (r->xi[i].act) {
+	case PEFTIO_XF_COPY:
+		return "copied";
+	case PEFTIO_XF_CONVERT:
+		return "converted";
+	case PEFTIO_XF_SKIP:
+		return "dequantized into its weight";
+	case PEFTIO_XF_CUSTOM:
+		break;
+	}
+	if (it->quant)
+		return it->eight ? "quantized int8" : O.type == PEFTIO_Q4_NF4 ?
+		    "quantized nf4" : "quantized fp4";
+	return "dequantized";
+}
+
+/* The line that ends a run, and the --json report. */
+static int
+summary(struct run *r, const char *input)
+{
+	uint64_t in = 0;
+	size_t i;
+	char more[64];
+
+	if (O.index_only) {
+		cli_info("%s: %zu shards checked (%zu tensors %s), index "
+		    "written, %.1f s", C.out, peftio_ckpt_nshards(r->in), r->nq,
+		    O.decode ? "dequantized" : "quantized", cli_elapsed());
+	} else {
+		for (i = 0; i < r->n; i++)
+			in += peftio_ckpt_tensor(r->in, i)->nbytes;
+		snprintf(more, sizeof(more), "%zu of %zu tensors %s", r->nq,
+		    r->n, O.decode ? "dequantized" : "quantized");
+		cli_summary(input, in, r->out_bytes, more);
+	}
+	if (!O.json)
+		return 0;
+	return cli_json_print(cli_report_transform(r->in, C.out, action, r));
 }
 
 static const struct peftio_xf_ops Ops = {
@@ -538,24 +595,29 @@ run(const char *input)
 	memset(&r, 0, sizeof(r));
 	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
 		return cli_error(&err);
+	cli_meter(NULL, 0);
 	if ((rc = peftio_ckpt_open(&r.in, input, &err)) != 0)
 		return cli_error(&err);
 	r.n = peftio_ckpt_count(r.in);
 	r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
 	r.items = xcalloc(r.n + 1, sizeof(*r.items));
 	rc = O.decode ? plan_dequant(&r, &err) : plan_quant(&r, &err);
-	if (rc == 0 && O.index_only)
+	if (rc == 0 && O.index_only) {
+		cli_meter("tensors", 0);
 		rc = peftio_transform_index(r.in, r.xi, &Ops, &r, C.out, flags,
 		    &err);
-	else if (rc == 0) {
+	} else if (rc == 0) {
 		if (!O.decode && O.dq)
 			rc = prepass_offsets(&r, &err);
+		cli_meter(NULL, r.n);
 		if (rc == 0)
 			rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
 			    flags, &err);
 	}
 	if (rc != 0)
 		cli_error(&err);
+	else if (summary(&r, input) != 0)
+		rc = 1;
 	for (i = 0; i < r.n; i++)
 		peftio_bnb_out_free(&r.items[i].bo);
 	free(r.items);
@@ -565,13 +627,13 @@ run(const char *input)
 }
 
 enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
-    OPT_INDEX, OPT_STORAGE };
+    OPT_INDEX, OPT_STORAGE, OPT_JSON };
 
 static const char *const synopsis[] = {
 	"[-dfqv] [-t nf4|fp4|int8] [-b blocksize] [--no-double-quant]",
 	"\t[--storage u8|bf16|f16|f32] [--dtype f16|bf16|f32]",
 	"\t[--include glob] [--exclude glob]",
-	"\t[--allow-nonfinite] [-j jobs] [-o output] input",
+	"\t[--allow-nonfinite] [--json] [-j jobs] [-o output] input",
 	"--index-only [-dfqv] [options as above] -o outdir indir",
 	NULL
 };
@@ -601,6 +663,8 @@ static const struct cli_opt optab[] = {
 	    "written", NULL },
 	{ OPT_INDEX, "index-only", NULL, "write the rest of a model "
 	    "converted shard by shard", NULL },
+	{ OPT_JSON, "json", NULL, "print a JSON report on standard output",
+	    NULL },
 	CLI_END
 };
 
@@ -614,6 +678,7 @@ main(int argc, char *argv[])
 	cli_init("nf4-quant");
 	cli_options(&tool);
 	cli_common_init(&C);
+	peftio_set_read_progress(cli_xf_progress, NULL);
 	O.incl = xcalloc((size_t)argc + 1, sizeof(char *));
 	O.excl = xcalloc((size_t)argc + 1, sizeof(char *));
 	while ((ch = cli_getopt(argc, argv)) != -1) {
@@ -672,6 +737,9 @@ main(int argc, char *argv[])
 		case OPT_INDEX:
 			O.index_only = 1;
 			break;
+		case OPT_JSON:
+			O.json = 1;
+			break;
 		default:
 			usage(CLI_EXIT_USAGE);
 		}
@@ -698,5 +766,10 @@ main(int argc, char *argv[])
 	if ((rc = cli_common_output(&C, (const char *const *)argv, 1,
 	    usage)) != 0)
 		return rc;
+	if (O.json && strcmp(C.out, "-") == 0) {
+		cli_warn("--json prints on standard output: give -o a file "
+		    "or a directory");
+		usage(CLI_EXIT_USAGE);
+	}
 	return run(argv[0]);
 }
