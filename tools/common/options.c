@@ -316,6 +316,7 @@ cli_bash_completion(FILE *fp)
 	    "\t\tfi\n"
 	    "\tdone\n", fn);
 	/* -qt: the argument of the last short option of a cluster. */
+	memset(flags, 0, sizeof(flags));
 	for (i = 0, j = 0; i < nrows && j < sizeof(flags) - 1; i++)
 		if (!is_heading(rows[i]) && is_short(rows[i]->ch) &&
 		    rows[i]->arg == NULL && strchr(flags, rows[i]->ch) == NULL)
