@@ -201,7 +201,7 @@ merge_whole(struct peftio_merge_plan *p, struct peftio_merge_stream *ms,
 int
 peftio_merge_plan_offsets(struct peftio_merge_plan *p,
     struct peftio_merge_stream *ms, unsigned nthreads,
-    struct peftio_error *err)
+    peftio_progress_fn progress, void *ctx, struct peftio_error *err)
 {
 	struct peftio_merge_item *it;
 	size_t i;
@@ -212,11 +212,16 @@ peftio_merge_plan_offsets(struct peftio_merge_plan *p,
 		if (it->act != PEFTIO_MERGE_REQUANT || it->step.eight ||
 		    !it->step.bo.qs.double_quant)
 			continue;
+		if (progress != NULL)
+			progress(ctx, i, p->n,
+			    peftio_ckpt_tensor(p->base, i)->name);
 		if ((rc = merge_whole(p, ms, i, err)) != 0 ||
 		    (rc = peftio_bnb_offset_mem(&it->step.bo.qs, p->whole.p,
 		    nthreads, err)) != 0)
 			return rc;
 	}
+	if (progress != NULL)
+		progress(ctx, p->n, p->n, NULL);
 	return 0;
 }
 

@@ -84,6 +84,26 @@ void	peftio_error_clear(struct peftio_error *err);
 const char *peftio_status_name(int code);
 
 /* ------------------------------------------------------------------ */
+/* Progress (progress.c)                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * How a long step tells its caller how far it is: done of total units
+ * (bytes, unless the step's documentation says tensors or modules;
+ * total 0 when not known, as for a pipe), called before the item named
+ * what, and once at the end with what NULL.  Calls of one step are
+ * never concurrent, but may come from a worker thread.  The library
+ * only calls it; the caller decides what to show and how often.
+ */
+typedef void (*peftio_progress_fn)(void *ctx, uint64_t done, uint64_t total,
+    const char *what);
+
+/* The progress of reading a stream (a pipe given as "-") into its spool
+ * file, for every reader opened after this; NULL: none.  Not thread
+ * safe: set it before opening inputs. */
+void	peftio_set_read_progress(peftio_progress_fn fn, void *ctx);
+
+/* ------------------------------------------------------------------ */
 /* Data types (dtype.c)                                                */
 /* ------------------------------------------------------------------ */
 
@@ -603,7 +623,9 @@ struct peftio_xf_ops {
 	 * replacement in *out, or *out NULL to copy it unchanged. */
 	int	(*config)(void *ctx, const char *text, size_t len, char **out,
 		    size_t *outlen, struct peftio_error *err);
-	/* Before each input tensor, and once at the end (what NULL). */
+	/* A peftio_progress_fn: before each input tensor (bytes of the
+	 * input tensors), and once at the end (what NULL); in
+	 * peftio_transform_index(), tensors checked. */
 	void	(*progress)(void *ctx, uint64_t done, uint64_t total,
 		    const char *what);
 	/* After a successful commit, for the caller's report. */
@@ -1377,7 +1399,8 @@ int	peftio_compare_tensor(struct peftio_ckpt *c,
 
 /* What peftio_inspect_compare() tells its caller as it goes. */
 struct peftio_compare_ops {
-	/* Before each tensor compared, and once at the end (what NULL). */
+	/* A peftio_progress_fn in tensors: before each tensor compared,
+	 * and once at the end (what NULL). */
 	void	(*progress)(void *ctx, uint64_t done, uint64_t total,
 		    const char *what);
 	/* A tensor that cannot be compared (it does not fit, its data
@@ -1432,14 +1455,19 @@ int	peftio_yaml_from_json(const char *json, size_t len, char **out,
  * What dq-inspect says about a checkpoint (report.c, report_text.c):
  * peftio_report_open() accounts for checkpoint c, named path (both must
  * outlive the report), and for an adapter the rank and size of its
- * modules; _compare() (orig, named name), _verify() (failed, unless
- * NULL, called for each tensor that cannot be checked) and _plan() add
- * their sections, and return 1 when something was wrong, as
- * peftio_inspect_compare() does.  _text() writes the report as text to f; a list collects
- * reports as JSON documents and writes them as one JSON value (the
- * first document, or an array of all with array) or as YAML, one
- * document each.  The write functions return PEFTIO_EIO when f fails.
+ * modules; _compare() (orig, named name), _verify() (progress, unless
+ * NULL, in bytes; failed, unless NULL, called for each tensor that
+ * cannot be checked) and _plan() add their sections, and return 1 when
+ * something was wrong, as peftio_inspect_compare() does.  _text()
+ * writes the report as text to f (the verify and plan sections before
+ * the table of tensors); a list collects reports as JSON documents and
+ * writes them as one JSON object, {"inputs": [...]}, or as YAML, one
+ * document each.  With PEFTIO_REPORT_SUMMARY in flags, only the totals:
+ * no table of tensors, of an adapter's modules or of the tensors
+ * compared.  The write functions return PEFTIO_EIO when f fails.
  */
+#define PEFTIO_REPORT_SUMMARY	0x01
+
 struct peftio_report;
 struct peftio_report_list;
 int	peftio_report_open(struct peftio_report **rp, struct peftio_ckpt *c,
@@ -1450,19 +1478,22 @@ int	peftio_report_compare(struct peftio_report *rp,
 	    const struct peftio_compare_ops *ops, void *ctx,
 	    struct peftio_compare_summary *sum);
 int	peftio_report_verify(struct peftio_report *rp,
+	    peftio_progress_fn progress,
 	    void (*failed)(void *ctx, const struct peftio_error *err),
 	    void *ctx);
 int	peftio_report_plan(struct peftio_report *rp,
 	    const struct peftio_plan_opts *po, double alpha,
 	    struct peftio_error *err);
-void	peftio_report_text(FILE *f, const struct peftio_report *rp);
+void	peftio_report_text(FILE *f, const struct peftio_report *rp,
+	    unsigned flags);
 void	peftio_report_free(struct peftio_report *rp);
 struct peftio_report_list *peftio_report_list_new(void);
 int	peftio_report_list_add(struct peftio_report_list *l,
-	    const struct peftio_report *rp, struct peftio_error *err);
+	    const struct peftio_report *rp, unsigned flags,
+	    struct peftio_error *err);
 size_t	peftio_report_list_count(const struct peftio_report_list *l);
 int	peftio_report_list_json(FILE *f, const struct peftio_report_list *l,
-	    int array, struct peftio_error *err);
+	    struct peftio_error *err);
 int	peftio_report_list_yaml(FILE *f, const struct peftio_report_list *l,
 	    struct peftio_error *err);
 void	peftio_report_list_free(struct peftio_report_list *l);
@@ -1682,7 +1713,7 @@ void	peftio_merge_stream_free(struct peftio_merge_stream *s);
  * peftio_merge_plan_shape() is the shape_of of peftio_merge_create();
  * apply plans every tensor from the merge; offsets, with requant and
  * before the transform, merges each double-quantized weight once for
- * its offset; declare and compute are the work of the transform's
+ * its offset (progress, if not NULL, in tensors of base); declare and compute are the work of the transform's
  * hooks for a PEFTIO_XF_CUSTOM tensor.
  */
 enum peftio_merge_act {
@@ -1723,7 +1754,7 @@ int	peftio_merge_plan_apply(struct peftio_merge_plan *p,
 	    const struct peftio_merge *m, struct peftio_error *err);
 int	peftio_merge_plan_offsets(struct peftio_merge_plan *p,
 	    struct peftio_merge_stream *ms, unsigned nthreads,
-	    struct peftio_error *err);
+	    peftio_progress_fn progress, void *ctx, struct peftio_error *err);
 int	peftio_merge_plan_declare(struct peftio_xf *x, size_t i,
 	    struct peftio_merge_plan *p, struct peftio_error *err);
 int	peftio_merge_plan_compute(struct peftio_xf *x, size_t i,
@@ -1921,6 +1952,10 @@ struct peftio_init_model_opts {
 	unsigned	 flags;		/* PEFTIO_W_FORCE */
 	unsigned	 jobs;		/* weights at a time (0: 1); the
 					 * output does not depend on it */
+	/* Bytes of the selected weights initialised, then of the base's
+	 * tensors written to the new base (may be NULL). */
+	peftio_progress_fn progress;
+	void		*progress_arg;
 };
 
 int	peftio_init_model(const char *base, const char *adapter_dir,
@@ -1954,6 +1989,10 @@ struct peftio_extract_model_opts {
 	void		*report_arg;	/* of skipped and report */
 	unsigned	 flags;		/* PEFTIO_W_FORCE */
 	unsigned	 jobs;		/* weights at a time (0: 1) */
+	/* Bytes of the tuned model's selected weights extracted (may be
+	 * NULL). */
+	peftio_progress_fn progress;
+	void		*progress_arg;
 };
 
 int	peftio_extract_model(const char *base, const char *tuned,
@@ -1994,12 +2033,21 @@ struct peftio_resize_opts {
 			    const struct peftio_lora_factors *f);
 	void		*report_arg;
 	unsigned	 flags;		/* PEFTIO_W_FORCE */
+	/* Modules done (may be NULL); with the rank by energy, each
+	 * module is counted twice (one pass finds the ranks). */
+	peftio_progress_fn progress;
+	void		*progress_arg;
 };
 
 int	peftio_resize_adapter(const char *in, const char *out,
 	    const struct peftio_resize_opts *o, struct peftio_error *err);
 int	peftio_convert_adapter(const char *init, const char *trained,
 	    const char *out, unsigned flags, struct peftio_error *err);
+/* The same, with o->flags, and o->progress told of the modules
+ * converted (the rank options of o are not used). */
+int	peftio_convert_adapter_opts(const char *init, const char *trained,
+	    const char *out, const struct peftio_resize_opts *o,
+	    struct peftio_error *err);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -200,6 +200,9 @@ void	peftio_torchbin_release(struct peftio_torchbin *tb, size_t i);
  * file mapping (madvise MADV_DONTNEED); a hint, never fails. */
 void	peftio_drop_pages(const void *p, uint64_t n);
 
+/* progress.c: the hook of peftio_set_read_progress(), if any. */
+void	peftio_read_progress(uint64_t done, uint64_t total, const char *what);
+
 
 /*
  * tuners.c: PEFT's tuners other than LoRA and IA3, read by lora.c's

@@ -193,7 +193,7 @@ has_checksums(struct peftio_st *st)
 }
 
 int
-peftio_report_verify(struct peftio_report *rp,
+peftio_report_verify(struct peftio_report *rp, peftio_progress_fn progress,
     void (*failed)(void *ctx, const struct peftio_error *err), void *ctx)
 {
 	struct peftio_ckpt *c = rp->in.c;
@@ -201,12 +201,19 @@ peftio_report_verify(struct peftio_report *rp,
 	struct peftio_st *st;
 	json_t *mism, *none, *unlisted;
 	size_t s, i, checked = 0, last = SIZE_MAX;
+	uint64_t done = 0, total = 0;
 	int bad = 0, rc, skip = 0;
 
 	mism = json_array();
 	none = json_array();
 	unlisted = json_array();
+	for (i = 0; i < peftio_ckpt_count(c); i++)
+		total += peftio_ckpt_tensor(c, i)->nbytes;
 	for (i = 0; i < peftio_ckpt_count(c); i++) {
+		if (progress != NULL)
+			progress(ctx, done, total,
+			    peftio_ckpt_tensor(c, i)->name);
+		done += peftio_ckpt_tensor(c, i)->nbytes;
 		if ((s = peftio_ckpt_shard_of(c, i)) != last) {
 			last = s;
 			st = peftio_ckpt_shard(c, s);
@@ -231,6 +238,8 @@ peftio_report_verify(struct peftio_report *rp,
 			json_array_append_new(mism,
 			    json_string(peftio_ckpt_tensor(c, i)->name));
 	}
+	if (progress != NULL)
+		progress(ctx, done, total, NULL);
 	rp->verify = json_object();
 	json_object_set_new(rp->verify, "status", json_string(
 	    json_array_size(mism) ? "mismatch" : checked == 0 ?
@@ -321,7 +330,7 @@ jplan(const struct peftio_report *rp)
 /* Reports                                                             */
 
 static json_t *
-jreport(const struct peftio_report *rp)
+jreport(const struct peftio_report *rp, unsigned flags)
 {
 	const struct peftio_inspect *in = &rp->in;
 	json_t *doc = json_object(), *ts = json_array(), *t, *q, *b, *tot;
@@ -379,7 +388,10 @@ jreport(const struct peftio_report *rp)
 			json_object_set_new(t, "compare", jstats(&r->st));
 		json_array_append_new(ts, t);
 	}
-	json_object_set_new(doc, "tensors", ts);
+	if (flags & PEFTIO_REPORT_SUMMARY)
+		json_decref(ts);
+	else
+		json_object_set_new(doc, "tensors", ts);
 	tot = json_object();
 	json_object_set_new(tot, "tensors", jint(in->nrows));
 	json_object_set_new(tot, "params", jint(in->params));
@@ -444,9 +456,9 @@ peftio_report_list_new(void)
 
 int
 peftio_report_list_add(struct peftio_report_list *l,
-    const struct peftio_report *rp, struct peftio_error *err)
+    const struct peftio_report *rp, unsigned flags, struct peftio_error *err)
 {
-	if (json_array_append_new(l->docs, jreport(rp)) != 0)
+	if (json_array_append_new(l->docs, jreport(rp, flags)) != 0)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	return 0;
 }
@@ -457,14 +469,22 @@ peftio_report_list_count(const struct peftio_report_list *l)
 	return json_array_size(l->docs);
 }
 
+/* One object, however many checkpoints. */
 int
 peftio_report_list_json(FILE *f, const struct peftio_report_list *l,
-    int array, struct peftio_error *err)
+    struct peftio_error *err)
 {
-	if (json_dumpf(array ? l->docs : json_array_get(l->docs, 0), f,
-	    JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0)
-		return write_error(err);
-	return 0;
+	json_t *top;
+	int rc;
+
+	if ((top = json_object()) == NULL ||
+	    json_object_set(top, "inputs", l->docs) != 0) {
+		json_decref(top);
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	rc = json_dumpf(top, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(top);
+	return rc != 0 ? write_error(err) : 0;
 }
 
 /* Every document, one YAML document each. */

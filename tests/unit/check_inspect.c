@@ -547,8 +547,9 @@ starts(const char *s, const char *prefix)
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* dq-inspect's report of q.safetensors as text and as JSON: the table
- * with the pieces of the 4-bit weight, the checksums verified. */
+/* dq-inspect's report of q.safetensors as text and as JSON: the
+ * checksums verified before the table with the pieces of the 4-bit
+ * weight; with PEFTIO_REPORT_SUMMARY the totals only. */
 START_TEST(test_report)
 {
 	struct peftio_report_list *l;
@@ -560,26 +561,38 @@ START_TEST(test_report)
 
 	ck_assert_int_eq(peftio_report_open(&rp, q, "q", &err), 0);
 	ck_assert_uint_eq(peftio_report_inspect(rp)->nrows, 2);
-	ck_assert_int_eq(peftio_report_verify(rp, NULL, NULL), 0);
+	ck_assert_int_eq(peftio_report_verify(rp, NULL, NULL, NULL), 0);
 	ck_assert_ptr_nonnull(f = open_memstream(&buf, &len));
-	peftio_report_text(f, rp);
+	peftio_report_text(f, rp, 0);
 	ck_assert_int_eq(fclose(f), 0);
-	ck_assert_msg(starts(buf, "checkpoint q\nNAME "), "%s",
-	    buf);
+	ck_assert_msg(starts(buf, "checkpoint q\n\nverify          7 tensors "
+	    "checked, 0 mismatched\n\nNAME "), "%s", buf);
 	ck_assert_ptr_nonnull(strstr(buf, "  nf4 blocksize 64 DQ: codes 8,192, "
 	    "absmax codes 256, nested absmax 4, maps 1,088"));
-	ck_assert_msg(strstr(buf, "\nverify          7 tensors checked, "
-	    "0 mismatched\n") != NULL, "%s", buf);
+	ck_assert_ptr_nonnull(strstr(buf, "\nDQ saving       "));
+	free(buf);
+	ck_assert_ptr_nonnull(f = open_memstream(&buf, &len));
+	peftio_report_text(f, rp, PEFTIO_REPORT_SUMMARY);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_msg(starts(buf, "checkpoint q\n\nverify          7 tensors "
+	    "checked, 0 mismatched\n\ntensors         2 (1 quantized: "), "%s",
+	    buf);
+	ck_assert_ptr_null(strstr(buf, "NAME"));
 	free(buf);
 	ck_assert_ptr_nonnull(l = peftio_report_list_new());
-	ck_assert_int_eq(peftio_report_list_add(l, rp, &err), 0);
-	ck_assert_uint_eq(peftio_report_list_count(l), 1);
+	ck_assert_int_eq(peftio_report_list_add(l, rp, 0, &err), 0);
+	ck_assert_int_eq(peftio_report_list_add(l, rp, PEFTIO_REPORT_SUMMARY,
+	    &err), 0);
+	ck_assert_uint_eq(peftio_report_list_count(l), 2);
 	ck_assert_ptr_nonnull(f = open_memstream(&buf, &len));
-	ck_assert_int_eq(peftio_report_list_json(f, l, 0, &err), 0);
+	ck_assert_int_eq(peftio_report_list_json(f, l, &err), 0);
 	ck_assert_int_eq(fclose(f), 0);
-	ck_assert_msg(starts(buf, "{\n  \"checkpoint\": \"q\","),
-	    "%s", buf);
+	ck_assert_msg(starts(buf, "{\n  \"inputs\": [\n    {\n      "
+	    "\"checkpoint\": \"q\",\n      \"tensors\": ["), "%s", buf);
 	ck_assert_ptr_nonnull(strstr(buf, "\"status\": \"ok\""));
+	/* the second, totals only */
+	ck_assert_ptr_nonnull(strstr(buf, "},\n    {\n      \"checkpoint\": "
+	    "\"q\",\n      \"totals\": {"));
 	free(buf);
 	ck_assert_ptr_nonnull(f = open_memstream(&buf, &len));
 	ck_assert_int_eq(peftio_report_list_yaml(f, l, &err), 0);

@@ -27,6 +27,7 @@ struct opts {
 	struct peftio_plan_opts	 po;		/* its method, rank, ... */
 	double			 alpha;
 	unsigned		 jobs;
+	int			 summary;	/* -s: totals only */
 };
 
 static struct opts options = {
@@ -41,17 +42,7 @@ static struct peftio_ckpt *orig;	/* --compare */
 static void __attribute__((noreturn))
 usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-	    "usage: %s [--json | --yaml] [-qv] [--compare original] "
-	    "[--verify]\n"
-	    "                  [--plan full|lora|qlora|ia3|prompt|prefix|bitfit|"
-	    "loha|lokr|\n"
-	    "                          adalora|vera|hra|miss|delora] [-r rank]\n"
-	    "                  [--alpha alpha] [--target list] "
-	    "[--virtual-tokens n]\n"
-	    "                  [--optimizer adamw|adamw8bit|sgd] [-j jobs] "
-	    "checkpoint ...\n", cli_progname);
-	exit(status);
+	cli_usage(status);
 }
 
 static int out_errno;		/* why writing standard output failed */
@@ -86,6 +77,7 @@ compare(struct peftio_report *rp, const char *path)
 	const char *op = peftio_ckpt_path(orig);
 	int bad;
 
+	cli_meter("tensors", 0);
 	bad = peftio_report_compare(rp, orig, options.compare, options.jobs,
 	    &ops, NULL, &sum);
 	if (sum.candidates == 0)
@@ -126,6 +118,7 @@ inspect(const char *path, struct peftio_report_list *docs)
 	struct peftio_report *rp;
 	struct peftio_error err;
 	struct peftio_ckpt *c;
+	unsigned flags = options.summary ? PEFTIO_REPORT_SUMMARY : 0;
 	int bad = 0;
 
 	peftio_error_clear(&err);
@@ -139,38 +132,61 @@ inspect(const char *path, struct peftio_report_list *docs)
 	}
 	if (options.compare != NULL)
 		bad |= compare(rp, path);
-	if (options.verify)
-		bad |= peftio_report_verify(rp, failed, NULL);
+	if (options.verify) {
+		cli_meter(NULL, peftio_ckpt_count(c));
+		bad |= peftio_report_verify(rp, cli_xf_progress, failed, NULL);
+	}
 	if (options.plan)
 		bad |= plan(rp);
 	if (docs == NULL)
-		peftio_report_text(stdout, rp);
-	else if (peftio_report_list_add(docs, rp, &err) != 0)
+		peftio_report_text(stdout, rp, flags);
+	else if (peftio_report_list_add(docs, rp, flags, &err) != 0)
 		bad |= cli_error(&err) != 0;
 	peftio_report_free(rp);
 	peftio_ckpt_close(c);
 	return bad;
 }
 
+enum { OPT_JSON = 256, OPT_YAML, OPT_COMPARE, OPT_VERIFY, OPT_PLAN,
+    OPT_ALPHA, OPT_TARGET, OPT_VTOKENS, OPT_OPTIMIZER };
+
+static const char *const synopsis[] = {
+	"[--json | --yaml] [-qsv] [--compare original] [--verify]",
+	"\t[--plan method] [-r rank] [--alpha alpha] [--target list]",
+	"\t[--virtual-tokens n] [--optimizer adamw|adamw8bit|sgd]",
+	"\t[-j jobs] checkpoint ...",
+	NULL
+};
+
+static const struct cli_opt optab[] = {
+	CLI_GROUP("Report"),
+	{ OPT_JSON, "json", NULL, "a JSON document instead of the table",
+	    NULL },
+	{ OPT_YAML, "yaml", NULL, "the same as YAML", NULL },
+	{ 's', "summary", NULL, "print the totals only", NULL },
+	{ OPT_COMPARE, "compare", "PATH", "the error of each weight against "
+	    "the original's", NULL },
+	{ OPT_VERIFY, "verify", NULL, "check the XXH3 checksums of the "
+	    "tensors", NULL },
+	CLI_GROUP("Fine-tuning plan"),
+	{ OPT_PLAN, "plan", "METHOD", "what fine-tuning with METHOD trains "
+	    "and needs", "full lora qlora ia3 prompt prefix bitfit loha lokr "
+	    "adalora vera hra miss delora" },
+	{ 'r', "rank", "N", "LoRA rank (default 8)", NULL },
+	{ OPT_ALPHA, "alpha", "A", "LoRA alpha (default 8)", NULL },
+	{ OPT_TARGET, "target", "LIST", "the target modules, comma-separated",
+	    NULL },
+	{ OPT_VTOKENS, "virtual-tokens", "N", "virtual tokens of prompt and "
+	    "prefix (default 20)", NULL },
+	{ OPT_OPTIMIZER, "optimizer", "NAME", "adamw (default), adamw8bit or "
+	    "sgd", "adamw adamw8bit sgd" },
+	CLI_END
+};
+
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_JSON = 256, OPT_YAML, OPT_COMPARE, OPT_VERIFY, OPT_PLAN,
-	    OPT_ALPHA, OPT_TARGET, OPT_VTOKENS, OPT_OPTIMIZER };
-	static const struct option longopts[] = {
-		CLI_READER_LONG,
-		{ "json", no_argument, NULL, OPT_JSON },
-		{ "yaml", no_argument, NULL, OPT_YAML },
-		{ "compare", required_argument, NULL, OPT_COMPARE },
-		{ "verify", no_argument, NULL, OPT_VERIFY },
-		{ "plan", required_argument, NULL, OPT_PLAN },
-		{ "rank", required_argument, NULL, 'r' },
-		{ "alpha", required_argument, NULL, OPT_ALPHA },
-		{ "target", required_argument, NULL, OPT_TARGET },
-		{ "virtual-tokens", required_argument, NULL, OPT_VTOKENS },
-		{ "optimizer", required_argument, NULL, OPT_OPTIMIZER },
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct cli_tool tool = { synopsis, optab, CLI_READER };
 	struct cli_common cc;
 	struct peftio_error err;
 	struct peftio_report_list *docs = NULL;
@@ -178,9 +194,10 @@ main(int argc, char *argv[])
 	int ch, t, i, bad = 0;
 
 	cli_init("dq-inspect");
+	cli_options(&tool);
 	cli_common_init(&cc);
-	while ((ch = getopt_long(argc, argv, CLI_READER_SHORT "r:", longopts,
-	    NULL)) != -1) {
+	peftio_set_read_progress(cli_xf_progress, NULL);
+	while ((ch = cli_getopt(argc, argv)) != -1) {
 		if (cli_common_opt(&cc, ch, optarg, usage))
 			continue;
 		switch (ch) {
@@ -191,6 +208,9 @@ main(int argc, char *argv[])
 			break;
 		case OPT_JSON:
 			options.fmt = FORMAT_JSON;
+			break;
+		case 's':
+			options.summary = 1;
 			break;
 		case OPT_YAML:
 			options.fmt = FORMAT_YAML;
@@ -268,12 +288,11 @@ main(int argc, char *argv[])
 		if (ferror(stdout) && out_errno == 0)
 			out_errno = errno != 0 ? errno : EIO;
 	}
-	if (options.fmt == FORMAT_JSON && argc == 1 &&
-	    peftio_report_list_count(docs) == 0)
-		;	/* the one checkpoint failed: nothing to print */
+	if (options.fmt == FORMAT_JSON && peftio_report_list_count(docs) == 0)
+		;	/* every checkpoint failed: nothing to print */
 	else if (options.fmt == FORMAT_JSON) {
-		if (peftio_report_list_json(stdout, docs, argc != 1,
-		    &err) != 0 && out_errno == 0)
+		if (peftio_report_list_json(stdout, docs, &err) != 0 &&
+		    out_errno == 0)
 			out_errno = err.sys_errno != 0 ? err.sys_errno : EIO;
 		printf("\n");
 	} else if (options.fmt == FORMAT_YAML &&
@@ -287,6 +306,8 @@ main(int argc, char *argv[])
 	}
 	peftio_report_list_free(docs);
 	peftio_ckpt_close(orig);
+	cli_debug("%d checkpoint%s inspected in %.1f s", argc,
+	    argc == 1 ? "" : "s", cli_elapsed());
 	/* One line, with the reason, however the output failed. */
 	errno = 0;
 	if (fflush(stdout) != 0 && out_errno == 0)

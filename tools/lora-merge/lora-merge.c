@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "report.h"
 
 struct opts {
 	const char		*base;
@@ -29,6 +30,7 @@ struct opts {
 	int			 dtype;		/* -1: keep */
 	int			 requant;
 	int			 allow_nonfinite;
+	int			 json;
 };
 
 static struct opts O;
@@ -39,20 +41,13 @@ struct run {
 	struct peftio_merge_plan plan;
 	struct peftio_merge	*m;
 	struct peftio_merge_stream *ms;
+	uint64_t		 out_bytes;	/* of tensors, once written */
 };
 
 static void __attribute__((noreturn))
 usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-	    "usage: %s [-fqv] [-w w1,w2,...] [-m linear|cat|svd|ties|"
-	    "dare_linear|dare_ties|magnitude_prune]\n"
-	    "                  [--density d] [--seed n] [--unmerge] "
-	    "[--dtype f16|bf16|f32] [--requant]\n"
-	    "                  [--allow-nonfinite] [--recipe file.yaml] "
-	    "[-j jobs] [-o output]\n                  "
-	    "base adapter ...\n", cli_progname);
-	exit(status);
+	cli_usage(status);
 }
 
 /* ------------------------------------------------------------------ */
@@ -107,9 +102,56 @@ report(void *ctx, const struct peftio_ckptw *w)
 {
 	struct run *r = ctx;
 
+	r->out_bytes = peftio_ckptw_tensor_bytes(w);
 	cli_debug("%zu adapter(s), %zu base tensors changed%s%s",
 	    O.nadapters, r->plan.nmerged, O.method ? ", combined with " : "",
 	    O.method ? peftio_combine_name(O.method) : "");
+}
+
+/* --json: what became of base tensor i. */
+static const char *
+action(void *ctx, size_t i)
+{
+	struct run *r = ctx;
+	const struct peftio_merge_item *it = &r->plan.items[i];
+
+	switch (r->plan.xi[i].act) {
+	case PEFTIO_XF_COPY:
+		return "copied";
+	case PEFTIO_XF_CONVERT:
+		return "converted";
+	case PEFTIO_XF_SKIP:
+		return "dequantized into its weight";
+	case PEFTIO_XF_CUSTOM:
+		break;
+	}
+	switch (it->act) {
+	case PEFTIO_MERGE_REQUANT:
+		return "merged and re-quantized";
+	case PEFTIO_MERGE_DEQUANT:
+		return it->touched ? "merged" : "dequantized";
+	case PEFTIO_MERGE_WRITE:
+		break;
+	}
+	return it->touched ? "merged" : "copied";
+}
+
+/* The line that ends a run, and the --json report. */
+static int
+summary(struct run *r)
+{
+	uint64_t in = 0;
+	size_t i;
+	char more[64];
+
+	for (i = 0; i < r->plan.n; i++)
+		in += peftio_ckpt_tensor(r->in, i)->nbytes;
+	snprintf(more, sizeof(more), "%zu adapter%s, %zu tensors merged",
+	    O.nadapters, O.nadapters == 1 ? "" : "s", r->plan.nmerged);
+	cli_summary(O.base, in, r->out_bytes, more);
+	if (!O.json)
+		return 0;
+	return cli_json_print(cli_report_transform(r->in, C.out, action, r));
 }
 
 static const struct peftio_xf_ops Ops = {
@@ -137,6 +179,7 @@ run(void)
 	}
 	if (rc == 0)
 		rc = peftio_gpu_rcp_init(&err);
+	cli_meter(NULL, 0);
 	if (rc == 0)
 		rc = peftio_ckpt_open(&r.in, O.base, &err);
 	if (rc == 0)
@@ -157,13 +200,19 @@ run(void)
 	if (rc == 0)
 		rc = peftio_merge_stream_new(&r.ms, r.m, C.jobs,
 		    O.allow_nonfinite, &err);
-	if (rc == 0 && O.requant)
-		rc = peftio_merge_plan_offsets(&r.plan, r.ms, C.jobs, &err);
+	if (rc == 0 && O.requant) {
+		cli_meter("tensors", 0);
+		rc = peftio_merge_plan_offsets(&r.plan, r.ms, C.jobs,
+		    cli_xf_progress, NULL, &err);
+	}
+	cli_meter(NULL, r.plan.n);
 	if (rc == 0)
 		rc = peftio_transform(r.in, r.plan.xi, &Ops, &r, C.out,
 		    C.force ? PEFTIO_W_FORCE : 0, &err);
 	if (rc != 0)
 		cli_error(&err);
+	else if (summary(&r) != 0)
+		rc = 1;
 	peftio_merge_stream_free(r.ms);
 	peftio_merge_free(r.m);
 	peftio_ckpt_close(r.in);
@@ -266,35 +315,60 @@ apply_recipe(const char *path, int set_method, int set_dtype)
 	return 0;
 }
 
+enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE, OPT_REQUANT,
+    OPT_NONFINITE, OPT_RECIPE, OPT_JSON };
+
+static const char *const synopsis[] = {
+	"[-fqv] [-w w1,w2,...] [-m method] [--density d] [--seed n]",
+	"\t[--unmerge] [--dtype f16|bf16|f32] [--requant]",
+	"\t[--allow-nonfinite] [--recipe file.yaml] [-j jobs]",
+	"\t[--json] [-o output] base adapter ...",
+	NULL
+};
+
+static const struct cli_opt optab[] = {
+	CLI_GROUP("Merging"),
+	{ 'm', "method", "METHOD", "combine the adapters first (linear, cat, "
+	    "svd, ...)", "linear cat svd ties dare_linear dare_ties "
+	    "magnitude_prune" },
+	{ 'w', "weights", "W1,W2,...", "one weight per adapter (default 1)",
+	    NULL },
+	{ OPT_DENSITY, "density", "D", "fraction kept by ties, dare_* and "
+	    "magnitude_prune", NULL },
+	{ OPT_SEED, "seed", "N", "seed of the dare_* masks (default 0)",
+	    NULL },
+	{ OPT_UNMERGE, "unmerge", NULL, "subtract the adapters instead of "
+	    "adding them", NULL },
+	{ OPT_RECIPE, "recipe", "FILE", "take the choices from a recipe, "
+	    "peftio-recipe(5)", NULL },
+	CLI_GROUP("Output"),
+	{ OPT_DTYPE, "dtype", "f16|bf16|f32", "the type of every float tensor "
+	    "written", NULL },
+	{ OPT_REQUANT, "requant", NULL, "re-quantize the merged weights of a "
+	    "quantized base", NULL },
+	{ OPT_NONFINITE, "allow-nonfinite", NULL, "write merged tensors that "
+	    "hold NaN or infinity", NULL },
+	{ OPT_JSON, "json", NULL, "print a JSON report on standard output",
+	    NULL },
+	CLI_END
+};
+
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE,
-	    OPT_REQUANT, OPT_NONFINITE, OPT_RECIPE };
-	static const struct option longopts[] = {
-		{ "weights", required_argument, NULL, 'w' },
-		{ "method", required_argument, NULL, 'm' },
-		{ "density", required_argument, NULL, OPT_DENSITY },
-		{ "seed", required_argument, NULL, OPT_SEED },
-		{ "unmerge", no_argument, NULL, OPT_UNMERGE },
-		{ "dtype", required_argument, NULL, OPT_DTYPE },
-		{ "requant", no_argument, NULL, OPT_REQUANT },
-		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
-		{ "recipe", required_argument, NULL, OPT_RECIPE },
-		CLI_COMMON_LONG,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct cli_tool tool = { synopsis, optab, CLI_WRITER };
 	const char *recipe = NULL;
 	const char **inputs;
 	size_t i;
 	int ch, set_method = 0, set_dtype = 0, rc;
 
 	cli_init("lora-merge");
+	cli_options(&tool);
 	cli_common_init(&C);
+	peftio_set_read_progress(cli_xf_progress, NULL);
 	O.dtype = -1;
 	O.density = 1.0;
-	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "m:w:", longopts,
-	    NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv)) != -1) {
 		if (cli_common_opt(&C, ch, optarg, usage))
 			continue;
 		switch (ch) {
@@ -335,6 +409,9 @@ main(int argc, char *argv[])
 			break;
 		case OPT_RECIPE:
 			recipe = optarg;
+			break;
+		case OPT_JSON:
+			O.json = 1;
 			break;
 		default:
 			usage(CLI_EXIT_USAGE);
@@ -378,5 +455,10 @@ main(int argc, char *argv[])
 		inputs[i + 1] = O.adapters[i];
 	rc = cli_common_output(&C, inputs, O.nadapters + 1, usage);
 	free(inputs);
+	if (rc == 0 && O.json && strcmp(C.out, "-") == 0) {
+		cli_warn("--json prints on standard output: give -o a file "
+		    "or a directory");
+		usage(CLI_EXIT_USAGE);
+	}
 	return rc != 0 ? rc : run();
 }

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "report.h"
 
 struct opts {
 	enum peftio_q4type	 type;
@@ -30,10 +31,11 @@ struct opts {
 	size_t			 nincl, nexcl;
 	int			 allow_nonfinite;
 	int			 index_only;
+	int			 json;
 };
 
 static struct opts O = { PEFTIO_Q4_NF4, 0, PEFTIO_U8, 64, 1, 0, -1, NULL,
-	NULL, 0, 0, 0, 0 };
+	NULL, 0, 0, 0, 0, 0 };
 static struct cli_common C;
 
 struct run {
@@ -43,23 +45,13 @@ struct run {
 	struct peftio_bnb_buffers *buf;	/* reused from weight to weight */
 	size_t			 n, nq;
 	uint64_t		 in_bytes;
+	uint64_t		 out_bytes;	/* of tensors, once written */
 };
 
 static void __attribute__((noreturn))
 usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-	    "usage: %s [-dfqv] [-t nf4|fp4|int8] [-b blocksize] "
-	    "[--no-double-quant]\n"
-	    "                 [--storage u8|bf16|f16|f32] "
-	    "[--dtype f16|bf16|f32]\n"
-	    "                 [--include glob] "
-	    "[--exclude glob]\n"
-	    "                 [--allow-nonfinite] [-j jobs] [-o output] "
-	    "input\n"
-	    "       %s --index-only [-dfqv] [options as above] -o outdir "
-	    "indir\n", cli_progname, cli_progname);
-	exit(status);
+	cli_usage(status);
 }
 
 /* Other float tensors: converted with --dtype. */
@@ -137,17 +129,24 @@ plan_dequant(struct run *r, struct peftio_bnb_weight *bw,
 static int
 prepass_offsets(struct run *r, struct peftio_error *err)
 {
+	uint64_t done = 0, total = 0;
 	size_t i;
 	int rc;
 
+	for (i = 0; i < r->n; i++)
+		if (r->xi[i].act == PEFTIO_XF_CUSTOM && !r->steps[i].eight)
+			total += peftio_ckpt_tensor(r->in, i)->nbytes;
+	cli_meter(NULL, r->nq);
 	for (i = 0; i < r->n; i++) {
 		if (r->xi[i].act != PEFTIO_XF_CUSTOM || r->steps[i].eight)
 			continue;
+		cli_progress(done, total, peftio_ckpt_tensor(r->in, i)->name);
+		done += peftio_ckpt_tensor(r->in, i)->nbytes;
 		if ((rc = peftio_bnb_step_offset(&r->steps[i], r->in, i,
 		    !O.allow_nonfinite, r->buf, C.jobs, err)) != 0)
 			return rc;
-		cli_progress(i, r->n, "scanning");
 	}
+	cli_progress_end();
 	return 0;
 }
 
@@ -230,6 +229,7 @@ report(void *ctx, const struct peftio_ckptw *w)
 	struct run *r = ctx;
 	uint64_t out_bytes = peftio_ckptw_tensor_bytes(w);
 
+	r->out_bytes = out_bytes;
 	if (O.index_only)
 		cli_debug("%zu shards checked (%zu tensors %s); %llu bytes of "
 		    "tensors", peftio_ckpt_nshards(r->in), r->nq,
@@ -242,6 +242,53 @@ report(void *ctx, const struct peftio_ckptw *w)
 		    (unsigned long long)r->in_bytes,
 		    (unsigned long long)out_bytes, r->in_bytes ?
 		    100.0 * out_bytes / r->in_bytes : 100.0);
+}
+
+/* --json: what became of input tensor i. */
+static const char *
+action(void *ctx, size_t i)
+{
+	struct run *r = ctx;
+	const struct peftio_bnb_step *s = &r->steps[i];
+
+	switch (r->xi[i].act) {
+	case PEFTIO_XF_COPY:
+		return "copied";
+	case PEFTIO_XF_CONVERT:
+		return "converted";
+	case PEFTIO_XF_SKIP:
+		return "dequantized into its weight";
+	case PEFTIO_XF_CUSTOM:
+		break;
+	}
+	if (s->quant)
+		return s->eight ? "quantized int8" : O.type == PEFTIO_Q4_NF4 ?
+		    "quantized nf4" : "quantized fp4";
+	return "dequantized";
+}
+
+/* The line that ends a run, and the --json report. */
+static int
+summary(struct run *r, const char *input)
+{
+	uint64_t in = 0;
+	size_t i;
+	char more[64];
+
+	if (O.index_only) {
+		cli_info("%s: %zu shards checked (%zu tensors %s), index "
+		    "written, %.1f s", C.out, peftio_ckpt_nshards(r->in), r->nq,
+		    O.decode ? "dequantized" : "quantized", cli_elapsed());
+	} else {
+		for (i = 0; i < r->n; i++)
+			in += peftio_ckpt_tensor(r->in, i)->nbytes;
+		snprintf(more, sizeof(more), "%zu of %zu tensors %s", r->nq,
+		    r->n, O.decode ? "dequantized" : "quantized");
+		cli_summary(input, in, r->out_bytes, more);
+	}
+	if (!O.json)
+		return 0;
+	return cli_json_print(cli_report_transform(r->in, C.out, action, r));
 }
 
 static const struct peftio_xf_ops Ops = {
@@ -262,6 +309,7 @@ run(const char *input)
 	memset(&r, 0, sizeof(r));
 	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
 		return cli_error(&err);
+	cli_meter(NULL, 0);
 	if ((rc = peftio_ckpt_open(&r.in, input, &err)) != 0)
 		return cli_error(&err);
 	r.n = peftio_ckpt_count(r.in);
@@ -277,18 +325,22 @@ run(const char *input)
 		rc = plan_dequant(&r, bw, bw8, &err);
 	} else
 		rc = plan_quant(&r, &err);
-	if (rc == 0 && O.index_only)
+	if (rc == 0 && O.index_only) {
+		cli_meter("tensors", 0);
 		rc = peftio_transform_index(r.in, r.xi, &Ops, &r, C.out, flags,
 		    &err);
-	else if (rc == 0) {
+	} else if (rc == 0) {
 		if (!O.decode && O.dq)
 			rc = prepass_offsets(&r, &err);
+		cli_meter(NULL, r.n);
 		if (rc == 0)
 			rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
 			    flags, &err);
 	}
 	if (rc != 0)
 		cli_error(&err);
+	else if (summary(&r, input) != 0)
+		rc = 1;
 	for (i = 0; i < r.n; i++)
 		peftio_bnb_step_free(&r.steps[i]);
 	peftio_bnb_buffers_free(r.buf);
@@ -300,35 +352,62 @@ run(const char *input)
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
 
+enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
+    OPT_INDEX, OPT_STORAGE, OPT_JSON };
+
+static const char *const synopsis[] = {
+	"[-dfqv] [-t nf4|fp4|int8] [-b blocksize] [--no-double-quant]",
+	"\t[--storage u8|bf16|f16|f32] [--dtype f16|bf16|f32]",
+	"\t[--include glob] [--exclude glob]",
+	"\t[--allow-nonfinite] [--json] [-j jobs] [-o output] input",
+	"--index-only [-dfqv] [options as above] -o outdir indir",
+	NULL
+};
+
+static const struct cli_opt optab[] = {
+	CLI_GROUP("Quantization"),
+	{ 't', "type", "nf4|fp4|int8", "4-bit NormalFloat (default), FP4 or "
+	    "LLM.int8", NULL },
+	{ 'b', "blocksize", "N", "values per absmax block, 32 to 4096 "
+	    "(default 64)", NULL },
+	{ OPT_NODQ, "no-double-quant", NULL, "keep the block maxima in f32, "
+	    "not in 8 bits", NULL },
+	{ OPT_STORAGE, "storage", "DTYPE", "pack the codes in u8 (default), "
+	    "bf16, f16 or f32", "u8 bf16 f16 f32" },
+	{ OPT_INCL, "include", "GLOB", "also quantize the tensors GLOB "
+	    "matches", NULL },
+	{ OPT_EXCL, "exclude", "GLOB", "never quantize the tensors GLOB "
+	    "matches", NULL },
+	{ OPT_NONFINITE, "allow-nonfinite", NULL, "quantize NaN and infinity "
+	    "as bitsandbytes does", NULL },
+	CLI_GROUP("Dequantization"),
+	{ 'd', "dequantize", NULL, "dequantize a 4-bit or 8-bit checkpoint",
+	    NULL },
+	{ 'd', "decompress", NULL, NULL, NULL },
+	CLI_GROUP("Output"),
+	{ OPT_DTYPE, "dtype", "f16|bf16|f32", "the type of the float tensors "
+	    "written", NULL },
+	{ OPT_INDEX, "index-only", NULL, "write the rest of a model "
+	    "converted shard by shard", NULL },
+	{ OPT_JSON, "json", NULL, "print a JSON report on standard output",
+	    NULL },
+	CLI_END
+};
+
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
-	    OPT_INDEX, OPT_STORAGE };
-	static const struct option longopts[] = {
-		{ "type", required_argument, NULL, 't' },
-		{ "blocksize", required_argument, NULL, 'b' },
-		{ "no-double-quant", no_argument, NULL, OPT_NODQ },
-		{ "decompress", no_argument, NULL, 'd' },
-		{ "dequantize", no_argument, NULL, 'd' },
-		{ "dtype", required_argument, NULL, OPT_DTYPE },
-		{ "storage", required_argument, NULL, OPT_STORAGE },
-		{ "include", required_argument, NULL, OPT_INCL },
-		{ "exclude", required_argument, NULL, OPT_EXCL },
-		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
-		{ "index-only", no_argument, NULL, OPT_INDEX },
-		CLI_COMMON_LONG,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct cli_tool tool = { synopsis, optab, CLI_WRITER };
 	uint64_t v;
 	int ch, t, rc;
 
 	cli_init("nf4-quant");
+	cli_options(&tool);
 	cli_common_init(&C);
+	peftio_set_read_progress(cli_xf_progress, NULL);
 	O.incl = xcalloc((size_t)argc + 1, sizeof(char *));
 	O.excl = xcalloc((size_t)argc + 1, sizeof(char *));
-	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "b:dt:",
-	    longopts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv)) != -1) {
 		if (cli_common_opt(&C, ch, optarg, usage))
 			continue;
 		switch (ch) {
@@ -384,6 +463,9 @@ main(int argc, char *argv[])
 		case OPT_INDEX:
 			O.index_only = 1;
 			break;
+		case OPT_JSON:
+			O.json = 1;
+			break;
 		default:
 			usage(CLI_EXIT_USAGE);
 		}
@@ -404,10 +486,16 @@ main(int argc, char *argv[])
 			    "the shards: use -o DIR");
 			usage(CLI_EXIT_USAGE);
 		}
+		cli_output_name("-o", C.out, usage);
 		return run(argv[0]);
 	}
 	if ((rc = cli_common_output(&C, (const char *const *)argv, 1,
 	    usage)) != 0)
 		return rc;
+	if (O.json && strcmp(C.out, "-") == 0) {
+		cli_warn("--json prints on standard output: give -o a file "
+		    "or a directory");
+		usage(CLI_EXIT_USAGE);
+	}
 	return run(argv[0]);
 }
