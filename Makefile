@@ -2,10 +2,14 @@
 #
 #   make            build lib/libpeftio.{a,so} and tools/NAME/NAME
 #   make check      install missing build dependencies, build, run all tests
-#   make demo       install missing build dependencies, build, quantize the
-#                   small example model in examples/tiny-llama
+#   make demo       install missing build dependencies, build, run the four
+#                   tools on the small example model in examples/tiny-llama
+#   make check-slurm  the README's Slurm recipe on a Slurm of one node started
+#                   here (root; installs slurm-wlm and munge)
 #   make bench      throughput and memory benchmarks (bench/RESULTS.md)
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (BASHCOMPDIR= for the
+#                   bash completions, else bash-completion's directory
+#                   under PREFIX)
 #   make uninstall  the same PREFIX and DESTDIR: removes what install put
 #   make SANITIZE=1 build with AddressSanitizer and UBSan
 #   make valgrind   the unit tests under valgrind
@@ -17,6 +21,10 @@ LIBDIR	?= $(PREFIX)/lib
 INCDIR	?= $(PREFIX)/include
 MANDIR	?= $(PREFIX)/share/man
 PKGDIR	?= $(LIBDIR)/pkgconfig
+# bash-completion's directory, moved under PREFIX.
+BASHCOMPDIR ?= $(shell $(PKG_CONFIG) --define-variable=prefix=$(PREFIX) \
+	   --variable=completionsdir bash-completion 2>/dev/null || \
+	   echo $(PREFIX)/share/bash-completion/completions)
 DESTDIR	?=
 INSTALL	?= install
 
@@ -47,8 +55,9 @@ SOFILE	 = libpeftio.so.$(VERSION)
 TOOLS	 = nf4-quant lora-merge adapter-extract dq-inspect
 LIBSRC	 = $(sort $(filter-out lib/rcp_table.c,$(wildcard lib/*.c)))
 LIBOBJ	 = $(LIBSRC:.c=.o) lib/rcp_table.o
-COMMON	 = tools/common/cli.o
+COMMON	 = tools/common/cli.o tools/common/options.o tools/common/report.o
 TOOLBIN	 = $(foreach t,$(TOOLS),$(if $(wildcard tools/$(t)/$(t).c),tools/$(t)/$(t)))
+COMPLETE = $(TOOLBIN:%=%.bash)
 UNITSRC	 = $(sort $(wildcard tests/unit/check_*.c))
 UNITOBJ	 = $(UNITSRC:.c=.o) tests/unit/main.o tests/unit/testutil.o
 FUZZSRC	 = $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -65,17 +74,18 @@ $(shell test "`cat $(FLAGSTAMP) 2>/dev/null`" = "$(FLAGS_NOW)" || \
 $(FLAGSTAMP): ;
 
 .PHONY: all deps check test unit cli demo bench install uninstall clean \
-	fuzz replay refcheck valgrind installcheck FORCE
+	fuzz replay refcheck valgrind installcheck check-slurm FORCE
 
-all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN)
+all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN) $(COMPLETE)
 
 %.o: %.c $(FLAGSTAMP) lib/peftio.h
 	$(CC) $(CFLAGS) $(XCFLAGS) -c -o $@ $<
 
 $(LIBOBJ) $(COMMON): lib/peftio_private.h
+lib/report.o lib/report_text.o: lib/report_private.h
 # libpeftio.so exports what peftio.h declares and nothing else.
 $(LIBOBJ): XCFLAGS += -fvisibility=hidden
-tools/%.o: tools/common/cli.h
+tools/%.o: tools/common/cli.h tools/common/options.h tools/common/report.h
 
 # The GPU reciprocal table ships zlib-compressed inside the library.
 lib/rcp_table.c: lib/data/rcp_delta.bin.gz scripts/bin2c.sh
@@ -89,10 +99,14 @@ lib/libpeftio.a: $(LIBOBJ)
 lib/libpeftio.so: $(LIBOBJ)
 	$(CC) -shared -Wl,-soname,$(SONAME) $(LDSAN) -o $@ $(LIBOBJ) $(XLIBS)
 
-# tools/NAME/NAME from tools/NAME/NAME.c
+# tools/NAME/NAME from tools/NAME/NAME.c, and its bash completion
+# from its option table.
 define tool_rule
 tools/$(1)/$(1): tools/$(1)/$(1).o $(COMMON) lib/libpeftio.a
 	$$(CC) $$(LDFLAGS) $$(LDSAN) -o $$@ $$< $(COMMON) lib/libpeftio.a $$(XLIBS)
+tools/$(1)/$(1).bash: tools/$(1)/$(1)
+	tools/$(1)/$(1) --bash-completion > $$@.tmp
+	mv $$@.tmp $$@
 endef
 $(foreach t,$(TOOLS),$(eval $(call tool_rule,$(t))))
 
@@ -151,6 +165,14 @@ test: all tests/unit/run-unit tests/cli/stdump $(REPLAY)
 
 check: deps
 	$(MAKE) test
+
+# README.md's Slurm commands, run on a Slurm of one node started on this
+# machine (munged, slurmctld, slurmd; stopped at the end), against a
+# local run of examples/Makefile.  Needs root.
+check-slurm: deps
+	sh scripts/install-deps --slurm
+	$(MAKE) all
+	sh tests/slurm/run.sh
 
 # The unit tests in one process under valgrind: any error, or a leak
 # that is certain, fails.
@@ -223,8 +245,11 @@ FORCE:
 install: all peftio.pc
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
 	    $(DESTDIR)$(INCDIR) $(DESTDIR)$(MANDIR)/man1 \
-	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(PKGDIR)
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(PKGDIR) \
+	    $(DESTDIR)$(BASHCOMPDIR)
 	for t in $(TOOLBIN); do $(INSTALL) -m 755 $$t $(DESTDIR)$(BINDIR)/; done
+	for t in $(TOOLBIN); do $(INSTALL) -m 644 $$t.bash \
+	    $(DESTDIR)$(BASHCOMPDIR)/$${t##*/}; done
 	$(INSTALL) -m 644 lib/libpeftio.a $(DESTDIR)$(LIBDIR)/
 	$(INSTALL) -m 755 lib/libpeftio.so $(DESTDIR)$(LIBDIR)/$(SOFILE)
 	ln -sf $(SOFILE) $(DESTDIR)$(LIBDIR)/$(SONAME)
@@ -237,7 +262,8 @@ install: all peftio.pc
 	for m in $(MAN5); do $(INSTALL) -m 644 $$m $(DESTDIR)$(MANDIR)/man5/; done
 
 uninstall:
-	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t; done
+	for t in $(TOOLS); do rm -f $(DESTDIR)$(BINDIR)/$$t \
+	    $(DESTDIR)$(BASHCOMPDIR)/$$t; done
 	rm -f $(DESTDIR)$(LIBDIR)/libpeftio.a $(DESTDIR)$(LIBDIR)/libpeftio.so \
 	    $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SOFILE)
 	rm -f $(DESTDIR)$(INCDIR)/peftio.h $(DESTDIR)$(PKGDIR)/peftio.pc
@@ -253,7 +279,7 @@ installcheck: all
 
 clean:
 	rm -f lib/*.o lib/rcp_table.c lib/libpeftio.a lib/libpeftio.so \
-	    tools/*/*.o $(foreach t,$(TOOLS),tools/$(t)/$(t)) \
+	    tools/*/*.o $(foreach t,$(TOOLS),tools/$(t)/$(t) tools/$(t)/$(t).bash) \
 	    tests/unit/*.o tests/unit/run-unit tests/unit/suites.h \
 	    tests/cli/*.o tests/cli/stdump tests/fuzz/replay-* \
 	    peftio.pc $(FLAGSTAMP)

@@ -64,9 +64,7 @@ struct pass {
 	int			 failed;
 	int			 nomem;
 	struct peftio_error	 err;	/* of the first read that failed */
-	struct peftio_scratch	 raw[PEFTIO_MAX_JOBS];
-	struct peftio_scratch	 vals[PEFTIO_MAX_JOBS];
-	struct peftio_scratch	 conv[PEFTIO_MAX_JOBS];
+	struct peftio_bnb_buffers *b;	/* each thread's */
 };
 
 /* The first non-finite value among the n values at p (element lo of the
@@ -108,7 +106,7 @@ pass_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 		nbk = PEFTIO_MIN(SUB_BLOCKS, e - c);
 		lo = c * bs;
 		n = PEFTIO_MIN(nbk * bs, qs->numel - lo);
-		if ((p = peftio_scratch(&ps->raw[slot], n * es)) == NULL) {
+		if ((p = peftio_scratch(&ps->b->raw[slot], n * es)) == NULL) {
 			peftio_error_set(&err, PEFTIO_ENOMEM, "out of memory");
 			pass_fail(ps, &err);
 			return;
@@ -119,8 +117,9 @@ pass_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 			return;
 		}
 		if (qs->dtype != ps->sdt) {
-			f = peftio_scratch(&ps->vals[slot], n * sizeof(float));
-			q = peftio_scratch(&ps->conv[slot], n * des);
+			f = peftio_scratch(&ps->b->vals[slot],
+			    n * sizeof(float));
+			q = peftio_scratch(&ps->b->conv[slot], n * des);
 			if (f == NULL || q == NULL) {
 				peftio_error_set(&err, PEFTIO_ENOMEM,
 				    "out of memory");
@@ -142,42 +141,76 @@ pass_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 	}
 }
 
+struct peftio_bnb_buffers *
+peftio_bnb_buffers_new(void)
+{
+	return calloc(1, sizeof(struct peftio_bnb_buffers));
+}
+
+void
+peftio_bnb_buffers_free(struct peftio_bnb_buffers *b)
+{
+	size_t k;
+
+	if (b == NULL)
+		return;
+	for (k = 0; k < PEFTIO_MAX_JOBS; k++) {
+		peftio_scratch_free(&b->raw[k]);
+		peftio_scratch_free(&b->vals[k]);
+		peftio_scratch_free(&b->conv[k]);
+	}
+	peftio_scratch_free(&b->absmax);
+	peftio_scratch_free(&b->whole[0]);
+	peftio_scratch_free(&b->whole[1]);
+	free(b);
+}
+
+int
+peftio_bnb_pass(struct peftio_ckpt *c, size_t i,
+    const struct peftio_quant_state *qs, uint8_t *packed, float *absmax,
+    int check, unsigned nthreads, struct peftio_bnb_buffers *b,
+    struct peftio_error *err)
+{
+	struct pass ps;
+
+	memset(&ps, 0, sizeof(ps));
+	ps.ck = c;
+	ps.idx = i;
+	ps.qs = qs;
+	ps.sdt = peftio_ckpt_tensor(c, i)->dtype;
+	ps.packed = packed;
+	ps.absmax = absmax;
+	ps.check = check;
+	ps.bad = -1;
+	ps.b = b;
+	peftio_parallel_slots(nthreads, ceil_div(qs->numel, qs->blocksize),
+	    GRAIN_BLOCKS, pass_range, &ps);
+	if (ps.failed) {
+		*err = ps.err;
+		return err->code;
+	}
+	if (ps.bad >= 0)
+		return peftio_error_set(err, PEFTIO_ENONFINITE,
+		    "%s: tensor '%s': element %lld is not finite (NaN or Inf); "
+		    "--allow-nonfinite quantizes it as bitsandbytes does",
+		    peftio_ckpt_path(c), peftio_ckpt_tensor(c, i)->name,
+		    (long long)ps.bad);
+	return 0;
+}
+
 int
 peftio_bnb_quantize_tensor(struct peftio_ckpt *c, size_t i,
     const struct peftio_quant_state *qs, uint8_t *packed, float *absmax,
     int check, unsigned nthreads, struct peftio_error *err)
 {
-	struct pass *ps;
-	size_t k;
-	int rc = 0;
+	struct peftio_bnb_buffers *b;
+	int rc;
 
-	if ((ps = calloc(1, sizeof(*ps))) == NULL)
+	if ((b = peftio_bnb_buffers_new()) == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	ps->ck = c;
-	ps->idx = i;
-	ps->qs = qs;
-	ps->sdt = peftio_ckpt_tensor(c, i)->dtype;
-	ps->packed = packed;
-	ps->absmax = absmax;
-	ps->check = check;
-	ps->bad = -1;
-	peftio_parallel_slots(nthreads, ceil_div(qs->numel, qs->blocksize),
-	    GRAIN_BLOCKS, pass_range, ps);
-	if (ps->failed) {
-		*err = ps->err;
-		rc = err->code;
-	} else if (ps->bad >= 0)
-		rc = peftio_error_set(err, PEFTIO_ENONFINITE,
-		    "%s: tensor '%s': element %lld is not finite (NaN or Inf); "
-		    "--allow-nonfinite quantizes it as bitsandbytes does",
-		    peftio_ckpt_path(c), peftio_ckpt_tensor(c, i)->name,
-		    (long long)ps->bad);
-	for (k = 0; k < PEFTIO_MAX_JOBS; k++) {
-		peftio_scratch_free(&ps->raw[k]);
-		peftio_scratch_free(&ps->vals[k]);
-		peftio_scratch_free(&ps->conv[k]);
-	}
-	free(ps);
+	rc = peftio_bnb_pass(c, i, qs, packed, absmax, check, nthreads, b,
+	    err);
+	peftio_bnb_buffers_free(b);
 	return rc;
 }
 
@@ -401,19 +434,34 @@ peftio_bnb_values(struct peftio_ckpt *c, size_t i, int transpose,
 }
 
 int
-peftio_bnb_prepass(struct peftio_ckpt *c, size_t i, struct peftio_bnb_out *bo,
-    int check, unsigned nthreads, struct peftio_error *err)
+peftio_bnb_offset(struct peftio_ckpt *c, size_t i, struct peftio_bnb_out *bo,
+    int check, unsigned nthreads, struct peftio_bnb_buffers *b,
+    struct peftio_error *err)
 {
 	uint64_t nb = ceil_div(bo->qs.numel, bo->qs.blocksize);
 	float *am;
 	int rc;
 
-	if ((am = malloc(nb ? nb * sizeof(float) : 1)) == NULL)
+	if ((am = peftio_scratch(&b->absmax, nb ? nb * sizeof(float) : 1)) ==
+	    NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	if ((rc = peftio_bnb_quantize_tensor(c, i, &bo->qs, NULL, am, check,
-	    nthreads, err)) == 0)
+	if ((rc = peftio_bnb_pass(c, i, &bo->qs, NULL, am, check, nthreads, b,
+	    err)) == 0)
 		bo->qs.nested_offset = peftio_dq_offset(am, nb);
-	free(am);
+	return rc;
+}
+
+int
+peftio_bnb_prepass(struct peftio_ckpt *c, size_t i, struct peftio_bnb_out *bo,
+    int check, unsigned nthreads, struct peftio_error *err)
+{
+	struct peftio_bnb_buffers *b;
+	int rc;
+
+	if ((b = peftio_bnb_buffers_new()) == NULL)
+		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	rc = peftio_bnb_offset(c, i, bo, check, nthreads, b, err);
+	peftio_bnb_buffers_free(b);
 	return rc;
 }
 

@@ -1,13 +1,16 @@
 /*
  * clash.c - an output that would destroy one of the inputs: the output
  * is an input, holds one (a directory replaced), or lies inside one,
- * compared by device and inode along each path up to the root.
+ * compared by device and inode along each path up to the root; and two
+ * outputs, which need not exist yet, that would overlap.
  */
 #include <sys/stat.h>
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "peftio_private.h"
 
@@ -110,5 +113,74 @@ peftio_output_clash(const char *out, const char *const *in, size_t nin,
 			    "%s: the output would lie inside the input %s",
 			    out, in[i]);
 	}
+	return 0;
+}
+
+/*
+ * path made absolute, for comparing outputs that need not exist yet: its
+ * directory resolved when it exists, else taken from the working
+ * directory, with "." and ".." components and repeated slashes removed.
+ */
+static void
+resolved(const char *path, char *buf, size_t len)
+{
+	char dir[PATH_MAX], real[PATH_MAX], tmp[2 * PATH_MAX + 2], *s, *tok;
+	char *save = NULL;
+	const char *base = ".";
+	size_t n = 0;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((s = strrchr(dir, '/')) != NULL) {
+		*s = '\0';
+		base = s + 1;
+	}
+	if (realpath(s == NULL ? "." : dir[0] == '\0' ? "/" : dir,
+	    real) != NULL)
+		snprintf(tmp, sizeof(tmp), "%s/%s", real, s == NULL ? path :
+		    base);
+	else if (path[0] == '/' || getcwd(real, sizeof(real)) == NULL)
+		snprintf(tmp, sizeof(tmp), "%s", path);
+	else
+		snprintf(tmp, sizeof(tmp), "%s/%s", real, path);
+	buf[0] = '\0';
+	for (tok = strtok_r(tmp, "/", &save); tok != NULL;
+	    tok = strtok_r(NULL, "/", &save)) {
+		if (strcmp(tok, ".") == 0)
+			continue;
+		if (strcmp(tok, "..") == 0) {
+			while (n > 0 && buf[--n] != '/')
+				;
+			buf[n] = '\0';
+			continue;
+		}
+		n += (size_t)snprintf(buf + n, len - n, "/%s", tok);
+		if (n >= len)
+			n = len - 1;
+	}
+	if (n == 0)
+		snprintf(buf, len, "/");
+}
+
+int
+peftio_outputs_overlap(const char *a, const char *b,
+    struct peftio_error *err)
+{
+	char ra[PATH_MAX + 8], rb[PATH_MAX + 8];
+	size_t la, lb, n;
+
+	if (a == NULL || b == NULL || strcmp(a, "-") == 0 ||
+	    strcmp(b, "-") == 0)
+		return 0;
+	resolved(a, ra, sizeof(ra));
+	resolved(b, rb, sizeof(rb));
+	la = strlen(ra);
+	lb = strlen(rb);
+	n = la < lb ? la : lb;
+	/* The same path, or one a directory above the other ("/" holds
+	 * everything); a common name prefix ("ad" and "ad2") is none. */
+	if (strncmp(ra, rb, n) == 0 && (la == lb || ra[n] == '/' ||
+	    rb[n] == '/' || (n == 1 && ra[0] == '/')))
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: would overlap the output %s", a, b);
 	return 0;
 }

@@ -184,7 +184,7 @@ peftio_inspect_compare(struct peftio_inspect *r, struct peftio_ckpt *orig,
 			continue;
 		if (ops->progress != NULL)
 			ops->progress(ctx, sum->candidates, plain ? r->nrows :
-			    r->nquant, "comparing");
+			    r->nquant, row->name);
 		sum->candidates++;
 		if ((found = peftio_ckpt_find(orig, row->name)) < 0) {
 			if (sum->missing++ == 0)

@@ -189,6 +189,12 @@ peftio_dtype_is_float(enum peftio_dtype dt)
 }
 
 int
+peftio_dtype_is_model_float(enum peftio_dtype dt)
+{
+	return dt == PEFTIO_F32 || dt == PEFTIO_F16 || dt == PEFTIO_BF16;
+}
+
+int
 peftio_dtype_nbytes(enum peftio_dtype dt, uint64_t n, uint64_t *out)
 {
 	uint64_t bits;

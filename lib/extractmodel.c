@@ -5,6 +5,7 @@
  * loads unchanged.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,9 @@ struct job {
 	const char	*base, *tuned;	/* paths, for messages */
 	struct peftio_ckpt *b, *t;
 	struct item	*items;
+	/* o->progress: bytes of the tuned weights done, under lock. */
+	pthread_mutex_t	 lock;
+	uint64_t	 done, total;
 };
 
 static int
@@ -190,13 +194,30 @@ out:
 	free(tmp);
 }
 
+/* Tell o->progress that item it starts (it NULL: that one is done). */
+static void
+tell(struct job *j, const struct item *it, uint64_t bytes)
+{
+	if (j->o->progress == NULL)
+		return;
+	pthread_mutex_lock(&j->lock);
+	j->done += bytes;
+	if (it != NULL)
+		j->o->progress(j->o->progress_arg, j->done, j->total,
+		    it->module);
+	pthread_mutex_unlock(&j->lock);
+}
+
 static void
 extract_range(void *arg, uint64_t b, uint64_t e)
 {
-	const struct job *j = arg;
+	struct job *j = arg;
 
-	for (; b < e; b++)
+	for (; b < e; b++) {
+		tell(j, &j->items[b], 0);
 		extract_one(j, &j->items[b]);
+		tell(j, NULL, peftio_ckpt_tensor(j->t, j->items[b].ti)->nbytes);
+	}
 }
 
 /*
@@ -525,6 +546,7 @@ peftio_extract_model(const char *base, const char *tuned,
 	int rc;
 
 	memset(&j, 0, sizeof(j));
+	pthread_mutex_init(&j.lock, NULL);
 	j.o = o;
 	j.base = base;
 	j.tuned = tuned;
@@ -535,7 +557,11 @@ peftio_extract_model(const char *base, const char *tuned,
 		goto out;
 	if (skipped != NULL && o->skipped != NULL)
 		o->skipped(o->report_arg, skipped);
+	for (i = 0; i < n; i++)
+		j.total += peftio_ckpt_tensor(j.t, j.items[i].ti)->nbytes;
 	peftio_parallel_for(o->jobs, n, 1, extract_range, &j);
+	if (o->progress != NULL)
+		o->progress(o->progress_arg, j.total, j.total, NULL);
 	for (i = 0; i < n; i++)
 		if (j.items[i].rc != 0) {
 			*err = j.items[i].err;
@@ -579,5 +605,6 @@ out:
 	free(name_or_path);
 	peftio_ckpt_close(j.b);
 	peftio_ckpt_close(j.t);
+	pthread_mutex_destroy(&j.lock);
 	return rc;
 }

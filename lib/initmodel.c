@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,9 @@ struct job {
 	int		 spool;
 	struct tgt	*t;
 	size_t		 nt;
+	/* o->progress: bytes done, under lock while in parallel. */
+	pthread_mutex_t	 lock;
+	uint64_t	 done, total;
 };
 
 /* len bytes at off of the spool: every result has its place, known
@@ -258,13 +262,30 @@ out:
 	return rc;
 }
 
+/* Add bytes to what o->progress was told, then name what comes next
+ * (what NULL: nothing yet). */
+static void
+tell(struct job *j, uint64_t bytes, const char *what)
+{
+	if (j->o->progress == NULL)
+		return;
+	pthread_mutex_lock(&j->lock);
+	j->done += bytes;
+	if (what != NULL)
+		j->o->progress(j->o->progress_arg, j->done, j->total, what);
+	pthread_mutex_unlock(&j->lock);
+}
+
 static void
 init_range(void *arg, uint64_t b, uint64_t e)
 {
 	struct job *j = arg;
 
-	for (; b < e; b++)
+	for (; b < e; b++) {
+		tell(j, 0, j->t[b].module);
 		j->t[b].rc = init_one(j, &j->t[b], &j->t[b].err);
+		tell(j, peftio_ckpt_tensor(j->ck, j->t[b].idx)->nbytes, NULL);
+	}
 }
 
 /* Tensor t's new base weight from the spool into w. */
@@ -428,6 +449,7 @@ peftio_init_model(const char *base, const char *adapter_dir,
 	int rc, q4;
 
 	memset(&j, 0, sizeof(j));
+	pthread_mutex_init(&j.lock, NULL);
 	j.o = o;
 	j.spool = -1;
 	q4 = o->init.method == PEFTIO_INIT_LOFTQ || o->quantize >= 0;
@@ -513,6 +535,11 @@ peftio_init_model(const char *base, const char *adapter_dir,
 		j.t[i].off_w = off;
 		off += weight_bytes(&j.t[i], o->init.double_quant);
 	}
+	/* The selected weights, then every tensor of the new base. */
+	for (i = 0; i < j.nt; i++)
+		j.total += peftio_ckpt_tensor(j.ck, j.t[i].idx)->nbytes;
+	for (i = 0; i < n; i++)
+		j.total += peftio_ckpt_tensor(j.ck, i)->nbytes;
 	peftio_parallel_for(o->jobs > 0 ? o->jobs : 1, j.nt, 1, init_range,
 	    &j);
 	for (i = 0; i < j.nt; i++)
@@ -575,12 +602,16 @@ peftio_init_model(const char *base, const char *adapter_dir,
 		const struct peftio_tensor_info *ti = peftio_ckpt_tensor(j.ck,
 		    i);
 
+		tell(&j, 0, ti->name);
 		if (map[i] >= 0)
 			rc = write_target(&j, wr, &j.t[map[i]], err);
 		else
 			rc = peftio_ckptw_copy(wr, ti->name, j.ck, i,
 			    ti->dtype, err);
+		tell(&j, ti->nbytes, NULL);
 	}
+	if (o->progress != NULL)
+		o->progress(o->progress_arg, j.total, j.total, NULL);
 	for (i = 0; i < j.nt && rc == 0; i++) {
 		peftio_adapter_key(ka, sizeof(ka), j.t[i].module, 0, 0);
 		peftio_adapter_key(kb, sizeof(kb), j.t[i].module, 1, 0);
@@ -618,5 +649,6 @@ out:
 	free(cfg);
 	free(name_or_path);
 	peftio_ckpt_close(j.ck);
+	pthread_mutex_destroy(&j.lock);
 	return rc;
 }

@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -83,6 +84,26 @@ void	peftio_error_clear(struct peftio_error *err);
 const char *peftio_status_name(int code);
 
 /* ------------------------------------------------------------------ */
+/* Progress (progress.c)                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * How a long step tells its caller how far it is: done of total units
+ * (bytes, unless the step's documentation says tensors or modules;
+ * total 0 when not known, as for a pipe), called before the item named
+ * what, and once at the end with what NULL.  Calls of one step are
+ * never concurrent, but may come from a worker thread.  The library
+ * only calls it; the caller decides what to show and how often.
+ */
+typedef void (*peftio_progress_fn)(void *ctx, uint64_t done, uint64_t total,
+    const char *what);
+
+/* The progress of reading a stream (a pipe given as "-") into its spool
+ * file, for every reader opened after this; NULL: none.  Not thread
+ * safe: set it before opening inputs. */
+void	peftio_set_read_progress(peftio_progress_fn fn, void *ctx);
+
+/* ------------------------------------------------------------------ */
 /* Data types (dtype.c)                                                */
 /* ------------------------------------------------------------------ */
 
@@ -127,6 +148,9 @@ int		 peftio_dtype_parse_torch(const char *name);
 unsigned	 peftio_dtype_bits(enum peftio_dtype dt);
 /* 1 for F64 F32 F16 BF16 F8_E4M3 F8_E5M2: convertible to/from f32. */
 int		 peftio_dtype_is_float(enum peftio_dtype dt);
+/* 1 for F32, F16 and BF16: the dtypes of the weights that tools
+ * quantize, merge and convert. */
+int		 peftio_dtype_is_model_float(enum peftio_dtype dt);
 
 /*
  * Bytes for n elements of dt; fails on overflow or when n*bits is not a
@@ -340,6 +364,16 @@ void	peftio_outfile_abort(struct peftio_outfile *of);
  */
 int	peftio_output_clash(const char *out, const char *const *in,
 	    size_t nin, struct peftio_error *err);
+/*
+ * Whether two outputs of one run, which need not exist yet, would
+ * overlap: the same path, or one inside the other, compared by name
+ * once the existing directories above each are resolved ("." and ".."
+ * taken out).  A common prefix of names ("ad" and "ad2") is no overlap.
+ * "-" or NULL on either side never overlaps.  0, or PEFTIO_EINVAL
+ * naming both paths (clash.c).
+ */
+int	peftio_outputs_overlap(const char *a, const char *b,
+	    struct peftio_error *err);
 
 /* Create a temporary directory beside dest; commit renames it over
  * dest (moving an existing dest aside first, removed afterwards). */
@@ -531,6 +565,16 @@ int	peftio_conv1d_weight(const char *name);
 int	peftio_module_match(const char *module, const char *pattern);
 /* Some glob of globs[0..n) matches name (fnmatch(3), no flags). */
 int	peftio_glob_any(const char *const *globs, size_t n, const char *name);
+/* What nf4-quant quantizes: a float tensor with elements that is a
+ * Linear weight or matches an include glob, and matches no exclude
+ * glob. */
+int	peftio_quant_selected(const struct peftio_tensor_info *ti,
+	    const char *const *include, size_t ninclude,
+	    const char *const *exclude, size_t nexclude);
+/* What LoRA targets: module matches no exclude pattern, and some target
+ * (peftio_module_match()), or is a Linear layer when there is none. */
+int	peftio_module_selected(const char *module, const char *const *targets,
+	    size_t ntargets, const char *const *exclude, size_t nexclude);
 
 /* ------------------------------------------------------------------ */
 /* Transforms: a checkpoint rewritten tensor by tensor (transform.c)   */
@@ -589,7 +633,9 @@ struct peftio_xf_ops {
 	 * replacement in *out, or *out NULL to copy it unchanged. */
 	int	(*config)(void *ctx, const char *text, size_t len, char **out,
 		    size_t *outlen, struct peftio_error *err);
-	/* Before each input tensor, and once at the end (what NULL). */
+	/* A peftio_progress_fn: before each input tensor (bytes of the
+	 * input tensors), and once at the end (what NULL); in
+	 * peftio_transform_index(), tensors checked. */
 	void	(*progress)(void *ctx, uint64_t done, uint64_t total,
 		    const char *what);
 	/* After a successful commit, for the caller's report. */
@@ -1025,6 +1071,78 @@ int	peftio_bnb8_expect(struct peftio_xf_check *chk, size_t i,
 	    const char *name, uint64_t rows, uint64_t cols,
 	    struct peftio_error *err);
 
+/*
+ * One bitsandbytes weight as a step of peftio_transform() (bnb_step.c):
+ * planned as transformers quantizes it (GPT-2's Conv1D weights
+ * transposed to [out, in]) or as nf4-quant -d dequantizes it, then
+ * declared, computed and checked from the transform's hooks.
+ */
+struct peftio_bnb_step {
+	int			 quant;	/* quantize, else dequantize */
+	int			 eight;	/* LLM.int8, else 4-bit */
+	int			 transpose;	/* a Conv1D weight, [in, out] */
+	struct peftio_bnb_out	 bo;	/* quantize: the plan; 8-bit: the
+					 * values' dtype is bo.qs.dtype */
+	struct peftio_bnb_weight bw;	/* 4-bit dequantize: the input */
+	struct peftio_bnb8_weight bw8;	/* 8-bit: rows and columns */
+	enum peftio_dtype	 dt;	/* dequantize: the output dtype */
+	int			 ndim;	/* dequantize: the output shape */
+	uint64_t		 shape[2];
+};
+
+/* How peftio_bnb_step_quantize() quantizes. */
+struct peftio_bnb_quant_opts {
+	int			 eight;		/* LLM.int8, else 4-bit: */
+	enum peftio_q4type	 type;
+	uint64_t		 blocksize;
+	int			 double_quant;
+	enum peftio_dtype	 storage;	/* bnb_4bit_quant_storage */
+	int			 dtype;		/* the weights' dtype, -1: kept */
+};
+
+/* Plan tensor i of c (a float weight) quantized as o says. */
+int	peftio_bnb_step_quantize(struct peftio_bnb_step *s,
+	    struct peftio_ckpt *c, size_t i,
+	    const struct peftio_bnb_quant_opts *o, struct peftio_error *err);
+/* Plan the 4-bit weight bw, or the 8-bit weight bw8 when not NULL,
+ * dequantized to dtype (-1: the weight's own). */
+void	peftio_bnb_step_dequantize(struct peftio_bnb_step *s,
+	    struct peftio_ckpt *c, const struct peftio_bnb_weight *bw,
+	    const struct peftio_bnb8_weight *bw8, int dtype);
+/* What the steps reuse from one weight to the next (buffers); NULL when
+ * out of memory.  _free(NULL) does nothing. */
+struct peftio_bnb_buffers;
+struct peftio_bnb_buffers *peftio_bnb_buffers_new(void);
+void	peftio_bnb_buffers_free(struct peftio_bnb_buffers *buf);
+/* Before the transform, for a 4-bit weight with double quantization:
+ * its offset (peftio_bnb_prepass()), and with check its NaN and Inf. */
+int	peftio_bnb_step_offset(struct peftio_bnb_step *s,
+	    struct peftio_ckpt *c, size_t i, int check,
+	    struct peftio_bnb_buffers *buf, unsigned nthreads,
+	    struct peftio_error *err);
+/* The same for qs->numel values of qs->dtype in memory. */
+int	peftio_bnb_offset_mem(struct peftio_quant_state *qs, const void *vals,
+	    unsigned nthreads, struct peftio_error *err);
+/* The declare, compute and expect hooks' work for tensor i (the output
+ * of input shard shard).  compute fills job slots of x and submits their
+ * writes; with check a NaN or Inf is PEFTIO_ENONFINITE (a 4-bit weight
+ * with double quantization was checked by peftio_bnb_step_offset()).
+ * s must outlive the transform. */
+int	peftio_bnb_step_declare(struct peftio_xf *x, size_t i, size_t shard,
+	    struct peftio_bnb_step *s, struct peftio_error *err);
+int	peftio_bnb_step_compute(struct peftio_xf *x, size_t i,
+	    const struct peftio_bnb_step *s, int check,
+	    struct peftio_bnb_buffers *buf, unsigned nthreads,
+	    struct peftio_error *err);
+int	peftio_bnb_step_expect(struct peftio_xf_check *chk, size_t i,
+	    const struct peftio_bnb_step *s, struct peftio_error *err);
+/* Quantize values computed in memory (vals, of the weight's shape) as
+ * the quantizing step s plans, and submit them written as name. */
+int	peftio_bnb_step_quantize_mem(struct peftio_xf *x, const char *name,
+	    const struct peftio_bnb_step *s, const void *vals,
+	    unsigned nthreads, struct peftio_error *err);
+void	peftio_bnb_step_free(struct peftio_bnb_step *s);
+
 /* What transformers' BitsAndBytesConfig says. */
 struct peftio_bnb_config {
 	int		 bits;		/* 4 or 8 */
@@ -1330,7 +1448,8 @@ int	peftio_compare_tensor(struct peftio_ckpt *c,
 
 /* What peftio_inspect_compare() tells its caller as it goes. */
 struct peftio_compare_ops {
-	/* Before each tensor compared, and once at the end (what NULL). */
+	/* A peftio_progress_fn in tensors: before each tensor compared,
+	 * and once at the end (what NULL). */
 	void	(*progress)(void *ctx, uint64_t done, uint64_t total,
 		    const char *what);
 	/* A tensor that cannot be compared (it does not fit, its data
@@ -1380,6 +1499,53 @@ void	peftio_plan_assumptions(const struct peftio_plan_opts *o, char *buf,
  */
 int	peftio_yaml_from_json(const char *json, size_t len, char **out,
 	    size_t *outlen, struct peftio_error *err);
+
+/*
+ * What dq-inspect says about a checkpoint (report.c, report_text.c):
+ * peftio_report_open() accounts for checkpoint c, named path (both must
+ * outlive the report), and for an adapter the rank and size of its
+ * modules; _compare() (orig, named name), _verify() (progress, unless
+ * NULL, in bytes; failed, unless NULL, called for each tensor that
+ * cannot be checked) and _plan() add their sections, and return 1 when
+ * something was wrong, as peftio_inspect_compare() does.  _text()
+ * writes the report as text to f (the verify and plan sections before
+ * the table of tensors); a list collects reports as JSON documents and
+ * writes them as one JSON object, {"inputs": [...]}, or as YAML, one
+ * document each.  With PEFTIO_REPORT_SUMMARY in flags, only the totals:
+ * no table of tensors, of an adapter's modules or of the tensors
+ * compared.  The write functions return PEFTIO_EIO when f fails.
+ */
+#define PEFTIO_REPORT_SUMMARY	0x01
+
+struct peftio_report;
+struct peftio_report_list;
+int	peftio_report_open(struct peftio_report **rp, struct peftio_ckpt *c,
+	    const char *path, struct peftio_error *err);
+struct peftio_inspect *peftio_report_inspect(struct peftio_report *rp);
+int	peftio_report_compare(struct peftio_report *rp,
+	    struct peftio_ckpt *orig, const char *name, unsigned nthreads,
+	    const struct peftio_compare_ops *ops, void *ctx,
+	    struct peftio_compare_summary *sum);
+int	peftio_report_verify(struct peftio_report *rp,
+	    peftio_progress_fn progress,
+	    void (*failed)(void *ctx, const struct peftio_error *err),
+	    void *ctx);
+int	peftio_report_plan(struct peftio_report *rp,
+	    const struct peftio_plan_opts *po, double alpha,
+	    struct peftio_error *err);
+void	peftio_report_text(FILE *f, const struct peftio_report *rp,
+	    unsigned flags);
+void	peftio_report_free(struct peftio_report *rp);
+struct peftio_report_list *peftio_report_list_new(void);
+int	peftio_report_list_add(struct peftio_report_list *l,
+	    const struct peftio_report *rp, unsigned flags,
+	    struct peftio_error *err);
+size_t	peftio_report_list_count(const struct peftio_report_list *l);
+int	peftio_report_list_json(FILE *f, const struct peftio_report_list *l,
+	    struct peftio_error *err);
+int	peftio_report_list_yaml(FILE *f, const struct peftio_report_list *l,
+	    struct peftio_error *err);
+void	peftio_report_list_free(struct peftio_report_list *l);
 
 /* ------------------------------------------------------------------ */
 /* Dense linear algebra (linalg.c)                                     */
@@ -1606,6 +1772,65 @@ int	peftio_merge_stream_tensor(struct peftio_merge_stream *s,
 	    const struct peftio_merge_out *out, struct peftio_error *err);
 void	peftio_merge_stream_free(struct peftio_merge_stream *s);
 
+/*
+ * What a merge writes for each base tensor (merge_plan.c), as PEFT's
+ * merge_and_unload() leaves the model: merged tensors in dtype (-1: the
+ * base's), 4-bit and 8-bit weights dequantized without their companion
+ * tensors or, with requant, quantized again (those the merge leaves
+ * alone keep their bytes).  init groups the base's quantized weights;
+ * peftio_merge_plan_shape() is the shape_of of peftio_merge_create();
+ * apply plans every tensor from the merge; offsets, with requant and
+ * before the transform, merges each double-quantized weight once for
+ * its offset (progress, if not NULL, in tensors of base); declare and compute are the work of the transform's
+ * hooks for a PEFTIO_XF_CUSTOM tensor.
+ */
+enum peftio_merge_act {
+	PEFTIO_MERGE_WRITE,	/* merged */
+	PEFTIO_MERGE_DEQUANT,	/* a 4-bit or 8-bit weight, dequantized */
+	PEFTIO_MERGE_REQUANT	/* merged and quantized again (step) */
+};
+
+struct peftio_merge_item {
+	enum peftio_merge_act	 act;
+	enum peftio_dtype	 dt;		/* of the output */
+	int			 touched;	/* changed by the merge */
+	struct peftio_bnb_weight *bw;		/* a 4-bit base weight */
+	struct peftio_bnb8_weight *bw8;		/* an 8-bit one */
+	struct peftio_bnb_step	 step;		/* PEFTIO_MERGE_REQUANT */
+};
+
+struct peftio_merge_plan {
+	struct peftio_ckpt	*base;
+	size_t			 n;		/* tensors of base */
+	struct peftio_xf_item	*xi;		/* for peftio_transform() */
+	struct peftio_merge_item *items;
+	struct peftio_bnb_weight *bw;
+	struct peftio_bnb8_weight *bw8;
+	int			 dtype;
+	int			 requant;
+	int			 quantized;	/* base has 4/8-bit weights */
+	size_t			 nmerged;	/* tensors changed */
+	struct peftio_scratch	 whole;		/* a merged weight */
+};
+
+int	peftio_merge_plan_init(struct peftio_merge_plan *p,
+	    struct peftio_ckpt *base, int dtype, int requant,
+	    struct peftio_error *err);
+int	peftio_merge_plan_shape(void *plan, const char *name, int *ndim,
+	    uint64_t *shape);
+int	peftio_merge_plan_apply(struct peftio_merge_plan *p,
+	    const struct peftio_merge *m, struct peftio_error *err);
+int	peftio_merge_plan_offsets(struct peftio_merge_plan *p,
+	    struct peftio_merge_stream *ms, unsigned nthreads,
+	    peftio_progress_fn progress, void *ctx, struct peftio_error *err);
+int	peftio_merge_plan_declare(struct peftio_xf *x, size_t i,
+	    struct peftio_merge_plan *p, struct peftio_error *err);
+int	peftio_merge_plan_compute(struct peftio_xf *x, size_t i,
+	    struct peftio_merge_plan *p, struct peftio_merge_stream *ms,
+	    unsigned nthreads, struct peftio_error *err);
+/* Frees what init allocated (not base). */
+void	peftio_merge_plan_free(struct peftio_merge_plan *p);
+
 /* ------------------------------------------------------------------ */
 /* Merge recipes (recipe.c)                                            */
 /* ------------------------------------------------------------------ */
@@ -1795,6 +2020,10 @@ struct peftio_init_model_opts {
 	unsigned	 flags;		/* PEFTIO_W_FORCE */
 	unsigned	 jobs;		/* weights at a time (0: 1); the
 					 * output does not depend on it */
+	/* Bytes of the selected weights initialised, then of the base's
+	 * tensors written to the new base (may be NULL). */
+	peftio_progress_fn progress;
+	void		*progress_arg;
 };
 
 int	peftio_init_model(const char *base, const char *adapter_dir,
@@ -1828,6 +2057,10 @@ struct peftio_extract_model_opts {
 	void		*report_arg;	/* of skipped and report */
 	unsigned	 flags;		/* PEFTIO_W_FORCE */
 	unsigned	 jobs;		/* weights at a time (0: 1) */
+	/* Bytes of the tuned model's selected weights extracted (may be
+	 * NULL). */
+	peftio_progress_fn progress;
+	void		*progress_arg;
 };
 
 int	peftio_extract_model(const char *base, const char *tuned,
@@ -1868,12 +2101,21 @@ struct peftio_resize_opts {
 			    const struct peftio_lora_factors *f);
 	void		*report_arg;
 	unsigned	 flags;		/* PEFTIO_W_FORCE */
+	/* Modules done (may be NULL); with the rank by energy, each
+	 * module is counted twice (one pass finds the ranks). */
+	peftio_progress_fn progress;
+	void		*progress_arg;
 };
 
 int	peftio_resize_adapter(const char *in, const char *out,
 	    const struct peftio_resize_opts *o, struct peftio_error *err);
 int	peftio_convert_adapter(const char *init, const char *trained,
 	    const char *out, unsigned flags, struct peftio_error *err);
+/* The same, with o->flags, and o->progress told of the modules
+ * converted (the rank options of o are not used). */
+int	peftio_convert_adapter_opts(const char *init, const char *trained,
+	    const char *out, const struct peftio_resize_opts *o,
+	    struct peftio_error *err);
 
 #if defined(__GNUC__)
 #pragma GCC visibility pop

@@ -200,6 +200,9 @@ void	peftio_torchbin_release(struct peftio_torchbin *tb, size_t i);
  * file mapping (madvise MADV_DONTNEED); a hint, never fails. */
 void	peftio_drop_pages(const void *p, uint64_t n);
 
+/* progress.c: the hook of peftio_set_read_progress(), if any. */
+void	peftio_read_progress(uint64_t done, uint64_t total, const char *what);
+
 
 /*
  * tuners.c: PEFT's tuners other than LoRA and IA3, read by lora.c's
@@ -246,5 +249,27 @@ struct peftio_plan_opts;
 int	peftio_tuner_plan_params(const struct peftio_plan_opts *o,
 	    uint64_t out, uint64_t in, uint64_t *n, uint64_t *fixed,
 	    const char **why);
+
+/* ------------------------------------------------------------------ */
+/* The 4-bit writing direction (bnb_quantize.c)                        */
+
+/* What passes over tensors reuse from one tensor to the next. */
+struct peftio_bnb_buffers {
+	struct peftio_scratch	 raw[PEFTIO_MAX_JOBS];	/* read, per thread */
+	struct peftio_scratch	 vals[PEFTIO_MAX_JOBS];	/* as f32 */
+	struct peftio_scratch	 conv[PEFTIO_MAX_JOBS];	/* in qs->dtype */
+	struct peftio_scratch	 absmax;	/* the offset's pass */
+	struct peftio_scratch	 whole[2];	/* a weight whole in memory */
+};
+
+/* peftio_bnb_quantize_tensor() and peftio_bnb_prepass() through b. */
+int	peftio_bnb_pass(struct peftio_ckpt *c, size_t i,
+	    const struct peftio_quant_state *qs, uint8_t *packed,
+	    float *absmax, int check, unsigned nthreads,
+	    struct peftio_bnb_buffers *b, struct peftio_error *err);
+struct peftio_bnb_out;
+int	peftio_bnb_offset(struct peftio_ckpt *c, size_t i,
+	    struct peftio_bnb_out *bo, int check, unsigned nthreads,
+	    struct peftio_bnb_buffers *b, struct peftio_error *err);
 
 #endif /* PEFTIO_PRIVATE_H */

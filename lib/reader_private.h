@@ -83,8 +83,9 @@ int	peftio_st_check_total(const char *label, uint64_t n, uint64_t datalen,
 
 /*
  * What the first len bytes of an input are: 1 a torch.save zip
- * archive, 0 anything else (read as safetensors), or PEFTIO_EUNSUPPORTED
- * for torch's formats before 1.6, named in the message.
+ * archive, 0 anything else (read as safetensors), PEFTIO_EUNSUPPORTED
+ * for torch's formats before 1.6 and GGUF, or PEFTIO_EFORMAT for text
+ * (JSON, YAML or other), named in the message.
  */
 int	peftio_sniff(const void *buf, size_t len, const char *label,
 	    struct peftio_error *err);

@@ -215,6 +215,37 @@ parse_adapter(yaml_document_t *doc, yaml_node_t *n, struct peftio_recipe *r,
 	return 0;
 }
 
+/*
+ * A mergekit configuration (merge_method, slices, models, base_model)
+ * is the nearest thing to a recipe that is not one: say so, rather
+ * than name its first key unknown.
+ */
+static int
+mergekit(yaml_document_t *doc, yaml_node_t *root, const char *label,
+    struct peftio_error *err)
+{
+	static const char *const keys[] = {
+		"merge_method", "slices", "models", "base_model"
+	};
+	yaml_node_pair_t *p;
+	const char *k;
+	size_t i;
+
+	for (p = root->data.mapping.pairs.start;
+	    p < root->data.mapping.pairs.top; p++) {
+		if ((k = scalar(yaml_document_get_node(doc, p->key))) == NULL)
+			continue;
+		for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+			if (strcmp(k, keys[i]) == 0)
+				return peftio_error_set(err, PEFTIO_EFORMAT,
+				    "%s: a mergekit configuration (%s): "
+				    "lora-merge recipes use base, adapters "
+				    "and method, see peftio-recipe(5)",
+				    label, k);
+	}
+	return 0;
+}
+
 static int
 parse_doc(yaml_document_t *doc, struct peftio_recipe *r, const char *dir,
     const char *label, struct peftio_error *err)
@@ -230,6 +261,8 @@ parse_doc(yaml_document_t *doc, struct peftio_recipe *r, const char *dir,
 	if (root == NULL || root->type != YAML_MAPPING_NODE)
 		return peftio_error_set(err, PEFTIO_EFORMAT,
 		    "%s: not a mapping", label);
+	if ((rc = mergekit(doc, root, label, err)) != 0)
+		return rc;
 	for (p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
 	    p++) {
 		k = scalar(yaml_document_get_node(doc, p->key));
@@ -329,6 +362,16 @@ peftio_recipe_parse(const char *text, size_t len, const char *path,
 	    == NULL) {
 		free(r);
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	}
+	/* A checkpoint given for a recipe: YAML has no NUL bytes, and
+	 * every checkpoint format starts with some. */
+	if (memchr(text, '\0', len < 512 ? len : 512) != NULL) {
+		free(r);
+		free(dir);
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: a binary file (a checkpoint?), not a YAML recipe: "
+		    "the base and the adapters are operands of lora-merge",
+		    label);
 	}
 	if ((rc = check_events(text, len, label, err)) != 0 ||
 	    !yaml_parser_initialize(&parser)) {

@@ -342,7 +342,7 @@ peftio_resize_adapter(const char *in, const char *out,
 	uint64_t *ranks = NULL, rmax = 0, sh[2];
 	json_t *rp = NULL, *ap = NULL;
 	char ka[PEFTIO_MAX_NAME], kb[PEFTIO_MAX_NAME], *k;
-	size_t i;
+	size_t i, done = 0, steps;
 	double alpha;
 	int rc;
 
@@ -353,9 +353,13 @@ peftio_resize_adapter(const char *in, const char *out,
 		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 		goto out;
 	}
+	steps = o->x.rank != 0 ? p.nmods : 2 * p.nmods;
 	/* The ranks first: with a fixed rank they are known; chosen by
 	 * energy, one pass computes them and a second the factors. */
 	for (i = 0; i < p.nmods; i++) {
+		if (o->x.rank == 0 && o->progress != NULL)
+			o->progress(o->progress_arg, done++, steps,
+			    p.mods[i].name);
 		if (o->x.rank != 0) {
 			if (o->x.rank > p.mods[i].r) {
 				rc = peftio_error_set(err, PEFTIO_EINVAL,
@@ -403,6 +407,9 @@ peftio_resize_adapter(const char *in, const char *out,
 		uint64_t j;
 
 		x.rank = ranks[i];
+		if (o->progress != NULL)
+			o->progress(o->progress_arg, done++, steps,
+			    p.mods[i].name);
 		if ((rc = resize_module(&p, i, &x, &f, err)) != 0)
 			goto out;
 		if (o->report != NULL)
@@ -437,6 +444,8 @@ peftio_resize_adapter(const char *in, const char *out,
 			free(k);
 		}
 	}
+	if (o->progress != NULL)
+		o->progress(o->progress_arg, steps, steps, NULL);
 	json_object_set_new(p.cfg, "r", json_integer((json_int_t)rmax));
 	json_object_set_new(p.cfg, "lora_alpha", peftio_json_num(alpha));
 	json_object_set(p.cfg, "rank_pattern", rp);
@@ -474,6 +483,19 @@ int
 peftio_convert_adapter(const char *init, const char *trained, const char *out,
     unsigned flags, struct peftio_error *err)
 {
+	struct peftio_resize_opts o;
+
+	memset(&o, 0, sizeof(o));
+	o.flags = flags;
+	return peftio_convert_adapter_opts(init, trained, out, &o, err);
+}
+
+int
+peftio_convert_adapter_opts(const char *init, const char *trained,
+    const char *out, const struct peftio_resize_opts *o,
+    struct peftio_error *err)
+{
+	unsigned flags = o->flags;
 	struct plain p0, p1;
 	struct peftio_ckptw *w = NULL;
 	const char *names[1] = { MODEL_FILE };
@@ -551,6 +573,8 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 		for (k = 0; k < p0.nmods; k++)
 			if (strcmp(p0.mods[k].name, m->name) == 0)
 				m0 = &p0.mods[k];
+		if (o->progress != NULL)
+			o->progress(o->progress_arg, mi, p1.nmods, m->name);
 		if ((rc = load_f32(p1.ck, m->a, &a1, err)) != 0 ||
 		    (rc = load_f32(p1.ck, m->b, &b1, err)) != 0 ||
 		    (rc = load_f32(p0.ck, m0->a, &a0, err)) != 0 ||
@@ -588,6 +612,8 @@ peftio_convert_adapter(const char *init, const char *trained, const char *out,
 	}
 	if (rc != 0)
 		goto out;
+	if (o->progress != NULL)
+		o->progress(o->progress_arg, p1.nmods, p1.nmods, NULL);
 	/* PEFT's conversion: r, lora_alpha and the patterns doubled
 	 * (alpha by sqrt 2 with rsLoRA), so the scale is unchanged. */
 	v = json_object_get(p1.cfg, "r");

@@ -90,3 +90,33 @@ peftio_glob_any(const char *const *globs, size_t n, const char *name)
 			return 1;
 	return 0;
 }
+
+int
+peftio_quant_selected(const struct peftio_tensor_info *ti,
+    const char *const *include, size_t ninclude,
+    const char *const *exclude, size_t nexclude)
+{
+	if (!peftio_dtype_is_model_float(ti->dtype) || ti->numel == 0)
+		return 0;
+	if (peftio_glob_any(exclude, nexclude, ti->name))
+		return 0;
+	return peftio_linear_weight(ti->name, ti->ndim) ||
+	    peftio_glob_any(include, ninclude, ti->name);
+}
+
+int
+peftio_module_selected(const char *module, const char *const *targets,
+    size_t ntargets, const char *const *exclude, size_t nexclude)
+{
+	size_t i;
+
+	for (i = 0; i < nexclude; i++)
+		if (peftio_module_match(module, exclude[i]))
+			return 0;
+	if (ntargets == 0)
+		return peftio_linear_module(module, strlen(module));
+	for (i = 0; i < ntargets; i++)
+		if (peftio_module_match(module, targets[i]))
+			return 1;
+	return 0;
+}

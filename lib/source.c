@@ -22,6 +22,80 @@ static const unsigned char legacy_magic[] = {
 	0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46
 };
 
+#define READS	"these tools read safetensors and PyTorch .bin " \
+		"checkpoints, or a directory of them"
+
+/*
+ * Text: no byte but printable ASCII, white space and well-formed UTF-8
+ * (a sequence cut at the end of the sample counts).  No safetensors
+ * file starts so: its header length would be over 100 MB.
+ */
+static int
+is_text(const unsigned char *p, size_t len)
+{
+	size_t i = 0, k, n;
+
+	while (i < len) {
+		if (p[i] >= 0x20 && p[i] < 0x7f) {
+			i++;
+			continue;
+		}
+		if (p[i] == '\t' || p[i] == '\n' || p[i] == '\r' ||
+		    p[i] == '\f') {
+			i++;
+			continue;
+		}
+		if (p[i] >= 0xc2 && p[i] <= 0xdf)
+			n = 1;
+		else if (p[i] >= 0xe0 && p[i] <= 0xef)
+			n = 2;
+		else if (p[i] >= 0xf0 && p[i] <= 0xf4)
+			n = 3;
+		else
+			return 0;
+		for (k = 1; k <= n && i + k < len; k++)
+			if ((p[i + k] & 0xc0) != 0x80)
+				return 0;
+		i += n + 1;
+	}
+	return 1;
+}
+
+/* What text it is: "a JSON file", "a YAML file" or "a text file". */
+static const char *
+text_kind(const unsigned char *p, size_t len)
+{
+	size_t i = 0, j;
+
+	if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+		i = 3;
+	for (;;) {
+		while (i < len && (p[i] == ' ' || p[i] == '\t' ||
+		    p[i] == '\n' || p[i] == '\r' || p[i] == '\f'))
+			i++;
+		if (i < len && p[i] == '#') {	/* a YAML comment */
+			while (i < len && p[i] != '\n')
+				i++;
+			continue;
+		}
+		break;
+	}
+	if (i < len && (p[i] == '{' || p[i] == '['))
+		return "a JSON file";
+	if (len - i >= 3 && memcmp(p + i, "---", 3) == 0)
+		return "a YAML file";
+	/* key: value */
+	for (j = i; j < len && (p[j] == '_' || p[j] == '-' || p[j] == '.' ||
+	    (p[j] >= 'a' && p[j] <= 'z') || (p[j] >= 'A' && p[j] <= 'Z') ||
+	    (p[j] >= '0' && p[j] <= '9')); j++)
+		;
+	if (j > i && j < len && p[j] == ':' &&
+	    (j + 1 == len || p[j + 1] == ' ' || p[j + 1] == '\n' ||
+	    p[j + 1] == '\r'))
+		return "a YAML file";
+	return "a text file";
+}
+
 int
 peftio_sniff(const void *buf, size_t len, const char *label,
     struct peftio_error *err)
@@ -45,6 +119,14 @@ peftio_sniff(const void *buf, size_t len, const char *label,
 		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
 		    "%s: an archive of PyTorch's preview release (PYTORCH1) "
 		    "is not supported", label);
+	if (len >= 4 && memcmp(p, "GGUF", 4) == 0)
+		return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
+		    "%s: a GGUF file: " READS, label);
+	/* Shorter than a length prefix: "too small" says more. */
+	if (len >= 8 && is_text(p, len))
+		return peftio_error_set(err, PEFTIO_EFORMAT,
+		    "%s: %s, not a checkpoint: " READS, label,
+		    text_kind(p, len));
 	return 0;
 }
 
@@ -141,6 +223,9 @@ peftio_src_spool(int fd, int sp, unsigned char *buf, size_t len,
 			*got += (uint64_t)r;
 			break;
 		}
+		peftio_read_progress(*got + (uint64_t)r,
+		    max == UINT64_MAX ? 0 : max, "standard input");
 	}
+	peftio_read_progress(*got, *got, NULL);
 	return 0;
 }

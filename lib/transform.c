@@ -387,6 +387,8 @@ check_shards(struct peftio_xf_check *chk, struct peftio_xf_item *items,
 
 	for (i = 0; i < n && rc == 0; i++) {
 		ti = peftio_ckpt_tensor(chk->in, i);
+		if (ops->progress != NULL)
+			ops->progress(ctx, i, n, ti->name);
 		switch (items[i].act) {
 		case PEFTIO_XF_COPY:
 			rc = peftio_xf_expect(chk, i, ti->name, ti->dtype,
@@ -410,6 +412,8 @@ check_shards(struct peftio_xf_check *chk, struct peftio_xf_item *items,
 			    shard_path(chk->out, peftio_ckpt_shard_of(chk->out,
 			    i)), peftio_ckpt_tensor(chk->out, i)->name,
 			    peftio_ckpt_path(chk->in));
+	if (ops->progress != NULL)
+		ops->progress(ctx, n, n, NULL);
 	return rc;
 }
 

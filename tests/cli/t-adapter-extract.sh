@@ -97,7 +97,8 @@ check "make a tuned model with an embedding LoRA" "$MERGE" -o tunede "$B" \
     "$L/embed-f32"
 check "default: embedding left out" "$EXTRACT" -r 4 -o ade "$B" tunede
 grep_err "says the embedding was not extracted" "model.embed_tokens.weight"
-[ "$(wc -l < "$T/err")" -eq 1 ] && ok "one line about it" ||
+[ "$(grep -c 'not extracted' "$T/err")" -eq 1 ] &&
+    [ "$(grep -c embed_tokens "$T/err")" -eq 1 ] && ok "one line about it" ||
     notok "one line about it"
 check "--target embed_tokens" "$EXTRACT" -v -r 4 --target embed_tokens \
     --target q_proj -o ade2 "$B" tunede

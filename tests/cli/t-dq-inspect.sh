@@ -184,7 +184,7 @@ near "compare: max |error|" "$(val cmp.json "\"$w\"" max_abs_error)" \
     "$maxe" 1e-7
 near "compare: SNR dB" "$(val cmp.json "\"$w\"" snr_db)" "$snr" 1e-4
 near "compare: cosine" "$(val cmp.json "\"$w\"" cosine)" "$cosv" 1e-6
-grep -q '^    "tensors": 14,$' cmp.json &&
+grep -q '^        "tensors": 14,$' cmp.json &&
     ok "compare: all 14 quantized tensors" ||
     notok "compare: all 14 quantized tensors"
 mkst other.safetensors '{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' 4

@@ -145,3 +145,35 @@ usage_fails "--save-adapter to standard output" "$MERGE" -m cat \
 fails "IA3 cannot be combined, nor saved" 1 "$MERGE" -m linear \
     --save-adapter x "$BASE" "$L/ia3-f32"
 absent "nothing written for IA3" x
+
+# --- --json ------------------------------------------------------------------
+# jsonck DESC FILE EXPR: EXPR, a Python expression over d (FILE parsed as
+# JSON), is true.
+jsonck() {
+	if python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if eval("(" + sys.argv[2] + ")") else 1)' "$2" "$3" 2>"$T/py"; then ok "$1"
+	else notok "$1"; sed 's/^/#   /' "$T/py" | tail -2; fi
+}
+check "--json with --save-adapter alone" "$MERGE" --json -m cat -w 0.7,0.3 \
+    --save-adapter js-only "$BASE" "$L/pair/a" "$L/pair/b"
+cp "$T/out" only.json
+jsonck "--json: the adapter's path, its 28 tensors, no merged model" \
+    only.json 'd["adapter"]["path"] == "js-only" and
+    len(d["adapter"]["tensors"]) == 28 and d["output"] is None and
+    "totals" not in d'
+jsonck "--json: the adapter's bytes are its tensors'" only.json \
+    'd["adapter"]["bytes"] == sum(t["bytes"] for t in d["adapter"]["tensors"])
+    and d["adapter"]["bytes"] > 0'
+check "--json with --save-adapter and -o" "$MERGE" --json -m cat \
+    -w 0.7,0.3 --save-adapter js-ad -o js.safetensors "$BASE" "$L/pair/a" \
+    "$L/pair/b"
+cp "$T/out" both.json
+jsonck "--json: the merged model and the adapter" both.json \
+    'd["output"] == "js.safetensors" and
+    len([t for t in d["tensors"] if t["action"] == "merged"]) == 14 and
+    len(d["adapter"]["tensors"]) == 28'
+same "--json changes nothing written" direct-cat.safetensors js.safetensors
+"$STDUMP" js-ad > jsad.lst
+"$STDUMP" only-cat > only.lst
+same "--json: the same adapter as without it" only.lst jsad.lst

@@ -19,10 +19,24 @@ notok() { echo "not ok - $*"; fail=$((fail + 1)); }
 version=$(sed -n 's/^#define PEFTIO_VERSION_STRING[^"]*"\(.*\)"/\1/p' \
     "$TOP/lib/peftio.h")
 
-# installed ROOT: every file make install promises is under ROOT.
+# compdir PREFIX: where make install puts the bash completions.
+compdir() {
+	$PKG_CONFIG --define-variable=prefix="$1" --variable=completionsdir \
+	    bash-completion 2>/dev/null || echo "$1/share/bash-completion/completions"
+}
+
+# installed ROOT PREFIX: every file make install promises is under ROOT.
 installed() {
 	root=$1
 	missing=
+	for t in nf4-quant lora-merge adapter-extract dq-inspect; do
+		f=$root/$(compdir "$3" | sed "s|^$3/||")/$t
+		if [ ! -f "$f" ]; then
+			missing="$missing bash-completion/$t"
+		elif ! "$TOP/tools/$t/$t" --bash-completion | cmp -s - "$f"; then
+			missing="$missing bash-completion/$t(differs)"
+		fi
+	done
 	for f in bin/nf4-quant bin/lora-merge bin/adapter-extract \
 	    bin/dq-inspect lib/libpeftio.a lib/libpeftio.so.$version \
 	    include/peftio.h lib/pkgconfig/peftio.pc; do
@@ -74,7 +88,17 @@ if $MAKE -s -C "$TOP" install PREFIX="$P" >"$T/log" 2>&1; then
 else
 	notok "make install PREFIX"; sed 's/^/#   /' "$T/log" | tail -5
 fi
-installed "$P" PREFIX
+installed "$P" PREFIX "$P"
+# The installed completion, loaded as bash-completion loads it.
+got=$(bash -c '. "$1"
+    f=$(complete -p nf4-quant | sed -n "s/.*-F \([^ ]*\) .*/\1/p")
+    COMP_WORDS=(nf4-quant --no-d); COMP_CWORD=1; "$f"
+    echo "${COMPREPLY[*]}"' sh "$(compdir "$P")/nf4-quant" 2>&1)
+if [ "$got" = "--no-double-quant" ]; then
+	ok "the installed completion completes nf4-quant --no-d"
+else
+	notok "the installed completion completes nf4-quant --no-d ($got)"
+fi
 export PKG_CONFIG_PATH="$P/lib/pkgconfig"
 if flags=$($PKG_CONFIG --cflags --libs peftio 2>"$T/log") &&
     $CC $LDSAN -o "$T/prog" "$T/prog.c" $flags 2>>"$T/log"; then
@@ -127,7 +151,7 @@ if $MAKE -s -C "$TOP" install PREFIX=/opt/peftio DESTDIR="$D" \
 else
 	notok "make install DESTDIR"; sed 's/^/#   /' "$T/log" | tail -5
 fi
-installed "$D/opt/peftio" DESTDIR
+installed "$D/opt/peftio" DESTDIR /opt/peftio
 if grep -qx 'prefix=/opt/peftio' "$D/opt/peftio/lib/pkgconfig/peftio.pc"
 then
 	ok "the staged peftio.pc names the final prefix"

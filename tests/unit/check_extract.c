@@ -3,10 +3,15 @@
  * the exact one (Eckart-Young), and LoRA extraction with fixed and
  * energy-chosen ranks.
  */
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "peftio.h"
 #include "testutil.h"
@@ -272,7 +277,32 @@ struct seen {
 	char		 skipped[256];
 	int		 reports;
 	uint64_t	 rank;
+	/* progress */
+	int		 calls, ends;
+	uint64_t	 done, total;
+	char		 what[256];
 };
+
+/* A peftio_progress_fn: done never goes back, total never changes, and
+ * the end (what NULL) comes once, last, with done = total. */
+static void
+seen_progress(void *arg, uint64_t done, uint64_t total, const char *what)
+{
+	struct seen *s = arg;
+
+	ck_assert_int_eq(s->ends, 0);
+	ck_assert_uint_ge(done, s->done);
+	ck_assert_uint_le(done, total);
+	if (s->calls++ > 0)
+		ck_assert_uint_eq(total, s->total);
+	s->done = done;
+	s->total = total;
+	if (what == NULL) {
+		ck_assert_uint_eq(done, total);
+		s->ends++;
+	} else
+		snprintf(s->what, sizeof(s->what), "%s", what);
+}
 
 static void
 seen_skipped(void *arg, const char *names)
@@ -321,8 +351,15 @@ START_TEST(test_extract_model)
 	o.report = seen_report;
 	o.report_arg = &s;
 	o.jobs = 2;
+	o.progress = seen_progress;
+	o.progress_arg = &s;
 	ck_assert_msg(peftio_extract_model(base, tuned, out, &o, &nmod, &r,
 	    &err) == 0, "%s", err.msg);
+	/* The bytes of the one weight extracted, named before it. */
+	ck_assert_int_eq(s.calls, 2);
+	ck_assert_int_eq(s.ends, 1);
+	ck_assert_uint_eq(s.total, 16 * 12 * sizeof(float));
+	ck_assert_str_eq(s.what, "model.layers.0.self_attn.q_proj");
 	ck_assert_uint_eq(nmod, 1);
 	ck_assert_uint_eq(r, 2);
 	ck_assert_str_eq(s.skipped, "lm_head.weight");
@@ -337,10 +374,103 @@ START_TEST(test_extract_model)
 	peftio_adapter_free(a);
 
 	write_model(tuned, 1, 0);
+	o.progress = NULL;
 	ck_assert_int_ne(peftio_extract_model(base, tuned, out, &o, NULL, NULL,
 	    &err), 0);
 	ck_assert_msg(strstr(err.msg, "model.norm.weight is missing") != NULL,
 	    "%s", err.msg);
+	tu_tmpdir_remove();
+}
+END_TEST
+
+/* Resizing an adapter tells its progress in modules (with the rank by
+ * energy, each module twice), and so does converting one. */
+START_TEST(test_resize_progress)
+{
+	struct peftio_extract_model_opts o;
+	struct peftio_resize_opts ro;
+	struct peftio_error err;
+	struct seen s;
+	char base[4096], tuned[4096], ad[4096], out[4096];
+
+	tu_tmpdir();
+	snprintf(base, sizeof(base), "%s", tu_path("base.safetensors"));
+	snprintf(tuned, sizeof(tuned), "%s", tu_path("tuned.safetensors"));
+	snprintf(ad, sizeof(ad), "%s", tu_path("adapter"));
+	snprintf(out, sizeof(out), "%s", tu_path("resized"));
+	write_model(base, 0, 1);
+	write_model(tuned, 1, 1);
+	memset(&o, 0, sizeof(o));
+	peftio_extract_opts_init(&o.x);
+	o.x.rank = 2;
+	ck_assert_msg(peftio_extract_model(base, tuned, ad, &o, NULL, NULL,
+	    &err) == 0, "%s", err.msg);
+	memset(&ro, 0, sizeof(ro));
+	peftio_extract_opts_init(&ro.x);
+	ro.x.rank = _i == 0 ? 1 : 0;
+	ro.x.energy = 0.5;
+	ro.progress = seen_progress;
+	ro.progress_arg = &s;
+	memset(&s, 0, sizeof(s));
+	ck_assert_msg(peftio_resize_adapter(ad, out, &ro, &err) == 0, "%s",
+	    err.msg);
+	ck_assert_uint_eq(s.total, _i == 0 ? 1 : 2);
+	ck_assert_int_eq(s.calls, _i == 0 ? 2 : 3);
+	ck_assert_int_eq(s.ends, 1);
+	ck_assert_str_eq(s.what, "model.layers.0.self_attn.q_proj");
+	/* --convert: one module, of the trained adapter. */
+	memset(&s, 0, sizeof(s));
+	ro.flags = PEFTIO_W_FORCE;
+	ck_assert_msg(peftio_convert_adapter_opts(ad, ad, out, &ro, &err) == 0,
+	    "%s", err.msg);
+	ck_assert_uint_eq(s.total, 1);
+	ck_assert_int_eq(s.calls, 2);
+	ck_assert_int_eq(s.ends, 1);
+	tu_tmpdir_remove();
+}
+END_TEST
+
+/* A checkpoint read from a pipe: peftio_set_read_progress() hears of
+ * the bytes spooled, up to the data section's size, then the end. */
+START_TEST(test_read_progress)
+{
+	struct peftio_ckpt *c;
+	struct peftio_error err;
+	struct seen s;
+	struct stat sb;
+	char path[4096], fifo[4096], buf[4096];
+	ssize_t n;
+	pid_t pid;
+	int fd, in, st;
+
+	tu_tmpdir();
+	snprintf(path, sizeof(path), "%s", tu_path("model.safetensors"));
+	snprintf(fifo, sizeof(fifo), "%s", tu_path("pipe"));
+	write_model(path, 0, 1);
+	ck_assert_int_eq(stat(path, &sb), 0);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	if ((pid = fork()) == 0) {
+		fd = open(fifo, O_WRONLY);
+		in = open(path, O_RDONLY);
+		while (fd >= 0 && in >= 0 && (n = read(in, buf,
+		    sizeof(buf))) > 0)
+			if (write(fd, buf, (size_t)n) != n)
+				_exit(1);
+		_exit(0);
+	}
+	ck_assert_int_ge(pid, 0);
+	memset(&s, 0, sizeof(s));
+	peftio_set_read_progress(seen_progress, &s);
+	ck_assert_msg(peftio_ckpt_open(&c, fifo, &err) == 0, "%s", err.msg);
+	peftio_set_read_progress(NULL, NULL);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_int_eq(st, 0);
+	ck_assert_int_ge(s.calls, 1);
+	ck_assert_int_eq(s.ends, 1);
+	/* Three f32 tensors: q [16, 12], lm_head [8, 12], norm [12]. */
+	ck_assert_uint_eq(s.total, (16 * 12 + 8 * 12 + 12) * sizeof(float));
+	ck_assert_uint_lt(s.total, (uint64_t)sb.st_size);
+	peftio_ckpt_close(c);
 	tu_tmpdir_remove();
 }
 END_TEST
@@ -360,6 +490,8 @@ Suite *extract_suite(void)
 	tcase_add_test(tc, test_extract_deterministic);
 	tcase_add_loop_test(tc, test_extract_energy, 0, 2);
 	tcase_add_test(tc, test_extract_model);
+	tcase_add_loop_test(tc, test_resize_progress, 0, 2);
+	tcase_add_test(tc, test_read_progress);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -541,6 +541,70 @@ START_TEST(test_yaml)
 }
 END_TEST
 
+static int
+starts(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* dq-inspect's report of q.safetensors as text and as JSON: the
+ * checksums verified before the table with the pieces of the 4-bit
+ * weight; with PEFTIO_REPORT_SUMMARY the totals only. */
+START_TEST(test_report)
+{
+	struct peftio_report_list *l;
+	struct peftio_report *rp;
+	struct peftio_error err;
+	size_t len;
+	char *buf;
+	FILE *f;
+
+	ck_assert_int_eq(peftio_report_open(&rp, q, "q", &err), 0);
+	ck_assert_uint_eq(peftio_report_inspect(rp)->nrows, 2);
+	ck_assert_int_eq(peftio_report_verify(rp, NULL, NULL, NULL), 0);
+	ck_assert_ptr_nonnull(f = open_memstream(&buf, &len));
+	peftio_report_text(f, rp, 0);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_msg(starts(buf, "checkpoint q\n\nverify          7 tensors "
+	    "checked, 0 mismatched\n\nNAME "), "%s", buf);
+	ck_assert_ptr_nonnull(strstr(buf, "  nf4 blocksize 64 DQ: codes 8,192, "
+	    "absmax codes 256, nested absmax 4, maps 1,088"));
+	ck_assert_ptr_nonnull(strstr(buf, "\nDQ saving       "));
+	free(buf);
+	ck_assert_ptr_nonnull(f = open_memstream(&buf, &len));
+	peftio_report_text(f, rp, PEFTIO_REPORT_SUMMARY);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_msg(starts(buf, "checkpoint q\n\nverify          7 tensors "
+	    "checked, 0 mismatched\n\ntensors         2 (1 quantized: "), "%s",
+	    buf);
+	ck_assert_ptr_null(strstr(buf, "NAME"));
+	free(buf);
+	ck_assert_ptr_nonnull(l = peftio_report_list_new());
+	ck_assert_int_eq(peftio_report_list_add(l, rp, 0, &err), 0);
+	ck_assert_int_eq(peftio_report_list_add(l, rp, PEFTIO_REPORT_SUMMARY,
+	    &err), 0);
+	ck_assert_uint_eq(peftio_report_list_count(l), 2);
+	ck_assert_ptr_nonnull(f = open_memstream(&buf, &len));
+	ck_assert_int_eq(peftio_report_list_json(f, l, &err), 0);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_msg(starts(buf, "{\n  \"inputs\": [\n    {\n      "
+	    "\"checkpoint\": \"q\",\n      \"tensors\": ["), "%s", buf);
+	ck_assert_ptr_nonnull(strstr(buf, "\"status\": \"ok\""));
+	/* the second, totals only */
+	ck_assert_ptr_nonnull(strstr(buf, "},\n    {\n      \"checkpoint\": "
+	    "\"q\",\n      \"totals\": {"));
+	free(buf);
+	ck_assert_ptr_nonnull(f = open_memstream(&buf, &len));
+	ck_assert_int_eq(peftio_report_list_yaml(f, l, &err), 0);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_msg(starts(buf, "---\ncheckpoint: q\n"), "%s",
+	    buf);
+	free(buf);
+	peftio_report_list_free(l);
+	peftio_report_free(rp);
+}
+END_TEST
+
 Suite *inspect_suite(void);
 
 Suite *inspect_suite(void)
@@ -554,6 +618,7 @@ Suite *inspect_suite(void)
 	tcase_add_test(tc, test_compare_all);
 	tcase_add_test(tc, test_plan);
 	tcase_add_test(tc, test_int8);
+	tcase_add_test(tc, test_report);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("arith");
 	tcase_add_test(tc, test_stats_add);

@@ -927,6 +927,45 @@ START_TEST(test_recipe_seed)
 }
 END_TEST
 
+/* A mergekit configuration is named as such, whatever key comes
+ * first; a recipe with other unknown keys is not; a checkpoint is not
+ * read as YAML. */
+START_TEST(test_recipe_mergekit)
+{
+	static const struct {
+		const char	*text;
+		const char	*key;
+	} tab[] = {
+		{ "models:\n  - model: a\n    parameters: {weight: 1}\n"
+		    "merge_method: linear\n", "models" },
+		{ "dtype: float16\nmerge_method: ties\n", "merge_method" },
+		{ "slices:\n  - sources: [{model: a}]\n", "slices" },
+		{ "base_model: a\n", "base_model" },
+	};
+	struct peftio_error err;
+	struct peftio_recipe *r;
+	char want[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		ck_assert_int_eq(peftio_recipe_parse(tab[i].text,
+		    strlen(tab[i].text), "mk.yaml", &r, &err), PEFTIO_EFORMAT);
+		ck_assert_ptr_null(r);
+		snprintf(want, sizeof(want), "mk.yaml: a mergekit "
+		    "configuration (%s): lora-merge recipes use", tab[i].key);
+		ck_assert_msg(strstr(err.msg, want) != NULL, "%s", err.msg);
+	}
+	ck_assert_int_eq(peftio_recipe_parse("\10\0\0\0\0\0\0\0{}", 10,
+	    "m.safetensors", &r, &err), PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "m.safetensors: a binary file "
+	    "(a checkpoint?), not a YAML recipe"));
+	ck_assert_int_eq(peftio_recipe_parse("base: a\nmodel: b\n", 17,
+	    "r.yaml", &r, &err), PEFTIO_EFORMAT);
+	ck_assert_ptr_null(strstr(err.msg, "mergekit"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "unknown key 'model'"));
+}
+END_TEST
+
 Suite *lora_suite(void);
 
 Suite *lora_suite(void)
@@ -953,6 +992,7 @@ Suite *lora_suite(void)
 	tcase_add_test(tc, test_svd);
 	tcase_add_test(tc, test_recipe);
 	tcase_add_test(tc, test_recipe_seed);
+	tcase_add_test(tc, test_recipe_mergekit);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -680,6 +680,42 @@ START_TEST(test_output_clash)
 }
 END_TEST
 
+/* Two outputs that need not exist: the same path or one inside the
+ * other overlap, whatever the spelling; a prefix of a name does not. */
+START_TEST(test_outputs_overlap)
+{
+	struct peftio_error err;
+	char a[4096], b[4096], cwd[4096];
+
+	tu_tmpdir();
+	ck_assert_int_eq(mkdir(tu_path("d"), 0755), 0);
+	snprintf(a, sizeof(a), "%s", tu_path("d/ad"));
+	snprintf(b, sizeof(b), "%s", tu_path("d/ad2"));
+	ck_assert_int_eq(peftio_outputs_overlap(a, b, &err), 0);
+	ck_assert_int_eq(peftio_outputs_overlap(b, a, &err), 0);
+	snprintf(b, sizeof(b), "%s", tu_path("d/./ad"));
+	ck_assert_int_eq(peftio_outputs_overlap(a, b, &err), PEFTIO_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "would overlap the output"));
+	snprintf(b, sizeof(b), "%s", tu_path("d/ad/x/y.safetensors"));
+	ck_assert_int_eq(peftio_outputs_overlap(a, b, &err), PEFTIO_EINVAL);
+	ck_assert_int_eq(peftio_outputs_overlap(b, a, &err), PEFTIO_EINVAL);
+	snprintf(b, sizeof(b), "%s", tu_path("d/new/../ad//"));
+	ck_assert_int_eq(peftio_outputs_overlap(b, a, &err), PEFTIO_EINVAL);
+	/* A relative path against the working directory. */
+	ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+	ck_assert_int_eq(chdir(tu_path("d")), 0);
+	ck_assert_int_eq(peftio_outputs_overlap("ad", a, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_int_eq(peftio_outputs_overlap("./ad/m", "ad", &err),
+	    PEFTIO_EINVAL);
+	ck_assert_int_eq(peftio_outputs_overlap("ad", "ad.safetensors",
+	    &err), 0);
+	ck_assert_int_eq(chdir(cwd), 0);
+	ck_assert_int_eq(peftio_outputs_overlap(a, "-", &err), 0);
+	ck_assert_int_eq(peftio_outputs_overlap(NULL, a, &err), 0);
+}
+END_TEST
+
 Suite *outfile_suite(void);
 
 Suite *outfile_suite(void)
@@ -703,6 +739,7 @@ Suite *outfile_suite(void)
 	tcase_add_test(tc, test_outdir_replace);
 	tcase_add_test(tc, test_outdir_signal);
 	tcase_add_test(tc, test_output_clash);
+	tcase_add_test(tc, test_outputs_overlap);
 	tcase_add_test(tc, test_signal_handler);
 	suite_add_tcase(s, tc);
 	return s;

@@ -1486,6 +1486,60 @@ open_piped(const unsigned char *buf, size_t len, int use_stdin,
 	return rc;
 }
 
+/* Other formats and text are named for what they are, from a file, a
+ * buffer or a pipe; binary that is not text is still read as
+ * safetensors, and a few bytes are still too small. */
+START_TEST(test_foreign)
+{
+	static const struct {
+		const char	*bytes;
+		size_t		 len;
+		int		 code;
+		const char	*msg;
+	} tab[] = {
+		{ "GGUF\3\0\0\0\0\0\0\0\0\0\0\0", 16,
+		    PEFTIO_EUNSUPPORTED, LABEL ": a GGUF file: these tools "
+		    "read safetensors" },
+		{ "{\n  \"architectures\": [\"LlamaForCausalLM\"]\n}\n", 0,
+		    PEFTIO_EFORMAT, LABEL ": a JSON file, not a checkpoint" },
+		{ "\xef\xbb\xbf[1, 2, 3]\n", 0, PEFTIO_EFORMAT,
+		    "a JSON file" },
+		{ "# recipe\nbase: x\nadapters: []\n", 0, PEFTIO_EFORMAT,
+		    "a YAML file" },
+		{ "---\n- a\n", 0, PEFTIO_EFORMAT, "a YAML file" },
+		{ "caf\xc3\xa9 menu: 3\xe2\x82\xac\n", 0, PEFTIO_EFORMAT,
+		    "a text file" },
+		{ "abcdefg", 0, PEFTIO_EFORMAT, "too small" },
+		{ "\xff\xff\xff\xff\xff\xff\xff\xff{}", 10, PEFTIO_EFORMAT,
+		    "exceeds the limit" },
+		{ "abcdefg\x01", 0, PEFTIO_EFORMAT, "exceeds the limit" },
+		{ "abc\xc3(defgh", 0, PEFTIO_EFORMAT, "exceeds the limit" },
+	};
+	struct peftio_error err;
+	struct peftio_st *st;
+	const unsigned char *b;
+	size_t i, len;
+
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		b = (const unsigned char *)tab[i].bytes;
+		len = tab[i].len ? tab[i].len : strlen(tab[i].bytes);
+		ck_assert_int_eq(open_buf(b, len, &err), tab[i].code);
+		ck_assert_msg(strstr(err.msg, tab[i].msg) != NULL,
+		    "case %zu: %s", i, err.msg);
+		if (len < 8)
+			continue;
+		/* A pipe shows the first 8 bytes only. */
+		st = NULL;
+		ck_assert_int_eq(open_piped(b, len, 0, &st, &err),
+		    tab[i].code);
+		ck_assert_ptr_null(st);
+	}
+	ck_assert_int_eq(open_piped((const unsigned char *)"{\"a\": 1}\n", 9, 1,
+	    &st, &err), PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "<stdin>: a JSON file"));
+}
+END_TEST
+
 START_TEST(test_read_pipe)
 {
 	const struct peftio_tensor_info *t;
@@ -1691,6 +1745,7 @@ Suite *safetensors_suite(void)
 	tcase_add_loop_test(tc, test_table, 0,
 	    (int)(sizeof(cases) / sizeof(cases[0])));
 	tcase_add_test(tc, test_lengths);
+	tcase_add_test(tc, test_foreign);
 	tcase_add_test(tc, test_error_order);
 	tcase_add_test(tc, test_depth);
 	tcase_add_test(tc, test_long_name);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "report.h"
 
 /* The randomized SVD's defaults for --init. */
 #define INIT_OVERSAMPLE		16
@@ -34,37 +35,23 @@ struct opts {
 	int			 double_quant;
 	int			 qtype;		/* -t */
 	int			 quantize;	/* --quantize, or -1 */
+	int			 json;
 };
 
 static struct opts O;
 static struct cli_common C;
 
+/* What the run did, for the summary line and --json. */
+static struct {
+	json_t		*modules;	/* with --json */
+	uint64_t	 nmodules, rank;
+	uint64_t	 in_bytes;	/* the step's total, from progress */
+} R;
+
 static void __attribute__((noreturn))
 usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-	    "usage: %s [-r rank | --energy f | --max-rank r [--min-rank r]] "
-	    "[--alpha a]\n"
-	    "                       [--target glob]... [--exclude glob]... "
-	    "[--oversample p]\n"
-	    "                       [--power-iters q] [--exact] [--seed n] "
-	    "[-j jobs] [-o adapter_dir]\n"
-	    "                       [-f] [-q | -v] base tuned\n"
-	    "       %s --init pissa|olora|loftq -r rank [--alpha a] "
-	    "[--exact] [--niter k]\n"
-	    "                       [--loftq-iter n] [--no-double-quant] "
-	    "[-t nf4|fp4]\n"
-	    "                       [--quantize nf4|fp4] [--target glob]... "
-	    "[--exclude glob]...\n"
-	    "                       [-j jobs] -o adapter_dir --residual "
-	    "model_dir base\n"
-	    "       %s --convert -o adapter_dir init_adapter "
-	    "trained_adapter\n"
-	    "       %s --resize (-r rank | --energy f [--max-rank r]) "
-	    "[--alpha a] [--exact]\n"
-	    "                       -o adapter_dir adapter\n",
-	    cli_progname, cli_progname, cli_progname, cli_progname);
-	exit(status);
+	cli_usage(status);
 }
 
 /* Excluded by a --exclude, else chosen by a --target, else a Linear
@@ -72,17 +59,8 @@ usage(int status)
 static int
 selected(void *arg, const char *module)
 {
-	size_t i;
-
-	for (i = 0; i < O.nexcludes; i++)
-		if (peftio_module_match(module, O.excludes[i]))
-			return 0;
-	if (O.ntargets == 0)
-		return peftio_linear_module(module, strlen(module));
-	for (i = 0; i < O.ntargets; i++)
-		if (peftio_module_match(module, O.targets[i]))
-			return 1;
-	return 0;
+	return peftio_module_selected(module, O.targets, O.ntargets,
+	    O.excludes, O.nexcludes);
 }
 
 static void
@@ -92,12 +70,36 @@ skipped(void *arg, const char *names)
 	    names);
 }
 
-/* With -v, one line per module (f NULL: its delta is zero). */
+/* With -v, one line per module (f NULL: its delta is zero); with
+ * --json, an entry each. */
 static void
 report(void *arg, const char *module, const struct peftio_lora_factors *f)
 {
 	static int header;
+	json_t *m;
 
+	if (f != NULL) {
+		R.nmodules++;
+		if (f->rank > R.rank)
+			R.rank = f->rank;
+	}
+	if (R.modules != NULL) {
+		m = json_object();
+		json_object_set_new(m, "module", json_string(module));
+		json_object_set_new(m, "rank", f != NULL ? cli_jint(f->rank) :
+		    cli_jint(0));
+		json_object_set_new(m, "out_features", f != NULL ?
+		    cli_jint(f->m) : json_null());
+		json_object_set_new(m, "in_features", f != NULL ?
+		    cli_jint(f->n) : json_null());
+		json_object_set_new(m, "energy_kept", f != NULL ?
+		    json_real(f->kept) : json_null());
+		json_object_set_new(m, "rel_error", f != NULL ?
+		    json_real(f->rel_err) : json_null());
+		json_object_set_new(m, "norm", json_real(f != NULL ?
+		    sqrt(f->energy) : 0.0));
+		json_array_append_new(R.modules, m);
+	}
 	if (cli_verbose < 2)
 		return;
 	if (!header++)
@@ -110,6 +112,84 @@ report(void *arg, const char *module, const struct peftio_lora_factors *f)
 		fprintf(stderr, "%-48s %5llu %10.6f %10.3e %12.6e\n", module,
 		    (unsigned long long)f->rank, f->kept, f->rel_err,
 		    sqrt(f->energy));
+}
+
+/* The library's progress, and the size of the step for the summary. */
+static void
+progress(void *ctx, uint64_t done, uint64_t total, const char *what)
+{
+	R.in_bytes = total;
+	cli_xf_progress(ctx, done, total, what);
+}
+
+/* The line that ends a run, and with --json the report: the mode, the
+ * modules (as report() saw them), the tensors of the adapter written
+ * and the totals. */
+static int
+finish(const char *mode, uint64_t in)
+{
+	json_t *doc, *ts, *tot, *t;
+	uint64_t out = 0, k;
+	char more[64];
+	size_t i;
+
+	ts = cli_report_files(C.out, &out);
+	if (ts == NULL)
+		return CLI_EXIT_ERROR;
+	/* --convert reports no module: count them in what it wrote. */
+	if (R.nmodules == 0)
+		json_array_foreach(ts, i, t)
+			if (strstr(json_string_value(json_object_get(t,
+			    "name")), ".lora_A.") != NULL) {
+				R.nmodules++;
+				k = (uint64_t)json_integer_value(json_array_get(
+				    json_object_get(t, "shape"), 0));
+				R.rank = k > R.rank ? k : R.rank;
+			}
+	snprintf(more, sizeof(more), "%llu modules, r %llu",
+	    (unsigned long long)R.nmodules, (unsigned long long)R.rank);
+	cli_summary(C.out, in, out, more);
+	if (!O.json) {
+		json_decref(ts);
+		return CLI_EXIT_OK;
+	}
+	doc = json_object();
+	json_object_set_new(doc, "mode", json_string(mode));
+	json_object_set_new(doc, "inputs", json_pack("[s]", O.base));
+	if (O.tuned != NULL)
+		json_array_append_new(json_object_get(doc, "inputs"),
+		    json_string(O.tuned));
+	json_object_set_new(doc, "output", json_string(C.out));
+	if (O.residual != NULL)
+		json_object_set_new(doc, "residual", json_string(O.residual));
+	json_object_set_new(doc, "modules", R.modules);
+	R.modules = NULL;
+	json_object_set_new(doc, "tensors", ts);
+	tot = json_object();
+	json_object_set_new(tot, "modules", cli_jint(R.nmodules));
+	json_object_set_new(tot, "rank", cli_jint(R.rank));
+	json_object_set_new(tot, "tensors_out", cli_jint(json_array_size(ts)));
+	json_object_set_new(tot, "bytes_in", cli_jint(in));
+	json_object_set_new(tot, "bytes_out", cli_jint(out));
+	json_object_set_new(doc, "totals", tot);
+	return cli_json_print(doc);
+}
+
+/* Bytes of the tensors of the checkpoint at path (headers only). */
+static uint64_t
+ckpt_bytes(const char *path)
+{
+	struct peftio_ckpt *c;
+	struct peftio_error err;
+	uint64_t n = 0;
+	size_t i;
+
+	if (peftio_ckpt_open(&c, path, &err) != 0)
+		return 0;
+	for (i = 0; i < peftio_ckpt_count(c); i++)
+		n += peftio_ckpt_tensor(c, i)->nbytes;
+	peftio_ckpt_close(c);
+	return n;
 }
 
 static int
@@ -127,12 +207,15 @@ run(void)
 	xo.report = report;
 	xo.flags = C.force ? PEFTIO_W_FORCE : 0;
 	xo.jobs = C.jobs;
+	xo.progress = progress;
 	if (peftio_extract_model(O.base, O.tuned, C.out, &xo, &nmodules, &r,
 	    &err) != 0)
 		return cli_error(&err);
 	cli_debug("%s: %llu modules, r %llu", C.out,
 	    (unsigned long long)nmodules, (unsigned long long)r);
-	return CLI_EXIT_OK;
+	R.nmodules = nmodules;
+	R.rank = r;
+	return finish("extract", R.in_bytes);
 }
 
 /* ------------------------------------------------------------------ */
@@ -163,9 +246,10 @@ run_init(void)
 	io.report = report;
 	io.flags = C.force ? PEFTIO_W_FORCE : 0;
 	io.jobs = C.jobs;
+	io.progress = cli_xf_progress;
 	if (peftio_init_model(O.base, C.out, O.residual, &io, &err) != 0)
 		return cli_error(&err);
-	return CLI_EXIT_OK;
+	return finish("init", ckpt_bytes(O.base));
 }
 
 static int
@@ -179,78 +263,113 @@ run_resize(void)
 	ro.alpha = O.has_alpha ? O.alpha : 0.0;
 	ro.report = report;
 	ro.flags = C.force ? PEFTIO_W_FORCE : 0;
+	cli_meter("modules", 0);
+	ro.progress = cli_xf_progress;
 	if (peftio_resize_adapter(O.base, C.out, &ro, &err) != 0)
 		return cli_error(&err);
-	return CLI_EXIT_OK;
+	return finish("resize", ckpt_bytes(O.base));
 }
 
 static int
 run_convert(void)
 {
+	struct peftio_resize_opts ro;
 	struct peftio_error err;
 
-	if (peftio_convert_adapter(O.base, O.tuned, C.out,
-	    C.force ? PEFTIO_W_FORCE : 0, &err) != 0)
+	memset(&ro, 0, sizeof(ro));
+	ro.flags = C.force ? PEFTIO_W_FORCE : 0;
+	ro.progress = cli_xf_progress;
+	cli_meter("modules", 0);
+	if (peftio_convert_adapter_opts(O.base, O.tuned, C.out, &ro,
+	    &err) != 0)
 		return cli_error(&err);
-	return CLI_EXIT_OK;
+	return finish("convert", ckpt_bytes(O.tuned));
 }
 
-static int
-parse_double(const char *opt, const char *s, double lo, double hi,
-    double *out)
-{
-	char *end;
-	double v;
+enum { OPT_ENERGY = 256, OPT_MAXRANK, OPT_MINRANK, OPT_ALPHA, OPT_TARGET,
+    OPT_EXCLUDE, OPT_OVERSAMPLE, OPT_POWER, OPT_EXACT, OPT_SEED, OPT_INIT,
+    OPT_RESIDUAL, OPT_CONVERT, OPT_RESIZE, OPT_LOFTQ_ITER, OPT_NO_DQ,
+    OPT_QUANTIZE, OPT_NITER, OPT_JSON };
 
-	v = strtod(s, &end);
-	if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
-		cli_warn("%s: '%s' is not a number in [%g, %g]", opt, s, lo,
-		    hi);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
+static const char *const synopsis[] = {
+	"[-r rank | --energy f | --max-rank r [--min-rank r]]",
+	"\t[--alpha a] [--target glob]... [--exclude glob]...",
+	"\t[--oversample p] [--power-iters q] [--exact] [--seed n]",
+	"\t[-fqv] [--json] [-j jobs] [-o adapter_dir] base tuned",
+	"--init pissa|olora|loftq -r rank [--alpha a] [--exact]",
+	"\t[--niter k] [--loftq-iter n] [--no-double-quant]",
+	"\t[-t nf4|fp4] [--quantize nf4|fp4] [--target glob]...",
+	"\t[--exclude glob]... [-j jobs] -o adapter_dir",
+	"\t--residual model_dir base",
+	"--convert -o adapter_dir init_adapter trained_adapter",
+	"--resize (-r rank | --energy f [--max-rank r])",
+	"\t[--alpha a] [--exact] -o adapter_dir adapter",
+	NULL
+};
+
+static const struct cli_opt optab[] = {
+	CLI_GROUP("Rank"),
+	{ 'r', "rank", "N", "the rank of every module (default 16)", NULL },
+	{ OPT_ENERGY, "energy", "F", "the least rank keeping a fraction F, "
+	    "per module", NULL },
+	{ OPT_MAXRANK, "max-rank", "N", "the cap for --energy (default 256)",
+	    NULL },
+	{ OPT_MINRANK, "min-rank", "N", "the floor for --energy (default 1)",
+	    NULL },
+	{ OPT_ALPHA, "alpha", "A", "write lora_alpha A (with a fixed rank)",
+	    NULL },
+	CLI_GROUP("Modules"),
+	{ OPT_TARGET, "target", "NAME", "only the modules NAME matches "
+	    "(repeatable)", NULL },
+	{ OPT_EXCLUDE, "exclude", "NAME", "not the modules NAME matches "
+	    "(repeatable)", NULL },
+	CLI_GROUP("SVD"),
+	{ OPT_OVERSAMPLE, "oversample", "P", "extra test vectors (default 8)",
+	    NULL },
+	{ OPT_POWER, "power-iters", "Q", "power iterations (default 2)",
+	    NULL },
+	{ OPT_NITER, "niter", "K", "the same as --power-iters", NULL },
+	{ OPT_EXACT, "exact", NULL, "LAPACK's full SVD instead (slow)", NULL },
+	{ OPT_SEED, "seed", "N", "seed of the test matrices (default 0)",
+	    NULL },
+	CLI_GROUP("Initialisation"),
+	{ OPT_INIT, "init", "pissa|olora|loftq", "initialise an adapter "
+	    "from base", NULL },
+	{ OPT_RESIDUAL, "residual", "MODEL_DIR", "where --init writes the "
+	    "new base", NULL },
+	{ OPT_LOFTQ_ITER, "loftq-iter", "N", "alternations of LoftQ "
+	    "(default 1)", NULL },
+	{ OPT_NO_DQ, "no-double-quant", NULL, "keep the 4-bit absmax in f32",
+	    NULL },
+	{ 't', "type", "nf4|fp4", "the 4-bit type of LoftQ (default nf4)",
+	    NULL },
+	{ OPT_QUANTIZE, "quantize", "nf4|fp4", "write the new base in 4 bits "
+	    "of this type", NULL },
+	CLI_GROUP("Other modes"),
+	{ OPT_CONVERT, "convert", NULL, "turn a trained PiSSA or OLoRA "
+	    "adapter into LoRA", NULL },
+	{ OPT_RESIZE, "resize", NULL, "lower the rank of an adapter", NULL },
+	CLI_GROUP("Output"),
+	{ 'o', "output", "ADAPTER_DIR", "the adapter directory to write",
+	    NULL },
+	{ OPT_JSON, "json", NULL, "print a JSON report on standard output",
+	    NULL },
+	CLI_END
+};
 
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_ENERGY = 256, OPT_MAXRANK, OPT_MINRANK, OPT_ALPHA,
-	    OPT_TARGET, OPT_EXCLUDE, OPT_OVERSAMPLE, OPT_POWER, OPT_EXACT,
-	    OPT_SEED, OPT_INIT, OPT_RESIDUAL,
-	    OPT_CONVERT, OPT_RESIZE, OPT_LOFTQ_ITER, OPT_NO_DQ, OPT_QUANTIZE,
-	    OPT_NITER };
-	static const struct option longopts[] = {
-		{ "rank", required_argument, NULL, 'r' },
-		{ "energy", required_argument, NULL, OPT_ENERGY },
-		{ "max-rank", required_argument, NULL, OPT_MAXRANK },
-		{ "min-rank", required_argument, NULL, OPT_MINRANK },
-		{ "alpha", required_argument, NULL, OPT_ALPHA },
-		{ "target", required_argument, NULL, OPT_TARGET },
-		{ "exclude", required_argument, NULL, OPT_EXCLUDE },
-		{ "oversample", required_argument, NULL, OPT_OVERSAMPLE },
-		{ "power-iters", required_argument, NULL, OPT_POWER },
-		{ "exact", no_argument, NULL, OPT_EXACT },
-		{ "seed", required_argument, NULL, OPT_SEED },
-		{ "init", required_argument, NULL, OPT_INIT },
-		{ "residual", required_argument, NULL, OPT_RESIDUAL },
-		{ "convert", no_argument, NULL, OPT_CONVERT },
-		{ "resize", no_argument, NULL, OPT_RESIZE },
-		{ "loftq-iter", required_argument, NULL, OPT_LOFTQ_ITER },
-		{ "no-double-quant", no_argument, NULL, OPT_NO_DQ },
-		{ "type", required_argument, NULL, 't' },
-		{ "quantize", required_argument, NULL, OPT_QUANTIZE },
-		{ "niter", required_argument, NULL, OPT_NITER },
-		CLI_COMMON_LONG,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct cli_tool tool = { synopsis, optab, CLI_WRITER };
 	uint64_t v;
 	int ch, has_rank = 0, has_energy = 0, has_max = 0, has_min = 0;
 	int has_init_only = 0, modes, has_svd = 0, has_jobs = 0;
 
 	cli_init("adapter-extract");
+	cli_options(&tool);
 	peftio_extract_opts_init(&O.x);
 	cli_common_init(&C);
+	peftio_set_read_progress(cli_xf_progress, NULL);
 	O.targets = xmalloc((size_t)argc * sizeof(*O.targets));
 	O.excludes = xmalloc((size_t)argc * sizeof(*O.excludes));
 	O.init = -1;
@@ -258,8 +377,7 @@ main(int argc, char *argv[])
 	O.double_quant = 1;
 	O.qtype = PEFTIO_Q4_NF4;
 	O.quantize = -1;
-	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "r:t:",
-	    longopts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv)) != -1) {
 		has_jobs |= ch == 'j';
 		if (cli_common_opt(&C, ch, optarg, usage))
 			continue;
@@ -271,7 +389,7 @@ main(int argc, char *argv[])
 			has_rank = 1;
 			break;
 		case OPT_ENERGY:
-			if (parse_double("--energy", optarg, 1e-9, 1.0,
+			if (cli_parse_double("--energy", optarg, 1e-9, 1.0,
 			    &O.x.energy) != 0)
 				usage(CLI_EXIT_USAGE);
 			has_energy = 1;
@@ -289,7 +407,7 @@ main(int argc, char *argv[])
 			has_min = 1;
 			break;
 		case OPT_ALPHA:
-			if (parse_double("--alpha", optarg, 1e-30, 1e30,
+			if (cli_parse_double("--alpha", optarg, 1e-30, 1e30,
 			    &O.alpha) != 0)
 				usage(CLI_EXIT_USAGE);
 			O.has_alpha = 1;
@@ -367,12 +485,26 @@ main(int argc, char *argv[])
 			O.x.power_iters = (unsigned)v;
 			has_svd |= 2;
 			break;
+		case OPT_JSON:
+			O.json = 1;
+			break;
 		default:
 			usage(CLI_EXIT_USAGE);
 		}
 	}
 	argc -= optind;
 	argv += optind;
+	if (C.out != NULL)
+		cli_output_name("-o", C.out, usage);
+	if (O.residual != NULL)
+		cli_output_name("--residual", O.residual, usage);
+	if (O.json && C.out != NULL && strcmp(C.out, "-") == 0) {
+		cli_warn("--json prints on standard output: give -o a "
+		    "directory");
+		usage(CLI_EXIT_USAGE);
+	}
+	if (O.json)
+		R.modules = json_array();
 	modes = (O.init >= 0) + O.convert + O.resize;
 	if (modes > 1) {
 		cli_warn("--init, --convert and --resize exclude each other");

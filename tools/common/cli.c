@@ -1,6 +1,7 @@
 /*
  * cli.c - command-line helpers shared by the peftio tools.
  */
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,6 +33,9 @@ int cli_verbose = 1;
 
 static int progress_shown;
 static double progress_last;
+static double t_start;		/* cli_init() */
+
+static double	now(void);
 
 /*
  * The end of every run: remove what temporaries remain after a failure
@@ -99,6 +104,7 @@ cli_init(const char *progname)
 	int sig;
 
 	cli_progname = progname;
+	t_start = now();
 	on_exit(at_exit, NULL);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_sigaction = on_signal;
@@ -212,6 +218,24 @@ cli_parse_u64(const char *opt, const char *s, uint64_t min, uint64_t max,
 	return 0;
 }
 
+int
+cli_parse_double(const char *opt, const char *s, double lo, double hi,
+    double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || *end != '\0' || errno != 0 || !(v >= lo && v <= hi)) {
+		cli_warn("%s: '%s' is not a number in [%g, %g]", opt, s, lo,
+		    hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
 void
 cli_common_init(struct cli_common *c)
 {
@@ -249,6 +273,9 @@ cli_common_opt(struct cli_common *c, int ch, const char *arg,
 	case CLI_OPT_VERSION:
 		printf("%s (peftio) %s\n", cli_progname, peftio_version());
 		exit(CLI_EXIT_OK);
+	case CLI_OPT_COMPLETION:
+		cli_bash_completion(stdout);
+		exit(CLI_EXIT_OK);
 	}
 	return 0;
 }
@@ -265,12 +292,36 @@ cli_common_output(struct cli_common *c, const char *const *in, size_t nin,
 		}
 		c->out = "-";
 	}
+	cli_output_name("-o", c->out, usage);
 	if (strcmp(c->out, "-") == 0 && isatty(STDOUT_FILENO) && !c->force) {
 		cli_warn("standard output is a terminal; not writing a "
 		    "checkpoint there (use -f to force)");
 		return CLI_EXIT_ERROR;
 	}
 	return cli_check_clash(c->out, in, nin);
+}
+
+void
+cli_output_name(const char *opt, const char *out, void (*usage)(int))
+{
+	static const struct {
+		const char	*suffix;
+		const char	*what;
+	} tab[] = {
+		{ ".gguf", "a GGUF file" },
+		{ ".bin", "a PyTorch .bin checkpoint" },
+	};
+	size_t i, n = strlen(out), m;
+
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		m = strlen(tab[i].suffix);
+		if (n > m && strcasecmp(out + n - m, tab[i].suffix) == 0) {
+			cli_warn("%s %s: named like %s; these tools write "
+			    "safetensors only (a .safetensors file or a "
+			    "directory)", opt, out, tab[i].what);
+			usage(CLI_EXIT_USAGE);
+		}
+	}
 }
 
 int
@@ -295,6 +346,18 @@ cli_parse_float_dtype(const char *opt, const char *s)
 	return -1;
 }
 
+/* ------------------------------------------------------------------ */
+/* Progress and the summary line                                       */
+
+/* The step being shown: its start, its unit (NULL: bytes), the items
+ * of a step in bytes (0: not counted), and the item being worked on. */
+static struct {
+	double		 t0;
+	const char	*unit;
+	uint64_t	 nitems, item;
+	char		 what[256];
+} M;
+
 static double
 now(void)
 {
@@ -304,22 +367,143 @@ now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-void
-cli_progress(uint64_t done, uint64_t total, const char *what)
+double
+cli_elapsed(void)
+{
+	return now() - t_start;
+}
+
+const char *
+cli_size(uint64_t v, char *buf, size_t len)
+{
+	static const char *const units[] = { "kB", "MB", "GB", "TB", "PB" };
+	double d = (double)v;
+	size_t u;
+
+	if (v < 1000) {
+		snprintf(buf, len, "%llu B", (unsigned long long)v);
+		return buf;
+	}
+	for (u = 0, d /= 1000.0; d >= 999.995 && u + 1 < sizeof(units) /
+	    sizeof(units[0]); u++)
+		d /= 1000.0;
+	snprintf(buf, len, "%.2f %s", d, units[u]);
+	return buf;
+}
+
+/* "1:05:07", "4:12", "9 s" */
+static const char *
+duration(double s, char *buf, size_t len)
+{
+	unsigned long t = s < 0 ? 0 : (unsigned long)(s + 0.5);
+
+	if (t >= 3600)
+		snprintf(buf, len, "%lu:%02lu:%02lu", t / 3600, t / 60 % 60,
+		    t % 60);
+	else if (t >= 60)
+		snprintf(buf, len, "%lu:%02lu", t / 60, t % 60);
+	else
+		snprintf(buf, len, "%lu s", t);
+	return buf;
+}
+
+static int
+progress_on(void)
 {
 	static int tty = -1;
-	double t;
 
 	if (tty < 0)
 		tty = isatty(STDERR_FILENO);
-	if (!tty || cli_verbose < 1)
+	return tty && cli_verbose >= 1;
+}
+
+static size_t
+columns(void)
+{
+	struct winsize ws;
+
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20)
+		return ws.ws_col;
+	return 80;
+}
+
+void
+cli_meter(const char *unit, uint64_t nitems)
+{
+	cli_progress_end();
+	M.t0 = now();
+	M.unit = unit;
+	M.nitems = nitems;
+	M.item = 0;
+	M.what[0] = '\0';
+}
+
+void
+cli_progress(uint64_t done, uint64_t total, const char *what)
+{
+	char line[512], a[32], b[32], c[32];
+	unsigned char *p;
+	double t, el, rate;
+	size_t o = 0, w;
+	int more;
+
+	if (!progress_on())
 		return;
 	t = now();
-	if (progress_shown && t - progress_last < 0.15 && done < total)
+	if (M.t0 == 0)
+		M.t0 = t;
+	if (what != NULL && strncmp(what, M.what, sizeof(M.what) - 1) != 0) {
+		snprintf(M.what, sizeof(M.what), "%s", what);
+		/* A name from a file stays on its line. */
+		for (p = (unsigned char *)M.what; *p != '\0'; p++)
+			if (*p < 0x20 || *p == 0x7f)
+				*p = '?';
+		M.item++;
+	}
+	/* At most 10 lines a second. */
+	if (progress_shown && t - progress_last < 0.1 &&
+	    (total == 0 || done < total))
 		return;
 	progress_last = t;
-	fprintf(stderr, "\r\033[K%s: %3d%% %.60s", cli_progname,
-	    total ? (int)(100.0 * done / total) : 100, what);
+	el = t - M.t0;
+#define ADD(...) do { \
+	if (o < sizeof(line)) \
+		o += (size_t)snprintf(line + o, sizeof(line) - o, __VA_ARGS__); \
+} while (0)
+	ADD("%s: ", cli_progname);
+	if (total > 0)
+		ADD("%3d%% ", (int)(100.0 * (double)min_u64(done, total) /
+		    (double)total));
+	if (M.unit != NULL) {
+		ADD("%llu/%llu %s", (unsigned long long)done,
+		    (unsigned long long)total, M.unit);
+		rate = el > 0 ? (double)done / el : 0;
+	} else {
+		if (M.nitems > 0)
+			ADD("%llu/%llu, ", (unsigned long long)M.item,
+			    (unsigned long long)M.nitems);
+		ADD("%s", cli_size(done, a, sizeof(a)));
+		if (total > 0)
+			ADD(" of %s", cli_size(total, b, sizeof(b)));
+		rate = el > 0 ? (double)done / el : 0;
+		if (el >= 0.5)
+			ADD(", %s/s", cli_size((uint64_t)rate, c, sizeof(c)));
+	}
+	more = total > done && rate > 0 && el >= 1.0;
+	if (more)
+		ADD(", %s left", duration((double)(total - done) / rate, c,
+		    sizeof(c)));
+	if (M.what[0] != '\0')
+		ADD(": %s", M.what);
+#undef ADD
+	/* One line, whatever the terminal's width: no wrap, so that \r
+	 * goes back to its start. */
+	w = columns() - 1;
+	if (o >= sizeof(line))
+		o = sizeof(line) - 1;
+	if (o > w)
+		o = w;
+	fprintf(stderr, "\r\033[K%.*s", (int)o, line);
 	progress_shown = 1;
 }
 
@@ -339,6 +523,21 @@ cli_xf_progress(void *ctx, uint64_t done, uint64_t total, const char *what)
 		cli_progress(done, total, what);
 	else
 		cli_progress_end();
+}
+
+void
+cli_summary(const char *name, uint64_t in, uint64_t out, const char *more)
+{
+	char a[32], b[32], c[32], rate[48] = "";
+	double t = cli_elapsed();
+
+	if (t >= 0.05)
+		snprintf(rate, sizeof(rate), ", %s/s",
+		    cli_size((uint64_t)((double)in / t), c, sizeof(c)));
+	cli_info("%s : %s => %s (%.1f%%)%s%s, %.1f s%s", name,
+	    cli_size(in, a, sizeof(a)), cli_size(out, b, sizeof(b)),
+	    in > 0 ? 100.0 * (double)out / (double)in : 100.0,
+	    more != NULL ? ", " : "", more != NULL ? more : "", t, rate);
 }
 
 void *

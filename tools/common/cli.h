@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "peftio.h"
+#include "options.h"
 
 /* Exit statuses, as documented in every man page. */
 #define CLI_EXIT_OK	0
@@ -35,11 +36,11 @@ void	cli_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void	cli_note(void *arg, const char *msg);
 
 /*
- * The options every tool shares: -f/--force, -j/--jobs N (0: one per
- * CPU, at most PEFTIO_MAX_JOBS), -o/--output PATH, -q/--quiet,
- * -v/--verbose, -h/--help and --version.  A tool puts CLI_COMMON_SHORT
- * in its getopt string and CLI_COMMON_LONG in its option table, and
- * hands every option to cli_common_opt() first.
+ * The options every tool shares (options.c has their table): -f/--force,
+ * -j/--jobs N (0: one per CPU, at most PEFTIO_MAX_JOBS), -o/--output
+ * PATH, -q/--quiet, -v/--verbose, -h/--help and --version; a tool that
+ * only reads takes them without -f and -o.  A tool hands every option
+ * to cli_common_opt() first.
  */
 struct cli_common {
 	const char	*out;		/* NULL until -o */
@@ -47,30 +48,11 @@ struct cli_common {
 	unsigned	 jobs;
 };
 
-#define CLI_OPT_VERSION	0x7ff0
-#define CLI_COMMON_SHORT	"fhj:o:qv"
-#define CLI_COMMON_LONG							\
-	{ "force", no_argument, NULL, 'f' },				\
-	{ "help", no_argument, NULL, 'h' },				\
-	{ "jobs", required_argument, NULL, 'j' },			\
-	{ "output", required_argument, NULL, 'o' },			\
-	{ "quiet", no_argument, NULL, 'q' },				\
-	{ "verbose", no_argument, NULL, 'v' },				\
-	{ "version", no_argument, NULL, CLI_OPT_VERSION }
-
-/* The same without -f and -o, for a tool that only reads. */
-#define CLI_READER_SHORT	"hj:qv"
-#define CLI_READER_LONG							\
-	{ "help", no_argument, NULL, 'h' },				\
-	{ "jobs", required_argument, NULL, 'j' },			\
-	{ "quiet", no_argument, NULL, 'q' },				\
-	{ "verbose", no_argument, NULL, 'v' },				\
-	{ "version", no_argument, NULL, CLI_OPT_VERSION }
-
 /* Set the defaults (jobs: one per CPU). */
 void	cli_common_init(struct cli_common *c);
 /* 1 when ch was a common option (handled), 0 when it is the tool's;
- * --help and --version exit 0, a bad -j calls usage(CLI_EXIT_USAGE). */
+ * --help, --version and --bash-completion exit 0, a bad -j calls
+ * usage(CLI_EXIT_USAGE). */
 int	cli_common_opt(struct cli_common *c, int ch, const char *arg,
 	    void (*usage)(int));
 
@@ -83,10 +65,17 @@ int	cli_common_opt(struct cli_common *c, int ch, const char *arg,
  */
 int	cli_common_output(struct cli_common *c, const char *const *in,
 	    size_t nin, void (*usage)(int));
+/* An output named like a format these tools do not write (.gguf,
+ * .bin): a message and usage(CLI_EXIT_USAGE). */
+void	cli_output_name(const char *opt, const char *out,
+	    void (*usage)(int));
 
 /* Parse a decimal integer in [min, max]; 0 or -1 with a message. */
 int	cli_parse_u64(const char *opt, const char *s, uint64_t min,
 	    uint64_t max, uint64_t *out);
+/* Parse a real number in [lo, hi]; 0 or -1 with a message. */
+int	cli_parse_double(const char *opt, const char *s, double lo, double hi,
+	    double *out);
 /* "f16"/"float16"/"half", "bf16"/"bfloat16", "f32"/"float32"/"float":
  * the dtype, or -1 with a message. */
 int	cli_parse_float_dtype(const char *opt, const char *s);
@@ -111,12 +100,30 @@ void	*xscratch(struct peftio_scratch *s, size_t n);
  * along the path up to the root; "-" on either side is a stream. */
 int	cli_check_clash(const char *out, const char *const *in, size_t nin);
 
-/* Progress on stderr, only when stderr is a terminal and not -q;
- * at most a few updates a second.  cli_progress_end() clears it. */
+/*
+ * Progress on stderr, one line rewritten with \r, only when stderr is a
+ * terminal and not -q; at most 10 updates a second.  cli_meter() starts
+ * a step: done and total count bytes (unit NULL; nitems > 0: the step's
+ * items, shown as "k/n" as what changes), or the unit named ("tensors").
+ * cli_progress_end() clears the line (every message does too).
+ */
+void	cli_meter(const char *unit, uint64_t nitems);
 void	cli_progress(uint64_t done, uint64_t total, const char *what);
 void	cli_progress_end(void);
-/* The progress hook of a transform (struct peftio_xf_ops). */
+/* A peftio_progress_fn for every hook of the library (ctx unused):
+ * cli_progress(), and cli_progress_end() when what is NULL. */
 void	cli_xf_progress(void *ctx, uint64_t done, uint64_t total,
 	    const char *what);
+
+/* Seconds since cli_init(). */
+double	cli_elapsed(void);
+/* "812 B", "3.80 GB": powers of 1000, two decimals. */
+const char *cli_size(uint64_t v, char *buf, size_t len);
+/*
+ * The line that ends a run, unless -q: "PROG: NAME : IN => OUT (R%),
+ * MORE, T s, RATE/s" on stderr (MORE may be NULL).
+ */
+void	cli_summary(const char *name, uint64_t in, uint64_t out,
+	    const char *more);
 
 #endif

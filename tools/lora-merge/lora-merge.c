@@ -8,26 +8,13 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli.h"
-
-/* What becomes of a tensor planned PEFTIO_XF_CUSTOM. */
-enum action { MERGE, DEQUANT, REQUANT, REQUANT8 };
-
-struct item {
-	enum action		 act;
-	enum peftio_dtype	 dt;		/* output dtype */
-	int			 touched;	/* changed by the merge */
-	int			 is_bnb;	/* 4-bit */
-	int			 is_bnb8;	/* 8-bit */
-	struct peftio_bnb_out	 bo;		/* REQUANT: the new weight */
-};
+#include "report.h"
 
 struct opts {
 	const char		*base;
@@ -43,6 +30,7 @@ struct opts {
 	int			 dtype;		/* -1: keep */
 	int			 requant;
 	int			 allow_nonfinite;
+	int			 json;
 	const char		*save_adapter;	/* --save-adapter */
 };
 
@@ -51,324 +39,16 @@ static struct cli_common C;
 
 struct run {
 	struct peftio_ckpt	*in;
-	struct peftio_xf_item	*xi;
-	struct item		*items;
-	struct peftio_bnb_weight *bw;	/* the base's 4-bit weights */
-	struct peftio_bnb8_weight *bw8;	/* and 8-bit ones */
-	size_t			 n;
+	struct peftio_merge_plan plan;
 	struct peftio_merge	*m;
 	struct peftio_merge_stream *ms;
-	struct peftio_scratch	 whole;	/* REQUANT: the merged tensor */
-	int			 quantized;
-	size_t			 nmerged;
+	uint64_t		 out_bytes;	/* of tensors, once written */
 };
 
 static void __attribute__((noreturn))
 usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-	    "usage: %s [-fqv] [-w w1,w2,...] [-m linear|cat|svd|ties|"
-	    "dare_linear|dare_ties|magnitude_prune]\n"
-	    "                  [--density d] [--seed n] [--unmerge] "
-	    "[--dtype f16|bf16|f32] [--requant]\n"
-	    "                  [--allow-nonfinite] [--recipe file.yaml] "
-	    "[-j jobs] [-o output]\n                  "
-	    "[--save-adapter dir] base adapter ...\n", cli_progname);
-	exit(status);
-}
-
-static int
-float_dtype(enum peftio_dtype dt)
-{
-	return dt == PEFTIO_F32 || dt == PEFTIO_F16 || dt == PEFTIO_BF16;
-}
-
-/* The shape the merge sees for a base tensor (a 4-bit weight's own). */
-static int
-shape_of(void *arg, const char *name, int *ndim, uint64_t *shape)
-{
-	struct run *r = arg;
-	const struct peftio_tensor_info *ti;
-	long i = peftio_ckpt_find(r->in, name);
-	int d;
-
-	if (i < 0 || r->xi[i].act == PEFTIO_XF_SKIP)
-		return -1;
-	if (r->items[i].is_bnb) {
-		*ndim = r->bw[i].qs.ndim;
-		for (d = 0; d < *ndim; d++)
-			shape[d] = r->bw[i].qs.shape[d];
-		return 0;
-	}
-	ti = peftio_ckpt_tensor(r->in, (size_t)i);
-	*ndim = ti->ndim;
-	for (d = 0; d < ti->ndim; d++)
-		shape[d] = ti->shape[d];
-	return 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* The plan                                                            */
-
-/* 4-bit weights are dequantized, their companions not written. */
-static int
-plan_base(struct run *r, struct peftio_error *err)
-{
-	size_t i;
-	long nw;
-
-	if ((nw = peftio_bnb_group(r->in, r->xi, r->bw, r->bw8, err)) < 0)
-		return (int)nw;
-	for (i = 0; i < r->n; i++) {
-		if (r->xi[i].act != PEFTIO_XF_CUSTOM)
-			continue;
-		/* An 8-bit base does not record its dtype. */
-		r->items[i].is_bnb8 = peftio_ckpt_tensor(r->in, i)->dtype ==
-		    PEFTIO_I8;
-		r->items[i].is_bnb = !r->items[i].is_bnb8;
-		r->items[i].act = DEQUANT;
-		r->items[i].dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
-		    r->items[i].is_bnb8 ? peftio_bnb8_dtype(r->in) :
-		    r->bw[i].qs.dtype;
-	}
-	r->quantized = nw > 0;
-	return 0;
-}
-
-/* A 4-bit weight the merge leaves alone keeps its bytes with --requant. */
-static void
-keep_bnb(struct run *r, const struct peftio_bnb_weight *bw)
-{
-	r->xi[bw->weight].act = PEFTIO_XF_COPY;
-	r->xi[bw->quant_state].act = PEFTIO_XF_COPY;
-	r->xi[bw->absmax].act = PEFTIO_XF_COPY;
-	r->xi[bw->quant_map].act = PEFTIO_XF_COPY;
-	if (bw->qs.double_quant) {
-		r->xi[bw->nested_absmax].act = PEFTIO_XF_COPY;
-		r->xi[bw->nested_quant_map].act = PEFTIO_XF_COPY;
-	}
-}
-
-static void
-keep_bnb8(struct run *r, const struct peftio_bnb8_weight *bw)
-{
-	r->xi[bw->weight].act = PEFTIO_XF_COPY;
-	r->xi[bw->scb].act = PEFTIO_XF_COPY;
-	if (bw->format >= 0)
-		r->xi[bw->format].act = PEFTIO_XF_COPY;
-}
-
-static int
-plan_merge(struct run *r, struct peftio_error *err)
-{
-	const struct peftio_tensor_info *ti;
-	struct item *it;
-	size_t i;
-
-	for (i = 0; i < r->n; i++) {
-		it = &r->items[i];
-		ti = peftio_ckpt_tensor(r->in, i);
-		if (r->xi[i].act == PEFTIO_XF_SKIP)
-			continue;
-		it->touched = peftio_merge_touches(r->m, ti->name);
-		r->nmerged += it->touched;
-		if (it->is_bnb) {
-			if (O.requant && !it->touched)
-				keep_bnb(r, &r->bw[i]);
-			else if (O.requant) {
-				it->act = REQUANT;
-				it->bo.qs = r->bw[i].qs;
-				if (O.dtype >= 0)
-					it->bo.qs.dtype =
-					    (enum peftio_dtype)O.dtype;
-			}
-			continue;
-		}
-		if (it->is_bnb8) {
-			if (O.requant && !it->touched)
-				keep_bnb8(r, &r->bw8[i]);
-			else if (O.requant)
-				it->act = REQUANT8;
-			continue;
-		}
-		if (it->touched) {
-			if (!float_dtype(ti->dtype))
-				return peftio_error_set(err, PEFTIO_EUNSUPPORTED,
-				    "%s: tensor '%s': %s weights cannot be "
-				    "merged", peftio_ckpt_path(r->in),
-				    ti->name, peftio_dtype_name(ti->dtype));
-			r->xi[i].act = PEFTIO_XF_CUSTOM;
-			it->act = MERGE;
-			it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
-			    ti->dtype;
-		} else if (O.dtype >= 0 && float_dtype(ti->dtype) &&
-		    ti->dtype != (enum peftio_dtype)O.dtype) {
-			r->xi[i].act = PEFTIO_XF_CONVERT;
-			r->xi[i].dt = (enum peftio_dtype)O.dtype;
-		}
-	}
-	if (O.requant && !r->quantized)
-		return peftio_error_set(err, PEFTIO_EINVAL,
-		    "%s: --requant needs a 4-bit or 8-bit base",
-		    peftio_ckpt_path(r->in));
-	return 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* Computing a tensor                                                  */
-
-/* Merged blocks go to the output writer, a job each. */
-struct stream_out {
-	struct peftio_xf	*x;
-	struct peftio_xf_job	*j;
-	const char		*name;
-};
-
-static void *
-job_buffer(void *arg, uint64_t offset, uint64_t nbytes)
-{
-	struct stream_out *so = arg;
-
-	so->j = peftio_xf_slot(so->x);
-	so->j->name = so->name;
-	so->j->len = nbytes;
-	return peftio_scratch(&so->j->buf[0], nbytes);
-}
-
-static int
-job_put(void *arg, struct peftio_error *err)
-{
-	struct stream_out *so = arg;
-
-	return peftio_xf_submit(so->x, peftio_xf_job_write, err);
-}
-
-/* --requant: the whole merged tensor, to be quantized again. */
-static void *
-whole_buffer(void *arg, uint64_t offset, uint64_t nbytes)
-{
-	struct run *r = arg;
-
-	return (char *)r->whole.p + offset;
-}
-
-/* The whole merged tensor i, in dt, into r->whole. */
-static int
-merge_whole(struct run *r, size_t i, enum peftio_dtype dt,
-    struct peftio_error *err)
-{
-	struct item *it = &r->items[i];
-	struct peftio_merge_out out = { whole_buffer, NULL, r };
-	uint64_t nbytes;
-
-	peftio_dtype_nbytes(dt, it->is_bnb8 ? peftio_ckpt_tensor(r->in,
-	    i)->numel : r->bw[i].qs.numel, &nbytes);
-	xscratch(&r->whole, nbytes);
-	return peftio_merge_stream_tensor(r->ms, r->in, i,
-	    it->is_bnb ? &r->bw[i] : NULL, it->is_bnb8 ? &r->bw8[i] : NULL,
-	    dt, &out, err);
-}
-
-/* With double quantization the quant_state blob records the offset of
- * the merged weight's absmax: a first merge finds it. */
-static int
-prepass_requant(struct run *r, struct peftio_error *err)
-{
-	struct item *it;
-	uint64_t nb;
-	uint8_t *packed;
-	float *am;
-	size_t i;
-	int rc;
-
-	for (i = 0; i < r->n; i++) {
-		it = &r->items[i];
-		if (it->act != REQUANT || !it->bo.qs.double_quant)
-			continue;
-		if ((rc = merge_whole(r, i, it->bo.qs.dtype, err)) != 0)
-			return rc;
-		nb = (it->bo.qs.numel + it->bo.qs.blocksize - 1) /
-		    it->bo.qs.blocksize;
-		packed = xmalloc((it->bo.qs.numel + 1) / 2);
-		am = xmalloc(nb * sizeof(float));
-		peftio_bnb_quantize_mem(&it->bo.qs, r->whole.p, packed, am,
-		    C.jobs);
-		it->bo.qs.nested_offset = peftio_dq_offset(am, nb);
-		free(packed);
-		free(am);
-	}
-	return 0;
-}
-
-/* The slot's buffers: codes, absmax, and two for double quantization. */
-enum { B_PACKED, B_ABSMAX, B_DQ };
-
-static int
-write_requant(struct peftio_xf_job *j)
-{
-	struct item *it = j->ctx;
-
-	return peftio_bnb_write(j->w, j->name, &it->bo, j->buf[B_PACKED].p,
-	    j->buf[B_ABSMAX].p, &j->buf[B_DQ], &j->err);
-}
-
-static int
-requant_one(struct peftio_xf *x, struct run *r, size_t i,
-    struct peftio_error *err)
-{
-	struct item *it = &r->items[i];
-	uint64_t n = it->bo.qs.numel;
-	uint64_t nb = (n + it->bo.qs.blocksize - 1) / it->bo.qs.blocksize;
-	struct peftio_xf_job *j;
-	int rc;
-
-	if ((rc = merge_whole(r, i, it->bo.qs.dtype, err)) != 0)
-		return rc;
-	j = peftio_xf_slot(x);
-	j->ctx = it;
-	j->name = peftio_ckpt_tensor(r->in, i)->name;
-	peftio_bnb_quantize_mem(&it->bo.qs, r->whole.p,
-	    xscratch(&j->buf[B_PACKED], (n + 1) / 2),
-	    xscratch(&j->buf[B_ABSMAX], nb * sizeof(float)), C.jobs);
-	return peftio_xf_submit(x, write_requant, err);
-}
-
-/* The slot's buffers for an 8-bit weight: codes and SCB. */
-enum { B8_CODES, B8_SCB };
-
-static int
-write_requant8(struct peftio_xf_job *j)
-{
-	const struct peftio_bnb8_weight *bw = j->ctx;
-
-	return peftio_bnb8_write(j->w, j->name, j->buf[B8_CODES].p,
-	    j->buf[B8_SCB].p, bw->rows, bw->cols, &j->err);
-}
-
-/*
- * 8-bit output: the merged weight, in the dtype a plain merge writes
- * (--dtype, else the model's), quantized as Int8Params does (PEFT
- * re-quantizes a merged Linear8bitLt that way).
- */
-static int
-requant8_one(struct peftio_xf *x, struct run *r, size_t i,
-    struct peftio_error *err)
-{
-	const struct peftio_bnb8_weight *bw = &r->bw8[i];
-	struct peftio_xf_job *j;
-	int rc;
-
-	if ((rc = merge_whole(r, i, r->items[i].dt, err)) != 0)
-		return rc;
-	j = peftio_xf_slot(x);
-	j->ctx = (void *)bw;
-	j->name = peftio_ckpt_tensor(r->in, i)->name;
-	if ((rc = peftio_bnb8_quantize(r->items[i].dt, r->whole.p, bw->rows,
-	    bw->cols, xscratch(&j->buf[B8_CODES], bw->rows * bw->cols),
-	    xscratch(&j->buf[B8_SCB], bw->rows * sizeof(float)), C.jobs,
-	    err)) != 0)
-		return rc;
-	return peftio_xf_submit(x, write_requant8, err);
+	cli_usage(status);
 }
 
 /* ------------------------------------------------------------------ */
@@ -378,27 +58,8 @@ static int
 declare(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 {
 	struct run *r = ctx;
-	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(r->in, i);
-	struct item *it = &r->items[i];
 
-	switch (it->act) {
-	case REQUANT:
-		return peftio_bnb_declare(peftio_xf_writer(x), r->xi[i].shard,
-		    ti->name, &it->bo, err);
-	case REQUANT8:
-		return peftio_bnb8_declare(peftio_xf_writer(x), r->xi[i].shard,
-		    ti->name, r->bw8[i].rows, r->bw8[i].cols, err);
-	case DEQUANT:
-		/* an 8-bit weight's shape is its stored one */
-		if (it->is_bnb)
-			return peftio_xf_declare(x, i, ti->name, it->dt,
-			    r->bw[i].qs.ndim, r->bw[i].qs.shape, err);
-		break;
-	case MERGE:
-		break;
-	}
-	return peftio_xf_declare(x, i, ti->name, it->dt, ti->ndim, ti->shape,
-	    err);
+	return peftio_merge_plan_declare(x, i, &r->plan, err);
 }
 
 static int
@@ -406,24 +67,16 @@ compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 {
 	struct run *r = ctx;
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(r->in, i);
-	struct item *it = &r->items[i];
-	struct stream_out so = { x, NULL, ti->name };
-	struct peftio_merge_out out = { job_buffer, job_put, &so };
+	const struct peftio_merge_item *it = &r->plan.items[i];
 	int rc;
 
-	if (it->act == REQUANT) {
-		cli_debug("%s: merged and re-quantized", ti->name);
-		return requant_one(x, r, i, err);
-	}
-	if (it->act == REQUANT8) {
-		cli_debug("%s: merged and re-quantized to 8 bit", ti->name);
-		return requant8_one(x, r, i, err);
-	}
-	if ((rc = peftio_merge_stream_tensor(r->ms, r->in, i,
-	    it->is_bnb ? &r->bw[i] : NULL, it->is_bnb8 ? &r->bw8[i] : NULL,
-	    it->dt, &out, err)) != 0)
+	if (it->act == PEFTIO_MERGE_REQUANT)
+		cli_debug("%s: merged and re-quantized%s", ti->name,
+		    it->step.eight ? " to 8 bit" : "");
+	if ((rc = peftio_merge_plan_compute(x, i, &r->plan, r->ms, C.jobs,
+	    err)) != 0)
 		return rc;
-	if (it->touched)
+	if (it->act != PEFTIO_MERGE_REQUANT && it->touched)
 		cli_debug("%s: merged (%s)", ti->name,
 		    peftio_dtype_name(it->dt));
 	return 0;
@@ -438,7 +91,8 @@ config(void *ctx, const char *text, size_t len, char **out, size_t *outlen,
 	struct run *r = ctx;
 
 	*out = NULL;
-	if ((!r->quantized && O.dtype < 0) || (r->quantized && O.requant))
+	if ((!r->plan.quantized && O.dtype < 0) ||
+	    (r->plan.quantized && O.requant))
 		return 0;
 	return peftio_config_remove_quant(text, len, O.dtype, out, outlen,
 	    err);
@@ -449,9 +103,102 @@ report(void *ctx, const struct peftio_ckptw *w)
 {
 	struct run *r = ctx;
 
+	r->out_bytes = peftio_ckptw_tensor_bytes(w);
 	cli_debug("%zu adapter(s), %zu base tensors changed%s%s",
-	    O.nadapters, r->nmerged, O.method ? ", combined with " : "",
+	    O.nadapters, r->plan.nmerged, O.method ? ", combined with " : "",
 	    O.method ? peftio_combine_name(O.method) : "");
+}
+
+/* --json: what became of base tensor i. */
+static const char *
+action(void *ctx, size_t i)
+{
+	struct run *r = ctx;
+	const struct peftio_merge_item *it = &r->plan.items[i];
+
+	switch (r->plan.xi[i].act) {
+	case PEFTIO_XF_COPY:
+		return "copied";
+	case PEFTIO_XF_CONVERT:
+		return "converted";
+	case PEFTIO_XF_SKIP:
+		return "dequantized into its weight";
+	case PEFTIO_XF_CUSTOM:
+		break;
+	}
+	switch (it->act) {
+	case PEFTIO_MERGE_REQUANT:
+		return "merged and re-quantized";
+	case PEFTIO_MERGE_DEQUANT:
+		return it->touched ? "merged" : "dequantized";
+	case PEFTIO_MERGE_WRITE:
+		break;
+	}
+	return it->touched ? "merged" : "copied";
+}
+
+/* --json with --save-adapter: the combined adapter's tensors, read
+ * back from what was written. */
+static json_t *
+report_adapter(uint64_t *bytes)
+{
+	json_t *a, *ts;
+	char *path;
+
+	path = xmalloc(strlen(O.save_adapter) +
+	    sizeof("/adapter_model.safetensors"));
+	sprintf(path, "%s/adapter_model.safetensors", O.save_adapter);
+	ts = cli_report_files(path, bytes);
+	free(path);
+	if (ts == NULL)
+		return NULL;
+	a = json_object();
+	json_object_set_new(a, "path", json_string(O.save_adapter));
+	json_object_set_new(a, "tensors", ts);
+	json_object_set_new(a, "bytes", cli_jint(*bytes));
+	return a;
+}
+
+/* The line that ends a run, and the --json report. */
+static int
+summary(struct run *r)
+{
+	json_t *doc = NULL, *ad = NULL;
+	uint64_t in = 0, adbytes = 0;
+	size_t i;
+	char more[64];
+
+	for (i = 0; i < r->plan.n; i++)
+		in += peftio_ckpt_tensor(r->in, i)->nbytes;
+	if (C.out == NULL)
+		snprintf(more, sizeof(more), "%zu adapter%s combined with %s",
+		    O.nadapters, O.nadapters == 1 ? "" : "s",
+		    peftio_combine_name(O.method));
+	else
+		snprintf(more, sizeof(more), "%zu adapter%s, %zu tensors "
+		    "merged", O.nadapters, O.nadapters == 1 ? "" : "s",
+		    r->plan.nmerged);
+	if (!O.json) {
+		cli_summary(O.base, in, r->out_bytes, more);
+		return 0;
+	}
+	if (O.save_adapter != NULL && (ad = report_adapter(&adbytes)) ==
+	    NULL)
+		return CLI_EXIT_ERROR;
+	if (C.out == NULL) {
+		/* The adapter only: no merged model to report. */
+		doc = json_object();
+		json_object_set_new(doc, "input", json_string(O.base));
+		json_object_set_new(doc, "output", json_null());
+	} else if ((doc = cli_report_transform(r->in, C.out, action, r)) ==
+	    NULL) {
+		json_decref(ad);
+		return CLI_EXIT_ERROR;
+	}
+	if (ad != NULL)
+		json_object_set_new(doc, "adapter", ad);
+	cli_summary(O.base, in, r->out_bytes, more);
+	return cli_json_print(doc);
 }
 
 static const struct peftio_xf_ops Ops = {
@@ -480,16 +227,12 @@ run(void)
 	}
 	if (rc == 0)
 		rc = peftio_gpu_rcp_init(&err);
+	cli_meter(NULL, 0);
 	if (rc == 0)
 		rc = peftio_ckpt_open(&r.in, O.base, &err);
-	if (rc == 0) {
-		r.n = peftio_ckpt_count(r.in);
-		r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
-		r.items = xcalloc(r.n + 1, sizeof(*r.items));
-		r.bw = xcalloc(r.n + 1, sizeof(*r.bw));
-		r.bw8 = xcalloc(r.n + 1, sizeof(*r.bw8));
-		rc = plan_base(&r, &err);
-	}
+	if (rc == 0)
+		rc = peftio_merge_plan_init(&r.plan, r.in, O.dtype, O.requant,
+		    &err);
 	memset(&mo, 0, sizeof(mo));
 	mo.method = (enum peftio_combine)O.method;
 	mo.weights = O.weights;
@@ -498,44 +241,45 @@ run(void)
 	mo.unmerge = O.unmerge;
 	mo.nthreads = C.jobs;
 	if (rc == 0)
-		rc = peftio_merge_create(&r.m, ads, O.nadapters, &mo, shape_of,
-		    &r, &err);
+		rc = peftio_merge_create(&r.m, ads, O.nadapters, &mo,
+		    peftio_merge_plan_shape, &r.plan, &err);
 	/* The combined adapter waits, complete, for the merged model. */
 	if (rc == 0 && O.save_adapter != NULL)
 		rc = peftio_merge_save_adapter(r.m, O.save_adapter,
 		    C.force ? PEFTIO_W_FORCE : 0, &aw, &err);
 	if (rc == 0 && C.out != NULL) {
-		if (rc == 0)
-			rc = plan_merge(&r, &err);
+		rc = peftio_merge_plan_apply(&r.plan, r.m, &err);
 		if (rc == 0)
 			rc = peftio_merge_stream_new(&r.ms, r.m, C.jobs,
 			    O.allow_nonfinite, &err);
-		if (rc == 0 && O.requant)
-			rc = prepass_requant(&r, &err);
+		if (rc == 0 && O.requant) {
+			cli_meter("tensors", 0);
+			rc = peftio_merge_plan_offsets(&r.plan, r.ms, C.jobs,
+			    cli_xf_progress, NULL, &err);
+		}
+		cli_meter(NULL, r.plan.n);
 		if (rc == 0)
-			rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
+			rc = peftio_transform(r.in, r.plan.xi, &Ops, &r, C.out,
 			    C.force ? PEFTIO_W_FORCE : 0, &err);
 	}
 	if (rc == 0 && aw != NULL) {
+		if (C.out == NULL)
+			r.out_bytes = peftio_ckptw_tensor_bytes(aw);
 		rc = peftio_ckptw_commit(aw, &err);
 		cli_debug("%s: the combined adapter", O.save_adapter);
 	}
 	peftio_ckptw_free(aw);
 	if (rc != 0)
 		cli_error(&err);
+	else if (summary(&r) != 0)
+		rc = 1;
 	peftio_merge_stream_free(r.ms);
 	peftio_merge_free(r.m);
 	peftio_ckpt_close(r.in);
 	for (i = 0; i < O.nadapters; i++)
 		peftio_adapter_free(ads[i]);
 	free(ads);
-	for (i = 0; i < r.n; i++)
-		peftio_bnb_out_free(&r.items[i].bo);
-	peftio_scratch_free(&r.whole);
-	free(r.items);
-	free(r.bw);
-	free(r.bw8);
-	free(r.xi);
+	peftio_merge_plan_free(&r.plan);
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
 
@@ -571,62 +315,10 @@ parse_weights(const char *s)
 static int
 parse_density(const char *s)
 {
-	char *end;
-
-	errno = 0;
-	O.density = strtod(s, &end);
-	if (end == s || *end != '\0' || errno != 0 || !(O.density >= 0) ||
-	    O.density > 1) {
-		cli_warn("--density: '%s' is not a number in [0, 1]", s);
+	if (cli_parse_double("--density", s, 0, 1, &O.density) != 0)
 		return -1;
-	}
 	O.has_density = 1;
 	return 0;
-}
-
-/*
- * path made absolute, for comparing outputs that need not exist: its
- * directory resolved when it exists, else taken from the working
- * directory, with "." and ".." components and repeated slashes removed.
- */
-static void
-resolved(const char *path, char *buf, size_t len)
-{
-	char dir[PATH_MAX], real[PATH_MAX], tmp[2 * PATH_MAX + 2], *s, *tok;
-	char *save = NULL;
-	const char *base = ".";
-	size_t n = 0;
-
-	snprintf(dir, sizeof(dir), "%s", path);
-	if ((s = strrchr(dir, '/')) != NULL) {
-		*s = '\0';
-		base = s + 1;
-	}
-	if (realpath(s == NULL ? "." : dir[0] == '\0' ? "/" : dir,
-	    real) != NULL)
-		snprintf(tmp, sizeof(tmp), "%s/%s", real, s == NULL ? path :
-		    base);
-	else if (path[0] == '/' || getcwd(real, sizeof(real)) == NULL)
-		snprintf(tmp, sizeof(tmp), "%s", path);
-	else
-		snprintf(tmp, sizeof(tmp), "%s/%s", real, path);
-	buf[0] = '\0';
-	for (tok = strtok_r(tmp, "/", &save); tok != NULL;
-	    tok = strtok_r(NULL, "/", &save)) {
-		if (strcmp(tok, ".") == 0)
-			continue;
-		if (strcmp(tok, "..") == 0) {
-			while (n > 0 && buf[--n] != '/')
-				;
-			buf[n] = '\0';
-			continue;
-		}
-		n += (size_t)snprintf(buf + n, len - n, "/%s", tok);
-		if (n >= len)
-			n = len - 1;
-	}
-	if (n == 0)
-		snprintf(buf, len, "/");
 }
 
 /*
@@ -637,8 +329,7 @@ resolved(const char *path, char *buf, size_t len)
 static int
 check_save_adapter(const char *const *in, size_t nin)
 {
-	char a[PATH_MAX + 8], b[PATH_MAX + 8];
-	size_t n;
+	struct peftio_error err;
 
 	if (O.method == PEFTIO_COMBINE_NONE) {
 		cli_warn("--save-adapter needs a combination type (-m)");
@@ -649,17 +340,9 @@ check_save_adapter(const char *const *in, size_t nin)
 		    O.save_adapter);
 		usage(CLI_EXIT_USAGE);
 	}
-	if (C.out != NULL && strcmp(C.out, "-") != 0) {
-		resolved(O.save_adapter, a, sizeof(a));
-		resolved(C.out, b, sizeof(b));
-		n = min_u64(strlen(a), strlen(b));
-		if (strncmp(a, b, n) == 0 && (strlen(a) > n ? a[n] == '/' :
-		    b[n] == '\0' || b[n] == '/')) {
-			cli_warn("%s: the adapter and the merged model (-o %s) "
-			    "would overlap", O.save_adapter, C.out);
-			return CLI_EXIT_ERROR;
-		}
-	}
+	peftio_error_clear(&err);
+	if (peftio_outputs_overlap(O.save_adapter, C.out, &err) != 0)
+		return cli_error(&err);
 	return cli_check_clash(O.save_adapter, in, nin);
 }
 
@@ -717,36 +400,62 @@ apply_recipe(const char *path, int set_method, int set_dtype)
 	return 0;
 }
 
+enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE, OPT_REQUANT,
+    OPT_NONFINITE, OPT_RECIPE, OPT_JSON, OPT_SAVE_ADAPTER };
+
+static const char *const synopsis[] = {
+	"[-fqv] [-w w1,w2,...] [-m method] [--density d] [--seed n]",
+	"\t[--unmerge] [--dtype f16|bf16|f32] [--requant]",
+	"\t[--allow-nonfinite] [--recipe file.yaml] [-j jobs]",
+	"\t[--json] [-o output] [--save-adapter dir] base adapter ...",
+	NULL
+};
+
+static const struct cli_opt optab[] = {
+	CLI_GROUP("Merging"),
+	{ 'm', "method", "METHOD", "combine the adapters first (linear, cat, "
+	    "svd, ...)", "linear cat svd ties dare_linear dare_ties "
+	    "magnitude_prune" },
+	{ 'w', "weights", "W1,W2,...", "one weight per adapter (default 1)",
+	    NULL },
+	{ OPT_DENSITY, "density", "D", "fraction kept by ties, dare_* and "
+	    "magnitude_prune", NULL },
+	{ OPT_SEED, "seed", "N", "seed of the dare_* masks (default 0)",
+	    NULL },
+	{ OPT_UNMERGE, "unmerge", NULL, "subtract the adapters instead of "
+	    "adding them", NULL },
+	{ OPT_RECIPE, "recipe", "FILE", "take the choices from a recipe, "
+	    "peftio-recipe(5)", NULL },
+	CLI_GROUP("Output"),
+	{ OPT_DTYPE, "dtype", "f16|bf16|f32", "the type of every float tensor "
+	    "written", NULL },
+	{ OPT_REQUANT, "requant", NULL, "re-quantize the merged weights of a "
+	    "quantized base", NULL },
+	{ OPT_NONFINITE, "allow-nonfinite", NULL, "write merged tensors that "
+	    "hold NaN or infinity", NULL },
+	{ OPT_SAVE_ADAPTER, "save-adapter", "DIR", "write the combination "
+	    "(-m) as a PEFT adapter", NULL },
+	{ OPT_JSON, "json", NULL, "print a JSON report on standard output",
+	    NULL },
+	CLI_END
+};
+
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE,
-	    OPT_REQUANT, OPT_NONFINITE, OPT_RECIPE, OPT_SAVE_ADAPTER };
-	static const struct option longopts[] = {
-		{ "weights", required_argument, NULL, 'w' },
-		{ "method", required_argument, NULL, 'm' },
-		{ "density", required_argument, NULL, OPT_DENSITY },
-		{ "seed", required_argument, NULL, OPT_SEED },
-		{ "unmerge", no_argument, NULL, OPT_UNMERGE },
-		{ "dtype", required_argument, NULL, OPT_DTYPE },
-		{ "requant", no_argument, NULL, OPT_REQUANT },
-		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
-		{ "recipe", required_argument, NULL, OPT_RECIPE },
-		{ "save-adapter", required_argument, NULL, OPT_SAVE_ADAPTER },
-		CLI_COMMON_LONG,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct cli_tool tool = { synopsis, optab, CLI_WRITER };
 	const char *recipe = NULL;
 	const char **inputs;
 	size_t i;
 	int ch, set_method = 0, set_dtype = 0, rc;
 
 	cli_init("lora-merge");
+	cli_options(&tool);
 	cli_common_init(&C);
+	peftio_set_read_progress(cli_xf_progress, NULL);
 	O.dtype = -1;
 	O.density = 1.0;
-	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "m:w:", longopts,
-	    NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv)) != -1) {
 		if (cli_common_opt(&C, ch, optarg, usage))
 			continue;
 		switch (ch) {
@@ -787,6 +496,9 @@ main(int argc, char *argv[])
 			break;
 		case OPT_RECIPE:
 			recipe = optarg;
+			break;
+		case OPT_JSON:
+			O.json = 1;
 			break;
 		case OPT_SAVE_ADAPTER:
 			O.save_adapter = optarg;
@@ -837,5 +549,10 @@ main(int argc, char *argv[])
 	if (rc == 0 && (O.save_adapter == NULL || C.out != NULL))
 		rc = cli_common_output(&C, inputs, O.nadapters + 1, usage);
 	free(inputs);
+	if (rc == 0 && O.json && C.out != NULL && strcmp(C.out, "-") == 0) {
+		cli_warn("--json prints on standard output: give -o a file "
+		    "or a directory");
+		usage(CLI_EXIT_USAGE);
+	}
 	return rc != 0 ? rc : run();
 }

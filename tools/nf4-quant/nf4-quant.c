@@ -17,19 +17,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
-
-/* What becomes of a tensor planned PEFTIO_XF_CUSTOM. */
-struct item {
-	int			 quant;	/* else dequantized */
-	int			 eight;	/* 8-bit (bw8), else 4-bit */
-	int			 transpose; /* a Conv1D weight, [in, out] */
-	struct peftio_bnb_out	 bo;	/* quantized: the plan */
-	struct peftio_bnb_weight bw;	/* dequantized: the input weight */
-	struct peftio_bnb8_weight bw8;	/* 8-bit: rows and columns */
-	enum peftio_dtype	 dt;	/* dequantized: the output dtype */
-	int			 ndim;	/* dequantized: the output shape */
-	uint64_t		 shape[2];
-};
+#include "report.h"
 
 struct opts {
 	enum peftio_q4type	 type;
@@ -43,60 +31,27 @@ struct opts {
 	size_t			 nincl, nexcl;
 	int			 allow_nonfinite;
 	int			 index_only;
+	int			 json;
 };
 
 static struct opts O = { PEFTIO_Q4_NF4, 0, PEFTIO_U8, 64, 1, 0, -1, NULL,
-	NULL, 0, 0, 0, 0 };
+	NULL, 0, 0, 0, 0, 0 };
 static struct cli_common C;
 
 struct run {
 	struct peftio_ckpt	*in;
 	struct peftio_xf_item	*xi;
-	struct item		*items;
+	struct peftio_bnb_step	*steps;	/* of PEFTIO_XF_CUSTOM tensors */
+	struct peftio_bnb_buffers *buf;	/* reused from weight to weight */
 	size_t			 n, nq;
 	uint64_t		 in_bytes;
+	uint64_t		 out_bytes;	/* of tensors, once written */
 };
 
 static void __attribute__((noreturn))
 usage(int status)
 {
-	fprintf(status ? stderr : stdout,
-	    "usage: %s [-dfqv] [-t nf4|fp4|int8] [-b blocksize] "
-	    "[--no-double-quant]\n"
-	    "                 [--storage u8|bf16|f16|f32] "
-	    "[--dtype f16|bf16|f32]\n"
-	    "                 [--include glob] "
-	    "[--exclude glob]\n"
-	    "                 [--allow-nonfinite] [-j jobs] [-o output] "
-	    "input\n"
-	    "       %s --index-only [-dfqv] [options as above] -o outdir "
-	    "indir\n", cli_progname, cli_progname);
-	exit(status);
-}
-
-static uint64_t
-ceil_div(uint64_t a, uint64_t b)
-{
-	return a / b + (a % b != 0);
-}
-
-static int
-float_dtype(enum peftio_dtype dt)
-{
-	return dt == PEFTIO_F32 || dt == PEFTIO_F16 || dt == PEFTIO_BF16;
-}
-
-/* A Linear weight (what transformers quantizes), or one --include
- * names, unless --exclude does. */
-static int
-selected(const struct peftio_tensor_info *ti)
-{
-	if (!float_dtype(ti->dtype) || ti->numel == 0)
-		return 0;
-	if (peftio_glob_any(O.excl, O.nexcl, ti->name))
-		return 0;
-	return peftio_linear_weight(ti->name, ti->ndim) ||
-	    peftio_glob_any(O.incl, O.nincl, ti->name);
+	cli_usage(status);
 }
 
 /* Other float tensors: converted with --dtype. */
@@ -106,7 +61,7 @@ plan_plain(struct run *r, size_t i)
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(r->in, i);
 
 	r->xi[i].act = PEFTIO_XF_COPY;
-	if (O.dtype >= 0 && float_dtype(ti->dtype) &&
+	if (O.dtype >= 0 && peftio_dtype_is_model_float(ti->dtype) &&
 	    ti->dtype != (enum peftio_dtype)O.dtype) {
 		r->xi[i].act = PEFTIO_XF_CONVERT;
 		r->xi[i].dt = (enum peftio_dtype)O.dtype;
@@ -114,63 +69,56 @@ plan_plain(struct run *r, size_t i)
 }
 
 /* ------------------------------------------------------------------ */
-/* Quantize                                                            */
+/* The plan                                                            */
 
 static int
 plan_quant(struct run *r, struct peftio_error *err)
 {
-	const struct peftio_tensor_info *ti;
-	struct item *it;
-	uint64_t shape[2];
+	struct peftio_bnb_quant_opts qo = { O.int8, O.type, O.bs, O.dq,
+		O.storage, O.dtype };
 	size_t i;
 	int rc;
 
 	if ((rc = peftio_check_unquantized(r->in, err)) != 0)
 		return rc;
 	for (i = 0; i < r->n; i++) {
-		ti = peftio_ckpt_tensor(r->in, i);
-		if (!selected(ti)) {
+		if (!peftio_quant_selected(peftio_ckpt_tensor(r->in, i),
+		    O.incl, O.nincl, O.excl, O.nexcl)) {
 			plan_plain(r, i);
 			continue;
 		}
-		it = &r->items[i];
 		r->xi[i].act = PEFTIO_XF_CUSTOM;
-		it->quant = 1;
-		it->eight = O.int8;
-		/* transformers transposes GPT-2's Conv1D weights to
-		 * [out, in] when it quantizes them. */
-		it->transpose = ti->ndim == 2 &&
-		    peftio_conv1d_weight(ti->name);
-		peftio_bnb_plan(&it->bo.qs, ti, O.type, O.bs, O.dq,
-		    O.dtype >= 0 ? (enum peftio_dtype)O.dtype : ti->dtype);
-		it->bo.storage = O.storage;
-		if (it->transpose) {
-			it->bo.qs.shape[0] = ti->shape[1];
-			it->bo.qs.shape[1] = ti->shape[0];
-		}
-		if (O.int8) {
-			if (ti->ndim != 2)
-				return peftio_error_set(err, PEFTIO_EINVAL,
-				    "%s: tensor '%s': 8-bit quantization "
-				    "needs a 2-D weight, not %d-D",
-				    peftio_ckpt_path(r->in), ti->name,
-				    ti->ndim);
-			it->bw8.rows = it->bo.qs.shape[0];
-			it->bw8.cols = it->bo.qs.shape[1];
-		} else if (peftio_bnb_storage_shape(O.storage, ti->numel,
-		    shape, err) != 0) {
-			peftio_error_prefix(err, "%s: tensor '%s'",
-			    peftio_ckpt_path(r->in), ti->name);
-			return err->code;
-		}
+		if ((rc = peftio_bnb_step_quantize(&r->steps[i], r->in, i, &qo,
+		    err)) != 0)
+			return rc;
 		r->nq++;
 	}
 	return 0;
 }
 
-/* A Conv1D weight, transposed, in memory (the codec reads the others
- * from the file a piece at a time). */
-static struct peftio_scratch Vals[2];
+/* 4-bit and 8-bit weights dequantized, their companions not written. */
+static int
+plan_dequant(struct run *r, struct peftio_bnb_weight *bw,
+    struct peftio_bnb8_weight *bw8, struct peftio_error *err)
+{
+	long nw;
+	size_t i;
+
+	if ((nw = peftio_bnb_group(r->in, r->xi, bw, bw8, err)) < 0)
+		return (int)nw;
+	for (i = 0; i < r->n; i++) {
+		if (r->xi[i].act == PEFTIO_XF_COPY)
+			plan_plain(r, i);
+		else if (peftio_ckpt_tensor(r->in, i)->dtype == PEFTIO_I8)
+			peftio_bnb_step_dequantize(&r->steps[i], r->in, NULL,
+			    &bw8[i], O.dtype);
+		else
+			peftio_bnb_step_dequantize(&r->steps[i], r->in, &bw[i],
+			    NULL, O.dtype);
+	}
+	r->nq = (size_t)nw;
+	return 0;
+}
 
 /*
  * With double quantization the quant_state blob holds the mean of the
@@ -181,245 +129,25 @@ static struct peftio_scratch Vals[2];
 static int
 prepass_offsets(struct run *r, struct peftio_error *err)
 {
-	size_t i;
-	int rc;
-
-	const void *v;
-	uint64_t nb;
-	float *am;
-	uint8_t *pk;
-
-	for (i = 0; i < r->n; i++) {
-		struct item *it = &r->items[i];
-
-		if (r->xi[i].act != PEFTIO_XF_CUSTOM || it->eight)
-			continue;
-		if (it->transpose) {
-			nb = ceil_div(it->bo.qs.numel, it->bo.qs.blocksize);
-			if ((rc = peftio_bnb_values(r->in, i, 1,
-			    it->bo.qs.dtype, !O.allow_nonfinite, Vals, &v,
-			    err)) != 0)
-				return rc;
-			pk = xmalloc((it->bo.qs.numel + 1) / 2);
-			am = xmalloc(nb * sizeof(float));
-			peftio_bnb_quantize_mem(&it->bo.qs, v, pk, am, C.jobs);
-			it->bo.qs.nested_offset = peftio_dq_offset(am, nb);
-			free(pk);
-			free(am);
-		} else if ((rc = peftio_bnb_prepass(r->in, i, &it->bo,
-		    !O.allow_nonfinite, C.jobs, err)) != 0)
-			return rc;
-		peftio_ckpt_release(r->in, i);
-		cli_progress(i, r->n, "scanning");
-	}
-	return 0;
-}
-
-/* The slot's buffers: codes, absmax, and two for double quantization. */
-enum { B_PACKED, B_ABSMAX, B_DQ };
-
-static int
-write_quant(struct peftio_xf_job *j)
-{
-	struct item *it = j->ctx;
-
-	return peftio_bnb_write(j->w, j->name, &it->bo, j->buf[B_PACKED].p,
-	    j->buf[B_ABSMAX].p, &j->buf[B_DQ], &j->err);
-}
-
-static int
-quantize_one(struct peftio_xf *x, struct run *r, size_t i,
-    struct peftio_error *err)
-{
-	struct peftio_xf_job *j = peftio_xf_slot(x);
-	struct item *it = &r->items[i];
-	uint64_t n = it->bo.qs.numel, nb = ceil_div(n, O.bs);
-	const void *v;
-	int rc;
-
-	j->ctx = it;
-	j->name = peftio_ckpt_tensor(r->in, i)->name;
-	if (it->transpose) {
-		if ((rc = peftio_bnb_values(r->in, i, 1, it->bo.qs.dtype,
-		    !O.dq && !O.allow_nonfinite, Vals, &v, err)) != 0)
-			return rc;
-		peftio_bnb_quantize_mem(&it->bo.qs, v, xscratch(
-		    &j->buf[B_PACKED], (n + 1) / 2), xscratch(
-		    &j->buf[B_ABSMAX], nb * sizeof(float)), C.jobs);
-		peftio_ckpt_release(r->in, i);
-		return peftio_xf_submit(x, write_quant, err);
-	}
-	/* With double quantization the prepass looked for NaN and Inf. */
-	if ((rc = peftio_bnb_quantize_tensor(r->in, i, &it->bo.qs,
-	    xscratch(&j->buf[B_PACKED], (n + 1) / 2),
-	    xscratch(&j->buf[B_ABSMAX], nb * sizeof(float)),
-	    !O.dq && !O.allow_nonfinite, C.jobs, err)) != 0)
-		return rc;
-	return peftio_xf_submit(x, write_quant, err);
-}
-
-/* The slot's buffers for an 8-bit weight: codes and SCB. */
-enum { B8_CODES, B8_SCB };
-
-static int
-write_quant8(struct peftio_xf_job *j)
-{
-	struct item *it = j->ctx;
-
-	return peftio_bnb8_write(j->w, j->name, j->buf[B8_CODES].p,
-	    j->buf[B8_SCB].p, it->bw8.rows, it->bw8.cols, &j->err);
-}
-
-/*
- * bitsandbytes' Int8Params: the weight (at --dtype, as transformers
- * loads it with that torch_dtype) cast to float16, row-wise absmax.
- */
-static int
-quantize_one8(struct peftio_xf *x, struct run *r, size_t i,
-    struct peftio_error *err)
-{
-	struct peftio_xf_job *j = peftio_xf_slot(x);
-	struct item *it = &r->items[i];
-	uint64_t n = it->bw8.rows * it->bw8.cols;
-	const void *v;
-	int rc;
-
-	j->ctx = it;
-	j->name = peftio_ckpt_tensor(r->in, i)->name;
-	if ((rc = peftio_bnb_values(r->in, i, it->transpose, it->bo.qs.dtype,
-	    !O.allow_nonfinite, Vals, &v, err)) == 0)
-		rc = peftio_bnb8_quantize(it->bo.qs.dtype, v, it->bw8.rows,
-		    it->bw8.cols, xscratch(&j->buf[B8_CODES], n),
-		    xscratch(&j->buf[B8_SCB], it->bw8.rows * sizeof(float)),
-		    C.jobs, err);
-	peftio_ckpt_release(r->in, i);
-	if (rc != 0)
-		return rc;
-	return peftio_xf_submit(x, write_quant8, err);
-}
-
-/* ------------------------------------------------------------------ */
-/* Dequantize                                                          */
-
-static int
-plan_dequant(struct run *r, struct peftio_error *err)
-{
-	struct peftio_bnb_weight bw;
-	struct peftio_bnb8_weight bw8;
-	struct item *it;
+	uint64_t done = 0, total = 0;
 	size_t i;
 	int rc;
 
 	for (i = 0; i < r->n; i++)
-		r->xi[i].act = PEFTIO_XF_COPY;
+		if (r->xi[i].act == PEFTIO_XF_CUSTOM && !r->steps[i].eight)
+			total += peftio_ckpt_tensor(r->in, i)->nbytes;
+	cli_meter(NULL, r->nq);
 	for (i = 0; i < r->n; i++) {
-		if ((rc = peftio_bnb8_lookup(r->in, i, &bw8, err)) < 0)
-			return rc;
-		if (rc > 0) {
-			it = &r->items[bw8.weight];
-			it->eight = 1;
-			it->bw8 = bw8;
-			it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype :
-			    peftio_bnb8_dtype(r->in);
-			it->transpose = peftio_conv1d_weight(
-			    peftio_ckpt_tensor(r->in, bw8.weight)->name);
-			it->ndim = 2;
-			it->shape[0] = it->transpose ? bw8.cols : bw8.rows;
-			it->shape[1] = it->transpose ? bw8.rows : bw8.cols;
-			r->xi[bw8.weight].act = PEFTIO_XF_CUSTOM;
-			r->xi[bw8.scb].act = PEFTIO_XF_SKIP;
-			if (bw8.format >= 0)
-				r->xi[bw8.format].act = PEFTIO_XF_SKIP;
-			r->nq++;
+		if (r->xi[i].act != PEFTIO_XF_CUSTOM || r->steps[i].eight)
 			continue;
-		}
-		if ((rc = peftio_bnb_lookup(r->in, i, &bw, err)) < 0)
+		cli_progress(done, total, peftio_ckpt_tensor(r->in, i)->name);
+		done += peftio_ckpt_tensor(r->in, i)->nbytes;
+		if ((rc = peftio_bnb_step_offset(&r->steps[i], r->in, i,
+		    !O.allow_nonfinite, r->buf, C.jobs, err)) != 0)
 			return rc;
-		if (rc == 0)
-			continue;
-		it = &r->items[bw.weight];
-		it->bw = bw;
-		it->dt = O.dtype >= 0 ? (enum peftio_dtype)O.dtype : bw.qs.dtype;
-		it->transpose = bw.qs.ndim == 2 && peftio_conv1d_weight(
-		    peftio_ckpt_tensor(r->in, bw.weight)->name);
-		it->ndim = bw.qs.ndim;
-		memcpy(it->shape, bw.qs.shape, sizeof(it->shape));
-		if (it->transpose) {
-			it->shape[0] = bw.qs.shape[1];
-			it->shape[1] = bw.qs.shape[0];
-		}
-		r->xi[bw.weight].act = PEFTIO_XF_CUSTOM;
-		r->xi[bw.quant_state].act = PEFTIO_XF_SKIP;
-		r->xi[bw.absmax].act = PEFTIO_XF_SKIP;
-		r->xi[bw.quant_map].act = PEFTIO_XF_SKIP;
-		if (bw.qs.double_quant) {
-			r->xi[bw.nested_absmax].act = PEFTIO_XF_SKIP;
-			r->xi[bw.nested_quant_map].act = PEFTIO_XF_SKIP;
-		}
-		r->nq++;
 	}
-	for (i = 0; i < r->n; i++)
-		if (r->xi[i].act == PEFTIO_XF_COPY)
-			plan_plain(r, i);
+	cli_progress_end();
 	return 0;
-}
-
-/* Values dequantized and written at a time (then rounded to the part
- * alignment): two pieces are held, not two tensors. */
-#define DEQ_PIECE	(8u << 20)
-
-static int
-dequantize_one(struct peftio_xf *x, struct run *r, size_t i,
-    struct peftio_error *err)
-{
-	struct item *it = &r->items[i];
-	uint64_t al, e0, n, piece, total;
-	size_t es = peftio_dtype_bits(it->dt) / 8;
-	struct peftio_xf_job *j;
-	void *buf;
-	int rc = 0;
-
-	if (it->eight) {
-		/* whole rows */
-		al = it->bw8.cols;
-		total = it->bw8.rows * it->bw8.cols;
-	} else {
-		al = peftio_bnb_part_align(&it->bw);
-		total = it->bw.qs.numel;
-	}
-	piece = DEQ_PIECE > al ? DEQ_PIECE / al * al : al;
-	if (it->transpose) {
-		/* Back to GPT-2's [in, out]: the whole weight at once. */
-		j = peftio_xf_slot(x);
-		j->name = peftio_ckpt_tensor(r->in, i)->name;
-		j->len = total * es;
-		buf = xscratch(&Vals[0], j->len);
-		rc = it->eight ? peftio_bnb8_dequantize(r->in, &it->bw8,
-		    it->dt, buf, C.jobs, err) : peftio_bnb_dequantize(r->in,
-		    &it->bw, it->dt, buf, C.jobs, err);
-		if (rc == 0) {
-			peftio_transpose(buf, xscratch(&j->buf[0], j->len),
-			    it->shape[1], it->shape[0], es);
-			rc = peftio_xf_submit(x, peftio_xf_job_write, err);
-		}
-		peftio_ckpt_release(r->in, i);
-		return rc;
-	}
-	for (e0 = 0; e0 < total && rc == 0; e0 += n) {
-		n = min_u64(piece, total - e0);
-		j = peftio_xf_slot(x);
-		j->name = peftio_ckpt_tensor(r->in, i)->name;
-		peftio_dtype_nbytes(it->dt, n, &j->len);
-		buf = xscratch(&j->buf[0], j->len);
-		rc = it->eight ? peftio_bnb8_dequantize_part(r->in, &it->bw8,
-		    it->dt, buf, e0 / al, n / al, C.jobs, err) :
-		    peftio_bnb_dequantize_part(r->in, &it->bw, it->dt, buf,
-		    e0, n, C.jobs, err);
-		if (rc == 0)
-			rc = peftio_xf_submit(x, peftio_xf_job_write, err);
-	}
-	peftio_ckpt_release(r->in, i);
-	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -429,16 +157,8 @@ static int
 declare(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 {
 	struct run *r = ctx;
-	struct item *it = &r->items[i];
-	const char *name = peftio_ckpt_tensor(r->in, i)->name;
 
-	if (it->quant && it->eight)
-		return peftio_bnb8_declare(peftio_xf_writer(x),
-		    r->xi[i].shard, name, it->bw8.rows, it->bw8.cols, err);
-	if (it->quant)
-		return peftio_bnb_declare(peftio_xf_writer(x),
-		    r->xi[i].shard, name, &it->bo, err);
-	return peftio_xf_declare(x, i, name, it->dt, it->ndim, it->shape,
+	return peftio_bnb_step_declare(x, i, r->xi[i].shard, &r->steps[i],
 	    err);
 }
 
@@ -447,26 +167,24 @@ compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 {
 	struct run *r = ctx;
 	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(r->in, i);
-	struct item *it = &r->items[i];
+	const struct peftio_bnb_step *s = &r->steps[i];
 	int rc;
 
-	if (it->quant && it->eight) {
-		rc = quantize_one8(x, r, i, err);
+	rc = peftio_bnb_step_compute(x, i, s, !O.allow_nonfinite, r->buf,
+	    C.jobs, err);
+	if (s->quant && s->eight)
 		cli_debug("%s: %s -> int8", ti->name,
 		    peftio_dtype_name(ti->dtype));
-	} else if (it->quant) {
-		rc = quantize_one(x, r, i, err);
+	else if (s->quant)
 		cli_debug("%s: %s %s -> %s%s", ti->name,
 		    peftio_dtype_name(ti->dtype),
-		    peftio_dtype_name(it->bo.qs.dtype),
+		    peftio_dtype_name(s->bo.qs.dtype),
 		    peftio_q4type_name(O.type),
 		    O.dq ? " + double quantization" : "");
-	} else {
-		rc = dequantize_one(x, r, i, err);
-		cli_debug("%s: %s -> %s", ti->name, it->eight ? "int8" :
-		    peftio_q4type_name(it->bw.qs.type),
-		    peftio_dtype_name(it->dt));
-	}
+	else
+		cli_debug("%s: %s -> %s", ti->name, s->eight ? "int8" :
+		    peftio_q4type_name(s->bw.qs.type),
+		    peftio_dtype_name(s->dt));
 	r->in_bytes += ti->nbytes;
 	return rc;
 }
@@ -476,16 +194,8 @@ expect(struct peftio_xf_check *chk, size_t i, void *ctx,
     struct peftio_error *err)
 {
 	struct run *r = ctx;
-	struct item *it = &r->items[i];
-	const char *name = peftio_ckpt_tensor(r->in, i)->name;
 
-	if (it->quant && it->eight)
-		return peftio_bnb8_expect(chk, i, name, it->bw8.rows,
-		    it->bw8.cols, err);
-	if (it->quant)
-		return peftio_bnb_expect(chk, i, name, &it->bo, err);
-	return peftio_xf_expect(chk, i, name, it->dt, it->ndim, it->shape,
-	    err);
+	return peftio_bnb_step_expect(chk, i, &r->steps[i], err);
 }
 
 /* config.json: the quantization_config added, or removed with -d. */
@@ -506,8 +216,8 @@ config(void *ctx, const char *text, size_t len, char **out, size_t *outlen,
 	qc.compute = PEFTIO_F32;
 	qc.storage = O.storage;
 	for (i = 0; i < r->n; i++)
-		if (r->items[i].quant) {
-			qc.compute = r->items[i].bo.qs.dtype;
+		if (r->steps[i].quant) {
+			qc.compute = r->steps[i].bo.qs.dtype;
 			break;
 		}
 	return peftio_config_add_bnb(text, len, &qc, out, outlen, err);
@@ -519,6 +229,7 @@ report(void *ctx, const struct peftio_ckptw *w)
 	struct run *r = ctx;
 	uint64_t out_bytes = peftio_ckptw_tensor_bytes(w);
 
+	r->out_bytes = out_bytes;
 	if (O.index_only)
 		cli_debug("%zu shards checked (%zu tensors %s); %llu bytes of "
 		    "tensors", peftio_ckpt_nshards(r->in), r->nq,
@@ -533,6 +244,53 @@ report(void *ctx, const struct peftio_ckptw *w)
 		    100.0 * out_bytes / r->in_bytes : 100.0);
 }
 
+/* --json: what became of input tensor i. */
+static const char *
+action(void *ctx, size_t i)
+{
+	struct run *r = ctx;
+	const struct peftio_bnb_step *s = &r->steps[i];
+
+	switch (r->xi[i].act) {
+	case PEFTIO_XF_COPY:
+		return "copied";
+	case PEFTIO_XF_CONVERT:
+		return "converted";
+	case PEFTIO_XF_SKIP:
+		return "dequantized into its weight";
+	case PEFTIO_XF_CUSTOM:
+		break;
+	}
+	if (s->quant)
+		return s->eight ? "quantized int8" : O.type == PEFTIO_Q4_NF4 ?
+		    "quantized nf4" : "quantized fp4";
+	return "dequantized";
+}
+
+/* The line that ends a run, and the --json report. */
+static int
+summary(struct run *r, const char *input)
+{
+	uint64_t in = 0;
+	size_t i;
+	char more[64];
+
+	if (O.index_only) {
+		cli_info("%s: %zu shards checked (%zu tensors %s), index "
+		    "written, %.1f s", C.out, peftio_ckpt_nshards(r->in), r->nq,
+		    O.decode ? "dequantized" : "quantized", cli_elapsed());
+	} else {
+		for (i = 0; i < r->n; i++)
+			in += peftio_ckpt_tensor(r->in, i)->nbytes;
+		snprintf(more, sizeof(more), "%zu of %zu tensors %s", r->nq,
+		    r->n, O.decode ? "dequantized" : "quantized");
+		cli_summary(input, in, r->out_bytes, more);
+	}
+	if (!O.json)
+		return 0;
+	return cli_json_print(cli_report_transform(r->in, C.out, action, r));
+}
+
 static const struct peftio_xf_ops Ops = {
 	declare, compute, config, cli_xf_progress, report, expect, cli_note
 };
@@ -541,6 +299,8 @@ static int
 run(const char *input)
 {
 	struct peftio_error err = { 0, 0, "" };
+	struct peftio_bnb_weight *bw = NULL;
+	struct peftio_bnb8_weight *bw8 = NULL;
 	struct run r;
 	unsigned flags = C.force ? PEFTIO_W_FORCE : 0;
 	size_t i;
@@ -549,61 +309,105 @@ run(const char *input)
 	memset(&r, 0, sizeof(r));
 	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
 		return cli_error(&err);
+	cli_meter(NULL, 0);
 	if ((rc = peftio_ckpt_open(&r.in, input, &err)) != 0)
 		return cli_error(&err);
 	r.n = peftio_ckpt_count(r.in);
 	r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
-	r.items = xcalloc(r.n + 1, sizeof(*r.items));
-	rc = O.decode ? plan_dequant(&r, &err) : plan_quant(&r, &err);
-	if (rc == 0 && O.index_only)
+	r.steps = xcalloc(r.n + 1, sizeof(*r.steps));
+	if ((r.buf = peftio_bnb_buffers_new()) == NULL) {
+		cli_warn("out of memory");
+		exit(CLI_EXIT_ERROR);
+	}
+	if (O.decode) {
+		bw = xcalloc(r.n + 1, sizeof(*bw));
+		bw8 = xcalloc(r.n + 1, sizeof(*bw8));
+		rc = plan_dequant(&r, bw, bw8, &err);
+	} else
+		rc = plan_quant(&r, &err);
+	if (rc == 0 && O.index_only) {
+		cli_meter("tensors", 0);
 		rc = peftio_transform_index(r.in, r.xi, &Ops, &r, C.out, flags,
 		    &err);
-	else if (rc == 0) {
+	} else if (rc == 0) {
 		if (!O.decode && O.dq)
 			rc = prepass_offsets(&r, &err);
+		cli_meter(NULL, r.n);
 		if (rc == 0)
 			rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
 			    flags, &err);
 	}
 	if (rc != 0)
 		cli_error(&err);
+	else if (summary(&r, input) != 0)
+		rc = 1;
 	for (i = 0; i < r.n; i++)
-		peftio_bnb_out_free(&r.items[i].bo);
-	free(r.items);
+		peftio_bnb_step_free(&r.steps[i]);
+	peftio_bnb_buffers_free(r.buf);
+	free(r.steps);
+	free(bw);
+	free(bw8);
 	free(r.xi);
 	peftio_ckpt_close(r.in);
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
 }
 
+enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
+    OPT_INDEX, OPT_STORAGE, OPT_JSON };
+
+static const char *const synopsis[] = {
+	"[-dfqv] [-t nf4|fp4|int8] [-b blocksize] [--no-double-quant]",
+	"\t[--storage u8|bf16|f16|f32] [--dtype f16|bf16|f32]",
+	"\t[--include glob] [--exclude glob]",
+	"\t[--allow-nonfinite] [--json] [-j jobs] [-o output] input",
+	"--index-only [-dfqv] [options as above] -o outdir indir",
+	NULL
+};
+
+static const struct cli_opt optab[] = {
+	CLI_GROUP("Quantization"),
+	{ 't', "type", "nf4|fp4|int8", "4-bit NormalFloat (default), FP4 or "
+	    "LLM.int8", NULL },
+	{ 'b', "blocksize", "N", "values per absmax block, 32 to 4096 "
+	    "(default 64)", NULL },
+	{ OPT_NODQ, "no-double-quant", NULL, "keep the block maxima in f32, "
+	    "not in 8 bits", NULL },
+	{ OPT_STORAGE, "storage", "DTYPE", "pack the codes in u8 (default), "
+	    "bf16, f16 or f32", "u8 bf16 f16 f32" },
+	{ OPT_INCL, "include", "GLOB", "also quantize the tensors GLOB "
+	    "matches", NULL },
+	{ OPT_EXCL, "exclude", "GLOB", "never quantize the tensors GLOB "
+	    "matches", NULL },
+	{ OPT_NONFINITE, "allow-nonfinite", NULL, "quantize NaN and infinity "
+	    "as bitsandbytes does", NULL },
+	CLI_GROUP("Dequantization"),
+	{ 'd', "dequantize", NULL, "dequantize a 4-bit or 8-bit checkpoint",
+	    NULL },
+	{ 'd', "decompress", NULL, NULL, NULL },
+	CLI_GROUP("Output"),
+	{ OPT_DTYPE, "dtype", "f16|bf16|f32", "the type of the float tensors "
+	    "written", NULL },
+	{ OPT_INDEX, "index-only", NULL, "write the rest of a model "
+	    "converted shard by shard", NULL },
+	{ OPT_JSON, "json", NULL, "print a JSON report on standard output",
+	    NULL },
+	CLI_END
+};
+
 int
 main(int argc, char *argv[])
 {
-	enum { OPT_NODQ = 256, OPT_DTYPE, OPT_INCL, OPT_EXCL, OPT_NONFINITE,
-	    OPT_INDEX, OPT_STORAGE };
-	static const struct option longopts[] = {
-		{ "type", required_argument, NULL, 't' },
-		{ "blocksize", required_argument, NULL, 'b' },
-		{ "no-double-quant", no_argument, NULL, OPT_NODQ },
-		{ "decompress", no_argument, NULL, 'd' },
-		{ "dequantize", no_argument, NULL, 'd' },
-		{ "dtype", required_argument, NULL, OPT_DTYPE },
-		{ "storage", required_argument, NULL, OPT_STORAGE },
-		{ "include", required_argument, NULL, OPT_INCL },
-		{ "exclude", required_argument, NULL, OPT_EXCL },
-		{ "allow-nonfinite", no_argument, NULL, OPT_NONFINITE },
-		{ "index-only", no_argument, NULL, OPT_INDEX },
-		CLI_COMMON_LONG,
-		{ NULL, 0, NULL, 0 }
-	};
+	static const struct cli_tool tool = { synopsis, optab, CLI_WRITER };
 	uint64_t v;
 	int ch, t, rc;
 
 	cli_init("nf4-quant");
+	cli_options(&tool);
 	cli_common_init(&C);
+	peftio_set_read_progress(cli_xf_progress, NULL);
 	O.incl = xcalloc((size_t)argc + 1, sizeof(char *));
 	O.excl = xcalloc((size_t)argc + 1, sizeof(char *));
-	while ((ch = getopt_long(argc, argv, CLI_COMMON_SHORT "b:dt:",
-	    longopts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv)) != -1) {
 		if (cli_common_opt(&C, ch, optarg, usage))
 			continue;
 		switch (ch) {
@@ -659,6 +463,9 @@ main(int argc, char *argv[])
 		case OPT_INDEX:
 			O.index_only = 1;
 			break;
+		case OPT_JSON:
+			O.json = 1;
+			break;
 		default:
 			usage(CLI_EXIT_USAGE);
 		}
@@ -679,10 +486,16 @@ main(int argc, char *argv[])
 			    "the shards: use -o DIR");
 			usage(CLI_EXIT_USAGE);
 		}
+		cli_output_name("-o", C.out, usage);
 		return run(argv[0]);
 	}
 	if ((rc = cli_common_output(&C, (const char *const *)argv, 1,
 	    usage)) != 0)
 		return rc;
+	if (O.json && strcmp(C.out, "-") == 0) {
+		cli_warn("--json prints on standard output: give -o a file "
+		    "or a directory");
+		usage(CLI_EXIT_USAGE);
+	}
 	return run(argv[0]);
 }

@@ -1,0 +1,368 @@
+/*
+ * bnb_step.c - one bitsandbytes weight as a step of a transform: what
+ * quantizing (4-bit or LLM.int8) or dequantizing it writes, planned as
+ * transformers does it (GPT-2's Conv1D weights transposed), declared,
+ * computed into the transform's job slots, and checked by
+ * peftio_transform_index().  nf4-quant is a table of these steps;
+ * lora-merge --requant quantizes its merged weights with them.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "peftio_private.h"
+
+/* Values dequantized and written at a time (then rounded to the part
+ * alignment): two pieces are held, not two tensors. */
+#define DEQ_PIECE	(8u << 20)
+
+/* The slot's buffers for a 4-bit weight: codes, absmax, and two for
+ * double quantization; for an 8-bit weight: codes and SCB. */
+enum { B_PACKED, B_ABSMAX, B_DQ };
+enum { B8_CODES, B8_SCB };
+
+static uint64_t
+ceil_div(uint64_t a, uint64_t b)
+{
+	return a / b + (a % b != 0);
+}
+
+static int
+nomem(struct peftio_error *err)
+{
+	return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+}
+
+/* ------------------------------------------------------------------ */
+/* Plans                                                               */
+
+int
+peftio_bnb_step_quantize(struct peftio_bnb_step *s, struct peftio_ckpt *c,
+    size_t i, const struct peftio_bnb_quant_opts *o,
+    struct peftio_error *err)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c, i);
+	uint64_t shape[2];
+
+	memset(s, 0, sizeof(*s));
+	s->quant = 1;
+	s->eight = o->eight;
+	/* transformers transposes GPT-2's Conv1D weights to [out, in]
+	 * when it quantizes them. */
+	s->transpose = ti->ndim == 2 && peftio_conv1d_weight(ti->name);
+	peftio_bnb_plan(&s->bo.qs, ti, o->type, o->blocksize,
+	    o->double_quant, o->dtype >= 0 ? (enum peftio_dtype)o->dtype :
+	    ti->dtype);
+	s->bo.storage = o->storage;
+	if (s->transpose) {
+		s->bo.qs.shape[0] = ti->shape[1];
+		s->bo.qs.shape[1] = ti->shape[0];
+	}
+	if (o->eight) {
+		if (ti->ndim != 2)
+			return peftio_error_set(err, PEFTIO_EINVAL,
+			    "%s: tensor '%s': 8-bit quantization needs a 2-D "
+			    "weight, not %d-D", peftio_ckpt_path(c), ti->name,
+			    ti->ndim);
+		s->bw8.rows = s->bo.qs.shape[0];
+		s->bw8.cols = s->bo.qs.shape[1];
+	} else if (peftio_bnb_storage_shape(o->storage, ti->numel, shape,
+	    err) != 0) {
+		peftio_error_prefix(err, "%s: tensor '%s'",
+		    peftio_ckpt_path(c), ti->name);
+		return err->code;
+	}
+	return 0;
+}
+
+void
+peftio_bnb_step_dequantize(struct peftio_bnb_step *s, struct peftio_ckpt *c,
+    const struct peftio_bnb_weight *bw, const struct peftio_bnb8_weight *bw8,
+    int dtype)
+{
+	const char *name;
+
+	memset(s, 0, sizeof(*s));
+	if (bw8 != NULL) {
+		s->eight = 1;
+		s->bw8 = *bw8;
+		s->dt = dtype >= 0 ? (enum peftio_dtype)dtype :
+		    peftio_bnb8_dtype(c);
+		name = peftio_ckpt_tensor(c, bw8->weight)->name;
+		s->transpose = peftio_conv1d_weight(name);
+		s->ndim = 2;
+		s->shape[0] = s->transpose ? bw8->cols : bw8->rows;
+		s->shape[1] = s->transpose ? bw8->rows : bw8->cols;
+		return;
+	}
+	s->bw = *bw;
+	s->dt = dtype >= 0 ? (enum peftio_dtype)dtype : bw->qs.dtype;
+	name = peftio_ckpt_tensor(c, bw->weight)->name;
+	s->transpose = bw->qs.ndim == 2 && peftio_conv1d_weight(name);
+	s->ndim = bw->qs.ndim;
+	memcpy(s->shape, bw->qs.shape, sizeof(s->shape));
+	if (s->transpose) {
+		s->shape[0] = bw->qs.shape[1];
+		s->shape[1] = bw->qs.shape[0];
+	}
+}
+
+void
+peftio_bnb_step_free(struct peftio_bnb_step *s)
+{
+	peftio_bnb_out_free(&s->bo);
+}
+
+/* ------------------------------------------------------------------ */
+/* The double-quantization offset                                      */
+
+int
+peftio_bnb_offset_mem(struct peftio_quant_state *qs, const void *vals,
+    unsigned nthreads, struct peftio_error *err)
+{
+	uint64_t nb = ceil_div(qs->numel, qs->blocksize);
+	uint8_t *packed;
+	float *am;
+
+	packed = malloc((qs->numel + 1) / 2);
+	am = malloc(nb ? nb * sizeof(float) : 1);
+	if (packed == NULL || am == NULL) {
+		free(packed);
+		free(am);
+		return nomem(err);
+	}
+	peftio_bnb_quantize_mem(qs, vals, packed, am, nthreads);
+	qs->nested_offset = peftio_dq_offset(am, nb);
+	free(packed);
+	free(am);
+	return 0;
+}
+
+int
+peftio_bnb_step_offset(struct peftio_bnb_step *s, struct peftio_ckpt *c,
+    size_t i, int check, struct peftio_bnb_buffers *buf, unsigned nthreads,
+    struct peftio_error *err)
+{
+	const void *v;
+	int rc;
+
+	if (!s->quant || s->eight || !s->bo.qs.double_quant)
+		return 0;
+	if (!s->transpose)
+		rc = peftio_bnb_offset(c, i, &s->bo, check, nthreads, buf,
+		    err);
+	else if ((rc = peftio_bnb_values(c, i, 1, s->bo.qs.dtype, check,
+	    buf->whole, &v, err)) == 0)
+		rc = peftio_bnb_offset_mem(&s->bo.qs, v, nthreads, err);
+	peftio_ckpt_release(c, i);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Declaring and checking                                              */
+
+int
+peftio_bnb_step_declare(struct peftio_xf *x, size_t i, size_t shard,
+    struct peftio_bnb_step *s, struct peftio_error *err)
+{
+	const char *name = peftio_ckpt_tensor(peftio_xf_input(x), i)->name;
+
+	if (s->quant && s->eight)
+		return peftio_bnb8_declare(peftio_xf_writer(x), shard,
+		    name, s->bw8.rows, s->bw8.cols, err);
+	if (s->quant)
+		return peftio_bnb_declare(peftio_xf_writer(x), shard, name,
+		    &s->bo, err);
+	return peftio_xf_declare(x, i, name, s->dt, s->ndim, s->shape, err);
+}
+
+int
+peftio_bnb_step_expect(struct peftio_xf_check *chk, size_t i,
+    const struct peftio_bnb_step *s, struct peftio_error *err)
+{
+	const char *name = peftio_ckpt_tensor(peftio_xf_check_input(chk),
+	    i)->name;
+
+	if (s->quant && s->eight)
+		return peftio_bnb8_expect(chk, i, name, s->bw8.rows,
+		    s->bw8.cols, err);
+	if (s->quant)
+		return peftio_bnb_expect(chk, i, name, &s->bo, err);
+	return peftio_xf_expect(chk, i, name, s->dt, s->ndim, s->shape, err);
+}
+
+/* ------------------------------------------------------------------ */
+/* Computing                                                           */
+
+static int
+write_quant(struct peftio_xf_job *j)
+{
+	const struct peftio_bnb_step *s = j->ctx;
+
+	return peftio_bnb_write(j->w, j->name, &s->bo, j->buf[B_PACKED].p,
+	    j->buf[B_ABSMAX].p, &j->buf[B_DQ], &j->err);
+}
+
+static int
+write_quant8(struct peftio_xf_job *j)
+{
+	const struct peftio_bnb_step *s = j->ctx;
+
+	return peftio_bnb8_write(j->w, j->name, j->buf[B8_CODES].p,
+	    j->buf[B8_SCB].p, s->bw8.rows, s->bw8.cols, &j->err);
+}
+
+/* The codes and absmax of a 4-bit weight in a slot. */
+static int
+slot_quant(struct peftio_xf_job *j, const struct peftio_quant_state *qs,
+    uint8_t **packed, float **absmax, struct peftio_error *err)
+{
+	uint64_t nb = ceil_div(qs->numel, qs->blocksize);
+
+	*packed = peftio_scratch(&j->buf[B_PACKED], (qs->numel + 1) / 2);
+	*absmax = peftio_scratch(&j->buf[B_ABSMAX], nb * sizeof(float));
+	return *packed == NULL || *absmax == NULL ? nomem(err) : 0;
+}
+
+int
+peftio_bnb_step_quantize_mem(struct peftio_xf *x, const char *name,
+    const struct peftio_bnb_step *s, const void *vals, unsigned nthreads,
+    struct peftio_error *err)
+{
+	struct peftio_xf_job *j = peftio_xf_slot(x);
+	uint64_t rows = s->bw8.rows, cols = s->bw8.cols;
+	uint8_t *packed;
+	float *absmax, *scb;
+	int8_t *codes;
+	int rc;
+
+	j->ctx = (void *)s;
+	j->name = name;
+	if (s->eight) {
+		codes = peftio_scratch(&j->buf[B8_CODES], rows * cols);
+		scb = peftio_scratch(&j->buf[B8_SCB], rows * sizeof(float));
+		if (codes == NULL || scb == NULL)
+			return nomem(err);
+		if ((rc = peftio_bnb8_quantize(s->bo.qs.dtype, vals, rows,
+		    cols, codes, scb, nthreads, err)) != 0)
+			return rc;
+		return peftio_xf_submit(x, write_quant8, err);
+	}
+	if ((rc = slot_quant(j, &s->bo.qs, &packed, &absmax, err)) != 0)
+		return rc;
+	peftio_bnb_quantize_mem(&s->bo.qs, vals, packed, absmax, nthreads);
+	return peftio_xf_submit(x, write_quant, err);
+}
+
+/*
+ * Tensor i quantized.  A 4-bit weight stored as it is quantized is read
+ * a piece at a time by the codec; a transposed one and an 8-bit one
+ * (bitsandbytes' Int8Params: the weight cast to float16, row-wise
+ * absmax) are whole in memory.
+ */
+static int
+quantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
+    int check, struct peftio_bnb_buffers *buf, unsigned nthreads,
+    struct peftio_error *err)
+{
+	struct peftio_ckpt *c = peftio_xf_input(x);
+	const char *name = peftio_ckpt_tensor(c, i)->name;
+	struct peftio_xf_job *j;
+	uint8_t *packed;
+	float *absmax;
+	const void *v;
+	int rc;
+
+	/* The offset's pass looked for NaN and Inf already. */
+	if (!s->eight && s->bo.qs.double_quant)
+		check = 0;
+	if (s->eight || s->transpose) {
+		if ((rc = peftio_bnb_values(c, i, s->transpose,
+		    s->bo.qs.dtype, check, buf->whole, &v, err)) == 0)
+			rc = peftio_bnb_step_quantize_mem(x, name, s, v,
+			    nthreads, err);
+		peftio_ckpt_release(c, i);
+		return rc;
+	}
+	j = peftio_xf_slot(x);
+	j->ctx = (void *)s;
+	j->name = name;
+	if ((rc = slot_quant(j, &s->bo.qs, &packed, &absmax, err)) != 0 ||
+	    (rc = peftio_bnb_pass(c, i, &s->bo.qs, packed, absmax, check,
+	    nthreads, buf, err)) != 0)
+		return rc;
+	return peftio_xf_submit(x, write_quant, err);
+}
+
+/* Tensor i dequantized, a piece at a time; a transposed weight (back to
+ * GPT-2's [in, out]) whole. */
+static int
+dequantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
+    struct peftio_bnb_buffers *buf, unsigned nthreads,
+    struct peftio_error *err)
+{
+	struct peftio_ckpt *c = peftio_xf_input(x);
+	const char *name = peftio_ckpt_tensor(c, i)->name;
+	uint64_t al, e0, n, piece, total;
+	size_t es = peftio_dtype_bits(s->dt) / 8;
+	struct peftio_xf_job *j;
+	void *vals, *out;
+	int rc = 0;
+
+	if (s->eight) {
+		/* whole rows */
+		al = s->bw8.cols;
+		total = s->bw8.rows * s->bw8.cols;
+	} else {
+		al = peftio_bnb_part_align(&s->bw);
+		total = s->bw.qs.numel;
+	}
+	piece = DEQ_PIECE > al ? DEQ_PIECE / al * al : al;
+	if (s->transpose) {
+		j = peftio_xf_slot(x);
+		j->name = name;
+		j->len = total * es;
+		if ((vals = peftio_scratch(&buf->whole[0], j->len)) == NULL)
+			rc = nomem(err);
+		else
+			rc = s->eight ? peftio_bnb8_dequantize(c, &s->bw8,
+			    s->dt, vals, nthreads, err) : peftio_bnb_dequantize(
+			    c, &s->bw, s->dt, vals, nthreads, err);
+		if (rc == 0 && (out = peftio_scratch(&j->buf[0], j->len)) ==
+		    NULL)
+			rc = nomem(err);
+		if (rc == 0) {
+			peftio_transpose(vals, out, s->shape[1], s->shape[0],
+			    es);
+			rc = peftio_xf_submit(x, peftio_xf_job_write, err);
+		}
+		peftio_ckpt_release(c, i);
+		return rc;
+	}
+	for (e0 = 0; e0 < total && rc == 0; e0 += n) {
+		n = PEFTIO_MIN(piece, total - e0);
+		j = peftio_xf_slot(x);
+		j->name = name;
+		peftio_dtype_nbytes(s->dt, n, &j->len);
+		if ((vals = peftio_scratch(&j->buf[0], j->len)) == NULL)
+			rc = nomem(err);
+		else
+			rc = s->eight ? peftio_bnb8_dequantize_part(c, &s->bw8,
+			    s->dt, vals, e0 / al, n / al, nthreads, err) :
+			    peftio_bnb_dequantize_part(c, &s->bw, s->dt, vals,
+			    e0, n, nthreads, err);
+		if (rc == 0)
+			rc = peftio_xf_submit(x, peftio_xf_job_write, err);
+	}
+	peftio_ckpt_release(c, i);
+	return rc;
+}
+
+int
+peftio_bnb_step_compute(struct peftio_xf *x, size_t i,
+    const struct peftio_bnb_step *s, int check, struct peftio_bnb_buffers *buf,
+    unsigned nthreads, struct peftio_error *err)
+{
+	if (s->quant)
+		return quantize(x, i, s, check, buf, nthreads, err);
+	return dequantize(x, i, s, buf, nthreads, err);
+}

@@ -1,0 +1,191 @@
+/*
+ * report.c - what a tool did, for --json: one object on standard
+ * output, built with jansson.  The tensors written are read back from
+ * the output's headers, so the report says what the files hold.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "report.h"
+
+json_t *
+cli_jint(uint64_t v)
+{
+	return json_integer((json_int_t)v);
+}
+
+json_t *
+cli_jshape(int ndim, const uint64_t *shape)
+{
+	json_t *a = json_array();
+	int i;
+
+	for (i = 0; i < ndim; i++)
+		json_array_append_new(a, cli_jint(shape[i]));
+	return a;
+}
+
+/* Tensor k of c: name, dtype, shape, bytes and its stored checksum. */
+static json_t *
+jtensor(struct peftio_ckpt *c, size_t k)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c, k);
+	char key[PEFTIO_MAX_NAME + 8];
+	const char *sum;
+	json_t *t = json_object();
+
+	snprintf(key, sizeof(key), "xxh3.%s", ti->name);
+	sum = peftio_st_meta_get(peftio_ckpt_shard(c,
+	    peftio_ckpt_shard_of(c, k)), key);
+	json_object_set_new(t, "name", json_string(ti->name));
+	json_object_set_new(t, "dtype", json_string(
+	    peftio_dtype_name(ti->dtype)));
+	json_object_set_new(t, "shape", cli_jshape(ti->ndim, ti->shape));
+	json_object_set_new(t, "bytes", cli_jint(ti->nbytes));
+	json_object_set_new(t, "xxh3", sum != NULL ? json_string(sum) :
+	    json_null());
+	return t;
+}
+
+json_t *
+cli_report_files(const char *path, uint64_t *bytes)
+{
+	struct peftio_ckpt *c;
+	struct peftio_error err;
+	json_t *a = json_array();
+	size_t k;
+
+	*bytes = 0;
+	peftio_error_clear(&err);
+	if (peftio_ckpt_open(&c, path, &err) != 0) {
+		cli_error(&err);
+		json_decref(a);
+		return NULL;
+	}
+	for (k = 0; k < peftio_ckpt_count(c); k++) {
+		json_array_append_new(a, jtensor(c, k));
+		*bytes += peftio_ckpt_tensor(c, k)->nbytes;
+	}
+	peftio_ckpt_close(c);
+	return a;
+}
+
+/* The input tensor that output tensor name comes from: the same name,
+ * or the longest input name that is a prefix ending at a dot (a 4-bit
+ * weight's "W.absmax", "W.quant_state.bitsandbytes__nf4"); or -1. */
+static long
+source_of(struct peftio_ckpt *in, const char *name)
+{
+	char buf[PEFTIO_MAX_NAME + 1], *dot;
+	long i;
+
+	if ((i = peftio_ckpt_find(in, name)) >= 0)
+		return i;
+	snprintf(buf, sizeof(buf), "%s", name);
+	while ((dot = strrchr(buf, '.')) != NULL) {
+		*dot = '\0';
+		if ((i = peftio_ckpt_find(in, buf)) >= 0)
+			return i;
+	}
+	return -1;
+}
+
+json_t *
+cli_report_transform(struct peftio_ckpt *in, const char *out,
+    const char *(*action)(void *ctx, size_t i), void *ctx)
+{
+	const struct peftio_tensor_info *ti, *to;
+	struct peftio_ckpt *oc;
+	struct peftio_error err;
+	json_t *doc, *ts, *t, *outs, *tot;
+	size_t i, k, n = peftio_ckpt_count(in), nout;
+	uint64_t bin = 0, bout = 0, *ob;
+	json_t **per;
+	long s;
+
+	peftio_error_clear(&err);
+	if (peftio_ckpt_open(&oc, out, &err) != 0) {
+		cli_error(&err);
+		return NULL;
+	}
+	nout = peftio_ckpt_count(oc);
+	per = xcalloc(n + 1, sizeof(*per));
+	ob = xcalloc(n + 1, sizeof(*ob));
+	outs = json_array();	/* outputs from no input */
+	for (k = 0; k < nout; k++) {
+		to = peftio_ckpt_tensor(oc, k);
+		bout += to->nbytes;
+		if ((s = source_of(in, to->name)) < 0) {
+			json_array_append_new(outs, jtensor(oc, k));
+			continue;
+		}
+		if (per[s] == NULL)
+			per[s] = json_array();
+		json_array_append_new(per[s], jtensor(oc, k));
+		ob[s] += to->nbytes;
+	}
+	ts = json_array();
+	for (i = 0; i < n; i++) {
+		ti = peftio_ckpt_tensor(in, i);
+		bin += ti->nbytes;
+		t = json_object();
+		json_object_set_new(t, "name", json_string(ti->name));
+		json_object_set_new(t, "action", json_string(action(ctx, i)));
+		json_object_set_new(t, "dtype_in",
+		    json_string(peftio_dtype_name(ti->dtype)));
+		json_object_set_new(t, "shape_in", cli_jshape(ti->ndim,
+		    ti->shape));
+		json_object_set_new(t, "bytes_in", cli_jint(ti->nbytes));
+		s = peftio_ckpt_find(oc, ti->name);
+		to = s >= 0 ? peftio_ckpt_tensor(oc, (size_t)s) : NULL;
+		json_object_set_new(t, "dtype_out", to != NULL ?
+		    json_string(peftio_dtype_name(to->dtype)) : json_null());
+		json_object_set_new(t, "shape_out", to != NULL ?
+		    cli_jshape(to->ndim, to->shape) : json_null());
+		json_object_set_new(t, "bytes_out", cli_jint(ob[i]));
+		json_object_set_new(t, "outputs", per[i] != NULL ? per[i] :
+		    json_array());
+		json_array_append_new(ts, t);
+	}
+	doc = json_object();
+	json_object_set_new(doc, "input", json_string(peftio_ckpt_path(in)));
+	json_object_set_new(doc, "output", json_string(out));
+	json_object_set_new(doc, "tensors", ts);
+	if (json_array_size(outs) > 0)
+		json_object_set_new(doc, "added", outs);
+	else
+		json_decref(outs);
+	tot = json_object();
+	json_object_set_new(tot, "tensors_in", cli_jint(n));
+	json_object_set_new(tot, "tensors_out", cli_jint(nout));
+	json_object_set_new(tot, "bytes_in", cli_jint(bin));
+	json_object_set_new(tot, "bytes_out", cli_jint(bout));
+	json_object_set_new(tot, "ratio", json_real(bin > 0 ?
+	    (double)bout / (double)bin : 1.0));
+	json_object_set_new(doc, "totals", tot);
+	free(per);
+	free(ob);
+	peftio_ckpt_close(oc);
+	return doc;
+}
+
+int
+cli_json_print(json_t *doc)
+{
+	int rc = 0;
+
+	if (doc == NULL)
+		return CLI_EXIT_ERROR;
+	errno = 0;
+	if (json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) !=
+	    0 || putchar('\n') == EOF || fflush(stdout) != 0) {
+		cli_warn("standard output: write error: %s",
+		    strerror(errno != 0 ? errno : EIO));
+		rc = CLI_EXIT_ERROR;
+	}
+	json_decref(doc);
+	return rc;
+}
