@@ -316,6 +316,8 @@ struct peftio_outfile {
 	int	 spool;		/* stdout is a pipe: fd is an anonymous spool */
 	int	 slot;		/* registry slot, -1 if none */
 	unsigned flags;
+	int	 dfd;		/* tmp opened with O_DIRECT, or -1 */
+	int	 dfail;		/* O_DIRECT writes refused: buffered only */
 };
 
 /* Open a temporary file for dest ("-" = stdout).  Without
