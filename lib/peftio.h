@@ -390,6 +390,20 @@ struct peftio_ckpt;
 int	peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 	    struct peftio_error *err);
 /*
+ * As peftio_ckpt_open(), but a stream ("-", a FIFO) is copied to a
+ * spool file in $TMPDIR by a background thread once its header is read:
+ * a tensor can be read as soon as its bytes have arrived, while later
+ * ones still arrive.  A stream that ends early, or goes on after its
+ * last tensor, is reported by the reads that reach that point and by
+ * peftio_ckpt_complete(), not by the open.
+ */
+int	peftio_ckpt_open_stream(struct peftio_ckpt **out, const char *path,
+	    struct peftio_error *err);
+/* Wait until every stream of c has been read to its end: 0, or the
+ * error that ended it (truncated, bytes after the last tensor, I/O).
+ * 0 at once for files. */
+int	peftio_ckpt_complete(struct peftio_ckpt *c, struct peftio_error *err);
+/*
  * The shards names[0..n-1] of directory dir as one checkpoint, without
  * an index (as when the index is yet to be written).  A shard that is
  * not there is PEFTIO_ENOTFOUND, named in the message.

@@ -166,8 +166,11 @@ static int
 finish(struct peftio_xf *x, const struct peftio_xf_ops *ops, void *ctx,
     struct peftio_error *err)
 {
-	int rc = 0;
+	int rc;
 
+	/* An input still arriving must end where its header says. */
+	if ((rc = peftio_ckpt_complete(x->in, err)) != 0)
+		return rc;
 	if (x->as_dir) {
 		rc = write_config(x, ops, ctx, err);
 		if (rc == 0 && ops->note != NULL)

@@ -1518,6 +1518,92 @@ START_TEST(test_read_pipe)
 }
 END_TEST
 
+/* A checkpoint read from the read end of a pipe fed by a child while
+ * it arrives. */
+static struct peftio_ckpt *
+open_bg(const unsigned char *buf, size_t len, pid_t *pid)
+{
+	struct peftio_error err;
+	struct peftio_ckpt *c;
+	char path[64];
+	int p[2];
+
+	ck_assert_int_eq(pipe(p), 0);
+	*pid = feed(p[1], buf, len);
+	close(p[1]);
+	snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+	ck_assert_msg(peftio_ckpt_open_stream(&c, path, &err) == 0, "%s",
+	    err.msg);
+	close(p[0]);
+	return c;
+}
+
+START_TEST(test_read_pipe_bg)
+{
+	struct peftio_error err;
+	struct peftio_ckpt *c;
+	unsigned char *buf, got[4096];
+	const void *d;
+	size_t len, hlen;
+	pid_t pid;
+	int p[2];
+
+	buf = big_file(&len, &hlen);
+	/* Whole: read as it arrives, then checked to its end. */
+	c = open_bg(buf, len, &pid);
+	ck_assert_uint_eq(peftio_ckpt_count(c), 2);
+	ck_assert_int_eq(peftio_ckpt_read(c, 0, 8000000, got, sizeof(got),
+	    &err), 0);
+	ck_assert_mem_eq(got, buf + 8 + hlen + 8000000, sizeof(got));
+	ck_assert_int_eq(peftio_ckpt_data(c, 1, &d, &err), 0);
+	ck_assert_mem_eq(d, buf + 8 + hlen + 9000000, 12);
+	ck_assert_int_eq(peftio_ckpt_data(c, 0, &d, &err), 0);
+	ck_assert_mem_eq(d, buf + 8 + hlen, 9000000);
+	ck_assert_int_eq(peftio_ckpt_complete(c, &err), 0);
+	peftio_ckpt_close(c);
+	reap(pid);
+
+	/* Cut short: the open and the bytes before the cut are fine, the
+	 * reads past it and the completion are not. */
+	c = open_bg(buf, 8 + hlen + 5000000, &pid);
+	ck_assert_int_eq(peftio_ckpt_read(c, 0, 0, got, sizeof(got), &err), 0);
+	ck_assert_mem_eq(got, buf + 8 + hlen, sizeof(got));
+	ck_assert_int_eq(peftio_ckpt_data(c, 0, &d, &err), PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "truncated"));
+	ck_assert_int_eq(peftio_ckpt_complete(c, &err), PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "truncated"));
+	peftio_ckpt_close(c);
+	reap(pid);
+
+	/* A byte too many: the last tensor, which reaches the end of the
+	 * data, is refused. */
+	buf[len] = 0;
+	c = open_bg(buf, len + 1, &pid);
+	ck_assert_int_eq(peftio_ckpt_read(c, 0, 0, got, sizeof(got), &err), 0);
+	ck_assert_int_eq(peftio_ckpt_data(c, 1, &d, &err), PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "after the last tensor"));
+	ck_assert_int_eq(peftio_ckpt_complete(c, &err), PEFTIO_EFORMAT);
+	peftio_ckpt_close(c);
+	reap(pid);
+
+	/* Closed while the writer is still there: the copy stops. */
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(write(p[1], buf, 8 + hlen + 1000),
+	    (ssize_t)(8 + hlen + 1000));
+	{
+		char path[64];
+
+		snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+		ck_assert_int_eq(peftio_ckpt_open_stream(&c, path, &err), 0);
+	}
+	ck_assert_int_eq(peftio_ckpt_read(c, 0, 0, got, 1000, &err), 0);
+	peftio_ckpt_close(c);
+	close(p[0]);
+	close(p[1]);
+	free(buf);
+}
+END_TEST
+
 START_TEST(test_read_pipe_bad)
 {
 	static const char h[] = "{\"t\":{" U8_2 "}}";
@@ -1724,6 +1810,7 @@ Suite *safetensors_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_read_pipe);
 	tcase_add_test(tc, test_read_pipe_bad);
+	tcase_add_test(tc, test_read_pipe_bg);
 	tcase_add_test(tc, test_read_fifo);
 	tcase_add_test(tc, test_read_file);
 	suite_add_tcase(s, tc);

@@ -477,7 +477,7 @@ run(void)
 	if (rc == 0)
 		rc = peftio_gpu_rcp_init(&err);
 	if (rc == 0)
-		rc = peftio_ckpt_open(&r.in, O.base, &err);
+		rc = peftio_ckpt_open_stream(&r.in, O.base, &err);
 	if (rc == 0) {
 		r.n = peftio_ckpt_count(r.in);
 		r.xi = xcalloc(r.n + 1, sizeof(*r.xi));

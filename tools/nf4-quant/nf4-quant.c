@@ -549,7 +549,7 @@ run(const char *input)
 	memset(&r, 0, sizeof(r));
 	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
 		return cli_error(&err);
-	if ((rc = peftio_ckpt_open(&r.in, input, &err)) != 0)
+	if ((rc = peftio_ckpt_open_stream(&r.in, input, &err)) != 0)
 		return cli_error(&err);
 	r.n = peftio_ckpt_count(r.in);
 	r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
