@@ -621,6 +621,14 @@ peftio_ckpt_read(struct peftio_ckpt *c, size_t i, uint64_t off, void *buf,
 }
 
 void
+peftio_ckpt_prefetch(struct peftio_ckpt *c, size_t i)
+{
+	if (i < c->count)
+		peftio_st_prefetch(c->shards[c->ents[i].shard],
+		    c->ents[i].idx);
+}
+
+void
 peftio_ckpt_release(struct peftio_ckpt *c, size_t i)
 {
 	if (i < c->count)

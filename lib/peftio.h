@@ -435,6 +435,9 @@ int	peftio_ckpt_data(struct peftio_ckpt *c, size_t i, const void **data,
 int	peftio_ckpt_read(struct peftio_ckpt *c, size_t i, uint64_t off,
 	    void *buf, size_t len, struct peftio_error *err);
 void	peftio_ckpt_release(struct peftio_ckpt *c, size_t i);
+/* Tensor i will be read soon: its pages of a file are read ahead in
+ * the background (a hint; nothing for memory and streams). */
+void	peftio_ckpt_prefetch(struct peftio_ckpt *c, size_t i);
 /*
  * Check tensor i against the XXH3 checksum stored for it ("xxh3.NAME"
  * in its shard's __metadata__): 0 when it matches, PEFTIO_ECHECKSUM

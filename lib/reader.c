@@ -602,6 +602,23 @@ peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
 	return 0;
 }
 
+/* Linux reads at most its readahead window per POSIX_FADV_WILLNEED. */
+#define PREFETCH_STEP	(4u << 20)
+
+void
+peftio_st_prefetch(struct peftio_st *st, size_t i)
+{
+	uint64_t off, end;
+
+	if (i >= st->n || st->fd < 0 || st->bg != NULL || st->tb != NULL)
+		return;
+	off = st->fdoff + st->t[i].offset;
+	end = off + st->t[i].nbytes;
+	for (; off < end; off += PREFETCH_STEP)
+		(void)posix_fadvise(st->fd, (off_t)off, (off_t)PEFTIO_MIN(
+		    (uint64_t)PREFETCH_STEP, end - off), POSIX_FADV_WILLNEED);
+}
+
 void
 peftio_st_release(struct peftio_st *st, size_t i)
 {

@@ -135,5 +135,7 @@ void	peftio_spool_free(struct peftio_spool *s);
 int	peftio_st_open_bg(struct peftio_st **out, const char *path, int bg,
 	    struct peftio_error *err);
 int	peftio_st_complete(struct peftio_st *st, struct peftio_error *err);
+/* Read tensor i of a file ahead (posix_fadvise WILLNEED). */
+void	peftio_st_prefetch(struct peftio_st *st, size_t i);
 
 #endif /* PEFTIO_READER_PRIVATE_H */

@@ -2,6 +2,7 @@
  * check_safetensors.c - the safetensors reader (every row of the
  * malformed-input table in formats.md section 4.1) and writer.
  */
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -1552,6 +1553,7 @@ START_TEST(test_read_pipe_bg)
 	/* Whole: read as it arrives, then checked to its end. */
 	c = open_bg(buf, len, &pid);
 	ck_assert_uint_eq(peftio_ckpt_count(c), 2);
+	peftio_ckpt_prefetch(c, 0);
 	ck_assert_int_eq(peftio_ckpt_read(c, 0, 8000000, got, sizeof(got),
 	    &err), 0);
 	ck_assert_mem_eq(got, buf + 8 + hlen + 8000000, sizeof(got));
@@ -1600,6 +1602,69 @@ START_TEST(test_read_pipe_bg)
 	peftio_ckpt_close(c);
 	close(p[0]);
 	close(p[1]);
+	free(buf);
+}
+END_TEST
+
+/* Pages of path [off, off + len) in the page cache. */
+static size_t
+resident(const char *path, size_t len)
+{
+	unsigned char vec[4096];
+	long page = sysconf(_SC_PAGESIZE);
+	size_t i, n = (len + (size_t)page - 1) / (size_t)page, in = 0;
+	void *m;
+	int fd;
+
+	ck_assert_uint_le(n, sizeof(vec));
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(m, MAP_FAILED);
+	ck_assert_int_eq(mincore(m, len, vec), 0);
+	for (i = 0; i < n; i++)
+		in += vec[i] & 1;
+	munmap(m, len);
+	close(fd);
+	return in;
+}
+
+/* A tensor of a file asked for ahead is read into the page cache; the
+ * hint does nothing to a stream or out of range. */
+START_TEST(test_prefetch)
+{
+	struct peftio_error err;
+	struct peftio_ckpt *c;
+	unsigned char *buf;
+	size_t len, hlen, pages, got;
+	long page = sysconf(_SC_PAGESIZE);
+	const char *path;
+	int fd, tries;
+
+	tu_tmpdir();
+	buf = big_file(&len, &hlen);
+	path = tu_path("big.safetensors");
+	tu_write_file(path, buf, len);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fsync(fd), 0);
+	ck_assert_int_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+	close(fd);
+	ck_assert_int_eq(peftio_ckpt_open(&c, path, &err), 0);
+	pages = 9000000 / (size_t)page - 2;	/* whole pages of "big" */
+	/* Where pages cannot be dropped (tmpfs) there is nothing to see. */
+	if (resident(path, len) < pages) {
+		peftio_ckpt_prefetch(c, 0);
+		for (tries = 0; tries < 200; tries++) {
+			if ((got = resident(path, len)) >= pages)
+				break;
+			usleep(10000);
+		}
+		ck_assert_uint_ge(resident(path, len), pages);
+	}
+	peftio_ckpt_prefetch(c, 2);
+	peftio_ckpt_prefetch(c, (size_t)-1);
+	peftio_ckpt_close(c);
 	free(buf);
 }
 END_TEST
@@ -1811,6 +1876,7 @@ Suite *safetensors_suite(void)
 	tcase_add_test(tc, test_read_pipe);
 	tcase_add_test(tc, test_read_pipe_bad);
 	tcase_add_test(tc, test_read_pipe_bg);
+	tcase_add_test(tc, test_prefetch);
 	tcase_add_test(tc, test_read_fifo);
 	tcase_add_test(tc, test_read_file);
 	suite_add_tcase(s, tc);
