@@ -116,6 +116,10 @@ largest=$(tools/dq-inspect/dq-inspect "$base" | awk 'NR > 2 && $5 ~ /,/ {
 	    "adapter on every linear layer."
 	echo "Files are read from the page cache; every output is fsync'ed."
 	echo "Each figure is the fastest of $REPS runs."
+	[ -n "${BASELINE:-}" ] && echo "Rows marked (before) ran the tools" \
+	    "of $BASELINE, each right after this tree's."
+	echo "Where the time of a conversion goes (perf, strace), and what" \
+	    "moved it: bench/PROFILE.md."
 	echo "GB/s is the model's size in bytes (both models' for" \
 	    "adapter-extract) per wall-clock second; \`vs cat\` and" \
 	    "\`vs cat > file && sync\` divide it by cat's: reading alone," \
