@@ -340,6 +340,8 @@ struct peftio_outfile {
 	int	 spool;		/* stdout is a pipe: fd is an anonymous spool */
 	int	 slot;		/* registry slot, -1 if none */
 	unsigned flags;
+	int	 dfd;		/* tmp opened with O_DIRECT, or -1 */
+	int	 dfail;		/* O_DIRECT writes refused: buffered only */
 };
 
 /* Open a temporary file for dest ("-" = stdout).  Without
@@ -412,6 +414,20 @@ struct peftio_ckpt;
 int	peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 	    struct peftio_error *err);
 /*
+ * As peftio_ckpt_open(), but a stream ("-", a FIFO) is copied to a
+ * spool file in $TMPDIR by a background thread once its header is read:
+ * a tensor can be read as soon as its bytes have arrived, while later
+ * ones still arrive.  A stream that ends early, or goes on after its
+ * last tensor, is reported by the reads that reach that point and by
+ * peftio_ckpt_complete(), not by the open.
+ */
+int	peftio_ckpt_open_stream(struct peftio_ckpt **out, const char *path,
+	    struct peftio_error *err);
+/* Wait until every stream of c has been read to its end: 0, or the
+ * error that ended it (truncated, bytes after the last tensor, I/O).
+ * 0 at once for files. */
+int	peftio_ckpt_complete(struct peftio_ckpt *c, struct peftio_error *err);
+/*
  * The shards names[0..n-1] of directory dir as one checkpoint, without
  * an index (as when the index is yet to be written).  A shard that is
  * not there is PEFTIO_ENOTFOUND, named in the message.
@@ -443,6 +459,9 @@ int	peftio_ckpt_data(struct peftio_ckpt *c, size_t i, const void **data,
 int	peftio_ckpt_read(struct peftio_ckpt *c, size_t i, uint64_t off,
 	    void *buf, size_t len, struct peftio_error *err);
 void	peftio_ckpt_release(struct peftio_ckpt *c, size_t i);
+/* Tensor i will be read soon: its pages of a file are read ahead in
+ * the background (a hint; nothing for memory and streams). */
+void	peftio_ckpt_prefetch(struct peftio_ckpt *c, size_t i);
 /*
  * Check tensor i against the XXH3 checksum stored for it ("xxh3.NAME"
  * in its shard's __metadata__): 0 when it matches, PEFTIO_ECHECKSUM

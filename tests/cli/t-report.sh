@@ -86,9 +86,12 @@ ontty "'$NF4' -q -f -o q.safetensors '$EXAMPLE'"
 [ ! -s tty.raw ] && ok "-q: nothing at all" || notok "-q: nothing at all"
 
 ontty "cat '$EXAMPLE/model.safetensors' | '$NF4' -f -o p.safetensors -"
-progress "a pipe read into the spool" nf4-quant \
-    "[0-9]%.* of .*: standard input"
+progress "a pipe converted as it arrives" nf4-quant \
+    "[0-9]%.* of .*: model\\."
 same "the same output from a pipe" q.safetensors p.safetensors
+ontty "cat '$EXAMPLE/model.safetensors' | '$INSPECT' -s -"
+progress "a pipe read into the spool" dq-inspect \
+    "[0-9]%.* of .*: standard input"
 
 mkdir parts
 "$NF4" -q -o parts/model-00001-of-00005.safetensors \
