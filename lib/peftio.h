@@ -1480,7 +1480,8 @@ int	peftio_yaml_from_json(const char *json, size_t len, char **out,
  * something was wrong, as peftio_inspect_compare() does.  _text()
  * writes the report as text to f (the verify and plan sections before
  * the table of tensors); a list collects reports as JSON documents and
- * writes them as one JSON object, {"inputs": [...]}, or as YAML, one
+ * writes them as one JSON object, {"inputs": [...], "totals": {...}}
+ * (the totals of all the reports together), or as YAML, one
  * document each.  With PEFTIO_REPORT_SUMMARY in flags, only the totals:
  * no table of tensors, of an adapter's modules or of the tensors
  * compared.  The write functions return PEFTIO_EIO when f fails.
