@@ -294,9 +294,13 @@ if [ "${QLORA:-1}" != 0 ]; then
 		echo "## QLoRA initialisations and resizing ($BENCH shape," \
 		    "$DTYPE, rank 16 on every linear layer; one run each)"
 		echo
-		echo "error: sqrt of the sum over the adapted weights of" \
-		    "|W - new base - s B A|^2 (for resize: of the change of" \
-		    "each delta)."
+		echo "error: sqrt of the sum over the adapted weights of the" \
+		    "squared error of each module's -v line: for PiSSA" \
+		    "|W - s B A|^2 (what the residual keeps), for LoftQ" \
+		    "|W - deq(Q) - s B A|^2, for resize the change of each" \
+		    "delta.  Runs on \"1 layer\" use a one-layer model of" \
+		    "the shape, so that --exact is measured against the" \
+		    "randomized SVD on the same weights."
 		echo
 		echo "| command | wall s | cpu s | peak RSS MiB | error |"
 		echo "|---|---|---|---|---|"
