@@ -1,13 +1,18 @@
 #!/bin/sh
 # run.sh - benchmarks: build a synthetic Llama-shaped checkpoint and a
 # rank-16 LoRA adapter over its linear layers, and time each tool on
-# them against cat(1) of the same files (the I/O floor).
+# them against cat(1) of the same files (the I/O floor) and against a
+# durable copy, dd conv=fsync (the floor of a conversion that writes
+# its output durably, as the tools do).
 #
 #   BENCH=1g (default, ~1.1 GB bf16), 7b (13.5 GB), tiny, 65b
 #   LAYERS=N  fewer decoder layers than the real shape
 #   DTYPE=bf16|f16|f32
 #   JOBS=2    threads for the tools
 #   REPS=3    runs of each command; the fastest is reported
+#   BASELINE=DIR  a built tree of another version (e.g. a git worktree
+#             of main): its nf4-quant and lora-merge are timed too,
+#             right after this tree's, for a before/after table
 #   TOOLS=0, SCALING=0, QLORA=0, EXTRACT=0 skip those parts
 # Results are printed and written to bench/RESULTS.md (BENCHOUT=FILE
 # writes them elsewhere).
@@ -63,7 +68,7 @@ measure() {
 		grep '^runstat:' "$T/stat" >> "$T/best"
 	done
 	set -- $(sort -n -k2 "$T/best" | head -1)
-	wall=$2 cpu=$(awk "BEGIN { print $3 + $4 }") rss=$5
+	wall=$2 cpu=$(awk "BEGIN { print $3 + $4 }") rss=$5 written=${7:-0}
 	gbs=$(awk "BEGIN { print $in / $wall / 1e9 }")
 	gps=$(awk "BEGIN { print $params * $in / $bytes / $wall / 1e9 }")
 	[ -z "${catgbs:-}" ] && catgbs=$gbs
@@ -76,6 +81,24 @@ measure() {
 	    "$gbs" "$gps" "$(awk "BEGIN { print $gbs / $catgbs }")" \
 	    "$(awk "BEGIN { printf \"%.2f\", $gbs / ${filegbs:-$gbs} }")" \
 	    >> "$OUTMD"
+}
+# durable LABEL INPUT_BYTES NAME OUT COMMAND...: measure, and add a row
+# to the durable-copy table: the tool against dd conv=fsync of as many
+# bytes as the larger of what it reads and what it writes (dd's rate
+# scaled), and the bytes it wrote per byte it read.
+durable() {
+	label=$1 inb=$2 name=$3 out=$4
+	shift 4
+	measure "$name" "$bytes" "$out" "$@"
+	awk -v l="$label" -v w="$wall" -v i="$inb" -v o="$written" \
+	    -v r="$ddrate" -v c="$catrate" 'BEGIN {
+		m = i > o ? i : o
+		printf "| %s | %.2f | %.2f | %.2f | %.2f |\n", l, w,
+		    m / r / w, m / c / w, o / i }' >> "$T/durable"
+}
+# size PATH: bytes of the safetensors files of a checkpoint.
+size() {
+	cat "$1"/*.safetensors | wc -c
 }
 echo "input: $base, $bytes bytes, $params parameters"
 largest=$(tools/dq-inspect/dq-inspect "$base" | awk 'NR > 2 && $5 ~ /,/ {
@@ -93,6 +116,10 @@ largest=$(tools/dq-inspect/dq-inspect "$base" | awk 'NR > 2 && $5 ~ /,/ {
 	    "adapter on every linear layer."
 	echo "Files are read from the page cache; every output is fsync'ed."
 	echo "Each figure is the fastest of $REPS runs."
+	[ -n "${BASELINE:-}" ] && echo "Rows marked (before) ran the tools" \
+	    "of $BASELINE, each right after this tree's."
+	echo "Where the time of a conversion goes (perf, strace), and what" \
+	    "moved it: bench/PROFILE.md."
 	echo "GB/s is the model's size in bytes (both models' for" \
 	    "adapter-extract) per wall-clock second; \`vs cat\` and" \
 	    "\`vs cat > file && sync\` divide it by cat's: reading alone," \
@@ -106,13 +133,44 @@ if [ "${TOOLS:-1}" != 0 ]; then
 measure "cat" "$bytes" /dev/null/none sh -c "cat $base/*.safetensors > /dev/null"
 measure "cat > file && sync" "$bytes" "$T/cat.out" \
     sh -c "cat $base/*.safetensors > $T/cat.out && sync $T/cat.out"
-rm -f "$T/cat.out"
-measure "nf4-quant -j $JOBS" "$bytes" "$T/q" \
-    tools/nf4-quant/nf4-quant -q -j "$JOBS" -o "$T/q" "$base"
-measure "nf4-quant -d -j $JOBS" "$bytes" "$T/d" \
-    tools/nf4-quant/nf4-quant -q -d -j "$JOBS" -o "$T/d" "$T/q"
-measure "lora-merge -j $JOBS" "$bytes" "$T/m" \
-    tools/lora-merge/lora-merge -q -j "$JOBS" -o "$T/m" "$base" "$adapter"
+catrate=$(awk "BEGIN { print $bytes / $wall }")
+# dd if=IN of=OUT (shards: their concatenation on standard input)
+set -- "$base"/*.safetensors
+if [ $# -eq 1 ]; then
+	measure "dd bs=4M conv=fsync" "$bytes" "$T/cat.out" \
+	    dd if="$1" of="$T/cat.out" bs=4M conv=fsync status=none
+else
+	measure "dd bs=4M conv=fsync" "$bytes" "$T/cat.out" \
+	    sh -c "cat $base/*.safetensors | dd iflag=fullblock \
+	    of=$T/cat.out bs=4M conv=fsync status=none"
+fi
+ddrate=$(awk "BEGIN { print $bytes / $wall }")
+rm -f "$T/cat.out" "$T/durable"
+# The tools of the durable-copy table, each followed by the baseline's.
+for v in "" ${BASELINE:+before}; do
+	d=tools s=""
+	[ -n "$v" ] && d=$BASELINE/tools s=" ($v)"
+	durable "nf4-quant$s" "$bytes" "nf4-quant -j $JOBS$s" "$T/q$v" \
+	    $d/nf4-quant/nf4-quant -q -j "$JOBS" -o "$T/q$v" "$base"
+done
+qbytes=$(size "$T/q")
+for v in "" ${BASELINE:+before}; do
+	d=tools s=""
+	[ -n "$v" ] && d=$BASELINE/tools s=" ($v)"
+	durable "nf4-quant -d$s" "$qbytes" "nf4-quant -d -j $JOBS$s" \
+	    "$T/d$v" $d/nf4-quant/nf4-quant -q -d -j "$JOBS" -o "$T/d$v" "$T/q"
+	rm -rf "$T/d$v"
+done
+abytes=$(size "$adapter")
+for v in "" ${BASELINE:+before}; do
+	d=tools s=""
+	[ -n "$v" ] && d=$BASELINE/tools s=" ($v)"
+	durable "lora-merge r16$s" "$((bytes + abytes))" \
+	    "lora-merge -j $JOBS$s" "$T/m$v" $d/lora-merge/lora-merge -q \
+	    -j "$JOBS" -o "$T/m$v" "$base" "$adapter"
+	[ -n "$v" ] && rm -rf "$T/m$v"
+done
+rm -rf "$T/qbefore"
 measure "lora-merge -j $JOBS (NF4 base)" "$bytes" "$T/qm" \
     tools/lora-merge/lora-merge -q -j "$JOBS" -o "$T/qm" "$T/q" "$adapter"
 measure "nf4-quant -t int8 -j $JOBS" "$bytes" "$T/q8" \
@@ -131,6 +189,23 @@ measure "dq-inspect --compare (NF4)" "$((bytes + bytes / 4))" /dev/null/none \
     tools/dq-inspect/dq-inspect --compare "$base" "$T/q"
 measure "dq-inspect --compare (int8)" "$((bytes + bytes / 2))" \
     /dev/null/none tools/dq-inspect/dq-inspect --compare "$base" "$T/q8"
+{
+	echo
+	echo "## Against a durable copy ($BENCH shape, $DTYPE, -j $JOBS)"
+	echo
+	echo "× durable copy: the time \`dd bs=4M conv=fsync\` takes to copy" \
+	    "as many bytes as the larger of what the tool reads and what it" \
+	    "writes (its rate on this model, scaled), divided by the" \
+	    "tool's time: above 1 the tool is faster than copying its data" \
+	    "durably.  × cat > file: the same against" \
+	    "\`cat > file && sync\`.  written / input: the bytes the tool" \
+	    "wrote (getrusage) per byte it read (for lora-merge, base and" \
+	    "adapter)."
+	echo
+	echo "| tool | wall s | × durable copy | × cat > file | written / input |"
+	echo "|---|---|---|---|---|"
+	cat "$T/durable"
+} | tee -a "$OUTMD"
 rm -rf "$T"
 fi
 
@@ -219,9 +294,13 @@ if [ "${QLORA:-1}" != 0 ]; then
 		echo "## QLoRA initialisations and resizing ($BENCH shape," \
 		    "$DTYPE, rank 16 on every linear layer; one run each)"
 		echo
-		echo "error: sqrt of the sum over the adapted weights of" \
-		    "|W - new base - s B A|^2 (for resize: of the change of" \
-		    "each delta)."
+		echo "error: sqrt of the sum over the adapted weights of the" \
+		    "squared error of each module's -v line: for PiSSA" \
+		    "|W - s B A|^2 (what the residual keeps), for LoftQ" \
+		    "|W - deq(Q) - s B A|^2, for resize the change of each" \
+		    "delta.  Runs on \"1 layer\" use a one-layer model of" \
+		    "the shape, so that --exact is measured against the" \
+		    "randomized SVD on the same weights."
 		echo
 		echo "| command | wall s | cpu s | peak RSS MiB | error |"
 		echo "|---|---|---|---|---|"

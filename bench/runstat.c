@@ -1,6 +1,6 @@
 /*
  * runstat - run a command and print, on stderr, one line:
- *   runstat: WALL_S USER_S SYS_S MAXRSS_KIB EXIT
+ *   runstat: WALL_S USER_S SYS_S MAXRSS_KIB EXIT BYTES_WRITTEN
  * (getrusage of the child, so no dependency on GNU time).
  */
 #include <sys/resource.h>
@@ -34,10 +34,11 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	fprintf(stderr, "runstat: %.3f %.3f %.3f %ld %d\n",
+	fprintf(stderr, "runstat: %.3f %.3f %.3f %ld %d %lld\n",
 	    (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9,
 	    ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6,
 	    ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
-	    ru.ru_maxrss, WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+	    ru.ru_maxrss, WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st),
+	    (long long)ru.ru_oublock * 512);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
 }

@@ -183,6 +183,9 @@ peftio_bnb_pass(struct peftio_ckpt *c, size_t i,
 	ps.check = check;
 	ps.bad = -1;
 	ps.b = b;
+	/* The whole tensor asked for at once, not 2 x SUB_BLOCKS at a
+	 * time by the workers' reads. */
+	peftio_ckpt_prefetch(c, i);
 	peftio_parallel_slots(nthreads, ceil_div(qs->numel, qs->blocksize),
 	    GRAIN_BLOCKS, pass_range, &ps);
 	if (ps.failed) {

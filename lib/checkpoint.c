@@ -24,6 +24,7 @@
 
 #include "peftio_private.h"
 #include "ckpt_private.h"
+#include "reader_private.h"
 
 #define INDEX_NAME	"model.safetensors.index.json"
 #define BIN_INDEX_NAME	"pytorch_model.bin.index.json"
@@ -293,7 +294,7 @@ load_shards(struct peftio_ckpt *c, const char *listed_in, json_t *index,
 			    c->shard_names[s], *listed_in ? " listed in " : "",
 			    listed_in);
 		}
-		rc = peftio_st_open(&c->shards[s], sp, err);
+		rc = peftio_st_open_bg(&c->shards[s], sp, c->stream, err);
 		free(sp);
 		if (rc != 0)
 			return rc;
@@ -302,8 +303,8 @@ load_shards(struct peftio_ckpt *c, const char *listed_in, json_t *index,
 	return list_tensors(c, index, err);
 }
 
-int
-peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
+static int
+ckpt_open(struct peftio_ckpt **out, const char *path, int stream,
     struct peftio_error *err)
 {
 	struct peftio_ckpt *c;
@@ -319,6 +320,7 @@ peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 		return peftio_error_set(err, PEFTIO_ENOMEM,
 		    "%s: out of memory", path);
 	}
+	c->stream = stream;
 	if (strcmp(path, "-") != 0 && stat(path, &sb) == 0 &&
 	    S_ISDIR(sb.st_mode)) {
 		if ((c->dir = strdup(path)) == NULL) {
@@ -385,6 +387,33 @@ fail:
 	free(ipath);
 	peftio_ckpt_close(c);
 	return rc;
+}
+
+int
+peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
+    struct peftio_error *err)
+{
+	return ckpt_open(out, path, 0, err);
+}
+
+int
+peftio_ckpt_open_stream(struct peftio_ckpt **out, const char *path,
+    struct peftio_error *err)
+{
+	return ckpt_open(out, path, 1, err);
+}
+
+int
+peftio_ckpt_complete(struct peftio_ckpt *c, struct peftio_error *err)
+{
+	size_t s;
+	int rc;
+
+	for (s = 0; s < c->nshards; s++)
+		if (c->shards[s] != NULL &&
+		    (rc = peftio_st_complete(c->shards[s], err)) != 0)
+			return rc;
+	return 0;
 }
 
 int
@@ -589,6 +618,14 @@ peftio_ckpt_read(struct peftio_ckpt *c, size_t i, uint64_t off, void *buf,
 		    "%s: no tensor number %zu", c->path, i);
 	return peftio_st_read(c->shards[c->ents[i].shard], c->ents[i].idx,
 	    off, buf, len, err);
+}
+
+void
+peftio_ckpt_prefetch(struct peftio_ckpt *c, size_t i)
+{
+	if (i < c->count)
+		peftio_st_prefetch(c->shards[c->ents[i].shard],
+		    c->ents[i].idx);
 }
 
 void

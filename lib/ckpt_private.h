@@ -27,6 +27,7 @@ struct peftio_ckpt {
 	size_t			 count;
 	struct ckpt_entry	*ents;		/* in listing order */
 	size_t			*byname;	/* entry numbers sorted by name */
+	int			 stream;	/* streams read in the background */
 };
 
 static inline int

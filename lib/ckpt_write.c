@@ -259,8 +259,11 @@ peftio_ckptw_write(struct peftio_ckptw *w, const char *name, const void *buf,
 	return peftio_stw_write(w->w[m->shard], m->idx, buf, len, err);
 }
 
-/* Elements copied per step by peftio_ckptw_copy(). */
-#define COPY_CHUNK	(1u << 20)
+/* Bytes copied per step by peftio_ckptw_copy(), and elements per step
+ * of a conversion (through f32): large steps make large direct writes,
+ * which a disk takes several requests at a time. */
+#define COPY_BYTES	(16u << 20)
+#define CONV_CHUNK	(2u << 20)
 
 int
 peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
@@ -269,7 +272,7 @@ peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
 {
 	const struct peftio_tensor_info *ti;
 	size_t ses, des;
-	uint64_t k, n;
+	uint64_t k, n, step;
 	unsigned char *src = NULL, *dst = NULL;
 	float *f = NULL;
 	int conv, rc = 0;
@@ -288,15 +291,16 @@ peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
 	ses = conv ? peftio_dtype_bits(ti->dtype) / 8 : 1;
 	des = conv ? peftio_dtype_bits(dt) / 8 : 1;
 	n = conv ? ti->numel : ti->nbytes;	/* elements, or bytes */
-	if ((src = malloc((size_t)PEFTIO_MIN(n, COPY_CHUNK) * ses + 1)) ==
-	    NULL || (conv && ((f = malloc((size_t)PEFTIO_MIN(n, COPY_CHUNK) *
+	step = conv ? CONV_CHUNK : COPY_BYTES;
+	if ((src = malloc((size_t)PEFTIO_MIN(n, step) * ses + 1)) ==
+	    NULL || (conv && ((f = malloc((size_t)PEFTIO_MIN(n, step) *
 	    sizeof(float) + 1)) == NULL || (dst = malloc((size_t)PEFTIO_MIN(n,
-	    COPY_CHUNK) * des + 1)) == NULL))) {
+	    step) * des + 1)) == NULL))) {
 		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 		goto out;
 	}
-	for (k = 0; k < n && rc == 0; k += COPY_CHUNK) {
-		size_t m = (size_t)PEFTIO_MIN(COPY_CHUNK, n - k);
+	for (k = 0; k < n && rc == 0; k += step) {
+		size_t m = (size_t)PEFTIO_MIN(step, n - k);
 
 		if ((rc = peftio_ckpt_read(c, i, k * ses, src, m * ses,
 		    err)) != 0)

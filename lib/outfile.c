@@ -129,6 +129,132 @@ peftio_read_all(int fd, void *buf, size_t len)
 }
 
 /* ------------------------------------------------------------------ */
+/* Direct writes                                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The whole pages of a large write to a temporary file go through a
+ * second descriptor opened with O_DIRECT: they are not copied into the
+ * page cache to be written back at fsync (on a virtual machine that
+ * copy costs more CPU time than most conversions), and they reach the
+ * disk while the next tensor is computed.  A write is split at page
+ * boundaries: the partial pages at either end go through the page
+ * cache, the whole pages between straight from the caller's buffer
+ * when it is aligned, or else through one aligned bounce buffer of the
+ * process.  Every byte of a file is written once, so a page is written
+ * either whole by one direct write or only through the page cache,
+ * never both.  Where O_DIRECT is refused (tmpfs and some network file
+ * systems, with EINVAL at open or at the first write) the file is
+ * written through the page cache.
+ */
+#define DIRECT_MIN	(256u << 10)	/* less in whole pages: page cache */
+#define BOUNCE_LEN	(16u << 20)
+
+static pthread_mutex_t bounce_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *bounce;
+static unsigned bounce_users;
+
+static uint64_t
+direct_align(void)
+{
+	long p = sysconf(_SC_PAGESIZE);
+
+	return p < 4096 ? 4096 : (uint64_t)p;
+}
+
+static void
+direct_open(struct peftio_outfile *of)
+{
+#ifdef O_DIRECT
+	if ((of->dfd = open(of->tmp, O_WRONLY | O_DIRECT | O_CLOEXEC)) < 0)
+		return;
+	pthread_mutex_lock(&bounce_lock);
+	bounce_users++;
+	pthread_mutex_unlock(&bounce_lock);
+#endif
+}
+
+static void
+direct_close(struct peftio_outfile *of)
+{
+	if (of->dfd < 0)
+		return;
+	close(of->dfd);
+	of->dfd = -1;
+	pthread_mutex_lock(&bounce_lock);
+	if (--bounce_users == 0) {
+		free(bounce);
+		bounce = NULL;
+	}
+	pthread_mutex_unlock(&bounce_lock);
+}
+
+/* The whole pages [lo, hi) of a write of buf at off; *pos says how far
+ * they were written directly, the rest is the caller's.  -1 on an
+ * error other than a refusal of O_DIRECT. */
+static int
+direct_middle(struct peftio_outfile *of, const unsigned char *buf,
+    uint64_t off, uint64_t lo, uint64_t hi, uint64_t *pos)
+{
+	const unsigned char *src;
+	uint64_t a = direct_align();
+	size_t n;
+	ssize_t r;
+	int rc = 0;
+
+	pthread_mutex_lock(&bounce_lock);
+	if (bounce == NULL && posix_memalign(&bounce, (size_t)a,
+	    BOUNCE_LEN) != 0)
+		bounce = NULL;
+	for (*pos = lo; *pos < hi && bounce != NULL && !of->dfail;
+	    *pos += (uint64_t)r) {
+		n = (size_t)PEFTIO_MIN(hi - *pos, (uint64_t)BOUNCE_LEN);
+		src = buf + (*pos - off);
+		if (((uintptr_t)src & (uintptr_t)(a - 1)) != 0) {
+			memcpy(bounce, src, n);
+			src = bounce;
+		}
+		r = pwrite(of->dfd, src, n, (off_t)*pos);
+		if (r > 0)
+			continue;
+		if (r < 0 && errno == EINTR) {
+			r = 0;
+			continue;
+		}
+		if (r < 0 && (errno == EINVAL || errno == EOPNOTSUPP))
+			of->dfail = 1;
+		else {
+			if (r == 0)
+				errno = ENOSPC;
+			rc = -1;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&bounce_lock);
+	return rc;
+}
+
+static int
+direct_pwrite(struct peftio_outfile *of, const unsigned char *buf,
+    size_t len, uint64_t off)
+{
+	uint64_t a = direct_align(), lo, hi, end, pos;
+
+	if (PEFTIO_ADD_OVERFLOW(off, (uint64_t)len, &end) ||
+	    end > (uint64_t)INT64_MAX - a)
+		return peftio_pwrite_all(of->fd, buf, len, off);
+	lo = (off + a - 1) & ~(a - 1);
+	hi = end & ~(a - 1);
+	if (hi <= lo || hi - lo < DIRECT_MIN)
+		return peftio_pwrite_all(of->fd, buf, len, off);
+	if (peftio_pwrite_all(of->fd, buf, (size_t)(lo - off), off) != 0 ||
+	    direct_middle(of, buf, off, lo, hi, &pos) != 0)
+		return -1;
+	return peftio_pwrite_all(of->fd, buf + (pos - off),
+	    (size_t)(end - pos), pos);
+}
+
+/* ------------------------------------------------------------------ */
 /* The registry of temporary paths                                     */
 /* ------------------------------------------------------------------ */
 
@@ -513,6 +639,8 @@ peftio_outfile_open(struct peftio_outfile *of, const char *dest,
 	int fd, rc;
 
 	of->fd = -1;
+	of->dfd = -1;
+	of->dfail = 0;
 	of->dest = NULL;
 	of->tmp = NULL;
 	of->spool = 0;
@@ -570,6 +698,7 @@ peftio_outfile_open(struct peftio_outfile *of, const char *dest,
 		goto fail;
 	}
 	of->fd = fd;
+	direct_open(of);
 	return 0;
 fail:
 	peftio_outfile_abort(of);
@@ -583,7 +712,8 @@ peftio_outfile_pwrite(struct peftio_outfile *of, const void *buf,
 	if (of->fd < 0)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: output is not open", show(of->dest));
-	if (peftio_pwrite_all(of->fd, buf, len, off) != 0)
+	if ((of->dfd >= 0 ? direct_pwrite(of, buf, len, off) :
+	    peftio_pwrite_all(of->fd, buf, len, off)) != 0)
 		return peftio_error_sys(err, "%s: write error", show(of->dest));
 	return 0;
 }
@@ -640,6 +770,7 @@ peftio_outfile_commit(struct peftio_outfile *of, struct peftio_error *err)
 		rc = commit_device(of, err);
 		goto done;
 	}
+	direct_close(of);
 	fd = of->fd;
 	of->fd = -1;
 	if (fchmod(fd, peftio_out_file_mode(0666)) != 0) {
@@ -693,6 +824,7 @@ peftio_outfile_abort(struct peftio_outfile *of)
 {
 	if (of == NULL)
 		return;
+	direct_close(of);
 	if (of->fd >= 0) {
 		if (of->dest == NULL && !of->spool) {
 			/* Direct to stdout: drop what was written. */

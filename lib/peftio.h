@@ -340,6 +340,8 @@ struct peftio_outfile {
 	int	 spool;		/* stdout is a pipe: fd is an anonymous spool */
 	int	 slot;		/* registry slot, -1 if none */
 	unsigned flags;
+	int	 dfd;		/* tmp opened with O_DIRECT, or -1 */
+	int	 dfail;		/* O_DIRECT writes refused: buffered only */
 };
 
 /* Open a temporary file for dest ("-" = stdout).  Without
@@ -422,6 +424,20 @@ struct peftio_ckpt;
 int	peftio_ckpt_open(struct peftio_ckpt **out, const char *path,
 	    struct peftio_error *err);
 /*
+ * As peftio_ckpt_open(), but a stream ("-", a FIFO) is copied to a
+ * spool file in $TMPDIR by a background thread once its header is read:
+ * a tensor can be read as soon as its bytes have arrived, while later
+ * ones still arrive.  A stream that ends early, or goes on after its
+ * last tensor, is reported by the reads that reach that point and by
+ * peftio_ckpt_complete(), not by the open.
+ */
+int	peftio_ckpt_open_stream(struct peftio_ckpt **out, const char *path,
+	    struct peftio_error *err);
+/* Wait until every stream of c has been read to its end: 0, or the
+ * error that ended it (truncated, bytes after the last tensor, I/O).
+ * 0 at once for files. */
+int	peftio_ckpt_complete(struct peftio_ckpt *c, struct peftio_error *err);
+/*
  * The shards names[0..n-1] of directory dir as one checkpoint, without
  * an index (as when the index is yet to be written).  A shard that is
  * not there is PEFTIO_ENOTFOUND, named in the message.
@@ -453,6 +469,9 @@ int	peftio_ckpt_data(struct peftio_ckpt *c, size_t i, const void **data,
 int	peftio_ckpt_read(struct peftio_ckpt *c, size_t i, uint64_t off,
 	    void *buf, size_t len, struct peftio_error *err);
 void	peftio_ckpt_release(struct peftio_ckpt *c, size_t i);
+/* Tensor i will be read soon: its pages of a file are read ahead in
+ * the background (a hint; nothing for memory and streams). */
+void	peftio_ckpt_prefetch(struct peftio_ckpt *c, size_t i);
 /*
  * Check tensor i against the XXH3 checksum stored for it ("xxh3.NAME"
  * in its shard's __metadata__): 0 when it matches, PEFTIO_ECHECKSUM
@@ -1510,7 +1529,8 @@ int	peftio_yaml_from_json(const char *json, size_t len, char **out,
  * something was wrong, as peftio_inspect_compare() does.  _text()
  * writes the report as text to f (the verify and plan sections before
  * the table of tensors); a list collects reports as JSON documents and
- * writes them as one JSON object, {"inputs": [...]}, or as YAML, one
+ * writes them as one JSON object, {"inputs": [...], "totals": {...}}
+ * (the totals of all the reports together), or as YAML, one
  * document each.  With PEFTIO_REPORT_SUMMARY in flags, only the totals:
  * no table of tensors, of an adapter's modules or of the tensors
  * compared.  The write functions return PEFTIO_EIO when f fails.

@@ -252,9 +252,40 @@ out:
 	return rc;
 }
 
-/* Read a pipe: header in memory, data section spooled to a file. */
+/*
+ * The data section of a stream, after its header: spooled to sp by a
+ * thread while the caller goes on (ftruncate'd to its size and mapped
+ * at once; peftio_st_data() and peftio_st_read() wait for the bytes
+ * they need).
+ */
 static int
-open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
+open_stream_bg(struct peftio_st *st, int fd, int sp, uint64_t datalen,
+    struct peftio_error *err)
+{
+	int in;
+
+	if (ftruncate(sp, (off_t)datalen) != 0)
+		return peftio_error_sys(err, "%s: spool file", st->label);
+	st->maplen = (size_t)datalen;
+	st->map = peftio_src_map(sp, 0, st->maplen);
+	if (st->map == NULL)
+		return peftio_error_sys(err, "%s: mmap of the spool file",
+		    st->label);
+	st->data = st->map;
+	st->datalen = datalen;
+	st->fdoff = 0;
+	if (keep_fd(st, sp, err) != 0)
+		return err->code;
+	if ((in = fcntl(fd, F_DUPFD_CLOEXEC, 3)) < 0)
+		return peftio_error_sys(err, "%s", st->label);
+	return peftio_spool_start(&st->bg, in, st->fd, datalen, st->label,
+	    err);
+}
+
+/* Read a pipe: header in memory, data section spooled to a file (in
+ * the background with bg). */
+static int
+open_stream(struct peftio_st *st, int fd, int bg, struct peftio_error *err)
 {
 	unsigned char pfx[8], *hdr = NULL, *nh, *buf = NULL;
 	uint64_t n, datalen, got;
@@ -315,6 +346,10 @@ open_stream(struct peftio_st *st, int fd, struct peftio_error *err)
 		    st->label);
 		goto out;
 	}
+	if (bg && datalen > 0) {
+		rc = open_stream_bg(st, fd, sp, datalen, err);
+		goto out;
+	}
 	/* No larger than the data (at least a byte, to look past it). */
 	if ((buf = malloc(datalen < COPY_BUF ? (size_t)datalen + 1 :
 	    COPY_BUF)) == NULL) {
@@ -365,6 +400,13 @@ int
 peftio_st_open(struct peftio_st **out, const char *path,
     struct peftio_error *err)
 {
+	return peftio_st_open_bg(out, path, 0, err);
+}
+
+int
+peftio_st_open_bg(struct peftio_st **out, const char *path, int bg,
+    struct peftio_error *err)
+{
 	struct peftio_st *st;
 	uint64_t size;
 	int fd, rc, is_stdin, regular;
@@ -383,7 +425,7 @@ peftio_st_open(struct peftio_st **out, const char *path,
 	if (regular)
 		rc = open_regular(st, fd, size, err);
 	else
-		rc = open_stream(st, fd, err);
+		rc = open_stream(st, fd, bg, err);
 	close(fd);
 	if (rc != 0)
 		goto fail;
@@ -401,6 +443,7 @@ peftio_st_close(struct peftio_st *st)
 
 	if (st == NULL)
 		return;
+	peftio_spool_free(st->bg);
 	peftio_torchbin_close(st->tb);
 	if (st->map != NULL)
 		munmap(st->map, st->maplen);
@@ -487,16 +530,35 @@ peftio_st_meta_get(const struct peftio_st *st, const char *key)
 	return NULL;
 }
 
+/* The data section of a stream up to end has arrived (and, when that
+ * is its end, nothing follows it). */
+static int
+wait_bytes(struct peftio_st *st, uint64_t end, struct peftio_error *err)
+{
+	return peftio_spool_wait(st->bg, end, end == st->datalen, err);
+}
+
+int
+peftio_st_complete(struct peftio_st *st, struct peftio_error *err)
+{
+	return st->bg != NULL ? wait_bytes(st, st->datalen, err) : 0;
+}
+
 int
 peftio_st_data(struct peftio_st *st, size_t i, const void **data,
     struct peftio_error *err)
 {
+	int rc;
+
 	if (i >= st->n)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: tensor index %zu out of range (%zu tensors)",
 		    st->label, i, st->n);
 	if (st->tb != NULL)
 		return peftio_torchbin_data(st->tb, i, data, err);
+	if (st->bg != NULL && (rc = wait_bytes(st, st->t[i].offset +
+	    st->t[i].nbytes, err)) != 0)
+		return rc;
 	*data = st->data + st->t[i].offset;
 	return 0;
 }
@@ -527,6 +589,9 @@ peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
 		memcpy(buf, (const unsigned char *)data + off, len);
 		return 0;
 	}
+	if (st->bg != NULL && (rc = wait_bytes(st, t->offset + off + len,
+	    err)) != 0)
+		return rc;
 	if ((rc = peftio_src_pread(st->fd, buf, len, st->fdoff + t->offset +
 	    off)) != 0)
 		return rc < 0 ? peftio_error_sys(err,
@@ -535,6 +600,23 @@ peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
 		    "%s: tensor '%s': file shrank while being read",
 		    st->label, t->name);
 	return 0;
+}
+
+/* Linux reads at most its readahead window per POSIX_FADV_WILLNEED. */
+#define PREFETCH_STEP	(4u << 20)
+
+void
+peftio_st_prefetch(struct peftio_st *st, size_t i)
+{
+	uint64_t off, end;
+
+	if (i >= st->n || st->fd < 0 || st->bg != NULL || st->tb != NULL)
+		return;
+	off = st->fdoff + st->t[i].offset;
+	end = off + st->t[i].nbytes;
+	for (; off < end; off += PREFETCH_STEP)
+		(void)posix_fadvise(st->fd, (off_t)off, (off_t)PEFTIO_MIN(
+		    (uint64_t)PREFETCH_STEP, end - off), POSIX_FADV_WILLNEED);
 }
 
 void

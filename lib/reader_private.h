@@ -40,6 +40,7 @@ struct peftio_st {
 	size_t		*meta_order;	/* meta sorted by key */
 	struct peftio_nameidx ix;
 	struct peftio_torchbin *tb;	/* a torch.save archive, or NULL */
+	struct peftio_spool *bg;	/* a stream still arriving, or NULL */
 };
 
 /* A valid address for empty data. */
@@ -111,5 +112,31 @@ void	*peftio_src_map(int fd, uint64_t off, size_t len);
  */
 int	peftio_src_spool(int fd, int sp, unsigned char *buf, size_t len,
 	    uint64_t max, uint64_t *got);
+
+
+/*
+ * A stream copied to a spool file by a thread of its own: len bytes
+ * from in (then its end, checked) to out at 0.  label names the input
+ * in messages.  The spool owns in (closed by peftio_spool_free()), not
+ * out.
+ */
+struct peftio_spool;
+
+int	peftio_spool_start(struct peftio_spool **out, int in, int sp,
+	    uint64_t len, const char *label, struct peftio_error *err);
+/* Wait until the first end bytes are in the spool (with whole, until
+ * the stream has been read to its end and found to end there): 0, or
+ * the error that stopped the copy before that point. */
+int	peftio_spool_wait(struct peftio_spool *s, uint64_t end, int whole,
+	    struct peftio_error *err);
+/* Stop the copy (a read in progress is interrupted) and free. */
+void	peftio_spool_free(struct peftio_spool *s);
+
+/* reader.c: a stream opened with bg is spooled in the background. */
+int	peftio_st_open_bg(struct peftio_st **out, const char *path, int bg,
+	    struct peftio_error *err);
+int	peftio_st_complete(struct peftio_st *st, struct peftio_error *err);
+/* Read tensor i of a file ahead (posix_fadvise WILLNEED). */
+void	peftio_st_prefetch(struct peftio_st *st, size_t i);
 
 #endif /* PEFTIO_READER_PRIVATE_H */

@@ -469,16 +469,78 @@ peftio_report_list_count(const struct peftio_report_list *l)
 	return json_array_size(l->docs);
 }
 
-/* One object, however many checkpoints. */
+/* A whole number of the totals of input i. */
+static uint64_t
+doc_total(const struct peftio_report_list *l, size_t i, const char *key)
+{
+	json_t *v;
+
+	v = json_object_get(json_object_get(json_array_get(l->docs, i),
+	    "totals"), key);
+	return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
+}
+
+/*
+ * The totals of every checkpoint together: the counts summed, the
+ * rates over the sums (the double-quantization saving weighted by the
+ * quantized parameters); one checkpoint's own when there is one.
+ */
+static json_t *
+list_totals(const struct peftio_report_list *l)
+{
+	static const char *const sums[] = { "tensors", "params", "bytes",
+	    "quantized_tensors", "quantized_params", "quantized_bytes",
+	    "original_bytes" };
+	uint64_t v[sizeof(sums) / sizeof(sums[0])];
+	double dq = 0;
+	json_t *tot, *d;
+	size_t i, k;
+
+	if (json_array_size(l->docs) == 1)
+		return json_deep_copy(json_object_get(json_array_get(l->docs,
+		    0), "totals"));
+	memset(v, 0, sizeof(v));
+	for (i = 0; i < json_array_size(l->docs); i++) {
+		for (k = 0; k < sizeof(sums) / sizeof(sums[0]); k++)
+			v[k] += doc_total(l, i, sums[k]);
+		d = json_object_get(json_object_get(json_array_get(l->docs,
+		    i), "totals"), "dq_saved_bits_per_param");
+		dq += json_number_value(d) *
+		    (double)doc_total(l, i, "quantized_params");
+	}
+	if ((tot = json_object()) == NULL)
+		return NULL;
+	for (k = 0; k < sizeof(sums) / sizeof(sums[0]); k++) {
+		json_object_set_new(tot, sums[k], jint(v[k]));
+		if (k == 2)
+			json_object_set_new(tot, "bits_per_param",
+			    jreal(peftio_bits_per_param(v[2], v[1])));
+		if (k == 5)
+			json_object_set_new(tot, "quantized_bits_per_param",
+			    jreal(peftio_bits_per_param(v[5], v[4])));
+	}
+	json_object_set_new(tot, "saved_bytes",
+	    json_integer((json_int_t)v[6] - (json_int_t)v[2]));
+	json_object_set_new(tot, "dq_saved_bits_per_param",
+	    jreal(v[4] ? dq / (double)v[4] : 0.0));
+	return tot;
+}
+
+/*
+ * One object, however many checkpoints: "inputs", one report each, and
+ * "totals" over all of them.
+ */
 int
 peftio_report_list_json(FILE *f, const struct peftio_report_list *l,
     struct peftio_error *err)
 {
-	json_t *top;
+	json_t *top, *tot;
 	int rc;
 
-	if ((top = json_object()) == NULL ||
-	    json_object_set(top, "inputs", l->docs) != 0) {
+	tot = list_totals(l);
+	if ((top = json_object()) == NULL || tot == NULL ||
+	    json_object_set(top, "inputs", l->docs) != 0 ||
+	    json_object_set_new(top, "totals", tot) != 0) {
 		json_decref(top);
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	}

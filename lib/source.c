@@ -2,14 +2,20 @@
  * source.c - the bytes under the parsers: an input opened as a regular
  * file (to be mapped and read with pread, which never faults) or as a
  * stream (to be spooled into an anonymous file), what kind of file it
- * is, and the pages of a mapped input given back once read.
+ * is, and the pages of a mapped input given back once read.  A stream
+ * can also be spooled by a thread while its first tensors are used.
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -228,4 +234,206 @@ peftio_src_spool(int fd, int sp, unsigned char *buf, size_t len,
 	}
 	peftio_read_progress(*got, *got, NULL);
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* A stream spooled in the background                                  */
+
+#define SPOOL_STEP	(1u << 20)	/* bytes read at most at a time */
+#define PIPE_WANT	(1 << 20)	/* pipe buffer asked for */
+
+struct peftio_spool {
+	pthread_t	 tid;
+	pthread_mutex_t	 mu;
+	pthread_cond_t	 cv;
+	int		 in, out;
+	int		 wake[2];	/* written to stop the thread */
+	uint64_t	 len, have;	/* bytes expected, bytes spooled */
+	int		 state;		/* 0 copying, 1 done, -1 failed */
+	int		 started;	/* the thread runs */
+	char		*label;
+	struct peftio_error err;
+};
+
+/* One read of at most n bytes: > 0, 0 at the end, -1 with errno, -2
+ * when told to stop. */
+static ssize_t
+spool_read(struct peftio_spool *s, void *buf, size_t n)
+{
+	struct pollfd pf[2];
+	ssize_t r;
+
+	for (;;) {
+		pf[0].fd = s->in;
+		pf[0].events = POLLIN;
+		pf[1].fd = s->wake[0];
+		pf[1].events = POLLIN;
+		pf[0].revents = pf[1].revents = 0;
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (pf[1].revents != 0)
+			return -2;
+		if ((r = read(s->in, buf, n)) >= 0 || errno != EINTR)
+			return r;
+	}
+}
+
+static void
+spool_end(struct peftio_spool *s, int state)
+{
+	pthread_mutex_lock(&s->mu);
+	s->state = state;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void *
+spool_main(void *arg)
+{
+	struct peftio_spool *s = arg;
+	unsigned char *buf;
+	uint64_t have = 0;
+	size_t want;
+	ssize_t r;
+
+	if ((buf = malloc(SPOOL_STEP)) == NULL) {
+		peftio_error_set(&s->err, PEFTIO_ENOMEM, "%s: out of memory",
+		    s->label);
+		spool_end(s, -1);
+		return NULL;
+	}
+	while (have < s->len) {
+		want = (size_t)PEFTIO_MIN((uint64_t)SPOOL_STEP, s->len - have);
+		if ((r = spool_read(s, buf, want)) == -2)
+			goto stopped;
+		if (r < 0) {
+			peftio_error_sys(&s->err, "%s: read error", s->label);
+			goto failed;
+		}
+		if (r == 0) {
+			peftio_error_set(&s->err, PEFTIO_EFORMAT,
+			    "%s: input ended after %" PRIu64 " of %" PRIu64
+			    " data bytes (truncated)", s->label, have, s->len);
+			goto failed;
+		}
+		if (peftio_pwrite_all(s->out, buf, (size_t)r, have) != 0) {
+			peftio_error_sys(&s->err, "%s: spool file", s->label);
+			goto failed;
+		}
+		have += (uint64_t)r;
+		pthread_mutex_lock(&s->mu);
+		s->have = have;
+		pthread_cond_broadcast(&s->cv);
+		pthread_mutex_unlock(&s->mu);
+	}
+	if ((r = spool_read(s, buf, 1)) == -2)
+		goto stopped;
+	if (r < 0) {
+		peftio_error_sys(&s->err, "%s: read error", s->label);
+		goto failed;
+	}
+	if (r > 0) {
+		peftio_error_set(&s->err, PEFTIO_EFORMAT,
+		    "%s: bytes after the last tensor", s->label);
+		goto failed;
+	}
+	free(buf);
+	spool_end(s, 1);
+	return NULL;
+stopped:
+	peftio_error_set(&s->err, PEFTIO_EIO, "%s: reading stopped",
+	    s->label);
+failed:
+	free(buf);
+	spool_end(s, -1);
+	return NULL;
+}
+
+int
+peftio_spool_start(struct peftio_spool **out, int in, int sp, uint64_t len,
+    const char *label, struct peftio_error *err)
+{
+	struct peftio_spool *s;
+	sigset_t all, old;
+	int rc;
+
+	*out = NULL;
+	if ((s = calloc(1, sizeof(*s))) == NULL ||
+	    (s->label = strdup(label)) == NULL) {
+		free(s);
+		close(in);
+		return peftio_error_set(err, PEFTIO_ENOMEM,
+		    "%s: out of memory", label);
+	}
+	s->in = in;
+	s->out = sp;
+	s->len = len;
+	if (pipe2(s->wake, O_CLOEXEC) != 0) {
+		rc = peftio_error_sys(err, "%s", label);
+		close(in);
+		free(s->label);
+		free(s);
+		return rc;
+	}
+#ifdef F_SETPIPE_SZ
+	/* Fewer wake-ups of the writer and of this thread. */
+	(void)fcntl(in, F_SETPIPE_SZ, PIPE_WANT);
+#endif
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	/* Signals are for the caller's threads. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&s->tid, NULL, spool_main, s);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		errno = rc;
+		rc = peftio_error_sys(err, "%s: cannot start a thread", label);
+		peftio_spool_free(s);
+		return rc;
+	}
+	s->started = 1;
+	*out = s;
+	return 0;
+}
+
+int
+peftio_spool_wait(struct peftio_spool *s, uint64_t end, int whole,
+    struct peftio_error *err)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&s->mu);
+	while (s->state == 0 && (whole || s->have < end))
+		pthread_cond_wait(&s->cv, &s->mu);
+	if (whole ? s->state != 1 : s->have < end && s->state != 1) {
+		*err = s->err;
+		rc = err->code;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+void
+peftio_spool_free(struct peftio_spool *s)
+{
+	ssize_t r;
+
+	if (s == NULL)
+		return;
+	if (s->started) {
+		r = write(s->wake[1], "", 1);
+		(void)r;
+		pthread_join(s->tid, NULL);
+	}
+	close(s->wake[0]);
+	close(s->wake[1]);
+	close(s->in);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	free(s->label);
+	free(s);
 }

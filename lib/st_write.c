@@ -99,6 +99,7 @@ peftio_stw_create(struct peftio_stw **out, const char *path, unsigned flags,
 	}
 	w->flags = flags;
 	w->of.fd = -1;
+	w->of.dfd = -1;
 	w->of.slot = -1;
 	if ((rc = peftio_outfile_open(&w->of, path, flags, err)) != 0) {
 		peftio_stw_free(w);

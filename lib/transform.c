@@ -166,8 +166,11 @@ static int
 finish(struct peftio_xf *x, const struct peftio_xf_ops *ops, void *ctx,
     struct peftio_error *err)
 {
-	int rc = 0;
+	int rc;
 
+	/* An input still arriving must end where its header says. */
+	if ((rc = peftio_ckpt_complete(x->in, err)) != 0)
+		return rc;
 	if (x->as_dir) {
 		rc = write_config(x, ops, ctx, err);
 		if (rc == 0 && ops->note != NULL)
@@ -230,6 +233,9 @@ compute_all(struct peftio_xf *x, const struct peftio_xf_ops *ops, void *ctx,
 	for (i = 0; i < n && rc == 0; i++) {
 		it = &x->items[i];
 		ti = peftio_ckpt_tensor(x->in, i);
+		/* Read the next one in while this one is computed. */
+		if (i + 1 < n)
+			peftio_ckpt_prefetch(x->in, i + 1);
 		if (ops->progress != NULL)
 			ops->progress(ctx, done, total, ti->name);
 		switch (it->act) {

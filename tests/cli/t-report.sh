@@ -86,9 +86,12 @@ ontty "'$NF4' -q -f -o q.safetensors '$EXAMPLE'"
 [ ! -s tty.raw ] && ok "-q: nothing at all" || notok "-q: nothing at all"
 
 ontty "cat '$EXAMPLE/model.safetensors' | '$NF4' -f -o p.safetensors -"
-progress "a pipe read into the spool" nf4-quant \
-    "[0-9]%.* of .*: standard input"
+progress "a pipe converted as it arrives" nf4-quant \
+    "[0-9]%.* of .*: model\\."
 same "the same output from a pipe" q.safetensors p.safetensors
+ontty "cat '$EXAMPLE/model.safetensors' | '$INSPECT' -s -"
+progress "a pipe read into the spool" dq-inspect \
+    "[0-9]%.* of .*: standard input"
 
 mkdir parts
 "$NF4" -q -o parts/model-00001-of-00005.safetensors \
@@ -203,13 +206,20 @@ usage "adapter-extract --json -o -" "$EXTRACT" --json -r 8 -o - "$B" \
 check "dq-inspect --json, one input" "$INSPECT" --json q.safetensors
 cp "$T/out" i1.json
 pyck "dq-inspect --json: one object, one input" i1.json \
-    "list(d) == ['inputs'] and len(d['inputs']) == 1 and
-     d['inputs'][0]['totals']['quantized_tensors'] == 14"
+    "list(d) == ['inputs', 'totals'] and len(d['inputs']) == 1 and
+     d['inputs'][0]['totals']['quantized_tensors'] == 14 and
+     d['totals'] == d['inputs'][0]['totals']"
 check "dq-inspect --json, two inputs" "$INSPECT" --json q.safetensors "$B"
 cp "$T/out" i2.json
 pyck "dq-inspect --json: one object, two inputs" i2.json \
-    "list(d) == ['inputs'] and [i['checkpoint'] for i in d['inputs']] ==
-     ['q.safetensors', '$B']"
+    "list(d) == ['inputs', 'totals'] and [i['checkpoint'] for i in d['inputs']] ==
+     ['q.safetensors', '$B'] and all(d['totals'][k] ==
+     sum(i['totals'][k] for i in d['inputs']) for k in
+     ('tensors', 'params', 'bytes', 'quantized_params', 'saved_bytes')) and
+     abs(d['totals']['bits_per_param'] - 8 * d['totals']['bytes'] /
+     d['totals']['params']) < 1e-9 and abs(d['totals']['dq_saved_bits_per_param']
+     * d['totals']['quantized_params'] - sum(i['totals']['dq_saved_bits_per_param']
+     * i['totals']['quantized_params'] for i in d['inputs'])) < 1e-6"
 check "dq-inspect -s --json" "$INSPECT" -s --json q.safetensors
 cp "$T/out" is.json
 pyck "dq-inspect -s --json: totals, no tensors" is.json \

@@ -222,6 +222,83 @@ START_TEST(test_outfile_abort)
 END_TEST
 
 /* What a signal handler does: only the registered temporaries go. */
+/*
+ * A file of odd size written in pieces out of order, large ones from
+ * aligned and from unaligned buffers at unaligned offsets, one small
+ * piece inside a page shared with its neighbours: the bytes read back
+ * are the bytes written, whether the whole pages go through O_DIRECT
+ * or (where the file system refuses it) through the page cache.
+ */
+static void
+write_pieces(const char *path, int refused)
+{
+	static const size_t cut[] = {	/* piece boundaries */
+		0, 100, 4096 + 7, 1200000, 1200000 + 4096, 1200000 + 4200,
+		3 * 1048576 + 1, 5 * 1048576 + 13
+	};
+	static const int order[] = { 3, 1, 5, 0, 6, 2, 4 };
+	struct peftio_outfile of;
+	struct peftio_error err;
+	size_t n = cut[7], i, k, len;
+	unsigned char *want, *src;
+	void *aligned;
+	char *got;
+	int fd;
+
+	want = malloc(n);
+	ck_assert_ptr_nonnull(want);
+	for (i = 0; i < n; i++)
+		want[i] = (unsigned char)(i * 2654435761u >> 13);
+	ck_assert_int_eq(posix_memalign(&aligned, 4096, n), 0);
+	memcpy(aligned, want, n);
+	ck_assert_int_eq(peftio_outfile_open(&of, path, W_TEST, &err), 0);
+	/* Where O_DIRECT is accepted, the writer uses it. */
+	fd = open(path, O_WRONLY | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		close(fd);
+		unlink(path);
+		ck_assert_int_ge(of.dfd, 0);
+	}
+	/* What a refusal at the first direct write leaves. */
+	if (refused)
+		of.dfail = 1;
+	for (k = 0; k < 7; k++) {
+		i = (size_t)order[k];
+		/* Odd pieces from a page-aligned copy, even ones from a
+		 * buffer one byte off any alignment. */
+		src = i % 2 ? (unsigned char *)aligned + cut[i] : want + cut[i];
+		len = cut[i + 1] - cut[i];
+		ck_assert_int_eq(peftio_outfile_pwrite(&of, src, len, cut[i],
+		    &err), 0);
+	}
+	ck_assert_int_eq(peftio_outfile_commit(&of, &err), 0);
+	got = tu_read_file(path, &len);
+	ck_assert_uint_eq(len, n);
+	ck_assert_mem_eq(got, want, n);
+	free(got);
+	free(aligned);
+	free(want);
+}
+
+START_TEST(test_direct_pieces)
+{
+	struct stat sb;
+	char path[64];
+
+	tu_tmpdir();
+	write_pieces(tu_path("pieces"), 0);
+	write_pieces(tu_path("refused"), 1);
+	/* tmpfs (which refuses O_DIRECT at open before Linux 6.6). */
+	if (stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) &&
+	    access("/dev/shm", W_OK) == 0) {
+		snprintf(path, sizeof(path), "/dev/shm/peftio-unit.%ld",
+		    (long)getpid());
+		write_pieces(path, 0);
+		unlink(path);
+	}
+}
+END_TEST
+
 START_TEST(test_cleanup_temps)
 {
 	struct peftio_outfile a, b;
@@ -734,6 +811,7 @@ Suite *outfile_suite(void)
 	tcase_add_test(tc, test_stdout);
 	tcase_add_test(tc, test_read_stdin);
 	tcase_add_test(tc, test_io_loops);
+	tcase_add_test(tc, test_direct_pieces);
 	tcase_add_test(tc, test_outdir_commit);
 	tcase_add_test(tc, test_outdir_abort);
 	tcase_add_test(tc, test_outdir_replace);

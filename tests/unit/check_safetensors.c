@@ -2,6 +2,7 @@
  * check_safetensors.c - the safetensors reader (every row of the
  * malformed-input table in formats.md section 4.1) and writer.
  */
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -1572,6 +1573,156 @@ START_TEST(test_read_pipe)
 }
 END_TEST
 
+/* A checkpoint read from the read end of a pipe fed by a child while
+ * it arrives. */
+static struct peftio_ckpt *
+open_bg(const unsigned char *buf, size_t len, pid_t *pid)
+{
+	struct peftio_error err;
+	struct peftio_ckpt *c;
+	char path[64];
+	int p[2];
+
+	ck_assert_int_eq(pipe(p), 0);
+	*pid = feed(p[1], buf, len);
+	close(p[1]);
+	snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+	ck_assert_msg(peftio_ckpt_open_stream(&c, path, &err) == 0, "%s",
+	    err.msg);
+	close(p[0]);
+	return c;
+}
+
+START_TEST(test_read_pipe_bg)
+{
+	struct peftio_error err;
+	struct peftio_ckpt *c;
+	unsigned char *buf, got[4096];
+	const void *d;
+	size_t len, hlen;
+	pid_t pid;
+	int p[2];
+
+	buf = big_file(&len, &hlen);
+	/* Whole: read as it arrives, then checked to its end. */
+	c = open_bg(buf, len, &pid);
+	ck_assert_uint_eq(peftio_ckpt_count(c), 2);
+	peftio_ckpt_prefetch(c, 0);
+	ck_assert_int_eq(peftio_ckpt_read(c, 0, 8000000, got, sizeof(got),
+	    &err), 0);
+	ck_assert_mem_eq(got, buf + 8 + hlen + 8000000, sizeof(got));
+	ck_assert_int_eq(peftio_ckpt_data(c, 1, &d, &err), 0);
+	ck_assert_mem_eq(d, buf + 8 + hlen + 9000000, 12);
+	ck_assert_int_eq(peftio_ckpt_data(c, 0, &d, &err), 0);
+	ck_assert_mem_eq(d, buf + 8 + hlen, 9000000);
+	ck_assert_int_eq(peftio_ckpt_complete(c, &err), 0);
+	peftio_ckpt_close(c);
+	reap(pid);
+
+	/* Cut short: the open and the bytes before the cut are fine, the
+	 * reads past it and the completion are not. */
+	c = open_bg(buf, 8 + hlen + 5000000, &pid);
+	ck_assert_int_eq(peftio_ckpt_read(c, 0, 0, got, sizeof(got), &err), 0);
+	ck_assert_mem_eq(got, buf + 8 + hlen, sizeof(got));
+	ck_assert_int_eq(peftio_ckpt_data(c, 0, &d, &err), PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "truncated"));
+	ck_assert_int_eq(peftio_ckpt_complete(c, &err), PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "truncated"));
+	peftio_ckpt_close(c);
+	reap(pid);
+
+	/* A byte too many: the last tensor, which reaches the end of the
+	 * data, is refused. */
+	buf[len] = 0;
+	c = open_bg(buf, len + 1, &pid);
+	ck_assert_int_eq(peftio_ckpt_read(c, 0, 0, got, sizeof(got), &err), 0);
+	ck_assert_int_eq(peftio_ckpt_data(c, 1, &d, &err), PEFTIO_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "after the last tensor"));
+	ck_assert_int_eq(peftio_ckpt_complete(c, &err), PEFTIO_EFORMAT);
+	peftio_ckpt_close(c);
+	reap(pid);
+
+	/* Closed while the writer is still there: the copy stops. */
+	ck_assert_int_eq(pipe(p), 0);
+	ck_assert_int_eq(write(p[1], buf, 8 + hlen + 1000),
+	    (ssize_t)(8 + hlen + 1000));
+	{
+		char path[64];
+
+		snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+		ck_assert_int_eq(peftio_ckpt_open_stream(&c, path, &err), 0);
+	}
+	ck_assert_int_eq(peftio_ckpt_read(c, 0, 0, got, 1000, &err), 0);
+	peftio_ckpt_close(c);
+	close(p[0]);
+	close(p[1]);
+	free(buf);
+}
+END_TEST
+
+/* Pages of path [off, off + len) in the page cache. */
+static size_t
+resident(const char *path, size_t len)
+{
+	unsigned char vec[4096];
+	long page = sysconf(_SC_PAGESIZE);
+	size_t i, n = (len + (size_t)page - 1) / (size_t)page, in = 0;
+	void *m;
+	int fd;
+
+	ck_assert_uint_le(n, sizeof(vec));
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(m, MAP_FAILED);
+	ck_assert_int_eq(mincore(m, len, vec), 0);
+	for (i = 0; i < n; i++)
+		in += vec[i] & 1;
+	munmap(m, len);
+	close(fd);
+	return in;
+}
+
+/* A tensor of a file asked for ahead is read into the page cache; the
+ * hint does nothing to a stream or out of range. */
+START_TEST(test_prefetch)
+{
+	struct peftio_error err;
+	struct peftio_ckpt *c;
+	unsigned char *buf;
+	size_t len, hlen, pages, got;
+	long page = sysconf(_SC_PAGESIZE);
+	const char *path;
+	int fd, tries;
+
+	tu_tmpdir();
+	buf = big_file(&len, &hlen);
+	path = tu_path("big.safetensors");
+	tu_write_file(path, buf, len);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fsync(fd), 0);
+	ck_assert_int_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+	close(fd);
+	ck_assert_int_eq(peftio_ckpt_open(&c, path, &err), 0);
+	pages = 9000000 / (size_t)page - 2;	/* whole pages of "big" */
+	/* Where pages cannot be dropped (tmpfs) there is nothing to see. */
+	if (resident(path, len) < pages) {
+		peftio_ckpt_prefetch(c, 0);
+		for (tries = 0; tries < 200; tries++) {
+			if ((got = resident(path, len)) >= pages)
+				break;
+			usleep(10000);
+		}
+		ck_assert_uint_ge(resident(path, len), pages);
+	}
+	peftio_ckpt_prefetch(c, 2);
+	peftio_ckpt_prefetch(c, (size_t)-1);
+	peftio_ckpt_close(c);
+	free(buf);
+}
+END_TEST
+
 START_TEST(test_read_pipe_bad)
 {
 	static const char h[] = "{\"t\":{" U8_2 "}}";
@@ -1779,6 +1930,8 @@ Suite *safetensors_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_read_pipe);
 	tcase_add_test(tc, test_read_pipe_bad);
+	tcase_add_test(tc, test_read_pipe_bg);
+	tcase_add_test(tc, test_prefetch);
 	tcase_add_test(tc, test_read_fifo);
 	tcase_add_test(tc, test_read_file);
 	suite_add_tcase(s, tc);

@@ -229,7 +229,7 @@ run(void)
 		rc = peftio_gpu_rcp_init(&err);
 	cli_meter(NULL, 0);
 	if (rc == 0)
-		rc = peftio_ckpt_open(&r.in, O.base, &err);
+		rc = peftio_ckpt_open_stream(&r.in, O.base, &err);
 	if (rc == 0)
 		rc = peftio_merge_plan_init(&r.plan, r.in, O.dtype, O.requant,
 		    &err);

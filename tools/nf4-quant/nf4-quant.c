@@ -310,7 +310,7 @@ run(const char *input)
 	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
 		return cli_error(&err);
 	cli_meter(NULL, 0);
-	if ((rc = peftio_ckpt_open(&r.in, input, &err)) != 0)
+	if ((rc = peftio_ckpt_open_stream(&r.in, input, &err)) != 0)
 		return cli_error(&err);
 	r.n = peftio_ckpt_count(r.in);
 	r.xi = xcalloc(r.n + 1, sizeof(*r.xi));
