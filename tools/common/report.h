@@ -33,4 +33,38 @@ json_t	*cli_report_files(const char *path, uint64_t *bytes);
  * 0, or CLI_EXIT_ERROR after a message (doc NULL: nothing printed). */
 int	cli_json_print(json_t *doc);
 
+/*
+ * What an adapter run of adapter-extract did, module by module: a
+ * peftio report function (arg: the struct) counts the modules and the
+ * largest rank, keeps an entry each in modules (when not NULL: --json)
+ * and with -v prints one line each (f NULL: a zero delta).
+ */
+struct cli_adapter_report {
+	json_t		*modules;	/* with --json, else NULL */
+	uint64_t	 nmodules, rank;
+	uint64_t	 in_bytes;	/* the step's total, from progress */
+	int		 header;	/* the -v table's header printed */
+};
+
+void	cli_adapter_module(void *arg, const char *module,
+	    const struct peftio_lora_factors *f);
+/* A peftio_progress_fn (arg: the struct): cli_xf_progress(), and the
+ * step's total kept in in_bytes. */
+void	cli_adapter_progress(void *arg, uint64_t done, uint64_t total,
+	    const char *what);
+/*
+ * The line that ends the run, and with json the report on standard
+ * output: the mode, the inputs (tuned may be NULL), the output, the
+ * residual (may be NULL), the modules, the tensors of the adapter at
+ * out and the totals (in: bytes read).  With no module reported
+ * (--convert), they are counted in the adapter written.  The exit
+ * status.
+ */
+int	cli_adapter_finish(struct cli_adapter_report *r, const char *mode,
+	    const char *base, const char *tuned, const char *out,
+	    const char *residual, uint64_t in, int json);
+/* Bytes of the tensors of the checkpoint at path (headers only; 0 when
+ * it does not open). */
+uint64_t cli_ckpt_bytes(const char *path);
+
 #endif
