@@ -310,3 +310,78 @@ cli_ckpt_bytes(const char *path)
 	peftio_ckpt_close(c);
 	return n;
 }
+
+void
+cli_quant_step_debug(const struct peftio_tensor_info *ti,
+    const struct peftio_bnb_step *s, enum peftio_q4type type, int dq)
+{
+	if (s->quant && s->eight)
+		cli_debug("%s: %s -> int8", ti->name,
+		    peftio_dtype_name(ti->dtype));
+	else if (s->quant)
+		cli_debug("%s: %s %s -> %s%s", ti->name,
+		    peftio_dtype_name(ti->dtype),
+		    peftio_dtype_name(s->bo.qs.dtype),
+		    peftio_q4type_name(type),
+		    dq ? " + double quantization" : "");
+	else
+		cli_debug("%s: %s -> %s", ti->name, s->eight ? "int8" :
+		    peftio_q4type_name(s->bw.qs.type),
+		    peftio_dtype_name(s->dt));
+}
+
+void
+cli_quant_written(struct peftio_ckpt *in, size_t nq, const char *verb,
+    int index_only, uint64_t in_bytes, uint64_t out_bytes)
+{
+	if (index_only)
+		cli_debug("%zu shards checked (%zu tensors %s); %llu bytes of "
+		    "tensors", peftio_ckpt_nshards(in), nq, verb,
+		    (unsigned long long)out_bytes);
+	else
+		cli_debug("%zu of %zu tensors %s; %llu bytes of tensors in, "
+		    "%llu out (%.1f%%)", nq, peftio_ckpt_count(in), verb,
+		    (unsigned long long)in_bytes,
+		    (unsigned long long)out_bytes, in_bytes ?
+		    100.0 * out_bytes / in_bytes : 100.0);
+}
+
+const char *
+cli_quant_action(const struct peftio_xf_item *xi,
+    const struct peftio_bnb_step *s, enum peftio_q4type type)
+{
+	switch (xi->act) {
+	case PEFTIO_XF_COPY:
+		return "copied";
+	case PEFTIO_XF_CONVERT:
+		return "converted";
+	case PEFTIO_XF_SKIP:
+		return "dequantized into its weight";
+	case PEFTIO_XF_CUSTOM:
+		break;
+	}
+	if (s->quant)
+		return s->eight ? "quantized int8" : type == PEFTIO_Q4_NF4 ?
+		    "quantized nf4" : "quantized fp4";
+	return "dequantized";
+}
+
+void
+cli_quant_summary(struct peftio_ckpt *in, size_t nq, const char *verb,
+    int index_only, const char *input, const char *out, uint64_t out_bytes)
+{
+	uint64_t bytes = 0;
+	size_t i, n = peftio_ckpt_count(in);
+	char more[64];
+
+	if (index_only) {
+		cli_info("%s: %zu shards checked (%zu tensors %s), index "
+		    "written, %.1f s", out, peftio_ckpt_nshards(in), nq, verb,
+		    cli_elapsed());
+		return;
+	}
+	for (i = 0; i < n; i++)
+		bytes += peftio_ckpt_tensor(in, i)->nbytes;
+	snprintf(more, sizeof(more), "%zu of %zu tensors %s", nq, n, verb);
+	cli_summary(input, bytes, out_bytes, more);
+}

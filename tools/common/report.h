@@ -67,4 +67,21 @@ int	cli_adapter_finish(struct cli_adapter_report *r, const char *mode,
  * it does not open). */
 uint64_t cli_ckpt_bytes(const char *path);
 
+/*
+ * What nf4-quant did with the steps of its transform (report.c): with
+ * -v, a line per weight as it is computed and the totals once written;
+ * the --json action of input tensor i; the line that ends a run (with
+ * index_only, the shards checked).  verb is "quantized" or
+ * "dequantized", nq the weights of the n tensors it did that to.
+ */
+void	cli_quant_step_debug(const struct peftio_tensor_info *ti,
+	    const struct peftio_bnb_step *s, enum peftio_q4type type, int dq);
+void	cli_quant_written(struct peftio_ckpt *in, size_t nq, const char *verb,
+	    int index_only, uint64_t in_bytes, uint64_t out_bytes);
+const char *cli_quant_action(const struct peftio_xf_item *xi,
+	    const struct peftio_bnb_step *s, enum peftio_q4type type);
+void	cli_quant_summary(struct peftio_ckpt *in, size_t nq, const char *verb,
+	    int index_only, const char *input, const char *out,
+	    uint64_t out_bytes);
+
 #endif

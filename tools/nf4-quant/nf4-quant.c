@@ -37,6 +37,7 @@ struct opts {
 static struct opts O = { PEFTIO_Q4_NF4, 0, PEFTIO_U8, 64, 1, 0, -1, NULL,
 	NULL, 0, 0, 0, 0, 0 };
 static struct cli_common C;
+#define VERB	(O.decode ? "dequantized" : "quantized")
 
 struct run {
 	struct peftio_ckpt	*in;
@@ -172,19 +173,7 @@ compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 
 	rc = peftio_bnb_step_compute(x, i, s, !O.allow_nonfinite, r->buf,
 	    C.jobs, err);
-	if (s->quant && s->eight)
-		cli_debug("%s: %s -> int8", ti->name,
-		    peftio_dtype_name(ti->dtype));
-	else if (s->quant)
-		cli_debug("%s: %s %s -> %s%s", ti->name,
-		    peftio_dtype_name(ti->dtype),
-		    peftio_dtype_name(s->bo.qs.dtype),
-		    peftio_q4type_name(O.type),
-		    O.dq ? " + double quantization" : "");
-	else
-		cli_debug("%s: %s -> %s", ti->name, s->eight ? "int8" :
-		    peftio_q4type_name(s->bw.qs.type),
-		    peftio_dtype_name(s->dt));
+	cli_quant_step_debug(ti, s, O.type, O.dq);
 	r->in_bytes += ti->nbytes;
 	return rc;
 }
@@ -223,25 +212,15 @@ config(void *ctx, const char *text, size_t len, char **out, size_t *outlen,
 	return peftio_config_add_bnb(text, len, &qc, out, outlen, err);
 }
 
+/* The hooks' report (report.c): the totals with -v. */
 static void
 report(void *ctx, const struct peftio_ckptw *w)
 {
 	struct run *r = ctx;
-	uint64_t out_bytes = peftio_ckptw_tensor_bytes(w);
 
-	r->out_bytes = out_bytes;
-	if (O.index_only)
-		cli_debug("%zu shards checked (%zu tensors %s); %llu bytes of "
-		    "tensors", peftio_ckpt_nshards(r->in), r->nq,
-		    O.decode ? "dequantized" : "quantized",
-		    (unsigned long long)out_bytes);
-	else
-		cli_debug("%zu of %zu tensors %s; %llu bytes of tensors in, "
-		    "%llu out (%.1f%%)", r->nq, r->n,
-		    O.decode ? "dequantized" : "quantized",
-		    (unsigned long long)r->in_bytes,
-		    (unsigned long long)out_bytes, r->in_bytes ?
-		    100.0 * out_bytes / r->in_bytes : 100.0);
+	r->out_bytes = peftio_ckptw_tensor_bytes(w);
+	cli_quant_written(r->in, r->nq, VERB, O.index_only, r->in_bytes,
+	    r->out_bytes);
 }
 
 /* --json: what became of input tensor i. */
@@ -249,43 +228,16 @@ static const char *
 action(void *ctx, size_t i)
 {
 	struct run *r = ctx;
-	const struct peftio_bnb_step *s = &r->steps[i];
 
-	switch (r->xi[i].act) {
-	case PEFTIO_XF_COPY:
-		return "copied";
-	case PEFTIO_XF_CONVERT:
-		return "converted";
-	case PEFTIO_XF_SKIP:
-		return "dequantized into its weight";
-	case PEFTIO_XF_CUSTOM:
-		break;
-	}
-	if (s->quant)
-		return s->eight ? "quantized int8" : O.type == PEFTIO_Q4_NF4 ?
-		    "quantized nf4" : "quantized fp4";
-	return "dequantized";
+	return cli_quant_action(&r->xi[i], &r->steps[i], O.type);
 }
 
 /* The line that ends a run, and the --json report. */
 static int
 summary(struct run *r, const char *input)
 {
-	uint64_t in = 0;
-	size_t i;
-	char more[64];
-
-	if (O.index_only) {
-		cli_info("%s: %zu shards checked (%zu tensors %s), index "
-		    "written, %.1f s", C.out, peftio_ckpt_nshards(r->in), r->nq,
-		    O.decode ? "dequantized" : "quantized", cli_elapsed());
-	} else {
-		for (i = 0; i < r->n; i++)
-			in += peftio_ckpt_tensor(r->in, i)->nbytes;
-		snprintf(more, sizeof(more), "%zu of %zu tensors %s", r->nq,
-		    r->n, O.decode ? "dequantized" : "quantized");
-		cli_summary(input, in, r->out_bytes, more);
-	}
+	cli_quant_summary(r->in, r->nq, VERB, O.index_only, input, C.out,
+	    r->out_bytes);
 	if (!O.json)
 		return 0;
 	return cli_json_print(cli_report_transform(r->in, C.out, action, r));
