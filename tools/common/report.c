@@ -347,8 +347,7 @@ cli_quant_written(struct peftio_ckpt *in, size_t nq, const char *verb,
 }
 
 const char *
-cli_quant_action(const struct peftio_xf_item *xi,
-    const struct peftio_bnb_step *s, enum peftio_q4type type)
+cli_xf_action(const struct peftio_xf_item *xi)
 {
 	switch (xi->act) {
 	case PEFTIO_XF_COPY:
@@ -360,6 +359,17 @@ cli_quant_action(const struct peftio_xf_item *xi,
 	case PEFTIO_XF_CUSTOM:
 		break;
 	}
+	return NULL;
+}
+
+const char *
+cli_quant_action(const struct peftio_xf_item *xi,
+    const struct peftio_bnb_step *s, enum peftio_q4type type)
+{
+	const char *a;
+
+	if ((a = cli_xf_action(xi)) != NULL)
+		return a;
 	if (s->quant)
 		return s->eight ? "quantized int8" : type == PEFTIO_Q4_NF4 ?
 		    "quantized nf4" : "quantized fp4";

@@ -67,6 +67,10 @@ int	cli_adapter_finish(struct cli_adapter_report *r, const char *mode,
  * it does not open). */
 uint64_t cli_ckpt_bytes(const char *path);
 
+/* The --json action of a tensor copied, converted or skipped (a 4-bit
+ * weight's companion); NULL for PEFTIO_XF_CUSTOM, the tool's own. */
+const char *cli_xf_action(const struct peftio_xf_item *xi);
+
 /*
  * What nf4-quant did with the steps of its transform (report.c): with
  * -v, a line per weight as it is computed and the totals once written;
