@@ -55,102 +55,6 @@ usage(int status)
 	cli_usage(status);
 }
 
-/* Other float tensors: converted with --dtype. */
-static void
-plan_plain(struct run *r, size_t i)
-{
-	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(r->in, i);
-
-	r->xi[i].act = PEFTIO_XF_COPY;
-	if (O.dtype >= 0 && peftio_dtype_is_model_float(ti->dtype) &&
-	    ti->dtype != (enum peftio_dtype)O.dtype) {
-		r->xi[i].act = PEFTIO_XF_CONVERT;
-		r->xi[i].dt = (enum peftio_dtype)O.dtype;
-	}
-}
-
-/* ------------------------------------------------------------------ */
-/* The plan                                                            */
-
-static int
-plan_quant(struct run *r, struct peftio_error *err)
-{
-	struct peftio_bnb_quant_opts qo = { O.int8, O.type, O.bs, O.dq,
-		O.storage, O.dtype };
-	size_t i;
-	int rc;
-
-	if ((rc = peftio_check_unquantized(r->in, err)) != 0)
-		return rc;
-	for (i = 0; i < r->n; i++) {
-		if (!peftio_quant_selected(peftio_ckpt_tensor(r->in, i),
-		    O.incl, O.nincl, O.excl, O.nexcl)) {
-			plan_plain(r, i);
-			continue;
-		}
-		r->xi[i].act = PEFTIO_XF_CUSTOM;
-		if ((rc = peftio_bnb_step_quantize(&r->steps[i], r->in, i, &qo,
-		    err)) != 0)
-			return rc;
-		r->nq++;
-	}
-	return 0;
-}
-
-/* 4-bit and 8-bit weights dequantized, their companions not written. */
-static int
-plan_dequant(struct run *r, struct peftio_bnb_weight *bw,
-    struct peftio_bnb8_weight *bw8, struct peftio_error *err)
-{
-	long nw;
-	size_t i;
-
-	if ((nw = peftio_bnb_group(r->in, r->xi, bw, bw8, err)) < 0)
-		return (int)nw;
-	for (i = 0; i < r->n; i++) {
-		if (r->xi[i].act == PEFTIO_XF_COPY)
-			plan_plain(r, i);
-		else if (peftio_ckpt_tensor(r->in, i)->dtype == PEFTIO_I8)
-			peftio_bnb_step_dequantize(&r->steps[i], r->in, NULL,
-			    &bw8[i], O.dtype);
-		else
-			peftio_bnb_step_dequantize(&r->steps[i], r->in, &bw[i],
-			    NULL, O.dtype);
-	}
-	r->nq = (size_t)nw;
-	return 0;
-}
-
-/*
- * With double quantization the quant_state blob holds the mean of the
- * absmax values, and its length (which the header records) depends on
- * that number; so a first pass computes every offset.  It reads each
- * weight once more but keeps nothing but one float per tensor.
- */
-static int
-prepass_offsets(struct run *r, struct peftio_error *err)
-{
-	uint64_t done = 0, total = 0;
-	size_t i;
-	int rc;
-
-	for (i = 0; i < r->n; i++)
-		if (r->xi[i].act == PEFTIO_XF_CUSTOM && !r->steps[i].eight)
-			total += peftio_ckpt_tensor(r->in, i)->nbytes;
-	cli_meter(NULL, r->nq);
-	for (i = 0; i < r->n; i++) {
-		if (r->xi[i].act != PEFTIO_XF_CUSTOM || r->steps[i].eight)
-			continue;
-		cli_progress(done, total, peftio_ckpt_tensor(r->in, i)->name);
-		done += peftio_ckpt_tensor(r->in, i)->nbytes;
-		if ((rc = peftio_bnb_step_offset(&r->steps[i], r->in, i,
-		    !O.allow_nonfinite, r->buf, C.jobs, err)) != 0)
-			return rc;
-	}
-	cli_progress_end();
-	return 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* The hooks of the transform                                          */
 
@@ -250,13 +154,13 @@ static const struct peftio_xf_ops Ops = {
 static int
 run(const char *input)
 {
+	struct peftio_bnb_quant_opts qo = { O.int8, O.type, O.bs, O.dq,
+		O.storage, O.dtype };
 	struct peftio_error err = { 0, 0, "" };
-	struct peftio_bnb_weight *bw = NULL;
-	struct peftio_bnb8_weight *bw8 = NULL;
 	struct run r;
 	unsigned flags = C.force ? PEFTIO_W_FORCE : 0;
 	size_t i;
-	int rc;
+	long rc;
 
 	memset(&r, 0, sizeof(r));
 	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
@@ -271,19 +175,27 @@ run(const char *input)
 		cli_warn("out of memory");
 		exit(CLI_EXIT_ERROR);
 	}
-	if (O.decode) {
-		bw = xcalloc(r.n + 1, sizeof(*bw));
-		bw8 = xcalloc(r.n + 1, sizeof(*bw8));
-		rc = plan_dequant(&r, bw, bw8, &err);
-	} else
-		rc = plan_quant(&r, &err);
+	/* What becomes of each tensor (bnb_step.c). */
+	rc = peftio_bnb_steps_plan(r.in, O.decode, &qo, O.incl, O.nincl,
+	    O.excl, O.nexcl, r.xi, r.steps, &err);
+	if (rc >= 0) {
+		r.nq = (size_t)rc;
+		rc = 0;
+	}
 	if (rc == 0 && O.index_only) {
 		cli_meter("tensors", 0);
 		rc = peftio_transform_index(r.in, r.xi, &Ops, &r, C.out, flags,
 		    &err);
 	} else if (rc == 0) {
-		if (!O.decode && O.dq)
-			rc = prepass_offsets(&r, &err);
+		/* With double quantization the quant_state blob holds the
+		 * mean of the absmax values, and its length (which the
+		 * header records) depends on it: a first pass. */
+		if (!O.decode && O.dq) {
+			cli_meter(NULL, r.nq);
+			rc = peftio_bnb_steps_offsets(r.in, r.xi, r.steps,
+			    !O.allow_nonfinite, r.buf, C.jobs, cli_xf_progress,
+			    NULL, &err);
+		}
 		cli_meter(NULL, r.n);
 		if (rc == 0)
 			rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
@@ -297,8 +209,6 @@ run(const char *input)
 		peftio_bnb_step_free(&r.steps[i]);
 	peftio_bnb_buffers_free(r.buf);
 	free(r.steps);
-	free(bw);
-	free(bw8);
 	free(r.xi);
 	peftio_ckpt_close(r.in);
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
