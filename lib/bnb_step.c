@@ -366,3 +366,115 @@ peftio_bnb_step_compute(struct peftio_xf *x, size_t i,
 		return quantize(x, i, s, check, buf, nthreads, err);
 	return dequantize(x, i, s, buf, nthreads, err);
 }
+
+/* ------------------------------------------------------------------ */
+/* The steps of a whole model                                          */
+
+/* A tensor not quantized or dequantized: a model float converted to
+ * dtype (-1: kept), anything else copied. */
+static void
+plan_plain(struct peftio_ckpt *c, size_t i, int dtype,
+    struct peftio_xf_item *xi)
+{
+	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(c, i);
+
+	xi->act = PEFTIO_XF_COPY;
+	if (dtype >= 0 && peftio_dtype_is_model_float(ti->dtype) &&
+	    ti->dtype != (enum peftio_dtype)dtype) {
+		xi->act = PEFTIO_XF_CONVERT;
+		xi->dt = (enum peftio_dtype)dtype;
+	}
+}
+
+/* 4-bit and 8-bit weights dequantized, their companions not written. */
+static long
+plan_dequant(struct peftio_ckpt *c, int dtype, struct peftio_xf_item *xi,
+    struct peftio_bnb_step *steps, struct peftio_error *err)
+{
+	size_t i, n = peftio_ckpt_count(c);
+	struct peftio_bnb_weight *bw;
+	struct peftio_bnb8_weight *bw8;
+	long nw;
+
+	bw = calloc(n + 1, sizeof(*bw));
+	bw8 = calloc(n + 1, sizeof(*bw8));
+	if (bw == NULL || bw8 == NULL) {
+		free(bw);
+		free(bw8);
+		return nomem(err);
+	}
+	if ((nw = peftio_bnb_group(c, xi, bw, bw8, err)) >= 0)
+		for (i = 0; i < n; i++) {
+			if (xi[i].act == PEFTIO_XF_COPY)
+				plan_plain(c, i, dtype, &xi[i]);
+			else if (peftio_ckpt_tensor(c, i)->dtype == PEFTIO_I8)
+				peftio_bnb_step_dequantize(&steps[i], c, NULL,
+				    &bw8[i], dtype);
+			else
+				peftio_bnb_step_dequantize(&steps[i], c,
+				    &bw[i], NULL, dtype);
+		}
+	free(bw);
+	free(bw8);
+	return nw;
+}
+
+long
+peftio_bnb_steps_plan(struct peftio_ckpt *c, int decode,
+    const struct peftio_bnb_quant_opts *o, const char *const *include,
+    size_t ninclude, const char *const *exclude, size_t nexclude,
+    struct peftio_xf_item *xi, struct peftio_bnb_step *steps,
+    struct peftio_error *err)
+{
+	size_t i, n = peftio_ckpt_count(c);
+	long nq = 0;
+	int rc;
+
+	if (decode)
+		return plan_dequant(c, o->dtype, xi, steps, err);
+	if ((rc = peftio_check_unquantized(c, err)) != 0)
+		return rc;
+	for (i = 0; i < n; i++) {
+		if (!peftio_quant_selected(peftio_ckpt_tensor(c, i), include,
+		    ninclude, exclude, nexclude)) {
+			plan_plain(c, i, o->dtype, &xi[i]);
+			continue;
+		}
+		xi[i].act = PEFTIO_XF_CUSTOM;
+		if ((rc = peftio_bnb_step_quantize(&steps[i], c, i, o,
+		    err)) != 0)
+			return rc;
+		nq++;
+	}
+	return nq;
+}
+
+int
+peftio_bnb_steps_offsets(struct peftio_ckpt *c,
+    const struct peftio_xf_item *xi, struct peftio_bnb_step *steps,
+    int check, struct peftio_bnb_buffers *buf, unsigned nthreads,
+    peftio_progress_fn progress, void *progress_arg,
+    struct peftio_error *err)
+{
+	size_t i, n = peftio_ckpt_count(c);
+	uint64_t done = 0, total = 0;
+	int rc;
+
+	for (i = 0; i < n; i++)
+		if (xi[i].act == PEFTIO_XF_CUSTOM && !steps[i].eight)
+			total += peftio_ckpt_tensor(c, i)->nbytes;
+	for (i = 0; i < n; i++) {
+		if (xi[i].act != PEFTIO_XF_CUSTOM || steps[i].eight)
+			continue;
+		if (progress != NULL)
+			progress(progress_arg, done, total,
+			    peftio_ckpt_tensor(c, i)->name);
+		done += peftio_ckpt_tensor(c, i)->nbytes;
+		if ((rc = peftio_bnb_step_offset(&steps[i], c, i, check, buf,
+		    nthreads, err)) != 0)
+			return rc;
+	}
+	if (progress != NULL)
+		progress(progress_arg, total, total, NULL);
+	return 0;
+}

@@ -1161,6 +1161,34 @@ int	peftio_bnb_step_quantize_mem(struct peftio_xf *x, const char *name,
 	    const struct peftio_bnb_step *s, const void *vals,
 	    unsigned nthreads, struct peftio_error *err);
 void	peftio_bnb_step_free(struct peftio_bnb_step *s);
+/*
+ * The steps of a whole model, one per tensor of c into xi and steps
+ * (c's count of each, zeroed).  Quantizing (decode 0): c must be
+ * unquantized (peftio_check_unquantized()), and the tensors
+ * peftio_quant_selected() picks with the include and exclude globs are
+ * planned quantized as o says.  Dequantizing: every 4-bit and 8-bit
+ * weight (peftio_bnb_group()) is planned decoded to o->dtype.  Every
+ * other tensor is copied, or converted when o->dtype is not -1 and it
+ * is a float of another dtype.  The number of weights planned, or a
+ * negative PEFTIO_E* value.
+ */
+long	peftio_bnb_steps_plan(struct peftio_ckpt *c, int decode,
+	    const struct peftio_bnb_quant_opts *o,
+	    const char *const *include, size_t ninclude,
+	    const char *const *exclude, size_t nexclude,
+	    struct peftio_xf_item *xi, struct peftio_bnb_step *steps,
+	    struct peftio_error *err);
+/*
+ * Before a transform of those steps: peftio_bnb_step_offset() for every
+ * 4-bit weight quantized, with progress (may be NULL) told the bytes
+ * read so far before each weight, with its name, and once at the end
+ * with what NULL.  0, or a negative PEFTIO_E* value.
+ */
+int	peftio_bnb_steps_offsets(struct peftio_ckpt *c,
+	    const struct peftio_xf_item *xi, struct peftio_bnb_step *steps,
+	    int check, struct peftio_bnb_buffers *buf, unsigned nthreads,
+	    peftio_progress_fn progress, void *progress_arg,
+	    struct peftio_error *err);
 
 /* What transformers' BitsAndBytesConfig says. */
 struct peftio_bnb_config {

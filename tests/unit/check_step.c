@@ -108,9 +108,12 @@ write_orig(void)
 
 START_TEST(test_step_plan)
 {
+	static const char *const incl[] = { "w" };
+	static const char *const excl[] = { "h.*" };
 	struct peftio_bnb_quant_opts o = { 0, PEFTIO_Q4_NF4, 64, 1, PEFTIO_U8,
 		PEFTIO_BF16 };
-	struct peftio_bnb_step s;
+	struct peftio_bnb_step s, st[3];
+	struct peftio_xf_item xi[3];
 	struct peftio_error err;
 	struct peftio_ckpt *c;
 	long w, cv;
@@ -136,10 +139,37 @@ START_TEST(test_step_plan)
 	ck_assert_uint_eq(s.bw8.rows, COLS);
 	ck_assert_uint_eq(s.bw8.cols, ROWS);
 	peftio_bnb_step_free(&s);
+
+	/* The whole model: the weights the globs pick quantized, the
+	 * other float converted to o.dtype, or copied without one. */
+	o.eight = 0;
+	memset(st, 0, sizeof(st));
+	memset(xi, 0, sizeof(xi));
+	ck_assert_int_eq(peftio_bnb_steps_plan(c, 0, &o, incl, 1, excl, 1, xi,
+	    st, &err), 1);
+	ck_assert_int_eq(xi[w].act, PEFTIO_XF_CUSTOM);
+	ck_assert(st[w].quant && !st[w].eight);
+	ck_assert_int_eq(xi[cv].act, PEFTIO_XF_CONVERT);
+	ck_assert_int_eq(xi[cv].dt, PEFTIO_BF16);
+	ck_assert(!st[cv].quant);
+	peftio_bnb_step_free(&st[w]);
+	memset(st, 0, sizeof(st));
+	o.dtype = -1;
+	ck_assert_int_eq(peftio_bnb_steps_plan(c, 0, &o, incl, 1, excl, 1, xi,
+	    st, &err), 1);
+	ck_assert_int_eq(xi[cv].act, PEFTIO_XF_COPY);
+	peftio_bnb_step_free(&st[w]);
+	/* nothing to dequantize in a float model */
+	memset(st, 0, sizeof(st));
+	ck_assert_int_eq(peftio_bnb_steps_plan(c, 1, &o, NULL, 0, NULL, 0, xi,
+	    st, &err), 0);
+	ck_assert_int_eq(xi[w].act, PEFTIO_XF_COPY);
+	ck_assert_int_eq(xi[cv].act, PEFTIO_XF_COPY);
 	peftio_ckpt_close(c);
 	tu_tmpdir_remove();
 }
 END_TEST
+
 
 struct run {
 	struct peftio_ckpt	*in;
@@ -172,7 +202,8 @@ START_TEST(test_step_transform)
 		NULL, NULL, NULL };
 	struct peftio_bnb_quant_opts o = { 0, PEFTIO_Q4_NF4, 64, 1, PEFTIO_U8,
 		-1 };
-	struct peftio_xf_item xi[16];
+	struct peftio_xf_item xi[16], xi2[16];
+	struct peftio_bnb_step st2[16];
 	struct peftio_bnb_weight bw[16];
 	struct peftio_bnb_out bo;
 	struct peftio_error err;
@@ -231,6 +262,18 @@ START_TEST(test_step_transform)
 		if (xi[i].act == PEFTIO_XF_CUSTOM)
 			peftio_bnb_step_dequantize(&r.steps[i], q, &bw[i], NULL,
 			    -1);
+	/* the same plan for the whole model; no quantizing it again */
+	memset(xi2, 0, sizeof(xi2));
+	memset(st2, 0, sizeof(st2));
+	ck_assert_int_eq(peftio_bnb_steps_plan(q, 1, &o, NULL, 0, NULL, 0, xi2,
+	    st2, &err), 2);
+	for (i = 0; i < n; i++) {
+		ck_assert_int_eq(xi2[i].act, xi[i].act);
+		if (xi[i].act == PEFTIO_XF_CUSTOM)
+			ck_assert_mem_eq(&st2[i], &r.steps[i], sizeof(st2[i]));
+	}
+	ck_assert_int_lt(peftio_bnb_steps_plan(q, 0, &o, NULL, 0, NULL, 0, xi2,
+	    st2, &err), 0);
 	ck_assert_msg(peftio_transform(q, xi, &ops, &r,
 	    tu_path("d.safetensors"), PEFTIO_W_FORCE | PEFTIO_W_NOSYNC,
 	    &err) == 0, "%s", err.msg);

@@ -4,7 +4,6 @@
  * directory that PEFT loads unchanged.
  */
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,12 +40,8 @@ struct opts {
 static struct opts O;
 static struct cli_common C;
 
-/* What the run did, for the summary line and --json. */
-static struct {
-	json_t		*modules;	/* with --json */
-	uint64_t	 nmodules, rank;
-	uint64_t	 in_bytes;	/* the step's total, from progress */
-} R;
+/* What the run did, for the summary line and --json (report.c). */
+static struct cli_adapter_report R;
 
 static void __attribute__((noreturn))
 usage(int status)
@@ -70,126 +65,12 @@ skipped(void *arg, const char *names)
 	    names);
 }
 
-/* With -v, one line per module (f NULL: its delta is zero); with
- * --json, an entry each. */
-static void
-report(void *arg, const char *module, const struct peftio_lora_factors *f)
-{
-	static int header;
-	json_t *m;
-
-	if (f != NULL) {
-		R.nmodules++;
-		if (f->rank > R.rank)
-			R.rank = f->rank;
-	}
-	if (R.modules != NULL) {
-		m = json_object();
-		json_object_set_new(m, "module", json_string(module));
-		json_object_set_new(m, "rank", f != NULL ? cli_jint(f->rank) :
-		    cli_jint(0));
-		json_object_set_new(m, "out_features", f != NULL ?
-		    cli_jint(f->m) : json_null());
-		json_object_set_new(m, "in_features", f != NULL ?
-		    cli_jint(f->n) : json_null());
-		json_object_set_new(m, "energy_kept", f != NULL ?
-		    json_real(f->kept) : json_null());
-		json_object_set_new(m, "rel_error", f != NULL ?
-		    json_real(f->rel_err) : json_null());
-		json_object_set_new(m, "norm", json_real(f != NULL ?
-		    sqrt(f->energy) : 0.0));
-		json_array_append_new(R.modules, m);
-	}
-	if (cli_verbose < 2)
-		return;
-	if (!header++)
-		fprintf(stderr, "%-48s %5s %10s %10s %12s\n", "module",
-		    "rank", "energy", "rel.err", "norm");
-	if (f == NULL)
-		fprintf(stderr, "%-48s %5s %10s %10s %12s\n", module, "-",
-		    "-", "-", "0");
-	else
-		fprintf(stderr, "%-48s %5llu %10.6f %10.3e %12.6e\n", module,
-		    (unsigned long long)f->rank, f->kept, f->rel_err,
-		    sqrt(f->energy));
-}
-
-/* The library's progress, and the size of the step for the summary. */
-static void
-progress(void *ctx, uint64_t done, uint64_t total, const char *what)
-{
-	R.in_bytes = total;
-	cli_xf_progress(ctx, done, total, what);
-}
-
-/* The line that ends a run, and with --json the report: the mode, the
- * modules (as report() saw them), the tensors of the adapter written
- * and the totals. */
+/* The summary line, and the report with --json (report.c). */
 static int
 finish(const char *mode, uint64_t in)
 {
-	json_t *doc, *ts, *tot, *t;
-	uint64_t out = 0, k;
-	char more[64];
-	size_t i;
-
-	ts = cli_report_files(C.out, &out);
-	if (ts == NULL)
-		return CLI_EXIT_ERROR;
-	/* --convert reports no module: count them in what it wrote. */
-	if (R.nmodules == 0)
-		json_array_foreach(ts, i, t)
-			if (strstr(json_string_value(json_object_get(t,
-			    "name")), ".lora_A.") != NULL) {
-				R.nmodules++;
-				k = (uint64_t)json_integer_value(json_array_get(
-				    json_object_get(t, "shape"), 0));
-				R.rank = k > R.rank ? k : R.rank;
-			}
-	snprintf(more, sizeof(more), "%llu modules, r %llu",
-	    (unsigned long long)R.nmodules, (unsigned long long)R.rank);
-	cli_summary(C.out, in, out, more);
-	if (!O.json) {
-		json_decref(ts);
-		return CLI_EXIT_OK;
-	}
-	doc = json_object();
-	json_object_set_new(doc, "mode", json_string(mode));
-	json_object_set_new(doc, "inputs", json_pack("[s]", O.base));
-	if (O.tuned != NULL)
-		json_array_append_new(json_object_get(doc, "inputs"),
-		    json_string(O.tuned));
-	json_object_set_new(doc, "output", json_string(C.out));
-	if (O.residual != NULL)
-		json_object_set_new(doc, "residual", json_string(O.residual));
-	json_object_set_new(doc, "modules", R.modules);
-	R.modules = NULL;
-	json_object_set_new(doc, "tensors", ts);
-	tot = json_object();
-	json_object_set_new(tot, "modules", cli_jint(R.nmodules));
-	json_object_set_new(tot, "rank", cli_jint(R.rank));
-	json_object_set_new(tot, "tensors_out", cli_jint(json_array_size(ts)));
-	json_object_set_new(tot, "bytes_in", cli_jint(in));
-	json_object_set_new(tot, "bytes_out", cli_jint(out));
-	json_object_set_new(doc, "totals", tot);
-	return cli_json_print(doc);
-}
-
-/* Bytes of the tensors of the checkpoint at path (headers only). */
-static uint64_t
-ckpt_bytes(const char *path)
-{
-	struct peftio_ckpt *c;
-	struct peftio_error err;
-	uint64_t n = 0;
-	size_t i;
-
-	if (peftio_ckpt_open(&c, path, &err) != 0)
-		return 0;
-	for (i = 0; i < peftio_ckpt_count(c); i++)
-		n += peftio_ckpt_tensor(c, i)->nbytes;
-	peftio_ckpt_close(c);
-	return n;
+	return cli_adapter_finish(&R, mode, O.base, O.tuned, C.out, O.residual,
+	    in, O.json);
 }
 
 static int
@@ -204,10 +85,12 @@ run(void)
 	xo.alpha = O.has_alpha ? O.alpha : 0.0;
 	xo.select = selected;
 	xo.skipped = skipped;
-	xo.report = report;
+	xo.report = cli_adapter_module;
+	xo.report_arg = &R;
 	xo.flags = C.force ? PEFTIO_W_FORCE : 0;
 	xo.jobs = C.jobs;
-	xo.progress = progress;
+	xo.progress = cli_adapter_progress;
+	xo.progress_arg = &R;
 	if (peftio_extract_model(O.base, O.tuned, C.out, &xo, &nmodules, &r,
 	    &err) != 0)
 		return cli_error(&err);
@@ -243,13 +126,14 @@ run_init(void)
 	    O.qtype);
 	io.quantize = O.init == PEFTIO_INIT_LOFTQ ? -1 : O.quantize;
 	io.select = selected;
-	io.report = report;
+	io.report = cli_adapter_module;
+	io.report_arg = &R;
 	io.flags = C.force ? PEFTIO_W_FORCE : 0;
 	io.jobs = C.jobs;
 	io.progress = cli_xf_progress;
 	if (peftio_init_model(O.base, C.out, O.residual, &io, &err) != 0)
 		return cli_error(&err);
-	return finish("init", ckpt_bytes(O.base));
+	return finish("init", cli_ckpt_bytes(O.base));
 }
 
 static int
@@ -261,13 +145,14 @@ run_resize(void)
 	memset(&ro, 0, sizeof(ro));
 	ro.x = O.x;
 	ro.alpha = O.has_alpha ? O.alpha : 0.0;
-	ro.report = report;
+	ro.report = cli_adapter_module;
+	ro.report_arg = &R;
 	ro.flags = C.force ? PEFTIO_W_FORCE : 0;
 	cli_meter("modules", 0);
 	ro.progress = cli_xf_progress;
 	if (peftio_resize_adapter(O.base, C.out, &ro, &err) != 0)
 		return cli_error(&err);
-	return finish("resize", ckpt_bytes(O.base));
+	return finish("resize", cli_ckpt_bytes(O.base));
 }
 
 static int
@@ -283,7 +168,7 @@ run_convert(void)
 	if (peftio_convert_adapter_opts(O.base, O.tuned, C.out, &ro,
 	    &err) != 0)
 		return cli_error(&err);
-	return finish("convert", ckpt_bytes(O.tuned));
+	return finish("convert", cli_ckpt_bytes(O.tuned));
 }
 
 enum { OPT_ENERGY = 256, OPT_MAXRANK, OPT_MINRANK, OPT_ALPHA, OPT_TARGET,

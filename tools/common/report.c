@@ -4,6 +4,7 @@
  * the output's headers, so the report says what the files hold.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,4 +189,209 @@ cli_json_print(json_t *doc)
 	}
 	json_decref(doc);
 	return rc;
+}
+
+void
+cli_adapter_module(void *arg, const char *module,
+    const struct peftio_lora_factors *f)
+{
+	struct cli_adapter_report *r = arg;
+	json_t *m;
+
+	if (f != NULL) {
+		r->nmodules++;
+		if (f->rank > r->rank)
+			r->rank = f->rank;
+	}
+	if (r->modules != NULL) {
+		m = json_object();
+		json_object_set_new(m, "module", json_string(module));
+		json_object_set_new(m, "rank", f != NULL ? cli_jint(f->rank) :
+		    cli_jint(0));
+		json_object_set_new(m, "out_features", f != NULL ?
+		    cli_jint(f->m) : json_null());
+		json_object_set_new(m, "in_features", f != NULL ?
+		    cli_jint(f->n) : json_null());
+		json_object_set_new(m, "energy_kept", f != NULL ?
+		    json_real(f->kept) : json_null());
+		json_object_set_new(m, "rel_error", f != NULL ?
+		    json_real(f->rel_err) : json_null());
+		json_object_set_new(m, "norm", json_real(f != NULL ?
+		    sqrt(f->energy) : 0.0));
+		json_array_append_new(r->modules, m);
+	}
+	if (cli_verbose < 2)
+		return;
+	if (!r->header++)
+		fprintf(stderr, "%-48s %5s %10s %10s %12s\n", "module",
+		    "rank", "energy", "rel.err", "norm");
+	if (f == NULL)
+		fprintf(stderr, "%-48s %5s %10s %10s %12s\n", module, "-",
+		    "-", "-", "0");
+	else
+		fprintf(stderr, "%-48s %5llu %10.6f %10.3e %12.6e\n", module,
+		    (unsigned long long)f->rank, f->kept, f->rel_err,
+		    sqrt(f->energy));
+}
+
+void
+cli_adapter_progress(void *arg, uint64_t done, uint64_t total,
+    const char *what)
+{
+	struct cli_adapter_report *r = arg;
+
+	r->in_bytes = total;
+	cli_xf_progress(NULL, done, total, what);
+}
+
+int
+cli_adapter_finish(struct cli_adapter_report *r, const char *mode,
+    const char *base, const char *tuned, const char *out,
+    const char *residual, uint64_t in, int json)
+{
+	json_t *doc, *ts, *tot, *t;
+	uint64_t bytes = 0, k;
+	char more[64];
+	size_t i;
+
+	ts = cli_report_files(out, &bytes);
+	if (ts == NULL)
+		return CLI_EXIT_ERROR;
+	if (r->nmodules == 0)
+		json_array_foreach(ts, i, t)
+			if (strstr(json_string_value(json_object_get(t,
+			    "name")), ".lora_A.") != NULL) {
+				r->nmodules++;
+				k = (uint64_t)json_integer_value(json_array_get(
+				    json_object_get(t, "shape"), 0));
+				r->rank = k > r->rank ? k : r->rank;
+			}
+	snprintf(more, sizeof(more), "%llu modules, r %llu",
+	    (unsigned long long)r->nmodules, (unsigned long long)r->rank);
+	cli_summary(out, in, bytes, more);
+	if (!json) {
+		json_decref(ts);
+		return CLI_EXIT_OK;
+	}
+	doc = json_object();
+	json_object_set_new(doc, "mode", json_string(mode));
+	json_object_set_new(doc, "inputs", json_pack("[s]", base));
+	if (tuned != NULL)
+		json_array_append_new(json_object_get(doc, "inputs"),
+		    json_string(tuned));
+	json_object_set_new(doc, "output", json_string(out));
+	if (residual != NULL)
+		json_object_set_new(doc, "residual", json_string(residual));
+	json_object_set_new(doc, "modules", r->modules);
+	r->modules = NULL;
+	json_object_set_new(doc, "tensors", ts);
+	tot = json_object();
+	json_object_set_new(tot, "modules", cli_jint(r->nmodules));
+	json_object_set_new(tot, "rank", cli_jint(r->rank));
+	json_object_set_new(tot, "tensors_out", cli_jint(json_array_size(ts)));
+	json_object_set_new(tot, "bytes_in", cli_jint(in));
+	json_object_set_new(tot, "bytes_out", cli_jint(bytes));
+	json_object_set_new(doc, "totals", tot);
+	return cli_json_print(doc);
+}
+
+uint64_t
+cli_ckpt_bytes(const char *path)
+{
+	struct peftio_ckpt *c;
+	struct peftio_error err;
+	uint64_t n = 0;
+	size_t i;
+
+	if (peftio_ckpt_open(&c, path, &err) != 0)
+		return 0;
+	for (i = 0; i < peftio_ckpt_count(c); i++)
+		n += peftio_ckpt_tensor(c, i)->nbytes;
+	peftio_ckpt_close(c);
+	return n;
+}
+
+void
+cli_quant_step_debug(const struct peftio_tensor_info *ti,
+    const struct peftio_bnb_step *s, enum peftio_q4type type, int dq)
+{
+	if (s->quant && s->eight)
+		cli_debug("%s: %s -> int8", ti->name,
+		    peftio_dtype_name(ti->dtype));
+	else if (s->quant)
+		cli_debug("%s: %s %s -> %s%s", ti->name,
+		    peftio_dtype_name(ti->dtype),
+		    peftio_dtype_name(s->bo.qs.dtype),
+		    peftio_q4type_name(type),
+		    dq ? " + double quantization" : "");
+	else
+		cli_debug("%s: %s -> %s", ti->name, s->eight ? "int8" :
+		    peftio_q4type_name(s->bw.qs.type),
+		    peftio_dtype_name(s->dt));
+}
+
+void
+cli_quant_written(struct peftio_ckpt *in, size_t nq, const char *verb,
+    int index_only, uint64_t in_bytes, uint64_t out_bytes)
+{
+	if (index_only)
+		cli_debug("%zu shards checked (%zu tensors %s); %llu bytes of "
+		    "tensors", peftio_ckpt_nshards(in), nq, verb,
+		    (unsigned long long)out_bytes);
+	else
+		cli_debug("%zu of %zu tensors %s; %llu bytes of tensors in, "
+		    "%llu out (%.1f%%)", nq, peftio_ckpt_count(in), verb,
+		    (unsigned long long)in_bytes,
+		    (unsigned long long)out_bytes, in_bytes ?
+		    100.0 * out_bytes / in_bytes : 100.0);
+}
+
+const char *
+cli_xf_action(const struct peftio_xf_item *xi)
+{
+	switch (xi->act) {
+	case PEFTIO_XF_COPY:
+		return "copied";
+	case PEFTIO_XF_CONVERT:
+		return "converted";
+	case PEFTIO_XF_SKIP:
+		return "dequantized into its weight";
+	case PEFTIO_XF_CUSTOM:
+		break;
+	}
+	return NULL;
+}
+
+const char *
+cli_quant_action(const struct peftio_xf_item *xi,
+    const struct peftio_bnb_step *s, enum peftio_q4type type)
+{
+	const char *a;
+
+	if ((a = cli_xf_action(xi)) != NULL)
+		return a;
+	if (s->quant)
+		return s->eight ? "quantized int8" : type == PEFTIO_Q4_NF4 ?
+		    "quantized nf4" : "quantized fp4";
+	return "dequantized";
+}
+
+void
+cli_quant_summary(struct peftio_ckpt *in, size_t nq, const char *verb,
+    int index_only, const char *input, const char *out, uint64_t out_bytes)
+{
+	uint64_t bytes = 0;
+	size_t i, n = peftio_ckpt_count(in);
+	char more[64];
+
+	if (index_only) {
+		cli_info("%s: %zu shards checked (%zu tensors %s), index "
+		    "written, %.1f s", out, peftio_ckpt_nshards(in), nq, verb,
+		    cli_elapsed());
+		return;
+	}
+	for (i = 0; i < n; i++)
+		bytes += peftio_ckpt_tensor(in, i)->nbytes;
+	snprintf(more, sizeof(more), "%zu of %zu tensors %s", nq, n, verb);
+	cli_summary(input, bytes, out_bytes, more);
 }

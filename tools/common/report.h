@@ -33,4 +33,59 @@ json_t	*cli_report_files(const char *path, uint64_t *bytes);
  * 0, or CLI_EXIT_ERROR after a message (doc NULL: nothing printed). */
 int	cli_json_print(json_t *doc);
 
+/*
+ * What an adapter run of adapter-extract did, module by module: a
+ * peftio report function (arg: the struct) counts the modules and the
+ * largest rank, keeps an entry each in modules (when not NULL: --json)
+ * and with -v prints one line each (f NULL: a zero delta).
+ */
+struct cli_adapter_report {
+	json_t		*modules;	/* with --json, else NULL */
+	uint64_t	 nmodules, rank;
+	uint64_t	 in_bytes;	/* the step's total, from progress */
+	int		 header;	/* the -v table's header printed */
+};
+
+void	cli_adapter_module(void *arg, const char *module,
+	    const struct peftio_lora_factors *f);
+/* A peftio_progress_fn (arg: the struct): cli_xf_progress(), and the
+ * step's total kept in in_bytes. */
+void	cli_adapter_progress(void *arg, uint64_t done, uint64_t total,
+	    const char *what);
+/*
+ * The line that ends the run, and with json the report on standard
+ * output: the mode, the inputs (tuned may be NULL), the output, the
+ * residual (may be NULL), the modules, the tensors of the adapter at
+ * out and the totals (in: bytes read).  With no module reported
+ * (--convert), they are counted in the adapter written.  The exit
+ * status.
+ */
+int	cli_adapter_finish(struct cli_adapter_report *r, const char *mode,
+	    const char *base, const char *tuned, const char *out,
+	    const char *residual, uint64_t in, int json);
+/* Bytes of the tensors of the checkpoint at path (headers only; 0 when
+ * it does not open). */
+uint64_t cli_ckpt_bytes(const char *path);
+
+/* The --json action of a tensor copied, converted or skipped (a 4-bit
+ * weight's companion); NULL for PEFTIO_XF_CUSTOM, the tool's own. */
+const char *cli_xf_action(const struct peftio_xf_item *xi);
+
+/*
+ * What nf4-quant did with the steps of its transform (report.c): with
+ * -v, a line per weight as it is computed and the totals once written;
+ * the --json action of input tensor i; the line that ends a run (with
+ * index_only, the shards checked).  verb is "quantized" or
+ * "dequantized", nq the weights of the n tensors it did that to.
+ */
+void	cli_quant_step_debug(const struct peftio_tensor_info *ti,
+	    const struct peftio_bnb_step *s, enum peftio_q4type type, int dq);
+void	cli_quant_written(struct peftio_ckpt *in, size_t nq, const char *verb,
+	    int index_only, uint64_t in_bytes, uint64_t out_bytes);
+const char *cli_quant_action(const struct peftio_xf_item *xi,
+	    const struct peftio_bnb_step *s, enum peftio_q4type type);
+void	cli_quant_summary(struct peftio_ckpt *in, size_t nq, const char *verb,
+	    int index_only, const char *input, const char *out,
+	    uint64_t out_bytes);
+
 #endif

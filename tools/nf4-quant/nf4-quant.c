@@ -37,6 +37,7 @@ struct opts {
 static struct opts O = { PEFTIO_Q4_NF4, 0, PEFTIO_U8, 64, 1, 0, -1, NULL,
 	NULL, 0, 0, 0, 0, 0 };
 static struct cli_common C;
+#define VERB	(O.decode ? "dequantized" : "quantized")
 
 struct run {
 	struct peftio_ckpt	*in;
@@ -52,102 +53,6 @@ static void __attribute__((noreturn))
 usage(int status)
 {
 	cli_usage(status);
-}
-
-/* Other float tensors: converted with --dtype. */
-static void
-plan_plain(struct run *r, size_t i)
-{
-	const struct peftio_tensor_info *ti = peftio_ckpt_tensor(r->in, i);
-
-	r->xi[i].act = PEFTIO_XF_COPY;
-	if (O.dtype >= 0 && peftio_dtype_is_model_float(ti->dtype) &&
-	    ti->dtype != (enum peftio_dtype)O.dtype) {
-		r->xi[i].act = PEFTIO_XF_CONVERT;
-		r->xi[i].dt = (enum peftio_dtype)O.dtype;
-	}
-}
-
-/* ------------------------------------------------------------------ */
-/* The plan                                                            */
-
-static int
-plan_quant(struct run *r, struct peftio_error *err)
-{
-	struct peftio_bnb_quant_opts qo = { O.int8, O.type, O.bs, O.dq,
-		O.storage, O.dtype };
-	size_t i;
-	int rc;
-
-	if ((rc = peftio_check_unquantized(r->in, err)) != 0)
-		return rc;
-	for (i = 0; i < r->n; i++) {
-		if (!peftio_quant_selected(peftio_ckpt_tensor(r->in, i),
-		    O.incl, O.nincl, O.excl, O.nexcl)) {
-			plan_plain(r, i);
-			continue;
-		}
-		r->xi[i].act = PEFTIO_XF_CUSTOM;
-		if ((rc = peftio_bnb_step_quantize(&r->steps[i], r->in, i, &qo,
-		    err)) != 0)
-			return rc;
-		r->nq++;
-	}
-	return 0;
-}
-
-/* 4-bit and 8-bit weights dequantized, their companions not written. */
-static int
-plan_dequant(struct run *r, struct peftio_bnb_weight *bw,
-    struct peftio_bnb8_weight *bw8, struct peftio_error *err)
-{
-	long nw;
-	size_t i;
-
-	if ((nw = peftio_bnb_group(r->in, r->xi, bw, bw8, err)) < 0)
-		return (int)nw;
-	for (i = 0; i < r->n; i++) {
-		if (r->xi[i].act == PEFTIO_XF_COPY)
-			plan_plain(r, i);
-		else if (peftio_ckpt_tensor(r->in, i)->dtype == PEFTIO_I8)
-			peftio_bnb_step_dequantize(&r->steps[i], r->in, NULL,
-			    &bw8[i], O.dtype);
-		else
-			peftio_bnb_step_dequantize(&r->steps[i], r->in, &bw[i],
-			    NULL, O.dtype);
-	}
-	r->nq = (size_t)nw;
-	return 0;
-}
-
-/*
- * With double quantization the quant_state blob holds the mean of the
- * absmax values, and its length (which the header records) depends on
- * that number; so a first pass computes every offset.  It reads each
- * weight once more but keeps nothing but one float per tensor.
- */
-static int
-prepass_offsets(struct run *r, struct peftio_error *err)
-{
-	uint64_t done = 0, total = 0;
-	size_t i;
-	int rc;
-
-	for (i = 0; i < r->n; i++)
-		if (r->xi[i].act == PEFTIO_XF_CUSTOM && !r->steps[i].eight)
-			total += peftio_ckpt_tensor(r->in, i)->nbytes;
-	cli_meter(NULL, r->nq);
-	for (i = 0; i < r->n; i++) {
-		if (r->xi[i].act != PEFTIO_XF_CUSTOM || r->steps[i].eight)
-			continue;
-		cli_progress(done, total, peftio_ckpt_tensor(r->in, i)->name);
-		done += peftio_ckpt_tensor(r->in, i)->nbytes;
-		if ((rc = peftio_bnb_step_offset(&r->steps[i], r->in, i,
-		    !O.allow_nonfinite, r->buf, C.jobs, err)) != 0)
-			return rc;
-	}
-	cli_progress_end();
-	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -172,19 +77,7 @@ compute(struct peftio_xf *x, size_t i, void *ctx, struct peftio_error *err)
 
 	rc = peftio_bnb_step_compute(x, i, s, !O.allow_nonfinite, r->buf,
 	    C.jobs, err);
-	if (s->quant && s->eight)
-		cli_debug("%s: %s -> int8", ti->name,
-		    peftio_dtype_name(ti->dtype));
-	else if (s->quant)
-		cli_debug("%s: %s %s -> %s%s", ti->name,
-		    peftio_dtype_name(ti->dtype),
-		    peftio_dtype_name(s->bo.qs.dtype),
-		    peftio_q4type_name(O.type),
-		    O.dq ? " + double quantization" : "");
-	else
-		cli_debug("%s: %s -> %s", ti->name, s->eight ? "int8" :
-		    peftio_q4type_name(s->bw.qs.type),
-		    peftio_dtype_name(s->dt));
+	cli_quant_step_debug(ti, s, O.type, O.dq);
 	r->in_bytes += ti->nbytes;
 	return rc;
 }
@@ -223,25 +116,15 @@ config(void *ctx, const char *text, size_t len, char **out, size_t *outlen,
 	return peftio_config_add_bnb(text, len, &qc, out, outlen, err);
 }
 
+/* The hooks' report (report.c): the totals with -v. */
 static void
 report(void *ctx, const struct peftio_ckptw *w)
 {
 	struct run *r = ctx;
-	uint64_t out_bytes = peftio_ckptw_tensor_bytes(w);
 
-	r->out_bytes = out_bytes;
-	if (O.index_only)
-		cli_debug("%zu shards checked (%zu tensors %s); %llu bytes of "
-		    "tensors", peftio_ckpt_nshards(r->in), r->nq,
-		    O.decode ? "dequantized" : "quantized",
-		    (unsigned long long)out_bytes);
-	else
-		cli_debug("%zu of %zu tensors %s; %llu bytes of tensors in, "
-		    "%llu out (%.1f%%)", r->nq, r->n,
-		    O.decode ? "dequantized" : "quantized",
-		    (unsigned long long)r->in_bytes,
-		    (unsigned long long)out_bytes, r->in_bytes ?
-		    100.0 * out_bytes / r->in_bytes : 100.0);
+	r->out_bytes = peftio_ckptw_tensor_bytes(w);
+	cli_quant_written(r->in, r->nq, VERB, O.index_only, r->in_bytes,
+	    r->out_bytes);
 }
 
 /* --json: what became of input tensor i. */
@@ -249,43 +132,16 @@ static const char *
 action(void *ctx, size_t i)
 {
 	struct run *r = ctx;
-	const struct peftio_bnb_step *s = &r->steps[i];
 
-	switch (r->xi[i].act) {
-	case PEFTIO_XF_COPY:
-		return "copied";
-	case PEFTIO_XF_CONVERT:
-		return "converted";
-	case PEFTIO_XF_SKIP:
-		return "dequantized into its weight";
-	case PEFTIO_XF_CUSTOM:
-		break;
-	}
-	if (s->quant)
-		return s->eight ? "quantized int8" : O.type == PEFTIO_Q4_NF4 ?
-		    "quantized nf4" : "quantized fp4";
-	return "dequantized";
+	return cli_quant_action(&r->xi[i], &r->steps[i], O.type);
 }
 
 /* The line that ends a run, and the --json report. */
 static int
 summary(struct run *r, const char *input)
 {
-	uint64_t in = 0;
-	size_t i;
-	char more[64];
-
-	if (O.index_only) {
-		cli_info("%s: %zu shards checked (%zu tensors %s), index "
-		    "written, %.1f s", C.out, peftio_ckpt_nshards(r->in), r->nq,
-		    O.decode ? "dequantized" : "quantized", cli_elapsed());
-	} else {
-		for (i = 0; i < r->n; i++)
-			in += peftio_ckpt_tensor(r->in, i)->nbytes;
-		snprintf(more, sizeof(more), "%zu of %zu tensors %s", r->nq,
-		    r->n, O.decode ? "dequantized" : "quantized");
-		cli_summary(input, in, r->out_bytes, more);
-	}
+	cli_quant_summary(r->in, r->nq, VERB, O.index_only, input, C.out,
+	    r->out_bytes);
 	if (!O.json)
 		return 0;
 	return cli_json_print(cli_report_transform(r->in, C.out, action, r));
@@ -298,13 +154,13 @@ static const struct peftio_xf_ops Ops = {
 static int
 run(const char *input)
 {
+	struct peftio_bnb_quant_opts qo = { O.int8, O.type, O.bs, O.dq,
+		O.storage, O.dtype };
 	struct peftio_error err = { 0, 0, "" };
-	struct peftio_bnb_weight *bw = NULL;
-	struct peftio_bnb8_weight *bw8 = NULL;
 	struct run r;
 	unsigned flags = C.force ? PEFTIO_W_FORCE : 0;
 	size_t i;
-	int rc;
+	long rc;
 
 	memset(&r, 0, sizeof(r));
 	if ((rc = peftio_gpu_rcp_init(&err)) != 0)
@@ -319,19 +175,27 @@ run(const char *input)
 		cli_warn("out of memory");
 		exit(CLI_EXIT_ERROR);
 	}
-	if (O.decode) {
-		bw = xcalloc(r.n + 1, sizeof(*bw));
-		bw8 = xcalloc(r.n + 1, sizeof(*bw8));
-		rc = plan_dequant(&r, bw, bw8, &err);
-	} else
-		rc = plan_quant(&r, &err);
+	/* What becomes of each tensor (bnb_step.c). */
+	rc = peftio_bnb_steps_plan(r.in, O.decode, &qo, O.incl, O.nincl,
+	    O.excl, O.nexcl, r.xi, r.steps, &err);
+	if (rc >= 0) {
+		r.nq = (size_t)rc;
+		rc = 0;
+	}
 	if (rc == 0 && O.index_only) {
 		cli_meter("tensors", 0);
 		rc = peftio_transform_index(r.in, r.xi, &Ops, &r, C.out, flags,
 		    &err);
 	} else if (rc == 0) {
-		if (!O.decode && O.dq)
-			rc = prepass_offsets(&r, &err);
+		/* With double quantization the quant_state blob holds the
+		 * mean of the absmax values, and its length (which the
+		 * header records) depends on it: a first pass. */
+		if (!O.decode && O.dq) {
+			cli_meter(NULL, r.nq);
+			rc = peftio_bnb_steps_offsets(r.in, r.xi, r.steps,
+			    !O.allow_nonfinite, r.buf, C.jobs, cli_xf_progress,
+			    NULL, &err);
+		}
 		cli_meter(NULL, r.n);
 		if (rc == 0)
 			rc = peftio_transform(r.in, r.xi, &Ops, &r, C.out,
@@ -345,8 +209,6 @@ run(const char *input)
 		peftio_bnb_step_free(&r.steps[i]);
 	peftio_bnb_buffers_free(r.buf);
 	free(r.steps);
-	free(bw);
-	free(bw8);
 	free(r.xi);
 	peftio_ckpt_close(r.in);
 	return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_ERROR;
