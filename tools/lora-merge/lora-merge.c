@@ -115,17 +115,10 @@ action(void *ctx, size_t i)
 {
 	struct run *r = ctx;
 	const struct peftio_merge_item *it = &r->plan.items[i];
+	const char *a;
 
-	switch (r->plan.xi[i].act) {
-	case PEFTIO_XF_COPY:
-		return "copied";
-	case PEFTIO_XF_CONVERT:
-		return "converted";
-	case PEFTIO_XF_SKIP:
-		return "dequantized into its weight";
-	case PEFTIO_XF_CUSTOM:
-		break;
-	}
+	if ((a = cli_xf_action(&r->plan.xi[i])) != NULL)
+		return a;
 	switch (it->act) {
 	case PEFTIO_MERGE_REQUANT:
 		return "merged and re-quantized";
