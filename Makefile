@@ -55,7 +55,8 @@ SOFILE	 = libpeftio.so.$(VERSION)
 TOOLS	 = nf4-quant lora-merge adapter-extract dq-inspect
 LIBSRC	 = $(sort $(filter-out lib/rcp_table.c,$(wildcard lib/*.c)))
 LIBOBJ	 = $(LIBSRC:.c=.o) lib/rcp_table.o
-COMMON	 = tools/common/cli.o tools/common/options.o tools/common/report.o
+COMMON	 = tools/common/cli.o tools/common/options.o tools/common/progress.o \
+	   tools/common/report.o
 TOOLBIN	 = $(foreach t,$(TOOLS),$(if $(wildcard tools/$(t)/$(t).c),tools/$(t)/$(t)))
 COMPLETE = $(TOOLBIN:%=%.bash)
 UNITSRC	 = $(sort $(wildcard tests/unit/check_*.c))

@@ -115,7 +115,8 @@ void	cli_progress_end(void);
 void	cli_xf_progress(void *ctx, uint64_t done, uint64_t total,
 	    const char *what);
 
-/* Seconds since cli_init(). */
+/* Seconds since cli_init(), which calls cli_clock_start(). */
+void	cli_clock_start(void);
 double	cli_elapsed(void);
 /* "812 B", "3.80 GB": powers of 1000, two decimals. */
 const char *cli_size(uint64_t v, char *buf, size_t len);
