@@ -395,3 +395,91 @@ cli_quant_summary(struct peftio_ckpt *in, size_t nq, const char *verb,
 	snprintf(more, sizeof(more), "%zu of %zu tensors %s", nq, n, verb);
 	cli_summary(input, bytes, out_bytes, more);
 }
+
+/* ------------------------------------------------------------------ */
+/* lora-merge                                                          */
+
+/* --json: what became of base tensor i (ctx: the merge plan). */
+static const char *
+merge_action(void *ctx, size_t i)
+{
+	struct peftio_merge_plan *p = ctx;
+	const struct peftio_merge_item *it = &p->items[i];
+	const char *a;
+
+	if ((a = cli_xf_action(&p->xi[i])) != NULL)
+		return a;
+	switch (it->act) {
+	case PEFTIO_MERGE_REQUANT:
+		return "merged and re-quantized";
+	case PEFTIO_MERGE_DEQUANT:
+		return it->touched ? "merged" : "dequantized";
+	case PEFTIO_MERGE_WRITE:
+		break;
+	}
+	return it->touched ? "merged" : "copied";
+}
+
+/* --json with --save-adapter: the combined adapter's tensors, read
+ * back from what was written. */
+static json_t *
+merge_adapter(const char *dir, uint64_t *bytes)
+{
+	json_t *a, *ts;
+	char *path;
+
+	path = xmalloc(strlen(dir) + sizeof("/adapter_model.safetensors"));
+	sprintf(path, "%s/adapter_model.safetensors", dir);
+	ts = cli_report_files(path, bytes);
+	free(path);
+	if (ts == NULL)
+		return NULL;
+	a = json_object();
+	json_object_set_new(a, "path", json_string(dir));
+	json_object_set_new(a, "tensors", ts);
+	json_object_set_new(a, "bytes", cli_jint(*bytes));
+	return a;
+}
+
+int
+cli_merge_summary(struct peftio_merge_plan *p, const char *base,
+    size_t nadapters, int method, const char *out, const char *save_adapter,
+    uint64_t out_bytes, int json)
+{
+	json_t *doc = NULL, *ad = NULL;
+	uint64_t in = 0, adbytes = 0;
+	size_t i;
+	char more[64];
+
+	for (i = 0; i < p->n; i++)
+		in += peftio_ckpt_tensor(p->base, i)->nbytes;
+	if (out == NULL)
+		snprintf(more, sizeof(more), "%zu adapter%s combined with %s",
+		    nadapters, nadapters == 1 ? "" : "s",
+		    peftio_combine_name((enum peftio_combine)method));
+	else
+		snprintf(more, sizeof(more), "%zu adapter%s, %zu tensors "
+		    "merged", nadapters, nadapters == 1 ? "" : "s",
+		    p->nmerged);
+	if (!json) {
+		cli_summary(base, in, out_bytes, more);
+		return 0;
+	}
+	if (save_adapter != NULL &&
+	    (ad = merge_adapter(save_adapter, &adbytes)) == NULL)
+		return CLI_EXIT_ERROR;
+	if (out == NULL) {
+		/* The adapter only: no merged model to report. */
+		doc = json_object();
+		json_object_set_new(doc, "input", json_string(base));
+		json_object_set_new(doc, "output", json_null());
+	} else if ((doc = cli_report_transform(p->base, out, merge_action,
+	    p)) == NULL) {
+		json_decref(ad);
+		return CLI_EXIT_ERROR;
+	}
+	if (ad != NULL)
+		json_object_set_new(doc, "adapter", ad);
+	cli_summary(base, in, out_bytes, more);
+	return cli_json_print(doc);
+}

@@ -88,4 +88,14 @@ void	cli_quant_summary(struct peftio_ckpt *in, size_t nq, const char *verb,
 	    int index_only, const char *input, const char *out,
 	    uint64_t out_bytes);
 
+/*
+ * The line that ends a lora-merge run, and with json the report on
+ * standard output: the transform of the plan's base to out, or with
+ * out NULL the input alone; with save_adapter, the combined adapter's
+ * tensors under "adapter".  The exit status.
+ */
+int	cli_merge_summary(struct peftio_merge_plan *p, const char *base,
+	    size_t nadapters, int method, const char *out,
+	    const char *save_adapter, uint64_t out_bytes, int json);
+
 #endif

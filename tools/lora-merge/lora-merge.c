@@ -109,91 +109,6 @@ report(void *ctx, const struct peftio_ckptw *w)
 	    O.method ? peftio_combine_name(O.method) : "");
 }
 
-/* --json: what became of base tensor i. */
-static const char *
-action(void *ctx, size_t i)
-{
-	struct run *r = ctx;
-	const struct peftio_merge_item *it = &r->plan.items[i];
-	const char *a;
-
-	if ((a = cli_xf_action(&r->plan.xi[i])) != NULL)
-		return a;
-	switch (it->act) {
-	case PEFTIO_MERGE_REQUANT:
-		return "merged and re-quantized";
-	case PEFTIO_MERGE_DEQUANT:
-		return it->touched ? "merged" : "dequantized";
-	case PEFTIO_MERGE_WRITE:
-		break;
-	}
-	return it->touched ? "merged" : "copied";
-}
-
-/* --json with --save-adapter: the combined adapter's tensors, read
- * back from what was written. */
-static json_t *
-report_adapter(uint64_t *bytes)
-{
-	json_t *a, *ts;
-	char *path;
-
-	path = xmalloc(strlen(O.save_adapter) +
-	    sizeof("/adapter_model.safetensors"));
-	sprintf(path, "%s/adapter_model.safetensors", O.save_adapter);
-	ts = cli_report_files(path, bytes);
-	free(path);
-	if (ts == NULL)
-		return NULL;
-	a = json_object();
-	json_object_set_new(a, "path", json_string(O.save_adapter));
-	json_object_set_new(a, "tensors", ts);
-	json_object_set_new(a, "bytes", cli_jint(*bytes));
-	return a;
-}
-
-/* The line that ends a run, and the --json report. */
-static int
-summary(struct run *r)
-{
-	json_t *doc = NULL, *ad = NULL;
-	uint64_t in = 0, adbytes = 0;
-	size_t i;
-	char more[64];
-
-	for (i = 0; i < r->plan.n; i++)
-		in += peftio_ckpt_tensor(r->in, i)->nbytes;
-	if (C.out == NULL)
-		snprintf(more, sizeof(more), "%zu adapter%s combined with %s",
-		    O.nadapters, O.nadapters == 1 ? "" : "s",
-		    peftio_combine_name(O.method));
-	else
-		snprintf(more, sizeof(more), "%zu adapter%s, %zu tensors "
-		    "merged", O.nadapters, O.nadapters == 1 ? "" : "s",
-		    r->plan.nmerged);
-	if (!O.json) {
-		cli_summary(O.base, in, r->out_bytes, more);
-		return 0;
-	}
-	if (O.save_adapter != NULL && (ad = report_adapter(&adbytes)) ==
-	    NULL)
-		return CLI_EXIT_ERROR;
-	if (C.out == NULL) {
-		/* The adapter only: no merged model to report. */
-		doc = json_object();
-		json_object_set_new(doc, "input", json_string(O.base));
-		json_object_set_new(doc, "output", json_null());
-	} else if ((doc = cli_report_transform(r->in, C.out, action, r)) ==
-	    NULL) {
-		json_decref(ad);
-		return CLI_EXIT_ERROR;
-	}
-	if (ad != NULL)
-		json_object_set_new(doc, "adapter", ad);
-	cli_summary(O.base, in, r->out_bytes, more);
-	return cli_json_print(doc);
-}
-
 static const struct peftio_xf_ops Ops = {
 	declare, compute, config, cli_xf_progress, report, NULL, cli_note
 };
@@ -264,7 +179,8 @@ run(void)
 	peftio_ckptw_free(aw);
 	if (rc != 0)
 		cli_error(&err);
-	else if (summary(&r) != 0)
+	else if (cli_merge_summary(&r.plan, O.base, O.nadapters, O.method,
+	    C.out, O.save_adapter, r.out_bytes, O.json) != 0)
 		rc = 1;
 	peftio_merge_stream_free(r.ms);
 	peftio_merge_free(r.m);
