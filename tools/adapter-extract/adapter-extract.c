@@ -246,7 +246,6 @@ int
 main(int argc, char *argv[])
 {
 	static const struct cli_tool tool = { synopsis, optab, CLI_WRITER };
-	uint64_t v;
 	int ch, has_rank = 0, has_energy = 0, has_max = 0, has_min = 0;
 	int has_init_only = 0, modes, has_svd = 0, has_jobs = 0;
 
@@ -268,33 +267,26 @@ main(int argc, char *argv[])
 			continue;
 		switch (ch) {
 		case 'r':
-			if (cli_parse_u64("-r", optarg, 1, 65536,
-			    &O.x.rank) != 0)
-				usage(CLI_EXIT_USAGE);
+			O.x.rank = cli_opt_u64("-r", optarg, 1, 65536);
 			has_rank = 1;
 			break;
 		case OPT_ENERGY:
-			if (cli_parse_double("--energy", optarg, 1e-9, 1.0,
-			    &O.x.energy) != 0)
-				usage(CLI_EXIT_USAGE);
+			O.x.energy = cli_opt_double("--energy", optarg, 1e-9,
+			    1.0);
 			has_energy = 1;
 			break;
 		case OPT_MAXRANK:
-			if (cli_parse_u64("--max-rank", optarg, 1, 65536,
-			    &O.x.max_rank) != 0)
-				usage(CLI_EXIT_USAGE);
+			O.x.max_rank = cli_opt_u64("--max-rank", optarg, 1,
+			    65536);
 			has_max = 1;
 			break;
 		case OPT_MINRANK:
-			if (cli_parse_u64("--min-rank", optarg, 1, 65536,
-			    &O.x.min_rank) != 0)
-				usage(CLI_EXIT_USAGE);
+			O.x.min_rank = cli_opt_u64("--min-rank", optarg, 1,
+			    65536);
 			has_min = 1;
 			break;
 		case OPT_ALPHA:
-			if (cli_parse_double("--alpha", optarg, 1e-30, 1e30,
-			    &O.alpha) != 0)
-				usage(CLI_EXIT_USAGE);
+			O.alpha = cli_opt_double("--alpha", optarg, 1e-30, 1e30);
 			O.has_alpha = 1;
 			break;
 		case OPT_TARGET:
@@ -304,32 +296,25 @@ main(int argc, char *argv[])
 			O.excludes[O.nexcludes++] = optarg;
 			break;
 		case OPT_OVERSAMPLE:
-			if (cli_parse_u64("--oversample", optarg, 0, 4096,
-			    &O.x.oversample) != 0)
-				usage(CLI_EXIT_USAGE);
+			O.x.oversample = cli_opt_u64("--oversample", optarg, 0,
+			    4096);
 			has_svd |= 1;
 			break;
 		case OPT_POWER:
-			if (cli_parse_u64("--power-iters", optarg, 0, 64,
-			    &v) != 0)
-				usage(CLI_EXIT_USAGE);
-			O.x.power_iters = (unsigned)v;
+			O.x.power_iters = (unsigned)cli_opt_u64("--power-iters",
+			    optarg, 0, 64);
 			has_svd |= 2;
 			break;
 		case OPT_EXACT:
 			O.x.exact = 1;
 			break;
 		case OPT_SEED:
-			if (cli_parse_u64("--seed", optarg, 0, UINT64_MAX,
-			    &O.x.seed) != 0)
-				usage(CLI_EXIT_USAGE);
+			O.x.seed = cli_opt_u64("--seed", optarg, 0, UINT64_MAX);
 			break;
 		case OPT_INIT:
-			if ((O.init = peftio_init_method_parse(optarg)) < 0) {
-				cli_warn("--init: '%s' is not pissa, olora or "
-				    "loftq", optarg);
-				usage(CLI_EXIT_USAGE);
-			}
+			O.init = peftio_init_method_parse(optarg);
+			cli_usage_if(O.init < 0, "--init: '%s' is not pissa, "
+			    "olora or loftq", optarg);
 			break;
 		case OPT_RESIDUAL:
 			O.residual = optarg;
@@ -341,10 +326,8 @@ main(int argc, char *argv[])
 			O.resize = 1;
 			break;
 		case OPT_LOFTQ_ITER:
-			if (cli_parse_u64("--loftq-iter", optarg, 1, 1000,
-			    &v) != 0)
-				usage(CLI_EXIT_USAGE);
-			O.loftq_iter = (unsigned)v;
+			O.loftq_iter = (unsigned)cli_opt_u64("--loftq-iter",
+			    optarg, 1, 1000);
 			has_init_only = 1;
 			break;
 		case OPT_NO_DQ:
@@ -353,11 +336,9 @@ main(int argc, char *argv[])
 			break;
 		case 't':
 		case OPT_QUANTIZE:
-			if (peftio_q4type_parse(optarg) < 0) {
-				cli_warn("%s: '%s' is not nf4 or fp4",
-				    ch == 't' ? "-t" : "--quantize", optarg);
-				usage(CLI_EXIT_USAGE);
-			}
+			cli_usage_if(peftio_q4type_parse(optarg) < 0, "%s: '%s' "
+			    "is not nf4 or fp4", ch == 't' ? "-t" : "--quantize",
+			    optarg);
 			if (ch == 't')
 				O.qtype = peftio_q4type_parse(optarg);
 			else
@@ -365,9 +346,8 @@ main(int argc, char *argv[])
 			has_init_only = 1;
 			break;
 		case OPT_NITER:
-			if (cli_parse_u64("--niter", optarg, 0, 64, &v) != 0)
-				usage(CLI_EXIT_USAGE);
-			O.x.power_iters = (unsigned)v;
+			O.x.power_iters = (unsigned)cli_opt_u64("--niter", optarg,
+			    0, 64);
 			has_svd |= 2;
 			break;
 		case OPT_JSON:
@@ -383,34 +363,22 @@ main(int argc, char *argv[])
 		cli_output_name("-o", C.out, usage);
 	if (O.residual != NULL)
 		cli_output_name("--residual", O.residual, usage);
-	if (O.json && C.out != NULL && strcmp(C.out, "-") == 0) {
-		cli_warn("--json prints on standard output: give -o a "
-		    "directory");
-		usage(CLI_EXIT_USAGE);
-	}
+	cli_usage_if(O.json && C.out != NULL && strcmp(C.out, "-") == 0,
+	    "--json prints on standard output: give -o a directory");
 	if (O.json)
 		R.modules = json_array();
 	modes = (O.init >= 0) + O.convert + O.resize;
-	if (modes > 1) {
-		cli_warn("--init, --convert and --resize exclude each other");
-		usage(CLI_EXIT_USAGE);
-	}
-	if ((has_init_only || O.residual != NULL) && O.init < 0) {
-		cli_warn("--residual, --loftq-iter, --no-double-quant, -t and "
-		    "--quantize go with --init");
-		usage(CLI_EXIT_USAGE);
-	}
-	if (modes == 1 && C.out == NULL) {
-		cli_warn("no output given: use -o ADAPTER_DIR");
-		usage(CLI_EXIT_USAGE);
-	}
+	cli_usage_if(modes > 1, "--init, --convert and --resize exclude "
+	    "each other");
+	cli_usage_if((has_init_only || O.residual != NULL) && O.init < 0,
+	    "--residual, --loftq-iter, --no-double-quant, -t and --quantize "
+	    "go with --init");
+	cli_usage_if(modes == 1 && C.out == NULL, "no output given: use -o "
+	    "ADAPTER_DIR");
 	if (O.init >= 0) {
-		if (argc != 1 || !has_rank || O.residual == NULL ||
-		    has_energy || has_max || has_min) {
-			cli_warn("--init needs -r RANK, -o ADAPTER_DIR, "
-			    "--residual MODEL_DIR and one base model");
-			usage(CLI_EXIT_USAGE);
-		}
+		cli_usage_if(argc != 1 || !has_rank || O.residual == NULL ||
+		    has_energy || has_max || has_min, "--init needs -r RANK, "
+		    "-o ADAPTER_DIR, --residual MODEL_DIR and one base model");
 		O.base = argv[0];
 		/* A weight's spectrum is flatter than a fine-tuning
 		 * delta's: more test vectors and power iterations. */
@@ -431,12 +399,9 @@ main(int argc, char *argv[])
 		return run_init();
 	}
 	if (O.convert) {
-		if (argc != 2 || has_rank || has_energy || has_max ||
-		    has_min || O.has_alpha) {
-			cli_warn("--convert takes two adapters and no rank "
-			    "options");
-			usage(CLI_EXIT_USAGE);
-		}
+		cli_usage_if(argc != 2 || has_rank || has_energy || has_max ||
+		    has_min || O.has_alpha, "--convert takes two adapters and "
+		    "no rank options");
 		O.base = argv[0];
 		O.tuned = argv[1];
 		if (strcmp(C.out, O.base) == 0 || strcmp(C.out, O.tuned) == 0) {
@@ -447,11 +412,9 @@ main(int argc, char *argv[])
 		return run_convert();
 	}
 	if (O.resize) {
-		if (argc != 1 || has_rank == (has_energy || has_max)) {
-			cli_warn("--resize needs one adapter and either -r "
-			    "or --energy/--max-rank");
-			usage(CLI_EXIT_USAGE);
-		}
+		cli_usage_if(argc != 1 || has_rank == (has_energy || has_max),
+		    "--resize needs one adapter and either -r or "
+		    "--energy/--max-rank");
 		O.base = argv[0];
 		if (!has_rank) {
 			O.x.rank = 0;
@@ -465,42 +428,26 @@ main(int argc, char *argv[])
 		}
 		return run_resize();
 	}
-	if (argc != 2) {
-		if (argc > 2)
-			cli_warn("too many arguments");
-		usage(CLI_EXIT_USAGE);
-	}
+	cli_usage_if(argc > 2, "too many arguments");
+	cli_usage_if(argc != 2, NULL);
 	O.base = argv[0];
 	O.tuned = argv[1];
-	if (has_rank && (has_energy || has_max || has_min)) {
-		cli_warn("-r cannot be combined with --energy, --max-rank "
-		    "or --min-rank");
-		usage(CLI_EXIT_USAGE);
-	}
-	if (has_min && !has_max && !has_energy) {
-		cli_warn("--min-rank needs --energy or --max-rank");
-		usage(CLI_EXIT_USAGE);
-	}
+	cli_usage_if(has_rank && (has_energy || has_max || has_min), "-r "
+	    "cannot be combined with --energy, --max-rank or --min-rank");
+	cli_usage_if(has_min && !has_max && !has_energy, "--min-rank needs "
+	    "--energy or --max-rank");
 	if (has_energy || has_max) {
 		O.energy_mode = 1;
 		O.x.rank = 0;
 		if (!has_energy)
 			O.x.energy = 0.99;
-		if (O.x.min_rank > O.x.max_rank) {
-			cli_warn("--min-rank %llu exceeds --max-rank %llu",
-			    (unsigned long long)O.x.min_rank,
-			    (unsigned long long)O.x.max_rank);
-			usage(CLI_EXIT_USAGE);
-		}
+		cli_usage_if(O.x.min_rank > O.x.max_rank, "--min-rank %llu "
+		    "exceeds --max-rank %llu", (unsigned long long)O.x.min_rank,
+		    (unsigned long long)O.x.max_rank);
 	}
-	if (O.energy_mode && O.has_alpha) {
-		cli_warn("--alpha applies to a fixed rank (-r)");
-		usage(CLI_EXIT_USAGE);
-	}
-	if (C.out == NULL) {
-		cli_warn("no output given: use -o ADAPTER_DIR");
-		usage(CLI_EXIT_USAGE);
-	}
+	cli_usage_if(O.energy_mode && O.has_alpha, "--alpha applies to a "
+	    "fixed rank (-r)");
+	cli_usage_if(C.out == NULL, "no output given: use -o ADAPTER_DIR");
 	if (cli_check_clash(C.out, &O.base, 1) != 0 ||
 	    cli_check_clash(C.out, &O.tuned, 1) != 0)
 		return CLI_EXIT_ERROR;

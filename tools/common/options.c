@@ -5,6 +5,7 @@
  */
 #include <ctype.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -250,6 +251,41 @@ cli_usage(int status)
 		    cli_progname);
 	}
 	exit(status);
+}
+
+void
+cli_usage_if(int bad, const char *fmt, ...)
+{
+	char msg[4096];
+	va_list ap;
+
+	if (!bad)
+		return;
+	if (fmt != NULL) {
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		cli_warn("%s", msg);
+	}
+	cli_usage(CLI_EXIT_USAGE);
+}
+
+uint64_t
+cli_opt_u64(const char *opt, const char *s, uint64_t min, uint64_t max)
+{
+	uint64_t v = 0;
+
+	cli_usage_if(cli_parse_u64(opt, s, min, max, &v) != 0, NULL);
+	return v;
+}
+
+double
+cli_opt_double(const char *opt, const char *s, double lo, double hi)
+{
+	double v = 0;
+
+	cli_usage_if(cli_parse_double(opt, s, lo, hi, &v) != 0, NULL);
+	return v;
 }
 
 /* ------------------------------------------------------------------ */

@@ -7,6 +7,7 @@
 #ifndef PEFTIO_OPTIONS_H
 #define PEFTIO_OPTIONS_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 /*
@@ -58,6 +59,15 @@ int	cli_getopt(int argc, char *const argv[]);
 /* With status 0 the full help on standard output, else the synopsis
  * and a pointer to --help on standard error; exit(status). */
 void	cli_usage(int status) __attribute__((noreturn));
+/* When bad: the message (fmt NULL: none, one was printed), the short
+ * usage and exit(CLI_EXIT_USAGE). */
+void	cli_usage_if(int bad, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+/* An option's number, checked as cli_parse_u64() and cli_parse_double()
+ * do; out of range, cli_usage(CLI_EXIT_USAGE). */
+uint64_t cli_opt_u64(const char *opt, const char *s, uint64_t min,
+	    uint64_t max);
+double	cli_opt_double(const char *opt, const char *s, double lo, double hi);
 /* The bash completion of the tool (the hidden --bash-completion). */
 void	cli_bash_completion(FILE *fp);
 
