@@ -286,7 +286,8 @@ main(int argc, char *argv[])
 			has_min = 1;
 			break;
 		case OPT_ALPHA:
-			O.alpha = cli_opt_double("--alpha", optarg, 1e-30, 1e30);
+			O.alpha = cli_opt_double("--alpha", optarg, 1e-30,
+			    1e30);
 			O.has_alpha = 1;
 			break;
 		case OPT_TARGET:
@@ -336,9 +337,9 @@ main(int argc, char *argv[])
 			break;
 		case 't':
 		case OPT_QUANTIZE:
-			cli_usage_if(peftio_q4type_parse(optarg) < 0, "%s: '%s' "
-			    "is not nf4 or fp4", ch == 't' ? "-t" : "--quantize",
-			    optarg);
+			cli_usage_if(peftio_q4type_parse(optarg) < 0,
+			    "%s: '%s' is not nf4 or fp4",
+			    ch == 't' ? "-t" : "--quantize", optarg);
 			if (ch == 't')
 				O.qtype = peftio_q4type_parse(optarg);
 			else
@@ -346,8 +347,8 @@ main(int argc, char *argv[])
 			has_init_only = 1;
 			break;
 		case OPT_NITER:
-			O.x.power_iters = (unsigned)cli_opt_u64("--niter", optarg,
-			    0, 64);
+			O.x.power_iters = (unsigned)cli_opt_u64("--niter",
+			    optarg, 0, 64);
 			has_svd |= 2;
 			break;
 		case OPT_JSON:
