@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -226,6 +227,34 @@ cli_parse_double(const char *opt, const char *s, double lo, double hi,
 	}
 	*out = v;
 	return 0;
+}
+
+int
+cli_parse_weights(const char *opt, const char *s, double **out, size_t *n)
+{
+	const char *p = s;
+	double *w;
+	char *end;
+	size_t k = 1;
+
+	for (; *p != '\0'; p++)
+		k += *p == ',';
+	free(*out);
+	*out = w = xmalloc(k * sizeof(double));
+	*n = 0;
+	for (p = s;;) {
+		errno = 0;
+		w[*n] = strtod(p, &end);
+		if (end == p || errno != 0 || !isfinite(w[*n]) ||
+		    (*end != ',' && *end != '\0')) {
+			cli_warn("%s: bad weight list '%s'", opt, s);
+			return -1;
+		}
+		(*n)++;
+		if (*end == '\0')
+			return 0;
+		p = end + 1;
+	}
 }
 
 void

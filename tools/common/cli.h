@@ -76,6 +76,10 @@ int	cli_parse_u64(const char *opt, const char *s, uint64_t min,
 /* Parse a real number in [lo, hi]; 0 or -1 with a message. */
 int	cli_parse_double(const char *opt, const char *s, double lo, double hi,
 	    double *out);
+/* Comma-separated finite numbers ("1,0.5"): *out (freed first, then
+ * allocated) and their count *n; 0, or -1 with a message. */
+int	cli_parse_weights(const char *opt, const char *s, double **out,
+	    size_t *n);
 /* "f16"/"float16"/"half", "bf16"/"bfloat16", "f32"/"float32"/"float":
  * the dtype, or -1 with a message. */
 int	cli_parse_float_dtype(const char *opt, const char *s);

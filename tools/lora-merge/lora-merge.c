@@ -6,9 +6,7 @@
  * the work: this program plans, per tensor, what becomes of it, and
  * hands the plan to peftio_transform().
  */
-#include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,42 +192,6 @@ run(void)
 
 /* ------------------------------------------------------------------ */
 
-static int
-parse_weights(const char *s)
-{
-	const char *p = s;
-	char *end;
-	size_t n = 1;
-
-	for (; *p != '\0'; p++)
-		n += *p == ',';
-	free(O.weights);
-	O.weights = xmalloc(n * sizeof(double));
-	O.nweights = 0;
-	for (p = s;;) {
-		errno = 0;
-		O.weights[O.nweights] = strtod(p, &end);
-		if (end == p || errno != 0 || !isfinite(O.weights[O.nweights])
-		    || (*end != ',' && *end != '\0')) {
-			cli_warn("-w: bad weight list '%s'", s);
-			return -1;
-		}
-		O.nweights++;
-		if (*end == '\0')
-			return 0;
-		p = end + 1;
-	}
-}
-
-static int
-parse_density(const char *s)
-{
-	if (cli_parse_double("--density", s, 0, 1, &O.density) != 0)
-		return -1;
-	O.has_density = 1;
-	return 0;
-}
-
 /*
  * --save-adapter needs a combination, names a directory, and is none
  * of the inputs, nor the merged model's output, nor inside it or
@@ -240,15 +202,11 @@ check_save_adapter(const char *const *in, size_t nin)
 {
 	struct peftio_error err;
 
-	if (O.method == PEFTIO_COMBINE_NONE) {
-		cli_warn("--save-adapter needs a combination type (-m)");
-		usage(CLI_EXIT_USAGE);
-	}
-	if (O.save_adapter[0] == '\0' || strcmp(O.save_adapter, "-") == 0) {
-		cli_warn("--save-adapter: an adapter is a directory, not '%s'",
-		    O.save_adapter);
-		usage(CLI_EXIT_USAGE);
-	}
+	cli_usage_if(O.method == PEFTIO_COMBINE_NONE, "--save-adapter needs "
+	    "a combination type (-m)");
+	cli_usage_if(O.save_adapter[0] == '\0' ||
+	    strcmp(O.save_adapter, "-") == 0, "--save-adapter: an adapter is "
+	    "a directory, not '%s'", O.save_adapter);
 	peftio_error_clear(&err);
 	if (peftio_outputs_overlap(O.save_adapter, C.out, &err) != 0)
 		return cli_error(&err);
@@ -369,32 +327,28 @@ main(int argc, char *argv[])
 			continue;
 		switch (ch) {
 		case 'm':
-			if ((O.method = peftio_combine_parse(optarg)) < 0) {
-				cli_warn("-m: unknown method '%s'", optarg);
-				usage(CLI_EXIT_USAGE);
-			}
+			O.method = peftio_combine_parse(optarg);
+			cli_usage_if(O.method < 0, "-m: unknown method '%s'",
+			    optarg);
 			set_method = 1;
 			break;
 		case 'w':
-			if (parse_weights(optarg) != 0)
-				usage(CLI_EXIT_USAGE);
+			cli_usage_if(cli_parse_weights("-w", optarg, &O.weights,
+			    &O.nweights) != 0, NULL);
 			break;
 		case OPT_DENSITY:
-			if (parse_density(optarg) != 0)
-				usage(CLI_EXIT_USAGE);
+			O.density = cli_opt_double("--density", optarg, 0, 1);
+			O.has_density = 1;
 			break;
 		case OPT_SEED:
-			if (cli_parse_u64("--seed", optarg, 0, UINT64_MAX,
-			    &O.seed) != 0)
-				usage(CLI_EXIT_USAGE);
+			O.seed = cli_opt_u64("--seed", optarg, 0, UINT64_MAX);
 			break;
 		case OPT_UNMERGE:
 			O.unmerge = 1;
 			break;
 		case OPT_DTYPE:
-			if ((O.dtype = cli_parse_float_dtype("--dtype",
-			    optarg)) < 0)
-				usage(CLI_EXIT_USAGE);
+			O.dtype = cli_parse_float_dtype("--dtype", optarg);
+			cli_usage_if(O.dtype < 0, NULL);
 			set_dtype = 1;
 			break;
 		case OPT_REQUANT:
@@ -430,23 +384,15 @@ main(int argc, char *argv[])
 			usage(rc);
 		return rc;
 	}
-	if (O.base == NULL || O.nadapters == 0) {
-		if (argc == 1 || recipe != NULL)
-			cli_warn("no adapter given");
-		usage(CLI_EXIT_USAGE);
-	}
-	if (O.weights != NULL && O.nweights != O.nadapters) {
-		cli_warn("-w: %zu weights for %zu adapters", O.nweights,
-		    O.nadapters);
-		usage(CLI_EXIT_USAGE);
-	}
-	if (!O.has_density && (O.method == PEFTIO_COMBINE_TIES ||
+	cli_usage_if(O.base == NULL || O.nadapters == 0,
+	    argc == 1 || recipe != NULL ? "no adapter given" : NULL);
+	cli_usage_if(O.weights != NULL && O.nweights != O.nadapters,
+	    "-w: %zu weights for %zu adapters", O.nweights, O.nadapters);
+	cli_usage_if(!O.has_density && (O.method == PEFTIO_COMBINE_TIES ||
 	    O.method == PEFTIO_COMBINE_DARE_LINEAR ||
 	    O.method == PEFTIO_COMBINE_DARE_TIES ||
-	    O.method == PEFTIO_COMBINE_MAGNITUDE_PRUNE)) {
-		cli_warn("-m %s needs --density", peftio_combine_name(O.method));
-		usage(CLI_EXIT_USAGE);
-	}
+	    O.method == PEFTIO_COMBINE_MAGNITUDE_PRUNE), "-m %s needs "
+	    "--density", peftio_combine_name(O.method));
 	/* The base first: without -o, "-" as the base writes to "-". */
 	inputs = xcalloc(O.nadapters + 1, sizeof(*inputs));
 	inputs[0] = O.base;
@@ -458,10 +404,8 @@ main(int argc, char *argv[])
 	if (rc == 0 && (O.save_adapter == NULL || C.out != NULL))
 		rc = cli_common_output(&C, inputs, O.nadapters + 1, usage);
 	free(inputs);
-	if (rc == 0 && O.json && C.out != NULL && strcmp(C.out, "-") == 0) {
-		cli_warn("--json prints on standard output: give -o a file "
-		    "or a directory");
-		usage(CLI_EXIT_USAGE);
-	}
+	cli_usage_if(rc == 0 && O.json && C.out != NULL &&
+	    strcmp(C.out, "-") == 0, "--json prints on standard output: give "
+	    "-o a file or a directory");
 	return rc != 0 ? rc : run();
 }
