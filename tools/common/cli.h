@@ -1,7 +1,8 @@
 /*
  * cli.h - what the peftio tools share on the command line: messages in
- * err(3) style, numeric option parsing, signal cleanup, the progress
- * line.  Not part of the library.
+ * err(3) style, numeric option parsing, signal cleanup (cli.c); the
+ * progress line and the summary line (progress.c).  Not part of the
+ * library.
  */
 #ifndef PEFTIO_CLI_H
 #define PEFTIO_CLI_H
