@@ -115,6 +115,27 @@ peftio_dtype_parse_torch(const char *name)
 	return -1;
 }
 
+int
+peftio_dtype_parse_float(const char *name)
+{
+	static const struct {
+		const char	*name;
+		int		 dt;
+	} tab[] = {
+		{ "f32", PEFTIO_F32 }, { "float32", PEFTIO_F32 },
+		{ "fp32", PEFTIO_F32 }, { "float", PEFTIO_F32 },
+		{ "f16", PEFTIO_F16 }, { "float16", PEFTIO_F16 },
+		{ "fp16", PEFTIO_F16 }, { "half", PEFTIO_F16 },
+		{ "bf16", PEFTIO_BF16 }, { "bfloat16", PEFTIO_BF16 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
+		if (strcmp(name, tab[i].name) == 0)
+			return tab[i].dt;
+	return -1;
+}
+
 unsigned
 peftio_dtype_bits(enum peftio_dtype dt)
 {

@@ -145,6 +145,10 @@ int		 peftio_dtype_parse(const char *name, size_t len);
 const char	*peftio_dtype_torch_name(enum peftio_dtype dt);
 /* Parse a torch dtype name ("bfloat16", "torch.float16", "float"); -1. */
 int		 peftio_dtype_parse_torch(const char *name);
+/* A float type as a command line or a recipe names it: "f32", "float32",
+ * "fp32", "float", "f16", "float16", "fp16", "half", "bf16",
+ * "bfloat16"; -1 if none. */
+int		 peftio_dtype_parse_float(const char *name);
 unsigned	 peftio_dtype_bits(enum peftio_dtype dt);
 /* 1 for F64 F32 F16 BF16 F8_E4M3 F8_E5M2: convertible to/from f32. */
 int		 peftio_dtype_is_float(enum peftio_dtype dt);
@@ -1907,6 +1911,33 @@ int	peftio_recipe_parse(const char *text, size_t len, const char *path,
 int	peftio_recipe_load(const char *path, struct peftio_recipe **out,
 	    struct peftio_error *err);
 void	peftio_recipe_free(struct peftio_recipe *r);
+
+/*
+ * What a merge is asked for on a command line.  Unset: base, output and
+ * weights NULL, nadapters 0, method and dtype -1, has_density 0, seed 0.
+ * peftio_recipe_apply() fills what is unset from r (its strings and
+ * arrays: keep r while a is used) and ors in unmerge and requant;
+ * PEFTIO_EINVAL, naming path, for a method or a dtype that r names and
+ * that does not exist.
+ */
+struct peftio_merge_args {
+	const char	*base;
+	const char	*output;
+	const char	**adapters;
+	size_t		 nadapters;
+	double		*weights;	/* one per adapter */
+	size_t		 nweights;
+	int		 method;	/* enum peftio_combine */
+	double		 density;
+	int		 has_density;
+	uint64_t	 seed;
+	int		 dtype;		/* a float enum peftio_dtype */
+	int		 unmerge;
+	int		 requant;
+};
+
+int	peftio_recipe_apply(struct peftio_recipe *r, const char *path,
+	    struct peftio_merge_args *a, struct peftio_error *err);
 
 /* ------------------------------------------------------------------ */
 /* LoRA extraction from a weight delta (extract.c)                     */

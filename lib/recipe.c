@@ -418,3 +418,40 @@ peftio_recipe_load(const char *path, struct peftio_recipe **out,
 	free(text);
 	return rc;
 }
+
+int
+peftio_recipe_apply(struct peftio_recipe *r, const char *path,
+    struct peftio_merge_args *a, struct peftio_error *err)
+{
+	peftio_error_clear(err);
+	if (a->base == NULL)
+		a->base = r->base;
+	if (a->nadapters == 0 && r->nadapters > 0) {
+		a->adapters = (const char **)r->adapters;
+		a->nadapters = r->nadapters;
+	}
+	if (a->weights == NULL && r->has_weights) {
+		a->weights = r->weights;
+		a->nweights = r->nadapters;
+	}
+	if (a->method < 0 && r->method != NULL &&
+	    (a->method = peftio_combine_parse(r->method)) < 0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: unknown method '%s'", path, r->method);
+	if (!a->has_density && r->has_density) {
+		a->density = r->density;
+		a->has_density = 1;
+	}
+	if (a->seed == 0 && r->has_seed)
+		a->seed = r->seed;
+	if (a->dtype < 0 && r->dtype != NULL &&
+	    (a->dtype = peftio_dtype_parse_float(r->dtype)) < 0)
+		return peftio_error_set(err, PEFTIO_EINVAL,
+		    "%s: unknown dtype %s (use f32, f16 or bf16)", path,
+		    r->dtype);
+	a->unmerge |= r->unmerge;
+	a->requant |= r->requant;
+	if (a->output == NULL)
+		a->output = r->output;
+	return 0;
+}

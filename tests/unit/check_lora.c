@@ -890,6 +890,73 @@ START_TEST(test_recipe)
 }
 END_TEST
 
+/* A recipe fills only what the command line left unset, and names
+ * itself with a method or a dtype that does not exist. */
+START_TEST(test_recipe_apply)
+{
+	static const char yml[] =
+	    "base: b\n"
+	    "adapters:\n"
+	    "  - path: a1\n"
+	    "    weight: 0.25\n"
+	    "  - a2\n"
+	    "method: ties\n"
+	    "density: 0.5\n"
+	    "seed: 7\n"
+	    "dtype: half\n"
+	    "requant: true\n"
+	    "output: o\n";
+	static const char *const cmd[] = { "x" };
+	struct peftio_merge_args a = { 0 };
+	struct peftio_error err;
+	struct peftio_recipe *r;
+
+	ck_assert_int_eq(peftio_recipe_parse(yml, strlen(yml), NULL, &r,
+	    &err), 0);
+	a.adapters = (const char **)cmd;
+	a.nadapters = 1;
+	a.method = -1;
+	a.dtype = PEFTIO_BF16;
+	a.seed = 3;
+	ck_assert_msg(peftio_recipe_apply(r, "r.yaml", &a, &err) == 0, "%s",
+	    err.msg);
+	ck_assert_str_eq(a.base, "b");
+	ck_assert_str_eq(a.output, "o");
+	ck_assert_uint_eq(a.nadapters, 1);
+	ck_assert_str_eq(a.adapters[0], "x");
+	ck_assert_uint_eq(a.nweights, 2);
+	ck_assert_double_eq(a.weights[0], 0.25);
+	ck_assert_int_eq(a.method, PEFTIO_COMBINE_TIES);
+	ck_assert_int_eq(a.has_density, 1);
+	ck_assert_double_eq(a.density, 0.5);
+	ck_assert_uint_eq(a.seed, 3);
+	ck_assert_int_eq(a.dtype, PEFTIO_BF16);
+	ck_assert_int_eq(a.requant, 1);
+	ck_assert_int_eq(a.unmerge, 0);
+	a.dtype = -1;
+	ck_assert_int_eq(peftio_recipe_apply(r, "r.yaml", &a, &err), 0);
+	ck_assert_int_eq(a.dtype, PEFTIO_F16);
+	peftio_recipe_free(r);
+
+	ck_assert_int_eq(peftio_recipe_parse("method: mean\n", 13, NULL, &r,
+	    &err), 0);
+	memset(&a, 0, sizeof(a));
+	a.method = a.dtype = -1;
+	ck_assert_int_eq(peftio_recipe_apply(r, "r.yaml", &a, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_str_eq(err.msg, "r.yaml: unknown method 'mean'");
+	a.method = PEFTIO_COMBINE_NONE;
+	peftio_recipe_free(r);
+	ck_assert_int_eq(peftio_recipe_parse("dtype: f8\n", 10, NULL, &r,
+	    &err), 0);
+	ck_assert_int_eq(peftio_recipe_apply(r, "r.yaml", &a, &err),
+	    PEFTIO_EINVAL);
+	ck_assert_str_eq(err.msg,
+	    "r.yaml: unknown dtype f8 (use f32, f16 or bf16)");
+	peftio_recipe_free(r);
+}
+END_TEST
+
 /* A seed is the number YAML writes, in any of its integer forms (it
  * used to be re-read from the text in decimal: "1e3" gave 1). */
 START_TEST(test_recipe_seed)
@@ -991,6 +1058,7 @@ Suite *lora_suite(void)
 	tcase_add_test(tc, test_combine_names);
 	tcase_add_test(tc, test_svd);
 	tcase_add_test(tc, test_recipe);
+	tcase_add_test(tc, test_recipe_apply);
 	tcase_add_test(tc, test_recipe_seed);
 	tcase_add_test(tc, test_recipe_mergekit);
 	suite_add_tcase(s, tc);

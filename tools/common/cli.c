@@ -348,21 +348,10 @@ cli_output_name(const char *opt, const char *out, void (*usage)(int))
 int
 cli_parse_float_dtype(const char *opt, const char *s)
 {
-	static const struct {
-		const char	*name;
-		int		 dt;
-	} tab[] = {
-		{ "f32", PEFTIO_F32 }, { "float32", PEFTIO_F32 },
-		{ "fp32", PEFTIO_F32 }, { "float", PEFTIO_F32 },
-		{ "f16", PEFTIO_F16 }, { "float16", PEFTIO_F16 },
-		{ "fp16", PEFTIO_F16 }, { "half", PEFTIO_F16 },
-		{ "bf16", PEFTIO_BF16 }, { "bfloat16", PEFTIO_BF16 },
-	};
-	size_t i;
+	int dt;
 
-	for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
-		if (strcmp(s, tab[i].name) == 0)
-			return tab[i].dt;
+	if ((dt = peftio_dtype_parse_float(s)) >= 0)
+		return dt;
 	cli_warn("%s: unknown dtype %s (use f32, f16 or bf16)", opt, s);
 	return -1;
 }

@@ -15,18 +15,7 @@
 #include "report.h"
 
 struct opts {
-	const char		*base;
-	const char		**adapters;
-	size_t			 nadapters;
-	double			*weights;
-	size_t			 nweights;
-	int			 method;
-	double			 density;
-	int			 has_density;
-	uint64_t		 seed;
-	int			 unmerge;
-	int			 dtype;		/* -1: keep */
-	int			 requant;
+	struct peftio_merge_args m;	/* the merge, and -o */
 	int			 allow_nonfinite;
 	int			 json;
 	const char		*save_adapter;	/* --save-adapter */
@@ -89,10 +78,10 @@ config(void *ctx, const char *text, size_t len, char **out, size_t *outlen,
 	struct run *r = ctx;
 
 	*out = NULL;
-	if ((!r->plan.quantized && O.dtype < 0) ||
-	    (r->plan.quantized && O.requant))
+	if ((!r->plan.quantized && O.m.dtype < 0) ||
+	    (r->plan.quantized && O.m.requant))
 		return 0;
-	return peftio_config_remove_quant(text, len, O.dtype, out, outlen,
+	return peftio_config_remove_quant(text, len, O.m.dtype, out, outlen,
 	    err);
 }
 
@@ -103,8 +92,9 @@ report(void *ctx, const struct peftio_ckptw *w)
 
 	r->out_bytes = peftio_ckptw_tensor_bytes(w);
 	cli_debug("%zu adapter(s), %zu base tensors changed%s%s",
-	    O.nadapters, r->plan.nmerged, O.method ? ", combined with " : "",
-	    O.method ? peftio_combine_name(O.method) : "");
+	    O.m.nadapters, r->plan.nmerged,
+	    O.m.method ? ", combined with " : "",
+	    O.m.method ? peftio_combine_name(O.m.method) : "");
 }
 
 static const struct peftio_xf_ops Ops = {
@@ -123,31 +113,31 @@ run(void)
 	int rc = 0;
 
 	memset(&r, 0, sizeof(r));
-	ads = xcalloc(O.nadapters, sizeof(*ads));
-	for (i = 0; i < O.nadapters && rc == 0; i++) {
-		if ((rc = peftio_adapter_open(&ads[i], O.adapters[i], &err))
+	ads = xcalloc(O.m.nadapters, sizeof(*ads));
+	for (i = 0; i < O.m.nadapters && rc == 0; i++) {
+		if ((rc = peftio_adapter_open(&ads[i], O.m.adapters[i], &err))
 		    == 0 && peftio_adapter_fifo_ignored(ads[i]))
 			cli_debug("%s: fan_in_fan_out is set, but the target "
 			    "modules are Linear layers: ignored, as PEFT "
-			    "does", O.adapters[i]);
+			    "does", O.m.adapters[i]);
 	}
 	if (rc == 0)
 		rc = peftio_gpu_rcp_init(&err);
 	cli_meter(NULL, 0);
 	if (rc == 0)
-		rc = peftio_ckpt_open_stream(&r.in, O.base, &err);
+		rc = peftio_ckpt_open_stream(&r.in, O.m.base, &err);
 	if (rc == 0)
-		rc = peftio_merge_plan_init(&r.plan, r.in, O.dtype, O.requant,
-		    &err);
+		rc = peftio_merge_plan_init(&r.plan, r.in, O.m.dtype,
+		    O.m.requant, &err);
 	memset(&mo, 0, sizeof(mo));
-	mo.method = (enum peftio_combine)O.method;
-	mo.weights = O.weights;
-	mo.density = O.density;
-	mo.seed = O.seed;
-	mo.unmerge = O.unmerge;
+	mo.method = (enum peftio_combine)O.m.method;
+	mo.weights = O.m.weights;
+	mo.density = O.m.density;
+	mo.seed = O.m.seed;
+	mo.unmerge = O.m.unmerge;
 	mo.nthreads = C.jobs;
 	if (rc == 0)
-		rc = peftio_merge_create(&r.m, ads, O.nadapters, &mo,
+		rc = peftio_merge_create(&r.m, ads, O.m.nadapters, &mo,
 		    peftio_merge_plan_shape, &r.plan, &err);
 	/* The combined adapter waits, complete, for the merged model. */
 	if (rc == 0 && O.save_adapter != NULL)
@@ -158,7 +148,7 @@ run(void)
 		if (rc == 0)
 			rc = peftio_merge_stream_new(&r.ms, r.m, C.jobs,
 			    O.allow_nonfinite, &err);
-		if (rc == 0 && O.requant) {
+		if (rc == 0 && O.m.requant) {
 			cli_meter("tensors", 0);
 			rc = peftio_merge_plan_offsets(&r.plan, r.ms, C.jobs,
 			    cli_xf_progress, NULL, &err);
@@ -177,13 +167,13 @@ run(void)
 	peftio_ckptw_free(aw);
 	if (rc != 0)
 		cli_error(&err);
-	else if (cli_merge_summary(&r.plan, O.base, O.nadapters, O.method,
+	else if (cli_merge_summary(&r.plan, O.m.base, O.m.nadapters, O.m.method,
 	    C.out, O.save_adapter, r.out_bytes, O.json) != 0)
 		rc = 1;
 	peftio_merge_stream_free(r.ms);
 	peftio_merge_free(r.m);
 	peftio_ckpt_close(r.in);
-	for (i = 0; i < O.nadapters; i++)
+	for (i = 0; i < O.m.nadapters; i++)
 		peftio_adapter_free(ads[i]);
 	free(ads);
 	peftio_merge_plan_free(&r.plan);
@@ -202,7 +192,7 @@ check_save_adapter(const char *const *in, size_t nin)
 {
 	struct peftio_error err;
 
-	cli_usage_if(O.method == PEFTIO_COMBINE_NONE, "--save-adapter needs "
+	cli_usage_if(O.m.method == PEFTIO_COMBINE_NONE, "--save-adapter needs "
 	    "a combination type (-m)");
 	cli_usage_if(O.save_adapter[0] == '\0' ||
 	    strcmp(O.save_adapter, "-") == 0, "--save-adapter: an adapter is "
@@ -211,60 +201,6 @@ check_save_adapter(const char *const *in, size_t nin)
 	if (peftio_outputs_overlap(O.save_adapter, C.out, &err) != 0)
 		return cli_error(&err);
 	return cli_check_clash(O.save_adapter, in, nin);
-}
-
-/* Fill what the command line left unset from the recipe. */
-static int
-apply_recipe(const char *path, int set_method, int set_dtype)
-{
-	struct peftio_error err;
-	struct peftio_recipe *r;
-	size_t i;
-
-	if (peftio_recipe_load(path, &r, &err) != 0)
-		return cli_error(&err);
-	if (O.base == NULL && r->base != NULL) {
-		O.base = r->base;
-		r->base = NULL;
-	}
-	if (O.nadapters == 0 && r->nadapters > 0) {
-		O.adapters = xmalloc(r->nadapters * sizeof(char *));
-		for (i = 0; i < r->nadapters; i++) {
-			O.adapters[i] = r->adapters[i];
-			r->adapters[i] = NULL;
-		}
-		O.nadapters = r->nadapters;
-	}
-	if (O.weights == NULL && r->has_weights) {
-		O.weights = xmalloc(r->nadapters * sizeof(double));
-		memcpy(O.weights, r->weights, r->nadapters * sizeof(double));
-		O.nweights = r->nadapters;
-	}
-	if (!set_method && r->method != NULL &&
-	    (O.method = peftio_combine_parse(r->method)) < 0) {
-		cli_warn("%s: unknown method '%s'", path, r->method);
-		peftio_recipe_free(r);
-		return CLI_EXIT_USAGE;
-	}
-	if (!O.has_density && r->has_density) {
-		O.density = r->density;
-		O.has_density = 1;
-	}
-	if (O.seed == 0 && r->has_seed)
-		O.seed = r->seed;
-	if (!set_dtype && r->dtype != NULL &&
-	    (O.dtype = cli_parse_float_dtype(path, r->dtype)) < 0) {
-		peftio_recipe_free(r);
-		return CLI_EXIT_USAGE;
-	}
-	O.unmerge |= r->unmerge;
-	O.requant |= r->requant;
-	if (C.out == NULL && r->output != NULL) {
-		C.out = r->output;
-		r->output = NULL;
-	}
-	peftio_recipe_free(r);	/* strings taken above stay allocated */
-	return 0;
 }
 
 enum { OPT_DENSITY = 256, OPT_SEED, OPT_UNMERGE, OPT_DTYPE, OPT_REQUANT,
@@ -314,45 +250,46 @@ main(int argc, char *argv[])
 	const char *recipe = NULL;
 	const char **inputs;
 	size_t i;
-	int ch, set_method = 0, set_dtype = 0, rc;
+	struct peftio_recipe *rcp = NULL;
+	struct peftio_error err;
+	int ch, rc;
 
 	cli_init("lora-merge");
 	cli_options(&tool);
 	cli_common_init(&C);
 	peftio_set_read_progress(cli_xf_progress, NULL);
-	O.dtype = -1;
-	O.density = 1.0;
+	O.m.method = -1;
+	O.m.dtype = -1;
+	O.m.density = 1.0;
 	while ((ch = cli_getopt(argc, argv)) != -1) {
 		if (cli_common_opt(&C, ch, optarg, usage))
 			continue;
 		switch (ch) {
 		case 'm':
-			O.method = peftio_combine_parse(optarg);
-			cli_usage_if(O.method < 0, "-m: unknown method '%s'",
+			O.m.method = peftio_combine_parse(optarg);
+			cli_usage_if(O.m.method < 0, "-m: unknown method '%s'",
 			    optarg);
-			set_method = 1;
 			break;
 		case 'w':
-			cli_usage_if(cli_parse_weights("-w", optarg, &O.weights,
-			    &O.nweights) != 0, NULL);
+			cli_usage_if(cli_parse_weights("-w", optarg,
+			    &O.m.weights, &O.m.nweights) != 0, NULL);
 			break;
 		case OPT_DENSITY:
-			O.density = cli_opt_double("--density", optarg, 0, 1);
-			O.has_density = 1;
+			O.m.density = cli_opt_double("--density", optarg, 0, 1);
+			O.m.has_density = 1;
 			break;
 		case OPT_SEED:
-			O.seed = cli_opt_u64("--seed", optarg, 0, UINT64_MAX);
+			O.m.seed = cli_opt_u64("--seed", optarg, 0, UINT64_MAX);
 			break;
 		case OPT_UNMERGE:
-			O.unmerge = 1;
+			O.m.unmerge = 1;
 			break;
 		case OPT_DTYPE:
-			O.dtype = cli_parse_float_dtype("--dtype", optarg);
-			cli_usage_if(O.dtype < 0, NULL);
-			set_dtype = 1;
+			O.m.dtype = cli_parse_float_dtype("--dtype", optarg);
+			cli_usage_if(O.m.dtype < 0, NULL);
 			break;
 		case OPT_REQUANT:
-			O.requant = 1;
+			O.m.requant = 1;
 			break;
 		case OPT_NONFINITE:
 			O.allow_nonfinite = 1;
@@ -373,39 +310,46 @@ main(int argc, char *argv[])
 	argc -= optind;
 	argv += optind;
 	if (argc >= 1)
-		O.base = argv[0];
+		O.m.base = argv[0];
 	if (argc >= 2) {
-		O.adapters = (const char **)(argv + 1);
-		O.nadapters = (size_t)argc - 1;
+		O.m.adapters = (const char **)(argv + 1);
+		O.m.nadapters = (size_t)argc - 1;
 	}
-	if (recipe != NULL &&
-	    (rc = apply_recipe(recipe, set_method, set_dtype)) != 0) {
-		if (rc == CLI_EXIT_USAGE)
-			usage(rc);
-		return rc;
+	/* What the command line left unset, from the recipe. */
+	O.m.output = C.out;
+	if (recipe != NULL && (peftio_recipe_load(recipe, &rcp, &err) != 0 ||
+	    peftio_recipe_apply(rcp, recipe, &O.m, &err) != 0)) {
+		cli_error(&err);
+		cli_usage_if(err.code == PEFTIO_EINVAL, NULL);
+		return CLI_EXIT_ERROR;
 	}
-	cli_usage_if(O.base == NULL || O.nadapters == 0,
+	C.out = O.m.output;
+	if (O.m.method < 0)
+		O.m.method = PEFTIO_COMBINE_NONE;
+	cli_usage_if(O.m.base == NULL || O.m.nadapters == 0,
 	    argc == 1 || recipe != NULL ? "no adapter given" : NULL);
-	cli_usage_if(O.weights != NULL && O.nweights != O.nadapters,
-	    "-w: %zu weights for %zu adapters", O.nweights, O.nadapters);
-	cli_usage_if(!O.has_density && (O.method == PEFTIO_COMBINE_TIES ||
-	    O.method == PEFTIO_COMBINE_DARE_LINEAR ||
-	    O.method == PEFTIO_COMBINE_DARE_TIES ||
-	    O.method == PEFTIO_COMBINE_MAGNITUDE_PRUNE), "-m %s needs "
-	    "--density", peftio_combine_name(O.method));
+	cli_usage_if(O.m.weights != NULL && O.m.nweights != O.m.nadapters,
+	    "-w: %zu weights for %zu adapters", O.m.nweights, O.m.nadapters);
+	cli_usage_if(!O.m.has_density && (O.m.method == PEFTIO_COMBINE_TIES ||
+	    O.m.method == PEFTIO_COMBINE_DARE_LINEAR ||
+	    O.m.method == PEFTIO_COMBINE_DARE_TIES ||
+	    O.m.method == PEFTIO_COMBINE_MAGNITUDE_PRUNE), "-m %s needs "
+	    "--density", peftio_combine_name(O.m.method));
 	/* The base first: without -o, "-" as the base writes to "-". */
-	inputs = xcalloc(O.nadapters + 1, sizeof(*inputs));
-	inputs[0] = O.base;
-	for (i = 0; i < O.nadapters; i++)
-		inputs[i + 1] = O.adapters[i];
+	inputs = xcalloc(O.m.nadapters + 1, sizeof(*inputs));
+	inputs[0] = O.m.base;
+	for (i = 0; i < O.m.nadapters; i++)
+		inputs[i + 1] = O.m.adapters[i];
 	rc = O.save_adapter != NULL ? check_save_adapter(inputs,
-	    O.nadapters + 1) : 0;
+	    O.m.nadapters + 1) : 0;
 	/* With --save-adapter, a merged model only with -o. */
 	if (rc == 0 && (O.save_adapter == NULL || C.out != NULL))
-		rc = cli_common_output(&C, inputs, O.nadapters + 1, usage);
+		rc = cli_common_output(&C, inputs, O.m.nadapters + 1, usage);
 	free(inputs);
 	cli_usage_if(rc == 0 && O.json && C.out != NULL &&
 	    strcmp(C.out, "-") == 0, "--json prints on standard output: give "
 	    "-o a file or a directory");
-	return rc != 0 ? rc : run();
+	rc = rc != 0 ? rc : run();
+	peftio_recipe_free(rcp);
+	return rc;
 }
