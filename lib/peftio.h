@@ -1904,6 +1904,7 @@ struct peftio_recipe {
 	char		*dtype;
 	int		 unmerge;
 	int		 requant;
+	char		*save_adapter;
 };
 
 int	peftio_recipe_parse(const char *text, size_t len, const char *path,
@@ -1913,8 +1914,8 @@ int	peftio_recipe_load(const char *path, struct peftio_recipe **out,
 void	peftio_recipe_free(struct peftio_recipe *r);
 
 /*
- * What a merge is asked for on a command line.  Unset: base, output and
- * weights NULL, nadapters 0, method and dtype -1, has_density 0, seed 0.
+ * What a merge is asked for on a command line.  Unset: base, output,
+ * save_adapter and weights NULL, nadapters 0, method and dtype -1, has_density 0, seed 0.
  * peftio_recipe_apply() fills what is unset from r (its strings and
  * arrays: keep r while a is used) and ors in unmerge and requant;
  * PEFTIO_EINVAL, naming path, for a method or a dtype that r names and
@@ -1934,6 +1935,7 @@ struct peftio_merge_args {
 	int		 dtype;		/* a float enum peftio_dtype */
 	int		 unmerge;
 	int		 requant;
+	const char	*save_adapter;	/* the combined adapter's directory */
 };
 
 int	peftio_recipe_apply(struct peftio_recipe *r, const char *path,

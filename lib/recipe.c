@@ -74,6 +74,7 @@ peftio_recipe_free(struct peftio_recipe *r)
 		return;
 	free(r->base);
 	free(r->output);
+	free(r->save_adapter);
 	for (i = 0; i < r->nadapters; i++)
 		free(r->adapters[i]);
 	free(r->adapters);
@@ -299,8 +300,10 @@ parse_doc(yaml_document_t *doc, struct peftio_recipe *r, const char *dir,
 		if (s == NULL)
 			return peftio_error_set(err, PEFTIO_EFORMAT,
 			    "%s: %s: not a scalar", label, k);
-		if (strcmp(k, "base") == 0 || strcmp(k, "output") == 0) {
-			char **dst = k[0] == 'b' ? &r->base : &r->output;
+		if (strcmp(k, "base") == 0 || strcmp(k, "output") == 0 ||
+		    strcmp(k, "save_adapter") == 0) {
+			char **dst = k[0] == 'b' ? &r->base : k[0] == 'o' ?
+			    &r->output : &r->save_adapter;
 
 			free(*dst);
 			if ((*dst = resolve(dir, s)) == NULL)
@@ -453,5 +456,7 @@ peftio_recipe_apply(struct peftio_recipe *r, const char *path,
 	a->requant |= r->requant;
 	if (a->output == NULL)
 		a->output = r->output;
+	if (a->save_adapter == NULL)
+		a->save_adapter = r->save_adapter;
 	return 0;
 }

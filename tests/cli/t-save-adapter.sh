@@ -177,3 +177,26 @@ same "--json changes nothing written" direct-cat.safetensors js.safetensors
 "$STDUMP" js-ad > jsad.lst
 "$STDUMP" only-cat > only.lst
 same "--json: the same adapter as without it" only.lst jsad.lst
+
+# --- a recipe's save_adapter: paths against the recipe's directory -----------
+mkdir -p rc
+cat > rc/r.yaml <<EOR
+base: $BASE
+adapters:
+  - path: $L/pair/a
+    weight: 0.7
+  - path: $L/pair/b
+    weight: 0.3
+method: cat
+save_adapter: ad-recipe
+EOR
+check "a recipe with save_adapter" "$MERGE" --recipe rc/r.yaml
+"$STDUMP" rc/ad-recipe > rc.lst 2>/dev/null
+"$STDUMP" only-cat > only.lst
+same "recipe: the adapter of --save-adapter, beside the recipe" rc.lst only.lst
+[ ! -e rc/merged ] && [ ! -e merged ] && ok "recipe: only the adapter" ||
+    notok "recipe: only the adapter"
+check "--save-adapter wins over the recipe's" "$MERGE" --recipe rc/r.yaml \
+    --save-adapter ad-cli
+[ -f ad-cli/adapter_config.json ] && ok "the command line's directory" ||
+    notok "the command line's directory"

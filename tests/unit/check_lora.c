@@ -905,7 +905,8 @@ START_TEST(test_recipe_apply)
 	    "seed: 7\n"
 	    "dtype: half\n"
 	    "requant: true\n"
-	    "output: o\n";
+	    "output: o\n"
+	    "save_adapter: sa\n";
 	static const char *const cmd[] = { "x" };
 	struct peftio_merge_args a = { 0 };
 	struct peftio_error err;
@@ -922,6 +923,7 @@ START_TEST(test_recipe_apply)
 	    err.msg);
 	ck_assert_str_eq(a.base, "b");
 	ck_assert_str_eq(a.output, "o");
+	ck_assert_str_eq(a.save_adapter, "sa");
 	ck_assert_uint_eq(a.nadapters, 1);
 	ck_assert_str_eq(a.adapters[0], "x");
 	ck_assert_uint_eq(a.nweights, 2);

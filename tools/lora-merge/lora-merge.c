@@ -317,6 +317,7 @@ main(int argc, char *argv[])
 	}
 	/* What the command line left unset, from the recipe. */
 	O.m.output = C.out;
+	O.m.save_adapter = O.save_adapter;
 	if (recipe != NULL && (peftio_recipe_load(recipe, &rcp, &err) != 0 ||
 	    peftio_recipe_apply(rcp, recipe, &O.m, &err) != 0)) {
 		cli_error(&err);
@@ -324,6 +325,7 @@ main(int argc, char *argv[])
 		return CLI_EXIT_ERROR;
 	}
 	C.out = O.m.output;
+	O.save_adapter = O.m.save_adapter;
 	if (O.m.method < 0)
 		O.m.method = PEFTIO_COMBINE_NONE;
 	cli_usage_if(O.m.base == NULL || O.m.nadapters == 0,
