@@ -483,6 +483,7 @@ f32_to_bf16_n(const float *s, unsigned char *d, uint64_t n)
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 #include <immintrin.h>
+#include <pthread.h>
 #define HAVE_F16C_PATH	1
 #define F16C	__attribute__((target("avx,f16c")))
 
@@ -509,15 +510,28 @@ f32_to_f16_f16c(const float *s, unsigned char *d, uint64_t n)
 	return i;
 }
 
+static pthread_once_t f16c_once = PTHREAD_ONCE_INIT;
+static int f16c_known;
+
 /* F16C is CPUID.1:ECX bit 29 (not every compiler names it for
  * __builtin_cpu_supports); AVX there includes the OS's YMM support. */
-static int
-have_f16c(void)
+static void
+f16c_init(void)
 {
 	unsigned a, b, c, d;
 
-	return __builtin_cpu_supports("avx") &&
-	    __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
+	__builtin_cpu_init();
+	__atomic_store_n(&f16c_known, __builtin_cpu_supports("avx") &&
+	    __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1), __ATOMIC_RELAXED);
+}
+
+/* Asked once: CPUID traps to the hypervisor on a virtual machine, and
+ * the conversions are called for every row piece. */
+static int
+have_f16c(void)
+{
+	pthread_once(&f16c_once, f16c_init);
+	return __atomic_load_n(&f16c_known, __ATOMIC_RELAXED);
 }
 #endif
 
