@@ -52,6 +52,10 @@ const char *peftio_show(const char *s, size_t len, char *buf);
  * it is), with Rust's rules: no overlong forms, no surrogates. */
 size_t	peftio_utf8_valid(const unsigned char *s, size_t n);
 
+/* select.c: the last dotted component of the first len bytes of name,
+ * its length in *plen. */
+const char *peftio_last_part(const char *name, size_t len, size_t *plen);
+
 /* The zlib-compressed GPU reciprocal table (lib/rcp_table.c, generated). */
 extern const unsigned char peftio_rcp_delta_gz[];
 extern const size_t peftio_rcp_delta_gz_len;

@@ -162,46 +162,10 @@ weight_module(const char *name)
 	return n - 7;
 }
 
-/* Last dotted component of the first len bytes of name. */
-static const char *
-last_part(const char *name, size_t len, size_t *plen)
-{
-	const char *p = name + len;
-
-	while (p > name && p[-1] != '.')
-		p--;
-	*plen = (size_t)(name + len - p);
-	return p;
-}
-
 static int
 part_is(const char *p, size_t n, const char *what)
 {
 	return strlen(what) == n && memcmp(p, what, n) == 0;
-}
-
-/* What transformers would quantize: 2-D Linear weights, not embeddings,
- * the output head or norms. */
-static int
-linear_weight(const struct peftio_plan_tensor *t)
-{
-	static const char *const skip[] = {
-		"lm_head", "embed_tokens", "wte", "wpe", "embed_in",
-		"embed_out", "word_embeddings", "position_embeddings",
-		"token_type_embeddings", "embed_positions", "shared", "output",
-		"score", "classifier"
-	};
-	size_t len = weight_module(t->name), n, i;
-	const char *p;
-
-	if (t->ndim != 2 || len == 0)
-		return 0;
-	p = last_part(t->name, len, &n);
-	for (i = 0; i < NELEM(skip); i++)
-		if (part_is(p, n, skip[i]))
-			return 0;
-	return strstr(t->name, "norm") == NULL &&
-	    strstr(t->name, "embed") == NULL;
 }
 
 /* IA3 scales the input of feed-forward output layers, the output of
@@ -213,7 +177,7 @@ feedforward(const char *name, size_t len)
 		"down_proj", "fc2", "w2", "dense_4h_to_h", "wo"
 	};
 	size_t n, i;
-	const char *p = last_part(name, len, &n);
+	const char *p = peftio_last_part(name, len, &n);
 
 	for (i = 0; i < NELEM(ff); i++)
 		if (part_is(p, n, ff[i]))
@@ -261,7 +225,7 @@ hidden_from_embedding(const struct peftio_plan_tensor *t)
 
 	if (t->ndim != 2 || len == 0)
 		return 0;
-	p = last_part(t->name, len, &n);
+	p = peftio_last_part(t->name, len, &n);
 	for (i = 0; i < NELEM(emb); i++)
 		if (part_is(p, n, emb[i]))
 			return 1;
@@ -338,7 +302,7 @@ peftio_plan_compute(const struct peftio_plan_opts *o,
 		/* the 4-bit base of QLoRA */
 		if (t[i].quantized)
 			ADD(qbase, t[i].nbytes);
-		else if (linear_weight(&t[i]))
+		else if (peftio_linear_weight(t[i].name, t[i].ndim))
 			ADD(qbase, peftio_plan_nf4_bytes(t[i].numel));
 		else {
 			MUL(v, t[i].numel, (uint64_t)WEIGHT_BYTES);

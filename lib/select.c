@@ -8,9 +8,8 @@
 
 #include "peftio_private.h"
 
-/* Last dotted component of the first len bytes of name. */
-static const char *
-last_part(const char *name, size_t len, size_t *plen)
+const char *
+peftio_last_part(const char *name, size_t len, size_t *plen)
 {
 	const char *p = name + len;
 
@@ -30,7 +29,7 @@ peftio_linear_module(const char *module, size_t len)
 		"token_type_embeddings", "embed_positions", "shared", "output",
 		"score", "classifier"
 	};
-	const char *p = last_part(module, len, &len);
+	const char *p = peftio_last_part(module, len, &len);
 	size_t i;
 
 	for (i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
