@@ -329,11 +329,38 @@ jplan(const struct peftio_report *rp)
 /* ------------------------------------------------------------------ */
 /* Reports                                                             */
 
+/* The "totals" of an account: of one checkpoint, or the counts of
+ * several summed (list_add). */
+static json_t *
+jtotals(const struct peftio_inspect *in)
+{
+	json_t *tot;
+
+	if ((tot = json_object()) == NULL)
+		return NULL;
+	json_object_set_new(tot, "tensors", jint(in->nrows));
+	json_object_set_new(tot, "params", jint(in->params));
+	json_object_set_new(tot, "bytes", jint(in->bytes));
+	json_object_set_new(tot, "bits_per_param",
+	    jreal(peftio_bits_per_param(in->bytes, in->params)));
+	json_object_set_new(tot, "quantized_tensors", jint(in->nquant));
+	json_object_set_new(tot, "quantized_params", jint(in->qparams));
+	json_object_set_new(tot, "quantized_bytes", jint(in->qbytes));
+	json_object_set_new(tot, "quantized_bits_per_param",
+	    jreal(peftio_bits_per_param(in->qbytes, in->qparams)));
+	json_object_set_new(tot, "original_bytes", jint(in->orig_bytes));
+	json_object_set_new(tot, "saved_bytes", json_integer(
+	    (json_int_t)in->orig_bytes - (json_int_t)in->bytes));
+	json_object_set_new(tot, "dq_saved_bits_per_param",
+	    jreal(peftio_inspect_dq_saving(in)));
+	return tot;
+}
+
 static json_t *
 jreport(const struct peftio_report *rp, unsigned flags)
 {
 	const struct peftio_inspect *in = &rp->in;
-	json_t *doc = json_object(), *ts = json_array(), *t, *q, *b, *tot;
+	json_t *doc = json_object(), *ts = json_array(), *t, *q, *b;
 	const struct peftio_inspect_row *r;
 	size_t i, k;
 
@@ -392,23 +419,7 @@ jreport(const struct peftio_report *rp, unsigned flags)
 		json_decref(ts);
 	else
 		json_object_set_new(doc, "tensors", ts);
-	tot = json_object();
-	json_object_set_new(tot, "tensors", jint(in->nrows));
-	json_object_set_new(tot, "params", jint(in->params));
-	json_object_set_new(tot, "bytes", jint(in->bytes));
-	json_object_set_new(tot, "bits_per_param",
-	    jreal(peftio_bits_per_param(in->bytes, in->params)));
-	json_object_set_new(tot, "quantized_tensors", jint(in->nquant));
-	json_object_set_new(tot, "quantized_params", jint(in->qparams));
-	json_object_set_new(tot, "quantized_bytes", jint(in->qbytes));
-	json_object_set_new(tot, "quantized_bits_per_param",
-	    jreal(peftio_bits_per_param(in->qbytes, in->qparams)));
-	json_object_set_new(tot, "original_bytes", jint(in->orig_bytes));
-	json_object_set_new(tot, "saved_bytes", json_integer(
-	    (json_int_t)in->orig_bytes - (json_int_t)in->bytes));
-	json_object_set_new(tot, "dq_saved_bits_per_param",
-	    jreal(peftio_inspect_dq_saving(in)));
-	json_object_set_new(doc, "totals", tot);
+	json_object_set_new(doc, "totals", jtotals(in));
 	if (rp->adapter != NULL)
 		json_object_set(doc, "adapter", rp->adapter);
 	if (rp->compare != NULL) {
@@ -429,6 +440,7 @@ jreport(const struct peftio_report *rp, unsigned flags)
 
 struct peftio_report_list {
 	json_t		*docs;
+	struct peftio_inspect sum;	/* the counts of every report */
 };
 
 /* PEFTIO_EIO with the reason (EIO when the stream gives none). */
@@ -458,8 +470,18 @@ int
 peftio_report_list_add(struct peftio_report_list *l,
     const struct peftio_report *rp, unsigned flags, struct peftio_error *err)
 {
+	const struct peftio_inspect *in = &rp->in;
+
 	if (json_array_append_new(l->docs, jreport(rp, flags)) != 0)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
+	l->sum.nrows += in->nrows;
+	l->sum.params += in->params;
+	l->sum.bytes += in->bytes;
+	l->sum.nquant += in->nquant;
+	l->sum.qparams += in->qparams;
+	l->sum.qbytes += in->qbytes;
+	l->sum.orig_bytes += in->orig_bytes;
+	l->sum.dq_saved_bits += in->dq_saved_bits;
 	return 0;
 }
 
@@ -467,63 +489,6 @@ size_t
 peftio_report_list_count(const struct peftio_report_list *l)
 {
 	return json_array_size(l->docs);
-}
-
-/* A whole number of the totals of input i. */
-static uint64_t
-doc_total(const struct peftio_report_list *l, size_t i, const char *key)
-{
-	json_t *v;
-
-	v = json_object_get(json_object_get(json_array_get(l->docs, i),
-	    "totals"), key);
-	return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
-}
-
-/*
- * The totals of every checkpoint together: the counts summed, the
- * rates over the sums (the double-quantization saving weighted by the
- * quantized parameters); one checkpoint's own when there is one.
- */
-static json_t *
-list_totals(const struct peftio_report_list *l)
-{
-	static const char *const sums[] = { "tensors", "params", "bytes",
-	    "quantized_tensors", "quantized_params", "quantized_bytes",
-	    "original_bytes" };
-	uint64_t v[sizeof(sums) / sizeof(sums[0])];
-	double dq = 0;
-	json_t *tot, *d;
-	size_t i, k;
-
-	if (json_array_size(l->docs) == 1)
-		return json_deep_copy(json_object_get(json_array_get(l->docs,
-		    0), "totals"));
-	memset(v, 0, sizeof(v));
-	for (i = 0; i < json_array_size(l->docs); i++) {
-		for (k = 0; k < sizeof(sums) / sizeof(sums[0]); k++)
-			v[k] += doc_total(l, i, sums[k]);
-		d = json_object_get(json_object_get(json_array_get(l->docs,
-		    i), "totals"), "dq_saved_bits_per_param");
-		dq += json_number_value(d) *
-		    (double)doc_total(l, i, "quantized_params");
-	}
-	if ((tot = json_object()) == NULL)
-		return NULL;
-	for (k = 0; k < sizeof(sums) / sizeof(sums[0]); k++) {
-		json_object_set_new(tot, sums[k], jint(v[k]));
-		if (k == 2)
-			json_object_set_new(tot, "bits_per_param",
-			    jreal(peftio_bits_per_param(v[2], v[1])));
-		if (k == 5)
-			json_object_set_new(tot, "quantized_bits_per_param",
-			    jreal(peftio_bits_per_param(v[5], v[4])));
-	}
-	json_object_set_new(tot, "saved_bytes",
-	    json_integer((json_int_t)v[6] - (json_int_t)v[2]));
-	json_object_set_new(tot, "dq_saved_bits_per_param",
-	    jreal(v[4] ? dq / (double)v[4] : 0.0));
-	return tot;
 }
 
 /*
@@ -534,13 +499,12 @@ int
 peftio_report_list_json(FILE *f, const struct peftio_report_list *l,
     struct peftio_error *err)
 {
-	json_t *top, *tot;
+	json_t *top;
 	int rc;
 
-	tot = list_totals(l);
-	if ((top = json_object()) == NULL || tot == NULL ||
+	if ((top = json_object()) == NULL ||
 	    json_object_set(top, "inputs", l->docs) != 0 ||
-	    json_object_set_new(top, "totals", tot) != 0) {
+	    json_object_set_new(top, "totals", jtotals(&l->sum)) != 0) {
 		json_decref(top);
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	}
