@@ -527,8 +527,8 @@ f16c_init(void)
 
 /* Asked once: CPUID traps to the hypervisor on a virtual machine, and
  * the conversions are called for every row piece. */
-static int
-have_f16c(void)
+int
+peftio_cpu_f16c(void)
 {
 	pthread_once(&f16c_once, f16c_init);
 	return __atomic_load_n(&f16c_known, __ATOMIC_RELAXED);
@@ -541,7 +541,7 @@ f16_to_f32_n(const unsigned char *s, float *d, uint64_t n)
 	uint64_t i = 0;
 
 #ifdef HAVE_F16C_PATH
-	if (have_f16c())
+	if (peftio_cpu_f16c())
 		i = f16_to_f32_f16c(s, d, n);
 #endif
 	for (; i < n; i++)
@@ -554,7 +554,7 @@ f32_to_f16_n(const float *s, unsigned char *d, uint64_t n)
 	uint64_t i = 0;
 
 #ifdef HAVE_F16C_PATH
-	if (have_f16c())
+	if (peftio_cpu_f16c())
 		i = f32_to_f16_f16c(s, d, n);
 #endif
 	for (; i < n; i++)

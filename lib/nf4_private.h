@@ -14,7 +14,6 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define Q4_X86	1
-#include <cpuid.h>
 #include <immintrin.h>
 #endif
 

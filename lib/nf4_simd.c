@@ -506,11 +506,7 @@ peftio_q4_absmax_blocks_avx2(enum peftio_dtype dt, const uint8_t *in, uint64_t b
 int
 peftio_q4_have_avx2(void)
 {
-	unsigned a, b, c, d;
-
 	__builtin_cpu_init();
-	if (!__builtin_cpu_supports("avx2") || !__get_cpuid(1, &a, &b, &c, &d))
-		return 0;
-	return (c >> 29) & 1;
+	return __builtin_cpu_supports("avx2") && peftio_cpu_f16c();
 }
 #endif /* Q4_X86 */

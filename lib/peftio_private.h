@@ -52,6 +52,12 @@ const char *peftio_show(const char *s, size_t len, char *buf);
  * it is), with Rust's rules: no overlong forms, no surrogates. */
 size_t	peftio_utf8_valid(const unsigned char *s, size_t n);
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* dtype.c: the CPU runs AVX (the OS saving its registers) and F16C;
+ * CPUID is asked once. */
+int	peftio_cpu_f16c(void);
+#endif
+
 /* select.c: the last dotted component of the first len bytes of name,
  * its length in *plen. */
 const char *peftio_last_part(const char *name, size_t len, size_t *plen);
