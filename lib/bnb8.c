@@ -328,15 +328,12 @@ peftio_bnb8_expect(struct peftio_xf_check *chk, size_t i, const char *name,
 	char *scb, *fmt;
 	int rc;
 
-	scb = sibling(name, ".weight", PEFTIO_BNB_SCB);
-	fmt = sibling(name, ".weight", ".weight_format");
-	if (scb == NULL || fmt == NULL)
-		rc = peftio_error_set(err, PEFTIO_EINVAL,
-		    "tensor '%s': an 8-bit weight's name ends in .weight",
-		    name);
-	else if ((rc = peftio_xf_expect(chk, i, name, PEFTIO_I8, 2, shape,
-	    err)) == 0 && (rc = peftio_xf_expect(chk, i, scb, PEFTIO_F32, 1,
-	    shape, err)) == 0)
+	if ((rc = companion_names(name, &scb, &fmt, err)) != 0)
+		return rc;
+	rc = peftio_xf_expect(chk, i, name, PEFTIO_I8, 2, shape, err);
+	if (rc == 0)
+		rc = peftio_xf_expect(chk, i, scb, PEFTIO_F32, 1, shape, err);
+	if (rc == 0)
 		rc = peftio_xf_expect(chk, i, fmt, PEFTIO_U8, 0, shape, err);
 	free(scb);
 	free(fmt);
