@@ -21,16 +21,23 @@
  * same way; patterns larger than RX_MAX nodes are refused, and so is a
  * repetition of a repetition ("a++", "a*?"), which POSIX leaves
  * undefined and Python's re either refuses or reads as a lazy or
- * possessive form that POSIX lacks.  Anything else is left to
- * regcomp() to judge.
+ * possessive form that POSIX lacks.  So is an unbounded repetition of
+ * something that can match the empty string ("(a*)*", "(a|)+"): its
+ * loop of empty steps makes regcomp()'s closure computation take time
+ * exponential in the number of such loops (twenty "(a*)*" in a row
+ * take seconds), and the same language is always written without one.
+ * Anything else is left to regcomp() to judge.
  */
 #define RX_MAX		4000
 #define RX_DEPTH	256
 
 struct rx {
 	const char	*p;
-	int		 bad;
+	int		 bad;	/* RX_NESTED, RX_EMPTY_LOOP */
 };
+
+#define RX_NESTED	1	/* a repetition of a repetition, too deep */
+#define RX_EMPTY_LOOP	2	/* "(a*)*": a loop that can match nothing */
 
 static uint64_t
 rx_add(uint64_t a, uint64_t b)
@@ -44,7 +51,7 @@ rx_mul(uint64_t a, uint64_t b)
 	return b != 0 && a > (RX_MAX + 1) / b ? RX_MAX + 1 : a * b;
 }
 
-static uint64_t rx_alt(struct rx *r, int depth);
+static uint64_t rx_alt(struct rx *r, int depth, int *nullable);
 
 /* A bracket expression, from its '['. */
 static void
@@ -71,13 +78,18 @@ rx_bracket(struct rx *r)
 	r->p = *p == ']' ? p + 1 : p;
 }
 
-/* The copies a repetition makes, past it; 0 if r->p is none. */
+/*
+ * The copies a repetition makes, past it; 0 if r->p is none.  *min is
+ * its least count, *loop whether it has no upper bound.
+ */
 static uint64_t
-rx_repeat(struct rx *r)
+rx_repeat(struct rx *r, uint64_t *min, int *loop)
 {
 	const char *p = r->p;
 	uint64_t m = 0, n;
 
+	*min = 0;
+	*loop = *p == '*' || *p == '+';
 	switch (*p) {
 	case '*':
 	case '?':
@@ -85,6 +97,7 @@ rx_repeat(struct rx *r)
 		return 1;
 	case '+':
 		r->p++;
+		*min = 1;
 		return 2;
 	case '{':
 		for (p++; *p >= '0' && *p <= '9'; p++)
@@ -92,6 +105,7 @@ rx_repeat(struct rx *r)
 		n = m;
 		if (*p == ',') {
 			n = m + 1;
+			*loop = !(p[1] >= '0' && p[1] <= '9');
 			if (p[1] >= '0' && p[1] <= '9')
 				for (n = 0, p++; *p >= '0' && *p <= '9'; p++)
 					n = rx_add(rx_mul(n, 10),
@@ -99,30 +113,38 @@ rx_repeat(struct rx *r)
 			else
 				p++;
 		}
-		if (*p != '}' || p == r->p + 1)
+		if (*p != '}' || p == r->p + 1) {
+			*loop = 0;
 			return 0;	/* not an interval: a literal '{' */
+		}
 		r->p = p + 1;
+		*min = m;
 		return n > 0 ? n : 1;
 	}
 	return 0;
 }
 
-/* A sequence of atoms, each perhaps repeated. */
+/*
+ * A sequence of atoms, each perhaps repeated: its size, and in
+ * *nullable whether it can match the empty string.
+ */
 static uint64_t
-rx_seq(struct rx *r, int depth)
+rx_seq(struct rx *r, int depth, int *nullable)
 {
-	uint64_t total = 0, n, f;
-	int repeats;
+	uint64_t total = 0, n, f, min;
+	int repeats, loop, empty;
 
+	*nullable = 1;
 	while (*r->p != '\0' && *r->p != '|' && *r->p != ')') {
+		empty = 0;
 		switch (*r->p) {
 		case '(':
 			if (depth >= RX_DEPTH) {
-				r->bad = 1;
+				r->bad |= RX_NESTED;
 				return RX_MAX + 1;
 			}
 			r->p++;
-			n = rx_add(rx_alt(r, depth + 1), 1);
+			n = rx_add(rx_alt(r, depth + 1, &empty), 1);
 			if (*r->p == ')')
 				r->p++;
 			break;
@@ -134,28 +156,44 @@ rx_seq(struct rx *r, int depth)
 			r->p += r->p[1] != '\0' ? 2 : 1;
 			n = 1;
 			break;
+		case '^':
+		case '$':
+			r->p++;
+			n = 1;
+			empty = 1;
+			break;
 		default:
 			r->p++;
 			n = 1;
 		}
-		for (repeats = 0; (f = rx_repeat(r)) != 0; repeats++) {
+		for (repeats = 0; (f = rx_repeat(r, &min, &loop)) != 0;
+		    repeats++) {
 			if (repeats > 0)
-				r->bad = 1;
+				r->bad |= RX_NESTED;
+			if (loop && empty)
+				r->bad |= RX_EMPTY_LOOP;
+			if (min == 0)
+				empty = 1;
 			n = rx_mul(n, f);
 		}
+		if (!empty)
+			*nullable = 0;
 		total = rx_add(total, n);
 	}
 	return total;
 }
 
 static uint64_t
-rx_alt(struct rx *r, int depth)
+rx_alt(struct rx *r, int depth, int *nullable)
 {
-	uint64_t total = rx_seq(r, depth);
+	uint64_t total;
+	int e;
 
+	total = rx_seq(r, depth, nullable);
 	while (*r->p == '|') {
 		r->p++;
-		total = rx_add(total, rx_seq(r, depth));
+		total = rx_add(total, rx_seq(r, depth, &e));
+		*nullable |= e;
 	}
 	return total;
 }
@@ -499,7 +537,7 @@ peftio_rx_compile(regex_t *re, const char *py, int suffix, const char **why)
 	uint64_t size = 0;
 	size_t n = strlen(py);
 	char *ere, *full;
-	int rc;
+	int rc, empty;
 
 	if (n > RX_LEN_MAX) {
 		*why = "longer than 4096 bytes";
@@ -517,11 +555,15 @@ peftio_rx_compile(regex_t *re, const char *py, int suffix, const char **why)
 		r.p = full;
 		r.bad = 0;
 		while (*r.p != '\0' && !r.bad && size <= RX_MAX) {
-			size = rx_add(size, rx_alt(&r, 0));
+			size = rx_add(size, rx_alt(&r, 0, &empty));
 			if (*r.p == ')')
 				r.p++;
 		}
-		if (r.bad || size > RX_MAX) {
+		if (r.bad & RX_EMPTY_LOOP) {
+			*why = "a repetition of something that can match "
+			    "the empty string, such as (a*)*";
+			rc = PEFTIO_EUNSUPPORTED;
+		} else if (r.bad || size > RX_MAX) {
 			*why = "its repetitions make it too large";
 			rc = PEFTIO_EUNSUPPORTED;
 		} else if (regcomp(re, full, REG_EXTENDED | REG_NOSUB) != 0) {

@@ -811,6 +811,47 @@ START_TEST(test_patterns_too_large)
 }
 END_TEST
 
+/*
+ * Found by fuzz_pattern: an unbounded repetition of something that can
+ * match the empty string makes regcomp()'s closure computation
+ * exponential (thirty "(a*)*" in a row would run for hours), so it is
+ * refused; bounded repetitions of such parts, and loops over parts
+ * that cannot be empty, are still compiled.
+ */
+START_TEST(test_patterns_empty_loop)
+{
+	static const char *const bad[] = {
+		"(a*)*", "(a|)+", "(a?){2,}", "(^)*", "(a{0,3})+",
+		"((x)*)*", "(a*b*)+", "(()|a)*",
+	};
+	static const struct {
+		const char	*pat;
+		int		 want;
+	} good[] = {
+		{ "(.?){3}q_proj", 1 },
+		{ "((a)*b)*.*q_proj", 1 },
+		{ "(.*\\.)*q_proj", 1 },
+		{ "(a*)?.*q_proj", 1 },
+		{ "(a|b|.*c)*", 0 },
+	};
+	const char *p = "model.layers.0.self_attn.q_proj";
+	char many[30 * 5 + 1];
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(peftio_lora_pattern_match(bad[i], p) ==
+		    PEFTIO_EUNSUPPORTED, "%s", bad[i]);
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ck_assert_msg(peftio_lora_pattern_match(good[i].pat, p) ==
+		    good[i].want, "%s", good[i].pat);
+	for (i = 0; i < 30; i++)
+		memcpy(many + 5 * i, "(a*)*", 5);
+	many[30 * 5] = '\0';
+	ck_assert_int_eq(peftio_lora_pattern_match(many, p),
+	    PEFTIO_EUNSUPPORTED);
+}
+END_TEST
+
 START_TEST(test_combine_names)
 {
 	int c;
@@ -1057,6 +1098,7 @@ Suite *lora_suite(void)
 	tcase_add_test(tc, test_patterns);
 	tcase_add_test(tc, test_patterns_python);
 	tcase_add_test(tc, test_patterns_too_large);
+	tcase_add_test(tc, test_patterns_empty_loop);
 	tcase_add_test(tc, test_combine_names);
 	tcase_add_test(tc, test_svd);
 	tcase_add_test(tc, test_recipe);
