@@ -370,10 +370,24 @@ absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len)
 	return m < FLT_MIN_BITS ? 0.0f : peftio_u2f(m);
 }
 
-/* 8 codes, one per 32-bit lane: the number of thresholds below. */
+/*
+ * The NF4 tables of the search below: thresholds 3 and 11 of the second
+ * step, 1, 5, 9, 13 of the third (by code / 4) and the even ones of the
+ * last (by code / 2).
+ */
+struct nf4_search {
+	__m256	t7, t3, t11, quarter, half;
+};
+
+/*
+ * 8 codes, one per 32-bit lane: the number of thresholds below.  NF4
+ * finds it by binary search (four comparisons, the thresholds of the
+ * last two steps fetched with a lane permute) instead of counting
+ * fifteen; the thresholds are sorted, so both give the same count.
+ */
 static inline AVX2 __m256i
 codes_avx2(enum peftio_q4type t, int flush, __m256 v, __m256 inv,
-    const __m256 *thr)
+    const __m256 *thr, const struct nf4_search *ns)
 {
 	const __m256 nmin = _mm256_set1_ps(-0x1p-126f);
 	__m256i c = _mm256_setzero_si256(), r, absv;
@@ -389,10 +403,20 @@ codes_avx2(enum peftio_q4type t, int flush, __m256 v, __m256 inv,
 	}
 	x = _mm256_mul_ps(v, inv);
 	if (t == PEFTIO_Q4_NF4) {
-		for (k = 0; k < 15; k++)
-			c = _mm256_sub_epi32(c, _mm256_castps_si256(
-			    _mm256_cmp_ps(x, thr[k], _CMP_GT_OQ)));
-		return c;
+		s = _mm256_cmp_ps(x, ns->t7, _CMP_GT_OQ);
+		c = _mm256_and_si256(_mm256_castps_si256(s),
+		    _mm256_set1_epi32(8));
+		s = _mm256_cmp_ps(x, _mm256_blendv_ps(ns->t3, ns->t11, s),
+		    _CMP_GT_OQ);
+		c = _mm256_or_si256(c, _mm256_and_si256(_mm256_castps_si256(s),
+		    _mm256_set1_epi32(4)));
+		s = _mm256_cmp_ps(x, _mm256_permutevar8x32_ps(ns->quarter,
+		    _mm256_srli_epi32(c, 2)), _CMP_GT_OQ);
+		c = _mm256_or_si256(c, _mm256_and_si256(_mm256_castps_si256(s),
+		    _mm256_set1_epi32(2)));
+		s = _mm256_cmp_ps(x, _mm256_permutevar8x32_ps(ns->half,
+		    _mm256_srli_epi32(c, 1)), _CMP_GT_OQ);
+		return _mm256_sub_epi32(c, _mm256_castps_si256(s));
 	}
 	a = _mm256_and_ps(x, _mm256_castsi256_ps(
 	    _mm256_set1_epi32(0x7fffffff)));
@@ -412,7 +436,7 @@ codes_avx2(enum peftio_q4type t, int flush, __m256 v, __m256 inv,
 static inline AVX2 void
 block_avx2(enum peftio_q4type t, enum peftio_dtype dt, int flush,
     const uint8_t *p, uint64_t len, __m256 inv, const __m256 *thr,
-    uint8_t *out)
+    const struct nf4_search *ns, uint8_t *out)
 {
 	const __m256i pairs = _mm256_set1_epi16(0x0110);	/* {16, 1} */
 	const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -421,13 +445,13 @@ block_avx2(enum peftio_q4type t, enum peftio_dtype dt, int flush,
 	uint64_t j;
 
 	for (j = 0; j < len; j += 32) {
-		c0 = codes_avx2(t, flush, ld8_avx2(dt, p + j * es), inv, thr);
+		c0 = codes_avx2(t, flush, ld8_avx2(dt, p + j * es), inv, thr, ns);
 		c1 = codes_avx2(t, flush, ld8_avx2(dt, p + (j + 8) * es),
-		    inv, thr);
+		    inv, thr, ns);
 		c2 = codes_avx2(t, flush, ld8_avx2(dt, p + (j + 16) * es),
-		    inv, thr);
+		    inv, thr, ns);
 		c3 = codes_avx2(t, flush, ld8_avx2(dt, p + (j + 24) * es),
-		    inv, thr);
+		    inv, thr, ns);
 		/* 32 codes as bytes in element order, then byte pairs. */
 		b = _mm256_packus_epi16(_mm256_packus_epi32(c0, c1),
 		    _mm256_packus_epi32(c2, c3));
@@ -447,6 +471,14 @@ blocks_avx2_t(enum peftio_q4type t, enum peftio_dtype dt,
 	const float *tf = t == PEFTIO_Q4_NF4 ? peftio_q4_nf4_thr.f : peftio_q4_fp4_thr.f;
 	size_t es = dt_size(dt);
 	float inv[GROUP];
+	const float *nt = peftio_q4_nf4_thr.f;
+	const struct nf4_search ns = {
+		_mm256_set1_ps(nt[7]), _mm256_set1_ps(nt[3]),
+		_mm256_set1_ps(nt[11]),
+		_mm256_setr_ps(nt[1], nt[5], nt[9], nt[13], 0, 0, 0, 0),
+		_mm256_setr_ps(nt[0], nt[2], nt[4], nt[6], nt[8], nt[10],
+		    nt[12], nt[14]),
+	};
 	__m256 thr[15];
 	uint64_t b, g, ng;
 	int k;
@@ -463,11 +495,11 @@ blocks_avx2_t(enum peftio_q4type t, enum peftio_dtype dt,
 		for (b = 0; b < ng; b++) {
 			if (absmax[g + b] >= NOFLUSH_MIN)
 				block_avx2(t, dt, 0, in + (g + b) * bs * es,
-				    bs, _mm256_set1_ps(inv[b]), thr,
+				    bs, _mm256_set1_ps(inv[b]), thr, &ns,
 				    packed + (g + b) * bs / 2);
 			else
 				block_avx2(t, dt, 1, in + (g + b) * bs * es,
-				    bs, _mm256_set1_ps(inv[b]), thr,
+				    bs, _mm256_set1_ps(inv[b]), thr, &ns,
 				    packed + (g + b) * bs / 2);
 		}
 	}
