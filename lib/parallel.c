@@ -8,19 +8,34 @@
 
 #define MAX_THREADS	PEFTIO_MAX_JOBS
 
-struct job {
+/*
+ * The threads of one loop take chunks of grain indices in turn from a
+ * shared counter, so a thread slowed down (by another process, or by
+ * the background writer on the same core) takes fewer chunks instead of
+ * holding up the others with a fixed share.
+ */
+struct loop {
 	void		(*fn)(void *, unsigned, uint64_t, uint64_t);
 	void		*arg;
+	uint64_t	 n, grain;
+	uint64_t	 next;		/* atomic: the first index not taken */
+};
+
+struct job {
+	struct loop	*l;
 	unsigned	 slot;
-	uint64_t	 b, e;
 };
 
 static void *
 run_job(void *p)
 {
 	struct job *j = p;
+	struct loop *l = j->l;
+	uint64_t b;
 
-	j->fn(j->arg, j->slot, j->b, j->e);
+	while ((b = __atomic_fetch_add(&l->next, l->grain,
+	    __ATOMIC_RELAXED)) < l->n)
+		l->fn(l->arg, j->slot, b, PEFTIO_MIN(b + l->grain, l->n));
 	return NULL;
 }
 
@@ -52,10 +67,11 @@ void
 peftio_parallel_slots(unsigned nthreads, uint64_t n, uint64_t grain,
     void (*fn)(void *, unsigned, uint64_t, uint64_t), void *arg)
 {
+	struct loop l;
 	struct job jobs[MAX_THREADS];
 	pthread_t tid[MAX_THREADS];
 	int started[MAX_THREADS];
-	uint64_t nt, per, i;
+	uint64_t nt, i;
 
 	if (n == 0)
 		return;
@@ -70,27 +86,25 @@ peftio_parallel_slots(unsigned nthreads, uint64_t n, uint64_t grain,
 		fn(arg, 0, 0, n);
 		return;
 	}
-	per = (n + nt - 1) / nt;
+	l.fn = fn;
+	l.arg = arg;
+	l.n = n;
+	l.grain = grain;
+	l.next = 0;
 	for (i = 0; i < nt; i++) {
-		jobs[i].fn = fn;
-		jobs[i].arg = arg;
+		jobs[i].l = &l;
 		jobs[i].slot = (unsigned)i;
-		jobs[i].b = PEFTIO_MIN(i * per, n);
-		jobs[i].e = PEFTIO_MIN((i + 1) * per, n);
 		started[i] = 0;
 	}
-	/* Workers take ranges 1..nt-1; this thread takes range 0.  When a
-	 * thread cannot be created, its range runs here instead. */
+	/* Workers run slots 1..nt-1; this thread runs slot 0.  A thread
+	 * that cannot be created leaves its chunks to the others. */
 	for (i = 1; i < nt; i++)
 		started[i] = pthread_create(&tid[i], NULL, run_job,
 		    &jobs[i]) == 0;
 	run_job(&jobs[0]);
-	for (i = 1; i < nt; i++) {
+	for (i = 1; i < nt; i++)
 		if (started[i])
 			pthread_join(tid[i], NULL);
-		else
-			run_job(&jobs[i]);
-	}
 }
 
 unsigned

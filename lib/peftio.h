@@ -727,10 +727,11 @@ struct peftio_ckpt *peftio_xf_check_output(const struct peftio_xf_check *chk);
 #define PEFTIO_MAX_JOBS		256
 
 /*
- * Run fn(arg, b, e) over [0, n) split into at most nthreads contiguous
- * ranges of at least grain items each (the calling thread takes one).
- * The split only decides who computes what: callers write disjoint
- * outputs, so results never depend on nthreads.
+ * Run fn(arg, b, e) over [0, n) on at most nthreads threads (the
+ * calling thread is one), in contiguous ranges of grain items (the last
+ * may be shorter) that the threads take in turn as they finish the one
+ * before.  The split only decides who computes what: callers write
+ * disjoint outputs, so results never depend on nthreads.
  */
 void	peftio_parallel_for(unsigned nthreads, uint64_t n, uint64_t grain,
 	    void (*fn)(void *arg, uint64_t b, uint64_t e), void *arg);

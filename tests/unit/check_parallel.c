@@ -9,8 +9,12 @@
 
 struct cover {
 	unsigned	 nthreads;
+	uint64_t	 grain;
 	unsigned char	 seen[1000];
 	unsigned	 slot_of[1000];
+	int		 active[PEFTIO_MAX_JOBS];	/* calls running */
+	int		 shared;	/* a slot ran twice at once */
+	int		 misaligned;	/* a range not one chunk */
 };
 
 /*
@@ -23,40 +27,53 @@ mark(void *arg, unsigned slot, uint64_t b, uint64_t e)
 {
 	struct cover *c = arg;
 
+	if (slot < PEFTIO_MAX_JOBS &&
+	    __atomic_fetch_add(&c->active[slot], 1, __ATOMIC_SEQ_CST) != 0)
+		__atomic_store_n(&c->shared, 1, __ATOMIC_SEQ_CST);
+	if (b % c->grain != 0 || (e - b != c->grain && e != 1000))
+		__atomic_store_n(&c->misaligned, 1, __ATOMIC_SEQ_CST);
 	for (; b < e; b++) {
 		c->seen[b]++;
 		c->slot_of[b] = slot;
 	}
+	if (slot < PEFTIO_MAX_JOBS)
+		__atomic_fetch_sub(&c->active[slot], 1, __ATOMIC_SEQ_CST);
 }
 
-/* Every index once; ranges contiguous; each range its own slot. */
+static void
+cover_init(struct cover *c, unsigned nthreads, uint64_t grain)
+{
+	memset(c, 0, sizeof(*c));
+	c->nthreads = nthreads > PEFTIO_MAX_JOBS ? PEFTIO_MAX_JOBS : nthreads;
+	c->grain = grain;
+}
+
+/* Every index once, in chunks of grain; a slot below nthreads that no
+ * concurrent call shares. */
 START_TEST(test_slots)
 {
 	static const unsigned threads[] = { 1, 2, 3, 7, 300 };
-	unsigned t = threads[_i], used[PEFTIO_MAX_JOBS];
+	unsigned t = threads[_i];
 	struct cover c;
 	uint64_t i;
 
-	memset(&c, 0, sizeof(c));
-	memset(used, 0, sizeof(used));
-	c.nthreads = t > PEFTIO_MAX_JOBS ? PEFTIO_MAX_JOBS : t;
+	cover_init(&c, t, 10);
 	peftio_parallel_slots(t, 1000, 10, mark, &c);
 	for (i = 0; i < 1000; i++) {
 		ck_assert_uint_eq(c.seen[i], 1);
 		ck_assert_uint_lt(c.slot_of[i], c.nthreads);
-		if (i == 0 || c.slot_of[i] != c.slot_of[i - 1]) {
-			ck_assert_uint_eq(used[c.slot_of[i]], 0);
-			used[c.slot_of[i]] = 1;
-		}
 	}
-	/* grain bounds the split: 1000 items of grain 400 -> 3 ranges */
-	memset(&c, 0, sizeof(c));
-	c.nthreads = 3;
+	ck_assert_int_eq(c.shared, 0);
+	ck_assert_int_eq(c.misaligned, 0);
+	/* grain bounds the threads: 1000 items of grain 400 -> at most 3 */
+	cover_init(&c, t < 3 ? t : 3, 400);
 	peftio_parallel_slots(t, 1000, 400, mark, &c);
 	for (i = 0; i < 1000; i++) {
 		ck_assert_uint_eq(c.seen[i], 1);
 		ck_assert_uint_lt(c.slot_of[i], c.nthreads);
 	}
+	ck_assert_int_eq(c.shared, 0);
+	ck_assert_int_eq(c.misaligned, 0);
 }
 END_TEST
 
