@@ -140,8 +140,9 @@ peftio_read_all(int fd, void *buf, size_t len)
  * disk while the next tensor is computed.  A write is split at page
  * boundaries: the partial pages at either end go through the page
  * cache, the whole pages between straight from the caller's buffer
- * when it is aligned, or else through one aligned bounce buffer of the
- * process.  Every byte of a file is written once, so a page is written
+ * when it is aligned, or else through an aligned bounce buffer (one of
+ * NBOUNCE of the process, so that two threads writing at once do not
+ * wait for each other).  Every byte of a file is written once, so a page is written
  * either whole by one direct write or only through the page cache,
  * never both.  Where O_DIRECT is refused (tmpfs and some network file
  * systems, with EINVAL at open or at the first write) the file is
@@ -149,9 +150,12 @@ peftio_read_all(int fd, void *buf, size_t len)
  */
 #define DIRECT_MIN	(256u << 10)	/* less in whole pages: page cache */
 #define BOUNCE_LEN	(16u << 20)
+#define NBOUNCE		2
 
 static pthread_mutex_t bounce_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *bounce;
+static pthread_cond_t bounce_free = PTHREAD_COND_INITIALIZER;
+static void *bounce[NBOUNCE];
+static int bounce_taken[NBOUNCE];
 static unsigned bounce_users;
 
 static uint64_t
@@ -177,15 +181,51 @@ direct_open(struct peftio_outfile *of)
 static void
 direct_close(struct peftio_outfile *of)
 {
+	int k;
+
 	if (of->dfd < 0)
 		return;
 	close(of->dfd);
 	of->dfd = -1;
 	pthread_mutex_lock(&bounce_lock);
-	if (--bounce_users == 0) {
-		free(bounce);
-		bounce = NULL;
+	if (--bounce_users == 0)
+		for (k = 0; k < NBOUNCE; k++) {
+			free(bounce[k]);
+			bounce[k] = NULL;
+		}
+	pthread_mutex_unlock(&bounce_lock);
+}
+
+/* A bounce buffer for this thread's write (NULL: out of memory), which
+ * bounce_put() gives back. */
+static void *
+bounce_get(int *k)
+{
+	void *p = NULL;
+
+	pthread_mutex_lock(&bounce_lock);
+	for (;;) {
+		for (*k = 0; *k < NBOUNCE && bounce_taken[*k]; (*k)++)
+			;
+		if (*k < NBOUNCE)
+			break;
+		pthread_cond_wait(&bounce_free, &bounce_lock);
 	}
+	if (bounce[*k] == NULL && posix_memalign(&bounce[*k],
+	    (size_t)direct_align(), BOUNCE_LEN) != 0)
+		bounce[*k] = NULL;
+	if ((p = bounce[*k]) != NULL)
+		bounce_taken[*k] = 1;
+	pthread_mutex_unlock(&bounce_lock);
+	return p;
+}
+
+static void
+bounce_put(int k)
+{
+	pthread_mutex_lock(&bounce_lock);
+	bounce_taken[k] = 0;
+	pthread_cond_signal(&bounce_free);
 	pthread_mutex_unlock(&bounce_lock);
 }
 
@@ -197,22 +237,21 @@ direct_middle(struct peftio_outfile *of, const unsigned char *buf,
     uint64_t off, uint64_t lo, uint64_t hi, uint64_t *pos)
 {
 	const unsigned char *src;
+	unsigned char *b = NULL;
 	uint64_t a = direct_align();
 	size_t n;
 	ssize_t r;
-	int rc = 0;
+	int k = 0, rc = 0;
 
-	pthread_mutex_lock(&bounce_lock);
-	if (bounce == NULL && posix_memalign(&bounce, (size_t)a,
-	    BOUNCE_LEN) != 0)
-		bounce = NULL;
-	for (*pos = lo; *pos < hi && bounce != NULL && !of->dfail;
-	    *pos += (uint64_t)r) {
+	for (*pos = lo; *pos < hi && !__atomic_load_n(&of->dfail,
+	    __ATOMIC_RELAXED); *pos += (uint64_t)r) {
 		n = (size_t)PEFTIO_MIN(hi - *pos, (uint64_t)BOUNCE_LEN);
 		src = buf + (*pos - off);
 		if (((uintptr_t)src & (uintptr_t)(a - 1)) != 0) {
-			memcpy(bounce, src, n);
-			src = bounce;
+			if (b == NULL && (b = bounce_get(&k)) == NULL)
+				break;	/* the rest through the page cache */
+			memcpy(b, src, n);
+			src = b;
 		}
 		r = pwrite(of->dfd, src, n, (off_t)*pos);
 		if (r > 0)
@@ -222,7 +261,7 @@ direct_middle(struct peftio_outfile *of, const unsigned char *buf,
 			continue;
 		}
 		if (r < 0 && (errno == EINVAL || errno == EOPNOTSUPP))
-			of->dfail = 1;
+			__atomic_store_n(&of->dfail, 1, __ATOMIC_RELAXED);
 		else {
 			if (r == 0)
 				errno = ENOSPC;
@@ -230,7 +269,8 @@ direct_middle(struct peftio_outfile *of, const unsigned char *buf,
 		}
 		break;
 	}
-	pthread_mutex_unlock(&bounce_lock);
+	if (b != NULL)
+		bounce_put(k);
 	return rc;
 }
 

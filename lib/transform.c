@@ -4,6 +4,12 @@
  * compute them one input tensor at a time while a background thread
  * writes the result before, rewrite config.json, copy the model's other
  * files and commit.  The tool says, per input tensor, what becomes of it.
+ *
+ * Tensors copied or converted unchanged take no part in the computing:
+ * a second thread, the copy lane, writes them all in file order while
+ * the caller computes the others, so that a model's embeddings and
+ * output layer (often a quarter of a quantized model's bytes) go to
+ * the disk while the layers are quantized or merged.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +30,9 @@ struct peftio_xf {
 	int			(*slot_fn[2])(struct peftio_xf_job *);
 	int			 cur;
 	int			 as_dir;
+	struct peftio_bg	*lane;	/* the copies; NULL: none */
+	int			 stop;	/* atomic: the lane is to stop */
+	struct peftio_error	 lane_err;
 };
 
 static const char *
@@ -129,10 +138,47 @@ peftio_xf_job_write(struct peftio_xf_job *j)
 }
 
 static int
-job_copy(struct peftio_xf_job *j)
+is_copy(const struct peftio_xf_item *it)
 {
-	return peftio_ckptw_copy(j->w, j->name, j->xf->in, j->idx, j->dt,
-	    &j->err);
+	return it->act == PEFTIO_XF_COPY || it->act == PEFTIO_XF_CONVERT;
+}
+
+/* The copy lane: every tensor copied or converted, in file order. */
+static int
+run_lane(void *arg)
+{
+	struct peftio_xf *x = arg;
+	const struct peftio_tensor_info *ti;
+	size_t i, n = peftio_ckpt_count(x->in);
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		if (!is_copy(&x->items[i]))
+			continue;
+		if (__atomic_load_n(&x->stop, __ATOMIC_RELAXED))
+			return PEFTIO_EINVAL;	/* not reported */
+		ti = peftio_ckpt_tensor(x->in, i);
+		if ((rc = peftio_ckptw_copy(x->w, ti->name, x->in, i,
+		    x->items[i].act == PEFTIO_XF_COPY ? ti->dtype :
+		    x->items[i].dt, &x->lane_err)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Wait for the copy lane; with stop, make it stop at the next tensor. */
+static int
+lane_wait(struct peftio_xf *x, int stop, struct peftio_error *err)
+{
+	int rc;
+
+	if (x->lane == NULL)
+		return 0;
+	if (stop)
+		__atomic_store_n(&x->stop, 1, __ATOMIC_RELAXED);
+	if ((rc = peftio_bg_wait(x->lane)) != 0 && !stop)
+		*err = x->lane_err;
+	return stop ? 0 : rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -225,39 +271,37 @@ compute_all(struct peftio_xf *x, const struct peftio_xf_ops *ops, void *ctx,
 {
 	const struct peftio_tensor_info *ti;
 	struct peftio_xf_item *it;
-	struct peftio_xf_job *j;
 	size_t i, n = peftio_ckpt_count(x->in);
 	uint64_t done = 0;
 	int rc = 0;
 
+	for (i = 0; i < n && !is_copy(&x->items[i]); i++)
+		;
+	if (i < n && ((rc = peftio_bg_new(&x->lane, err)) != 0 ||
+	    (rc = peftio_bg_run(x->lane, run_lane, x)) != 0))
+		return rc;
 	for (i = 0; i < n && rc == 0; i++) {
 		it = &x->items[i];
 		ti = peftio_ckpt_tensor(x->in, i);
-		/* Read the next one in while this one is computed. */
-		if (i + 1 < n)
-			peftio_ckpt_prefetch(x->in, i + 1);
-		if (ops->progress != NULL)
-			ops->progress(ctx, done, total, ti->name);
-		switch (it->act) {
-		case PEFTIO_XF_COPY:
-		case PEFTIO_XF_CONVERT:
-			j = peftio_xf_slot(x);
-			j->name = ti->name;
-			j->idx = i;
-			j->dt = it->act == PEFTIO_XF_COPY ? ti->dtype : it->dt;
-			rc = peftio_xf_submit(x, job_copy, err);
-			break;
-		case PEFTIO_XF_CUSTOM:
+		if (it->act == PEFTIO_XF_CUSTOM) {
+			/* Read the next one in while this one is computed. */
+			if (i + 1 < n)
+				peftio_ckpt_prefetch(x->in, i + 1);
+			if (ops->progress != NULL)
+				ops->progress(ctx, done, total, ti->name);
 			rc = ops->compute(x, i, ctx, err);
-			break;
-		case PEFTIO_XF_SKIP:
-			break;
 		}
 		done += ti->nbytes;
 	}
 	if (ops->progress != NULL)
 		ops->progress(ctx, total, total, NULL);
-	return rc != 0 ? rc : peftio_xf_drain(x, err);
+	if (rc == 0)
+		rc = peftio_xf_drain(x, err);
+	if (rc == 0)
+		rc = lane_wait(x, 0, err);
+	else
+		(void)lane_wait(x, 1, err);
+	return rc;
 }
 
 int
@@ -296,6 +340,7 @@ peftio_transform(struct peftio_ckpt *in, struct peftio_xf_item *items,
 		rc = finish(&x, ops, ctx, err);
 	/* No write may run while the output is removed. */
 	peftio_bg_free(x.bg);
+	peftio_bg_free(x.lane);
 	for (s = 0; s < 2; s++)
 		for (k = 0; k < PEFTIO_XF_NBUF; k++)
 			peftio_scratch_free(&x.slot[s].buf[k]);
