@@ -33,6 +33,8 @@ struct conv {
 	uint64_t		 n;	/* the block's values */
 	float			*f;	/* the block in f32 */
 	void			*dst;
+	int			 check;	/* look for NaN and Inf in dst */
+	int64_t			 bad;	/* atomic: the first found, or -1 */
 	int			 rc;
 	struct peftio_error	 err;
 };
@@ -106,16 +108,26 @@ to_f32_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 	}
 }
 
-/* Values [b, e) of the block from f32 to the output dtype. */
+/* Values [b, e) of the block from f32 to the output dtype, and the
+ * first one not finite there when asked. */
 static void
 from_f32_range(void *arg, uint64_t b, uint64_t e)
 {
 	struct conv *cv = arg;
 	size_t es = peftio_dtype_bits(cv->ddt) / 8;
 	uint64_t i0 = b * CONV_CHUNK, i1 = PEFTIO_MIN(e * CONV_CHUNK, cv->n);
+	int64_t k, cur;
 
 	peftio_from_f32(cv->ddt, cv->f + i0, (char *)cv->dst + i0 * es,
 	    i1 - i0);
+	if (!cv->check || (k = peftio_first_nonfinite(cv->ddt,
+	    (char *)cv->dst + i0 * es, i1 - i0)) < 0)
+		return;
+	k += (int64_t)i0;
+	cur = __atomic_load_n(&cv->bad, __ATOMIC_RELAXED);
+	while ((cur < 0 || k < cur) && !__atomic_compare_exchange_n(&cv->bad,
+	    &cur, k, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
 }
 
 /* Rows as the merge counts them: a 1-D tensor has one value each. */
@@ -195,11 +207,12 @@ peftio_merge_stream_tensor(struct peftio_merge_stream *s,
 		if (touched && (rc = peftio_merge_rows(s->m, cv.f, r0, nr, dt,
 		    err)) != 0)
 			break;
+		/* A merge that overflows dt, or NaN from the adapter. */
+		cv.check = touched && !s->allow_nonfinite;
+		cv.bad = -1;
 		peftio_parallel_for(s->nthreads, (cv.n + CONV_CHUNK - 1) /
 		    CONV_CHUNK, 1, from_f32_range, &cv);
-		/* A merge that overflows dt, or NaN from the adapter. */
-		if (touched && !s->allow_nonfinite &&
-		    (bad = peftio_first_nonfinite(dt, cv.dst, cv.n)) >= 0) {
+		if ((bad = cv.bad) >= 0) {
 			rc = peftio_error_set(err, PEFTIO_ENONFINITE,
 			    "%s: tensor '%s': element %llu of the merged "
 			    "result is not finite (NaN or Inf); "
