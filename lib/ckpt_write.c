@@ -261,9 +261,35 @@ peftio_ckptw_write(struct peftio_ckptw *w, const char *name, const void *buf,
 
 /* Bytes copied per step by peftio_ckptw_copy(), and elements per step
  * of a conversion (through f32): large steps make large direct writes,
- * which a disk takes several requests at a time. */
+ * which a disk takes several requests at a time.  Both are multiples of
+ * the page size, in bytes written. */
 #define COPY_BYTES	(16u << 20)
 #define CONV_CHUNK	(2u << 20)
+#define PAGE_MAX	(64u << 10)	/* the largest page size served */
+
+/*
+ * A buffer of len bytes for what is written as tensor name next, placed
+ * at the same offset within a page as its place in the file: the whole
+ * pages of the write then go to the disk straight from it, with no copy
+ * through a bounce buffer.  *base is what to free().
+ */
+static unsigned char *
+write_buffer(struct peftio_ckptw *w, const char *name, size_t len,
+    void **base)
+{
+	struct ckptw_name key, *m;
+	uint64_t phase = 0;
+
+	key.name = name;
+	m = w->laid_out ? bsearch(&key, w->map, w->count, sizeof(*w->map),
+	    cmp_map) : NULL;
+	if (m != NULL)
+		phase = peftio_stw_position(w->w[m->shard], m->idx) %
+		    PAGE_MAX;
+	if (posix_memalign(base, PAGE_MAX, len + PAGE_MAX) != 0)
+		return NULL;
+	return (unsigned char *)*base + phase;
+}
 
 int
 peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
@@ -274,6 +300,7 @@ peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
 	size_t ses, des;
 	uint64_t k, n, step;
 	unsigned char *src = NULL, *dst = NULL;
+	void *sbase = NULL, *dbase = NULL;
 	float *f = NULL;
 	int conv, rc = 0;
 
@@ -292,10 +319,16 @@ peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
 	des = conv ? peftio_dtype_bits(dt) / 8 : 1;
 	n = conv ? ti->numel : ti->nbytes;	/* elements, or bytes */
 	step = conv ? CONV_CHUNK : COPY_BYTES;
-	if ((src = malloc((size_t)PEFTIO_MIN(n, step) * ses + 1)) ==
-	    NULL || (conv && ((f = malloc((size_t)PEFTIO_MIN(n, step) *
-	    sizeof(float) + 1)) == NULL || (dst = malloc((size_t)PEFTIO_MIN(n,
-	    step) * des + 1)) == NULL))) {
+	/* What is written (src copied, dst converted) goes out whole
+	 * pages at a time straight from its buffer. */
+	if (conv)
+		src = malloc((size_t)PEFTIO_MIN(n, step) * ses + 1);
+	else
+		src = write_buffer(w, name, (size_t)PEFTIO_MIN(n, step),
+		    &sbase);
+	if (src == NULL || (conv && ((f = malloc((size_t)PEFTIO_MIN(n, step) *
+	    sizeof(float) + 1)) == NULL || (dst = write_buffer(w, name,
+	    (size_t)PEFTIO_MIN(n, step) * des, &dbase)) == NULL))) {
 		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -313,8 +346,10 @@ peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
 			rc = peftio_ckptw_write(w, name, src, m, err);
 	}
 out:
-	free(src);
-	free(dst);
+	if (conv)
+		free(src);
+	free(sbase);
+	free(dbase);
 	free(f);
 	return rc;
 }

@@ -282,4 +282,10 @@ int	peftio_bnb_offset(struct peftio_ckpt *c, size_t i,
 	    struct peftio_bnb_out *bo, int check, unsigned nthreads,
 	    struct peftio_bnb_buffers *b, struct peftio_error *err);
 
+/* ------------------------------------------------------------------ */
+/* Writers (st_write.c)                                                */
+
+/* Where in its file the next byte of tensor i goes (after the layout). */
+uint64_t peftio_stw_position(const struct peftio_stw *w, size_t i);
+
 #endif /* PEFTIO_PRIVATE_H */

@@ -477,6 +477,14 @@ peftio_stw_write(struct peftio_stw *w, size_t i, const void *buf,
 	return 0;
 }
 
+uint64_t
+peftio_stw_position(const struct peftio_stw *w, size_t i)
+{
+	if (!w->laid_out || i >= w->n)
+		return 0;
+	return w->hdrlen + w->t[i].info.offset + w->t[i].written;
+}
+
 int
 peftio_stw_commit(struct peftio_stw *w, struct peftio_error *err)
 {
