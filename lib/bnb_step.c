@@ -198,7 +198,7 @@ write_quant(struct peftio_xf_job *j)
 {
 	const struct peftio_bnb_step *s = j->ctx;
 
-	return peftio_bnb_write(j->w, j->name, &s->bo, j->buf[B_PACKED].p,
+	return peftio_bnb_write(j->w, j->name, &s->bo, j->data,
 	    j->buf[B_ABSMAX].p, &j->buf[B_DQ], &j->err);
 }
 
@@ -218,7 +218,10 @@ slot_quant(struct peftio_xf_job *j, const struct peftio_quant_state *qs,
 {
 	uint64_t nb = ceil_div(qs->numel, qs->blocksize);
 
-	*packed = peftio_scratch(&j->buf[B_PACKED], (qs->numel + 1) / 2);
+	/* The codes in memory as in the file: written with no copy. */
+	*packed = peftio_scratch_placed(&j->buf[B_PACKED], (qs->numel + 1) / 2,
+	    peftio_ckptw_start(j->w, j->name));
+	j->data = *packed;
 	*absmax = peftio_scratch(&j->buf[B_ABSMAX], nb * sizeof(float));
 	return *packed == NULL || *absmax == NULL ? nomem(err) : 0;
 }
@@ -302,7 +305,7 @@ dequantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 {
 	struct peftio_ckpt *c = peftio_xf_input(x);
 	const char *name = peftio_ckpt_tensor(c, i)->name;
-	uint64_t al, e0, n, piece, total;
+	uint64_t al, e0, n, nb, piece, total;
 	size_t es = peftio_dtype_bits(s->dt) / 8;
 	struct peftio_xf_job *j;
 	void *vals, *out;
@@ -320,14 +323,13 @@ dequantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 	if (s->transpose) {
 		j = peftio_xf_slot(x);
 		j->name = name;
-		j->len = total * es;
-		if ((vals = peftio_scratch(&buf->whole[0], j->len)) == NULL)
+		if ((vals = peftio_scratch(&buf->whole[0], total * es)) == NULL)
 			rc = nomem(err);
 		else
 			rc = s->eight ? peftio_bnb8_dequantize(c, &s->bw8,
 			    s->dt, vals, nthreads, err) : peftio_bnb_dequantize(
 			    c, &s->bw, s->dt, vals, nthreads, err);
-		if (rc == 0 && (out = peftio_scratch(&j->buf[0], j->len)) ==
+		if (rc == 0 && (out = peftio_xf_job_buffer(j, 0, total * es)) ==
 		    NULL)
 			rc = nomem(err);
 		if (rc == 0) {
@@ -342,8 +344,8 @@ dequantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 		n = PEFTIO_MIN(piece, total - e0);
 		j = peftio_xf_slot(x);
 		j->name = name;
-		peftio_dtype_nbytes(s->dt, n, &j->len);
-		if ((vals = peftio_scratch(&j->buf[0], j->len)) == NULL)
+		peftio_dtype_nbytes(s->dt, n, &nb);
+		if ((vals = peftio_xf_job_buffer(j, e0 * es, nb)) == NULL)
 			rc = nomem(err);
 		else
 			rc = s->eight ? peftio_bnb8_dequantize_part(c, &s->bw8,

@@ -265,30 +265,16 @@ peftio_ckptw_write(struct peftio_ckptw *w, const char *name, const void *buf,
  * the page size, in bytes written. */
 #define COPY_BYTES	(16u << 20)
 #define CONV_CHUNK	(2u << 20)
-#define PAGE_MAX	(64u << 10)	/* the largest page size served */
 
-/*
- * A buffer of len bytes for what is written as tensor name next, placed
- * at the same offset within a page as its place in the file: the whole
- * pages of the write then go to the disk straight from it, with no copy
- * through a bounce buffer.  *base is what to free().
- */
-static unsigned char *
-write_buffer(struct peftio_ckptw *w, const char *name, size_t len,
-    void **base)
+uint64_t
+peftio_ckptw_start(const struct peftio_ckptw *w, const char *name)
 {
 	struct ckptw_name key, *m;
-	uint64_t phase = 0;
 
 	key.name = name;
 	m = w->laid_out ? bsearch(&key, w->map, w->count, sizeof(*w->map),
 	    cmp_map) : NULL;
-	if (m != NULL)
-		phase = peftio_stw_position(w->w[m->shard], m->idx) %
-		    PAGE_MAX;
-	if (posix_memalign(base, PAGE_MAX, len + PAGE_MAX) != 0)
-		return NULL;
-	return (unsigned char *)*base + phase;
+	return m != NULL ? peftio_stw_start(w->w[m->shard], m->idx) : 0;
 }
 
 int
@@ -297,10 +283,10 @@ peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
     struct peftio_error *err)
 {
 	const struct peftio_tensor_info *ti;
+	struct peftio_scratch sb = { NULL, 0 }, db = { NULL, 0 };
 	size_t ses, des;
-	uint64_t k, n, step;
+	uint64_t k, n, step, start;
 	unsigned char *src = NULL, *dst = NULL;
-	void *sbase = NULL, *dbase = NULL;
 	float *f = NULL;
 	int conv, rc = 0;
 
@@ -320,15 +306,17 @@ peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
 	n = conv ? ti->numel : ti->nbytes;	/* elements, or bytes */
 	step = conv ? CONV_CHUNK : COPY_BYTES;
 	/* What is written (src copied, dst converted) goes out whole
-	 * pages at a time straight from its buffer. */
+	 * pages at a time straight from its buffer; each step writes
+	 * whole pages, so one placement serves them all. */
+	start = peftio_ckptw_start(w, name);
 	if (conv)
-		src = malloc((size_t)PEFTIO_MIN(n, step) * ses + 1);
+		src = peftio_scratch(&sb, (size_t)PEFTIO_MIN(n, step) * ses);
 	else
-		src = write_buffer(w, name, (size_t)PEFTIO_MIN(n, step),
-		    &sbase);
+		src = peftio_scratch_placed(&sb, (size_t)PEFTIO_MIN(n, step),
+		    start);
 	if (src == NULL || (conv && ((f = malloc((size_t)PEFTIO_MIN(n, step) *
-	    sizeof(float) + 1)) == NULL || (dst = write_buffer(w, name,
-	    (size_t)PEFTIO_MIN(n, step) * des, &dbase)) == NULL))) {
+	    sizeof(float) + 1)) == NULL || (dst = peftio_scratch_placed(&db,
+	    (size_t)PEFTIO_MIN(n, step) * des, start)) == NULL))) {
 		rc = peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -346,10 +334,8 @@ peftio_ckptw_copy(struct peftio_ckptw *w, const char *name,
 			rc = peftio_ckptw_write(w, name, src, m, err);
 	}
 out:
-	if (conv)
-		free(src);
-	free(sbase);
-	free(dbase);
+	peftio_scratch_free(&sb);
+	peftio_scratch_free(&db);
 	free(f);
 	return rc;
 }

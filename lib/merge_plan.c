@@ -256,8 +256,7 @@ job_buffer(void *arg, uint64_t offset, uint64_t nbytes)
 	struct peftio_xf_job *j = peftio_xf_slot(so->x);
 
 	j->name = so->name;
-	j->len = nbytes;
-	return peftio_scratch(&j->buf[0], nbytes);
+	return peftio_xf_job_buffer(j, offset, nbytes);
 }
 
 static int

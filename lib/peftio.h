@@ -637,7 +637,8 @@ struct peftio_xf_job {
 	struct peftio_ckptw	*w;
 	const char		*name;
 	struct peftio_scratch	 buf[PEFTIO_XF_NBUF];
-	uint64_t		 len;	/* of buf[0], for peftio_xf_job_write */
+	void			*data;	/* for peftio_xf_job_write: len */
+	uint64_t		 len;	/* bytes at data */
 	void			*ctx;	/* the caller's */
 	size_t			 idx;	/* an input tensor, for copies */
 	enum peftio_dtype	 dt;
@@ -694,7 +695,14 @@ int	peftio_xf_submit(struct peftio_xf *x,
 	    int (*fn)(struct peftio_xf_job *), struct peftio_error *err);
 /* Wait for the queued job. */
 int	peftio_xf_drain(struct peftio_xf *x, struct peftio_error *err);
-/* A job: write buf[0] (len bytes) as name. */
+/*
+ * len bytes of buf[0] for the bytes of output tensor j->name from byte
+ * off (they become j->data and j->len), placed in memory as they will
+ * lie in the file, so that they go to the disk with no copy.
+ */
+void	*peftio_xf_job_buffer(struct peftio_xf_job *j, uint64_t off,
+	    uint64_t len);
+/* A job: write data (len bytes) as name. */
 int	peftio_xf_job_write(struct peftio_xf_job *j);
 
 /*

@@ -285,7 +285,21 @@ int	peftio_bnb_offset(struct peftio_ckpt *c, size_t i,
 /* ------------------------------------------------------------------ */
 /* Writers (st_write.c)                                                */
 
-/* Where in its file the next byte of tensor i goes (after the layout). */
-uint64_t peftio_stw_position(const struct peftio_stw *w, size_t i);
+/* Where in its file the first byte of tensor i goes (after the layout;
+ * 0 before). */
+uint64_t peftio_stw_start(const struct peftio_stw *w, size_t i);
+/* The same for output tensor name of a checkpoint writer. */
+uint64_t peftio_ckptw_start(const struct peftio_ckptw *w, const char *name);
+
+/*
+ * Direct writes take the whole pages of a buffer straight from it when
+ * the buffer lies in memory as the bytes will lie in the file: at the
+ * same offset within a page.  PEFTIO_PAGE_MAX is a multiple of every
+ * page size served.  peftio_scratch_placed() gives len bytes of s that
+ * start at offset (mod PEFTIO_PAGE_MAX) within a page.
+ */
+#define PEFTIO_PAGE_MAX	((uint64_t)64 << 10)
+void	*peftio_scratch_placed(struct peftio_scratch *s, size_t len,
+	    uint64_t offset);
 
 #endif /* PEFTIO_PRIVATE_H */

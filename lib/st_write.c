@@ -478,11 +478,11 @@ peftio_stw_write(struct peftio_stw *w, size_t i, const void *buf,
 }
 
 uint64_t
-peftio_stw_position(const struct peftio_stw *w, size_t i)
+peftio_stw_start(const struct peftio_stw *w, size_t i)
 {
 	if (!w->laid_out || i >= w->n)
 		return 0;
-	return w->hdrlen + w->t[i].info.offset + w->t[i].written;
+	return w->hdrlen + w->t[i].info.offset;
 }
 
 int

@@ -130,11 +130,21 @@ peftio_xf_drain(struct peftio_xf *x, struct peftio_error *err)
 	return 0;
 }
 
+void *
+peftio_xf_job_buffer(struct peftio_xf_job *j, uint64_t off, uint64_t len)
+{
+	if (len > SIZE_MAX)
+		return NULL;
+	j->len = len;
+	j->data = peftio_scratch_placed(&j->buf[0], (size_t)len,
+	    peftio_ckptw_start(j->w, j->name) + off);
+	return j->data;
+}
+
 int
 peftio_xf_job_write(struct peftio_xf_job *j)
 {
-	return peftio_ckptw_write(j->w, j->name, j->buf[0].p, j->len,
-	    &j->err);
+	return peftio_ckptw_write(j->w, j->name, j->data, j->len, &j->err);
 }
 
 static int
