@@ -7,7 +7,8 @@
  * bf16 and f16 input, blocksize 64 by default, on N(0, 0.02) data with a few 8x
  * outliers, and reports the best of the repeats for each implementation
  * the CPU offers (0 reference, 1 portable, 2 AVX-512, 3 AVX2), or only
- * -i's; then peftio_dq_quantize() of the absmax vector and
+ * -i's; then peftio_dq_quantize() of the absmax vector, the 8-bit
+ * blockwise codec (peftio_q8_quantize(), blocks of 256) and
  * peftio_q4_dequantize() back to each type.
  */
 #include <math.h>
@@ -56,7 +57,7 @@ main(int argc, char **argv)
 	    PEFTIO_F16 };
 	static const char *const dtn[] = { "f32", "bf16", "f16" };
 	uint64_t n = 1ULL << 26, bs = 64, nb, i, seed = 42;
-	float *f32, *absmax, *nested, v, offset;
+	float *f32, *absmax, *nested, *nested8, v, offset;
 	uint16_t *bf16, *f16;
 	const void *in;
 	uint8_t *packed, *out, *qabsmax;
@@ -96,9 +97,11 @@ main(int argc, char **argv)
 	qabsmax = malloc(nb);
 	nested = malloc((nb / 256 + 1) * 4);
 	absmax = malloc(nb * 4);
+	nested8 = malloc((n / 256 + 1) * 4);
 	if (f32 == NULL || bf16 == NULL || f16 == NULL || packed == NULL ||
 	    absmax == NULL || out == NULL || qabsmax == NULL ||
-	    nested == NULL || peftio_gpu_rcp_init(NULL) != 0) {
+	    nested == NULL || nested8 == NULL ||
+	    peftio_gpu_rcp_init(NULL) != 0) {
 		fprintf(stderr, "codec_bench: setup failed\n");
 		return 1;
 	}
@@ -151,6 +154,18 @@ main(int argc, char **argv)
 	}
 	printf("double quantization %7.3f ns per parameter (%.2f ns per "
 	    "absmax)\n", best * 1e9 / (double)n, best * 1e9 / (double)nb);
+	/* The 8-bit blockwise codec (blocks of 256) on the f32 input. */
+	best = 1e30;
+	for (r = 0; r < reps; r++) {
+		t0 = now();
+		peftio_q8_quantize(peftio_dynamic_map(), f32, n, 256, 0,
+		    (n + 255) / 256, out, nested8);
+		t0 = now() - t0;
+		if (t0 < best)
+			best = t0;
+	}
+	printf("blockwise 8-bit f32 %7.3f ns (%.2f G/s)\n",
+	    best * 1e9 / (double)n, (double)n / best * 1e-9);
 	/* Dequantization back to the input type (one implementation). */
 	for (t = 0; t < 2; t++)
 		for (d = 0; d < 3; d++) {
@@ -178,6 +193,7 @@ main(int argc, char **argv)
 	free(out);
 	free(qabsmax);
 	free(nested);
+	free(nested8);
 	free(absmax);
 	return 0;
 }

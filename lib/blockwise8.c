@@ -188,6 +188,32 @@ odd_entries(const float *code, float *odd)
 	return 1;
 }
 
+/*
+ * The vector paths find m = #{k : odd[k] < y} in two rounds instead of
+ * comparing y with all 127 entries.  odd[] ascends, so the k with
+ * y > odd[k] are a prefix of 0..126 (empty for a NaN y).  The first
+ * round counts the chunk ends odd[16 c + 15] below y (c < 7): with c of
+ * them, the prefix holds 0..16 c - 1 and, for c < 7, not 16 c + 15.  The
+ * second adds the entries of chunk c below y: odd[16 c + k], k < 15,
+ * each fetched from a row of 8 by a lane permute.
+ */
+struct q8_search {
+	float	end[7];			/* odd[16 c + 15] */
+	float	chunk[15][8];		/* chunk[k][c] = odd[16 c + k] */
+};
+
+static void
+q8_search_init(const float *odd, struct q8_search *t)
+{
+	int c, k;
+
+	for (c = 0; c < 7; c++)
+		t->end[c] = odd[16 * c + 15];
+	for (k = 0; k < 15; k++)
+		for (c = 0; c < 8; c++)
+			t->chunk[k][c] = odd[16 * c + k];
+}
+
 /* The kernel's input to dQuantize: ftz(ftz(x[i] - sub) * inv). */
 static inline float
 scaled(const float *x, uint64_t i, float sub, float inv)
@@ -254,17 +280,18 @@ q8_codes_portable(const float *code, const float *odd, const float *x,
 #define AVX512	__attribute__((target("avx512f")))
 #define AVX2	__attribute__((target("avx2")))
 
-/* Counts the odd entries below, then the leaf step, 16 at a time. */
+/* The two-round search of m, then the leaf step, 16 at a time. */
 static AVX512 void
-q8_codes_avx512(const float *code, const float *odd, const float *x,
-    uint64_t lo, uint64_t hi, float sub, float inv, uint8_t *q)
+q8_codes_avx512(const float *code, const struct q8_search *t,
+    const float *x, uint64_t lo, uint64_t hi, float sub, float inv,
+    uint8_t *q)
 {
 	const __m512i one = _mm512_set1_epi32(1);
 	const __m512i absm = _mm512_set1_epi32(0x7fffffff);
 	const __m512i fmin = _mm512_set1_epi32(0x00800000);
 	uint8_t b[16];
 	__m512 y, val, mid;
-	__m512i m, p, other;
+	__m512i c, m, p, other;
 	__mmask16 len, gt, take;
 	uint64_t i;
 	int k;
@@ -278,10 +305,16 @@ q8_codes_avx512(const float *code, const float *odd, const float *x,
 		y = _mm512_mul_ps(y, _mm512_set1_ps(inv));
 		y = _mm512_maskz_mov_ps(_mm512_cmpge_epu32_mask(
 		    _mm512_and_si512(_mm512_castps_si512(y), absm), fmin), y);
-		m = _mm512_setzero_si512();
-		for (k = 0; k < 127; k++)
+		c = _mm512_setzero_si512();
+		for (k = 0; k < 7; k++)
+			c = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(y,
+			    _mm512_set1_ps(t->end[k]), _CMP_GT_OQ), c, one);
+		/* c < 8: the permute reads lanes 0..7 of each row only. */
+		m = _mm512_slli_epi32(c, 4);
+		for (k = 0; k < 15; k++)
 			m = _mm512_mask_add_epi32(m, _mm512_cmp_ps_mask(y,
-			    _mm512_set1_ps(odd[k]), _CMP_GT_OQ), m, one);
+			    _mm512_permutexvar_ps(c, _mm512_castps256_ps512(
+			    _mm256_loadu_ps(t->chunk[k]))), _CMP_GT_OQ), m, one);
 		p = _mm512_add_epi32(m, m);
 		val = _mm512_i32gather_ps(p, code, 4);
 		gt = _mm512_cmp_ps_mask(y, val, _CMP_GT_OQ);
@@ -322,20 +355,59 @@ absmax8_avx512(const float *x, uint64_t lo, uint64_t hi, float sub)
 	return r < 0x00800000U ? 0.0f : u2f(r);
 }
 
+/* absmax8() of 8 lanes at a time, as absmax8_avx512(). */
+static AVX2 float
+absmax8_avx2(const float *x, uint64_t lo, uint64_t hi, float sub)
+{
+	const __m256i absm = _mm256_set1_epi32(0x7fffffff);
+	const __m256i inf = _mm256_set1_epi32(0x7f800000);
+	__m256i m = _mm256_setzero_si256(), a;
+	__m128i h;
+	uint64_t i;
+	uint32_t r;
+	float t;
+
+	for (i = lo; i + 8 <= hi; i += 8) {
+		a = _mm256_and_si256(_mm256_castps_si256(_mm256_sub_ps(
+		    _mm256_loadu_ps(x + i), _mm256_set1_ps(sub))), absm);
+		/* A NaN (above Inf as an integer) is left out. */
+		m = _mm256_max_epu32(m, _mm256_andnot_si256(
+		    _mm256_cmpgt_epi32(a, inf), a));
+	}
+	h = _mm_max_epu32(_mm256_castsi256_si128(m),
+	    _mm256_extracti128_si256(m, 1));
+	h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4e));
+	h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0xb1));
+	r = (uint32_t)_mm_cvtsi128_si32(h);
+	t = absmax8(x, i, hi, sub);
+	return r < 0x00800000U || t > u2f(r) ? t : u2f(r);
+}
+
+/* One more count where y > thr (a compare mask is -1). */
+static inline AVX2 __m256i
+q8_below_avx2(__m256i m, __m256 y, __m256 thr)
+{
+	return _mm256_sub_epi32(m, _mm256_castps_si256(_mm256_cmp_ps(y, thr,
+	    _CMP_GT_OQ)));
+}
+
 /* The same, 8 at a time. */
 static AVX2 void
-q8_codes_avx2(const float *code, const float *odd, const float *x,
-    uint64_t lo, uint64_t hi, float sub, float inv, uint8_t *q)
+q8_codes_avx2(const float *code, const float *odd,
+    const struct q8_search *t, const float *x, uint64_t lo, uint64_t hi,
+    float sub, float inv, uint8_t *q)
 {
 	const __m256i one = _mm256_set1_epi32(1);
 	const __m256i absm = _mm256_set1_epi32(0x7fffffff);
 	const __m256i fmin = _mm256_set1_epi32(0x00800000);
 	int32_t r[8];
-	__m256 y, val, mid, gt, take;
-	__m256i m, p, other;
+	__m256 y, val, mid, gt, take, end[7];
+	__m256i c, m, p, other;
 	uint64_t i;
 	int k;
 
+	for (k = 0; k < 7; k++)
+		end[k] = _mm256_set1_ps(t->end[k]);
 	for (i = lo; i + 8 <= hi; i += 8) {
 		y = _mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(sub));
 		y = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(
@@ -345,11 +417,33 @@ q8_codes_avx2(const float *code, const float *odd, const float *x,
 		y = _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_cmpgt_epi32(
 		    fmin, _mm256_and_si256(_mm256_castps_si256(y), absm)),
 		    _mm256_castps_si256(y)));
-		m = _mm256_setzero_si256();
-		for (k = 0; k < 127; k++)
-			m = _mm256_sub_epi32(m, _mm256_castps_si256(
-			    _mm256_cmp_ps(y, _mm256_set1_ps(odd[k]),
-			    _CMP_GT_OQ)));
+		c = _mm256_setzero_si256();
+		c = q8_below_avx2(c, y, end[0]);
+		c = q8_below_avx2(c, y, end[1]);
+		c = q8_below_avx2(c, y, end[2]);
+		c = q8_below_avx2(c, y, end[3]);
+		c = q8_below_avx2(c, y, end[4]);
+		c = q8_below_avx2(c, y, end[5]);
+		c = q8_below_avx2(c, y, end[6]);
+		m = _mm256_slli_epi32(c, 4);
+#define Q8_CHUNK(k)	m = q8_below_avx2(m, y, _mm256_permutevar8x32_ps( \
+			    _mm256_loadu_ps(t->chunk[k]), c))
+		Q8_CHUNK(0);
+		Q8_CHUNK(1);
+		Q8_CHUNK(2);
+		Q8_CHUNK(3);
+		Q8_CHUNK(4);
+		Q8_CHUNK(5);
+		Q8_CHUNK(6);
+		Q8_CHUNK(7);
+		Q8_CHUNK(8);
+		Q8_CHUNK(9);
+		Q8_CHUNK(10);
+		Q8_CHUNK(11);
+		Q8_CHUNK(12);
+		Q8_CHUNK(13);
+		Q8_CHUNK(14);
+#undef Q8_CHUNK
 		p = _mm256_add_epi32(m, m);
 		val = _mm256_i32gather_ps(code, p, 4);
 		gt = _mm256_cmp_ps(y, val, _CMP_GT_OQ);
@@ -380,6 +474,7 @@ static void
 q8_blocks(const float *code, const float *x, float sub, uint64_t n,
     uint64_t bs, uint64_t b0, uint64_t b1, uint8_t *q, float *absmax)
 {
+	struct q8_search t;
 	float odd[128], am, inv;
 	uint64_t b, lo, hi;
 	int impl;
@@ -387,12 +482,16 @@ q8_blocks(const float *code, const float *x, float sub, uint64_t n,
 	impl = peftio_q4_impl_set(-1);
 	if (impl != IMPL_REF && !odd_entries(code, odd))
 		impl = IMPL_REF;
+	if (impl == IMPL_AVX512 || impl == IMPL_AVX2)
+		q8_search_init(odd, &t);
 	for (b = b0; b < b1; b++) {
 		lo = b * bs;
 		hi = n - lo < bs ? n : lo + bs;
 #ifdef Q8_X86
 		if (impl == IMPL_AVX512)
 			am = absmax8_avx512(x, lo, hi, sub);
+		else if (impl == IMPL_AVX2)
+			am = absmax8_avx2(x, lo, hi, sub);
 		else
 #endif
 			am = absmax8(x, lo, hi, sub);
@@ -401,10 +500,10 @@ q8_blocks(const float *code, const float *x, float sub, uint64_t n,
 		switch (impl) {
 #ifdef Q8_X86
 		case IMPL_AVX512:
-			q8_codes_avx512(code, odd, x, lo, hi, sub, inv, q);
+			q8_codes_avx512(code, &t, x, lo, hi, sub, inv, q);
 			break;
 		case IMPL_AVX2:
-			q8_codes_avx2(code, odd, x, lo, hi, sub, inv, q);
+			q8_codes_avx2(code, odd, &t, x, lo, hi, sub, inv, q);
 			break;
 #endif
 		case IMPL_REF:

@@ -123,16 +123,15 @@ peftio_gpu_rcp_init(struct peftio_error *err)
  * result that falls below the normal range is flushed to zero.  When
  * the table could not be loaded (peftio_gpu_rcp_init() reports it) the
  * IEEE reciprocal is returned, with the same zero and subnormal rules.
+ * The caller has run rcp_init_once().
  */
-float
-peftio_gpu_rcp(float a)
+static inline float
+rcp_one(float a)
 {
 	uint32_t u = peftio_f2u(a), sign = u & 0x80000000U, abs = u & 0x7fffffffU;
 	uint32_t m, r;
 	int d;
 
-	if (!__atomic_load_n(&rcp_ready, __ATOMIC_ACQUIRE))
-		pthread_once(&rcp_once, rcp_init_once);
 	if (abs > 0x7f800000U)			/* NaN */
 		return a;
 	if (abs < 0x00800000U)			/* zero or subnormal */
@@ -150,4 +149,38 @@ peftio_gpu_rcp(float a)
 			return peftio_u2f(sign);
 	}
 	return peftio_u2f(r);
+}
+
+static inline void
+rcp_ensure(void)
+{
+	if (!__atomic_load_n(&rcp_ready, __ATOMIC_ACQUIRE))
+		pthread_once(&rcp_once, rcp_init_once);
+}
+
+float
+peftio_gpu_rcp(float a)
+{
+	rcp_ensure();
+	return rcp_one(a);
+}
+
+/*
+ * r[i] = peftio_gpu_rcp(a[i]), i < n.  The table bytes of the whole
+ * batch are requested first, so that their cache misses (the table is
+ * 2 MiB, the mantissas of block maxima are random) overlap instead of
+ * following one another.
+ */
+void
+peftio_gpu_rcp_n(const float *a, float *r, size_t n)
+{
+	size_t i;
+
+	rcp_ensure();
+	if (rcp_table != NULL)
+		for (i = 0; i < n; i++)
+			__builtin_prefetch(rcp_table +
+			    ((peftio_f2u(a[i]) & 0x007fffffU) >> 2));
+	for (i = 0; i < n; i++)
+		r[i] = rcp_one(a[i]);
 }

@@ -269,8 +269,7 @@ blocks_avx512_t(enum peftio_q4type t, enum peftio_dtype dt,
 		for (b = 0; b < ng; b++)
 			absmax[g + b] = absmax_avx512(dt,
 			    in + (g + b) * bs * es, bs);
-		for (b = 0; b < ng; b++)
-			inv[b] = peftio_gpu_rcp(absmax[g + b]);
+		peftio_gpu_rcp_n(absmax + g, inv, ng);
 		for (b = 0; b < ng; b++) {
 			if (absmax[g + b] >= NOFLUSH_MIN)
 				block_avx512(t, dt, 0, in + (g + b) * bs * es,
@@ -490,8 +489,7 @@ blocks_avx2_t(enum peftio_q4type t, enum peftio_dtype dt,
 		for (b = 0; b < ng; b++)
 			absmax[g + b] = absmax_avx2(dt,
 			    in + (g + b) * bs * es, bs);
-		for (b = 0; b < ng; b++)
-			inv[b] = peftio_gpu_rcp(absmax[g + b]);
+		peftio_gpu_rcp_n(absmax + g, inv, ng);
 		for (b = 0; b < ng; b++) {
 			if (absmax[g + b] >= NOFLUSH_MIN)
 				block_avx2(t, dt, 0, in + (g + b) * bs * es,

@@ -62,6 +62,9 @@ int	peftio_cpu_f16c(void);
  * its length in *plen. */
 const char *peftio_last_part(const char *name, size_t len, size_t *plen);
 
+/* peftio_gpu_rcp() of a[0..n), the table reads of the batch overlapped. */
+void	peftio_gpu_rcp_n(const float *a, float *r, size_t n);
+
 /* The zlib-compressed GPU reciprocal table (lib/rcp_table.c, generated). */
 extern const unsigned char peftio_rcp_delta_gz[];
 extern const size_t peftio_rcp_delta_gz_len;

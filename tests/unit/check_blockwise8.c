@@ -267,6 +267,139 @@ START_TEST(test_q8_fast_vs_ref)
 }
 END_TEST
 
+/*
+ * Values on every boundary of the search, in blocks of absmax 1 (so that
+ * the scaled value is the value): each code entry (the odd ones are the
+ * thresholds of the search), the midpoints of neighbours, the floats
+ * next to each, and special values.
+ */
+static uint64_t
+q8_edges(const float *c, float *x, uint64_t cap)
+{
+	static const float special[] = { 0.0f, -0.0f, 0x1p-140f, -0x1p-140f,
+	    0x1p-126f, -0x1p-126f, 0x1p-149f, 1.0f, -1.0f, 0x1.000002p0f,
+	    -0x1.000002p0f };
+	uint64_t n = 0, i;
+	float e[3];
+	int k, j;
+
+	for (k = 0; k < 256; k++)
+		for (j = 0; j < 2; j++) {
+			e[0] = j == 0 ? c[k] : (c[k] + c[k < 255 ? k + 1 : k]) *
+			    0.5f;
+			e[1] = nextafterf(e[0], -INFINITY);
+			e[2] = nextafterf(e[0], INFINITY);
+			for (i = 0; i < 3 && n < cap; i++) {
+				if (n % 256 == 0)
+					x[n++] = 1.0f;
+				x[n++] = e[i];
+			}
+		}
+	for (i = 0; i < sizeof(special) / sizeof(special[0]); i++) {
+		if (n % 256 == 0)
+			x[n++] = 1.0f;
+		x[n++] = special[i];
+	}
+	x[n++] = NAN;
+	x[n++] = -NAN;
+	/* A block of Inf: inv = 0, so 0 and NaN products. */
+	for (; n % 256 != 0; n++)
+		x[n] = n % 2 ? 0.5f : -0.25f;
+	x[n++] = INFINITY;
+	x[n++] = -INFINITY;
+	x[n++] = -1.0f;
+	x[n++] = 3.0f;
+	for (; n % 256 != 0; n++)
+		x[n] = n % 3 ? -0.0f : 0x1p-130f;
+	return n;
+}
+
+/* Codes and absmax of every implementation the CPU has, as the literal's. */
+static void
+q8_same_as_ref(const float *code, const float *x, uint64_t n, uint64_t bs,
+    float sub, const char *what)
+{
+	uint64_t nb = (n + bs - 1) / bs;
+	float *am0 = malloc(nb * 4), *am1 = malloc(nb * 4);
+	uint8_t *q0 = malloc(n), *q1 = malloc(n);
+	uint64_t i;
+	int impl, old = peftio_q4_impl_set(-1);
+
+	ck_assert(am0 != NULL && am1 != NULL && q0 != NULL && q1 != NULL);
+	peftio_q4_impl_set(0);
+	if (sub == 0.0f)
+		peftio_q8_quantize(code, x, n, bs, 0, nb, q0, am0);
+	else
+		peftio_dq_quantize_offset(x, n, bs, sub, q0, am0);
+	for (impl = 1; impl < 4; impl++) {
+		if (peftio_q4_impl_set(impl) < 0)
+			continue;
+		memset(q1, 0xa5, n);
+		if (sub == 0.0f)
+			peftio_q8_quantize(code, x, n, bs, 0, nb, q1, am1);
+		else
+			peftio_dq_quantize_offset(x, n, bs, sub, q1, am1);
+		for (i = 0; i < n; i++)
+			ck_assert_msg(q0[i] == q1[i], "%s, impl %d: x[%llu] = "
+			    "%a: code %u, literal %u", what, impl,
+			    (unsigned long long)i, (double)x[i], q1[i], q0[i]);
+		ck_assert_msg(memcmp(am0, am1, nb * 4) == 0,
+		    "%s, impl %d: absmax", what, impl);
+	}
+	peftio_q4_impl_set(old);
+	free(am0);
+	free(am1);
+	free(q0);
+	free(q1);
+}
+
+START_TEST(test_q8_edges)
+{
+	const float *dm = peftio_dynamic_map();
+	float code[256], *x = malloc(4096 * 4), *y = malloc(4096 * 4);
+	float *z = malloc(8 * 4096 * 4);
+	uint64_t n, i;
+	int k;
+
+	ck_assert(x != NULL && y != NULL && z != NULL);
+	n = q8_edges(dm, x, 4096 - 512);
+	ck_assert_uint_le(n, 4096);
+	q8_same_as_ref(dm, x, n, 256, 0.0f, "dynamic map");
+	/* Each value alone in a block of 8, in lane 1 or lane 7. */
+	for (i = 0; i < n; i++) {
+		for (k = 0; k < 8; k++)
+			z[8 * i + (uint64_t)k] = k == 0 ? 1.0f : 0.0f;
+		z[8 * i + (i % 2 ? 7 : 1)] = x[i];
+	}
+	q8_same_as_ref(dm, z, 8 * n, 8, 0.0f, "one a block");
+	/* The double-quantization path: the same values plus an offset. */
+	for (i = 0; i < n; i++)
+		y[i] = x[i] + 0.0625f;
+	q8_same_as_ref(dm, y, n, 256, 0.0625f, "offset");
+	/* Other scales: y = x * gpu_rcp(absmax) lands near 1 from both sides. */
+	for (i = 0; i < n; i++)
+		y[i] = x[i] * 3.3f;
+	q8_same_as_ref(dm, y, n, 256, 0.0f, "scaled");
+	/*
+	 * A code whose odd entries repeat (plateaus of 8 equal entries):
+	 * the search must count equal thresholds as the literal does.
+	 */
+	for (k = 0; k < 256; k++)
+		code[k] = (float)((k - 128) / 8) / 16.0f;
+	n = q8_edges(code, x, 4096 - 512);
+	q8_same_as_ref(code, x, n, 256, 0.0f, "plateaus");
+	/* Every entry equal but the last. */
+	for (k = 0; k < 255; k++)
+		code[k] = -0.5f;
+	code[255] = 1.0f;
+	n = q8_edges(code, x, 4096 - 512);
+	q8_same_as_ref(code, x, n, 256, 0.0f, "flat");
+	free(x);
+	free(y);
+	free(z);
+}
+END_TEST
+
 Suite	*blockwise8_suite(void);
 
 Suite *blockwise8_suite(void)
@@ -281,6 +414,7 @@ Suite *blockwise8_suite(void)
 	tcase_add_test(tc, test_dq_offset);
 	tcase_add_test(tc, test_dq_constant);
 	tcase_add_loop_test(tc, test_q8_fast_vs_ref, 0, 4);
+	tcase_add_test(tc, test_q8_edges);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -556,6 +556,33 @@ START_TEST(test_gpu_rcp)
 }
 END_TEST
 
+/* The batch form gives the bits of the single one, specials included. */
+START_TEST(test_gpu_rcp_n)
+{
+	static const float special[] = { 0.0f, -0.0f, 0x1p-130f, -0x1p-149f,
+	    INFINITY, -INFINITY, NAN, 0x1p127f, -0x1.fffffep127f, 0x1p126f,
+	    0x1p-126f, 1.0f, -2.0f };
+	float a[1000], r[1000];
+	uint64_t seed = 11;
+	size_t n, i;
+
+	for (i = 0; i < 1000; i++)
+		a[i] = i < 13 ? special[i] : peftio_u2f((uint32_t)tu_rand(&seed));
+	/* Every length from 0, so that each batch starts at another entry. */
+	for (n = 0; n <= 40; n++) {
+		memset(r, 0xa5, sizeof(r));
+		peftio_gpu_rcp_n(a + n, r, n);
+		for (i = 0; i < n; i++)
+			ck_assert_uint_eq(peftio_f2u(r[i]),
+			    peftio_f2u(peftio_gpu_rcp(a[n + i])));
+		ck_assert_uint_eq(peftio_f2u(r[n]), 0xa5a5a5a5U);
+	}
+	peftio_gpu_rcp_n(a, r, 1000);
+	for (i = 0; i < 1000; i++)
+		ck_assert_uint_eq(peftio_f2u(r[i]), peftio_f2u(peftio_gpu_rcp(a[i])));
+}
+END_TEST
+
 /* ------------------------------------------------------------------ */
 /* The committed sample of bitsandbytes' CUDA outputs                  */
 
@@ -759,6 +786,7 @@ Suite *nf4_suite(void)
 	tcase_add_test(tc, test_dequantize_special);
 	tcase_add_loop_test(tc, test_fast_vs_ref, 0, 15);
 	tcase_add_test(tc, test_gpu_rcp);
+	tcase_add_test(tc, test_gpu_rcp_n);
 	tcase_add_loop_test(tc, test_cuda_sample, 0, NIMPL);
 	suite_add_tcase(s, tc);
 	return s;
