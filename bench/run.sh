@@ -116,8 +116,13 @@ largest=$(tools/dq-inspect/dq-inspect "$base" | awk 'NR > 2 && $5 ~ /,/ {
 	    "adapter on every linear layer."
 	echo "Files are read from the page cache; every output is fsync'ed."
 	echo "Each figure is the fastest of $REPS runs."
-	[ -n "${BASELINE:-}" ] && echo "Rows marked (before) ran the tools" \
-	    "of $BASELINE, each right after this tree's."
+	if [ -n "${BASELINE:-}" ]; then
+		# Name the version, not where it was built.
+		bl=$(git -C "$BASELINE" log -1 --format='commit %h (%cs)' \
+		    2>/dev/null || echo "$BASELINE")
+		echo "Rows marked (before) ran the tools of $bl, each right" \
+		    "after this tree's."
+	fi
 	echo "Where the time of a conversion goes (perf, strace), and what" \
 	    "moved it: bench/PROFILE.md."
 	echo "GB/s is the model's size in bytes (both models' for" \
@@ -171,14 +176,19 @@ for v in "" ${BASELINE:+before}; do
 	[ -n "$v" ] && rm -rf "$T/m$v"
 done
 rm -rf "$T/qbefore"
+# Outputs no later row reads are removed at once: the 7B shape's would
+# not fit beside each other on a small disk.
 measure "lora-merge -j $JOBS (NF4 base)" "$bytes" "$T/qm" \
     tools/lora-merge/lora-merge -q -j "$JOBS" -o "$T/qm" "$T/q" "$adapter"
+rm -rf "$T/qm"
 measure "nf4-quant -t int8 -j $JOBS" "$bytes" "$T/q8" \
     tools/nf4-quant/nf4-quant -q -t int8 -j "$JOBS" -o "$T/q8" "$base"
 measure "nf4-quant -d -j $JOBS (int8)" "$bytes" "$T/d8" \
     tools/nf4-quant/nf4-quant -q -d -j "$JOBS" -o "$T/d8" "$T/q8"
+rm -rf "$T/d8"
 measure "lora-merge -j $JOBS (int8 base)" "$bytes" "$T/q8m" \
     tools/lora-merge/lora-merge -q -j "$JOBS" -o "$T/q8m" "$T/q8" "$adapter"
+rm -rf "$T/q8m"
 measure "adapter-extract -r 16 -j $JOBS (attention)" "$((2 * bytes))" "$T/x" \
     tools/adapter-extract/adapter-extract -q -r 16 -j "$JOBS" \
     --target q_proj --target k_proj --target v_proj --target o_proj \
