@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "peftio_private.h"
@@ -33,6 +34,11 @@ struct peftio_xf {
 	struct peftio_bg	*lane;	/* the copies; NULL: none */
 	int			 stop;	/* atomic: the lane is to stop */
 	struct peftio_error	 lane_err;
+	/* Atomic, for the progress reports: what the lane has copied,
+	 * the tensor it copies, whether it has finished. */
+	uint64_t		 copied;
+	size_t			 lane_at;
+	int			 lane_done;
 };
 
 static const char *
@@ -162,18 +168,41 @@ run_lane(void *arg)
 	size_t i, n = peftio_ckpt_count(x->in);
 	int rc;
 
-	for (i = 0; i < n; i++) {
+	for (i = 0, rc = 0; i < n && rc == 0; i++) {
 		if (!is_copy(&x->items[i]))
 			continue;
-		if (__atomic_load_n(&x->stop, __ATOMIC_RELAXED))
-			return PEFTIO_EINVAL;	/* not reported */
+		if (__atomic_load_n(&x->stop, __ATOMIC_RELAXED)) {
+			rc = PEFTIO_EINVAL;	/* not reported */
+			break;
+		}
 		ti = peftio_ckpt_tensor(x->in, i);
-		if ((rc = peftio_ckptw_copy(x->w, ti->name, x->in, i,
+		__atomic_store_n(&x->lane_at, i, __ATOMIC_RELAXED);
+		rc = peftio_ckptw_copy(x->w, ti->name, x->in, i,
 		    x->items[i].act == PEFTIO_XF_COPY ? ti->dtype :
-		    x->items[i].dt, &x->lane_err)) != 0)
-			return rc;
+		    x->items[i].dt, &x->lane_err);
+		__atomic_fetch_add(&x->copied, ti->nbytes, __ATOMIC_RELAXED);
 	}
-	return 0;
+	__atomic_store_n(&x->lane_done, 1, __ATOMIC_RELEASE);
+	return rc;
+}
+
+/* While the lane finishes, the progress of its copies, every 10 ms. */
+static void
+lane_progress(struct peftio_xf *x, const struct peftio_xf_ops *ops,
+    void *ctx, uint64_t done, uint64_t total)
+{
+	const struct timespec tick = { 0, 10 * 1000 * 1000 };
+	size_t at;
+
+	if (x->lane == NULL || ops->progress == NULL)
+		return;
+	while (!__atomic_load_n(&x->lane_done, __ATOMIC_ACQUIRE)) {
+		at = __atomic_load_n(&x->lane_at, __ATOMIC_RELAXED);
+		ops->progress(ctx, done + __atomic_load_n(&x->copied,
+		    __ATOMIC_RELAXED), total, peftio_ckpt_tensor(x->in,
+		    at)->name);
+		nanosleep(&tick, NULL);
+	}
 }
 
 /* Wait for the copy lane; with stop, make it stop at the next tensor. */
@@ -287,9 +316,12 @@ compute_all(struct peftio_xf *x, const struct peftio_xf_ops *ops, void *ctx,
 
 	for (i = 0; i < n && !is_copy(&x->items[i]); i++)
 		;
+	x->lane_at = i;
 	if (i < n && ((rc = peftio_bg_new(&x->lane, err)) != 0 ||
 	    (rc = peftio_bg_run(x->lane, run_lane, x)) != 0))
 		return rc;
+	/* done: the bytes of the tensors this thread has passed; the
+	 * lane counts its own. */
 	for (i = 0; i < n && rc == 0; i++) {
 		it = &x->items[i];
 		ti = peftio_ckpt_tensor(x->in, i);
@@ -298,11 +330,16 @@ compute_all(struct peftio_xf *x, const struct peftio_xf_ops *ops, void *ctx,
 			if (i + 1 < n)
 				peftio_ckpt_prefetch(x->in, i + 1);
 			if (ops->progress != NULL)
-				ops->progress(ctx, done, total, ti->name);
+				ops->progress(ctx, done + __atomic_load_n(
+				    &x->copied, __ATOMIC_RELAXED), total,
+				    ti->name);
 			rc = ops->compute(x, i, ctx, err);
 		}
-		done += ti->nbytes;
+		if (!is_copy(it))
+			done += ti->nbytes;
 	}
+	if (rc == 0)
+		lane_progress(x, ops, ctx, done, total);
 	if (ops->progress != NULL)
 		ops->progress(ctx, total, total, NULL);
 	if (rc == 0)
