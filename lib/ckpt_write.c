@@ -244,15 +244,24 @@ peftio_ckptw_layout(struct peftio_ckptw *w, struct peftio_error *err)
 	return 0;
 }
 
+/* Output tensor name's shard and index; NULL before the layout or for
+ * a name not declared. */
+static const struct ckptw_name *
+find_name(const struct peftio_ckptw *w, const char *name)
+{
+	struct ckptw_name key;
+
+	key.name = name;
+	return w->laid_out ? bsearch(&key, w->map, w->count, sizeof(*w->map),
+	    cmp_map) : NULL;
+}
+
 int
 peftio_ckptw_write(struct peftio_ckptw *w, const char *name, const void *buf,
     size_t len, struct peftio_error *err)
 {
-	struct ckptw_name key, *m;
+	const struct ckptw_name *m = find_name(w, name);
 
-	key.name = name;
-	m = w->laid_out ? bsearch(&key, w->map, w->count, sizeof(*w->map),
-	    cmp_map) : NULL;
 	if (m == NULL)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "%s: tensor '%s' was not declared", w->path, name);
@@ -269,11 +278,8 @@ peftio_ckptw_write(struct peftio_ckptw *w, const char *name, const void *buf,
 uint64_t
 peftio_ckptw_start(const struct peftio_ckptw *w, const char *name)
 {
-	struct ckptw_name key, *m;
+	const struct ckptw_name *m = find_name(w, name);
 
-	key.name = name;
-	m = w->laid_out ? bsearch(&key, w->map, w->count, sizeof(*w->map),
-	    cmp_map) : NULL;
 	return m != NULL ? peftio_stw_start(w->w[m->shard], m->idx) : 0;
 }
 
