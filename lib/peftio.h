@@ -640,8 +640,6 @@ struct peftio_xf_job {
 	void			*data;	/* for peftio_xf_job_write: len */
 	uint64_t		 len;	/* bytes at data */
 	void			*ctx;	/* the caller's */
-	size_t			 idx;	/* an input tensor, for copies */
-	enum peftio_dtype	 dt;
 	struct peftio_error	 err;	/* set by a job that fails */
 	struct peftio_xf	*xf;
 };
