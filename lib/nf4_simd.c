@@ -370,11 +370,13 @@ absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len)
 }
 
 /*
- * The NF4 tables of the search below: thresholds 3 and 11 of the second
- * step, 1, 5, 9, 13 of the third (by code / 4) and the even ones of the
- * last (by code / 2).
+ * The thresholds of codes_avx2(), broadcast once per call of the block
+ * loop: FP4's seven magnitude thresholds, and for NF4's search
+ * threshold 7, thresholds 3 and 11 of the second step, 1, 5, 9, 13 of
+ * the third (by code / 4) and the even ones of the last (by code / 2).
  */
-struct nf4_search {
+struct q4_avx2_tables {
+	__m256	fp4[7];
 	__m256	t7, t3, t11, quarter, half;
 };
 
@@ -386,7 +388,7 @@ struct nf4_search {
  */
 static inline AVX2 __m256i
 codes_avx2(enum peftio_q4type t, int flush, __m256 v, __m256 inv,
-    const __m256 *thr, const struct nf4_search *ns)
+    const struct q4_avx2_tables *tab)
 {
 	const __m256 nmin = _mm256_set1_ps(-0x1p-126f);
 	__m256i c = _mm256_setzero_si256(), r, absv;
@@ -402,18 +404,18 @@ codes_avx2(enum peftio_q4type t, int flush, __m256 v, __m256 inv,
 	}
 	x = _mm256_mul_ps(v, inv);
 	if (t == PEFTIO_Q4_NF4) {
-		s = _mm256_cmp_ps(x, ns->t7, _CMP_GT_OQ);
+		s = _mm256_cmp_ps(x, tab->t7, _CMP_GT_OQ);
 		c = _mm256_and_si256(_mm256_castps_si256(s),
 		    _mm256_set1_epi32(8));
-		s = _mm256_cmp_ps(x, _mm256_blendv_ps(ns->t3, ns->t11, s),
+		s = _mm256_cmp_ps(x, _mm256_blendv_ps(tab->t3, tab->t11, s),
 		    _CMP_GT_OQ);
 		c = _mm256_or_si256(c, _mm256_and_si256(_mm256_castps_si256(s),
 		    _mm256_set1_epi32(4)));
-		s = _mm256_cmp_ps(x, _mm256_permutevar8x32_ps(ns->quarter,
+		s = _mm256_cmp_ps(x, _mm256_permutevar8x32_ps(tab->quarter,
 		    _mm256_srli_epi32(c, 2)), _CMP_GT_OQ);
 		c = _mm256_or_si256(c, _mm256_and_si256(_mm256_castps_si256(s),
 		    _mm256_set1_epi32(2)));
-		s = _mm256_cmp_ps(x, _mm256_permutevar8x32_ps(ns->half,
+		s = _mm256_cmp_ps(x, _mm256_permutevar8x32_ps(tab->half,
 		    _mm256_srli_epi32(c, 1)), _CMP_GT_OQ);
 		return _mm256_sub_epi32(c, _mm256_castps_si256(s));
 	}
@@ -421,7 +423,7 @@ codes_avx2(enum peftio_q4type t, int flush, __m256 v, __m256 inv,
 	    _mm256_set1_epi32(0x7fffffff)));
 	for (k = 0; k < 7; k++)
 		c = _mm256_sub_epi32(c, _mm256_castps_si256(
-		    _mm256_cmp_ps(a, thr[k], _CMP_GT_OQ)));
+		    _mm256_cmp_ps(a, tab->fp4[k], _CMP_GT_OQ)));
 	/* Rank to code: {0,1,6,7,4,5,2,3} is r ^ (r & 2) << 1. */
 	r = _mm256_xor_si256(c, _mm256_slli_epi32(_mm256_and_si256(c,
 	    _mm256_set1_epi32(2)), 1));
@@ -434,8 +436,8 @@ codes_avx2(enum peftio_q4type t, int flush, __m256 v, __m256 inv,
 
 static inline AVX2 void
 block_avx2(enum peftio_q4type t, enum peftio_dtype dt, int flush,
-    const uint8_t *p, uint64_t len, __m256 inv, const __m256 *thr,
-    const struct nf4_search *ns, uint8_t *out)
+    const uint8_t *p, uint64_t len, __m256 inv,
+    const struct q4_avx2_tables *tab, uint8_t *out)
 {
 	const __m256i pairs = _mm256_set1_epi16(0x0110);	/* {16, 1} */
 	const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -444,13 +446,13 @@ block_avx2(enum peftio_q4type t, enum peftio_dtype dt, int flush,
 	uint64_t j;
 
 	for (j = 0; j < len; j += 32) {
-		c0 = codes_avx2(t, flush, ld8_avx2(dt, p + j * es), inv, thr, ns);
+		c0 = codes_avx2(t, flush, ld8_avx2(dt, p + j * es), inv, tab);
 		c1 = codes_avx2(t, flush, ld8_avx2(dt, p + (j + 8) * es),
-		    inv, thr, ns);
+		    inv, tab);
 		c2 = codes_avx2(t, flush, ld8_avx2(dt, p + (j + 16) * es),
-		    inv, thr, ns);
+		    inv, tab);
 		c3 = codes_avx2(t, flush, ld8_avx2(dt, p + (j + 24) * es),
-		    inv, thr, ns);
+		    inv, tab);
 		/* 32 codes as bytes in element order, then byte pairs. */
 		b = _mm256_packus_epi16(_mm256_packus_epi32(c0, c1),
 		    _mm256_packus_epi32(c2, c3));
@@ -467,23 +469,21 @@ blocks_avx2_t(enum peftio_q4type t, enum peftio_dtype dt,
     const uint8_t *in, uint64_t bs, uint64_t b0, uint64_t b1,
     uint8_t *packed, float *absmax)
 {
-	const float *tf = t == PEFTIO_Q4_NF4 ? peftio_q4_nf4_thr.f : peftio_q4_fp4_thr.f;
+	const float *nt = peftio_q4_nf4_thr.f;
+	struct q4_avx2_tables tab;
 	size_t es = dt_size(dt);
 	float inv[GROUP];
-	const float *nt = peftio_q4_nf4_thr.f;
-	const struct nf4_search ns = {
-		_mm256_set1_ps(nt[7]), _mm256_set1_ps(nt[3]),
-		_mm256_set1_ps(nt[11]),
-		_mm256_setr_ps(nt[1], nt[5], nt[9], nt[13], 0, 0, 0, 0),
-		_mm256_setr_ps(nt[0], nt[2], nt[4], nt[6], nt[8], nt[10],
-		    nt[12], nt[14]),
-	};
-	__m256 thr[15];
 	uint64_t b, g, ng;
 	int k;
 
-	for (k = 0; k < 15; k++)
-		thr[k] = _mm256_set1_ps(tf[k]);
+	for (k = 0; k < 7; k++)
+		tab.fp4[k] = _mm256_set1_ps(peftio_q4_fp4_thr.f[k]);
+	tab.t7 = _mm256_set1_ps(nt[7]);
+	tab.t3 = _mm256_set1_ps(nt[3]);
+	tab.t11 = _mm256_set1_ps(nt[11]);
+	tab.quarter = _mm256_setr_ps(nt[1], nt[5], nt[9], nt[13], 0, 0, 0, 0);
+	tab.half = _mm256_setr_ps(nt[0], nt[2], nt[4], nt[6], nt[8], nt[10],
+	    nt[12], nt[14]);
 	for (g = b0; g < b1; g += ng) {
 		ng = PEFTIO_MIN(GROUP, b1 - g);
 		for (b = 0; b < ng; b++)
@@ -493,11 +493,11 @@ blocks_avx2_t(enum peftio_q4type t, enum peftio_dtype dt,
 		for (b = 0; b < ng; b++) {
 			if (absmax[g + b] >= NOFLUSH_MIN)
 				block_avx2(t, dt, 0, in + (g + b) * bs * es,
-				    bs, _mm256_set1_ps(inv[b]), thr, &ns,
+				    bs, _mm256_set1_ps(inv[b]), &tab,
 				    packed + (g + b) * bs / 2);
 			else
 				block_avx2(t, dt, 1, in + (g + b) * bs * es,
-				    bs, _mm256_set1_ps(inv[b]), thr, &ns,
+				    bs, _mm256_set1_ps(inv[b]), &tab,
 				    packed + (g + b) * bs / 2);
 		}
 	}
