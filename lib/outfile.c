@@ -142,11 +142,11 @@ peftio_read_all(int fd, void *buf, size_t len)
  * cache, the whole pages between straight from the caller's buffer
  * when it is aligned, or else through an aligned bounce buffer (one of
  * NBOUNCE of the process, so that two threads writing at once do not
- * wait for each other).  Every byte of a file is written once, so a page is written
- * either whole by one direct write or only through the page cache,
- * never both.  Where O_DIRECT is refused (tmpfs and some network file
- * systems, with EINVAL at open or at the first write) the file is
- * written through the page cache.
+ * wait for each other).  Every byte of a file is written once, so a
+ * page is written either whole by one direct write or only through the
+ * page cache, never both.  Where O_DIRECT is refused (tmpfs and some
+ * network file systems, with EINVAL at open or at the first write) the
+ * file is written through the page cache.
  */
 #define DIRECT_MIN	(256u << 10)	/* less in whole pages: page cache */
 #define BOUNCE_LEN	(16u << 20)

@@ -36,7 +36,7 @@ struct rx {
 	int		 bad;	/* RX_NESTED, RX_EMPTY_LOOP */
 };
 
-#define RX_NESTED	1	/* a repetition of a repetition, too deep */
+#define RX_NESTED	1	/* a repetition repeated, or groups too deep */
 #define RX_EMPTY_LOOP	2	/* "(a*)*": a loop that can match nothing */
 
 static uint64_t
