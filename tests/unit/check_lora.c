@@ -149,6 +149,23 @@ maybe_f32(struct peftio_ckpt *c, const char *name)
  * cat A = [w_a s_a A_a; w_b s_b A_b], B = [B_a, B_b]; linear
  * A = sum sign(c) sqrt|c| A_i, B = sum sqrt|c| B_i for c = w_i s_i.
  */
+/* got[i] = sum over t of x[t][i] sqrt(w_t s_t), for i < n. */
+static void
+check_sqrt_sum(const float *got, float *const x[2], uint64_t n,
+    const struct mcase *mc, const double s[2])
+{
+	uint64_t i;
+	size_t t;
+	float c;
+
+	for (i = 0; i < n; i++) {
+		c = 0.0f;
+		for (t = 0; t < 2; t++)
+			c += x[t][i] * (float)sqrt(mc->w[t] * s[t]);
+		ck_assert_float_eq(got[i], c);
+	}
+}
+
 static void
 check_saved_factors(const struct mcase *mc, struct peftio_ckpt *saved,
     struct peftio_adapter *const *ads, size_t *nmod)
@@ -156,7 +173,7 @@ check_saved_factors(const struct mcase *mc, struct peftio_ckpt *saved,
 	struct peftio_ckpt *src[2];
 	char path[256], key[512];
 	const char *mod;
-	float *a[2], *b[2], *A, *B, c, wa, wb;
+	float *a[2], *b[2], *A, *B;
 	uint64_t r[2], n, R, i, k, j, rows, cols;
 	double s[2];
 	size_t mi, t;
@@ -207,22 +224,8 @@ check_saved_factors(const struct mcase *mc, struct peftio_ckpt *saved,
 					    b[1][i * r[1] + j - r[0]]);
 		} else {
 			ck_assert_uint_eq(R, r[0]);
-			for (i = 0; i < R * cols; i++) {
-				c = 0.0f;
-				for (t = 0; t < 2; t++) {
-					wa = (float)sqrt(mc->w[t] * s[t]);
-					c += a[t][i] * wa;
-				}
-				ck_assert_float_eq(A[i], c);
-			}
-			for (i = 0; i < rows * R; i++) {
-				c = 0.0f;
-				for (t = 0; t < 2; t++) {
-					wb = (float)sqrt(mc->w[t] * s[t]);
-					c += b[t][i] * wb;
-				}
-				ck_assert_float_eq(B[i], c);
-			}
+			check_sqrt_sum(A, a, R * cols, mc, s);
+			check_sqrt_sum(B, b, rows * R, mc, s);
 		}
 		for (t = 0; t < 2; t++) {
 			free(a[t]);
