@@ -59,3 +59,27 @@ fails "cut short, to standard output: refused" 1 sh -c \
     t.out
 if [ -s t.out ]; then notok "cut short, to standard output: nothing written"
 else ok "cut short, to standard output: nothing written"; fi
+
+# A tool that waits for its input runs one thread: no idle thread pool
+# of the BLAS library is left spinning on the cores the work needs.
+waits_alone() {
+	"$@" < wait.fifo > /dev/null 2>&1 &
+	pid=$!
+	sleep 1
+	name=$(basename "$1")
+	n=$(ls "/proc/$pid/task" 2>/dev/null | wc -l)
+	if [ "$n" -eq 0 ]; then
+		echo "ok - $name waits with one thread # SKIP no /proc"
+	elif [ "$n" -eq 1 ]; then
+		ok "$name waits with one thread"
+	else
+		notok "$name waits with $n threads"
+	fi
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}
+mkfifo wait.fifo
+exec 3<>wait.fifo
+waits_alone "$NF4" -o w.out -
+waits_alone "$INSPECT" -
+exec 3>&-
