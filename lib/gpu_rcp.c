@@ -35,6 +35,38 @@ rcp_fail(int code, const char *msg)
 }
 
 /*
+ * Pack got entries of buf (each -1, 0 or +1) into tab from entry pos on:
+ * 0 when every one is in range.  Four at a time while pos is a multiple
+ * of 4 (all but the last piece of the stream), which the compiler turns
+ * into vector code; the inflated table is 8 MiB.
+ */
+static int
+rcp_pack(uint8_t *tab, unsigned long pos, const unsigned char *buf,
+    size_t got)
+{
+	unsigned bad = 0, e0, e1, e2, e3;
+	size_t i = 0;
+
+	if ((pos & 3) == 0)
+		for (; i + 4 <= got; i += 4) {
+			e0 = (uint8_t)(buf[i] + 1);
+			e1 = (uint8_t)(buf[i + 1] + 1);
+			e2 = (uint8_t)(buf[i + 2] + 1);
+			e3 = (uint8_t)(buf[i + 3] + 1);
+			bad |= (e0 > 2) | (e1 > 2) | (e2 > 2) | (e3 > 2);
+			tab[(pos + i) >> 2] = (uint8_t)(e0 | e1 << 2 |
+			    e2 << 4 | e3 << 6);
+		}
+	for (; i < got; i++) {
+		e0 = (uint8_t)(buf[i] + 1);
+		bad |= e0 > 2;
+		tab[(pos + i) >> 2] |= (uint8_t)((e0 & 3) <<
+		    ((pos + i) & 3) * 2);
+	}
+	return bad != 0;
+}
+
+/*
  * Inflate the embedded table into a packed 2-bit form.  Every byte must
  * be -1, 0 or +1 and there must be exactly 2^23 of them.
  */
@@ -45,7 +77,7 @@ rcp_load(uint8_t *tab)
 	z_stream zs;
 	unsigned long pos = 0;
 	int zr, rc = PEFTIO_OK;
-	size_t i, got;
+	size_t got;
 
 	memset(&zs, 0, sizeof(zs));
 	if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK)
@@ -68,18 +100,12 @@ rcp_load(uint8_t *tab)
 			    "reciprocal table: longer than 2^23 entries");
 			break;
 		}
-		for (i = 0; i < got; i++, pos++) {
-			signed char d = (signed char)buf[i];
-
-			if (d < -1 || d > 1) {
-				rc = rcp_fail(PEFTIO_EFORMAT,
-				    "reciprocal table: entry out of range");
-				break;
-			}
-			tab[pos >> 2] |= (uint8_t)((d + 1) << ((pos & 3) * 2));
-		}
-		if (rc != PEFTIO_OK)
+		if (rcp_pack(tab, pos, buf, got) != 0) {
+			rc = rcp_fail(PEFTIO_EFORMAT,
+			    "reciprocal table: entry out of range");
 			break;
+		}
+		pos += got;
 		if (zr != Z_STREAM_END && got == 0 && zs.avail_in == 0) {
 			rc = rcp_fail(PEFTIO_EFORMAT,
 			    "reciprocal table: truncated gzip data");

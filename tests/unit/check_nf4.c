@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "peftio.h"
 #include "peftio_private.h"
@@ -556,6 +557,36 @@ START_TEST(test_gpu_rcp)
 }
 END_TEST
 
+/*
+ * Every entry of the table as the library packed it: for each of the
+ * 2^23 mantissas, the result differs from the correctly rounded
+ * reciprocal by the delta read from lib/data/rcp_delta.bin.gz here.
+ */
+START_TEST(test_gpu_rcp_table)
+{
+	struct peftio_error err;
+	signed char *d;
+	gzFile gz;
+	uint32_t m, bad = 0;
+	float a;
+
+	ck_assert_int_eq(peftio_gpu_rcp_init(&err), 0);
+	ck_assert_ptr_nonnull(d = malloc(1U << 23));
+	ck_assert_ptr_nonnull(gz = gzopen("../../lib/data/rcp_delta.bin.gz",
+	    "rb"));
+	ck_assert_int_eq(gzread(gz, d, 1U << 23), 1 << 23);
+	gzclose(gz);
+	for (m = 0; m < 1U << 23; m++) {
+		a = peftio_u2f(0x3f800000U | m);
+		if (peftio_f2u(peftio_gpu_rcp(a)) !=
+		    peftio_f2u(1.0f / a) + (uint32_t)(int32_t)d[m])
+			bad++;
+	}
+	free(d);
+	ck_assert_uint_eq(bad, 0);
+}
+END_TEST
+
 /* The batch form gives the bits of the single one, specials included. */
 START_TEST(test_gpu_rcp_n)
 {
@@ -786,6 +817,7 @@ Suite *nf4_suite(void)
 	tcase_add_test(tc, test_dequantize_special);
 	tcase_add_loop_test(tc, test_fast_vs_ref, 0, 15);
 	tcase_add_test(tc, test_gpu_rcp);
+	tcase_add_test(tc, test_gpu_rcp_table);
 	tcase_add_test(tc, test_gpu_rcp_n);
 	tcase_add_loop_test(tc, test_cuda_sample, 0, NIMPL);
 	suite_add_tcase(s, tc);
