@@ -59,6 +59,7 @@ struct pass {
 	enum peftio_dtype	 sdt;	/* stored dtype */
 	uint8_t			*packed;	/* NULL: absmax only */
 	float			*absmax;
+	const float		*known;	/* the absmax found before, or NULL */
 	int			 check;	/* look for NaN and Inf */
 	int64_t			 bad;	/* the first one found, or -1 */
 	int			 failed;
@@ -130,14 +131,23 @@ pass_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 			peftio_from_f32(qs->dtype, f, q, n);
 			p = q;
 		}
+		if (ps->packed == NULL) {
+			/* The absmax pass sees most NaN and Inf itself. */
+			if (!peftio_q4_absmax_finite(qs->dtype, p, n, bs, 0,
+			    nbk, ps->absmax + c) && ps->check)
+				scan_values(ps, p, lo, n);
+			continue;
+		}
 		if (ps->check)
 			scan_values(ps, p, lo, n);
-		if (ps->packed != NULL)
-			peftio_q4_quantize(qs->type, qs->dtype, p, n, bs, 0, nbk,
-			    ps->packed + lo / 2, ps->absmax + c);
-		else
-			peftio_q4_absmax(qs->dtype, p, n, bs, 0, nbk,
-			    ps->absmax + c);
+		if (ps->known != NULL) {
+			memcpy(ps->absmax + c, ps->known + c,
+			    nbk * sizeof(float));
+			peftio_q4_quantize_known(qs->type, qs->dtype, p, n, bs,
+			    0, nbk, ps->packed + lo / 2, ps->absmax + c);
+		} else
+			peftio_q4_quantize(qs->type, qs->dtype, p, n, bs, 0,
+			    nbk, ps->packed + lo / 2, ps->absmax + c);
 	}
 }
 
@@ -168,8 +178,8 @@ peftio_bnb_buffers_free(struct peftio_bnb_buffers *b)
 int
 peftio_bnb_pass(struct peftio_ckpt *c, size_t i,
     const struct peftio_quant_state *qs, uint8_t *packed, float *absmax,
-    int check, unsigned nthreads, struct peftio_bnb_buffers *b,
-    struct peftio_error *err)
+    const float *known, int check, unsigned nthreads,
+    struct peftio_bnb_buffers *b, struct peftio_error *err)
 {
 	struct pass ps;
 
@@ -180,6 +190,7 @@ peftio_bnb_pass(struct peftio_ckpt *c, size_t i,
 	ps.sdt = peftio_ckpt_tensor(c, i)->dtype;
 	ps.packed = packed;
 	ps.absmax = absmax;
+	ps.known = known;
 	ps.check = check;
 	ps.bad = -1;
 	ps.b = b;
@@ -211,7 +222,7 @@ peftio_bnb_quantize_tensor(struct peftio_ckpt *c, size_t i,
 
 	if ((b = peftio_bnb_buffers_new()) == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	rc = peftio_bnb_pass(c, i, qs, packed, absmax, check, nthreads, b,
+	rc = peftio_bnb_pass(c, i, qs, packed, absmax, NULL, check, nthreads, b,
 	    err);
 	peftio_bnb_buffers_free(b);
 	return rc;
@@ -438,18 +449,18 @@ peftio_bnb_values(struct peftio_ckpt *c, size_t i, int transpose,
 
 int
 peftio_bnb_offset(struct peftio_ckpt *c, size_t i, struct peftio_bnb_out *bo,
-    int check, unsigned nthreads, struct peftio_bnb_buffers *b,
+    float *keep, int check, unsigned nthreads, struct peftio_bnb_buffers *b,
     struct peftio_error *err)
 {
 	uint64_t nb = ceil_div(bo->qs.numel, bo->qs.blocksize);
-	float *am;
+	float *am = keep;
 	int rc;
 
-	if ((am = peftio_scratch(&b->absmax, nb ? nb * sizeof(float) : 1)) ==
-	    NULL)
+	if (am == NULL && (am = peftio_scratch(&b->absmax, nb ? nb *
+	    sizeof(float) : 1)) == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	if ((rc = peftio_bnb_pass(c, i, &bo->qs, NULL, am, check, nthreads, b,
-	    err)) == 0)
+	if ((rc = peftio_bnb_pass(c, i, &bo->qs, NULL, am, NULL, check,
+	    nthreads, b, err)) == 0)
 		bo->qs.nested_offset = peftio_dq_offset(am, nb);
 	return rc;
 }
@@ -463,7 +474,7 @@ peftio_bnb_prepass(struct peftio_ckpt *c, size_t i, struct peftio_bnb_out *bo,
 
 	if ((b = peftio_bnb_buffers_new()) == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
-	rc = peftio_bnb_offset(c, i, bo, check, nthreads, b, err);
+	rc = peftio_bnb_offset(c, i, bo, NULL, check, nthreads, b, err);
 	peftio_bnb_buffers_free(b);
 	return rc;
 }

@@ -110,6 +110,8 @@ void
 peftio_bnb_step_free(struct peftio_bnb_step *s)
 {
 	peftio_bnb_out_free(&s->bo);
+	free(s->absmax);
+	s->absmax = NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -148,8 +150,8 @@ peftio_bnb_step_offset(struct peftio_bnb_step *s, struct peftio_ckpt *c,
 	if (!s->quant || s->eight || !s->bo.qs.double_quant)
 		return 0;
 	if (!s->transpose)
-		rc = peftio_bnb_offset(c, i, &s->bo, check, nthreads, buf,
-		    err);
+		rc = peftio_bnb_offset(c, i, &s->bo, s->absmax, check,
+		    nthreads, buf, err);
 	else if ((rc = peftio_bnb_values(c, i, 1, s->bo.qs.dtype, check,
 	    buf->whole, &v, err)) == 0)
 		rc = peftio_bnb_offset_mem(&s->bo.qs, v, nthreads, err);
@@ -290,8 +292,8 @@ quantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 	j->ctx = (void *)s;
 	j->name = name;
 	if ((rc = slot_quant(j, &s->bo.qs, &packed, &absmax, err)) != 0 ||
-	    (rc = peftio_bnb_pass(c, i, &s->bo.qs, packed, absmax, check,
-	    nthreads, buf, err)) != 0)
+	    (rc = peftio_bnb_pass(c, i, &s->bo.qs, packed, absmax, s->absmax,
+	    check, nthreads, buf, err)) != 0)
 		return rc;
 	return peftio_xf_submit(x, write_quant, err);
 }
@@ -459,15 +461,27 @@ peftio_bnb_steps_offsets(struct peftio_ckpt *c,
     struct peftio_error *err)
 {
 	size_t i, n = peftio_ckpt_count(c);
-	uint64_t done = 0, total = 0;
+	uint64_t done = 0, total = 0, room = 0, need;
+	struct peftio_bnb_step *s;
 	int rc;
 
-	for (i = 0; i < n; i++)
+	/* The absmax found here are kept for the quantizing pass, as long
+	 * as they take no more memory than the largest tensor. */
+	for (i = 0; i < n; i++) {
+		room = PEFTIO_MAX(room, peftio_ckpt_tensor(c, i)->nbytes);
 		if (xi[i].act == PEFTIO_XF_CUSTOM && !steps[i].eight)
 			total += peftio_ckpt_tensor(c, i)->nbytes;
+	}
 	for (i = 0; i < n; i++) {
-		if (xi[i].act != PEFTIO_XF_CUSTOM || steps[i].eight)
+		s = &steps[i];
+		if (xi[i].act != PEFTIO_XF_CUSTOM || s->eight)
 			continue;
+		need = ceil_div(s->bo.qs.numel, s->bo.qs.blocksize) *
+		    sizeof(float);
+		if (s->quant && s->bo.qs.double_quant && !s->transpose &&
+		    s->absmax == NULL && need > 0 && need <= room &&
+		    (s->absmax = malloc(need)) != NULL)
+			room -= need;
 		if (progress != NULL)
 			progress(progress_arg, done, total,
 			    peftio_ckpt_tensor(c, i)->name);

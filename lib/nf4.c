@@ -97,10 +97,10 @@ peftio_q4_blocksize_ok(uint64_t bs)
 	return bs >= 32 && bs <= 4096 && (bs & (bs - 1)) == 0;
 }
 
-int
-peftio_q4_quantize(enum peftio_q4type t, enum peftio_dtype dt,
-    const void *in, uint64_t n, uint64_t bs, uint64_t b0, uint64_t b1,
-    uint8_t *packed, float *absmax)
+static int
+q4_quantize(enum peftio_q4type t, enum peftio_dtype dt, const void *in,
+    uint64_t n, uint64_t bs, uint64_t b0, uint64_t b1, uint8_t *packed,
+    float *absmax, int known)
 {
 	const uint8_t *p = in;
 	uint64_t b = b0, lo, hi;
@@ -121,9 +121,11 @@ peftio_q4_quantize(enum peftio_q4type t, enum peftio_dtype dt,
 			    packed, absmax);
 		else
 			peftio_q4_blocks_avx2(t, dt, p, bs, b, PEFTIO_MIN(b1, n / bs),
-			    packed, absmax);
+			    packed, absmax, known);
 		b = PEFTIO_MIN(b1, n / bs);
 	}
+#else
+	(void)known;
 #endif
 	for (; b < b1; b++) {
 		lo = b * bs;
@@ -137,13 +139,31 @@ peftio_q4_quantize(enum peftio_q4type t, enum peftio_dtype dt,
 }
 
 int
-peftio_q4_absmax(enum peftio_dtype dt, const void *in, uint64_t n,
-    uint64_t bs, uint64_t b0, uint64_t b1, float *absmax)
+peftio_q4_quantize(enum peftio_q4type t, enum peftio_dtype dt,
+    const void *in, uint64_t n, uint64_t bs, uint64_t b0, uint64_t b1,
+    uint8_t *packed, float *absmax)
+{
+	return q4_quantize(t, dt, in, n, bs, b0, b1, packed, absmax, 0);
+}
+
+int
+peftio_q4_quantize_known(enum peftio_q4type t, enum peftio_dtype dt,
+    const void *in, uint64_t n, uint64_t bs, uint64_t b0, uint64_t b1,
+    uint8_t *packed, float *absmax)
+{
+	return q4_quantize(t, dt, in, n, bs, b0, b1, packed, absmax, 1);
+}
+
+/* Absmax of blocks [b0, b1); 1 when the path saw every value finite. */
+static int
+q4_absmax(enum peftio_dtype dt, const void *in, uint64_t n, uint64_t bs,
+    uint64_t b0, uint64_t b1, float *absmax, int *finite)
 {
 	const uint8_t *p = in;
 	uint64_t b = b0;
 	int rc, impl;
 
+	*finite = 0;
 	if ((rc = peftio_q4_check_args(dt, in, n, bs, b0, b1, absmax, 0)) != 0)
 		return rc;
 #ifdef Q4_X86
@@ -153,17 +173,38 @@ peftio_q4_absmax(enum peftio_dtype dt, const void *in, uint64_t n,
 			peftio_q4_absmax_blocks_avx512(dt, p, bs, b,
 			    PEFTIO_MIN(b1, n / bs), absmax);
 		else
-			peftio_q4_absmax_blocks_avx2(dt, p, bs, b,
+			*finite = peftio_q4_absmax_blocks_avx2(dt, p, bs, b,
 			    PEFTIO_MIN(b1, n / bs), absmax);
 		b = PEFTIO_MIN(b1, n / bs);
 	}
 #else
 	(void)impl;
 #endif
+	if (b < b1)
+		*finite = 0;
 	for (; b < b1; b++)
 		absmax[b] = peftio_q4_absmax_portable(dt, p, b * bs,
 		    PEFTIO_MIN(n, b * bs + bs));
 	return PEFTIO_OK;
+}
+
+int
+peftio_q4_absmax(enum peftio_dtype dt, const void *in, uint64_t n,
+    uint64_t bs, uint64_t b0, uint64_t b1, float *absmax)
+{
+	int finite;
+
+	return q4_absmax(dt, in, n, bs, b0, b1, absmax, &finite);
+}
+
+int
+peftio_q4_absmax_finite(enum peftio_dtype dt, const void *in, uint64_t n,
+    uint64_t bs, uint64_t b0, uint64_t b1, float *absmax)
+{
+	int finite;
+
+	return q4_absmax(dt, in, n, bs, b0, b1, absmax, &finite) == 0 &&
+	    finite;
 }
 
 /* Elements [lo, hi) of a dequantized block from a 16-entry table. */

@@ -150,10 +150,12 @@ void	peftio_q4_blocks_avx512(enum peftio_q4type t, enum peftio_dtype dt,
 	    uint8_t *packed, float *absmax);
 void	peftio_q4_absmax_blocks_avx512(enum peftio_dtype dt, const uint8_t *in,
 	    uint64_t bs, uint64_t b0, uint64_t b1, float *absmax);
+/* known: absmax holds the blocks' absmax already.  The absmax pass
+ * returns 1 when every value it read is finite. */
 void	peftio_q4_blocks_avx2(enum peftio_q4type t, enum peftio_dtype dt,
 	    const uint8_t *in, uint64_t bs, uint64_t b0, uint64_t b1,
-	    uint8_t *packed, float *absmax);
-void	peftio_q4_absmax_blocks_avx2(enum peftio_dtype dt, const uint8_t *in,
+	    uint8_t *packed, float *absmax, int known);
+int	peftio_q4_absmax_blocks_avx2(enum peftio_dtype dt, const uint8_t *in,
 	    uint64_t bs, uint64_t b0, uint64_t b1, float *absmax);
 int	peftio_q4_have_avx2(void);
 #endif

@@ -334,13 +334,16 @@ ld8_avx2(enum peftio_dtype dt, const uint8_t *p)
 	}
 }
 
-/* Absmax of len (a multiple of 32) elements, as peftio_q4_absmax_portable(). */
+/* Absmax of len (a multiple of 32) elements, as peftio_q4_absmax_portable();
+ * with nonfinite, 1 is or'ed into it when one is NaN or Inf. */
 static inline AVX2 float
-absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len)
+absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len,
+    int *nonfinite)
 {
 	const __m256i absm = _mm256_set1_epi32(0x7fffffff);
 	const __m256i inf = _mm256_set1_epi32(0x7f800000);
-	__m256i m0 = _mm256_setzero_si256(), m1 = m0, a0, a1;
+	const __m256i fmax = _mm256_set1_epi32(0x7f7fffff);
+	__m256i m0 = _mm256_setzero_si256(), m1 = m0, a0, a1, bad = m0;
 	__m128i h;
 	size_t es = dt_size(dt);
 	uintptr_t ahead;
@@ -354,6 +357,10 @@ absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len)
 		    ld8_avx2(dt, p + j * es)), absm);
 		a1 = _mm256_and_si256(_mm256_castps_si256(
 		    ld8_avx2(dt, p + (j + 8) * es)), absm);
+		if (nonfinite != NULL)
+			bad = _mm256_or_si256(bad, _mm256_or_si256(
+			    _mm256_cmpgt_epi32(a0, fmax),
+			    _mm256_cmpgt_epi32(a1, fmax)));
 		/* A NaN (above Inf as an integer) counts as 0. */
 		a0 = _mm256_andnot_si256(_mm256_cmpgt_epi32(a0, inf), a0);
 		a1 = _mm256_andnot_si256(_mm256_cmpgt_epi32(a1, inf), a1);
@@ -366,6 +373,8 @@ absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len)
 	h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4e));
 	h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0xb1));
 	m = (uint32_t)_mm_cvtsi128_si32(h);
+	if (nonfinite != NULL && !_mm256_testz_si256(bad, bad))
+		*nonfinite = 1;
 	return m < FLT_MIN_BITS ? 0.0f : peftio_u2f(m);
 }
 
@@ -467,7 +476,7 @@ block_avx2(enum peftio_q4type t, enum peftio_dtype dt, int flush,
 static inline AVX2 void
 blocks_avx2_t(enum peftio_q4type t, enum peftio_dtype dt,
     const uint8_t *in, uint64_t bs, uint64_t b0, uint64_t b1,
-    uint8_t *packed, float *absmax)
+    uint8_t *packed, float *absmax, int known)
 {
 	const float *nt = peftio_q4_nf4_thr.f;
 	struct q4_avx2_tables tab;
@@ -486,9 +495,9 @@ blocks_avx2_t(enum peftio_q4type t, enum peftio_dtype dt,
 	    nt[12], nt[14]);
 	for (g = b0; g < b1; g += ng) {
 		ng = PEFTIO_MIN(GROUP, b1 - g);
-		for (b = 0; b < ng; b++)
+		for (b = 0; !known && b < ng; b++)
 			absmax[g + b] = absmax_avx2(dt,
-			    in + (g + b) * bs * es, bs);
+			    in + (g + b) * bs * es, bs, NULL);
 		peftio_gpu_rcp_n(absmax + g, inv, ng);
 		for (b = 0; b < ng; b++) {
 			if (absmax[g + b] >= NOFLUSH_MIN)
@@ -505,11 +514,17 @@ blocks_avx2_t(enum peftio_q4type t, enum peftio_dtype dt,
 
 AVX2 void
 peftio_q4_blocks_avx2(enum peftio_q4type t, enum peftio_dtype dt, const uint8_t *in,
-    uint64_t bs, uint64_t b0, uint64_t b1, uint8_t *packed, float *absmax)
+    uint64_t bs, uint64_t b0, uint64_t b1, uint8_t *packed, float *absmax,
+    int known)
 {
 #define Q4_CASE(T, D)							\
 	if (t == (T) && dt == (D)) {					\
-		blocks_avx2_t((T), (D), in, bs, b0, b1, packed, absmax); \
+		if (known)						\
+			blocks_avx2_t((T), (D), in, bs, b0, b1, packed,	\
+			    absmax, 1);					\
+		else							\
+			blocks_avx2_t((T), (D), in, bs, b0, b1, packed,	\
+			    absmax, 0);					\
 		return;							\
 	}
 	Q4_CASE(PEFTIO_Q4_NF4, PEFTIO_F32)
@@ -521,15 +536,17 @@ peftio_q4_blocks_avx2(enum peftio_q4type t, enum peftio_dtype dt, const uint8_t 
 #undef Q4_CASE
 }
 
-AVX2 void
+AVX2 int
 peftio_q4_absmax_blocks_avx2(enum peftio_dtype dt, const uint8_t *in, uint64_t bs,
     uint64_t b0, uint64_t b1, float *absmax)
 {
 	size_t es = dt_size(dt);
 	uint64_t b;
+	int nonfinite = 0;
 
 	for (b = b0; b < b1; b++)
-		absmax[b] = absmax_avx2(dt, in + b * bs * es, bs);
+		absmax[b] = absmax_avx2(dt, in + b * bs * es, bs, &nonfinite);
+	return !nonfinite;
 }
 
 /* AVX2 and F16C, with the OS saving the YMM state. */

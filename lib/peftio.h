@@ -1118,6 +1118,9 @@ struct peftio_bnb_step {
 	enum peftio_dtype	 dt;	/* dequantize: the output dtype */
 	int			 ndim;	/* dequantize: the output shape */
 	uint64_t		 shape[2];
+	float			*absmax;	/* quantize: the blocks' absmax
+					 * kept by peftio_bnb_steps_offsets()
+					 * for _compute(), or NULL */
 };
 
 /* How peftio_bnb_step_quantize() quantizes. */
@@ -1193,7 +1196,10 @@ long	peftio_bnb_steps_plan(struct peftio_ckpt *c, int decode,
  * Before a transform of those steps: peftio_bnb_step_offset() for every
  * 4-bit weight quantized, with progress (may be NULL) told the bytes
  * read so far before each weight, with its name, and once at the end
- * with what NULL.  0, or a negative PEFTIO_E* value.
+ * with what NULL.  The blocks' absmax found are kept in the steps
+ * (absmax, freed by peftio_bnb_step_free()) for the quantizing pass, up
+ * to the size of the checkpoint's largest tensor in all.  0, or a
+ * negative PEFTIO_E* value.
  */
 int	peftio_bnb_steps_offsets(struct peftio_ckpt *c,
 	    const struct peftio_xf_item *xi, struct peftio_bnb_step *steps,

@@ -106,6 +106,16 @@ char	*peftio_json_pydumps(const json_t *v, int indent, int sort_keys,
 int	peftio_q4_quantize_ref(enum peftio_q4type t, enum peftio_dtype dt,
 	    const void *in, uint64_t n, uint64_t bs, uint64_t b0, uint64_t b1,
 	    uint8_t *packed, float *absmax);
+/* peftio_q4_quantize() of blocks whose absmax (the same array) was
+ * computed before by peftio_q4_absmax() on the same values: the fast
+ * paths do not compute it again. */
+int	peftio_q4_quantize_known(enum peftio_q4type t, enum peftio_dtype dt,
+	    const void *in, uint64_t n, uint64_t bs, uint64_t b0, uint64_t b1,
+	    uint8_t *packed, float *absmax);
+/* peftio_q4_absmax(), and 1 when it saw that every value is finite; 0
+ * when one is not, or when its path cannot tell (a scan must say). */
+int	peftio_q4_absmax_finite(enum peftio_dtype dt, const void *in,
+	    uint64_t n, uint64_t bs, uint64_t b0, uint64_t b1, float *absmax);
 /* Select the implementation of the 4-bit and 8-bit codecs: 0 the
  * reference, 1 portable, 2 AVX-512, 3 AVX2; negative to query.  Returns
  * the previous one, or -1 if the CPU lacks it. */
@@ -275,15 +285,20 @@ struct peftio_bnb_buffers {
 	struct peftio_scratch	 whole[2];	/* a weight whole in memory */
 };
 
-/* peftio_bnb_quantize_tensor() and peftio_bnb_prepass() through b. */
+/* peftio_bnb_quantize_tensor() and peftio_bnb_prepass() through b;
+ * known, when not NULL, holds every block's absmax already (found by
+ * the offset's pass), copied to absmax instead of computed again. */
 int	peftio_bnb_pass(struct peftio_ckpt *c, size_t i,
 	    const struct peftio_quant_state *qs, uint8_t *packed,
-	    float *absmax, int check, unsigned nthreads,
+	    float *absmax, const float *known, int check, unsigned nthreads,
 	    struct peftio_bnb_buffers *b, struct peftio_error *err);
+/* The offset's pass; the absmax go to keep (every block's) when it is
+ * not NULL, else to b's scratch. */
 struct peftio_bnb_out;
 int	peftio_bnb_offset(struct peftio_ckpt *c, size_t i,
-	    struct peftio_bnb_out *bo, int check, unsigned nthreads,
-	    struct peftio_bnb_buffers *b, struct peftio_error *err);
+	    struct peftio_bnb_out *bo, float *keep, int check,
+	    unsigned nthreads, struct peftio_bnb_buffers *b,
+	    struct peftio_error *err);
 
 /* ------------------------------------------------------------------ */
 /* Writers (st_write.c)                                                */
