@@ -119,6 +119,22 @@ quantize_all(enum peftio_q4type t, enum peftio_dtype dt, const void *in,
 		ck_assert_int_eq(peftio_q4_absmax(dt, in, n, bs, 0, nb, a2), 0);
 		ck_assert_msg(memcmp(a2, absmax, nb * 4) == 0,
 		    "impl %d: peftio_q4_absmax differs", impl);
+		/* The absmax that also looks for NaN and Inf: the same
+		 * values, and never "finite" when one is not. */
+		memset(a2, 0xa5, nb * 4);
+		if (peftio_q4_absmax_finite(dt, in, n, bs, 0, nb, a2))
+			ck_assert_msg(peftio_first_nonfinite(dt, in, n) < 0,
+			    "impl %d: a NaN or Inf not seen", impl);
+		ck_assert_msg(memcmp(a2, absmax, nb * 4) == 0,
+		    "impl %d: peftio_q4_absmax_finite differs", impl);
+		/* Quantizing with those absmax known gives the same. */
+		memset(p2, 0xa5, pl);
+		ck_assert_int_eq(peftio_q4_quantize_known(t, dt, in, n, bs, 0,
+		    nb, p2, a2), 0);
+		ck_assert_msg(memcmp(p2, packed, pl) == 0,
+		    "impl %d: packed with known absmax differs", impl);
+		ck_assert_msg(memcmp(a2, absmax, nb * 4) == 0,
+		    "impl %d: known absmax changed", impl);
 	}
 	peftio_q4_impl_set(old);
 	free(p2);
@@ -271,6 +287,49 @@ START_TEST(test_nonfinite)
 		for (i = 0; i < 32; i++)
 			ck_assert_uint_eq(p[i], 0);
 	}
+}
+END_TEST
+
+/*
+ * The absmax pass that looks for NaN and Inf: for each implementation
+ * and dtype, one NaN, +Inf or -Inf anywhere among finite values is
+ * seen (0); all finite values are 1 on the AVX2 path, which tells.
+ */
+START_TEST(test_absmax_finite)
+{
+	static const enum peftio_dtype dts[] = { PEFTIO_F32, PEFTIO_F16,
+	    PEFTIO_BF16 };
+	static const float bad[] = { NAN, INFINITY, -INFINITY };
+	float f[256], am[4];
+	uint8_t in[1024];
+	size_t d, k, pos, i;
+	int impl, old;
+
+	old = peftio_q4_impl_set(-1);
+	for (impl = 1; impl < NIMPL; impl++) {
+		if (peftio_q4_impl_set(impl) < 0)
+			continue;
+		for (d = 0; d < 3; d++) {
+			for (i = 0; i < 256; i++)
+				f[i] = (float)((int)i - 128) / 64.0f;
+			peftio_from_f32(dts[d], f, in, 256);
+			if (impl == 3)
+				ck_assert_int_eq(peftio_q4_absmax_finite(dts[d],
+				    in, 256, 64, 0, 4, am), 1);
+			for (k = 0; k < 3; k++)
+				for (pos = 0; pos < 256; pos += 37) {
+					f[pos] = bad[k];
+					peftio_from_f32(dts[d], f, in, 256);
+					ck_assert_msg(!peftio_q4_absmax_finite(
+					    dts[d], in, 256, 64, 0, 4, am),
+					    "impl %d dtype %zu: %g at %zu not "
+					    "seen", impl, d, (double)bad[k],
+					    pos);
+					f[pos] = 1.0f;
+				}
+		}
+	}
+	peftio_q4_impl_set(old);
 }
 END_TEST
 
@@ -811,6 +870,7 @@ Suite *nf4_suite(void)
 	tcase_add_test(tc, test_published);
 	tcase_add_test(tc, test_zero_block);
 	tcase_add_test(tc, test_nonfinite);
+	tcase_add_test(tc, test_absmax_finite);
 	tcase_add_test(tc, test_odd_padding);
 	tcase_add_test(tc, test_fp4_sign);
 	tcase_add_test(tc, test_dequantize);
