@@ -334,21 +334,20 @@ ld8_avx2(enum peftio_dtype dt, const uint8_t *p)
 	}
 }
 
-/* Absmax of len (a multiple of 32) elements, as peftio_q4_absmax_portable();
- * with nonfinite, 1 is or'ed into it when one is NaN or Inf. */
-static inline AVX2 float
-absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len,
-    int *nonfinite)
+/*
+ * The largest |value| of len (a multiple of 16) elements as f32 bits;
+ * with nan0 a NaN counts as 0, else as what its bits say (above Inf).
+ */
+static inline AVX2 uint32_t
+absbits_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len, int nan0)
 {
 	const __m256i absm = _mm256_set1_epi32(0x7fffffff);
 	const __m256i inf = _mm256_set1_epi32(0x7f800000);
-	const __m256i fmax = _mm256_set1_epi32(0x7f7fffff);
-	__m256i m0 = _mm256_setzero_si256(), m1 = m0, a0, a1, bad = m0;
+	__m256i m0 = _mm256_setzero_si256(), m1 = m0, a0, a1;
 	__m128i h;
 	size_t es = dt_size(dt);
 	uintptr_t ahead;
 	uint64_t j;
-	uint32_t m;
 
 	for (j = 0; j < len; j += 16) {
 		ahead = (uintptr_t)p + j * es + PREFETCH;
@@ -357,13 +356,12 @@ absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len,
 		    ld8_avx2(dt, p + j * es)), absm);
 		a1 = _mm256_and_si256(_mm256_castps_si256(
 		    ld8_avx2(dt, p + (j + 8) * es)), absm);
-		if (nonfinite != NULL)
-			bad = _mm256_or_si256(bad, _mm256_or_si256(
-			    _mm256_cmpgt_epi32(a0, fmax),
-			    _mm256_cmpgt_epi32(a1, fmax)));
-		/* A NaN (above Inf as an integer) counts as 0. */
-		a0 = _mm256_andnot_si256(_mm256_cmpgt_epi32(a0, inf), a0);
-		a1 = _mm256_andnot_si256(_mm256_cmpgt_epi32(a1, inf), a1);
+		if (nan0) {
+			a0 = _mm256_andnot_si256(_mm256_cmpgt_epi32(a0, inf),
+			    a0);
+			a1 = _mm256_andnot_si256(_mm256_cmpgt_epi32(a1, inf),
+			    a1);
+		}
 		m0 = _mm256_max_epu32(m0, a0);
 		m1 = _mm256_max_epu32(m1, a1);
 	}
@@ -372,9 +370,26 @@ absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len,
 	    _mm256_extracti128_si256(m0, 1));
 	h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0x4e));
 	h = _mm_max_epu32(h, _mm_shuffle_epi32(h, 0xb1));
-	m = (uint32_t)_mm_cvtsi128_si32(h);
-	if (nonfinite != NULL && !_mm256_testz_si256(bad, bad))
-		*nonfinite = 1;
+	return (uint32_t)_mm_cvtsi128_si32(h);
+}
+
+/*
+ * Absmax of len (a multiple of 32) elements, as peftio_q4_absmax_portable()
+ * (a NaN counts as 0); with nonfinite, 1 is or'ed into it when one is
+ * NaN or Inf.  A block is read once more only when it holds one: the
+ * plain maximum of the bits is then Inf or above.
+ */
+static inline AVX2 float
+absmax_avx2(enum peftio_dtype dt, const uint8_t *p, uint64_t len,
+    int *nonfinite)
+{
+	uint32_t m = absbits_avx2(dt, p, len, 0);
+
+	if (m >= 0x7f800000U) {
+		if (nonfinite != NULL)
+			*nonfinite = 1;
+		m = absbits_avx2(dt, p, len, 1);
+	}
 	return m < FLT_MIN_BITS ? 0.0f : peftio_u2f(m);
 }
 
