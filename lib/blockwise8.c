@@ -552,13 +552,23 @@ peftio_q8_dequantize(const float *code, const uint8_t *q,
 }
 
 void
-peftio_dq_quantize_offset(const float *absmax, uint64_t nb, uint64_t nbs,
-    float offset, uint8_t *qabsmax, float *nested)
+peftio_dq_quantize_blocks(const float *absmax, uint64_t nb, uint64_t nbs,
+    float offset, uint64_t b0, uint64_t b1, uint8_t *qabsmax, float *nested)
 {
 	if (nb == 0 || nbs == 0 || nb > UINT64_MAX - nbs)
 		return;
-	q8_blocks(dynamic_map.f, absmax, offset, nb, nbs, 0,
-	    (nb + nbs - 1) / nbs, qabsmax, nested);
+	b1 = PEFTIO_MIN(b1, (nb + nbs - 1) / nbs);
+	if (b0 < b1)
+		q8_blocks(dynamic_map.f, absmax, offset, nb, nbs, b0, b1,
+		    qabsmax, nested);
+}
+
+void
+peftio_dq_quantize_offset(const float *absmax, uint64_t nb, uint64_t nbs,
+    float offset, uint8_t *qabsmax, float *nested)
+{
+	peftio_dq_quantize_blocks(absmax, nb, nbs, offset, 0, UINT64_MAX,
+	    qabsmax, nested);
 }
 
 /*

@@ -15,6 +15,9 @@
  * alignment): two pieces are held, not two tensors. */
 #define DEQ_PIECE	(8u << 20)
 
+/* Nested blocks (of 256 absmax) a thread double-quantizes at a time. */
+#define DQ_GRAIN	64
+
 /* The slot's buffers for a 4-bit weight: codes, absmax, and two for
  * double quantization; for an 8-bit weight: codes and SCB. */
 enum { B_PACKED, B_ABSMAX, B_DQ };
@@ -195,13 +198,17 @@ peftio_bnb_step_expect(struct peftio_xf_check *chk, size_t i,
 /* ------------------------------------------------------------------ */
 /* Computing                                                           */
 
+/* A 4-bit weight's codes, and its absmax as slot_dq() left them. */
 static int
 write_quant(struct peftio_xf_job *j)
 {
 	const struct peftio_bnb_step *s = j->ctx;
 
-	return peftio_bnb_write(j->w, j->name, &s->bo, j->data,
-	    j->buf[B_ABSMAX].p, &j->buf[B_DQ], &j->err);
+	if (!s->bo.qs.double_quant)
+		return peftio_bnb_write_stored(j->w, j->name, &s->bo, j->data,
+		    j->buf[B_ABSMAX].p, NULL, &j->err);
+	return peftio_bnb_write_stored(j->w, j->name, &s->bo, j->data,
+	    j->buf[B_DQ].p, j->buf[B_DQ + 1].p, &j->err);
 }
 
 static int
@@ -211,6 +218,50 @@ write_quant8(struct peftio_xf_job *j)
 
 	return peftio_bnb8_write(j->w, j->name, j->buf[B8_CODES].p,
 	    j->buf[B8_SCB].p, s->bw8.rows, s->bw8.cols, &j->err);
+}
+
+struct dq {
+	const struct peftio_quant_state *qs;
+	const float	*absmax;
+	uint64_t	 nb;
+	uint8_t		*codes;
+	float		*nested;
+};
+
+static void
+dq_range(void *arg, uint64_t b, uint64_t e)
+{
+	struct dq *d = arg;
+
+	peftio_dq_quantize_blocks(d->absmax, d->nb, d->qs->nested_blocksize,
+	    d->qs->nested_offset, b, e, d->codes, d->nested);
+}
+
+/*
+ * The double quantization of a 4-bit weight's absmax into the slot, by
+ * the caller's threads with the offset found before (the one its
+ * quant_state records), so that the writer only writes.
+ */
+static int
+slot_dq(struct peftio_xf_job *j, const struct peftio_quant_state *qs,
+    const float *absmax, unsigned nthreads, struct peftio_error *err)
+{
+	struct dq d;
+	uint64_t nnb;
+
+	if (!qs->double_quant)
+		return 0;
+	d.qs = qs;
+	d.absmax = absmax;
+	d.nb = ceil_div(qs->numel, qs->blocksize);
+	nnb = ceil_div(d.nb, qs->nested_blocksize);
+	d.codes = peftio_scratch(&j->buf[B_DQ], d.nb ? d.nb : 1);
+	d.nested = peftio_scratch(&j->buf[B_DQ + 1], nnb ? nnb *
+	    sizeof(float) : 1);
+	if (d.codes == NULL || d.nested == NULL)
+		return nomem(err);
+	peftio_parallel_for(nthreads, nnb, DQ_GRAIN, dq_range, &d);
+	return 0;
 }
 
 /* The codes and absmax of a 4-bit weight in a slot. */
@@ -255,6 +306,8 @@ peftio_bnb_step_quantize_mem(struct peftio_xf *x, const char *name,
 	if ((rc = slot_quant(j, &s->bo.qs, &packed, &absmax, err)) != 0)
 		return rc;
 	peftio_bnb_quantize_mem(&s->bo.qs, vals, packed, absmax, nthreads);
+	if ((rc = slot_dq(j, &s->bo.qs, absmax, nthreads, err)) != 0)
+		return rc;
 	return peftio_xf_submit(x, write_quant, err);
 }
 
@@ -293,7 +346,8 @@ quantize(struct peftio_xf *x, size_t i, const struct peftio_bnb_step *s,
 	j->name = name;
 	if ((rc = slot_quant(j, &s->bo.qs, &packed, &absmax, err)) != 0 ||
 	    (rc = peftio_bnb_pass(c, i, &s->bo.qs, packed, absmax, s->absmax,
-	    check, nthreads, buf, err)) != 0)
+	    check, nthreads, buf, err)) != 0 ||
+	    (rc = slot_dq(j, &s->bo.qs, absmax, nthreads, err)) != 0)
 		return rc;
 	return peftio_xf_submit(x, write_quant, err);
 }

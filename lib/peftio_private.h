@@ -123,6 +123,11 @@ int	peftio_q4_impl_set(int impl);
 /* The 8-bit stage of peftio_dq_quantize() with a given offset. */
 void	peftio_dq_quantize_offset(const float *absmax, uint64_t nb,
 	    uint64_t nbs, float offset, uint8_t *qabsmax, float *nested);
+/* The same for the nested blocks [b0, b1) only (of nbs absmax each):
+ * their codes and nested absmax. */
+void	peftio_dq_quantize_blocks(const float *absmax, uint64_t nb,
+	    uint64_t nbs, float offset, uint64_t b0, uint64_t b1,
+	    uint8_t *qabsmax, float *nested);
 
 /*
  * zip.c: the members of a zip archive in memory (a torch.save file).

@@ -250,6 +250,18 @@ START_TEST(test_q8_fast_vs_ref)
 		peftio_dq_quantize_offset(x, n, bs, sub, q1, am1);
 		ck_assert_msg(memcmp(q0, q1, n) == 0, "impl %d: DQ", impl);
 		ck_assert_mem_eq(am0, am1, nb * 4);
+		/* The same in random ranges of blocks, the last one past
+		 * the end. */
+		memset(q1, 0xa5, n);
+		memset(am1, 0xa5, nb * 4);
+		for (i = 0; i < nb; i = r) {
+			r = (int)(i + 1 + tu_rand(&seed) % 40);
+			peftio_dq_quantize_blocks(x, n, bs, sub, i,
+			    r >= (int)nb ? UINT64_MAX : (uint64_t)r, q1, am1);
+		}
+		ck_assert_msg(memcmp(q0, q1, n) == 0, "impl %d: DQ ranges",
+		    impl);
+		ck_assert_mem_eq(am0, am1, nb * 4);
 	}
 	/* A code whose odd entries do not ascend takes the literal path. */
 	memcpy(odd, c, sizeof(odd));
