@@ -17,24 +17,6 @@
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 
-/*
- * OpenBLAS starts a pool of a thread per CPU when it is loaded, and each
- * of them spins on sched_yield() for about 0.1 s of CPU time before it
- * sleeps, though this library never gives it work (above): on two
- * cores, a core taken from the first tensors of every run.  The pool is
- * stopped once OpenBLAS has started, as its own fork handler stops it;
- * OpenBLAS starts it again if the program asks it for threads.  A BLAS
- * without the function is left as it is.
- */
-extern int blas_thread_shutdown_(void) __attribute__((weak));
-
-__attribute__((constructor)) static void
-blas_quiet(void)
-{
-	if (blas_thread_shutdown_ != NULL)
-		(void)blas_thread_shutdown_();
-}
-
 static void
 blas_init(void)
 {

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +30,51 @@
 
 const char *cli_progname = "peftio";
 int cli_verbose = 1;
+
+/*
+ * No BLAS thread pool.  The library calls BLAS from its own threads,
+ * one BLAS thread each (lib/linalg.c), but OpenBLAS starts a pool of a
+ * thread per CPU when it is loaded: each spins on sched_yield() for
+ * about 0.1 s of CPU time before it sleeps (on two cores, a core taken
+ * from the first tensors of every run) and takes a work buffer, which
+ * it waits for forever when memory is short.  The pool is as large as
+ * the CPUs the process may run on, so while the shared libraries start
+ * that is one: .preinit_array runs before them, a constructor of the
+ * program after them and before main().  (OPENBLAS_NUM_THREADS=1 set
+ * that early would be lost: the C library sets up the environment
+ * after .preinit_array.)
+ */
+static cpu_set_t cli_cpus;
+static int cli_cpus_narrowed;
+
+static void
+one_cpu(int argc, char **argv, char **envp)
+{
+	cpu_set_t one;
+	int cpu;
+
+	(void)argc;
+	(void)argv;
+	(void)envp;
+	if (sched_getaffinity(0, sizeof(cli_cpus), &cli_cpus) != 0 ||
+	    CPU_COUNT(&cli_cpus) < 2)
+		return;
+	for (cpu = 0; !CPU_ISSET(cpu, &cli_cpus); cpu++)
+		;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	cli_cpus_narrowed = sched_setaffinity(0, sizeof(one), &one) == 0;
+}
+
+__attribute__((section(".preinit_array"), used))
+static void (*const cli_preinit)(int, char **, char **) = one_cpu;
+
+__attribute__((constructor)) static void
+all_cpus(void)
+{
+	if (cli_cpus_narrowed)
+		(void)sched_setaffinity(0, sizeof(cli_cpus), &cli_cpus);
+}
 
 /*
  * The end of every run: remove what temporaries remain after a failure
