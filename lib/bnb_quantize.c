@@ -60,6 +60,7 @@ struct pass {
 	uint8_t			*packed;	/* NULL: absmax only */
 	float			*absmax;
 	const float		*known;	/* the absmax found before, or NULL */
+	const unsigned char	*view;	/* the tensor in place, or NULL */
 	int			 check;	/* look for NaN and Inf */
 	int64_t			 bad;	/* the first one found, or -1 */
 	int			 failed;
@@ -91,46 +92,58 @@ pass_fail(struct pass *ps, const struct peftio_error *err)
 		ps->err = *err;
 }
 
+/*
+ * Values [lo, lo + n) of the weight in qs->dtype: where they lie in the
+ * input when the pass has a view of it, else read (and rounded) into
+ * the slot's buffers.  NULL after a failure, recorded in ps.
+ */
+static const void *
+chunk_values(struct pass *ps, unsigned slot, uint64_t lo, uint64_t n)
+{
+	const struct peftio_quant_state *qs = ps->qs;
+	size_t es = peftio_dtype_bits(ps->sdt) / 8;
+	size_t des = peftio_dtype_bits(qs->dtype) / 8;
+	struct peftio_error err;
+	float *f;
+	void *p, *q;
+
+	if (ps->view != NULL)
+		return ps->view + lo * es;
+	if ((p = peftio_scratch(&ps->b->raw[slot], n * es)) == NULL)
+		goto nomem;
+	if (peftio_ckpt_read(ps->ck, ps->idx, lo * es, p, n * es, &err) != 0) {
+		pass_fail(ps, &err);
+		return NULL;
+	}
+	if (qs->dtype == ps->sdt)
+		return p;
+	f = peftio_scratch(&ps->b->vals[slot], n * sizeof(float));
+	q = peftio_scratch(&ps->b->conv[slot], n * des);
+	if (f == NULL || q == NULL)
+		goto nomem;
+	peftio_to_f32(ps->sdt, p, f, n);
+	peftio_from_f32(qs->dtype, f, q, n);
+	return q;
+nomem:
+	peftio_error_set(&err, PEFTIO_ENOMEM, "out of memory");
+	pass_fail(ps, &err);
+	return NULL;
+}
+
 static void
 pass_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 {
 	struct pass *ps = arg;
 	const struct peftio_quant_state *qs = ps->qs;
-	size_t es = peftio_dtype_bits(ps->sdt) / 8;
-	size_t des = peftio_dtype_bits(qs->dtype) / 8;
 	uint64_t bs = qs->blocksize, c, lo, n, nbk;
-	struct peftio_error err;
-	float *f;
-	void *p, *q;
+	const void *p;
 
 	for (c = b; c < e; c += nbk) {
 		nbk = PEFTIO_MIN(SUB_BLOCKS, e - c);
 		lo = c * bs;
 		n = PEFTIO_MIN(nbk * bs, qs->numel - lo);
-		if ((p = peftio_scratch(&ps->b->raw[slot], n * es)) == NULL) {
-			peftio_error_set(&err, PEFTIO_ENOMEM, "out of memory");
-			pass_fail(ps, &err);
+		if ((p = chunk_values(ps, slot, lo, n)) == NULL)
 			return;
-		}
-		if (peftio_ckpt_read(ps->ck, ps->idx, lo * es, p, n * es,
-		    &err) != 0) {
-			pass_fail(ps, &err);
-			return;
-		}
-		if (qs->dtype != ps->sdt) {
-			f = peftio_scratch(&ps->b->vals[slot],
-			    n * sizeof(float));
-			q = peftio_scratch(&ps->b->conv[slot], n * des);
-			if (f == NULL || q == NULL) {
-				peftio_error_set(&err, PEFTIO_ENOMEM,
-				    "out of memory");
-				pass_fail(ps, &err);
-				return;
-			}
-			peftio_to_f32(ps->sdt, p, f, n);
-			peftio_from_f32(qs->dtype, f, q, n);
-			p = q;
-		}
 		if (ps->packed == NULL) {
 			/* The absmax pass sees most NaN and Inf itself. */
 			if (!peftio_q4_absmax_finite(qs->dtype, p, n, bs, 0,
@@ -149,6 +162,11 @@ pass_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 			peftio_q4_quantize(qs->type, qs->dtype, p, n, bs, 0,
 			    nbk, ps->packed + lo / 2, ps->absmax + c);
 	}
+	/* What the view mapped of these blocks is not needed again. */
+	if (ps->view != NULL)
+		peftio_drop_pages(ps->view + b * bs * (peftio_dtype_bits(
+		    ps->sdt) / 8), (PEFTIO_MIN(e * bs, qs->numel) - b * bs) *
+		    (peftio_dtype_bits(ps->sdt) / 8));
 }
 
 struct peftio_bnb_buffers *
@@ -182,6 +200,8 @@ peftio_bnb_pass(struct peftio_ckpt *c, size_t i,
     struct peftio_bnb_buffers *b, struct peftio_error *err)
 {
 	struct pass ps;
+	const void *view;
+	int rc;
 
 	memset(&ps, 0, sizeof(ps));
 	ps.ck = c;
@@ -194,9 +214,20 @@ peftio_bnb_pass(struct peftio_ckpt *c, size_t i,
 	ps.check = check;
 	ps.bad = -1;
 	ps.b = b;
-	/* The whole tensor asked for at once, not 2 x SUB_BLOCKS at a
-	 * time by the workers' reads. */
-	peftio_ckpt_prefetch(c, i);
+	/*
+	 * The absmax pass reads the values where they lie, in the input's
+	 * mapping: it does little with each, and a copy by pread(2) cost
+	 * it as much again.  The other passes read pieces into buffers,
+	 * the whole tensor asked for at once, not 2 x SUB_BLOCKS at a
+	 * time by the workers' reads.
+	 */
+	if (packed == NULL && ps.sdt == qs->dtype && (rc =
+	    peftio_ckpt_view(c, i, &view, err)) <= 0) {
+		if (rc < 0)
+			return rc;
+		ps.view = view;
+	} else
+		peftio_ckpt_prefetch(c, i);
 	peftio_parallel_slots(nthreads, ceil_div(qs->numel, qs->blocksize),
 	    GRAIN_BLOCKS, pass_range, &ps);
 	if (ps.failed) {

@@ -620,6 +620,16 @@ peftio_ckpt_read(struct peftio_ckpt *c, size_t i, uint64_t off, void *buf,
 	    off, buf, len, err);
 }
 
+int
+peftio_ckpt_view(struct peftio_ckpt *c, size_t i, const void **data,
+    struct peftio_error *err)
+{
+	if (i >= c->count)
+		return 1;
+	return peftio_st_view(c->shards[c->ents[i].shard], c->ents[i].idx,
+	    data, err);
+}
+
 void
 peftio_ckpt_prefetch(struct peftio_ckpt *c, size_t i)
 {

@@ -227,6 +227,12 @@ void	peftio_torchbin_release(struct peftio_torchbin *tb, size_t i);
 /* source.c: drop the whole pages inside [p, p + n) of a private
  * file mapping (madvise MADV_DONTNEED); a hint, never fails. */
 void	peftio_drop_pages(const void *p, uint64_t n);
+/* Tensor i's bytes where they lie in a file's mapping (a safetensors
+ * file, or the spool of a stream), whose pages peftio_drop_pages() may
+ * give back: 0; 1 when they lie elsewhere (a torch archive, memory),
+ * to be read; a negative PEFTIO_E* value on failure. */
+int	peftio_ckpt_view(struct peftio_ckpt *c, size_t i, const void **data,
+	    struct peftio_error *err);
 
 /* progress.c: the hook of peftio_set_read_progress(), if any. */
 void	peftio_read_progress(uint64_t done, uint64_t total, const char *what);

@@ -564,6 +564,15 @@ peftio_st_data(struct peftio_st *st, size_t i, const void **data,
 }
 
 int
+peftio_st_view(struct peftio_st *st, size_t i, const void **data,
+    struct peftio_error *err)
+{
+	if (i >= st->n || st->tb != NULL || st->map == NULL)
+		return 1;
+	return peftio_st_data(st, i, data, err);
+}
+
+int
 peftio_st_read(struct peftio_st *st, size_t i, uint64_t off, void *buf,
     size_t len, struct peftio_error *err)
 {

@@ -138,5 +138,8 @@ int	peftio_st_open_bg(struct peftio_st **out, const char *path, int bg,
 int	peftio_st_complete(struct peftio_st *st, struct peftio_error *err);
 /* Read tensor i of a file ahead (posix_fadvise WILLNEED). */
 void	peftio_st_prefetch(struct peftio_st *st, size_t i);
+/* peftio_ckpt_view() of one file. */
+int	peftio_st_view(struct peftio_st *st, size_t i, const void **data,
+	    struct peftio_error *err);
 
 #endif /* PEFTIO_READER_PRIVATE_H */
