@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "peftio.h"
+#include "peftio_private.h"
 #include "testutil.h"
 
 #define W_TEST		PEFTIO_W_NOSYNC
@@ -78,6 +79,42 @@ START_TEST(test_open_shards)
 	ck_assert_uint_eq(peftio_ckpt_shard_of(c, 2), 1);
 	ck_assert_int_eq(peftio_ckpt_find(c, "b"), 1);
 	ck_assert_int_eq(peftio_ckpt_sharded(c), 0);
+	peftio_ckpt_close(c);
+}
+END_TEST
+
+/* A view of a tensor: where its bytes lie in a safetensors file's
+ * mapping, the bytes the reads give; none of a torch archive's. */
+START_TEST(test_view)
+{
+	struct peftio_ckpt *c;
+	struct peftio_error err;
+	const void *v, *d;
+	unsigned char buf[64];
+	size_t i, len;
+	char *index;
+
+	tu_tmpdir();
+	index = make_whole(&len);
+	free(index);
+	ck_assert_int_eq(peftio_ckpt_open_shards(&c, tu_path("whole"), 2,
+	    shard_names, &err), 0);
+	for (i = 0; i < peftio_ckpt_count(c); i++) {
+		len = (size_t)peftio_ckpt_tensor(c, i)->nbytes;
+		ck_assert_uint_le(len, sizeof(buf));
+		ck_assert_int_eq(peftio_ckpt_view(c, i, &v, &err), 0);
+		ck_assert_int_eq(peftio_ckpt_data(c, i, &d, &err), 0);
+		ck_assert_ptr_eq(v, d);
+		ck_assert_int_eq(peftio_ckpt_read(c, i, 0, buf, len, &err), 0);
+		ck_assert_mem_eq(v, buf, len);
+	}
+	ck_assert_int_eq(peftio_ckpt_view(c, peftio_ckpt_count(c), &v, &err),
+	    1);
+	peftio_ckpt_close(c);
+	ck_assert_int_eq(peftio_ckpt_open(&c, TEST_DATA "/torchbin/module.bin",
+	    &err), 0);
+	ck_assert_uint_gt(peftio_ckpt_count(c), 0);
+	ck_assert_int_eq(peftio_ckpt_view(c, 0, &v, &err), 1);
 	peftio_ckpt_close(c);
 }
 END_TEST
@@ -251,6 +288,7 @@ Suite *checkpoint_suite(void)
 
 	tcase_add_checked_fixture(tc, NULL, tu_tmpdir_remove);
 	tcase_add_test(tc, test_open_shards);
+	tcase_add_test(tc, test_view);
 	tcase_add_test(tc, test_training_state);
 	tcase_add_test(tc, test_open_shards_bad);
 	tcase_add_test(tc, test_from_shards);
