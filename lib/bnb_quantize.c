@@ -15,6 +15,7 @@
 #define SUB_BLOCKS	1024
 /* Blocks per thread chunk: large enough to amortize thread start-up. */
 #define GRAIN_BLOCKS	4096
+#define VIEW_DROP	((uint64_t)16 << 20)
 
 static uint64_t
 ceil_div(uint64_t a, uint64_t b)
@@ -130,6 +131,23 @@ nomem:
 	return NULL;
 }
 
+/*
+ * Values [lo, hi) of a view were used: when they end a window of
+ * VIEW_DROP bytes, its pages are given back, so that the mapping does
+ * not add the weight to the resident size.  A window at a time, not a
+ * range: each madvise(2) interrupts the other CPUs to flush their TLBs.
+ * Pages another thread still reads are mapped again when it does.
+ */
+static void
+view_done(struct pass *ps, uint64_t lo, uint64_t hi)
+{
+	size_t es = peftio_dtype_bits(ps->sdt) / 8;
+	uint64_t end = hi * es / VIEW_DROP * VIEW_DROP;
+
+	if (end > lo * es && end >= VIEW_DROP)
+		peftio_drop_pages(ps->view + end - VIEW_DROP, VIEW_DROP);
+}
+
 static void
 pass_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 {
@@ -162,11 +180,8 @@ pass_range(void *arg, unsigned slot, uint64_t b, uint64_t e)
 			peftio_q4_quantize(qs->type, qs->dtype, p, n, bs, 0,
 			    nbk, ps->packed + lo / 2, ps->absmax + c);
 	}
-	/* What the view mapped of these blocks is not needed again. */
 	if (ps->view != NULL)
-		peftio_drop_pages(ps->view + b * bs * (peftio_dtype_bits(
-		    ps->sdt) / 8), (PEFTIO_MIN(e * bs, qs->numel) - b * bs) *
-		    (peftio_dtype_bits(ps->sdt) / 8));
+		view_done(ps, b * bs, PEFTIO_MIN(e * bs, qs->numel));
 }
 
 struct peftio_bnb_buffers *
@@ -230,6 +245,8 @@ peftio_bnb_pass(struct peftio_ckpt *c, size_t i,
 		peftio_ckpt_prefetch(c, i);
 	peftio_parallel_slots(nthreads, ceil_div(qs->numel, qs->blocksize),
 	    GRAIN_BLOCKS, pass_range, &ps);
+	if (ps.view != NULL)
+		peftio_drop_pages(ps.view, peftio_ckpt_tensor(c, i)->nbytes);
 	if (ps.failed) {
 		*err = ps.err;
 		return err->code;
