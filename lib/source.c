@@ -251,15 +251,20 @@ struct peftio_spool {
 	uint64_t	 len, have;	/* bytes expected, bytes spooled */
 	int		 state;		/* 0 copying, 1 done, -1 failed */
 	int		 started;	/* the thread runs */
+	int		 splice;	/* splice(2) has not been refused */
 	char		*label;
 	struct peftio_error err;
 };
 
 /* One read of at most n bytes: > 0, 0 at the end, -1 with errno, -2
- * when told to stop. */
+ * when told to stop.  With buf NULL, the bytes go from the input
+ * straight to the spool at off (splice(2): no copy through this
+ * process); -1 with EINVAL when the input or the spool cannot. */
 static ssize_t
-spool_read(struct peftio_spool *s, void *buf, size_t n)
+spool_read(struct peftio_spool *s, void *buf, size_t n, uint64_t off)
 {
+	loff_t o = (loff_t)off;
+
 	struct pollfd pf[2];
 	ssize_t r;
 
@@ -276,7 +281,11 @@ spool_read(struct peftio_spool *s, void *buf, size_t n)
 		}
 		if (pf[1].revents != 0)
 			return -2;
-		if ((r = read(s->in, buf, n)) >= 0 || errno != EINTR)
+		if (buf == NULL)
+			r = splice(s->in, NULL, s->out, &o, n, SPLICE_F_MOVE);
+		else
+			r = read(s->in, buf, n);
+		if (r >= 0 || errno != EINTR)
 			return r;
 	}
 }
@@ -307,7 +316,14 @@ spool_main(void *arg)
 	}
 	while (have < s->len) {
 		want = (size_t)PEFTIO_MIN((uint64_t)SPOOL_STEP, s->len - have);
-		if ((r = spool_read(s, buf, want)) == -2)
+		r = -1;
+		errno = EINVAL;
+		if (s->splice && (r = spool_read(s, NULL, want, have)) < 0 &&
+		    errno == EINVAL && have == 0)
+			s->splice = 0;
+		if (!s->splice)
+			r = spool_read(s, buf, want, 0);
+		if (r == -2)
 			goto stopped;
 		if (r < 0) {
 			peftio_error_sys(&s->err, "%s: read error", s->label);
@@ -319,7 +335,8 @@ spool_main(void *arg)
 			    " data bytes (truncated)", s->label, have, s->len);
 			goto failed;
 		}
-		if (peftio_pwrite_all(s->out, buf, (size_t)r, have) != 0) {
+		if (!s->splice && peftio_pwrite_all(s->out, buf, (size_t)r,
+		    have) != 0) {
 			peftio_error_sys(&s->err, "%s: spool file", s->label);
 			goto failed;
 		}
@@ -329,7 +346,7 @@ spool_main(void *arg)
 		pthread_cond_broadcast(&s->cv);
 		pthread_mutex_unlock(&s->mu);
 	}
-	if ((r = spool_read(s, buf, 1)) == -2)
+	if ((r = spool_read(s, buf, 1, 0)) == -2)
 		goto stopped;
 	if (r < 0) {
 		peftio_error_sys(&s->err, "%s: read error", s->label);
@@ -371,6 +388,7 @@ peftio_spool_start(struct peftio_spool **out, int in, int sp, uint64_t len,
 	s->in = in;
 	s->out = sp;
 	s->len = len;
+	s->splice = 1;
 	if (pipe2(s->wake, O_CLOEXEC) != 0) {
 		rc = peftio_error_sys(err, "%s", label);
 		close(in);

@@ -3,6 +3,7 @@
  * malformed-input table in formats.md section 4.1) and writer.
  */
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -1573,22 +1574,36 @@ START_TEST(test_read_pipe)
 }
 END_TEST
 
-/* A checkpoint read from the read end of a pipe fed by a child while
- * it arrives. */
+/*
+ * A checkpoint read from the read end of a pipe fed by a child while it
+ * arrives; with sock, from a socket on standard input instead, which
+ * splice(2) does not take: the spool copies it through a buffer.
+ */
 static struct peftio_ckpt *
-open_bg(const unsigned char *buf, size_t len, pid_t *pid)
+open_bg(const unsigned char *buf, size_t len, pid_t *pid, int sock)
 {
 	struct peftio_error err;
 	struct peftio_ckpt *c;
 	char path[64];
-	int p[2];
+	int p[2], save = -1, rc;
 
-	ck_assert_int_eq(pipe(p), 0);
+	if (sock)
+		ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0);
+	else
+		ck_assert_int_eq(pipe(p), 0);
 	*pid = feed(p[1], buf, len);
 	close(p[1]);
-	snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
-	ck_assert_msg(peftio_ckpt_open_stream(&c, path, &err) == 0, "%s",
-	    err.msg);
+	if (sock) {
+		ck_assert_int_ge(save = dup(STDIN_FILENO), 0);
+		ck_assert_int_eq(dup2(p[0], STDIN_FILENO), STDIN_FILENO);
+		rc = peftio_ckpt_open_stream(&c, "-", &err);
+		ck_assert_int_eq(dup2(save, STDIN_FILENO), STDIN_FILENO);
+		close(save);
+	} else {
+		snprintf(path, sizeof(path), "/dev/fd/%d", p[0]);
+		rc = peftio_ckpt_open_stream(&c, path, &err);
+	}
+	ck_assert_msg(rc == 0, "%s", err.msg);
 	close(p[0]);
 	return c;
 }
@@ -1605,7 +1620,7 @@ START_TEST(test_read_pipe_bg)
 
 	buf = big_file(&len, &hlen);
 	/* Whole: read as it arrives, then checked to its end. */
-	c = open_bg(buf, len, &pid);
+	c = open_bg(buf, len, &pid, _i);
 	ck_assert_uint_eq(peftio_ckpt_count(c), 2);
 	peftio_ckpt_prefetch(c, 0);
 	ck_assert_int_eq(peftio_ckpt_read(c, 0, 8000000, got, sizeof(got),
@@ -1621,7 +1636,7 @@ START_TEST(test_read_pipe_bg)
 
 	/* Cut short: the open and the bytes before the cut are fine, the
 	 * reads past it and the completion are not. */
-	c = open_bg(buf, 8 + hlen + 5000000, &pid);
+	c = open_bg(buf, 8 + hlen + 5000000, &pid, _i);
 	ck_assert_int_eq(peftio_ckpt_read(c, 0, 0, got, sizeof(got), &err), 0);
 	ck_assert_mem_eq(got, buf + 8 + hlen, sizeof(got));
 	ck_assert_int_eq(peftio_ckpt_data(c, 0, &d, &err), PEFTIO_EFORMAT);
@@ -1634,7 +1649,7 @@ START_TEST(test_read_pipe_bg)
 	/* A byte too many: the last tensor, which reaches the end of the
 	 * data, is refused. */
 	buf[len] = 0;
-	c = open_bg(buf, len + 1, &pid);
+	c = open_bg(buf, len + 1, &pid, _i);
 	ck_assert_int_eq(peftio_ckpt_read(c, 0, 0, got, sizeof(got), &err), 0);
 	ck_assert_int_eq(peftio_ckpt_data(c, 1, &d, &err), PEFTIO_EFORMAT);
 	ck_assert_ptr_nonnull(strstr(err.msg, "after the last tensor"));
@@ -1930,7 +1945,7 @@ Suite *safetensors_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_read_pipe);
 	tcase_add_test(tc, test_read_pipe_bad);
-	tcase_add_test(tc, test_read_pipe_bg);
+	tcase_add_loop_test(tc, test_read_pipe_bg, 0, 2);
 	tcase_add_test(tc, test_prefetch);
 	tcase_add_test(tc, test_read_fifo);
 	tcase_add_test(tc, test_read_file);
