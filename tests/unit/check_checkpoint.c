@@ -60,18 +60,25 @@ make_whole(size_t *len)
 	return tu_read_file(tu_path("whole/" INDEX), len);
 }
 
-START_TEST(test_open_shards)
+/* The checkpoint of make_whole(), opened from its two shards. */
+static struct peftio_ckpt *
+open_whole(void)
 {
 	struct peftio_ckpt *c;
 	struct peftio_error err;
 	size_t len;
-	char *index;
 
 	tu_tmpdir();
-	index = make_whole(&len);
-	free(index);
+	free(make_whole(&len));
 	ck_assert_int_eq(peftio_ckpt_open_shards(&c, tu_path("whole"), 2,
 	    shard_names, &err), 0);
+	return c;
+}
+
+START_TEST(test_open_shards)
+{
+	struct peftio_ckpt *c = open_whole();
+
 	ck_assert_str_eq(peftio_ckpt_dir(c), tu_path("whole"));
 	ck_assert_uint_eq(peftio_ckpt_nshards(c), 2);
 	ck_assert_uint_eq(peftio_ckpt_count(c), 3);
@@ -87,18 +94,12 @@ END_TEST
  * mapping, the bytes the reads give; none of a torch archive's. */
 START_TEST(test_view)
 {
-	struct peftio_ckpt *c;
+	struct peftio_ckpt *c = open_whole();
 	struct peftio_error err;
 	const void *v, *d;
 	unsigned char buf[64];
 	size_t i, len;
-	char *index;
 
-	tu_tmpdir();
-	index = make_whole(&len);
-	free(index);
-	ck_assert_int_eq(peftio_ckpt_open_shards(&c, tu_path("whole"), 2,
-	    shard_names, &err), 0);
 	for (i = 0; i < peftio_ckpt_count(c); i++) {
 		len = (size_t)peftio_ckpt_tensor(c, i)->nbytes;
 		ck_assert_uint_le(len, sizeof(buf));
