@@ -15,6 +15,7 @@
 #define SUB_BLOCKS	1024
 /* Blocks per thread chunk: large enough to amortize thread start-up. */
 #define GRAIN_BLOCKS	4096
+/* Bytes of a weight read in place that are given back at a time. */
 #define VIEW_DROP	((uint64_t)16 << 20)
 
 static uint64_t
