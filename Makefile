@@ -84,6 +84,7 @@ all: lib/libpeftio.a lib/libpeftio.so $(TOOLBIN) $(COMPLETE)
 
 $(LIBOBJ) $(COMMON): lib/peftio_private.h
 lib/report.o lib/report_text.o: lib/report_private.h
+lib/st_write.o lib/verify.o: lib/hash.h
 # libpeftio.so exports what peftio.h declares and nothing else.
 $(LIBOBJ): XCFLAGS += -fvisibility=hidden
 tools/%.o: tools/common/cli.h tools/common/options.h tools/common/report.h

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <xxhash.h>
 
+#include "hash.h"
 #include "peftio_private.h"
 #include "reader_private.h"
 

@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <xxhash.h>
 
+#include "hash.h"
 #include "peftio_private.h"
 
 int
