@@ -89,9 +89,16 @@ lib/st_write.o lib/verify.o: lib/hash.h
 $(LIBOBJ): XCFLAGS += -fvisibility=hidden
 tools/%.o: tools/common/cli.h tools/common/options.h tools/common/report.h
 
-# The GPU reciprocal table ships zlib-compressed inside the library.
-lib/rcp_table.c: lib/data/rcp_delta.bin.gz scripts/bin2c.sh
-	sh scripts/bin2c.sh peftio_rcp_delta_gz < lib/data/rcp_delta.bin.gz > $@.tmp
+# The GPU reciprocal table ships inside the library, packed to 2 bits an
+# entry and gzip-compressed.
+scripts/rcp_pack: scripts/rcp_pack.c
+	$(CC) $(CFLAGS) -std=c11 -D_GNU_SOURCE $(WARN) -o $@ \
+	    scripts/rcp_pack.c $$($(PKG_CONFIG) --libs zlib)
+lib/rcp_packed.gz: lib/data/rcp_delta.bin.gz scripts/rcp_pack
+	scripts/rcp_pack < lib/data/rcp_delta.bin.gz > $@.tmp
+	mv $@.tmp $@
+lib/rcp_table.c: lib/rcp_packed.gz scripts/bin2c.sh
+	sh scripts/bin2c.sh peftio_rcp_packed_gz < lib/rcp_packed.gz > $@.tmp
 	mv $@.tmp $@
 
 lib/libpeftio.a: $(LIBOBJ)
@@ -280,7 +287,8 @@ installcheck: all
 	    sh tests/install/run.sh
 
 clean:
-	rm -f lib/*.o lib/rcp_table.c lib/libpeftio.a lib/libpeftio.so \
+	rm -f lib/*.o lib/rcp_table.c lib/rcp_packed.gz scripts/rcp_pack \
+	    lib/libpeftio.a lib/libpeftio.so \
 	    tools/*/*.o $(foreach t,$(TOOLS),tools/$(t)/$(t) tools/$(t)/$(t).bash) \
 	    tests/unit/*.o tests/unit/run-unit tests/unit/suites.h \
 	    tests/cli/*.o tests/cli/stdump tests/fuzz/replay-* \

@@ -6,8 +6,9 @@
  * rounded reciprocal by -1, 0 or +1 ulp, depending on the mantissa of the
  * input only (bnb-nf4.md section 11).  The library embeds that measured
  * difference for all 2^23 mantissas (lib/data/rcp_delta.bin.gz, a gzip
- * file of 2^23 signed bytes) and keeps it in memory packed to 2 bits per
- * entry (2 MiB).
+ * file of 2^23 signed bytes), packed at build time to 2 bits per entry
+ * (scripts/rcp_pack.c) and gzip-compressed again; it inflates the 2 MiB
+ * once, when first asked for a reciprocal.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -18,7 +19,6 @@
 
 #define RCP_ENTRIES	(1UL << 23)		/* one per f32 mantissa */
 #define RCP_PACKED	(RCP_ENTRIES / 4)	/* 2 bits per entry */
-#define RCP_CHUNK	65536
 
 static pthread_once_t rcp_once = PTHREAD_ONCE_INIT;
 static uint8_t *rcp_table;		/* delta + 1 in 2 bits, or NULL */
@@ -35,88 +35,44 @@ rcp_fail(int code, const char *msg)
 }
 
 /*
- * Pack got entries of buf (each -1, 0 or +1) into tab from entry pos on:
- * 0 when every one is in range.  Four at a time while pos is a multiple
- * of 4 (all but the last piece of the stream), which the compiler turns
- * into vector code; the inflated table is 8 MiB.
- */
-static int
-rcp_pack(uint8_t *tab, unsigned long pos, const unsigned char *buf,
-    size_t got)
-{
-	unsigned bad = 0, e0, e1, e2, e3;
-	size_t i = 0;
-
-	if ((pos & 3) == 0)
-		for (; i + 4 <= got; i += 4) {
-			e0 = (uint8_t)(buf[i] + 1);
-			e1 = (uint8_t)(buf[i + 1] + 1);
-			e2 = (uint8_t)(buf[i + 2] + 1);
-			e3 = (uint8_t)(buf[i + 3] + 1);
-			bad |= (e0 > 2) | (e1 > 2) | (e2 > 2) | (e3 > 2);
-			tab[(pos + i) >> 2] = (uint8_t)(e0 | e1 << 2 |
-			    e2 << 4 | e3 << 6);
-		}
-	for (; i < got; i++) {
-		e0 = (uint8_t)(buf[i] + 1);
-		bad |= e0 > 2;
-		tab[(pos + i) >> 2] |= (uint8_t)((e0 & 3) <<
-		    ((pos + i) & 3) * 2);
-	}
-	return bad != 0;
-}
-
-/*
- * Inflate the embedded table into a packed 2-bit form.  Every byte must
- * be -1, 0 or +1 and there must be exactly 2^23 of them.
+ * Inflate the embedded table into tab: exactly RCP_PACKED bytes, no
+ * entry 3 (delta + 1 is 0, 1 or 2).
  */
 static int
 rcp_load(uint8_t *tab)
 {
-	unsigned char buf[RCP_CHUNK];
 	z_stream zs;
-	unsigned long pos = 0;
+	unsigned bad = 0;
+	size_t i;
 	int zr, rc = PEFTIO_OK;
-	size_t got;
 
 	memset(&zs, 0, sizeof(zs));
 	if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK)
 		return rcp_fail(PEFTIO_ENOMEM,
 		    "reciprocal table: inflateInit2 failed");
-	zs.next_in = (unsigned char *)(uintptr_t)peftio_rcp_delta_gz;
-	zs.avail_in = (uInt)peftio_rcp_delta_gz_len;
-	do {
-		zs.next_out = buf;
-		zs.avail_out = sizeof(buf);
-		zr = inflate(&zs, Z_NO_FLUSH);
-		if (zr != Z_OK && zr != Z_STREAM_END) {
-			rc = rcp_fail(PEFTIO_EFORMAT,
-			    "reciprocal table: corrupt gzip data");
-			break;
-		}
-		got = sizeof(buf) - zs.avail_out;
-		if (got > RCP_ENTRIES - pos) {
-			rc = rcp_fail(PEFTIO_EFORMAT,
-			    "reciprocal table: longer than 2^23 entries");
-			break;
-		}
-		if (rcp_pack(tab, pos, buf, got) != 0) {
-			rc = rcp_fail(PEFTIO_EFORMAT,
-			    "reciprocal table: entry out of range");
-			break;
-		}
-		pos += got;
-		if (zr != Z_STREAM_END && got == 0 && zs.avail_in == 0) {
-			rc = rcp_fail(PEFTIO_EFORMAT,
-			    "reciprocal table: truncated gzip data");
-			break;
-		}
-	} while (zr != Z_STREAM_END);
-	inflateEnd(&zs);
-	if (rc == PEFTIO_OK && pos != RCP_ENTRIES)
+	zs.next_in = (unsigned char *)(uintptr_t)peftio_rcp_packed_gz;
+	zs.avail_in = (uInt)peftio_rcp_packed_gz_len;
+	zs.next_out = tab;
+	zs.avail_out = RCP_PACKED;
+	zr = inflate(&zs, Z_FINISH);
+	if (zr == Z_STREAM_END && zs.avail_out != 0)
 		rc = rcp_fail(PEFTIO_EFORMAT,
 		    "reciprocal table: shorter than 2^23 entries");
-	return rc;
+	else if (zr != Z_STREAM_END && zs.avail_out == 0)
+		rc = rcp_fail(PEFTIO_EFORMAT,
+		    "reciprocal table: longer than 2^23 entries");
+	else if (zr != Z_STREAM_END)
+		rc = rcp_fail(PEFTIO_EFORMAT,
+		    "reciprocal table: corrupt gzip data");
+	inflateEnd(&zs);
+	if (rc != PEFTIO_OK)
+		return rc;
+	for (i = 0; i < RCP_PACKED; i++)
+		bad |= tab[i] & tab[i] >> 1 & 0x55;
+	if (bad != 0)
+		return rcp_fail(PEFTIO_EFORMAT,
+		    "reciprocal table: entry out of range");
+	return PEFTIO_OK;
 }
 
 static void
