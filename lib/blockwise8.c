@@ -416,32 +416,12 @@ q8_codes_avx2(const float *code, const float *odd,
 		    fmin, _mm256_and_si256(_mm256_castps_si256(y), absm)),
 		    _mm256_castps_si256(y)));
 		c = _mm256_setzero_si256();
-		c = q8_below_avx2(c, y, end[0]);
-		c = q8_below_avx2(c, y, end[1]);
-		c = q8_below_avx2(c, y, end[2]);
-		c = q8_below_avx2(c, y, end[3]);
-		c = q8_below_avx2(c, y, end[4]);
-		c = q8_below_avx2(c, y, end[5]);
-		c = q8_below_avx2(c, y, end[6]);
+		for (k = 0; k < 7; k++)
+			c = q8_below_avx2(c, y, end[k]);
 		m = _mm256_slli_epi32(c, 4);
-#define Q8_CHUNK(k)	m = q8_below_avx2(m, y, _mm256_permutevar8x32_ps( \
-			    _mm256_loadu_ps(t->chunk[k]), c))
-		Q8_CHUNK(0);
-		Q8_CHUNK(1);
-		Q8_CHUNK(2);
-		Q8_CHUNK(3);
-		Q8_CHUNK(4);
-		Q8_CHUNK(5);
-		Q8_CHUNK(6);
-		Q8_CHUNK(7);
-		Q8_CHUNK(8);
-		Q8_CHUNK(9);
-		Q8_CHUNK(10);
-		Q8_CHUNK(11);
-		Q8_CHUNK(12);
-		Q8_CHUNK(13);
-		Q8_CHUNK(14);
-#undef Q8_CHUNK
+		for (k = 0; k < 15; k++)
+			m = q8_below_avx2(m, y, _mm256_permutevar8x32_ps(
+			    _mm256_loadu_ps(t->chunk[k]), c));
 		p = _mm256_add_epi32(m, m);
 		val = _mm256_i32gather_ps(code, p, 4);
 		gt = _mm256_cmp_ps(y, val, _CMP_GT_OQ);

@@ -534,12 +534,8 @@ peftio_q4_blocks_avx2(enum peftio_q4type t, enum peftio_dtype dt, const uint8_t 
 {
 #define Q4_CASE(T, D)							\
 	if (t == (T) && dt == (D)) {					\
-		if (known)						\
-			blocks_avx2_t((T), (D), in, bs, b0, b1, packed,	\
-			    absmax, 1);					\
-		else							\
-			blocks_avx2_t((T), (D), in, bs, b0, b1, packed,	\
-			    absmax, 0);					\
+		blocks_avx2_t((T), (D), in, bs, b0, b1, packed, absmax,	\
+		    known);						\
 		return;							\
 	}
 	Q4_CASE(PEFTIO_Q4_NF4, PEFTIO_F32)
