@@ -263,9 +263,8 @@ struct peftio_spool {
 static ssize_t
 spool_read(struct peftio_spool *s, void *buf, size_t n, uint64_t off)
 {
-	loff_t o = (loff_t)off;
-
 	struct pollfd pf[2];
+	loff_t o = (loff_t)off;
 	ssize_t r;
 
 	for (;;) {
@@ -316,9 +315,8 @@ spool_main(void *arg)
 	}
 	while (have < s->len) {
 		want = (size_t)PEFTIO_MIN((uint64_t)SPOOL_STEP, s->len - have);
-		r = -1;
-		errno = EINVAL;
-		if (s->splice && (r = spool_read(s, NULL, want, have)) < 0 &&
+		/* Refused at once: not from a pipe, or not to this file. */
+		if (s->splice && (r = spool_read(s, NULL, want, have)) == -1 &&
 		    errno == EINVAL && have == 0)
 			s->splice = 0;
 		if (!s->splice)
