@@ -559,6 +559,10 @@ peftio_extract_model(const char *base, const char *tuned,
 		o->skipped(o->report_arg, skipped);
 	for (i = 0; i < n; i++)
 		j.total += peftio_ckpt_tensor(j.t, j.items[i].ti)->nbytes;
+	if ((rc = peftio_blas_reserve(o->jobs, err)) != 0) {
+		peftio_error_prefix(err, "%s", tuned);
+		goto out;
+	}
 	peftio_parallel_for(o->jobs, n, 1, extract_range, &j);
 	if (o->progress != NULL)
 		o->progress(o->progress_arg, j.total, j.total, NULL);

@@ -540,6 +540,10 @@ peftio_init_model(const char *base, const char *adapter_dir,
 		j.total += peftio_ckpt_tensor(j.ck, j.t[i].idx)->nbytes;
 	for (i = 0; i < n; i++)
 		j.total += peftio_ckpt_tensor(j.ck, i)->nbytes;
+	if ((rc = peftio_blas_reserve(o->jobs > 0 ? o->jobs : 1, err)) != 0) {
+		peftio_error_prefix(err, "%s", base);
+		goto out;
+	}
 	peftio_parallel_for(o->jobs > 0 ? o->jobs : 1, j.nt, 1, init_range,
 	    &j);
 	for (i = 0; i < j.nt; i++)

@@ -20,36 +20,132 @@ static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static void
 blas_init(void)
 {
-	openblas_set_num_threads(1);
+	/* Not again where it holds: after a fork, setting it starts
+	 * OpenBLAS's threads anew, and each takes a work buffer. */
+	if (openblas_get_num_threads() != 1)
+		openblas_set_num_threads(1);
 }
 
 /*
- * OpenBLAS takes a work buffer of about BLAS_BUFFER bytes for each
- * thread that calls it, the first time, and when memory is short it
- * retries forever.  Each thread checks once that the memory is there
- * before its first call; the buffer is kept from then on.
+ * OpenBLAS takes a work buffer for each call from a pool that all
+ * threads share (about 128 MiB of address space each; BLAS_BUFFER adds
+ * a margin).  A call that finds every buffer in use maps one more, and
+ * when that fails it retries forever; buffers are never given back.
+ * So the library lets no more of its threads into BLAS at once than it
+ * has seen buffers free for, and only it grows the pool: under the
+ * gate's lock, with none of its threads inside, it takes buffers one
+ * by one, each after checking that the memory for a new one is there
+ * (OpenBLAS's own threads, where it runs any, keep one each), and gives
+ * them back; as many as it could hold at once, so many threads may
+ * enter.  That is up to n in peftio_blas_reserve(), which an operation
+ * calls before it starts its workers, and one on first use.
+ * With a BLAS library that has no such pool (no blas_memory_alloc) the
+ * gate stands open.
  */
 #define BLAS_BUFFER	((size_t)160 << 20)
+#define BLAS_MAX_POOL	48	/* OpenBLAS keeps at least 50 */
 
-static _Thread_local int blas_checked;
+extern void *blas_memory_alloc(int) __attribute__((weak));
+extern void blas_memory_free(void *) __attribute__((weak));
+
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static unsigned gate_pool;	/* threads that may be inside at once */
+static unsigned gate_inside;	/* threads between enter and leave */
+
+static int
+gate_open(void)
+{
+	pthread_once(&blas_once, blas_init);
+	return blas_memory_alloc == NULL || blas_memory_free == NULL;
+}
+
+/*
+ * Raise gate_pool towards want: hold as many buffers at once as memory
+ * allows.  The gate is locked and no library thread is inside BLAS, so
+ * the gate_pool buffers seen free together before are free again and
+ * need no check.
+ */
+static void
+gate_fill(unsigned want)
+{
+	void *held[BLAS_MAX_POOL];
+	unsigned n = 0;
+
+	while (n < want) {
+		if (n >= gate_pool) {
+			/* volatile: a compiler may drop a malloc() whose
+			 * memory is not used, and the check with it. */
+			void *volatile p = malloc(BLAS_BUFFER);
+
+			if (p == NULL)
+				break;
+			free(p);
+		}
+		held[n++] = blas_memory_alloc(0);
+	}
+	if (n > gate_pool)
+		gate_pool = n;
+	while (n > 0)
+		blas_memory_free(held[--n]);
+}
+
+int
+peftio_blas_reserve(unsigned n, struct peftio_error *err)
+{
+	int rc = 0;
+
+	if (gate_open())
+		return 0;
+	n = PEFTIO_MAX(1, PEFTIO_MIN(n, BLAS_MAX_POOL));
+	pthread_mutex_lock(&gate_lock);
+	if (gate_pool < n) {
+		while (gate_inside > 0)
+			pthread_cond_wait(&gate_cond, &gate_lock);
+		gate_fill(n);
+	}
+	if (gate_pool == 0)
+		rc = err == NULL ? PEFTIO_ENOMEM : peftio_error_set(err,
+		    PEFTIO_ENOMEM, "out of memory (the BLAS library needs "
+		    "%zu MiB for each thread)", BLAS_BUFFER >> 20);
+	pthread_mutex_unlock(&gate_lock);
+	return rc;
+}
 
 int
 peftio_blas_ready(struct peftio_error *err)
 {
-	/* volatile: a compiler may drop a malloc() whose memory is not
-	 * used, and the check with it. */
-	void *volatile p;
+	return peftio_blas_reserve(1, err);
+}
 
-	pthread_once(&blas_once, blas_init);
-	if (blas_checked)
-		return 0;
-	if ((p = malloc(BLAS_BUFFER)) == NULL)
-		return err == NULL ? PEFTIO_ENOMEM : peftio_error_set(err,
-		    PEFTIO_ENOMEM, "out of memory (the BLAS library needs "
-		    "%zu MiB for each thread)", BLAS_BUFFER >> 20);
-	free(p);
-	blas_checked = 1;
-	return 0;
+void
+peftio_blas_enter(void)
+{
+	if (gate_open())
+		return;
+	pthread_mutex_lock(&gate_lock);
+	if (gate_pool == 0) {
+		while (gate_inside > 0)
+			pthread_cond_wait(&gate_cond, &gate_lock);
+		gate_fill(1);
+	}
+	/* With gate_pool still 0 the caller skipped peftio_blas_ready():
+	 * the call goes ahead as it would without the gate. */
+	while (gate_pool > 0 && gate_inside >= gate_pool)
+		pthread_cond_wait(&gate_cond, &gate_lock);
+	gate_inside++;
+	pthread_mutex_unlock(&gate_lock);
+}
+
+void
+peftio_blas_leave(void)
+{
+	if (gate_open())
+		return;
+	pthread_mutex_lock(&gate_lock);
+	gate_inside--;
+	pthread_cond_broadcast(&gate_cond);
+	pthread_mutex_unlock(&gate_lock);
 }
 
 void
@@ -60,10 +156,12 @@ peftio_sgemm(int trans_a, int trans_b, uint64_t m, uint64_t n, uint64_t k,
 	pthread_once(&blas_once, blas_init);
 	if (m == 0 || n == 0)
 		return;
+	peftio_blas_enter();
 	cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
 	    trans_b ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n,
 	    (blasint)k, alpha, a, (blasint)lda, b, (blasint)ldb, beta, c,
 	    (blasint)ldc);
+	peftio_blas_leave();
 }
 
 int
@@ -81,9 +179,11 @@ peftio_svd(float *a, uint64_t m, uint64_t n, float *u, float *s, float *vt,
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "SVD: matrix of %llu x %llu is too large",
 		    (unsigned long long)m, (unsigned long long)n);
+	peftio_blas_enter();
 	info = LAPACKE_sgesdd(LAPACK_ROW_MAJOR, 'S', (lapack_int)m,
 	    (lapack_int)n, a, (lapack_int)n, s, u, (lapack_int)p, vt,
 	    (lapack_int)n);
+	peftio_blas_leave();
 	if (info == LAPACK_WORK_MEMORY_ERROR)
 		return peftio_error_set(err, PEFTIO_ENOMEM,
 		    "SVD: out of memory");
@@ -109,11 +209,13 @@ peftio_orth(float *a, uint64_t m, uint64_t l, struct peftio_error *err)
 		    "large", (unsigned long long)m, (unsigned long long)l);
 	if ((tau = malloc(l * sizeof(*tau))) == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "QR: out of memory");
+	peftio_blas_enter();
 	info = LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)l,
 	    a, (lapack_int)l, tau);
 	if (info == 0)
 		info = LAPACKE_sorgqr(LAPACK_ROW_MAJOR, (lapack_int)m,
 		    (lapack_int)l, (lapack_int)l, a, (lapack_int)l, tau);
+	peftio_blas_leave();
 	free(tau);
 	if (info == LAPACK_WORK_MEMORY_ERROR)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "QR: out of memory");

@@ -177,6 +177,8 @@ svd_double(const float *x, uint64_t m, uint64_t n, uint64_t k, float *u,
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "SVD: matrix of %llu x %llu is too large",
 		    (unsigned long long)m, (unsigned long long)n);
+	if ((rc = peftio_blas_ready(err)) != 0)
+		return rc;
 	a = malloc(m * n * sizeof(double));
 	du = malloc(m * p * sizeof(double));
 	ds = malloc(p * sizeof(double));
@@ -187,9 +189,11 @@ svd_double(const float *x, uint64_t m, uint64_t n, uint64_t k, float *u,
 	}
 	for (i = 0; i < m * n; i++)
 		a[i] = x[i];
+	peftio_blas_enter();
 	info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', (lapack_int)m,
 	    (lapack_int)n, a, (lapack_int)n, ds, du, (lapack_int)p, dvt,
 	    (lapack_int)n);
+	peftio_blas_leave();
 	if (info != 0) {
 		rc = peftio_error_set(err, info == LAPACK_WORK_MEMORY_ERROR ?
 		    PEFTIO_ENOMEM : PEFTIO_EINVAL,
@@ -318,6 +322,8 @@ peftio_init_lora(const struct peftio_init_opts *o, float *w, uint64_t m,
 	if ((uint64_t)(o->method) > PEFTIO_INIT_LOFTQ)
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "unknown initialisation");
+	if ((rc = peftio_blas_ready(err)) != 0)
+		return rc;
 	total = sumsq(w, mn);
 	if (!isfinite(total))
 		return peftio_error_set(err, PEFTIO_ENONFINITE,

@@ -183,6 +183,8 @@ static int
 run_gemm(const struct peftio_merge *m, struct gemm_job *j)
 {
 	j->nomem = 0;
+	if (j->r != 0 && peftio_blas_reserve(m->o.nthreads, NULL) != 0)
+		return PEFTIO_ENOMEM;
 	peftio_parallel_slots(m->o.nthreads,
 	    (j->nrows + ROW_CHUNK - 1) / ROW_CHUNK, 1, gemm_chunks, j);
 	return j->nomem ? PEFTIO_ENOMEM : 0;

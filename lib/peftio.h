@@ -1623,8 +1623,17 @@ void	peftio_report_list_free(struct peftio_report_list *l);
  * arguments: BLAS runs single-threaded inside the library (callers
  * split work into fixed pieces themselves).
  */
-/* Whether this thread may call BLAS: its work buffer fits in memory
- * (checked once per thread; err may be NULL).  0 or PEFTIO_ENOMEM. */
+/*
+ * The BLAS library takes a work buffer for each thread inside it at
+ * once, and would wait forever for memory it cannot get.  The library
+ * lets no more of its threads into BLAS at once than it has buffers
+ * for.  peftio_blas_reserve() makes room for up to n (call it before
+ * starting n threads that use BLAS; fewer when memory is short, and
+ * the others then take turns), peftio_blas_ready() for at least one.
+ * 0, or PEFTIO_ENOMEM when not even one fits (err may be NULL).  Call
+ * one of them before peftio_sgemm().
+ */
+int	peftio_blas_reserve(unsigned n, struct peftio_error *err);
 int	peftio_blas_ready(struct peftio_error *err);
 void	peftio_sgemm(int trans_a, int trans_b, uint64_t m, uint64_t n,
 	    uint64_t k, float alpha, const float *a, uint64_t lda,

@@ -81,6 +81,14 @@ void	peftio_temp_unregister(int slot);
  */
 float	peftio_cuda_mean_f32(const float *x, uint64_t n);
 
+/*
+ * linalg.c: around each call into BLAS or LAPACK.  Enter waits for a
+ * work buffer of the BLAS library that no other thread of the library
+ * holds; call peftio_blas_ready() or peftio_blas_reserve() first.
+ */
+void	peftio_blas_enter(void);
+void	peftio_blas_leave(void);
+
 /* An anonymous (already unlinked) temporary file in $TMPDIR or /tmp;
  * -1 with errno on failure. */
 int	peftio_anon_file(void);

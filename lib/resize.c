@@ -36,6 +36,8 @@ peftio_lora_resize(const float *b, const float *a, uint64_t m, uint64_t n,
 		return peftio_error_set(err, PEFTIO_EINVAL,
 		    "rank %llu exceeds the adapter's rank %llu",
 		    (unsigned long long)o->rank, (unsigned long long)r);
+	if ((rc = peftio_blas_ready(err)) != 0)
+		return rc;
 	if (r > m || r > n) {
 		/* A thin matrix: delta itself is small. */
 		struct peftio_extract_opts x = *o;

@@ -25,8 +25,10 @@ peftio_tuner_matmul(const double *a, const double *b, double *c, uint64_t m,
 		memset(c, 0, m * n * sizeof(double));
 		return;
 	}
+	peftio_blas_enter();
 	cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n,
 	    (int)k, 1.0, a, (int)k, b, (int)n, 0.0, c, (int)n);
+	peftio_blas_leave();
 }
 
 /*

@@ -38,8 +38,10 @@ solve(double *a, double *x, uint64_t b)
 
 	if (piv == NULL)
 		return -1;
+	peftio_blas_enter();
 	rc = LAPACKE_dgesv(LAPACK_ROW_MAJOR, (lapack_int)b, (lapack_int)b, a,
 	    (lapack_int)b, piv, x, (lapack_int)b);
+	peftio_blas_leave();
 	free(piv);
 	return rc == 0 ? 0 : -1;
 }
@@ -514,6 +516,8 @@ peftio_tuner_prepare(const struct peftio_tuner *t, size_t i, uint64_t rows,
 	int rc = 0;
 
 	*out = NULL;
+	if ((rc = peftio_blas_ready(err)) != 0)
+		return rc;
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return peftio_error_set(err, PEFTIO_ENOMEM, "out of memory");
 	p->rows = rows;

@@ -1,12 +1,17 @@
 /*
  * check_extract.c - QR orthonormalisation, the randomized SVD against
- * the exact one (Eckart-Young), and LoRA extraction with fixed and
- * energy-chosen ranks.
+ * the exact one (Eckart-Young), LoRA extraction with fixed and
+ * energy-chosen ranks, and threads sharing BLAS under a memory limit.
  */
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -475,6 +480,81 @@ START_TEST(test_read_progress)
 }
 END_TEST
 
+#define GATE_N		384
+#define GATE_THREADS	8
+
+/* One of the threads of test_blas_gate: products long enough that the
+ * threads overlap inside BLAS. */
+static void *
+gate_worker(void *arg)
+{
+	float *m = arg;
+	unsigned i;
+
+	for (i = 0; i < 20; i++)
+		peftio_sgemm(0, 0, GATE_N, GATE_N, GATE_N, 1.0f, m,
+		    GATE_N, m + GATE_N * GATE_N, GATE_N, 0.0f,
+		    m + 2 * GATE_N * GATE_N, GATE_N);
+	return NULL;
+}
+
+/*
+ * Under a limit on address space with room for one more BLAS work
+ * buffer but not two, eight threads that multiply at once take turns
+ * for the buffers there are: none waits forever for one that cannot be
+ * mapped.  Run in a child, which SIGALRM ends if it hangs.  Not under
+ * AddressSanitizer or valgrind, which need more address space than the
+ * limit leaves.
+ */
+START_TEST(test_blas_gate)
+{
+	pthread_t t[GATE_THREADS];
+	struct rlimit rl;
+	float *m[GATE_THREADS];
+	long pages;
+	int i, st;
+	pid_t pid;
+	FILE *f;
+
+	if (tu_under_sanitizer_or_valgrind())
+		return;
+	/* BLAS set up here: the child starts none of OpenBLAS's threads,
+	 * which would take buffers of their own at any time. */
+	ck_assert_int_eq(peftio_blas_ready(NULL), 0);
+	if ((pid = fork()) == 0) {
+		alarm(60);
+		/* One malloc arena: no thread maps 64 MiB of its own. */
+		mallopt(M_ARENA_MAX, 1);
+		for (i = 0; i < GATE_THREADS; i++)
+			if ((m[i] = calloc(3 * GATE_N * GATE_N,
+			    sizeof(float))) == NULL)
+				_exit(2);
+		if ((f = fopen("/proc/self/statm", "r")) == NULL ||
+		    fscanf(f, "%ld", &pages) != 1)
+			_exit(2);
+		fclose(f);
+		/* The 160 MiB check and one 128 MiB buffer fit, then the
+		 * threads' stacks; a second buffer does not. */
+		rl.rlim_cur = rl.rlim_max = (rlim_t)pages * 4096 +
+		    ((rlim_t)250 << 20);
+		if (setrlimit(RLIMIT_AS, &rl) != 0 ||
+		    peftio_blas_reserve(GATE_THREADS, NULL) != 0)
+			_exit(3);
+		for (i = 0; i < GATE_THREADS; i++)
+			if (pthread_create(&t[i], NULL, gate_worker, m[i]) != 0)
+				_exit(4);
+		for (i = 0; i < GATE_THREADS; i++)
+			pthread_join(t[i], NULL);
+		_exit(0);
+	}
+	ck_assert_int_gt(pid, 0);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(!WIFSIGNALED(st), "killed by signal %d (a hang ends "
+	    "with SIGALRM)", WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+	ck_assert_int_eq(WEXITSTATUS(st), 0);
+}
+END_TEST
+
 Suite *extract_suite(void);
 
 Suite *extract_suite(void)
@@ -492,6 +572,7 @@ Suite *extract_suite(void)
 	tcase_add_test(tc, test_extract_model);
 	tcase_add_loop_test(tc, test_resize_progress, 0, 2);
 	tcase_add_test(tc, test_read_progress);
+	tcase_add_test(tc, test_blas_gate);
 	suite_add_tcase(s, tc);
 	return s;
 }

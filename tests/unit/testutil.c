@@ -143,3 +143,19 @@ tu_tensor_f32(struct peftio_ckpt *c, const char *name, uint64_t *n)
 	*n = ti->numel;
 	return f;
 }
+
+int
+tu_under_sanitizer_or_valgrind(void)
+{
+	const char *pre = getenv("LD_PRELOAD");
+
+#if defined(__SANITIZE_ADDRESS__)
+	return 1;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+	return 1;
+#endif
+#endif
+	/* valgrind preloads its vgpreload_*.so into the program it runs */
+	return pre != NULL && strstr(pre, "vgpreload") != NULL;
+}

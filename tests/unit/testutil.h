@@ -25,6 +25,9 @@ void		*tu_read_file(const char *path, size_t *len);
 /* Remove a directory tree (best effort). */
 void		 tu_rmtree(const char *path);
 /* Deterministic pseudo-random numbers (xorshift64*), N(0, 1) by Box-Muller. */
+/* Whether AddressSanitizer or valgrind runs the tests: neither works
+ * under a limit on address space. */
+int		 tu_under_sanitizer_or_valgrind(void);
 uint64_t	 tu_rand(uint64_t *state);
 float		 tu_randn(uint64_t *state);
 
