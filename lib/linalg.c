@@ -32,15 +32,18 @@ blas_init(void)
  * a margin).  A call that finds every buffer in use maps one more, and
  * when that fails it retries forever; buffers are never given back.
  * So the library lets no more of its threads into BLAS at once than it
- * has seen buffers free for, and only it grows the pool: under the
- * gate's lock, with none of its threads inside, it takes buffers one
- * by one, each after checking that the memory for a new one is there
- * (OpenBLAS's own threads, where it runs any, keep one each), and gives
- * them back; as many as it could hold at once, so many threads may
+ * has seen buffers free for, and grows the pool only itself: under the
+ * gate's lock, with none of its threads inside, it takes buffers one by
+ * one, checking before each new one that its memory is there, and
+ * gives them back; as many as it held at once, so many threads may
  * enter.  That is up to n in peftio_blas_reserve(), which an operation
  * calls before it starts its workers, and one on first use.
- * With a BLAS library that has no such pool (no blas_memory_alloc) the
- * gate stands open.
+ *
+ * What the gate cannot see: an allocation by another thread between a
+ * check and the mapping that follows it, and the buffers of OpenBLAS's
+ * own threads started after the count (the tools run none: their BLAS
+ * sees one CPU when it loads).  With a BLAS library that has no such
+ * pool (no blas_memory_alloc) the gate stands open.
  */
 #define BLAS_BUFFER	((size_t)160 << 20)
 #define BLAS_MAX_POOL	48	/* OpenBLAS keeps at least 50 */
