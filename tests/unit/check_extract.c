@@ -509,6 +509,7 @@ gate_worker(void *arg)
 START_TEST(test_blas_gate)
 {
 	pthread_t t[GATE_THREADS];
+	pthread_attr_t attr;
 	struct rlimit rl;
 	float *m[GATE_THREADS];
 	long pages;
@@ -534,14 +535,19 @@ START_TEST(test_blas_gate)
 			_exit(2);
 		fclose(f);
 		/* The 160 MiB check and one 128 MiB buffer fit, then the
-		 * threads' stacks; a second buffer does not. */
+		 * threads' stacks (32 MiB); a second buffer does not. */
 		rl.rlim_cur = rl.rlim_max = (rlim_t)pages * 4096 +
 		    ((rlim_t)250 << 20);
 		if (setrlimit(RLIMIT_AS, &rl) != 0 ||
 		    peftio_blas_reserve(GATE_THREADS, NULL) != 0)
 			_exit(3);
+		/* Stacks of a known size, whatever ulimit -s says. */
+		if (pthread_attr_init(&attr) != 0 ||
+		    pthread_attr_setstacksize(&attr, (size_t)4 << 20) != 0)
+			_exit(4);
 		for (i = 0; i < GATE_THREADS; i++)
-			if (pthread_create(&t[i], NULL, gate_worker, m[i]) != 0)
+			if (pthread_create(&t[i], &attr, gate_worker,
+			    m[i]) != 0)
 				_exit(4);
 		for (i = 0; i < GATE_THREADS; i++)
 			pthread_join(t[i], NULL);
