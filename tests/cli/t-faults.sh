@@ -170,10 +170,11 @@ else
 fi
 
 # --- signals -------------------------------------------------------------------
-# A background job starts with SIGINT and SIGQUIT ignored, and the tools keep an
-# ignored signal ignored; run them with the default action instead.
-if env --default-signal=INT,QUIT true 2>/dev/null; then
-	DFL="env --default-signal=INT,QUIT"
+# A background job starts with SIGINT and SIGQUIT ignored, nohup(1) ignores
+# SIGHUP, and the tools keep an ignored signal ignored; run them with every
+# signal at its default action instead.
+if env --default-signal true 2>/dev/null; then
+	DFL="env --default-signal"
 else
 	DFL=
 fi
@@ -185,7 +186,12 @@ stop() {
 		sleep 0.1
 		k=$((k + 1))
 	done
-	kill -KILL "$1" 2>/dev/null
+	if kill -0 "$1" 2>/dev/null; then
+		echo "# pid $1 still runs: $(tr '\0' ' ' </proc/$1/cmdline \
+		    2>/dev/null), state $(awk '{print $3}' /proc/$1/stat \
+		    2>/dev/null), in $(cat /proc/$1/wchan 2>/dev/null)"
+		kill -KILL "$1" 2>/dev/null
+	fi
 	wait "$1"
 }
 
