@@ -156,7 +156,6 @@ peftio_sgemm(int trans_a, int trans_b, uint64_t m, uint64_t n, uint64_t k,
     float alpha, const float *a, uint64_t lda, const float *b, uint64_t ldb,
     float beta, float *c, uint64_t ldc)
 {
-	pthread_once(&blas_once, blas_init);
 	if (m == 0 || n == 0)
 		return;
 	peftio_blas_enter();
