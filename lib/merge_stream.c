@@ -139,6 +139,14 @@ row_count(int ndim, const uint64_t *shape)
 	return rows == 0 ? 1 : rows;
 }
 
+/* Out of memory while merging tensor name of c: the file and the tensor. */
+static int
+tensor_nomem(struct peftio_ckpt *c, const char *name, struct peftio_error *err)
+{
+	return peftio_error_set(err, PEFTIO_ENOMEM, "%s: tensor '%s': out of "
+	    "memory", peftio_ckpt_path(c), name);
+}
+
 int
 peftio_merge_stream_tensor(struct peftio_merge_stream *s,
     struct peftio_ckpt *c, size_t i, const struct peftio_bnb_weight *bw,
@@ -166,8 +174,7 @@ peftio_merge_stream_tensor(struct peftio_merge_stream *s,
 		 * values will be stored in (what nf4-quant -d writes). */
 		peftio_dtype_nbytes(dt, n, &nb);
 		if ((cv.src = peftio_scratch(&s->deq, nb)) == NULL)
-			return peftio_error_set(err, PEFTIO_ENOMEM,
-			    "out of memory");
+			return tensor_nomem(c, ti->name, err);
 		cv.sdt = dt;
 		rc = bw != NULL ? peftio_bnb_dequantize(c, bw, dt,
 		    (void *)cv.src, s->nthreads, err) :
@@ -193,8 +200,7 @@ peftio_merge_stream_tensor(struct peftio_merge_stream *s,
 		cv.dst = cv.f != NULL ? out->buffer(out->arg, cv.e0 * des,
 		    cv.n * des) : NULL;
 		if (cv.dst == NULL) {
-			rc = peftio_error_set(err, PEFTIO_ENOMEM,
-			    "out of memory");
+			rc = tensor_nomem(c, ti->name, err);
 			break;
 		}
 		peftio_parallel_slots(s->nthreads, (cv.n + CONV_CHUNK - 1) /
@@ -205,8 +211,11 @@ peftio_merge_stream_tensor(struct peftio_merge_stream *s,
 			break;
 		}
 		if (touched && (rc = peftio_merge_rows(s->m, cv.f, r0, nr, dt,
-		    err)) != 0)
+		    err)) != 0) {
+			if (rc == PEFTIO_ENOMEM)
+				tensor_nomem(c, ti->name, err);
 			break;
+		}
 		/* A merge that overflows dt, or NaN from the adapter. */
 		cv.check = touched && !s->allow_nonfinite;
 		cv.bad = -1;

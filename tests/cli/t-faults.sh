@@ -353,6 +353,13 @@ else
 	status "lora-merge under ulimit -v 100000" 1 sh -c \
 	    'ulimit -v $1; exec timeout 60 "$2" -o oom.safetensors "$3" "$4"' \
 	    sh 100000 "$MERGE" "$L/llama-f32" "$L/rslora-f32"
+	# A tensor is named with the file it is in.
+	if grep -q "^lora-merge: tensor '" "$T/err"; then
+		notok "lora-merge under ulimit -v 100000: the file is named"
+		sed 's/^/#   /' "$T/err"
+	else
+		ok "lora-merge under ulimit -v 100000: the file is named"
+	fi
 	status "adapter-extract under ulimit -v 100000" 1 sh -c \
 	    'ulimit -v $1; exec timeout 60 "$2" -r 4 -o oomdir "$3" "$4"' \
 	    sh 100000 "$EXTRACT" "$L/llama-f32" merged.safetensors
