@@ -65,7 +65,7 @@ gate_open(void)
 
 /*
  * Raise gate_pool towards want: hold as many buffers at once as memory
- * allows.  The gate is locked and no library thread is inside BLAS, so
+ * allows.  The gate is locked; once no library thread is inside BLAS,
  * the gate_pool buffers seen free together before are free again and
  * need no check.
  */
@@ -75,6 +75,8 @@ gate_fill(unsigned want)
 	void *held[BLAS_MAX_POOL];
 	unsigned n = 0;
 
+	while (gate_inside > 0)
+		pthread_cond_wait(&gate_cond, &gate_lock);
 	while (n < want) {
 		if (n >= gate_pool) {
 			/* volatile: a compiler may drop a malloc() whose
@@ -102,11 +104,8 @@ peftio_blas_reserve(unsigned n, struct peftio_error *err)
 		return 0;
 	n = PEFTIO_MAX(1, PEFTIO_MIN(n, BLAS_MAX_POOL));
 	pthread_mutex_lock(&gate_lock);
-	if (gate_pool < n) {
-		while (gate_inside > 0)
-			pthread_cond_wait(&gate_cond, &gate_lock);
+	if (gate_pool < n)
 		gate_fill(n);
-	}
 	if (gate_pool == 0)
 		rc = err == NULL ? PEFTIO_ENOMEM : peftio_error_set(err,
 		    PEFTIO_ENOMEM, "out of memory (the BLAS library needs "
@@ -127,11 +126,8 @@ peftio_blas_enter(void)
 	if (gate_open())
 		return;
 	pthread_mutex_lock(&gate_lock);
-	if (gate_pool == 0) {
-		while (gate_inside > 0)
-			pthread_cond_wait(&gate_cond, &gate_lock);
+	if (gate_pool == 0)
 		gate_fill(1);
-	}
 	/* With gate_pool still 0 the caller skipped peftio_blas_ready():
 	 * the call goes ahead as it would without the gate. */
 	while (gate_pool > 0 && gate_inside >= gate_pool)
