@@ -58,12 +58,17 @@ grep_err() {
 absent() {
 	desc=$1; shift
 	for p in "$@"; do
-		d=$(dirname "$p"); b=$(basename "$p")
-		if [ -e "$p" ] || ls -a "$d" 2>/dev/null | grep -q "^\.$b\.tmp"; then
+		if left "$p"; then
 			notok "$desc ($p or a temporary is left)"; return
 		fi
 	done
 	ok "$desc"
+}
+
+# left PATH: PATH exists, or a temporary of it (.NAME.tmp.*) beside it.
+left() {
+	[ -e "$1" ] || ls -a "$(dirname "$1")" 2>/dev/null |
+	    grep -q "^\.$(basename "$1")\.tmp"
 }
 
 # mkst FILE JSON NBYTES [DATAFILE]: a safetensors file with header JSON

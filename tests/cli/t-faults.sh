@@ -325,8 +325,7 @@ undercap() {
 	then
 		ok "$desc: a whole output"
 	elif [ "$st" -eq 1 ] && [ "$(wc -l <"$T/err")" -eq 1 ] &&
-	    [ ! -e "$out" ] &&
-	    ! ls -a "$(dirname "$out")" | grep -q "^\.$(basename "$out")\.tmp"; then
+	    ! left "$out"; then
 		ok "$desc: exit 1, nothing left"
 	else
 		notok "$desc (exit $st)"
